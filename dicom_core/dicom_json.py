@@ -1,0 +1,85 @@
+"""The DICOM JSON model (PS3.18 §F) of stored metadata: bulk data left out, invalid values dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydicom import config
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.valuerep import validate_value
+
+# Like Azure's DICOM service: binary VRs never appear in metadata (no BulkDataURI, no InlineBinary).
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+
+JsonDataset = dict[str, Any]
+# Called with (tag, VR, reason) for every element left out because its value is invalid.
+InvalidElementHandler = Callable[[BaseTag, str, str], None]
+
+
+def element_vr(dataset: Dataset, tag: BaseTag) -> str:
+    """Return the element's VR without reading a deferred value (dictionary VR for implicit files)."""
+    raw = dataset.get_item(tag, keep_deferred=True)
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return str(vr)
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"  # private or unknown tag in an implicit VR file
+
+
+def format_tag(tag: BaseTag) -> str:
+    """Format a tag the way error comments show it: (gggg,eeee)."""
+    return f"({tag.group:04X},{tag.element:04X})"
+
+
+def metadata_json(dataset: Dataset, on_invalid: InvalidElementHandler | None = None) -> JsonDataset:
+    """Return ``dataset`` as DICOM JSON without bulk data; invalid elements are reported and left out."""
+    result: JsonDataset = {}
+    for tag in sorted(dataset.keys()):
+        tag = BaseTag(tag)
+        if tag.element == 0:
+            continue  # group lengths are meaningless once re-encoded
+        vr = element_vr(dataset, tag)
+        if vr in BULK_VRS:
+            continue
+        try:
+            element = dataset[tag]
+            if vr == "SQ":
+                items = [metadata_json(item, on_invalid) for item in element.value or []]
+                result[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                continue
+            problem = invalid_value_reason(element)
+            if problem is None:
+                result[f"{tag:08X}"] = element.to_json_dict(None, 0)
+        except Exception as exc:  # pydicom raises many types for undecodable values
+            problem = f"Dicom element could not be read: {exc}"
+        if problem is not None and on_invalid is not None:
+            on_invalid(tag, vr, problem)
+    return result
+
+
+def invalid_value_reason(element: DataElement) -> str | None:
+    """Return why the element's value does not validate for its VR, or None when it does."""
+    vr = element.VR
+    if vr not in _TEXT_VRS or element.value is None:
+        return None
+    values = element.value if isinstance(element.value, MultiValue) else [element.value]
+    for value in values:
+        text = str(value).rstrip("\x00") if value is not None else ""
+        if "\x00" in text:
+            return f'Content "{text}" contains a NUL character'
+        if not text:
+            continue
+        try:
+            validate_value(vr, text, config.RAISE)
+        except ValueError as exc:
+            detail = str(exc).split(" Please see")[0]
+            return f'Content "{text}" does not validate VR {vr}: {detail}'
+    return None
