@@ -41,9 +41,8 @@ def frames_blob_name(stored: StoredInstance) -> str:
 
 async def put_instance_file(storage: Storage, stored: StoredInstance, file: BinaryIO, size: int) -> None:
     """Upload the Part-10 bytes exactly as received."""
-    file.seek(0)
-
     async def upload() -> None:
+        file.seek(0)  # a retry after a missing container must send the bytes again
         await storage.files.upload_blob(
             instance_blob_name(stored), file, length=size, overwrite=True,
             content_settings=DICOM_CONTENT, max_concurrency=UPLOAD_CONCURRENCY,

@@ -1,0 +1,36 @@
+"""Fixtures for service-level tests that call dicom_core directly against the session's Azurite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from dicom_core.settings import Settings
+from dicom_core.storage import Storage, open_storage
+
+
+@pytest.fixture(scope="session")
+def unit_settings(azurite) -> Settings:
+    """Settings with their own containers and tables, apart from the HTTP server's."""
+    return Settings(
+        storage_connection_string=azurite.connection_string, blob_container="unit-files",
+        metadata_container="unit-metadata", table_prefix="unit",
+    )
+
+
+@pytest.fixture(scope="session")
+async def storage(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """A Storage opened once for the session."""
+    opened = await open_storage(unit_settings)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def small_part_storage(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """A Storage whose settings allow parts of at most 4 KiB."""
+    opened = await open_storage(replace(unit_settings, max_part_bytes=4096))
+    yield opened
+    await opened.close()

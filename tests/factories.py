@@ -1,0 +1,69 @@
+"""Synthetic DICOM instances built with pydicom for tests (no patient data)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage, UID, generate_uid
+
+
+def make_dataset(
+    *, study: str | None = None, series: str | None = None, sop: str | None = None, rows: int = 8, columns: int = 8,
+    frames: int = 1, transfer_syntax: UID = ExplicitVRLittleEndian, **attributes: Any,
+) -> Dataset:
+    """Return a small 16-bit monochrome Secondary Capture dataset with the given UIDs and attributes."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop or generate_uid()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.PatientName = "Test^Patient"
+    ds.PatientID = "TEST-1"
+    ds.StudyDate = "20240101"
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    pixels = np.arange(rows * columns * frames, dtype=np.uint16).reshape(frames, rows, columns)
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    """Encode a dataset as a Part-10 file."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian, little_endian=True,
+               enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def make_instance(**kwargs: Any) -> bytes:
+    """Return the Part-10 bytes of :func:`make_dataset`."""
+    return to_bytes(make_dataset(**kwargs))
+
+
+def multipart_body(parts: list[bytes], boundary: str = "test-boundary", content_type: str | None = "application/dicom") -> bytes:
+    """Build a multipart/related body from raw part bodies."""
+    out = bytearray()
+    for part in parts:
+        out += f"--{boundary}\r\n".encode()
+        if content_type:
+            out += f"Content-Type: {content_type}\r\n".encode()
+        out += b"\r\n" + part + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
