@@ -32,6 +32,14 @@ class FrameIndex:
         assert self.native_offset is not None and self.native_frame_length is not None
         return ((self.native_offset + (frame - 1) * self.native_frame_length, self.native_frame_length),)
 
+    def shifted(self, delta: int) -> FrameIndex:
+        """Return the index of the same frames in a file with ``delta`` more bytes in front."""
+        if self.fragments is not None:
+            fragments = tuple(tuple((offset + delta, length) for offset, length in f) for f in self.fragments)
+            return FrameIndex(self.number_of_frames, fragments=fragments)
+        assert self.native_offset is not None
+        return FrameIndex(self.number_of_frames, self.native_offset + delta, self.native_frame_length)
+
     def to_json(self) -> dict[str, object]:
         """Return a compact JSON-able form."""
         if self.fragments is not None:

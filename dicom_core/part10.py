@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -17,6 +18,10 @@ from .frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, nati
 PIXEL_DATA = BaseTag(0x7FE00010)
 # Values larger than this stay in the file and are never loaded while parsing.
 DEFER_BYTES = 16 * 1024
+# Group 0002 (File Meta Information) as the very first bytes: a Part-10 file written without preamble.
+_FILE_META_START = b"\x02\x00"
+# What such a file gets in front when stored, so that every stored file is a conformant Part-10 file.
+PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 # Invalid values are reported by store validation, which knows what to do with them; silence pydicom's own.
@@ -33,8 +38,9 @@ class ParsedFile:
 
     dataset: Dataset
     transfer_syntax: UID
-    frame_index: FrameIndex | None
-    size: int
+    frame_index: FrameIndex | None  # offsets in the stored file (after any added preamble)
+    size: int  # of the stored file
+    added_preamble: bytes = b""
 
 
 def read_part10(file: BinaryIO) -> ParsedFile:
@@ -45,7 +51,11 @@ def read_part10(file: BinaryIO) -> ParsedFile:
     if size == 0:
         raise InvalidPart10Error("The part is empty.")
     try:
-        dataset = pydicom.dcmread(file, defer_size=DEFER_BYTES)
+        # pydicom itself writes files without preamble and 'DICM' for datasets created in memory, and
+        # dicomweb-client sends those: read them as long as the File Meta Information is there.
+        force = file.read(len(_FILE_META_START)) == _FILE_META_START
+        file.seek(0)
+        dataset = pydicom.dcmread(file, defer_size=DEFER_BYTES, force=force)
     except Exception as exc:  # pydicom raises many exception types for malformed input
         raise InvalidPart10Error(f"The part is not a readable DICOM file: {exc}") from exc
     meta = getattr(dataset, "file_meta", None)
@@ -54,7 +64,59 @@ def read_part10(file: BinaryIO) -> ParsedFile:
         raise InvalidPart10Error("The part has no File Meta Information with a TransferSyntaxUID.")
     if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated offsets are not file offsets
         _check_not_truncated(dataset, size)
-    return ParsedFile(dataset, UID(transfer_syntax), _frame_index(dataset, UID(transfer_syntax), file), size)
+    frame_index = _frame_index(dataset, UID(transfer_syntax), file)
+    if not force:
+        return ParsedFile(dataset, UID(transfer_syntax), frame_index, size)
+    shifted = frame_index.shifted(len(PREAMBLE)) if frame_index else None
+    return ParsedFile(dataset, UID(transfer_syntax), shifted, size + len(PREAMBLE), PREAMBLE)
+
+
+class PrefixedReader(io.RawIOBase):
+    """A read-only, seekable view of ``prefix`` followed by ``file``, for uploading a file with a preamble added."""
+
+    def __init__(self, prefix: bytes, file: BinaryIO) -> None:
+        super().__init__()
+        self._prefix, self._file, self._position = prefix, file, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence == io.SEEK_END:
+            self._file.seek(0, io.SEEK_END)
+            offset += len(self._prefix) + self._file.tell()
+        self._position = max(0, offset)
+        return self._position
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        written = 0
+        if self._position < len(self._prefix):
+            head = self._prefix[self._position : self._position + len(view)]
+            view[: len(head)] = head
+            written = len(head)
+        if written < len(view):
+            self._file.seek(self._position + written - len(self._prefix))
+            data = self._file.read(len(view) - written)
+            view[written : written + len(data)] = data
+            written += len(data)
+        self._position += written
+        return written
+
+
+def stored_stream(parsed: ParsedFile, file: BinaryIO) -> BinaryIO:
+    """Return the bytes to store: the file as received, with a preamble in front if it had none."""
+    if not parsed.added_preamble:
+        return file
+    return io.BufferedReader(PrefixedReader(parsed.added_preamble, file))  # type: ignore[arg-type]
 
 
 def _check_not_truncated(dataset: Dataset, size: int) -> None:

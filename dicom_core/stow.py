@@ -15,7 +15,7 @@ from .identifiers import StoredInstance, new_version
 from .index_store import InstanceExistsError, InstanceRecord, commit_instance
 from .media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
 from .multipart import Part, boundary_from_content_type, iter_parts
-from .part10 import InvalidPart10Error, read_part10
+from .part10 import InvalidPart10Error, read_part10, stored_stream
 from .storage import Storage
 from .store_validation import validate_instance
 from .stow_response import (
@@ -123,7 +123,7 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
     )
     try:
         uploads = [
-            put_instance_file(storage, stored, part.file, parsed.size),
+            put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
             put_json(storage, metadata_blob_name(stored), json.dumps(validated.metadata, separators=(",", ":")).encode()),
         ]
         if frame_index_in_blob:

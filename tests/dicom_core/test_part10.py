@@ -7,7 +7,7 @@ import io
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicom_core.part10 import InvalidPart10Error, read_part10
+from dicom_core.part10 import InvalidPart10Error, read_part10, stored_stream
 from factories import make_instance
 
 
@@ -31,3 +31,19 @@ def test_truncated_file_raises() -> None:
 def test_deflated_file_has_no_frame_index() -> None:
     with open(get_testdata_file("image_dfl.dcm"), "rb") as file:
         assert read_part10(file).frame_index is None
+
+
+def test_file_without_preamble_is_stored_with_one() -> None:
+    data = make_instance()
+    received = io.BytesIO(data[132:])
+    parsed = read_part10(received)
+    assert stored_stream(parsed, received).read() == data
+    assert parsed.size == len(data)
+    assert parsed.frame_index == read_part10(io.BytesIO(data)).frame_index
+
+
+def test_dataset_without_file_meta_is_refused() -> None:
+    data = make_instance()
+    parsed_meta_length = 132 + int.from_bytes(data[140:144], "little") + 12
+    with pytest.raises(InvalidPart10Error):
+        read_part10(io.BytesIO(data[parsed_meta_length:]))

@@ -1,0 +1,78 @@
+# Local development and CI commands for the DICOMweb function app.
+#   make run      install what is missing, start Azurite in the background and serve the app on http://localhost:7071/
+#   make test     install what is missing and run the test suite (its fixtures start their own Azurite)
+#   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
+#   make clean    remove .venv, node_modules and .azurite
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 7071
+APP ?= function_app:app
+PYTEST_ARGS ?=
+
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+AZURITE := node_modules/.bin/azurite
+AZURITE_DIR := .azurite
+AZURITE_PORTS := 10000 10001 10002
+AZURITE_ARGS := --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
+    --tableHost 127.0.0.1 --tablePort 10002 --location $(AZURITE_DIR) --skipApiVersionCheck --loose --disableTelemetry
+
+.PHONY: install run test clean
+
+install: $(VENV_STAMP) $(NODE_STAMP)
+
+$(VENV_STAMP): $(wildcard requirements*.txt)
+	[ -x $(VENV_PYTHON) ] || $(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+run: install
+	@for port in $(AZURITE_PORTS); do
+		if (: </dev/tcp/127.0.0.1/$$port) 2>/dev/null; then
+			echo "Port $$port is already in use (another Azurite?); stop that first." >&2; exit 1
+		fi
+	done
+	mkdir -p $(AZURITE_DIR)
+	$(AZURITE) $(AZURITE_ARGS) >$(AZURITE_DIR)/azurite.log 2>&1 &
+	azurite_pid=$$!
+	app_pid=
+	stop() {
+		if [ -n "$$app_pid" ]; then kill "$$app_pid" 2>/dev/null || true; wait "$$app_pid" 2>/dev/null || true; fi
+		kill "$$azurite_pid" 2>/dev/null || true
+		wait "$$azurite_pid" 2>/dev/null || true
+		echo "Azurite stopped."
+	}
+	trap stop EXIT
+	trap "exit 130" INT
+	trap "exit 143" TERM
+	for attempt in $$(seq 300); do
+		ready=yes
+		for port in $(AZURITE_PORTS); do (: </dev/tcp/127.0.0.1/$$port) 2>/dev/null || ready=no; done
+		[ "$$ready" = no ] || break
+		if ! kill -0 "$$azurite_pid" 2>/dev/null || [ "$$attempt" = 300 ]; then
+			echo "Azurite did not start; $(AZURITE_DIR)/azurite.log says:" >&2; cat $(AZURITE_DIR)/azurite.log >&2; exit 1
+		fi
+		sleep 0.1
+	done
+	echo "Azurite: blob, queue, table on 127.0.0.1:10000-10002 (log: $(AZURITE_DIR)/azurite.log)"
+	echo "DICOMweb server: http://localhost:$(PORT)/ (Ctrl-C stops it and Azurite)"
+	$(VENV_PYTHON) -m local_host --host $(HOST) --port $(PORT) --app $(APP) &
+	app_pid=$$!
+	wait "$$app_pid"
+
+test: install
+	$(VENV_PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules $(AZURITE_DIR)

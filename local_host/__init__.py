@@ -1,0 +1,1 @@
+"""Local stand-in for the Azure Functions host: serves a FunctionApp's HTTP functions on uvicorn."""
