@@ -28,6 +28,8 @@ MAX_COMMIT_ATTEMPTS = 60
 _RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied"})
 _MAX_BACKOFF_SECONDS = 0.25
 MODALITY = "00080060"
+# A Table string property holds 32K UTF-16 characters; stay below with room for escaping.
+MAX_ATTRIBUTES_CHARS = 30_000
 
 
 def series_row_key(series: str) -> str:
@@ -101,6 +103,17 @@ async def _get(storage: Storage, partition: str, row: str) -> TableEntity | None
         return None
 
 
+def attributes_property(metadata: JsonDataset, level: Level) -> str:
+    """Return the level's attributes as JSON, leaving out the largest elements until it fits in a property."""
+    attributes = row_attributes(metadata, level)
+    text = json.dumps(attributes, separators=(",", ":"))
+    while len(text) > MAX_ATTRIBUTES_CHARS and attributes:
+        largest = max(attributes, key=lambda key: len(json.dumps(attributes[key])))
+        del attributes[largest]
+        text = json.dumps(attributes, separators=(",", ":"))
+    return text
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -122,7 +135,7 @@ def _operations(
         "PartitionKey": ids.study, "RowKey": instance_row_key(ids.series, ids.instance),
         "Version": record.stored.version, "SopClassUid": record.sop_class_uid,
         "TransferSyntaxUid": record.transfer_syntax, "Size": record.size, "Modality": record.modality,
-        "Attributes": json.dumps(row_attributes(record.metadata, Level.INSTANCE)),
+        "Attributes": attributes_property(record.metadata, Level.INSTANCE),
         "FrameIndex": record.frame_index, "FrameIndexInBlob": record.frame_index_in_blob,
         "CreatedAt": instance["CreatedAt"] if instance else now, "UpdatedAt": now,
     }
@@ -130,7 +143,7 @@ def _operations(
         "PartitionKey": ids.study, "RowKey": series_row_key(ids.series),
         "InstanceCount": (series["InstanceCount"] if series else 0) + (1 if new_instance else 0),
         "Modality": record.modality,
-        "Attributes": json.dumps(row_attributes(record.metadata, Level.SERIES)),
+        "Attributes": attributes_property(record.metadata, Level.SERIES),
         "CreatedAt": series["CreatedAt"] if series else now, "UpdatedAt": now,
     }
     modalities: dict[str, int] = json.loads(study["ModalityCounts"]) if study else {}
@@ -143,7 +156,7 @@ def _operations(
         "InstanceCount": (study["InstanceCount"] if study else 0) + (1 if new_instance else 0),
         "SeriesCount": (study["SeriesCount"] if study else 0) + (1 if new_series else 0),
         "ModalityCounts": json.dumps(modalities, sort_keys=True),
-        "Attributes": json.dumps(row_attributes(record.metadata, Level.STUDY)),
+        "Attributes": attributes_property(record.metadata, Level.STUDY),
         "CreatedAt": study["CreatedAt"] if study else now, "UpdatedAt": now,
     }
     return [

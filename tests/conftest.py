@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -139,14 +140,14 @@ def storage_env(azurite: Azurite) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def serve_app(env: dict[str, str], log_folder: Path) -> Iterator[str]:
     """Serve the function app with `python -m local_host` on a free port; yield its base URL."""
     (port,) = free_ports(1)
     base_url = f"http://{LOOPBACK}:{port}"
-    log = tmp_path_factory.mktemp("server") / "local_host.log"
+    log = log_folder / "local_host.log"
     command = [sys.executable, "-m", "local_host", "--host", LOOPBACK, "--port", str(port)]
-    environment = {**os.environ, **storage_env, "PYTHONUNBUFFERED": "1"}
+    environment = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
@@ -156,6 +157,24 @@ def server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         yield base_url
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app served over loopback against the session's Azurite; yields its base URL."""
+    with serve_app(storage_env, tmp_path_factory.mktemp("server")) as base_url:
+        yield base_url
+
+
+PUBLIC_BASE_URL = "https://dicom.example.org/archive"
+
+
+@pytest.fixture(scope="module")
+def public_url_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second server whose DICOMWEB_PUBLIC_BASE_URL is PUBLIC_BASE_URL."""
+    env = {**storage_env, "DICOMWEB_PUBLIC_BASE_URL": PUBLIC_BASE_URL}
+    with serve_app(env, tmp_path_factory.mktemp("public-url-server")) as base_url:
+        yield base_url
 
 
 class BlobReader:

@@ -13,8 +13,10 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
+from conftest import PUBLIC_BASE_URL
 from factories import make_dataset, make_instance, multipart_body, to_bytes
 
+# The project's shared folder sits beside the repository (also in CI).
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "seed"
 SEED_STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
 DICOM_JSON = "application/dicom+json"
@@ -50,6 +52,7 @@ def _post(server: str, body: bytes, path: str = "/v2/studies", content_type: str
 
 
 def test_walkthrough_curl_requests_store_the_seed_files(server: str, blobs) -> None:
+    assert SEED.is_dir(), f"the walkthrough's sample files are expected in {SEED}"
     accept = "Accept: application/dicom+json"
     multipart = 'Content-Type: multipart/related; type="application/dicom"'
     red, green, blue = (SEED / f"{name}.dcm" for name in ("red-triangle", "green-square", "blue-circle"))
@@ -85,6 +88,14 @@ def test_response_lists_stored_instance_with_retrieve_url(server: str) -> None:
         f"{server}/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     ]
     assert item[FAILED_ATTRIBUTES_SEQUENCE] == {"vr": "SQ"}
+
+
+def test_retrieve_urls_use_the_configured_public_base_url(public_url_server: str) -> None:
+    ds = make_dataset()
+    response = _post(public_url_server, to_bytes(ds), path=f"/v1/studies/{ds.StudyInstanceUID}",
+                     content_type="application/dicom")
+    assert response.status_code == 200
+    assert response.json()[RETRIEVE_URL]["Value"] == [f"{PUBLIC_BASE_URL}/v1/studies/{ds.StudyInstanceUID}"]
 
 
 def test_store_into_study_url_adds_top_level_retrieve_url(server: str) -> None:
