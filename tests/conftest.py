@@ -166,13 +166,18 @@ def server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         yield base_url
 
 
-PUBLIC_BASE_URL = "https://dicom.example.org/archive"
+@pytest.fixture(scope="session")
+def public_base_url() -> str:
+    """The public base URL that `public_url_server` is configured with."""
+    return "https://dicom.example.org/archive"
 
 
 @pytest.fixture(scope="module")
-def public_url_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second server whose DICOMWEB_PUBLIC_BASE_URL is PUBLIC_BASE_URL."""
-    env = {**storage_env, "DICOMWEB_PUBLIC_BASE_URL": PUBLIC_BASE_URL}
+def public_url_server(
+    storage_env: dict[str, str], public_base_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A second server whose DICOMWEB_PUBLIC_BASE_URL is `public_base_url`."""
+    env = {**storage_env, "DICOMWEB_PUBLIC_BASE_URL": public_base_url}
     with serve_app(env, tmp_path_factory.mktemp("public-url-server")) as base_url:
         yield base_url
 

@@ -13,7 +13,6 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from conftest import PUBLIC_BASE_URL
 from factories import make_dataset, make_instance, multipart_body, to_bytes
 
 # The project's shared folder sits beside the repository (also in CI).
@@ -90,12 +89,12 @@ def test_response_lists_stored_instance_with_retrieve_url(server: str) -> None:
     assert item[FAILED_ATTRIBUTES_SEQUENCE] == {"vr": "SQ"}
 
 
-def test_retrieve_urls_use_the_configured_public_base_url(public_url_server: str) -> None:
+def test_retrieve_urls_use_the_configured_public_base_url(public_url_server: str, public_base_url: str) -> None:
     ds = make_dataset()
     response = _post(public_url_server, to_bytes(ds), path=f"/v1/studies/{ds.StudyInstanceUID}",
                      content_type="application/dicom")
     assert response.status_code == 200
-    assert response.json()[RETRIEVE_URL]["Value"] == [f"{PUBLIC_BASE_URL}/v1/studies/{ds.StudyInstanceUID}"]
+    assert response.json()[RETRIEVE_URL]["Value"] == [f"{public_base_url}/v1/studies/{ds.StudyInstanceUID}"]
 
 
 def test_store_into_study_url_adds_top_level_retrieve_url(server: str) -> None:
