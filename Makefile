@@ -3,6 +3,7 @@
 #   make test     install what is missing and run the test suite (its fixtures start their own Azurite)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
 #   make clean    remove .venv, node_modules and .azurite
+#   make bench    QIDO-RS at archive scale on an Azurite of its own (BENCH_ARGS="--studies 1000 --instances 3000")
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -18,13 +19,16 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# checkov (the infra/ static check of `make test`) has its own venv: its pins differ from the app's.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 AZURITE := node_modules/.bin/azurite
 AZURITE_DIR := .azurite
 AZURITE_PORTS := 10000 10001 10002
 AZURITE_ARGS := --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
     --tableHost 127.0.0.1 --tablePort 10002 --location $(AZURITE_DIR) --skipApiVersionCheck --loose --disableTelemetry
 
-.PHONY: install run test clean
+.PHONY: install run test clean bench
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -35,6 +39,11 @@ $(VENV_STAMP): $(wildcard requirements*.txt)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
+	touch $@
+
+$(CHECKOV_STAMP): infra/requirements-checkov.txt | $(VENV_STAMP)
+	[ -x $(CHECKOV_VENV)/bin/python ] || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --disable-pip-version-check -r infra/requirements-checkov.txt
 	touch $@
 
 run: install
@@ -71,8 +80,21 @@ run: install
 	app_pid=$$!
 	wait "$$app_pid"
 
-test: install
+test: install $(CHECKOV_STAMP)
 	$(VENV_PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules $(AZURITE_DIR)
+
+BENCH_ARGS ?=
+
+# Seeds 10,000 studies / 100,000 instances through the store path by default (hours on a small machine).
+bench: install
+	location=$$(mktemp -d)
+	$(AZURITE) --blobHost 127.0.0.1 --blobPort 10100 --queueHost 127.0.0.1 --queuePort 10101 --tableHost 127.0.0.1 \
+		--tablePort 10102 --location $$location --skipApiVersionCheck --loose --silent --disableTelemetry \
+		>$$location/azurite.log 2>&1 &
+	azurite_pid=$$!
+	trap 'kill $$azurite_pid 2>/dev/null || true; wait $$azurite_pid 2>/dev/null || true; rm -rf $$location' EXIT
+	for attempt in $$(seq 300); do (: </dev/tcp/127.0.0.1/10102) 2>/dev/null && break; sleep 0.1; done
+	$(VENV_PYTHON) bench/qido.py --azurite 10100,10102 $(BENCH_ARGS)

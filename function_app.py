@@ -12,13 +12,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import azure.functions as func
-from azurefunctions.extensions.http.fastapi import PlainTextResponse, Request, Response
+from azurefunctions.extensions.http.fastapi import (
+    JSONResponse, PlainTextResponse, Request, Response, StreamingResponse,
+)
 
+from dicom_core import health, openapi, qido, qido_query, stow, wado, wado_frames, wado_metadata
 from dicom_core.api_version import parse_api_version
 from dicom_core.errors import DicomWebError
+from dicom_core.identifiers import InstanceIdentifiers
+from dicom_core.request_log import log_requests
+from dicom_core.settings import Settings
 from dicom_core.storage import shared_storage
-from dicom_core import stow
 from dicom_core.uids import require_valid_uid
+from dicom_core.wado_response import WadoResponse
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 LOGGER = logging.getLogger("dicomweb")
@@ -39,7 +45,7 @@ def dicomweb_edge(handler: Handler) -> Handler:
             LOGGER.exception("Unhandled error on %s %s", req.method, req.url.path)
             return PlainTextResponse("The server hit an unexpected error.", status_code=500)
 
-    return wrapper
+    return log_requests(wrapper)
 
 
 def _base_url(req: Request, public_base_url: str) -> str:
@@ -87,3 +93,190 @@ async def store_instances(req: Request) -> Response:
 async def store_study_instances(req: Request) -> Response:
     """STOW-RS into one study: every instance must belong to the study of the URL."""
     return await _store(req)
+
+
+# --- Operating it: health check and the OpenAPI document (deploy issue) ---------------------------------
+
+@app.route(route="health/check", methods=["GET"])
+@dicomweb_edge
+async def health_check(req: Request) -> Response:
+    """GET /health/check (unversioned, like Azure's): 200 Healthy when Blob and Table Storage answer, else 503."""
+    report = await health.check_health(shared_storage, Settings.from_environment().health_timeout_seconds)
+    return JSONResponse(report.to_json(), status_code=report.http_status, headers={"Cache-Control": "no-store"})
+
+
+@app.route(route="v{version}/api.yaml", methods=["GET"])
+@dicomweb_edge
+async def openapi_document(req: Request) -> Response:
+    """GET /v{n}/api.yaml: the OpenAPI 3 document of the whole API (the same for every version)."""
+    parse_api_version(req.path_params["version"])
+    return Response(openapi.document(), media_type=openapi.MEDIA_TYPE)
+
+
+# --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered (WADO issue) ------------
+
+def _wado(result: WadoResponse) -> Response:
+    if result.body is None or isinstance(result.body, bytes):
+        return Response(result.body or b"", status_code=result.status, headers=result.headers)
+    return StreamingResponse(result.body, status_code=result.status, headers=result.headers)
+
+
+def _accept(req: Request) -> str | None:
+    values = req.headers.getlist("accept")  # a repeated header is one list (RFC 9110 §5.3)
+    return ", ".join(values) if values else None
+
+
+def _study_uid(req: Request) -> str:
+    parse_api_version(req.path_params["version"])
+    return require_valid_uid(req.path_params["study"], "StudyInstanceUID")
+
+
+def _series_uid(req: Request) -> str:
+    return require_valid_uid(req.path_params["series"], "SeriesInstanceUID")
+
+
+def _instance_ids(req: Request) -> InstanceIdentifiers:
+    return InstanceIdentifiers(_study_uid(req), _series_uid(req),
+                               require_valid_uid(req.path_params["instance"], "SOPInstanceUID"))
+
+
+def _metadata_request(req: Request) -> wado_metadata.MetadataRequest:
+    return wado_metadata.MetadataRequest(accept=_accept(req), accept_encoding=req.headers.get("accept-encoding"),
+                                         if_none_match=req.headers.get("if-none-match"))
+
+
+@app.route(route="v{version}/studies/{study}", methods=["GET"])
+@dicomweb_edge
+async def retrieve_study(req: Request) -> Response:
+    """WADO-RS: every instance of a study, multipart/related."""
+    study = _study_uid(req)
+    return _wado(await wado.retrieve_study(await shared_storage(), study, _accept(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}", methods=["GET"])
+@dicomweb_edge
+async def retrieve_series(req: Request) -> Response:
+    """WADO-RS: every instance of a series, multipart/related."""
+    study, series = _study_uid(req), _series_uid(req)
+    return _wado(await wado.retrieve_series(await shared_storage(), study, series, _accept(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}", methods=["GET"])
+@dicomweb_edge
+async def retrieve_instance(req: Request) -> Response:
+    """WADO-RS: one instance, single part or multipart/related."""
+    ids = _instance_ids(req)
+    return _wado(await wado.retrieve_instance(await shared_storage(), ids, _accept(req)))
+
+
+@app.route(route="v{version}/studies/{study}/metadata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_study_metadata(req: Request) -> Response:
+    """WADO-RS: the DICOM JSON of every instance of a study."""
+    study = _study_uid(req)
+    return _wado(await wado_metadata.study_metadata(await shared_storage(), study, _metadata_request(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/metadata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_series_metadata(req: Request) -> Response:
+    """WADO-RS: the DICOM JSON of every instance of a series."""
+    study, series = _study_uid(req), _series_uid(req)
+    return _wado(await wado_metadata.series_metadata(await shared_storage(), study, series, _metadata_request(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/metadata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_instance_metadata(req: Request) -> Response:
+    """WADO-RS: the DICOM JSON of one instance."""
+    ids = _instance_ids(req)
+    return _wado(await wado_metadata.instance_metadata(await shared_storage(), ids, _metadata_request(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", methods=["GET"])
+@dicomweb_edge
+async def retrieve_frames(req: Request) -> Response:
+    """WADO-RS: frames of an instance (1-based comma list)."""
+    ids = _instance_ids(req)
+    result = await wado_frames.retrieve_frames(await shared_storage(), ids, req.path_params["frames"], _accept(req))
+    return _wado(result)
+
+
+async def _rendered(req: Request) -> Response:
+    ids = _instance_ids(req)
+    return _wado(await wado_frames.retrieve_rendered(await shared_storage(), ids, req.path_params.get("frame"),
+                                                     _accept(req), req.query_params.get("quality")))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/rendered", methods=["GET"])
+@dicomweb_edge
+async def retrieve_rendered_instance(req: Request) -> Response:
+    """WADO-RS: the first frame of an instance as image/jpeg or image/png."""
+    return await _rendered(req)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
+           methods=["GET"])
+@dicomweb_edge
+async def retrieve_rendered_frame(req: Request) -> Response:
+    """WADO-RS: one frame of an instance as image/jpeg or image/png."""
+    return await _rendered(req)
+
+
+# --- Search (QIDO-RS): studies, series and instances, across the archive or in one study (QIDO issue) ---
+
+async def _search(req: Request, resource: qido_query.QidoResource) -> Response:
+    version = parse_api_version(req.path_params["version"])
+    study, series = req.path_params.get("study"), req.path_params.get("series")
+    storage = await shared_storage()
+    result = await qido.search(storage, qido.SearchRequest(
+        resource=resource, api_version=version, query_string=req.url.query, accept=_accept(req),
+        study_uid=require_valid_uid(study, "StudyInstanceUID") if study is not None else None,
+        series_uid=require_valid_uid(series, "SeriesInstanceUID") if series is not None else None,
+    ))
+    headers = result.headers(with_stats=storage.settings.query_stats)
+    if result.status == 204:
+        return Response(status_code=204, headers=headers)
+    return Response(result.body(), headers=headers, media_type="application/dicom+json")
+
+
+@app.route(route="v{version}/studies", methods=["GET"])
+@dicomweb_edge
+async def search_studies(req: Request) -> Response:
+    """QIDO-RS: search for studies."""
+    return await _search(req, qido_query.QidoResource.ALL_STUDIES)
+
+
+@app.route(route="v{version}/series", methods=["GET"])
+@dicomweb_edge
+async def search_series(req: Request) -> Response:
+    """QIDO-RS: search for series in every study."""
+    return await _search(req, qido_query.QidoResource.ALL_SERIES)
+
+
+@app.route(route="v{version}/instances", methods=["GET"])
+@dicomweb_edge
+async def search_instances(req: Request) -> Response:
+    """QIDO-RS: search for instances in every study."""
+    return await _search(req, qido_query.QidoResource.ALL_INSTANCES)
+
+
+@app.route(route="v{version}/studies/{study}/series", methods=["GET"])
+@dicomweb_edge
+async def search_study_series(req: Request) -> Response:
+    """QIDO-RS: search for the series of one study."""
+    return await _search(req, qido_query.QidoResource.STUDY_SERIES)
+
+
+@app.route(route="v{version}/studies/{study}/instances", methods=["GET"])
+@dicomweb_edge
+async def search_study_instances(req: Request) -> Response:
+    """QIDO-RS: search for the instances of one study."""
+    return await _search(req, qido_query.QidoResource.STUDY_INSTANCES)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances", methods=["GET"])
+@dicomweb_edge
+async def search_series_instances(req: Request) -> Response:
+    """QIDO-RS: search for the instances of one series."""
+    return await _search(req, qido_query.QidoResource.STUDY_SERIES_INSTANCES)

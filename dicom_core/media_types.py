@@ -8,6 +8,7 @@ DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 JSON = "application/json"
 MULTIPART_RELATED = "multipart/related"
+ANY = "*/*"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,18 @@ def parse_accept(value: str | None) -> list[MediaType]:
         return []
     ranges = [parse_media_type(item) for item in _split_outside_quotes(value, ",") if item.strip()]
     return sorted(ranges, key=lambda media: -media.quality)
+
+
+def unwrap_multipart(media: MediaType) -> tuple[MediaType, bool]:
+    """Return the payload media type of a range and whether it asked for multipart/related.
+
+    ``multipart/related; type="X"; transfer-syntax=Y;q=0.5`` becomes ``X; transfer-syntax=Y;q=0.5``; a
+    multipart range without ``type`` asks for any payload type.
+    """
+    if media.type != MULTIPART_RELATED:
+        return media, False
+    params = {name: value for name, value in media.params.items() if name != "type"}
+    return MediaType(media.params.get("type", ANY).strip().lower(), params, media.quality), True
 
 
 def accepts(accept: str | None, media_type: str) -> bool:

@@ -38,6 +38,14 @@ class Settings:
     max_part_bytes: int = 2 * GIB
     spool_memory_bytes: int = 8 * MIB
     store_concurrency: int = 4
+    max_transcode_bytes: int = 100 * MIB
+    # With both account URLs set, storage is reached with DefaultAzureCredential (managed identity) instead.
+    blob_account_url: str = ""
+    table_account_url: str = ""
+    health_timeout_seconds: int = 5
+    # QIDO: answer with an X-DicomWeb-Entities-Read header; most entities a search reads before it stops.
+    query_stats: bool = False
+    query_scan_budget: int = 5000
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +64,12 @@ class Settings:
             max_part_bytes=_int(env, "DICOMWEB_MAX_PART_BYTES", defaults.max_part_bytes),
             spool_memory_bytes=_int(env, "DICOMWEB_SPOOL_MEMORY_BYTES", defaults.spool_memory_bytes),
             store_concurrency=_int(env, "DICOMWEB_STORE_CONCURRENCY", defaults.store_concurrency),
+            max_transcode_bytes=_int(env, "DICOMWEB_MAX_TRANSCODE_BYTES", defaults.max_transcode_bytes),
+            blob_account_url=(env.get("DICOMWEB_BLOB_ACCOUNT_URL") or "").strip().rstrip("/"),
+            table_account_url=(env.get("DICOMWEB_TABLE_ACCOUNT_URL") or "").strip().rstrip("/"),
+            health_timeout_seconds=_int(env, "DICOMWEB_HEALTH_TIMEOUT_SECONDS", defaults.health_timeout_seconds),
+            query_stats=(env.get("DICOMWEB_QUERY_STATS") or "").strip().lower() in ("true", "1", "yes"),
+            query_scan_budget=_int(env, "DICOMWEB_QUERY_SCAN_BUDGET", defaults.query_scan_budget),
         )
 
 

@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from .settings import Settings
@@ -30,20 +32,24 @@ class Storage:
     files: ContainerClient
     metadata: ContainerClient
     studies: TableClient
+    index: TableClient
+    credential: AsyncTokenCredential | None = None
 
     async def ensure_created(self) -> None:
         """Create the containers and tables if they do not exist (idempotent)."""
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
-            *(self.table_service.create_table_if_not_exists(t.table_name) for t in (self.studies,)),
+            *(self.table_service.create_table_if_not_exists(t.table_name) for t in (self.studies, self.index)),
         )
 
     async def close(self) -> None:
         """Close the underlying HTTP sessions."""
         await asyncio.gather(
-            self.files.close(), self.metadata.close(), self.studies.close(),
+            self.files.close(), self.metadata.close(), self.studies.close(), self.index.close(),
             self.blob_service.close(), self.table_service.close(),
         )
+        if self.credential is not None:
+            await self.credential.close()
 
     async def recreating_missing(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a write; if a container or table was deleted under us, create it again and retry once."""
@@ -62,10 +68,56 @@ def table_name(settings: Settings, suffix: str) -> str:
     return f"{settings.table_prefix}{suffix}"
 
 
+@dataclass(frozen=True)
+class ConnectionStringAccess:
+    """Reach storage with a connection string (Azurite, or an account that allows shared keys)."""
+
+    connection_string: str
+
+
+@dataclass(frozen=True)
+class IdentityAccess:
+    """Reach storage at its account URLs with DefaultAzureCredential: a managed identity in Azure, no keys."""
+
+    blob_account_url: str
+    table_account_url: str
+
+
+StorageAccess = ConnectionStringAccess | IdentityAccess
+
+
+def select_storage_access(settings: Settings) -> StorageAccess:
+    """Choose identity-based access when both account URLs are set, else the connection string."""
+    urls = {"DICOMWEB_BLOB_ACCOUNT_URL": settings.blob_account_url,
+            "DICOMWEB_TABLE_ACCOUNT_URL": settings.table_account_url}
+    given = [name for name, url in urls.items() if url]
+    if not given:
+        return ConnectionStringAccess(settings.storage_connection_string)
+    if len(given) < len(urls):
+        missing = next(name for name in urls if name not in given)
+        raise ValueError(f"{given[0]} is set but {missing} is not: set both account URLs, or neither.")
+    for name, url in urls.items():
+        # Bearer tokens travel only over TLS; the SDK would refuse later with a vaguer message.
+        if not url.lower().startswith("https://"):
+            raise ValueError(f"{name} must be an https:// URL, not {url!r}.")
+    return IdentityAccess(settings.blob_account_url, settings.table_account_url)
+
+
+def storage_service_clients(
+    access: StorageAccess,
+) -> tuple[BlobServiceClient, TableServiceClient, AsyncTokenCredential | None]:
+    """Create (without connecting) the Blob and Table service clients for ``access``, and its credential."""
+    if isinstance(access, ConnectionStringAccess):
+        return (BlobServiceClient.from_connection_string(access.connection_string),
+                TableServiceClient.from_connection_string(access.connection_string), None)
+    credential = DefaultAzureCredential()
+    return (BlobServiceClient(access.blob_account_url, credential=credential),
+            TableServiceClient(access.table_account_url, credential=credential), credential)
+
+
 async def open_storage(settings: Settings) -> Storage:
     """Connect to the configured account and make sure every container and table exists."""
-    blob_service = BlobServiceClient.from_connection_string(settings.storage_connection_string)
-    table_service = TableServiceClient.from_connection_string(settings.storage_connection_string)
+    blob_service, table_service, credential = storage_service_clients(select_storage_access(settings))
     storage = Storage(
         settings=settings,
         blob_service=blob_service,
@@ -73,8 +125,15 @@ async def open_storage(settings: Settings) -> Storage:
         files=blob_service.get_container_client(settings.blob_container),
         metadata=blob_service.get_container_client(settings.metadata_container),
         studies=table_service.get_table_client(table_name(settings, "Studies")),
+        index=table_service.get_table_client(table_name(settings, "Index")),
+        credential=credential,
     )
-    await storage.ensure_created()
+    try:
+        await storage.ensure_created()
+    except BaseException:
+        # Unreachable storage (or a health check's timeout): don't leave HTTP sessions open on every attempt.
+        await asyncio.shield(storage.close())
+        raise
     return storage
 
 

@@ -14,8 +14,10 @@ from .errors import BadRequestError, NotAcceptableError, PayloadTooLargeError, U
 from .identifiers import StoredInstance, new_version
 from .index_store import InstanceExistsError, InstanceRecord, commit_instance
 from .media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
+from .metadata_documents import add_instance
 from .multipart import Part, boundary_from_content_type, iter_parts
 from .part10 import InvalidPart10Error, read_part10, stored_stream
+from .search_index import write_index_intents
 from .storage import Storage
 from .store_validation import validate_instance
 from .stow_response import (
@@ -129,6 +131,7 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
         await asyncio.gather(*uploads)
+        await write_index_intents(storage, record)  # QIDO's index entries, before the commit makes them true
         replaced = await commit_instance(storage, record, upsert=request.upsert)
     except InstanceExistsError:
         await delete_instance_blobs(storage, stored)
@@ -141,6 +144,7 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         outcome.failure_reason = PROCESSING_FAILURE
         outcome.comments = ["The instance could not be stored because of a storage error; retry the request."]
         return outcome
+    await add_instance(storage, stored, validated.metadata)  # the series metadata document, for WADO-RS
     if replaced is not None:
         # Superseded version: nothing points at it any more.
         await _quietly(delete_instance_blobs(storage, replaced))

@@ -203,3 +203,81 @@ class BlobReader:
 def blobs(azurite: Azurite, server: str) -> BlobReader:
     """The server's files container (default name), for byte-exact read-back."""
     return BlobReader(azurite.connection_string, "dicomweb")
+
+
+# --- Registered routes (deploy issue: the OpenAPI document and the CLI tests compare against them) ---------
+
+_LIST_ROUTES = """
+import json
+from function_app import app
+from local_host.functions import http_functions
+print(json.dumps([[sorted(f.methods or ["*"]), f.route] for f in http_functions(app)]))
+"""
+
+
+@pytest.fixture(scope="session")
+def registered_routes() -> frozenset[tuple[str, str]]:
+    """(METHOD, route template) of every HTTP function that function_app registers.
+
+    Read in a subprocess: a FunctionApp's get_functions() may be called only once per app object.
+    """
+    import json  # (kept local: this block is appended to the shared conftest)
+
+    completed = subprocess.run(
+        [sys.executable, "-c", _LIST_ROUTES], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    if completed.returncode != 0:
+        pytest.fail(f"listing function_app's routes failed:\n{completed.stderr}", pytrace=False)
+    last_line = completed.stdout.strip().splitlines()[-1]
+    return frozenset((method, route) for methods, route in json.loads(last_line) for method in methods)
+
+
+# --- Search (QIDO issue): storing through the STOW service, and a server that reports search cost -----------
+
+@pytest.fixture(scope="session")
+def stow_parts():
+    """An async function storing Part-10 files through `dicom_core.stow.store_instances`, as one multipart request.
+
+    Call it as ``await stow_parts(storage, [bytes, ...], upsert=False)``; it returns the StoreResponse.
+    """
+    from dicom_core.stow import StoreRequest, store_instances
+    from factories import multipart_body
+
+    boundary = "qido-seed"
+
+    async def body(data: bytes):
+        yield data
+
+    async def store(storage, parts: list[bytes], *, upsert: bool = False):
+        request = StoreRequest(api_version=2, study_uid=None, base_url="http://test", upsert=upsert, accept=None,
+                               content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+        return await store_instances(storage, request, body(multipart_body(parts, boundary)))
+
+    return store
+
+
+@pytest.fixture(scope="module")
+def query_stats_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with DICOMWEB_QUERY_STATS=true (every search answers with X-DicomWeb-Entities-Read).
+
+    It has containers and tables of its own, so what its tests store (the walkthrough's seed files too) is
+    apart from the session `server`'s.
+    """
+    env = {**storage_env, "DICOMWEB_QUERY_STATS": "true", "DICOMWEB_TABLE_PREFIX": "qidoe2e",
+           "DICOMWEB_BLOB_CONTAINER": "qidoe2e-files", "DICOMWEB_METADATA_CONTAINER": "qidoe2e-metadata"}
+    with serve_app(env, tmp_path_factory.mktemp("query-stats-server")) as base_url:
+        yield base_url
+
+
+# --- Retrieve (WADO issue): a server of its own for tests that store fixed UIDs (the walkthrough's files) ----
+
+@pytest.fixture(scope="module")
+def isolated_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with containers and tables of its own, so fixed UIDs stored here meet no other test's."""
+    import uuid  # (kept local: this block is appended to the shared conftest)
+
+    suffix = uuid.uuid4().hex[:10]
+    env = {**storage_env, "DICOMWEB_BLOB_CONTAINER": f"files-{suffix}", "DICOMWEB_METADATA_CONTAINER": f"meta-{suffix}",
+           "DICOMWEB_TABLE_PREFIX": f"iso{suffix}"}
+    with serve_app(env, tmp_path_factory.mktemp("isolated-server")) as base_url:
+        yield base_url

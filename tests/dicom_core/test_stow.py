@@ -84,7 +84,7 @@ async def test_upsert_keeps_counts_and_moves_modality(storage: Storage) -> None:
 async def test_metadata_sidecar_has_no_bulk_data(storage: Storage) -> None:
     study = generate_uid()
     assert (await _store(storage, [make_instance(study=study)])).status == 200
-    [name] = [b.name async for b in storage.metadata.list_blobs(name_starts_with=study)]
+    [name] = [b.name async for b in storage.metadata.list_blobs(name_starts_with=study) if b.name.endswith(".json")]
     metadata = json.loads(await (await storage.metadata.download_blob(name)).readall())
     assert metadata["0020000D"]["Value"] == [study]
     assert "7FE00010" not in metadata

@@ -1,0 +1,67 @@
+"""Reads of a study partition for retrieval: one row by key, or the rows of one RowKey range."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableEntity
+
+from .identifiers import InstanceIdentifiers, StoredInstance
+from .index_store import STUDY_ROW, instance_row_key, series_row_key
+from .storage import Storage
+
+# '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.
+_RANGE_END = "}"
+_RANGE_FILTER = "PartitionKey eq @study and RowKey gt @low and RowKey lt @high"
+
+
+async def get_row(storage: Storage, study: str, row_key: str) -> TableEntity | None:
+    """Return one row of the study partition, or None."""
+    try:
+        return await storage.studies.get_entity(study, row_key)
+    except ResourceNotFoundError:
+        return None
+
+
+async def get_study_row(storage: Storage, study: str) -> TableEntity | None:
+    """Return the study row, or None."""
+    return await get_row(storage, study, STUDY_ROW)
+
+
+async def get_series_row(storage: Storage, study: str, series: str) -> TableEntity | None:
+    """Return the series row, or None."""
+    return await get_row(storage, study, series_row_key(series))
+
+
+async def get_instance(storage: Storage, ids: InstanceIdentifiers) -> TableEntity | None:
+    """Return the instance row, or None."""
+    return await get_row(storage, ids.study, instance_row_key(ids.series, ids.instance))
+
+
+async def instance_rows(
+    storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None
+) -> list[TableEntity]:
+    """Return the instance rows of a study, or of one of its series, in RowKey order."""
+    prefix = f"instance|{series}|" if series is not None else "instance|"
+    return await _range(storage, study, prefix, select)
+
+
+async def series_rows(storage: Storage, study: str, *, select: Sequence[str] | None = None) -> list[TableEntity]:
+    """Return the series rows of a study in RowKey order."""
+    return await _range(storage, study, "series|", select)
+
+
+def stored_instance(study: str, row: TableEntity) -> StoredInstance:
+    """Return the identifiers and version of an instance row."""
+    _, series, instance = str(row["RowKey"]).split("|", 2)
+    return StoredInstance(InstanceIdentifiers(study, series, instance), str(row["Version"]))
+
+
+async def _range(storage: Storage, study: str, prefix: str, select: Sequence[str] | None) -> list[TableEntity]:
+    parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
+    columns = ["RowKey", *select] if select is not None else None
+    try:
+        return [row async for row in storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns)]
+    except ResourceNotFoundError:
+        return []  # the table itself is gone: nothing is stored

@@ -1,0 +1,398 @@
+"""The secondary index table `{prefix}Index`: entries that let a search read a page, not the archive.
+
+Table Storage indexes only PartitionKey and RowKey, so each searchable value gets its own partition and each
+entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read. The store path
+writes the entries of an instance *before* its study transaction commits (intents), so no committed study is
+missing from an index; a search verifies every entry against the row it points at and drops stale ones (an
+upsert that changed a value, a crash before the commit, a delete). Entries are never deleted by a search: an
+entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import string
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, ServiceRequestError,
+)
+from azure.data.tables import TableEntity, UpdateMode
+from pydicom.tag import BaseTag
+
+from .dicom_json import JsonDataset
+from .index_store import STUDY_ROW, InstanceRecord, series_row_key
+from .levels import Level, row_attributes
+from .qido_matching import first_value, person_name_forms
+from .storage import Storage
+from .store_validation import PATIENT_ID
+from .text_normalization import fold, fold_person_name, name_words
+
+PATIENT_NAME = BaseTag(0x00100010)
+ACCESSION_NUMBER = BaseTag(0x00080050)
+REFERRING_PHYSICIAN_NAME = BaseTag(0x00080090)
+STUDY_DATE = BaseTag(0x00080020)
+
+# Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
+# 'i.' at instances.
+ALL_STUDIES = "s.all"
+STUDIES_BY_PATIENT_ID = "s.pid"
+STUDIES_BY_ACCESSION = "s.acc"
+STUDIES_BY_PATIENT_NAME = "s.pn"
+STUDIES_BY_PATIENT_NAME_WORD = "s.pnw"
+STUDIES_BY_REFERRING = "s.ref"
+STUDIES_BY_REFERRING_WORD = "s.refw"
+STUDIES_BY_DATE = "s.date"
+STUDIES_BY_MODALITY = "s.mod"
+ALL_SERIES = "se.all"
+SERIES_BY_UID = "se.uid"
+SERIES_BY_MODALITY = "se.mod"
+INSTANCES_BY_UID = "i.uid"
+# Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
+UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
+CLAIMS = "claim"
+
+# Words of person names are indexed by every prefix up to this length; a longer query word reads the
+# partition of its first WORD_PREFIX_CHARS characters and verification checks the rest.
+WORD_PREFIX_CHARS = 6
+# Values are indexed by their first characters (keys hold 1 KiB; an encoded character takes up to 9).
+KEY_VALUE_CHARS = 100
+# A claim older than this whose study (or series) never got committed is taken over by the next first store.
+CLAIM_TTL = timedelta(hours=1)
+_KEY_SAFE = frozenset(string.ascii_letters + string.digits + " -._^=,:;()+!@$~*")
+_MAX_MICROSECONDS = 10**16 - 1  # year 2286
+_WRITE_CONCURRENCY = 16
+# Entries this process upserted in the last RECENT_SECONDS, or is upserting:
+# (event loop, account, table, PartitionKey, RowKey) -> (when, the upsert).
+RECENT_SECONDS = 30.0
+_RECENT_MAX = 20_000
+_recent: dict[tuple[int, str, str, str, str], tuple[float, asyncio.Future[object]]] = {}
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    """Where an entry lives: its partition, and for date entries the inverted date leading its RowKey."""
+
+    partition: str
+    row_prefix: str = ""
+
+    @property
+    def index(self) -> str:
+        """The index name."""
+        return self.partition.split("|", 1)[0]
+
+    def row_key(self, sort_key: str, *uids: str) -> str:
+        """The RowKey of the entry for the target ``uids`` (study[, series[, instance]])."""
+        target = "|".join(uids)
+        return target if self.index in UNSORTED_INDEXES else f"{self.row_prefix}{sort_key}|{target}"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A parsed index entry: its key and the study, series or instance it points at."""
+
+    key: IndexKey
+    study: str
+    series: str | None = None
+    instance: str | None = None
+
+
+def encode_key(value: str) -> str:
+    """Percent-encode what Table keys forbid or this layout reserves ('/', '\\', '#', '?', '|', '%', quotes, ...).
+
+    Character by character, so the encoding of a prefix is a prefix of the encoding.
+    """
+    return "".join(char if char in _KEY_SAFE else "".join(f"%{byte:02X}" for byte in char.encode()) for char in value)
+
+
+def partition_key(index: str, value: str | None = None) -> str:
+    """The PartitionKey of an index, for a (folded, truncated, encoded) value."""
+    return index if value is None else f"{index}|{encode_key(fold(value)[:KEY_VALUE_CHARS])}"
+
+
+def inverted_time(moment: datetime) -> str:
+    """A sort key that orders later moments first."""
+    micros = int(moment.timestamp() * 1_000_000)
+    return f"{_MAX_MICROSECONDS - micros:016d}"
+
+
+def inverted_date(date: str) -> str:
+    """A RowKey prefix that orders later dates (yyyymmdd) first."""
+    return f"{99_999_999 - int(date):08d}"
+
+
+def date_key(date: str) -> IndexKey:
+    """The key of a study date entry."""
+    return IndexKey(STUDIES_BY_DATE, f"{inverted_date(date)}|")
+
+
+def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexKey]:
+    """Every key under which a study with these study-level attributes and modalities is found."""
+    keys = {IndexKey(ALL_STUDIES)}
+    for index, tag in ((STUDIES_BY_PATIENT_ID, PATIENT_ID), (STUDIES_BY_ACCESSION, ACCESSION_NUMBER)):
+        value = first_value(attributes, tag)
+        if value:
+            keys.add(IndexKey(partition_key(index, value)))
+    for exact, words, tag in (
+        (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, PATIENT_NAME),
+        (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, REFERRING_PHYSICIAN_NAME),
+    ):
+        for form in person_name_forms(attributes, tag):
+            if fold_person_name(form):
+                keys.add(IndexKey(partition_key(exact, fold_person_name(form))))
+            keys.update(IndexKey(partition_key(words, prefix)) for prefix in word_prefixes(form))
+    date = first_value(attributes, STUDY_DATE)
+    if date and len(date) >= 8 and date[:8].isdigit():
+        keys.add(date_key(date[:8]))
+    keys.update(IndexKey(partition_key(STUDIES_BY_MODALITY, modality)) for modality in modalities if modality)
+    return keys
+
+
+def word_prefixes(name: str) -> set[str]:
+    """The prefixes (up to WORD_PREFIX_CHARS long) of every word of a person name."""
+    return {word[:length] for word in name_words(name) for length in range(1, min(len(word), WORD_PREFIX_CHARS) + 1)}
+
+
+def series_keys(series: str, modality: str) -> set[IndexKey]:
+    """Every key under which a series with this Modality is found."""
+    keys = {IndexKey(ALL_SERIES), IndexKey(partition_key(SERIES_BY_UID, series))}
+    if modality:
+        keys.add(IndexKey(partition_key(SERIES_BY_MODALITY, modality)))
+    return keys
+
+
+def instance_key(instance: str) -> IndexKey:
+    """The key under which an instance is found by its SOPInstanceUID."""
+    return IndexKey(partition_key(INSTANCES_BY_UID, instance))
+
+
+def study_row_modalities(row: TableEntity | dict[str, object]) -> set[str]:
+    """The modalities of a study row (the keys of its ModalityCounts)."""
+    return set(json.loads(str(row.get("ModalityCounts") or "{}")))
+
+
+def study_row_keys(row: TableEntity | dict[str, object]) -> set[IndexKey]:
+    """The keys a committed study row must be found under."""
+    return study_keys(json.loads(str(row.get("Attributes") or "{}")), study_row_modalities(row))
+
+
+def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
+    """Parse an index entry back into its key and target."""
+    partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
+    parts = row.split("|")
+    key = IndexKey(partition)
+    if key.index == STUDIES_BY_DATE:
+        key, parts = IndexKey(partition, f"{parts[0]}|"), parts[1:]
+    if key.index not in UNSORTED_INDEXES:
+        parts = parts[1:]
+    return IndexEntry(key, *parts)
+
+
+def entry_sort_key(entity: TableEntity | dict[str, object]) -> str:
+    """The sort key an entry was written with ("" for UID lookups)."""
+    entry = parse_entry(entity)
+    if entry.key.index in UNSORTED_INDEXES:
+        return ""
+    return str(entity["RowKey"])[len(entry.key.row_prefix):].split("|", 1)[0]
+
+
+async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
+    """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
+
+    Study- and series-level entries already written for the values the committed rows hold are skipped,
+    so storing the 500th instance of a series writes one entry.
+    """
+    ids = record.stored.ids
+    study_row, series_row = await asyncio.gather(
+        _get(storage, ids.study, STUDY_ROW, ["Attributes", "ModalityCounts"]),
+        _get(storage, ids.study, series_row_key(ids.series), ["Modality"]),
+    )
+    old_modalities = study_row_modalities(study_row) if study_row else set()
+    new_study = study_keys(row_attributes(record.metadata, Level.STUDY), old_modalities | {record.modality} - {""})
+    missing_study = new_study - (study_row_keys(study_row) if study_row else set())
+    new_series = series_keys(ids.series, record.modality)
+    old_series = series_keys(ids.series, str(series_row.get("Modality") or "")) if series_row else set()
+    missing_series = new_series - old_series
+    study_sort, series_sort = await asyncio.gather(
+        _claim(storage, ids.study, STUDY_ROW, committed=study_row is not None) if missing_study else _none(),
+        _claim(storage, ids.study, series_row_key(ids.series), committed=series_row is not None)
+        if missing_series else _none(),
+    )
+    entries = [
+        {"PartitionKey": key.partition, "RowKey": key.row_key(study_sort or "", ids.study)} for key in missing_study
+    ]
+    entries += [
+        {"PartitionKey": key.partition, "RowKey": key.row_key(series_sort or "", ids.study, ids.series)}
+        for key in missing_series
+    ]
+    key = instance_key(ids.instance)
+    entries.append({"PartitionKey": key.partition, "RowKey": key.row_key("", ids.study, ids.series, ids.instance)})
+    await _bounded(_upsert_once(storage, entry) for entry in entries)
+
+
+async def remove_index_entries(
+    storage: Storage, study: str, series: str | None = None, instance: str | None = None
+) -> int:
+    """Remove the entries of an instance, a series or a whole study; call it before deleting their rows.
+
+    Returns how many entries it deleted (or found gone). Entries for values the rows no longer hold (an
+    earlier upsert) stay behind; searches drop them, as they drop every entry whose row is gone.
+    """
+    if instance is not None:
+        if series is None:
+            raise ValueError("An instance is identified by its study, series and SOP instance UIDs")
+        return await _delete_entries(storage, [_instance_entry(study, series, instance)])
+    claims = {
+        str(claim["RowKey"]): str(claim["SortKey"])
+        async for claim in storage.index.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": _claim_partition(study)}, select=["RowKey", "SortKey"])
+    }
+    entries: list[tuple[str, str]] = []
+    for row in await _rows_in_scope(storage, study, series):
+        row_key = str(row["RowKey"])
+        if row_key.startswith("instance|"):
+            entries.append(_instance_entry(study, *row_key.split("|")[1:]))
+        elif row_key.startswith("series|"):
+            entries.extend(_series_entries(study, row_key, row, claims))
+        elif row_key == STUDY_ROW:
+            sort = claims.get(STUDY_ROW, "")
+            entries.extend((key.partition, key.row_key(sort, study)) for key in study_row_keys(row))
+    claim_rows = [series_row_key(series)] if series is not None else list(claims)
+    entries.extend((_claim_partition(study), row_key) for row_key in claim_rows)
+    return await _delete_entries(storage, entries)
+
+
+async def _rows_in_scope(storage: Storage, study: str, series: str | None) -> list[TableEntity]:
+    """Every row of the study partition, or a series' instance rows and its series row."""
+    select = ["RowKey", "Modality", "Attributes", "ModalityCounts"]
+    if series is None:
+        query, parameters = "PartitionKey eq @pk", {"pk": study}
+    else:
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+        parameters = {"pk": study, "low": f"instance|{series}|", "high": f"instance|{series}}}"}
+    rows = [row async for row in storage.studies.query_entities(query, parameters=parameters, select=select)]
+    if series is not None:
+        series_row = await _get(storage, study, series_row_key(series), select)
+        rows += [series_row] if series_row is not None else []
+    return rows
+
+
+def _instance_entry(study: str, series: str, instance: str) -> tuple[str, str]:
+    key = instance_key(instance)
+    return key.partition, key.row_key("", study, series, instance)
+
+
+def _series_entries(study: str, row_key: str, row: TableEntity, claims: dict[str, str]) -> list[tuple[str, str]]:
+    series = row_key.split("|", 1)[1]
+    sort = claims.get(row_key, "")
+    keys = series_keys(series, str(row.get("Modality") or ""))
+    return [(key.partition, key.row_key(sort, study, series)) for key in keys]
+
+
+async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> int:
+    loop, table = id(asyncio.get_running_loop()), storage.index
+    for partition, row in entries:
+        _recent.pop((loop, table.url, table.table_name, partition, row), None)
+    await _bounded(storage.index.delete_entity(partition, row) for partition, row in entries)
+    return len(entries)
+
+
+async def _upsert_once(storage: Storage, entry: dict[str, str]) -> None:
+    """Upsert an entry unless this process upserted it moments ago or is upserting it now.
+
+    The parts of one STOW request that race into a new study all compute the same entries (one claimed sort
+    key); this writes each once. An entry deleted by another process within RECENT_SECONDS is a window of
+    the same kind as a delete racing a store (see docs/storage.md).
+    """
+    table = storage.index
+    key = (id(asyncio.get_running_loop()), table.url, table.table_name, entry["PartitionKey"], entry["RowKey"])
+    now = time.monotonic()
+    recent = _recent.get(key)
+    if recent is not None and now - recent[0] < RECENT_SECONDS:
+        future = recent[1]
+        if not future.done():
+            await asyncio.shield(future)
+            return
+        if not future.cancelled() and future.exception() is None:
+            return
+    future = asyncio.ensure_future(storage.recreating_missing(
+        functools.partial(table.upsert_entity, entry, mode=UpdateMode.REPLACE)))
+    if len(_recent) >= _RECENT_MAX:
+        for old in [k for k, (moment, _) in _recent.items() if now - moment >= RECENT_SECONDS]:
+            del _recent[old]
+    _recent[key] = (now, future)
+    await future
+
+
+def _claim_partition(study: str) -> str:
+    return f"{CLAIMS}|{study}"
+
+
+async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool) -> str:
+    """Return the sort key of a study (or series): the one the first store claimed, or a new claim.
+
+    Every store that races to create a study agrees on one sort key this way; the study row's CreatedAt is
+    only fixed later, by whichever commit creates the row.
+    """
+    partition = _claim_partition(study)
+    likely_new = not committed
+    for _ in range(5):
+        now = datetime.now(timezone.utc)
+        claim = {"PartitionKey": partition, "RowKey": row_key, "SortKey": inverted_time(now), "ClaimedAt": now}
+        if likely_new:
+            try:
+                await storage.recreating_missing(functools.partial(storage.index.create_entity, claim))
+                return str(claim["SortKey"])
+            except (ResourceExistsError, ServiceRequestError):
+                pass  # a create is a POST, which the SDK does not retry; reading tells whether it landed
+        existing = await _get_entity(storage, partition, row_key)
+        if existing is None:
+            likely_new = True
+            continue
+        if committed or now - existing["ClaimedAt"] < CLAIM_TTL:
+            return str(existing["SortKey"])
+        # An old claim whose study was never committed (its first store crashed): start afresh.
+        try:
+            await storage.index.update_entity(
+                claim, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return str(claim["SortKey"])
+        except ResourceModifiedError:
+            likely_new = False
+    raise TimeoutError(f"Could not claim a sort key for {study} {row_key}")
+
+
+async def _get(storage: Storage, partition: str, row: str, select: list[str]) -> TableEntity | None:
+    try:
+        return await storage.studies.get_entity(partition, row, select=select)
+    except ResourceNotFoundError:
+        return None
+
+
+async def _get_entity(storage: Storage, partition: str, row: str) -> TableEntity | None:
+    try:
+        return await storage.index.get_entity(partition, row)
+    except ResourceNotFoundError:
+        return None
+
+
+async def _none() -> None:
+    return None
+
+
+async def _bounded(operations: Iterable[Awaitable[object]]) -> None:
+    """Await the operations, at most _WRITE_CONCURRENCY at a time."""
+    slots = asyncio.Semaphore(_WRITE_CONCURRENCY)
+
+    async def run(operation: Awaitable[object]) -> None:
+        async with slots:
+            await operation
+
+    await asyncio.gather(*(run(operation) for operation in operations))

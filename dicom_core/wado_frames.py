@@ -1,0 +1,173 @@
+"""WADO-RS frames and rendered images of one instance.
+
+Frames are read with ranged GETs at the byte ranges the store path recorded (native frames, or the
+fragments of encapsulated ones), so a frame of a large multi-frame file costs one small read. Only when a
+frame must be transcoded, rendered, or its file has no usable frame index (deflated, 1-bit, unusual
+fragmentation) is the whole file read, up to `DICOMWEB_MAX_TRANSCODE_BYTES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+from azure.data.tables import TableEntity
+from pydicom.datadict import tag_for_keyword
+
+from .blob_reads import Body, BodySource, held_bytes, read_range, spool_blob, stream_range
+from .blob_store import frames_blob_name, instance_blob_name
+from .errors import BadRequestError, NotFoundError
+from .frames import FrameIndex
+from .identifiers import InstanceIdentifiers, StoredInstance
+from .index_reads import get_instance, stored_instance
+from .rendering import render_frame
+from .storage import Storage
+from .transcoding import frame_bytes, needs_transcoding
+from .wado import require_transcodable_size
+from .wado_negotiation import AS_STORED, Resource, frame_syntax, negotiate, negotiate_rendered
+from .wado_response import CONTENT_LENGTH, CONTENT_TYPE, PartSource, WadoResponse, multipart_response, typed
+
+# DICOM JSON keys of the row's attributes that say how many frames an instance without frame index has.
+NUMBER_OF_FRAMES = f"{tag_for_keyword('NumberOfFrames'):08X}"
+ROWS = f"{tag_for_keyword('Rows'):08X}"
+DEFAULT_QUALITY = 100
+
+
+async def retrieve_frames(storage: Storage, ids: InstanceIdentifiers, frame_list: str, accept: str | None) -> WadoResponse:
+    """The listed frames (1-based, comma separated) of an instance, each part saying its transfer syntax."""
+    frames = parse_frame_list(frame_list)
+    row = await _instance_row(storage, ids)
+    stored_syntax = str(row["TransferSyntaxUid"])
+    representation = negotiate(accept, Resource.FRAMES, frozenset({stored_syntax}))
+    if not representation.multipart and len(frames) > 1:
+        raise BadRequestError(
+            f"A single-part {representation.media_type} answer holds one frame: ask for "
+            f'multipart/related; type="{representation.media_type}" to get {len(frames)}.'
+        )
+    index = await _frame_index(storage, row)
+    _require_frames(frames, index, row)
+    stored = stored_instance(ids.study, row)
+    asked = representation.transfer_syntax
+    if index is not None and (asked == AS_STORED or not needs_transcoding(frame_syntax(stored_syntax), asked)):
+        label = stored_syntax if asked == AS_STORED else asked
+        sources = [_ranged_frame(storage, stored, index.ranges(frame)) for frame in frames]
+        lengths = [sum(length for _, length in index.ranges(frame)) for frame in frames]
+        costs = [held_bytes(length) for length in lengths]
+    else:
+        require_transcodable_size(storage, int(row["Size"]), "read whole for frames")
+        label, contents = await _decoded_frames(storage, stored, int(row["Size"]), stored_syntax, frames, asked)
+        sources = [_bytes_body(content) for content in contents]
+        lengths = [len(content) for content in contents]
+        costs = [0] * len(contents)  # in memory already
+    content_type = typed(representation.media_type, label)
+    if representation.multipart:
+        parts = [PartSource({CONTENT_TYPE: content_type}, s, cost) for s, cost in zip(sources, costs)]
+        return multipart_response(representation.media_type, parts)
+    return WadoResponse(headers={CONTENT_TYPE: content_type, CONTENT_LENGTH: str(lengths[0])}, body=sources[0]())
+
+
+async def retrieve_rendered(
+    storage: Storage, ids: InstanceIdentifiers, frame: str | None, accept: str | None, quality: str | None
+) -> WadoResponse:
+    """One frame (the first for an instance) rendered as image/jpeg or image/png."""
+    if frame is not None and "," in frame:
+        raise BadRequestError("Only one frame can be rendered at a time.")
+    number = parse_frame_list(frame)[0] if frame is not None else 1
+    level = parse_quality(quality)
+    media_type = negotiate_rendered(accept)
+    row = await _instance_row(storage, ids)
+    _require_frames([number], await _frame_index(storage, row), row)
+    size = int(row["Size"])
+    require_transcodable_size(storage, size, "rendered")
+    source = await spool_blob(storage.files, instance_blob_name(stored_instance(ids.study, row)), size)
+    try:
+        image = await asyncio.to_thread(render_frame, source, number, media_type, level)
+    finally:
+        source.close()
+    return WadoResponse(headers={CONTENT_TYPE: media_type}, body=image)
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """Parse `1,2,3` into frame numbers; 0, negative, empty or non-numeric numbers are a 400."""
+    frames = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise BadRequestError(f"The frame list '{text}' must be 1-based frame numbers separated by commas.")
+        frames.append(int(item))
+    return frames
+
+
+def parse_quality(text: str | None) -> int:
+    """Parse the `quality` query parameter: 1 to 100, default 100."""
+    if text is None:
+        return DEFAULT_QUALITY
+    if not text.strip().isdigit() or not 1 <= int(text) <= 100:
+        raise BadRequestError(f"The quality '{text}' must be a whole number from 1 to 100.")
+    return int(text)
+
+
+async def _instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntity:
+    row = await get_instance(storage, ids)
+    if row is None:
+        raise NotFoundError("The specified instance cannot be found.")
+    return row
+
+
+async def _frame_index(storage: Storage, row: TableEntity) -> FrameIndex | None:
+    if row.get("FrameIndexInBlob"):
+        name = frames_blob_name(stored_instance(row["PartitionKey"], row))
+        data = await (await storage.metadata.download_blob(name)).readall()
+        return FrameIndex.from_json(json.loads(data))
+    text = row.get("FrameIndex") or ""
+    return FrameIndex.from_json(json.loads(text)) if text else None
+
+
+def _require_frames(frames: Sequence[int], index: FrameIndex | None, row: TableEntity) -> None:
+    if index is not None:
+        count = index.number_of_frames
+    else:
+        attributes = json.loads(row.get("Attributes") or "{}")
+        if ROWS not in attributes:
+            raise NotFoundError("The instance has no pixel data, so it has no frames.")
+        values = attributes.get(NUMBER_OF_FRAMES, {}).get("Value") or [1]
+        count = int(values[0])
+    beyond = [frame for frame in frames if frame > count]
+    if beyond:
+        raise NotFoundError(f"The specified frame cannot be found: the instance has {count} frame(s), not {beyond[0]}.")
+
+
+def _ranged_frame(storage: Storage, stored: StoredInstance, ranges: Sequence[tuple[int, int]]) -> BodySource:
+    name = instance_blob_name(stored)
+    if len(ranges) == 1:
+        offset, length = ranges[0]
+        return lambda: stream_range(storage.files, name, offset, length)
+
+    async def fragments() -> Body:
+        # The fragments of one frame lie close together: one read of the span, item headers cut out.
+        start = ranges[0][0]
+        span = await read_range(storage.files, name, start, ranges[-1][0] + ranges[-1][1] - start)
+        for offset, length in ranges:
+            yield span[offset - start : offset - start + length]
+
+    return fragments
+
+
+def _bytes_body(content: bytes) -> BodySource:
+    async def body() -> Body:
+        yield content
+
+    return body
+
+
+async def _decoded_frames(
+    storage: Storage, stored: StoredInstance, size: int, stored_syntax: str, frames: list[int], asked: str
+) -> tuple[str, list[bytes]]:
+    """Read the whole file and return (transfer syntax, frame bytes): transcoded, or as stored without an index."""
+    target = stored_syntax if asked == AS_STORED else asked
+    source = await spool_blob(storage.files, instance_blob_name(stored), size)
+    try:
+        return frame_syntax(target), await asyncio.to_thread(frame_bytes, source, frames, target)
+    finally:
+        source.close()

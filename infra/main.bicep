@@ -1,0 +1,149 @@
+// DICOMweb on Azure Functions: everything one deployment needs, in one resource group, with no storage keys.
+//   azd up                                      (azure.yaml at the repository root), or
+//   az deployment group create -g RG -f infra/main.bicep -p environmentName=NAME   (main.parameters.json is azd's)
+// then publish the code (`func azure functionapp publish <functionAppName>`); see infra/README.md.
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(40)
+@description('Name of the environment (azd): part of every resource name, and their azd-env-name tag.')
+param environmentName string
+
+@description('Region of every resource; the Flex Consumption plan must be offered there.')
+param location string = resourceGroup().location
+
+@description('Browser origins allowed to call the API (CORS), e.g. your OHIF viewer. Empty: none.')
+param corsAllowedOrigins array = []
+
+@description('Client ID of an Entra ID app registration. Set it to require a bearer token from that tenant on every route except /health/check and the OpenAPI document; empty: the API is open.')
+param entraClientId string = ''
+
+@description('Tenant of the Entra ID app registration (default: the deployment\'s tenant).')
+param entraTenantId string = tenant().tenantId
+
+@description('Token audiences accepted with Entra ID (default: api://<entraClientId> and the client ID itself).')
+param entraAllowedAudiences array = []
+
+@description('Public base URL of the service when it sits behind a proxy or custom domain (DICOMWEB_PUBLIC_BASE_URL); empty: the request\'s own.')
+param publicBaseUrl string = ''
+
+@description('Largest DICOM instance (multipart part) the app accepts; larger parts get 413 (DICOMWEB_MAX_PART_BYTES).')
+param maxPartBytes int = 2147483648
+
+@description('Largest request body the Functions host accepts (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT); keep it at or above maxPartBytes.')
+param maxRequestBodyBytes int = 4294967296
+
+@description('Flex Consumption: memory of each instance, in MB.')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('Flex Consumption: most instances the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Replication of the storage account that holds the DICOM files and the index.')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
+param storageSku string = 'Standard_GRS'
+
+@description('Days that deleted or overwritten blobs (and deleted containers) can be restored.')
+@minValue(1)
+@maxValue(365)
+param blobSoftDeleteDays int = 7
+
+@description('Days Log Analytics keeps logs.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Prefix of the Table names (DICOMWEB_TABLE_PREFIX): letters and digits.')
+param tablePrefix string = 'dicomweb'
+
+var resourceToken = toLower(uniqueString(resourceGroup().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = 'func-dicomweb-${resourceToken}'
+var blobContainer = 'dicomweb'
+var metadataContainer = 'dicomweb-metadata'
+// Where Flex Consumption keeps the deployed package.
+var deploymentContainer = 'app-package-${take(resourceToken, 20)}'
+// The table the app uses today and the two planned ones (docs/storage.md); the app creates any that is missing.
+var tableNames = ['${tablePrefix}Studies', '${tablePrefix}Index', '${tablePrefix}Changes']
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: tags
+    workspaceName: 'log-dicomweb-${resourceToken}'
+    applicationInsightsName: 'appi-dicomweb-${resourceToken}'
+    retentionInDays: logRetentionDays
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    tags: tags
+    name: 'stdicom${take(resourceToken, 17)}'
+    sku: storageSku
+    containerNames: [blobContainer, metadataContainer, deploymentContainer]
+    tableNames: tableNames
+    softDeleteDays: blobSoftDeleteDays
+  }
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    location: location
+    tags: tags
+    name: 'id-dicomweb-${resourceToken}'
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    location: location
+    tags: union(tags, { 'azd-service-name': 'api' })
+    name: functionAppName
+    planName: 'plan-dicomweb-${resourceToken}'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainer: deploymentContainer
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    corsAllowedOrigins: corsAllowedOrigins
+    entraClientId: entraClientId
+    entraTenantId: entraTenantId
+    entraAllowedAudiences: empty(entraAllowedAudiences) ? ['api://${entraClientId}', entraClientId] : entraAllowedAudiences
+    maxRequestBodyBytes: maxRequestBodyBytes
+    appSettings: {
+      DICOMWEB_BLOB_ACCOUNT_URL: storage.outputs.blobEndpoint
+      DICOMWEB_TABLE_ACCOUNT_URL: storage.outputs.tableEndpoint
+      DICOMWEB_BLOB_CONTAINER: blobContainer
+      DICOMWEB_METADATA_CONTAINER: metadataContainer
+      DICOMWEB_TABLE_PREFIX: tablePrefix
+      DICOMWEB_PUBLIC_BASE_URL: publicBaseUrl
+      DICOMWEB_MAX_PART_BYTES: string(maxPartBytes)
+    }
+  }
+  // The host starts with identity-based storage: its roles must exist before it does.
+  dependsOn: [identity]
+}
+
+@description('Base URL of the service: the API is at {SERVICE_URL}/v2 (and /v1).')
+output SERVICE_URL string = functionApp.outputs.url
+@description('The DICOMweb root to give clients (dicomweb --url, OHIF, dicomweb-client).')
+output DICOMWEB_URL string = '${functionApp.outputs.url}/v2'
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
