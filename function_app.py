@@ -58,15 +58,20 @@ async def _body(req: Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
+def _optional_uid(req: Request, parameter: str, name: str) -> str | None:
+    """The validated UID of a route parameter that this route may not have."""
+    value = req.path_params.get(parameter)
+    return require_valid_uid(value, name) if value is not None else None
+
+
 async def _store(req: Request) -> Response:
     version = parse_api_version(req.path_params["version"])
-    study = req.path_params.get("study")
     storage = await shared_storage()
     result = await stow.store_instances(
         storage,
         stow.StoreRequest(
             api_version=version,
-            study_uid=require_valid_uid(study, "StudyInstanceUID") if study is not None else None,
+            study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
             content_type=req.headers.get("content-type"),
             accept=req.headers.get("accept"),
             base_url=_base_url(req, storage.settings.public_base_url),
@@ -227,12 +232,11 @@ async def retrieve_rendered_frame(req: Request) -> Response:
 
 async def _search(req: Request, resource: qido_query.QidoResource) -> Response:
     version = parse_api_version(req.path_params["version"])
-    study, series = req.path_params.get("study"), req.path_params.get("series")
     storage = await shared_storage()
     result = await qido.search(storage, qido.SearchRequest(
         resource=resource, api_version=version, query_string=req.url.query, accept=_accept(req),
-        study_uid=require_valid_uid(study, "StudyInstanceUID") if study is not None else None,
-        series_uid=require_valid_uid(series, "SeriesInstanceUID") if series is not None else None,
+        study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
+        series_uid=_optional_uid(req, "series", "SeriesInstanceUID"),
     ))
     headers = result.headers(with_stats=storage.settings.query_stats)
     if result.status == 204:
