@@ -16,7 +16,8 @@ class Level(str, Enum):
     INSTANCE = "instance"
 
 
-def _tags(*keywords: str) -> tuple[BaseTag, ...]:
+def tags_for_keywords(*keywords: str) -> tuple[BaseTag, ...]:
+    """Return the tags of DICOM keywords; an unknown keyword is a KeyError."""
     tags = []
     for keyword in keywords:
         tag = tag_for_keyword(keyword)
@@ -30,7 +31,7 @@ def _tags(*keywords: str) -> tuple[BaseTag, ...]:
 # Azure's v1/v2 default and `includefield=all` return sets plus what OHIF's lists read, so QIDO can
 # answer from rows alone.
 ROW_ATTRIBUTES: dict[Level, tuple[BaseTag, ...]] = {
-    Level.STUDY: _tags(
+    Level.STUDY: tags_for_keywords(
         "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName",
         "TimezoneOffsetFromUTC", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
         "StudyInstanceUID", "StudyID", "StudyDescription", "AnatomicRegionsInStudyCodeSequence",
@@ -38,13 +39,13 @@ ROW_ATTRIBUTES: dict[Level, tuple[BaseTag, ...]] = {
         "ReferencedStudySequence", "PatientAge", "PatientSize", "PatientWeight", "Occupation",
         "AdditionalPatientHistory", "IssuerOfPatientID", "OtherPatientIDsSequence",
     ),
-    Level.SERIES: _tags(
+    Level.SERIES: tags_for_keywords(
         "SpecificCharacterSet", "Modality", "TimezoneOffsetFromUTC", "SeriesDescription", "SeriesInstanceUID",
         "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "RequestAttributesSequence",
         "SeriesNumber", "Laterality", "SeriesDate", "SeriesTime", "ManufacturerModelName", "Manufacturer",
         "BodyPartExamined",
     ),
-    Level.INSTANCE: _tags(
+    Level.INSTANCE: tags_for_keywords(
         "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "TimezoneOffsetFromUTC", "InstanceNumber",
         "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
     ),
@@ -53,12 +54,12 @@ ROW_ATTRIBUTES: dict[Level, tuple[BaseTag, ...]] = {
 # The core queryable attributes of Azure's DICOM service: validated strictly by v1 STOW, and only their
 # first value is indexed (a multi-valued one earns the response a Warning header).
 QUERYABLE: dict[Level, tuple[BaseTag, ...]] = {
-    Level.STUDY: _tags(
+    Level.STUDY: tags_for_keywords(
         "StudyInstanceUID", "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
         "ReferringPhysicianName", "StudyDate", "StudyDescription",
     ),
-    Level.SERIES: _tags("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
-    Level.INSTANCE: _tags("SOPInstanceUID"),
+    Level.SERIES: tags_for_keywords("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
+    Level.INSTANCE: tags_for_keywords("SOPInstanceUID"),
 }
 
 ALL_QUERYABLE = frozenset(tag for tags in QUERYABLE.values() for tag in tags)

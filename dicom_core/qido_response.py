@@ -16,7 +16,7 @@ from pydicom.tag import BaseTag
 
 from .dicom_json import JsonDataset
 from .identifiers import InstanceIdentifiers, StoredInstance
-from .levels import ROW_ATTRIBUTES, Level, _tags
+from .levels import ROW_ATTRIBUTES, Level, tags_for_keywords
 from .qido_candidates import Hit
 from .qido_matching import json_key
 from .qido_query import MODALITIES_IN_STUDY, QidoQuery, QidoResource
@@ -33,35 +33,35 @@ _LEVEL_ORDER = (Level.STUDY, Level.SERIES, Level.INSTANCE)
 
 # Azure's return sets (QueryResponseBuilder): v1 defaults, v2 defaults, and the extra of `includefield=all`.
 V1_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
-    Level.STUDY: _tags(
+    Level.STUDY: tags_for_keywords(
         "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability",
         "ReferringPhysicianName", "TimezoneOffsetFromUTC", "PatientName", "PatientID", "PatientBirthDate",
         "PatientSex", "StudyInstanceUID", "StudyID",
     ),
-    Level.SERIES: _tags(
+    Level.SERIES: tags_for_keywords(
         "SpecificCharacterSet", "Modality", "TimezoneOffsetFromUTC", "SeriesDescription", "SeriesInstanceUID",
         "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "RequestAttributesSequence",
     ),
-    Level.INSTANCE: _tags(
+    Level.INSTANCE: tags_for_keywords(
         "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "TimezoneOffsetFromUTC",
         "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
     ),
 }
 V2_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
-    Level.STUDY: _tags(
+    Level.STUDY: tags_for_keywords(
         "StudyInstanceUID", "StudyDate", "StudyDescription", "AccessionNumber", "ReferringPhysicianName",
         "PatientName", "PatientID", "PatientBirthDate",
     ),
-    Level.SERIES: _tags("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
-    Level.INSTANCE: _tags("SOPInstanceUID"),
+    Level.SERIES: tags_for_keywords("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
+    Level.INSTANCE: tags_for_keywords("SOPInstanceUID"),
 }
 ALL_EXTRA: dict[Level, tuple[BaseTag, ...]] = {
-    Level.STUDY: _tags(
+    Level.STUDY: tags_for_keywords(
         "StudyDescription", "AnatomicRegionsInStudyCodeSequence", "ProcedureCodeSequence",
         "NameOfPhysiciansReadingStudy", "AdmittingDiagnosesDescription", "ReferencedStudySequence", "PatientAge",
         "PatientSize", "PatientWeight", "Occupation", "AdditionalPatientHistory",
     ),
-    Level.SERIES: _tags("SeriesNumber", "Laterality", "SeriesDate", "SeriesTime"),
+    Level.SERIES: tags_for_keywords("SeriesNumber", "Laterality", "SeriesDate", "SeriesTime"),
     Level.INSTANCE: (),
 }
 RESULT_LEVELS: dict[QidoResource, tuple[Level, ...]] = {

@@ -9,7 +9,7 @@ from dicom_core.qido_query import QidoResource, parse_query
 from dicom_core.qido_response import return_tags
 
 
-def _tags(*keywords: str) -> set[BaseTag]:
+def tags_for_keywords(*keywords: str) -> set[BaseTag]:
     return {BaseTag(tag_for_keyword(keyword)) for keyword in keywords}
 
 
@@ -18,27 +18,27 @@ def _returned(resource: QidoResource, query: str = "", api_version: int = 2, **s
 
 
 def test_v2_studies_return_the_small_set_and_the_computed_attributes() -> None:
-    assert _returned(QidoResource.ALL_STUDIES) == _tags(
+    assert _returned(QidoResource.ALL_STUDIES) == tags_for_keywords(
         "StudyInstanceUID", "StudyDate", "StudyDescription", "AccessionNumber", "ReferringPhysicianName",
         "PatientName", "PatientID", "PatientBirthDate", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
         "NumberOfStudyRelatedInstances")
 
 
 def test_v1_studies_return_the_large_set() -> None:
-    assert _tags("SpecificCharacterSet", "StudyTime", "PatientSex", "StudyID", "TimezoneOffsetFromUTC") <= _returned(
+    assert tags_for_keywords("SpecificCharacterSet", "StudyTime", "PatientSex", "StudyID", "TimezoneOffsetFromUTC") <= _returned(
         QidoResource.ALL_STUDIES, api_version=1)
 
 
 def test_all_adds_the_all_set_in_either_version() -> None:
-    assert _returned(QidoResource.ALL_SERIES, "includefield=all") >= _tags(
+    assert _returned(QidoResource.ALL_SERIES, "includefield=all") >= tags_for_keywords(
         "PatientAge", "AdditionalPatientHistory", "SeriesNumber", "Laterality", "SeriesTime")
 
 
 def test_cross_study_instances_return_study_series_and_instance_defaults() -> None:
-    assert _tags("PatientID", "Modality", "SOPInstanceUID") <= _returned(QidoResource.ALL_INSTANCES)
+    assert tags_for_keywords("PatientID", "Modality", "SOPInstanceUID") <= _returned(QidoResource.ALL_INSTANCES)
 
 
 def test_includefield_filters_and_url_uids_are_added() -> None:
     returned = _returned(QidoResource.STUDY_SERIES_INSTANCES, "includefield=00180050&SOPInstanceUID=1.2",
                          study_uid="1.2", series_uid="1.3")
-    assert returned == _tags("SOPInstanceUID", "SliceThickness", "StudyInstanceUID", "SeriesInstanceUID")
+    assert returned == tags_for_keywords("SOPInstanceUID", "SliceThickness", "StudyInstanceUID", "SeriesInstanceUID")
