@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
+from dicom_core.media_types import DICOM_JSON
 from factories import make_instance, multipart_body
+from seed_files import SEED, SEED_SERIES_A, SEED_STUDY
 
-SEED = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "seed"
-SEED_STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
-SEED_SERIES_A = "1.2.826.0.1.3680043.8.498.45787841905473114233124723359129632652"
-DICOM_JSON = "application/dicom+json"
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 ENTITIES_READ = "X-DicomWeb-Entities-Read"
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,12 +12,10 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
+from dicom_core.media_types import DICOM_JSON
 from factories import make_dataset, make_instance, multipart_body, to_bytes
+from seed_files import SEED, SEED_STUDY
 
-# The project's shared folder sits beside the repository (also in CI).
-SEED = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "seed"
-SEED_STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
-DICOM_JSON = "application/dicom+json"
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 
 REFERENCED_SOP_SEQUENCE = "00081199"

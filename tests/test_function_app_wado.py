@@ -19,12 +19,10 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
-from dicom_core.media_types import parse_media_type
+from dicom_core.media_types import DICOM_JSON, parse_media_type
 from factories import make_dataset, multipart_body, to_bytes
+from seed_files import SEED, SEED_STUDY
 
-SEED = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "seed"
-SEED_STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
-DICOM_JSON = "application/dicom+json"
 STORE_TYPE = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 DICOM_PARTS = 'multipart/related; type="application/dicom"'
 AS_STORED = DICOM_PARTS + "; transfer-syntax=*"
