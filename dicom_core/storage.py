@@ -33,23 +33,30 @@ class Storage:
     metadata: ContainerClient
     studies: TableClient
     index: TableClient
+    changes: TableClient
+    cleanup: TableClient
     credential: AsyncTokenCredential | None = None
 
     async def ensure_created(self) -> None:
         """Create the containers and tables if they do not exist (idempotent)."""
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
-            *(self.table_service.create_table_if_not_exists(t.table_name) for t in (self.studies, self.index)),
+            *(self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables),
         )
 
     async def close(self) -> None:
         """Close the underlying HTTP sessions."""
         await asyncio.gather(
-            self.files.close(), self.metadata.close(), self.studies.close(), self.index.close(),
+            self.files.close(), self.metadata.close(), *(t.close() for t in self.tables),
             self.blob_service.close(), self.table_service.close(),
         )
         if self.credential is not None:
             await self.credential.close()
+
+    @property
+    def tables(self) -> tuple[TableClient, ...]:
+        """Every table of the service."""
+        return (self.studies, self.index, self.changes, self.cleanup)
 
     async def recreating_missing(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a write; if a container or table was deleted under us, create it again and retry once."""
@@ -126,6 +133,8 @@ async def open_storage(settings: Settings) -> Storage:
         metadata=blob_service.get_container_client(settings.metadata_container),
         studies=table_service.get_table_client(table_name(settings, "Studies")),
         index=table_service.get_table_client(table_name(settings, "Index")),
+        changes=table_service.get_table_client(table_name(settings, "Changes")),
+        cleanup=table_service.get_table_client(table_name(settings, "Cleanup")),
         credential=credential,
     )
     try:
