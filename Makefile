@@ -1,9 +1,11 @@
 # Local development and CI commands for the DICOMweb function app.
 #   make run      install what is missing, start Azurite in the background and serve the app on http://localhost:7071/
 #   make test     install what is missing and run the test suite (its fixtures start their own Azurite)
+#   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
+#   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
 #   make clean    remove .venv, node_modules and .azurite
-#   make bench    QIDO-RS at archive scale on an Azurite of its own (BENCH_ARGS="--studies 1000 --instances 3000")
+#   make bench    the issue-8 benchmark table on an Azurite and server of its own (BENCH_ARGS="--only qido --qido-studies 10000")
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -28,7 +30,7 @@ AZURITE_PORTS := 10000 10001 10002
 AZURITE_ARGS := --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
     --tableHost 127.0.0.1 --tablePort 10002 --location $(AZURITE_DIR) --skipApiVersionCheck --loose --disableTelemetry
 
-.PHONY: install run test clean bench
+.PHONY: install run test clean bench viewer test-viewer
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -80,21 +82,42 @@ run: install
 	app_pid=$$!
 	wait "$$app_pid"
 
+# The browser test needs a system Chromium: `make test-viewer` runs it (.ci/run runs both).
 test: install $(CHECKOV_STAMP)
-	$(VENV_PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(VENV_PYTHON) -m pytest tests --ignore=tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules $(AZURITE_DIR)
 
 BENCH_ARGS ?=
 
-# Seeds 10,000 studies / 100,000 instances through the store path by default (hours on a small machine).
+# Starts its own Azurite and server on free ports (bench/environment.py); results in bench/results/.
+# The archive-scale QIDO run (10,000 studies / 100,000 instances, 30-60 min): $(VENV_PYTHON) -m bench.qido_archive
 bench: install
-	location=$$(mktemp -d)
-	$(AZURITE) --blobHost 127.0.0.1 --blobPort 10100 --queueHost 127.0.0.1 --queuePort 10101 --tableHost 127.0.0.1 \
-		--tablePort 10102 --location $$location --skipApiVersionCheck --loose --silent --disableTelemetry \
-		>$$location/azurite.log 2>&1 &
-	azurite_pid=$$!
-	trap 'kill $$azurite_pid 2>/dev/null || true; wait $$azurite_pid 2>/dev/null || true; rm -rf $$location' EXIT
-	for attempt in $$(seq 300); do (: </dev/tcp/127.0.0.1/10102) 2>/dev/null && break; sleep 0.1; done
-	$(VENV_PYTHON) bench/qido.py --azurite 10100,10102 $(BENCH_ARGS)
+	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
+
+VIEWER_PORT ?= 3000
+CHROMIUM := /usr/bin/chromium
+
+# The viewer runs beside `make run`, whose server is told to allow the viewer's origin (CORS).
+viewer: install
+	if (: </dev/tcp/127.0.0.1/$(VIEWER_PORT)) 2>/dev/null; then
+		echo "Port $(VIEWER_PORT) is already in use; stop that first or set VIEWER_PORT." >&2; exit 1
+	fi
+	$(VENV_PYTHON) -m viewer --host $(HOST) --port $(VIEWER_PORT) --dicomweb-root http://localhost:$(PORT)/v2 &
+	viewer_pid=$$!
+	trap 'kill $$viewer_pid 2>/dev/null || true; wait $$viewer_pid 2>/dev/null || true; echo "Viewer stopped."' EXIT
+	trap "exit 130" INT
+	trap "exit 143" TERM
+	echo "OHIF Viewer: http://localhost:$(VIEWER_PORT)/"
+	DICOMWEB_CORS_ALLOWED_ORIGINS="http://localhost:$(VIEWER_PORT),http://127.0.0.1:$(VIEWER_PORT)" \
+		$(MAKE) --no-print-directory run
+
+# CI runs as root and installs Debian's chromium; elsewhere install it yourself (apt-get install chromium).
+test-viewer: install
+	if [ ! -x $(CHROMIUM) ]; then
+		if [ "$$(id -u)" != 0 ]; then echo "$(CHROMIUM) is missing: sudo apt-get install chromium" >&2; exit 1; fi
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y --no-install-recommends chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+	fi
+	$(VENV_PYTHON) -m pytest tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)

@@ -16,46 +16,83 @@ from azurefunctions.extensions.http.fastapi import (
     JSONResponse, PlainTextResponse, Request, Response, StreamingResponse,
 )
 
-from dicom_core import health, openapi, qido, qido_query, stow, wado, wado_frames, wado_metadata
+from dicom_core import auth, cors, health, openapi, qido, qido_query, stow, wado, wado_frames, wado_metadata
+from dicom_core import change_feed_query, change_feed_response
+from dicom_core import blob_cleanup, change_feed, delete
 from dicom_core.api_version import parse_api_version
 from dicom_core.errors import DicomWebError
 from dicom_core.identifiers import InstanceIdentifiers
+from dicom_core.request_limits import RequestLimits, check_request_head, limited_body
 from dicom_core.request_log import log_requests
 from dicom_core.settings import Settings
 from dicom_core.storage import shared_storage
+from dicom_core.storage_faults import storage_unavailable
 from dicom_core.uids import require_valid_uid
 from dicom_core.wado_response import WadoResponse
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 LOGGER = logging.getLogger("dicomweb")
+# Authentication and CORS are fixed at start-up: an unknown DICOMWEB_AUTH_MODE or incomplete entra settings
+# stop the app from starting rather than leave it open. In mode function the Functions host checks keys on
+# every route not marked anonymous.
+_STARTUP_SETTINGS = Settings.from_environment()
+AUTH_MODE = auth.mode_of(_STARTUP_SETTINGS)
+AUTHENTICATOR = auth.authenticator_for(_STARTUP_SETTINGS)
+CORS_POLICY = cors.CorsPolicy.from_origins(_STARTUP_SETTINGS.cors_allowed_origins)
+REQUEST_LIMITS = RequestLimits.of(_STARTUP_SETTINGS)
+app = func.FunctionApp(
+    http_auth_level=func.AuthLevel.FUNCTION if AUTH_MODE is auth.AuthMode.FUNCTION else func.AuthLevel.ANONYMOUS)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def dicomweb_edge(handler: Handler) -> Handler:
-    """Turn `DicomWebError`s into plain-text responses with their status, and anything else into a 500."""
+def dicomweb_edge(handler: Handler, *, anonymous: bool = False) -> Handler:
+    """Check the caller (unless ``anonymous``); `DicomWebError`s become plain-text responses, anything else a 500."""
 
     @functools.wraps(handler)
     async def wrapper(req: Request) -> Response:
         try:
+            check_request_head(REQUEST_LIMITS, req.url.query, req.headers.raw)
+            if not anonymous:
+                await AUTHENTICATOR.authorize(req.method, req.headers.get("authorization"))
             return await handler(req)
         except DicomWebError as exc:
-            return PlainTextResponse(exc.message, status_code=int(exc.status))
-        except Exception:
+            return PlainTextResponse(exc.message, status_code=int(exc.status), headers=exc.headers)
+        except Exception as exc:
+            if (unavailable := storage_unavailable(exc)) is not None:  # storage down: 503, retry later
+                LOGGER.warning("Storage unavailable on %s %s: %r", req.method, req.url.path, exc)
+                return PlainTextResponse(unavailable.message, status_code=int(unavailable.status),
+                                         headers=unavailable.headers)
             LOGGER.exception("Unhandled error on %s %s", req.method, req.url.path)
             return PlainTextResponse("The server hit an unexpected error.", status_code=500)
 
-    return log_requests(wrapper)
+    return log_requests(_with_cors(wrapper))
+
+
+def anonymous_edge(handler: Handler) -> Handler:
+    """`dicomweb_edge` for a route anyone may call: the health check, the OpenAPI document, CORS preflights."""
+    return dicomweb_edge(handler, anonymous=True)
+
+
+def _with_cors(handler: Handler) -> Handler:
+    """Give every response of ``handler``, errors too, the CORS headers its request's origin is allowed."""
+
+    @functools.wraps(handler)
+    async def wrapper(req: Request) -> Response:
+        response = await handler(req)
+        if CORS_POLICY.enabled:
+            response.headers.add_vary_header(cors.VARY_HEADER)
+            response.headers.update(cors.response_headers(CORS_POLICY, req.headers.get("origin")))
+        return response
+
+    return wrapper
 
 
 def _base_url(req: Request, public_base_url: str) -> str:
     return public_base_url or str(req.base_url).rstrip("/")
 
 
-async def _body(req: Request) -> AsyncIterator[bytes]:
-    async for chunk in req.stream():
-        if chunk:
-            yield chunk
+def _body(req: Request) -> AsyncIterator[bytes]:
+    return limited_body(req.stream(), REQUEST_LIMITS)  # 413 past the request limit, 408 when it stalls
 
 
 def _optional_uid(req: Request, parameter: str, name: str) -> str | None:
@@ -100,18 +137,30 @@ async def store_study_instances(req: Request) -> Response:
     return await _store(req)
 
 
+# --- CORS preflight: OPTIONS on any path (security issue) ----------------------------------------------
+
+# OPTIONS only: other methods on unknown paths still get 404, and known paths keep their 405.
+@app.route(route="{*path}", methods=["OPTIONS"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous_edge
+async def cors_preflight(req: Request) -> Response:
+    """OPTIONS on any path: a CORS preflight, 204 with the Access-Control-* headers when the origin is allowed."""
+    headers = cors.preflight_headers(CORS_POLICY, req.headers.get("origin"),
+                                     req.headers.get("access-control-request-headers"))
+    return Response(status_code=204, headers=headers)
+
+
 # --- Operating it: health check and the OpenAPI document (deploy issue) ---------------------------------
 
-@app.route(route="health/check", methods=["GET"])
-@dicomweb_edge
+@app.route(route="health/check", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous_edge
 async def health_check(req: Request) -> Response:
     """GET /health/check (unversioned, like Azure's): 200 Healthy when Blob and Table Storage answer, else 503."""
     report = await health.check_health(shared_storage, Settings.from_environment().health_timeout_seconds)
-    return JSONResponse(report.to_json(), status_code=report.http_status, headers={"Cache-Control": "no-store"})
+    return JSONResponse(report.to_json(), status_code=report.http_status, headers=report.headers)
 
 
-@app.route(route="v{version}/api.yaml", methods=["GET"])
-@dicomweb_edge
+@app.route(route="v{version}/api.yaml", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous_edge
 async def openapi_document(req: Request) -> Response:
     """GET /v{n}/api.yaml: the OpenAPI 3 document of the whole API (the same for every version)."""
     parse_api_version(req.path_params["version"])
@@ -228,6 +277,50 @@ async def retrieve_rendered_frame(req: Request) -> Response:
     return await _rendered(req)
 
 
+# --- Delete: a study, a series or an instance; 204, or 404 when absent (delete/change feed issue) ---------
+
+@app.route(route="v{version}/studies/{study}", methods=["DELETE"])
+@dicomweb_edge
+async def delete_study(req: Request) -> Response:
+    """DELETE a study: 204 (empty body), 404 when it holds no instance."""
+    study = _study_uid(req)
+    await delete.delete_study(await shared_storage(), study)
+    return Response(status_code=204)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}", methods=["DELETE"])
+@dicomweb_edge
+async def delete_series(req: Request) -> Response:
+    """DELETE a series: 204 (empty body), 404 when it holds no instance."""
+    study, series = _study_uid(req), _series_uid(req)
+    await delete.delete_series(await shared_storage(), study, series)
+    return Response(status_code=204)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}", methods=["DELETE"])
+@dicomweb_edge
+async def delete_instance(req: Request) -> Response:
+    """DELETE an instance: 204 (empty body), 404 when it is not stored."""
+    ids = _instance_ids(req)
+    await delete.delete_instance(await shared_storage(), ids)
+    return Response(status_code=204)
+
+
+# --- Maintenance: a timer (every 5 minutes) deletes blobs nothing references any more, sequences the feed ---
+
+MAINTENANCE_SCHEDULE = "0 */5 * * * *"  # NCRONTAB: second minute hour day month day-of-week
+
+
+@app.timer_trigger(schedule=MAINTENANCE_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+async def maintenance(timer: func.TimerRequest) -> None:
+    """Timer: run the due blob cleanup entries, then move committed change-feed outbox rows into the feed."""
+    storage = await shared_storage()
+    try:
+        await blob_cleanup.run_cleanup(storage)
+    finally:
+        await change_feed.sequence_pending(storage)
+
+
 # --- Search (QIDO-RS): studies, series and instances, across the archive or in one study (QIDO issue) ---
 
 async def _search(req: Request, resource: qido_query.QidoResource) -> Response:
@@ -284,3 +377,30 @@ async def search_study_instances(req: Request) -> Response:
 async def search_series_instances(req: Request) -> Response:
     """QIDO-RS: search for the instances of one series."""
     return await _search(req, qido_query.QidoResource.STUDY_SERIES_INSTANCES)
+
+
+# --- Change feed: every change in order, by sequence (v1) or time window (v2) (delete/change feed issue) ----
+
+def _change_feed_answer(answer: change_feed_response.ChangeFeedAnswer) -> Response:
+    if answer.body is None:
+        return Response(status_code=answer.status)
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
+
+
+@app.route(route="v{version}/changefeed", methods=["GET"])
+@dicomweb_edge
+async def read_change_feed(req: Request) -> Response:
+    """Change feed: v1 the entries after sequence `offset`; v2 the entries of a time window, `offset` into it."""
+    version = parse_api_version(req.path_params["version"])
+    query = change_feed_query.parse_feed_query(req.url.query, api_version=version)
+    return _change_feed_answer(await change_feed_response.read_change_feed(await shared_storage(), query))
+
+
+@app.route(route="v{version}/changefeed/latest", methods=["GET"])
+@dicomweb_edge
+async def read_latest_change(req: Request) -> Response:
+    """Change feed: the latest entry (204 while the feed is empty)."""
+    parse_api_version(req.path_params["version"])
+    include_metadata = change_feed_query.parse_latest_query(req.url.query)
+    return _change_feed_answer(await change_feed_response.read_latest(await shared_storage(),
+                                                                      include_metadata=include_metadata))

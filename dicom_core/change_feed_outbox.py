@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from .storage import Storage
 
 PENDING_PARTITION = "pending"
@@ -53,6 +55,14 @@ async def announce_changes(storage: Storage, study: str, change_id: str, at: dat
     """Record, before the commit, that ``change_id``'s outbox row may appear in ``study``'s partition."""
     entity = {"PartitionKey": PENDING_PARTITION, "RowKey": change_id, "Study": study, "AnnouncedAt": at}
     await storage.recreating_missing(lambda: storage.changes.upsert_entity(entity))
+
+
+async def withdraw_announcement(storage: Storage, change_id: str) -> None:
+    """Remove the announcement of a change whose commit certainly did not happen (e.g. a refused POST)."""
+    try:
+        await storage.changes.delete_entity(PENDING_PARTITION, change_id)
+    except ResourceNotFoundError:
+        pass
 
 
 def outbox_operation(study: str, change_id: str, changes: Sequence[Change], at: datetime) -> tuple[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
+from .errors import STORAGE_RETRY_AFTER_SECONDS
 from .storage import Storage
 
 LOGGER = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ class HealthReport:
     def http_status(self) -> int:
         """Return 200 when healthy, else 503."""
         return HTTPStatus.OK if self.overall_status == HEALTHY else HTTPStatus.SERVICE_UNAVAILABLE
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Never cached; when unhealthy, a Retry-After like every other answer of unreachable storage."""
+        if self.overall_status == HEALTHY:
+            return {"Cache-Control": "no-store"}
+        return {"Cache-Control": "no-store", "Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)}
 
     def to_json(self) -> dict[str, Any]:
         """Return the response body, shaped like Azure's: {overallStatus, details[{name, status, description}]}."""

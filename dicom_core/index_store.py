@@ -8,16 +8,19 @@ writers store into one study at once. See docs/storage.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
+from .change_feed_outbox import Change, ChangeAction, outbox_operation
 from .dicom_json import JsonDataset
 from .identifiers import InstanceIdentifiers, StoredInstance
 from .levels import Level, row_attributes
@@ -25,7 +28,8 @@ from .storage import Storage
 
 STUDY_ROW = "study"
 MAX_COMMIT_ATTEMPTS = 60
-_RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied"})
+# A row created, changed or deleted (by a delete) since it was read: read again and retry.
+RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"})
 _MAX_BACKOFF_SECONDS = 0.25
 MODALITY = "00080060"
 # A Table string property holds 32K UTF-16 characters; stay below with room for escaping.
@@ -65,30 +69,106 @@ class InstanceExistsError(Exception):
     """The instance is already stored and the request may not replace it (45070)."""
 
 
-async def commit_instance(storage: Storage, record: InstanceRecord, *, upsert: bool) -> StoredInstance | None:
-    """Make an uploaded instance visible; return the version it replaced, if any."""
+@dataclass(frozen=True)
+class CommitRows:
+    """The study, series and instance rows a commit is computed from (None: absent), with their ETags."""
+
+    study: TableEntity | None
+    series: TableEntity | None
+    instance: TableEntity | None
+
+
+class CommitHooks(Protocol):
+    """What must happen around each attempt of a commit (index intents, cleanup entries)."""
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Runs before every attempt, with the rows this attempt's transaction is conditioned on."""
+
+    async def after_commit(self, rows: CommitRows) -> None:
+        """Runs once the transaction computed from ``rows`` committed."""
+
+
+async def read_commit_rows(storage: Storage, ids: InstanceIdentifiers) -> CommitRows:
+    """Read the study, series and instance rows of an instance (three point reads in parallel)."""
+    study, series, instance = await asyncio.gather(
+        _get(storage, ids.study, STUDY_ROW),
+        _get(storage, ids.study, series_row_key(ids.series)),
+        _get(storage, ids.study, instance_row_key(ids.series, ids.instance)),
+    )
+    return CommitRows(study, series, instance)
+
+
+async def commit_instance(
+    storage: Storage, record: InstanceRecord, *, upsert: bool, hooks: CommitHooks | None = None,
+) -> StoredInstance | None:
+    """Make an uploaded instance visible; return the version it replaced, if any.
+
+    ``hooks.before_commit`` sees the rows of every attempt before its transaction is submitted (so the index
+    intents can be completed when a row changed since they were written, e.g. a study deleted meanwhile).
+    Its slow first call runs on a first read of the rows; each attempt then reads them again and commits at
+    once, under this process's lock of the study, so writers in one process queue instead of racing.
+    """
     ids = record.stored.ids
-    for attempt in range(MAX_COMMIT_ATTEMPTS):
-        study, series, instance = await asyncio.gather(
-            _get(storage, ids.study, STUDY_ROW),
-            _get(storage, ids.study, series_row_key(ids.series)),
-            _get(storage, ids.study, instance_row_key(ids.series, ids.instance)),
-        )
-        if instance is not None and not upsert:
+    if hooks is not None:
+        first = await read_commit_rows(storage, ids)
+        if first.instance is not None and not upsert:
             raise InstanceExistsError(ids.instance)
-        operations = _operations(record, study, series, instance)
-        try:
-            await storage.recreating_missing(lambda: storage.studies.submit_transaction(operations))
-        except TableTransactionError as exc:
-            if exc.error_code not in _RETRY_CODES:
-                raise
-            # Another writer changed the study first: read again and retry, with jitter to spread the herd.
-            await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
-            continue
-        if instance is None:
-            return None
-        return StoredInstance(ids, str(instance["Version"]))
-    raise TimeoutError(f"Could not commit instance {ids.instance}: study {ids.study} kept changing")
+        await hooks.before_commit(first)
+    tried: CommitRows | None = None
+    for attempt in range(MAX_COMMIT_ATTEMPTS):
+        async with study_lock(storage, ids.study):
+            rows = await read_commit_rows(storage, ids)
+            if tried is not None and rows.instance is not None and str(rows.instance["Version"]) == record.stored.version:
+                landed = tried  # the previous attempt landed although its answer was an error (e.g. a resend)
+                break
+            if rows.instance is not None and not upsert:
+                raise InstanceExistsError(ids.instance)
+            if hooks is not None:
+                await hooks.before_commit(rows)  # nothing to do unless the rows changed since the first read
+            operations = _operations(record, rows.study, rows.series, rows.instance)
+            tried = rows
+            try:
+                await storage.recreating_missing(lambda: storage.studies.submit_transaction(operations))
+                landed = rows
+                break
+            except TableTransactionError as exc:
+                if exc.error_code not in RETRY_CODES:
+                    raise
+        # Another process's writer changed the study first: read again and retry, with jitter.
+        await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+    else:
+        raise TimeoutError(f"Could not commit instance {ids.instance}: study {ids.study} kept changing")
+    if hooks is not None:
+        await hooks.after_commit(landed)
+    return StoredInstance(ids, str(landed.instance["Version"])) if landed.instance is not None else None
+
+
+@contextlib.asynccontextmanager
+async def study_lock(storage: Storage, study: str) -> AsyncIterator[None]:
+    """Hold this process's lock of a study while reading its rows and committing a transaction computed from them.
+
+    Writers of one process into one study would only race each other for the study row's ETag (and retry);
+    queued, each commits at the first try. Writers in other processes still meet the ETag condition.
+    """
+    key = (id(asyncio.get_running_loop()), storage.studies.url, storage.studies.table_name, study)
+    entry = _study_locks.setdefault(key, _StudyLock())
+    entry.users += 1
+    try:
+        async with entry.lock:
+            yield
+    finally:
+        entry.users -= 1
+        if entry.users == 0:
+            del _study_locks[key]
+
+
+@dataclass
+class _StudyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+_study_locks: dict[tuple[int, str, str, str], _StudyLock] = {}
 
 
 async def get_instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntity | None:
@@ -163,6 +243,9 @@ def _operations(
         ("create", instance_row) if instance is None else _conditional_update(instance_row, instance),
         ("create", series_row) if series is None else _conditional_update(series_row, series),
         ("create", study_row) if study is None else _conditional_update(study_row, study),
+        # The change feed's outbox row, atomic with the data; an upsert is a Create of the new version (as in Azure).
+        outbox_operation(ids.study, record.stored.version,
+                         [Change(ChangeAction.CREATE, ids.series, ids.instance, record.stored.version)], now),
     ]
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobProperties, BlockState, ContentSettings
-from azure.storage.blob.aio import BlobClient
+from azure.storage.blob.aio import BlobClient, StorageStreamDownloader
 
 from .blob_reads import Body
 from .blob_store import metadata_blob_name
@@ -107,6 +107,25 @@ async def verified_properties(storage: Storage, study: str, series: str, series_
         if not await _reconcile(storage, blob, study, series, state, properties):
             await _backoff(attempt)
     raise ServiceUnavailableError(f"The metadata of series {series} is being changed by other requests; retry.")
+
+
+async def open_document(storage: Storage, study: str, series: str) -> StorageStreamDownloader[bytes] | None:
+    """Start reading a series document, unverified: one GET brings its state and first bytes; None if absent."""
+    try:
+        return await storage.metadata.get_blob_client(document_name(study, series)).download_blob()
+    except ResourceNotFoundError:
+        return None
+
+
+def is_current(document: StorageStreamDownloader[bytes], series_etag: str) -> bool:
+    """Whether an opened document reflects the series row with ``series_etag`` (then it can be sent as it is)."""
+    return (document.properties.metadata or {}).get(STATE_KEY) == series_state(series_etag)
+
+
+async def stream_opened(document: StorageStreamDownloader[bytes]) -> Body:
+    """Yield the bytes of an opened document (later ranges, if any, are read under its ETag)."""
+    async for chunk in document.chunks():
+        yield chunk
 
 
 async def stream_document(storage: Storage, study: str, series: str, series_etag: str, properties: BlobProperties) -> Body:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
 from pydicom import config
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
@@ -22,6 +24,12 @@ DEFER_BYTES = 16 * 1024
 _FILE_META_START = b"\x02\x00"
 # What such a file gets in front when stored, so that every stored file is a conformant Part-10 file.
 PREAMBLE = b"\x00" * 128 + b"DICM"
+# What a deflated dataset may inflate to unless the caller says otherwise (pydicom inflates it in memory).
+DEFAULT_MAX_INFLATED_BYTES = 100 * 1024 * 1024
+# Sequences nested deeper than this are refused (real objects, SR trees included, stay far below it); reading and
+# converting them to JSON recurses once per level.
+MAX_SEQUENCE_DEPTH = 64
+_INFLATE_CHUNK_BYTES = 1024 * 1024
 
 
 # Invalid values are reported by store validation, which knows what to do with them; silence pydicom's own.
@@ -43,7 +51,7 @@ class ParsedFile:
     added_preamble: bytes = b""
 
 
-def read_part10(file: BinaryIO) -> ParsedFile:
+def read_part10(file: BinaryIO, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ParsedFile:
     """Parse the file's elements without loading bulk values; raise InvalidPart10Error if unreadable."""
     file.seek(0, os.SEEK_END)
     size = file.tell()
@@ -55,9 +63,14 @@ def read_part10(file: BinaryIO) -> ParsedFile:
         # dicomweb-client sends those: read them as long as the File Meta Information is there.
         force = file.read(len(_FILE_META_START)) == _FILE_META_START
         file.seek(0)
+        _check_inflated_size(file, force, max_inflated_bytes)
+        file.seek(0)
         dataset = pydicom.dcmread(file, defer_size=DEFER_BYTES, force=force)
-    except Exception as exc:  # pydicom raises many exception types for malformed input
+    except InvalidPart10Error:
+        raise
+    except Exception as exc:  # pydicom raises many exception types for malformed input (RecursionError too)
         raise InvalidPart10Error(f"The part is not a readable DICOM file: {exc}") from exc
+    _check_sequence_depth(dataset)
     meta = getattr(dataset, "file_meta", None)
     transfer_syntax = getattr(meta, "TransferSyntaxUID", None)
     if not transfer_syntax:
@@ -117,6 +130,39 @@ def stored_stream(parsed: ParsedFile, file: BinaryIO) -> BinaryIO:
     if not parsed.added_preamble:
         return file
     return io.BufferedReader(PrefixedReader(parsed.added_preamble, file))  # type: ignore[arg-type]
+
+
+def _check_inflated_size(file: BinaryIO, force: bool, max_inflated_bytes: int) -> None:
+    """Refuse a deflated dataset that inflates to more than ``max_inflated_bytes``, inflating at most that much."""
+    read_preamble(file, force)
+    meta = _read_file_meta_info(file)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    try:
+        while not inflater.eof and (pending := inflater.unconsumed_tail or file.read(_INFLATE_CHUNK_BYTES)):
+            # A chunk at a time, counted and dropped: memory stays bounded whatever the ratio.
+            inflated += len(inflater.decompress(pending, _INFLATE_CHUNK_BYTES))
+            if inflated > max_inflated_bytes:
+                raise InvalidPart10Error(
+                    f"The deflated dataset inflates to more than the limit of {max_inflated_bytes} bytes.")
+    except zlib.error as exc:
+        raise InvalidPart10Error(f"The deflated dataset is not a valid deflate stream: {exc}") from exc
+
+
+def _check_sequence_depth(dataset: Dataset) -> None:
+    """Refuse sequences nested deeper than MAX_SEQUENCE_DEPTH (walked without recursion)."""
+    pending: list[tuple[Dataset, int]] = [(dataset, 0)]
+    while pending:
+        current, depth = pending.pop()
+        for tag in current.keys():
+            raw = current.get_item(tag, keep_deferred=True)
+            if getattr(raw, "VR", None) != "SQ":
+                continue
+            if depth >= MAX_SEQUENCE_DEPTH:
+                raise InvalidPart10Error(f"Sequences are nested deeper than {MAX_SEQUENCE_DEPTH} levels.")
+            pending.extend((item, depth + 1) for item in current[tag].value or ())
 
 
 def _check_not_truncated(dataset: Dataset, size: int) -> None:

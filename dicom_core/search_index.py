@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import string
 import time
 from collections.abc import Awaitable, Iterable
@@ -27,12 +28,14 @@ from azure.data.tables import TableEntity, UpdateMode
 from pydicom.tag import BaseTag
 
 from .dicom_json import JsonDataset
-from .index_store import STUDY_ROW, InstanceRecord, series_row_key
+from .index_store import STUDY_ROW, CommitRows, InstanceRecord, read_commit_rows, series_row_key
 from .levels import Level, row_attributes
 from .qido_matching import first_value, person_name_forms
 from .storage import Storage
 from .store_validation import PATIENT_ID
 from .text_normalization import fold, fold_person_name, name_words
+
+LOGGER = logging.getLogger(__name__)
 
 PATIENT_NAME = BaseTag(0x00100010)
 ACCESSION_NUMBER = BaseTag(0x00080050)
@@ -206,34 +209,109 @@ async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
     """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
 
     Study- and series-level entries already written for the values the committed rows hold are skipped,
-    so storing the 500th instance of a series writes one entry.
+    so storing the 500th instance of a series writes one entry. The store path passes `IndexIntents` to
+    `commit_instance` instead, which shares the commit's row reads and completes the entries per attempt.
     """
+    await IndexIntents(storage, record).before_commit(await read_commit_rows(storage, record.stored.ids))
+
+
+class IndexIntents:
+    """The index entries of one instance being stored, kept in step with the rows each commit attempt read.
+
+    Used as `commit_instance` hooks. Before every attempt it writes the entries the rows of that attempt do
+    not account for (the first attempt writes them all; a later one only what changed, e.g. the study row
+    it had found is gone because a delete removed the study and its entries meanwhile). After a commit that
+    created a row (the instance's, and the series' or study's) it checks that their entries still exist and
+    writes back any that a delete racing with this store removed: a created row must never lack its entries.
+    """
+
+    def __init__(self, storage: Storage, record: InstanceRecord) -> None:
+        self._storage = storage
+        self._record = record
+        self._study: dict[IndexKey, dict[str, str]] = {}  # study-level key -> the entry written for it
+        self._series: dict[IndexKey, dict[str, str]] = {}
+        self._instance_written = False
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Write the entries that ``rows`` (about to be committed over) do not account for."""
+        ids = self._record.stored.ids
+        missing_study, missing_series = _missing_keys(self._record, rows.study, rows.series)
+        study_todo, series_todo = missing_study - set(self._study), missing_series - set(self._series)
+        first = not self._instance_written
+        if not (study_todo or series_todo or first):
+            return
+        study_sort, series_sort = await asyncio.gather(
+            _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
+            _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
+            if series_todo else _none(),
+        )
+        study_entries = {key: _entry(key, study_sort or "", ids.study) for key in study_todo}
+        series_entries = {key: _entry(key, series_sort or "", ids.study, ids.series) for key in series_todo}
+        entries = [*study_entries.values(), *series_entries.values()]
+        key = instance_key(ids.instance)
+        instance_entry = _entry(key, "", ids.study, ids.series, ids.instance)
+        # The first attempt may skip what this process wrote moments ago; a later one writes for certain.
+        writes = [_upsert_once(self._storage, entry) if first else _upsert(self._storage, entry) for entry in entries]
+        if first:
+            writes.append(_upsert(self._storage, instance_entry))
+        await _bounded(writes)
+        self._study.update(study_entries)
+        self._series.update(series_entries)
+        self._instance_written = True
+
+    async def after_commit(self, rows: CommitRows) -> None:
+        """After a commit that created rows (instance, series, study), write back their entries if they are gone."""
+        ids = self._record.stored.ids
+        expected = [*(self._study.values() if rows.study is None else ()),
+                    *(self._series.values() if rows.series is None else ()),
+                    *([_entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance)]
+                      if rows.instance is None else [])]
+        present = await asyncio.gather(*(_index_entry_exists(self._storage, entry) for entry in expected))
+        lost = [entry for entry, found in zip(expected, present) if not found]
+        if lost:
+            LOGGER.info("A delete removed %d index entries of %s while it was being stored; writing them again",
+                        len(lost), self._record.stored.ids.study)
+            await _bounded(_upsert(self._storage, entry) for entry in lost)
+
+
+def _missing_keys(
+    record: InstanceRecord, study_row: TableEntity | None, series_row: TableEntity | None,
+) -> tuple[set[IndexKey], set[IndexKey]]:
+    """The study- and series-level keys of ``record`` that the committed rows' own entries do not cover."""
     ids = record.stored.ids
-    study_row, series_row = await asyncio.gather(
-        _get(storage, ids.study, STUDY_ROW, ["Attributes", "ModalityCounts"]),
-        _get(storage, ids.study, series_row_key(ids.series), ["Modality"]),
-    )
     old_modalities = study_row_modalities(study_row) if study_row else set()
     new_study = study_keys(row_attributes(record.metadata, Level.STUDY), old_modalities | {record.modality} - {""})
     missing_study = new_study - (study_row_keys(study_row) if study_row else set())
     new_series = series_keys(ids.series, record.modality)
     old_series = series_keys(ids.series, str(series_row.get("Modality") or "")) if series_row else set()
-    missing_series = new_series - old_series
-    study_sort, series_sort = await asyncio.gather(
-        _claim(storage, ids.study, STUDY_ROW, committed=study_row is not None) if missing_study else _none(),
-        _claim(storage, ids.study, series_row_key(ids.series), committed=series_row is not None)
-        if missing_series else _none(),
-    )
-    entries = [
-        {"PartitionKey": key.partition, "RowKey": key.row_key(study_sort or "", ids.study)} for key in missing_study
-    ]
-    entries += [
-        {"PartitionKey": key.partition, "RowKey": key.row_key(series_sort or "", ids.study, ids.series)}
-        for key in missing_series
-    ]
-    key = instance_key(ids.instance)
-    entries.append({"PartitionKey": key.partition, "RowKey": key.row_key("", ids.study, ids.series, ids.instance)})
-    await _bounded(_upsert_once(storage, entry) for entry in entries)
+    return missing_study, new_series - old_series
+
+
+def _entry(key: IndexKey, sort_key: str, *uids: str) -> dict[str, str]:
+    return {"PartitionKey": key.partition, "RowKey": key.row_key(sort_key, *uids)}
+
+
+async def restore_index_entries(storage: Storage, study: str, series: str | None = None) -> int:
+    """Write the entries of every row still in scope; a delete calls it when rows it removed entries of survived.
+
+    A delete removes the entries of the levels it expects to empty before deleting their rows; when a store
+    committed into the study (or series) meanwhile, the level stays, and this puts its entries back.
+    """
+    rows = await _rows_in_scope(storage, study, series)
+    entries: list[dict[str, str]] = []
+    for row in rows:
+        row_key = str(row["RowKey"])
+        if row_key.startswith("instance|"):
+            entries.append(_entry(instance_key(row_key.split("|")[2]), "", study, *row_key.split("|")[1:]))
+        elif row_key.startswith("series|"):
+            sort = await _claim(storage, study, row_key, committed=True)
+            uid = row_key.split("|", 1)[1]
+            entries += [_entry(key, sort, study, uid) for key in series_keys(uid, str(row.get("Modality") or ""))]
+        elif row_key == STUDY_ROW:
+            sort = await _claim(storage, study, STUDY_ROW, committed=True)
+            entries += [_entry(key, sort, study) for key in study_row_keys(row)]
+    await _bounded(_upsert(storage, entry) for entry in entries)
+    return len(entries)
 
 
 async def remove_index_entries(
@@ -301,6 +379,19 @@ async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> i
         _recent.pop((loop, table.url, table.table_name, partition, row), None)
     await _bounded(storage.index.delete_entity(partition, row) for partition, row in entries)
     return len(entries)
+
+
+async def _upsert(storage: Storage, entry: dict[str, str]) -> None:
+    """Upsert an entry, whatever this process wrote before."""
+    await storage.recreating_missing(functools.partial(storage.index.upsert_entity, entry, mode=UpdateMode.REPLACE))
+
+
+async def _index_entry_exists(storage: Storage, entry: dict[str, str]) -> bool:
+    try:
+        await storage.index.get_entity(entry["PartitionKey"], entry["RowKey"], select=["RowKey"])
+    except ResourceNotFoundError:
+        return False
+    return True
 
 
 async def _upsert_once(storage: Storage, entry: dict[str, str]) -> None:

@@ -46,6 +46,28 @@ class Settings:
     # QIDO: answer with an X-DicomWeb-Entities-Read header; most entities a search reads before it stops.
     query_stats: bool = False
     query_scan_budget: int = 5000
+    # Blobs an upsert or delete (or a failed store) leaves unreferenced are deleted this long afterwards.
+    blob_cleanup_delay_seconds: int = 3600
+    # Browser origins allowed to call the API (CORS; `*` for any); none: no CORS headers at all.
+    cors_allowed_origins: tuple[str, ...] = ()
+    # Authentication: none, function (Functions keys) or entra (bearer tokens checked by the app; see auth.py).
+    auth_mode: str = "none"
+    auth_tenant_id: str = ""
+    auth_authority: str = ""
+    auth_audiences: tuple[str, ...] = ()
+    auth_reader_role: str = "DicomWeb.Reader"
+    auth_writer_role: str = "DicomWeb.Writer"
+    auth_clock_skew_seconds: int = 300
+    # Storage faults: SDK retries per request and socket timeouts, so an unreachable account fails within seconds.
+    storage_retries: int = 3
+    storage_connect_timeout_seconds: int = 5
+    storage_read_timeout_seconds: int = 60
+    # Hostile input: caps on the request and on what a Part-10 file may inflate to; body read idle timeout.
+    max_request_bytes: int = 3 * GIB  # below the Functions host limit (4 GiB), so that the app answers 413
+    max_query_string_bytes: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_inflated_bytes: int = 100 * MIB
+    body_idle_timeout_seconds: int = 60
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +92,27 @@ class Settings:
             health_timeout_seconds=_int(env, "DICOMWEB_HEALTH_TIMEOUT_SECONDS", defaults.health_timeout_seconds),
             query_stats=(env.get("DICOMWEB_QUERY_STATS") or "").strip().lower() in ("true", "1", "yes"),
             query_scan_budget=_int(env, "DICOMWEB_QUERY_SCAN_BUDGET", defaults.query_scan_budget),
+            blob_cleanup_delay_seconds=_int(env, "DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS",
+                                            defaults.blob_cleanup_delay_seconds),
+            cors_allowed_origins=_list(env, "DICOMWEB_CORS_ALLOWED_ORIGINS"),
+            auth_mode=(env.get("DICOMWEB_AUTH_MODE") or defaults.auth_mode).strip().lower(),
+            auth_tenant_id=(env.get("DICOMWEB_AUTH_TENANT_ID") or "").strip(),
+            auth_authority=(env.get("DICOMWEB_AUTH_AUTHORITY") or "").strip().rstrip("/"),
+            auth_audiences=_list(env, "DICOMWEB_AUTH_AUDIENCE"),
+            auth_reader_role=(env.get("DICOMWEB_AUTH_READER_ROLE") or defaults.auth_reader_role).strip(),
+            auth_writer_role=(env.get("DICOMWEB_AUTH_WRITER_ROLE") or defaults.auth_writer_role).strip(),
+            auth_clock_skew_seconds=_int(env, "DICOMWEB_AUTH_CLOCK_SKEW_SECONDS", defaults.auth_clock_skew_seconds),
+            storage_retries=_int(env, "DICOMWEB_STORAGE_RETRIES", defaults.storage_retries),
+            storage_connect_timeout_seconds=_int(env, "DICOMWEB_STORAGE_CONNECT_TIMEOUT_SECONDS",
+                                                 defaults.storage_connect_timeout_seconds),
+            storage_read_timeout_seconds=_int(env, "DICOMWEB_STORAGE_READ_TIMEOUT_SECONDS",
+                                              defaults.storage_read_timeout_seconds),
+            max_request_bytes=_int(env, "DICOMWEB_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            max_query_string_bytes=_int(env, "DICOMWEB_MAX_QUERY_STRING_BYTES", defaults.max_query_string_bytes),
+            max_header_bytes=_int(env, "DICOMWEB_MAX_HEADER_BYTES", defaults.max_header_bytes),
+            max_inflated_bytes=_int(env, "DICOMWEB_MAX_INFLATED_BYTES", defaults.max_inflated_bytes),
+            body_idle_timeout_seconds=_int(env, "DICOMWEB_BODY_IDLE_TIMEOUT_SECONDS",
+                                           defaults.body_idle_timeout_seconds),
         )
 
 
@@ -84,3 +127,8 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"Setting {name} must be positive, not {value}")
     return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The items of a comma-separated setting, blanks dropped."""
+    return tuple(item.strip() for item in (env.get(name) or "").split(",") if item.strip())

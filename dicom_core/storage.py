@@ -6,13 +6,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.identity.aio import DefaultAzureCredential
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
 from .settings import Settings
 
@@ -110,21 +110,57 @@ def select_storage_access(settings: Settings) -> StorageAccess:
     return IdentityAccess(settings.blob_account_url, settings.table_account_url)
 
 
+# Seconds between the SDK's retries of one storage request (each way of the jitter: half of it). Short, so
+# that an unreachable account fails a request within seconds; the client retries later (503, Retry-After).
+RETRY_BACKOFF_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Bounded retries and socket timeouts of the storage clients (the SDKs' defaults wait minutes)."""
+
+    retries: int = 3
+    connect_timeout_seconds: int = 5
+    read_timeout_seconds: int = 60
+
+    @classmethod
+    def of(cls, settings: Settings) -> ClientOptions:
+        """The options the settings choose."""
+        return cls(settings.storage_retries, settings.storage_connect_timeout_seconds,
+                   settings.storage_read_timeout_seconds)
+
+    def blob_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a Blob service client: the Blob SDK's own retry policy, linear."""
+        retry = LinearRetry(backoff=RETRY_BACKOFF_SECONDS, retry_total=self.retries,  # type: ignore[arg-type]
+                            random_jitter_range=RETRY_BACKOFF_SECONDS / 2)  # type: ignore[arg-type]
+        return {"retry_policy": retry, **self._timeouts()}
+
+    def table_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a Table service client: azure-core's retry policy (exponential from 0 s)."""
+        return {"retry_total": self.retries, "retry_backoff_factor": RETRY_BACKOFF_SECONDS / 2, **self._timeouts()}
+
+    def _timeouts(self) -> dict[str, Any]:
+        return {"connection_timeout": self.connect_timeout_seconds, "read_timeout": self.read_timeout_seconds}
+
+
 def storage_service_clients(
-    access: StorageAccess,
+    access: StorageAccess, options: ClientOptions | None = None,
 ) -> tuple[BlobServiceClient, TableServiceClient, AsyncTokenCredential | None]:
     """Create (without connecting) the Blob and Table service clients for ``access``, and its credential."""
+    options = options or ClientOptions()
     if isinstance(access, ConnectionStringAccess):
-        return (BlobServiceClient.from_connection_string(access.connection_string),
-                TableServiceClient.from_connection_string(access.connection_string), None)
+        return (BlobServiceClient.from_connection_string(access.connection_string, **options.blob_kwargs()),
+                TableServiceClient.from_connection_string(access.connection_string, **options.table_kwargs()), None)
     credential = DefaultAzureCredential()
-    return (BlobServiceClient(access.blob_account_url, credential=credential),
-            TableServiceClient(access.table_account_url, credential=credential), credential)
+    return (BlobServiceClient(access.blob_account_url, credential=credential, **options.blob_kwargs()),
+            TableServiceClient(access.table_account_url, credential=credential, **options.table_kwargs()),
+            credential)
 
 
 async def open_storage(settings: Settings) -> Storage:
     """Connect to the configured account and make sure every container and table exists."""
-    blob_service, table_service, credential = storage_service_clients(select_storage_access(settings))
+    blob_service, table_service, credential = storage_service_clients(select_storage_access(settings),
+                                                                      ClientOptions.of(settings))
     storage = Storage(
         settings=settings,
         blob_service=blob_service,

@@ -48,8 +48,10 @@ def validate_instance(parsed: ParsedFile, *, api_version: int, url_study: str | 
     """Validate a parsed instance for STOW under API ``api_version`` (1 strict, 2 lenient)."""
     dataset = parsed.dataset
     uids = {tag: _uid(dataset, tag) for tag in REQUIRED_UIDS}
+    # An explicit VR file may give a UID another VR (US 1 would read as the UID "1"): such a UID is invalid.
+    wrong_vr = {tag for tag in REQUIRED_UIDS if uids[tag] and dataset[tag].VR != "UI"}
     ids = None
-    if all(uids[tag] and is_valid_uid(uids[tag]) for tag in REQUIRED_UIDS):
+    if all(uids[tag] and is_valid_uid(uids[tag]) and tag not in wrong_vr for tag in REQUIRED_UIDS):
         ids = InstanceIdentifiers(uids[STUDY_INSTANCE_UID], uids[SERIES_INSTANCE_UID], uids[SOP_INSTANCE_UID])
     result = ValidatedInstance(ids=ids, sop_class_uid=uids[SOP_CLASS_UID] or None)
     result.implicit_vr = parsed.transfer_syntax == ImplicitVRLittleEndian
@@ -57,7 +59,7 @@ def validate_instance(parsed: ParsedFile, *, api_version: int, url_study: str | 
     for tag in REQUIRED_UIDS:
         if not uids[tag]:
             result.errors.append(_comment(tag, f"The required tag '{format_tag(tag)}' is missing."))
-        elif not is_valid_uid(uids[tag]):
+        elif not is_valid_uid(uids[tag]) or tag in wrong_vr:
             result.errors.append(_comment(
                 tag, f"Dicom element '{_keyword(dataset, tag)}' failed validation for VR 'UI': DICOM Identifier is "
                 "invalid. Value length should not exceed 64 characters and contain only digits and dots."))

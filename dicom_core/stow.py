@@ -6,19 +6,26 @@ import asyncio
 import json
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
+from .blob_cleanup import CleanupEntry, CleanupTarget, cancel_cleanup, cleanup_delay, schedule_cleanup
 from .blob_store import delete_instance_blobs, frames_blob_name, metadata_blob_name, put_instance_file, put_json
-from .errors import BadRequestError, NotAcceptableError, PayloadTooLargeError, UnsupportedMediaTypeError
+from .change_feed_outbox import announce_changes, withdraw_announcement
+from .errors import (
+    BadRequestError, NotAcceptableError, PayloadTooLargeError, StorageUnavailableError, UnsupportedMediaTypeError,
+)
 from .identifiers import StoredInstance, new_version
-from .index_store import InstanceExistsError, InstanceRecord, commit_instance
+from .index_store import CommitRows, InstanceExistsError, InstanceRecord, commit_instance
 from .media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
 from .metadata_documents import add_instance
 from .multipart import Part, boundary_from_content_type, iter_parts
 from .part10 import InvalidPart10Error, read_part10, stored_stream
-from .search_index import write_index_intents
+from .search_index import IndexIntents
 from .storage import Storage
+from .storage_faults import is_storage_unavailable
 from .store_validation import validate_instance
 from .stow_response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS, INSTANCE_EXISTS, PROCESSING_FAILURE, VALIDATION_FAILURE, VALIDATION_WARNING,
@@ -66,6 +73,9 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
             f'multipart/related; type="{DICOM}".'
         )
     outcomes = await _store_parts(storage, request, parts, default_type)
+    if outcomes and all(outcome.storage_unavailable for outcome in outcomes):
+        # Nothing could be stored because storage is down: a retryable 503, not a 409 of 272s.
+        raise StorageUnavailableError()
     return build_store_response(
         outcomes, api_version=request.api_version, study_uid=request.study_uid, base_url=request.base_url
     )
@@ -103,7 +113,8 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
             comments=[f"The part's Content-Type '{part.content_type or part_type}' is not {DICOM}."],
         )
     try:
-        parsed = await asyncio.to_thread(read_part10, part.file)
+        parsed = await asyncio.to_thread(read_part10, part.file,
+                                         max_inflated_bytes=storage.settings.max_inflated_bytes)
         validated = await asyncio.to_thread(
             validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid
         )
@@ -124,30 +135,38 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         frame_index="" if frame_index_in_blob else frame_index, frame_index_in_blob=frame_index_in_blob,
     )
     try:
+        # Before anything is uploaded: blobs a crash, a 45070 or a failed commit leaves behind get deleted.
+        cleanup = _VersionCleanup(storage, await schedule_cleanup(storage, [CleanupTarget.of_version(stored)]))
         uploads = [
             put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
             put_json(storage, metadata_blob_name(stored), json.dumps(validated.metadata, separators=(",", ":")).encode()),
+            # The change feed's sequencer looks for the commit's outbox row only where it was announced.
+            announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)),
         ]
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
         await asyncio.gather(*uploads)
-        await write_index_intents(storage, record)  # QIDO's index entries, before the commit makes them true
-        replaced = await commit_instance(storage, record, upsert=request.upsert)
+        # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
+        hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup)
+        await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
     except InstanceExistsError:
+        # Never referenced by a row (the existing row names another version): safe to delete at once.
         await delete_instance_blobs(storage, stored)
+        await _quietly(cancel_cleanup(storage, cleanup.entries))
+        await _quietly(withdraw_announcement(storage, stored.version))  # its commit was refused
         outcome.failure_reason = INSTANCE_EXISTS
         outcome.comments = [f"The instance {stored.ids.instance} already exists; use PUT to replace it."]
         return outcome
-    except Exception:
+    except Exception as exc:
+        outcome.storage_unavailable = is_storage_unavailable(exc)
+        # The blobs stay for the cleanup entry: a commit whose answer was lost may have landed after all.
         LOGGER.exception("Storing instance %s failed", stored.ids.instance)
-        await _quietly(delete_instance_blobs(storage, stored))
         outcome.failure_reason = PROCESSING_FAILURE
         outcome.comments = ["The instance could not be stored because of a storage error; retry the request."]
         return outcome
-    await add_instance(storage, stored, validated.metadata)  # the series metadata document, for WADO-RS
-    if replaced is not None:
-        # Superseded version: nothing points at it any more.
-        await _quietly(delete_instance_blobs(storage, replaced))
+    # The series metadata document, for WADO-RS. A replaced version's blobs go with its cleanup entry, later:
+    # a reader that looked up the old row a moment ago is still reading them.
+    await add_instance(storage, stored, validated.metadata)
     if validated.implicit_vr:
         outcome.warning_reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
     elif validated.warnings:
@@ -155,6 +174,52 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
     outcome.comments = validated.warnings
     outcome.multi_valued_index = validated.multi_valued_index
     return outcome
+
+
+class _VersionCleanup:
+    """The cleanup entries of a store: its own version's, and the version an upsert replaces."""
+
+    def __init__(self, storage: Storage, entries: list[CleanupEntry]) -> None:
+        self.storage = storage
+        self.entries = entries
+        self._own = entries[0].target
+        self._written_at = time.monotonic()
+        self._replaced: set[str] = set()
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Record the version this attempt would replace; renew the own entry if the store took long."""
+        targets = []
+        replaced = str(rows.instance["Version"]) if rows.instance is not None else None
+        if replaced is not None and replaced not in self._replaced:
+            targets.append(CleanupTarget.of_version(StoredInstance(self._own.stored.ids, replaced)))
+        # The own entry must not fall due before the commit: it would delete blobs about to be referenced.
+        renew = time.monotonic() - self._written_at > cleanup_delay(self.storage).total_seconds() / 2
+        if renew:
+            targets.append(self._own)
+        if not targets:
+            return
+        written = await schedule_cleanup(self.storage, targets)
+        if replaced is not None:
+            self._replaced.add(replaced)
+        if renew:
+            self.entries.append(written[-1])
+            self._written_at = time.monotonic()
+
+
+class _StoreCommitHooks:
+    """Around each commit attempt of a store: index intents and cleanup entries (see commit_instance)."""
+
+    def __init__(self, intents: IndexIntents, cleanup: _VersionCleanup) -> None:
+        self._intents = intents
+        self._cleanup = cleanup
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
+        await asyncio.gather(self._intents.before_commit(rows), self._cleanup.before_commit(rows))
+
+    async def after_commit(self, rows: CommitRows) -> None:
+        """Repair index entries a racing delete removed from rows this commit created."""
+        await self._intents.after_commit(rows)
 
 
 async def _single_part(body: AsyncIterator[bytes], max_bytes: int, spool_memory_bytes: int) -> AsyncIterator[Part]:

@@ -31,6 +31,7 @@ class StoreOutcome:
     comments: list[str] = field(default_factory=list)
     multi_valued_index: bool = False
     wrong_media_type: bool = False
+    storage_unavailable: bool = False  # failed (272) because storage could not be reached
 
     @property
     def succeeded(self) -> bool:

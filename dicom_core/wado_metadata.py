@@ -24,7 +24,9 @@ from .errors import NotAcceptableError, NotFoundError
 from .identifiers import InstanceIdentifiers
 from .index_reads import get_instance, get_series_row, get_study_row, series_rows, stored_instance
 from .media_types import DICOM_JSON, accepts, parse_accept
-from .metadata_documents import SEPARATOR, stream_document, verified_properties
+from .metadata_documents import (
+    SEPARATOR, is_current, open_document, stream_document, stream_opened, verified_properties,
+)
 from .storage import Storage
 from .wado_response import CONTENT_TYPE, WadoResponse
 
@@ -77,13 +79,18 @@ async def study_metadata(storage: Storage, study: str, request: MetadataRequest)
 async def series_metadata(storage: Storage, study: str, series: str, request: MetadataRequest) -> WadoResponse:
     """Every instance's metadata of a series, streamed from its document."""
     _require_json(request.accept)
-    row = await get_series_row(storage, study, series)
+    # A revalidation is answered from the row alone; otherwise the document is read at the same time as the
+    # row (one round trip, not three) and sent as it is when its state names the row's ETag.
+    opening = open_document(storage, study, series) if not request.if_none_match else _nothing()
+    row, document = await asyncio.gather(get_series_row(storage, study, series), opening)
     if row is None:
         raise NotFoundError("The specified series cannot be found.")
     etag = str(row.metadata["etag"])
     tag = _entity_tag(etag)
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
+    if document is not None and is_current(document, etag):
+        return _json_response(stream_opened(document), tag, request)
     properties = await verified_properties(storage, study, series, etag)
     return _json_response(stream_document(storage, study, series, etag, properties), tag, request)
 
@@ -182,6 +189,10 @@ async def _chained(bodies: AsyncIterator[Body]) -> Body:
     async for body in bodies:
         async for chunk in body:
             yield chunk
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _single(data: bytes) -> Body:

@@ -12,10 +12,10 @@ param environmentName string
 @description('Region of every resource; the Flex Consumption plan must be offered there.')
 param location string = resourceGroup().location
 
-@description('Browser origins allowed to call the API (CORS), e.g. your OHIF viewer. Empty: none.')
+@description('Browser origins allowed to call the API (CORS; DICOMWEB_CORS_ALLOWED_ORIGINS), e.g. your OHIF viewer, or [\'*\']. Empty: none. The app answers CORS itself; the platform CORS stays empty.')
 param corsAllowedOrigins array = []
 
-@description('Client ID of an Entra ID app registration. Set it to require a bearer token from that tenant on every route except /health/check and the OpenAPI document; empty: the API is open.')
+@description('Client ID of an Entra ID app registration whose bearer tokens the app accepts (authMode entra), on every route except /health/check, the OpenAPI document and CORS preflights.')
 param entraClientId string = ''
 
 @description('Tenant of the Entra ID app registration (default: the deployment\'s tenant).')
@@ -23,6 +23,16 @@ param entraTenantId string = tenant().tenantId
 
 @description('Token audiences accepted with Entra ID (default: api://<entraClientId> and the client ID itself).')
 param entraAllowedAudiences array = []
+
+@description('Who may call the API (DICOMWEB_AUTH_MODE): entra = bearer tokens of entraClientId\'s app registration with the reader/writer app roles, checked by the app (recommended); function = a Functions key on every call; none = open to anyone. Default: entra with entraClientId, else function.')
+@allowed(['none', 'function', 'entra'])
+param authMode string = empty(entraClientId) ? 'function' : 'entra'
+
+@description('App role (in the token\'s roles claim) that may read: GET (DICOMWEB_AUTH_READER_ROLE).')
+param readerRole string = 'DicomWeb.Reader'
+
+@description('App role that may write: POST, PUT, DELETE (DICOMWEB_AUTH_WRITER_ROLE). It does not include reading.')
+param writerRole string = 'DicomWeb.Writer'
 
 @description('Public base URL of the service when it sits behind a proxy or custom domain (DICOMWEB_PUBLIC_BASE_URL); empty: the request\'s own.')
 param publicBaseUrl string = ''
@@ -67,6 +77,7 @@ var metadataContainer = 'dicomweb-metadata'
 // Where Flex Consumption keeps the deployed package.
 var deploymentContainer = 'app-package-${take(resourceToken, 20)}'
 // The table the app uses today and the two planned ones (docs/storage.md); the app creates any that is missing.
+var entraAudiences = !empty(entraAllowedAudiences) ? entraAllowedAudiences : (empty(entraClientId) ? [] : ['api://${entraClientId}', entraClientId])
 var tableNames = ['${tablePrefix}Studies', '${tablePrefix}Index', '${tablePrefix}Changes']
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -120,10 +131,6 @@ module functionApp 'modules/functionapp.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    corsAllowedOrigins: corsAllowedOrigins
-    entraClientId: entraClientId
-    entraTenantId: entraTenantId
-    entraAllowedAudiences: empty(entraAllowedAudiences) ? ['api://${entraClientId}', entraClientId] : entraAllowedAudiences
     maxRequestBodyBytes: maxRequestBodyBytes
     appSettings: {
       DICOMWEB_BLOB_ACCOUNT_URL: storage.outputs.blobEndpoint
@@ -133,6 +140,12 @@ module functionApp 'modules/functionapp.bicep' = {
       DICOMWEB_TABLE_PREFIX: tablePrefix
       DICOMWEB_PUBLIC_BASE_URL: publicBaseUrl
       DICOMWEB_MAX_PART_BYTES: string(maxPartBytes)
+      DICOMWEB_CORS_ALLOWED_ORIGINS: join(corsAllowedOrigins, ',')
+      DICOMWEB_AUTH_MODE: authMode
+      DICOMWEB_AUTH_TENANT_ID: entraTenantId
+      DICOMWEB_AUTH_AUDIENCE: join(entraAudiences, ',')
+      DICOMWEB_AUTH_READER_ROLE: readerRole
+      DICOMWEB_AUTH_WRITER_ROLE: writerRole
     }
   }
   // The host starts with identity-based storage: its roles must exist before it does.

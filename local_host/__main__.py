@@ -1,8 +1,10 @@
-"""Command line: ``python -m local_host [--host H] [--port P] [--app module:attribute]``."""
+"""Command line: ``python -m local_host [--host H] [--port P] [--app module:attribute] [--no-timers]``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -12,6 +14,7 @@ import uvicorn
 from local_host.functions import load_function_app
 from local_host.routes import build_app
 from local_host.settings import apply_local_settings, find_settings_file, read_route_prefix
+from local_host.timers import TimerFunction, run_timers, timer_functions
 
 logger = logging.getLogger("local_host")
 
@@ -26,6 +29,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7071, help="port to listen on (default: %(default)s)")
     parser.add_argument(
         "--app", default="function_app:app", help="the FunctionApp, as module:attribute (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-timers", action="store_true", help="do not run the app's timer-triggered functions on their schedules"
     )
     return parser.parse_args(argv)
 
@@ -45,11 +51,26 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("Loaded %d setting(s) from %s; the environment keeps the rest", len(applied), settings_file.name)
 
     # The settings are in os.environ before the app module is imported: it may read them at import time.
-    app = build_app(load_function_app(arguments.app), read_route_prefix(root))
+    function_app = load_function_app(arguments.app)
+    app = build_app(function_app, read_route_prefix(root))
     for route in app.routes:
         logger.info("%s: %s %s", route.name, ",".join(sorted(route.methods or ())), route.path)
+    timers = [] if arguments.no_timers else timer_functions(function_app)
     logger.info("Serving on http://%s:%d", arguments.host, arguments.port)
-    uvicorn.run(app, host=arguments.host, port=arguments.port, access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=arguments.host, port=arguments.port, access_log=False,
+                            timeout_graceful_shutdown=5)
+    asyncio.run(serve(uvicorn.Server(config), timers))
+
+
+async def serve(server: uvicorn.Server, timers: list[TimerFunction]) -> None:
+    """Serve HTTP and run the timer functions on the same event loop (the app's storage clients are per loop)."""
+    scheduler = asyncio.create_task(run_timers(timers))
+    try:
+        await server.serve()
+    finally:
+        scheduler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduler
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from azure.functions.decorators.http import HttpTrigger
+from azure.functions.decorators.timer import TimerTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +41,27 @@ def load_function_app(spec: str) -> Any:
     return function_app
 
 
+def registered_functions(function_app: Any) -> list[Any]:
+    """Return ``function_app.get_functions()``, asked once per app (azure-functions allows only one call)."""
+    functions = _registered.get(function_app)
+    if functions is None:
+        functions = _registered[function_app] = list(function_app.get_functions())
+    return functions
+
+
+_registered: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
 def http_functions(function_app: Any) -> list[HttpFunction]:
     """Return the HTTP-triggered functions of ``function_app``, logging and skipping the others."""
     found = []
-    for function in function_app.get_functions():
+    for function in registered_functions(function_app):
         name = function.get_function_name()
         trigger = function.get_trigger()
         if not isinstance(trigger, HttpTrigger):
             kind = type(trigger).__name__ if trigger is not None else "no trigger"
-            logger.info("Skipping function %s: %s is not served by the local host", name, kind)
+            if not isinstance(trigger, TimerTrigger):  # timers run on their schedule (local_host.timers)
+                logger.info("Skipping function %s: %s is not served by the local host", name, kind)
             continue
         methods = frozenset(str(getattr(m, "value", m)).upper() for m in trigger.methods or ()) or None
         route = trigger.route if trigger.route is not None else name

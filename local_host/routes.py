@@ -15,7 +15,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from local_host.access_log import AccessLogMiddleware
 from local_host.functions import HttpFunction, http_functions
@@ -191,9 +192,11 @@ class _PathHandlers:
     precedence: tuple[int, ...]
     by_method: dict[str, HttpFunction] = field(default_factory=dict)
     any_method: HttpFunction | None = None
+    only_catch_all: bool = True  # every function here comes from a template with a catch-all parameter
 
-    def add(self, function: HttpFunction, path: str) -> None:
+    def add(self, function: HttpFunction, path: str, catch_all: bool) -> None:
         """Register ``function``, refusing a method that another function already serves here."""
+        self.only_catch_all = self.only_catch_all and catch_all
         if function.methods is None:
             if self.any_method is not None:
                 raise ValueError(f"{path}: functions {self.any_method.name} and {function.name} both take any method")
@@ -218,17 +221,33 @@ def build_routes(functions: Iterable[HttpFunction], route_prefix: str) -> list[R
     """Return one Starlette route per distinct path of ``functions``, most specific first."""
     table: dict[str, _PathHandlers] = {}
     for function in functions:
-        for route_path in translate_template(function.route, route_prefix):
-            table.setdefault(route_path.path, _PathHandlers(route_path.precedence)).add(function, route_path.path)
+        route_paths = translate_template(function.route, route_prefix)
+        catch_all = any(CATCH_ALL in route_path.precedence for route_path in route_paths)
+        for route_path in route_paths:
+            handlers = table.setdefault(route_path.path, _PathHandlers(route_path.precedence))
+            handlers.add(function, route_path.path, catch_all)
     routes = []
     for path, handlers in sorted(table.items(), key=lambda item: (item[1].precedence, item[0])):
         methods = handlers.methods()
-        route = Route(path, _endpoint(handlers.by_method, handlers.any_method), methods=methods)
+        route_class = _FallThroughRoute if handlers.only_catch_all else Route
+        route = route_class(path, _endpoint(handlers.by_method, handlers.any_method), methods=methods)
         route.name = "+".join(handlers.names())
         route.methods = methods  # Starlette adds HEAD to GET routes; the Functions host does not
         route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)  # ASP.NET matches case-insensitively
         routes.append(route)
     return routes
+
+
+class _FallThroughRoute(Route):
+    """A catch-all route that does not claim requests of other methods: they go on to later routes, else 404.
+
+    Without it, a catch-all OPTIONS function (a CORS preflight) would turn every unknown path into a 405.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Match as a Route does, except that a path match with another method is no match."""
+        match, child_scope = super().matches(scope)
+        return (Match.NONE, {}) if match is Match.PARTIAL else (match, child_scope)
 
 
 def build_app(function_app: Any, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> Starlette:

@@ -7,9 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +14,10 @@ from pathlib import Path
 import pytest
 
 from dicom_core.settings import azurite_connection_string
+from processes import LOOPBACK, accepts_connections, answers_http, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
-LOOPBACK = "127.0.0.1"
-START_TIMEOUT_SECONDS = 30.0
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy from the environment
 
 
 @dataclass(frozen=True)
@@ -47,51 +42,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process``, killing it if it has not exited within 10 seconds."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    """Poll ``ready`` until it is true; fail with the process's log if it exits or the timeout passes."""
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not ready():
-        exited = process.poll() is not None
-        if exited or time.monotonic() > deadline:
-            stop_process(process)
-            reason = f"exited with code {process.returncode}" if exited else f"was not up in {START_TIMEOUT_SECONDS} s"
-            output = log.read_text(errors="replace") if log.exists() else "(no output)"
-            pytest.fail(f"{what} {reason}; its output ({log}):\n{output}", pytrace=False)
-        time.sleep(0.1)
-
-
-def accepts_connections(port: int) -> bool:
-    """Return whether something accepts TCP connections on the loopback ``port``."""
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def answers_http(url: str) -> bool:
-    """Return whether ``url`` answers a GET with any HTTP status."""
-    try:
-        with DIRECT.open(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -281,3 +231,140 @@ def isolated_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPa
            "DICOMWEB_TABLE_PREFIX": f"iso{suffix}"}
     with serve_app(env, tmp_path_factory.mktemp("isolated-server")) as base_url:
         yield base_url
+
+
+# --- Security (CORS and authentication issue): servers started with settings of a test module's own ----------
+
+@pytest.fixture(scope="session")
+def serve_with_env(
+    storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[dict[str, str]], contextlib.AbstractContextManager[str]]:
+    """Start a server with extra settings: ``with serve_with_env({"DICOMWEB_X": "y"}) as base_url: ...``.
+
+    It uses the session's Azurite; pass container and table settings too for data apart from other servers'.
+    """
+
+    def start(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+        return serve_app({**storage_env, **env}, tmp_path_factory.mktemp("env-server"))
+
+    return start
+
+
+# --- Delete and consistency (issue 5): a server whose process a test may kill mid-request ----------------------
+
+@dataclass(frozen=True)
+class AppProcess:
+    """A running `python -m local_host`: its base URL and its process."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def start_app_process(storage_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[dict[str, str]], AppProcess]]:
+    """Start servers with extra settings (``start(env)``); each is stopped at teardown unless a test killed it."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str]) -> AppProcess:
+        (port,) = free_ports(1)
+        base_url = f"http://{LOOPBACK}:{port}"
+        log = tmp_path / f"local_host-{len(started)}.log"
+        command = [sys.executable, "-m", "local_host", "--host", LOOPBACK, "--port", str(port), "--no-timers"]
+        with log.open("wb") as output:
+            process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **storage_env, **env,
+                                                                     "PYTHONUNBUFFERED": "1"},
+                                       stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        started.append(process)
+        wait_until(lambda: answers_http(base_url + "/"), process, "python -m local_host", log)
+        return AppProcess(base_url, process)
+
+    yield start
+    for process in started:
+        stop_process(process)
+
+
+# --- Viewer (OHIF issue): a server whose output the test reads back ------------------------------------------
+
+@pytest.fixture(scope="session")
+def serve_logging_to(
+    storage_env: dict[str, str]
+) -> Callable[[dict[str, str], Path], contextlib.AbstractContextManager[str]]:
+    """Start a server with extra settings, writing its output to ``folder / "local_host.log"``.
+
+    ``with serve_logging_to({"DICOMWEB_X": "y"}, folder) as base_url: ...``
+    """
+
+    def start(env: dict[str, str], folder: Path) -> contextlib.AbstractContextManager[str]:
+        return serve_app({**storage_env, **env}, folder)
+
+    return start
+
+
+# --- Robustness (issue 6): an Azurite of a test module's own that tests stop and start again -----------------
+
+class RestartableAzurite:
+    """An Azurite on fixed free ports whose data folder survives a stop, so a restart keeps what was stored."""
+
+    def __init__(self, folder: Path) -> None:
+        self.location = folder / "data"
+        self.location.mkdir()
+        self._log = folder / "azurite.log"
+        self.blob_port, self.queue_port, self.table_port = free_ports(3)
+        self.connection_string = azurite_connection_string(LOOPBACK, self.blob_port, self.table_port)
+        self._process: subprocess.Popen[bytes] | None = None
+        self.stops = 0  # faults injected
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is up."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start Azurite (again) and wait until its ports accept connections."""
+        command = [
+            str(AZURITE_BIN),
+            "--blobHost", LOOPBACK, "--blobPort", str(self.blob_port),
+            "--queueHost", LOOPBACK, "--queuePort", str(self.queue_port),
+            "--tableHost", LOOPBACK, "--tablePort", str(self.table_port),
+            "--location", str(self.location),
+            "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry",
+        ]  # fmt: skip
+        with self._log.open("ab") as output:
+            self._process = subprocess.Popen(command, cwd=self.location.parent, stdin=subprocess.DEVNULL,
+                                             stdout=output, stderr=subprocess.STDOUT)
+        ports = (self.blob_port, self.queue_port, self.table_port)
+        wait_until(lambda: all(accepts_connections(port) for port in ports), self._process, "Azurite", self._log)
+
+    def stop(self) -> None:
+        """Stop Azurite (SIGTERM, so it writes its data out) and wait until its ports refuse connections."""
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+            self.stops += 1
+
+
+@pytest.fixture(scope="module")
+def restartable_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableAzurite]:
+    """A running Azurite of the module's own (apart from the session's) that tests may stop and start."""
+    if not AZURITE_BIN.exists():
+        pytest.fail(f"{AZURITE_BIN} is missing: run `make test` (it installs node_modules with npm ci)", pytrace=False)
+    azurite = RestartableAzurite(tmp_path_factory.mktemp("restartable-azurite"))
+    azurite.start()
+    try:
+        yield azurite
+    finally:
+        azurite.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_on_restartable(
+    restartable_azurite: RestartableAzurite, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[dict[str, str]], contextlib.AbstractContextManager[str]]:
+    """Start a server on `restartable_azurite` with extra settings: ``with serve_on_restartable({}) as url``."""
+
+    def start(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+        storage = {"DICOMWEB_STORAGE_CONNECTION_STRING": restartable_azurite.connection_string,
+                   "AzureWebJobsStorage": restartable_azurite.connection_string}
+        return serve_app({**storage, **env}, tmp_path_factory.mktemp("restartable-server"))
+
+    return start

@@ -1,4 +1,5 @@
-// The Function App on the Flex Consumption plan: Python 3.11, HTTP streams, identity-based storage, optional Entra ID.
+// The Function App on the Flex Consumption plan: Python 3.11, HTTP streams, identity-based storage.
+// Authentication (DICOMWEB_AUTH_*) and CORS (DICOMWEB_CORS_ALLOWED_ORIGINS) are the app's own, set in appSettings.
 param location string
 param tags object
 param name string
@@ -12,10 +13,6 @@ param deploymentContainer string
 param applicationInsightsConnectionString string
 param instanceMemoryMB int
 param maximumInstanceCount int
-param corsAllowedOrigins array
-param entraClientId string
-param entraTenantId string
-param entraAllowedAudiences array
 param maxRequestBodyBytes int
 @description('The app\'s own settings (DICOMWEB_*), merged with the platform ones.')
 param appSettings object
@@ -61,8 +58,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // Empty on purpose: the app answers CORS itself (DICOMWEB_CORS_ALLOWED_ORIGINS); a platform list would
+      // answer preflights before the app and its headers would fight the app's.
       cors: {
-        allowedOrigins: corsAllowedOrigins
+        allowedOrigins: []
         supportCredentials: false
       }
       appSettings: [for setting in items(settings): { name: setting.key, value: setting.value }]
@@ -84,17 +83,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: { name: 'python', version: '3.11' }
     }
-  }
-}
-
-// Entra ID bearer tokens, validated by App Service authentication before a request reaches the app.
-module entraAuth 'entra-auth.bicep' = {
-  name: 'entra-auth'
-  params: {
-    siteName: site.name
-    clientId: entraClientId
-    tenantId: entraTenantId
-    allowedAudiences: entraAllowedAudiences
   }
 }
 

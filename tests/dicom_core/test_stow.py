@@ -78,7 +78,7 @@ async def test_upsert_keeps_counts_and_moves_modality(storage: Storage) -> None:
     assert replaced.status == 200
     row = await storage.studies.get_entity(study, STUDY_ROW)
     assert (row["InstanceCount"], json.loads(row["ModalityCounts"])) == (1, {"MR": 1})
-    assert len(await _blob_names(storage, study)) == 1
+    assert len(await _blob_names(storage, study)) == 2  # the replaced version stays for readers until cleanup
 
 
 async def test_metadata_sidecar_has_no_bulk_data(storage: Storage) -> None:

@@ -241,6 +241,52 @@ def test_one_method_served_twice_is_refused() -> None:
         build_app(clash, "")
 
 
+# --- a catch-all OPTIONS function (the CORS preflight) ------------------------------------------------------------
+
+def make_preflight_app() -> func.FunctionApp:
+    """A FunctionApp with one GET route and a catch-all OPTIONS function, as function_app has."""
+    demo = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @demo.function_name("studies")
+    @demo.route(route="v{version}/studies", methods=["GET"])
+    async def studies(req: Request) -> Response:
+        """Answer GET."""
+        return Response("studies")
+
+    @demo.function_name("preflight")
+    @demo.route(route="{*path}", methods=["OPTIONS"])
+    async def preflight(req: Request) -> Response:
+        """Answer OPTIONS on any path."""
+        return Response(status_code=204, headers={"x-path": req.path_params.get("path", "")})
+
+    return demo
+
+
+@pytest.fixture
+async def preflight_client() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the preflight demo app, with no route prefix."""
+    transport = httpx.ASGITransport(app=build_app(make_preflight_app(), ""))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def test_catch_all_options_answers_preflight_on_a_known_path(preflight_client: httpx.AsyncClient) -> None:
+    response = await preflight_client.options("/v2/studies")
+    assert response.status_code == 204
+    assert response.headers["x-path"] == "v2/studies"
+
+
+async def test_catch_all_options_keeps_405_of_a_known_path(preflight_client: httpx.AsyncClient) -> None:
+    response = await preflight_client.delete("/v2/studies")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+
+
+async def test_catch_all_options_keeps_404_of_an_unknown_path(preflight_client: httpx.AsyncClient) -> None:
+    assert (await preflight_client.get("/v2/nothing-here")).status_code == 404
+    assert (await preflight_client.options("/v2/nothing-here")).status_code == 204
+
+
 # --- settings files ---------------------------------------------------------------------------------------------
 
 
