@@ -1,226 +1,271 @@
-"""QIDO-RS at archive scale: p50/p95 latency and Table entities read per query kind.
+"""QIDO-RS: p50/p95 latency and Table entities read (X-DicomWeb-Entities-Read) per query kind of issue 4.
 
-`python bench/qido.py [--studies 10000] [--instances 100000] [--repeat 20] [--azurite BLOB_PORT,TABLE_PORT]
-                      [--connection-string CS] [--skip-seed]`
-
-Seeds an archive through the STOW service (`dicom_core.stow.store_instances`, so the index entries are the
-ones the store path writes): N studies of 1-3 series, M instances in all, patients with several studies,
-a realistic spread of names, dates and modalities. Then runs every query kind --repeat times with varying
-values through `dicom_core.qido.search` and prints, per kind, the median and 95th percentile latency and the
-entities read. `make bench` runs it against an Azurite of its own (BENCH_ARGS passes options).
+Queries go over HTTP to a server started with DICOMWEB_QUERY_STATS=true. With two archives (a small one and
+the large one, each with its own tables and server) every query kind runs against both, interleaved, so the
+"a search costs about as much in 10,000 studies as in 100" comparison is made in one run. The storage floor
+(one Table query of a one-entity partition with the SDK) is measured against each archive's index table too:
+Azurite answers a query by scanning its whole table, so that floor grows with the archive where Azure's does not.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import random
-import statistics
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from dicom_core.qido import SearchRequest, search  # noqa: E402
-from dicom_core.qido_query import QidoResource  # noqa: E402
-from dicom_core.settings import Settings, azurite_connection_string  # noqa: E402
-from dicom_core.storage import Storage, open_storage  # noqa: E402
-from dicom_core.stow import StoreRequest, store_instances  # noqa: E402
-from factories import make_instance, multipart_body  # noqa: E402
+import httpx
+from azure.data.tables import TableClient
 
-FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright",
-          "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Jackson", "Clarke",
-          "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "García", "Martínez", "López", "Rossi", "Russo"]
-GIVEN = ["Oliver", "Amelia", "Harry", "Isla", "Jack", "Ava", "Charlie", "Emily", "Thomas", "Sophia", "Jacob",
-         "Mia", "Noah", "Lena", "Jonas", "Lucía", "Mateo", "Giulia", "Leon", "Marie"]
-MODALITIES = ["CT", "MR", "US", "CR", "DX", "MG", "PT", "NM"]
-BOUNDARY = "bench-qido"
-PARTS_PER_REQUEST = 50
-SEED_REQUESTS_AT_ONCE = 4
+from dicom_core.qido import ENTITIES_READ_HEADER
+
+from .archive import FAMILY, GIVEN, MODALITIES, Archive
+from .report import Results, Row
+from .stats import p50, p95
+
+P95_TARGET_MS = 50.0
+ENTITIES_TARGET = 2.0  # × (offset + limit)
+DEFAULT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Query:
+    """One request of a query kind: its path (under /v2), query string, and offset + limit."""
+
+    path: str
+    query: str
+    wanted: int
+
+
+QueryKind = Callable[[Archive, random.Random], Query]
+
+
+def _page(query: str) -> int:
+    options = dict(item.split("=", 1) for item in query.split("&") if "=" in item)
+    return int(options.get("offset", 0)) + int(options.get("limit", DEFAULT_LIMIT))
+
+
+def _q(path: str, query: str) -> Query:
+    return Query(path, query, _page(query))
+
+
+def _month(rng: random.Random) -> str:
+    start = date(2010, 1, 1) + timedelta(days=rng.randrange(4900))
+    return f"{start:%Y%m%d}-{start + timedelta(days=30):%Y%m%d}"
+
+
+def _study(archive: Archive, rng: random.Random) -> str:
+    return rng.choice(archive.studies).uid
+
+
+def _series_instances(archive: Archive, rng: random.Random) -> Query:
+    study = rng.choice(archive.studies)
+    series = rng.choice(list(study.modalities))
+    return _q(f"/studies/{study.uid}/series/{series}/instances", "")
+
+
+def _instance(archive: Archive, rng: random.Random) -> tuple[str, str, str]:
+    study = rng.choice(archive.studies)
+    series, sop = rng.choice(study.instances)
+    return study.uid, series, sop
+
+
+QUERY_KINDS: dict[str, QueryKind] = {
+    "studies, unfiltered (limit 100)": lambda a, rng: _q("/studies", "limit=100"),
+    "studies, unfiltered, 5th page of 100": lambda a, rng: _q("/studies", "limit=100&offset=400"),
+    "studies, PatientID": lambda a, rng: _q("/studies", f"PatientID={rng.choice(a.values('PatientID'))}"),
+    "studies, AccessionNumber": lambda a, rng: _q(
+        "/studies", f"AccessionNumber={rng.choice(a.values('AccessionNumber'))}"),
+    "studies, StudyInstanceUID list of 5": lambda a, rng: _q(
+        "/studies", "StudyInstanceUID=" + "%5C".join(s.uid for s in rng.sample(a.studies, min(5, len(a.studies))))),
+    "studies, StudyDate one month": lambda a, rng: _q("/studies", f"StudyDate={_month(rng)}"),
+    "studies, StudyDate open range (limit 100)": lambda a, rng: _q("/studies", "StudyDate=20150101-&limit=100"),
+    "studies, PatientName exact": lambda a, rng: _q("/studies", f"PatientName={rng.choice(a.values('PatientName'))}"),
+    "studies, PatientName fuzzy 3 letters (limit 25)": lambda a, rng: _q(
+        "/studies", f"PatientName={rng.choice(FAMILY)[:3]}&fuzzymatching=true&limit=25"),
+    "studies, PatientName wildcard 'Fam^Gi*' (limit 25)": lambda a, rng: _q(
+        "/studies", f"PatientName={rng.choice(FAMILY)}%5E{rng.choice(GIVEN)[:2]}*&limit=25"),
+    "studies, ReferringPhysicianName exact": lambda a, rng: _q(
+        "/studies", f"ReferringPhysicianName={rng.choice(a.values('ReferringPhysicianName'))}"),
+    "studies, ReferringPhysicianName fuzzy (limit 25)": lambda a, rng: _q(
+        "/studies", f"ReferringPhysicianName={rng.choice(GIVEN)[:4]}&fuzzymatching=true&limit=25"),
+    "studies, ModalitiesInStudy (limit 100)": lambda a, rng: _q(
+        "/studies", f"ModalitiesInStudy={rng.choice(MODALITIES)}&limit=100"),
+    "studies, combination: PatientID + StudyDate range": lambda a, rng: _q(
+        "/studies", f"PatientID={rng.choice(a.values('PatientID'))}&StudyDate=20100101-20301231"),
+    "studies, OHIF list: fuzzy name + date range (limit 101)": lambda a, rng: _q(
+        "/studies", f"PatientName={rng.choice(FAMILY)[:4]}&fuzzymatching=true&StudyDate=20100101-20301231"
+                    "&limit=101&includefield=00081030,00080060"),
+    "studies, no index: StudyDescription (limit 10, scan)": lambda a, rng: _q(
+        "/studies", f"StudyDescription=Study%20{rng.randrange(50)}&limit=10"),
+    "series, unfiltered (limit 100)": lambda a, rng: _q("/series", "limit=100"),
+    "series, Modality (limit 100)": lambda a, rng: _q("/series", f"Modality={rng.choice(MODALITIES)}&limit=100"),
+    "series, PatientID": lambda a, rng: _q("/series", f"PatientID={rng.choice(a.values('PatientID'))}"),
+    "instances, unfiltered (limit 100)": lambda a, rng: _q("/instances", "limit=100"),
+    "instances, SOPInstanceUID": lambda a, rng: _q("/instances", f"SOPInstanceUID={_instance(a, rng)[2]}"),
+    "instances, SeriesInstanceUID": lambda a, rng: _q("/instances", f"SeriesInstanceUID={_instance(a, rng)[1]}"),
+    "/studies/{s}/series": lambda a, rng: _q(f"/studies/{_study(a, rng)}/series", ""),
+    "/studies/{s}/instances": lambda a, rng: _q(f"/studies/{_study(a, rng)}/instances", ""),
+    "/studies/{s}/series/{se}/instances": _series_instances,
+}
+# A scan reads up to its budget by design: its entities are reported, not held to the index target.
+SCAN_KINDS = frozenset({"studies, no index: StudyDescription (limit 10, scan)"})
 
 
 @dataclass
-class Archive:
-    """What the queries need to know about the seeded archive."""
+class KindFigures:
+    """What one query kind cost against one archive."""
 
-    patients: list[str] = field(default_factory=list)
-    accessions: list[str] = field(default_factory=list)
-    studies: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    series: dict[str, list[str]] = field(default_factory=dict)  # study -> its series
-    instances: list[tuple[str, str, str]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    entities: list[int] = field(default_factory=list)
+    results: list[int] = field(default_factory=list)
+    wanted: list[int] = field(default_factory=list)
 
-
-def _uid(rng: random.Random) -> str:
-    return f"2.25.{rng.getrandbits(100)}"  # deterministic per --seed, so --skip-seed finds the same archive
-
-
-def _plan(studies: int, instances: int, rng: random.Random) -> tuple[Archive, list[list[dict[str, object]]]]:
-    """The archive and, per STOW request, the attributes of each instance to store."""
-    archive = Archive()
-    per_study = max(1, instances // studies)
-    parts: list[dict[str, object]] = []
-    first_day = date(2010, 1, 1)
-    for i in range(studies):
-        patient = f"BP{rng.randrange(max(1, studies // 3)):06d}"
-        study, accession = _uid(rng), f"BA{i:07d}"
-        name = f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}"
-        attributes = dict(
-            PatientID=patient, PatientName=name, AccessionNumber=accession,
-            StudyDate=(first_day + timedelta(days=rng.randrange(5000))).strftime("%Y%m%d"),
-            ReferringPhysicianName=f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}", StudyDescription=f"Study {i % 50}",
-        )
-        series = [_uid(rng) for _ in range(rng.randint(1, min(3, per_study)))]
-        modalities = {se: rng.choice(MODALITIES) for se in series}
-        archive.patients.append(patient)
-        archive.accessions.append(accession)
-        archive.studies.append(study)
-        archive.names.append(name)
-        archive.series[study] = series
-        for k in range(per_study):
-            se, sop = series[k % len(series)], _uid(rng)
-            archive.instances.append((study, se, sop))
-            parts.append(dict(study=study, series=se, sop=sop, rows=1, columns=1, Modality=modalities[se], **attributes))
-    requests = [parts[start:start + PARTS_PER_REQUEST] for start in range(0, len(parts), PARTS_PER_REQUEST)]
-    return archive, requests
+    @property
+    def entities_ratio(self) -> float:
+        """The largest entities read / (offset + limit) of any request."""
+        return max(e / w for e, w in zip(self.entities, self.wanted))
 
 
-async def _seed(storage: Storage, requests: list[list[dict[str, object]]]) -> float:
-    slots = asyncio.Semaphore(SEED_REQUESTS_AT_ONCE)
-    done = 0
+@dataclass(frozen=True)
+class Target:
+    """An archive as the benchmark sees it: its plan, its server, its index table."""
 
-    async def body(data: bytes):
-        yield data
+    label: str
+    archive: Archive
+    url: str
+    connection_string: str
+    index_table: str
 
-    async def store(instances: list[dict[str, object]]) -> None:
-        nonlocal done
-        request = StoreRequest(api_version=2, study_uid=None, accept=None, base_url="http://bench", upsert=True,
-                               content_type=f'multipart/related; type="application/dicom"; boundary={BOUNDARY}')
-        async with slots:
-            parts = [make_instance(**attributes) for attributes in instances]  # type: ignore[arg-type]
-            response = await store_instances(storage, request, body(multipart_body(parts, BOUNDARY)))
-        if response.status != 200:
-            raise RuntimeError(f"seeding failed with {response.status}")
-        done += 1
-        if done % 20 == 0:
-            print(f"  seeded {done}/{len(requests)} requests", file=sys.stderr)
 
+def _run(client: httpx.Client, target: Target, query: Query, figures: KindFigures) -> None:
+    url = f"{target.url}/v2{query.path}" + (f"?{query.query}" if query.query else "")
     start = time.perf_counter()
-    await asyncio.gather(*(store(parts) for parts in requests))
-    return time.perf_counter() - start
+    response = client.get(url, headers={"Accept": "application/dicom+json"})
+    figures.latencies_ms.append((time.perf_counter() - start) * 1000)
+    if response.status_code not in (200, 204):
+        raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
+    figures.entities.append(int(response.headers[ENTITIES_READ_HEADER]))
+    figures.results.append(len(response.json()) if response.status_code == 200 else 0)
+    figures.wanted.append(query.wanted)
 
 
-Query = Callable[[random.Random], tuple[QidoResource, str, dict[str, str]]]
+def measure_kinds(targets: list[Target], repeat: int, seed: int = 2) -> dict[str, dict[str, KindFigures]]:
+    """Run every query kind ``repeat`` times against each target, interleaved; kind -> label -> figures."""
+    figures: dict[str, dict[str, KindFigures]] = {}
+    with httpx.Client(timeout=120) as client:
+        for target in targets:  # warm up connections and the server's storage clients
+            _run(client, target, Query("/studies", "limit=1", 1), KindFigures())
+        for name, kind in QUERY_KINDS.items():
+            figures[name] = {target.label: KindFigures() for target in targets}
+            rngs = {target.label: random.Random(f"{seed}-{name}") for target in targets}
+            for _ in range(repeat):
+                for target in targets:
+                    _run(client, target, kind(target.archive, rngs[target.label]), figures[name][target.label])
+    return figures
 
 
-def _queries(archive: Archive) -> dict[str, Query]:
-    def month(rng: random.Random) -> str:
-        start = date(2010, 1, 1) + timedelta(days=rng.randrange(4900))
-        return f"{start:%Y%m%d}-{start + timedelta(days=30):%Y%m%d}"
+def storage_floor_ms(target: Target, repeat: int) -> list[float]:
+    """Latencies of one SDK query of a one-entity index partition (an AccessionNumber's)."""
+    async def measure() -> list[float]:
+        from azure.data.tables.aio import TableClient as AsyncTableClient
 
-    def study(rng: random.Random) -> str:
-        return rng.choice(archive.studies)
+        latencies = []
+        rng = random.Random(3)
+        async with AsyncTableClient.from_connection_string(target.connection_string, target.index_table) as table:
+            for _ in range(repeat):
+                accession = rng.choice(target.archive.values("AccessionNumber")).lower()
+                start = time.perf_counter()
+                _ = [entity async for entity in table.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": f"s.acc|{accession}"})]
+                latencies.append((time.perf_counter() - start) * 1000)
+        return latencies
 
-    studies, series, instances = QidoResource.ALL_STUDIES, QidoResource.ALL_SERIES, QidoResource.ALL_INSTANCES
-    return {
-        "studies, unfiltered (limit 100)": lambda rng: (studies, "limit=100", {}),
-        "studies, unfiltered, 5th page of 100": lambda rng: (studies, "limit=100&offset=400", {}),
-        "studies, PatientID": lambda rng: (studies, f"PatientID={rng.choice(archive.patients)}", {}),
-        "studies, AccessionNumber": lambda rng: (studies, f"AccessionNumber={rng.choice(archive.accessions)}", {}),
-        "studies, StudyInstanceUID list of 5": lambda rng: (
-            studies, "StudyInstanceUID=" + "\\".join(rng.sample(archive.studies, 5)), {}),
-        "studies, StudyDate one month": lambda rng: (studies, f"StudyDate={month(rng)}", {}),
-        "studies, StudyDate open range (limit 100)": lambda rng: (studies, "StudyDate=20150101-&limit=100", {}),
-        "studies, PatientName exact": lambda rng: (studies, f"PatientName={rng.choice(archive.names)}", {}),
-        "studies, PatientName fuzzy 3 letters (limit 25)": lambda rng: (
-            studies, f"PatientName={rng.choice(FAMILY)[:3]}&fuzzymatching=true&limit=25", {}),
-        "studies, PatientName wildcard 'Fam^Gi*' (limit 25)": lambda rng: (
-            studies, f"PatientName={rng.choice(FAMILY)}^{rng.choice(GIVEN)[:2]}*&limit=25", {}),
-        "studies, ReferringPhysicianName fuzzy (limit 25)": lambda rng: (
-            studies, f"ReferringPhysicianName={rng.choice(GIVEN)[:4]}&fuzzymatching=true&limit=25", {}),
-        "studies, ModalitiesInStudy (limit 100)": lambda rng: (
-            studies, f"ModalitiesInStudy={rng.choice(MODALITIES)}&limit=100", {}),
-        "studies, OHIF list: fuzzy name + date range (limit 101)": lambda rng: (
-            studies, f"PatientName={rng.choice(FAMILY)[:4]}&fuzzymatching=true&StudyDate=20100101-20301231"
-                     "&limit=101&includefield=00081030,00080060", {}),
-        "studies, no index: StudyDescription (limit 10, scan)": lambda rng: (
-            studies, f"StudyDescription=Study {rng.randrange(50)}&limit=10", {}),
-        "series, unfiltered (limit 100)": lambda rng: (series, "limit=100", {}),
-        "series, Modality (limit 100)": lambda rng: (series, f"Modality={rng.choice(MODALITIES)}&limit=100", {}),
-        "series, PatientID": lambda rng: (series, f"PatientID={rng.choice(archive.patients)}", {}),
-        "instances, unfiltered (limit 100)": lambda rng: (instances, "limit=100", {}),
-        "instances, SOPInstanceUID": lambda rng: (instances, f"SOPInstanceUID={rng.choice(archive.instances)[2]}", {}),
-        "instances, SeriesInstanceUID": lambda rng: (
-            instances, f"SeriesInstanceUID={rng.choice(archive.instances)[1]}", {}),
-        "/studies/{s}/series": lambda rng: (QidoResource.STUDY_SERIES, "", {"study_uid": study(rng)}),
-        "/studies/{s}/instances": lambda rng: (QidoResource.STUDY_INSTANCES, "", {"study_uid": study(rng)}),
-        "/studies/{s}/series/{se}/instances": lambda rng: _series_instances(archive, rng),
-    }
+    return asyncio.run(measure())
 
 
-def _series_instances(archive: Archive, rng: random.Random) -> tuple[QidoResource, str, dict[str, str]]:
-    study, series, _ = rng.choice(archive.instances)
-    return QidoResource.STUDY_SERIES_INSTANCES, "", {"study_uid": study, "series_uid": series}
+def add_rows(results: Results, figures: dict[str, dict[str, KindFigures]], large: str, small: str | None) -> None:
+    """One row per query kind, for the large archive (and the small one beside it)."""
+    for name, by_label in figures.items():
+        big = by_label[large]
+        p95_ms, ratio = p95(big.latencies_ms), big.entities_ratio
+        scan = name in SCAN_KINDS
+        passed = p95_ms <= P95_TARGET_MS and (scan or ratio <= ENTITIES_TARGET)
+        measured = (f"p50 {p50(big.latencies_ms):.0f} / p95 {p95_ms:.0f} ms, entities ≤ {max(big.entities)} "
+                    f"({ratio:.2f}× (offset+limit))")
+        baseline = "—"
+        if small is not None:
+            little = by_label[small]
+            baseline = (f"{small}: p50 {p50(little.latencies_ms):.0f} / p95 {p95(little.latencies_ms):.0f} ms, "
+                        f"entities ≤ {max(little.entities)}")
+        results.add(Row(operation=f"QIDO {name}", measured=measured, baseline=baseline,
+                        target=f"p95 ≤ {P95_TARGET_MS:.0f} ms" + ("" if scan else ", entities ≤ 2×(offset+limit)"),
+                        passed=passed, note=f"{large}" + (", scan: entities not held to the target" if scan else "")))
+        results.samples.setdefault(f"QIDO latency ({large})", {})[name] = big.latencies_ms
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+def connection_table(connection_string: str, name: str) -> TableClient:
+    """A sync TableClient (for counting entities after seeding)."""
+    return TableClient.from_connection_string(connection_string, name)
 
 
-async def _measure(storage: Storage, archive: Archive, repeat: int, rng: random.Random) -> None:
-    print(f"| query | p50 ms | p95 ms | entities p50 | entities max | results p50 |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, make in _queries(archive).items():
-        latencies, entities, results = [], [], []
-        for _ in range(repeat):
-            resource, query, scope = make(rng)
-            start = time.perf_counter()
-            response = await search(storage, SearchRequest(resource, 2, query, **scope))
-            latencies.append((time.perf_counter() - start) * 1000)
-            entities.append(response.entities_read)
-            results.append(len(response.datasets))
-        print(f"| {name} | {statistics.median(latencies):.0f} | {_percentile(latencies, 0.95):.0f} | "
-              f"{statistics.median(entities):.0f} | {max(entities)} | {statistics.median(results):.0f} |")
+def count_entities(connection_string: str, name: str) -> int:
+    """How many entities a table holds (reads them all: for reporting the archive's size)."""
+    with connection_table(connection_string, name) as table:
+        return sum(1 for _ in table.list_entities(select=["PartitionKey"]))
 
 
-async def main() -> None:
-    """Seed (unless told not to), then measure."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=10_000)
-    parser.add_argument("--instances", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--azurite", help="BLOB_PORT,TABLE_PORT of an Azurite on 127.0.0.1")
-    parser.add_argument("--connection-string", help="storage account (default: the app settings' account)")
-    parser.add_argument("--prefix", default="bench", help="table prefix and container prefix of the archive")
-    parser.add_argument("--skip-seed", action="store_true", help="measure an archive seeded before (same --seed)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed of the archive and the queries")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    settings = Settings.from_environment()
-    if args.azurite:
-        blob_port, table_port = (int(port) for port in args.azurite.split(","))
-        settings = replace(settings, storage_connection_string=azurite_connection_string("127.0.0.1", blob_port, table_port))
-    elif args.connection_string:
-        settings = replace(settings, storage_connection_string=args.connection_string)
-    settings = replace(settings, table_prefix=args.prefix, blob_container=f"{args.prefix}-files",
-                       metadata_container=f"{args.prefix}-metadata", store_concurrency=8)
-    storage = await open_storage(settings)
+# Counting a table lists all of it, and Azurite sorts the whole table for every page: only small ones are counted.
+COUNT_UP_TO_STUDIES = 2_000
+
+
+def run(results: Results, azurite: "Azurite", *, studies: int, instances: int, small_studies: int, repeat: int,
+        processes: int, large_mode: str = "bulk", small_mode: str = "store", seed: bool = True) -> None:
+    """Seed a large and a small archive on ``azurite``, measure every query kind against both, add the rows.
+
+    The small archive goes through the product's per-instance store path (its rate is the one to quote);
+    the large one by default in bulk (see bench/archive.py), which leaves the same entities. With
+    ``seed=False`` the archives seeded earlier on this Azurite (same sizes, same plan) are measured.
+    """
+    from .archive import plan_archive, seed_archive
+    from .environment import Server
+    from dicom_core.settings import Settings
+
+    labels = {"large": f"{studies:,} studies", "small": f"{small_studies:,} studies"}
+    sizes = {"large": (studies, instances), "small": (small_studies, max(small_studies, instances * small_studies // studies))}
+    seeds = {"large": 1, "small": 7}
+    targets, servers = [], []
     try:
-        archive, requests = _plan(args.studies, args.instances, random.Random(args.seed))
-        if not args.skip_seed:
-            seconds = await _seed(storage, requests)
-            print(f"Seeded {args.studies} studies, {len(archive.instances)} instances through STOW in {seconds:.0f} s "
-                  f"({len(archive.instances) / seconds:.0f} instances/s)\n")
-        await _measure(storage, archive, args.repeat, random.Random(args.seed + 1))
+        for prefix in ("small", "large"):
+            count, total = sizes[prefix]
+            if seed:
+                settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix,
+                                    blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata")
+                seeded = seed_archive(settings, count, total, seed=seeds[prefix], processes=processes,
+                                      mode=large_mode if prefix == "large" else small_mode)
+                note = (f"{labels[prefix]} / {seeded.instances:,} instances seeded in-process ({seeded.mode} mode, "
+                        f"bench/archive.py) by {seeded.processes} processes in {seeded.seconds:.0f} s: "
+                        f"{seeded.instances_per_second:.0f} instances/s")
+                if count <= COUNT_UP_TO_STUDIES:
+                    note += (f"; {count_entities(azurite.connection_string, f'{prefix}Studies'):,} study-table and "
+                             f"{count_entities(azurite.connection_string, f'{prefix}Index'):,} index entities")
+                print(note, flush=True)
+                results.notes.append(note)
+            server = Server.start(azurite, prefix=prefix)
+            servers.append(server)
+            targets.append(Target(labels[prefix], plan_archive(count, total, seeds[prefix]), server.url,
+                                  azurite.connection_string, f"{prefix}Index"))
+        figures = measure_kinds(targets, repeat)
+        add_rows(results, figures, labels["large"], labels["small"])
+        for target in targets:
+            floor = storage_floor_ms(target, repeat)
+            note = (f"storage floor at {target.label}: one SDK query of a one-entity index partition takes "
+                    f"p50 {p50(floor):.0f} / p95 {p95(floor):.0f} ms (Azurite scans the whole table per query)")
+            print(note, flush=True)
+            results.notes.append(note)
+            results.samples.setdefault("Table query floor (one-entity partition)", {})[target.label] = floor
     finally:
-        await storage.close()
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
+        for server in servers:
+            server.stop()

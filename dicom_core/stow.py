@@ -140,12 +140,14 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         uploads = [
             put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
             put_json(storage, metadata_blob_name(stored), json.dumps(validated.metadata, separators=(",", ":")).encode()),
-            # The change feed's sequencer looks for the commit's outbox row only where it was announced.
-            announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)),
         ]
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
         await asyncio.gather(*uploads)
+        # The change feed's sequencer looks for the commit's outbox row only where it was announced. Announced
+        # after the uploads, not beside them: an announcement older than ANNOUNCEMENT_TIMEOUT without its outbox
+        # row is dropped, and uploading a large file can take longer than that.
+        await announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc))
         # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
         hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup)
         await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
