@@ -22,6 +22,7 @@ from azure.data.tables import TableClient
 from dicom_core.qido import ENTITIES_READ_HEADER
 
 from .archive import FAMILY, GIVEN, MODALITIES, Archive
+from .environment import Azurite
 from .report import Results, Row
 from .stats import p50, p95
 
@@ -221,15 +222,16 @@ def count_entities(connection_string: str, name: str) -> int:
 COUNT_UP_TO_STUDIES = 2_000
 
 
-def run(results: Results, azurite: "Azurite", *, studies: int, instances: int, small_studies: int, repeat: int,
-        processes: int, large_mode: str = "bulk", small_mode: str = "store", seed: bool = True) -> None:
+def run(results: Results, azurite: Azurite, *, studies: int, instances: int, small_studies: int, repeat: int,
+        processes: int, large_mode: str = "bulk", small_mode: str = "store", seed: bool = True,
+        present_only: bool = False, share: tuple[int, int] | None = None) -> None:
     """Seed a large and a small archive on ``azurite``, measure every query kind against both, add the rows.
 
     The small archive goes through the product's per-instance store path (its rate is the one to quote);
     the large one by default in bulk (see bench/archive.py), which leaves the same entities. With
     ``seed=False`` the archives seeded earlier on this Azurite (same sizes, same plan) are measured.
     """
-    from .archive import plan_archive, seed_archive
+    from .archive import plan_archive, present_studies, seed_archive
     from .environment import Server
     from dicom_core.settings import Settings
 
@@ -253,10 +255,21 @@ def run(results: Results, azurite: "Azurite", *, studies: int, instances: int, s
                              f"{count_entities(azurite.connection_string, f'{prefix}Index'):,} index entities")
                 print(note, flush=True)
                 results.notes.append(note)
+            archive = plan_archive(count, total, seeds[prefix])
+            if share is not None and prefix == "large":
+                # A bulk seeding whose other processes failed: that process's studies are the complete ones.
+                archive = type(archive)(archive.studies[share[0]::share[1]])
+            if present_only and share is None:
+                settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix)
+                archive = asyncio.run(present_studies(settings, archive))
+                labels[prefix] = f"{len(archive.studies):,} studies"
+                note = (f"{prefix} archive: {len(archive.studies):,} studies / {archive.instance_count:,} instances "
+                        "present (its seeding was cut short); queries pick values among those")
+                print(note, flush=True)
+                results.notes.append(note)
             server = Server.start(azurite, prefix=prefix)
             servers.append(server)
-            targets.append(Target(labels[prefix], plan_archive(count, total, seeds[prefix]), server.url,
-                                  azurite.connection_string, f"{prefix}Index"))
+            targets.append(Target(labels[prefix], archive, server.url, azurite.connection_string, f"{prefix}Index"))
         figures = measure_kinds(targets, repeat)
         add_rows(results, figures, labels["large"], labels["small"])
         for target in targets:

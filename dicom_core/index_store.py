@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
 from .change_feed_outbox import Change, ChangeAction, outbox_operation
@@ -28,6 +28,7 @@ from .storage import Storage
 
 STUDY_ROW = "study"
 MAX_COMMIT_ATTEMPTS = 60
+MAX_LOST_COMMIT_ANSWERS = 3
 # A row created, changed or deleted (by a delete) since it was read: read again and retry.
 RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"})
 _MAX_BACKOFF_SECONDS = 0.25
@@ -115,6 +116,7 @@ async def commit_instance(
             raise InstanceExistsError(ids.instance)
         await hooks.before_commit(first)
     tried: CommitRows | None = None
+    lost_answers = 0
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         async with study_lock(storage, ids.study):
             rows = await read_commit_rows(storage, ids)
@@ -133,6 +135,12 @@ async def commit_instance(
                 break
             except TableTransactionError as exc:
                 if exc.error_code not in RETRY_CODES:
+                    raise
+            except (ServiceRequestError, ServiceResponseError):
+                # The connection broke around the $batch (seen on a loaded Azurite): it may or may not have landed.
+                # The next attempt's read tells (the row names this version), so retrying is safe; a few times only.
+                lost_answers += 1
+                if lost_answers > MAX_LOST_COMMIT_ANSWERS:
                     raise
         # Another process's writer changed the study first: read again and retry, with jitter.
         await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))

@@ -1,0 +1,105 @@
+"""`python -m bench`: the issue-8 table, every row a ratio against a baseline measured in the same run.
+
+Starts its own Azurite (blob and table services on free ports, a temporary location; tables in memory)
+and its own server (local_host serving function_app, with DICOMWEB_QUERY_STATS=true), generates the data
+with pydicom, runs the operations in turn, prints the table with a pass/short mark per row and writes
+bench/results/{name}.json, .md and -latency.png. Sizes are options; the defaults keep the whole run under
+10 minutes on a 2-core machine, which is why some are smaller than the issue's (said in the output).
+The archive-scale QIDO run (10,000 studies) is `python -m bench.qido_archive`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from . import frames, memory, metadata, qido, stow, transcoding, wado
+from .environment import Azurite, Server
+from .report import Results
+from .stack import PREFIX, Stack, StoredStudy
+
+OPERATIONS = ("stow", "wado", "metadata", "frames", "memory", "transcoding", "qido")
+
+
+def _options(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(OPERATIONS), help="comma list of: " + ", ".join(OPERATIONS))
+    parser.add_argument("--name", default="latest", help="results file name under bench/results/")
+    parser.add_argument("--stow-instances", type=int, default=200,
+                        help="CT-like instances per STOW round (the issue says 500: 200 keeps the run short)")
+    parser.add_argument("--ct-side", type=int, default=512, help="rows = columns of the CT-like instances")
+    parser.add_argument("--stow-batch", type=int, default=10, help="instances per multipart request")
+    parser.add_argument("--stow-concurrency", default="1,4,16", help="requests in flight, comma list")
+    parser.add_argument("--stow-rounds", type=int, default=1, help="rounds per concurrency (best one counts)")
+    parser.add_argument("--wado-rounds", type=int, default=3)
+    parser.add_argument("--metadata-repeat", type=int, default=20)
+    parser.add_argument("--frames-repeat", type=int, default=40)
+    parser.add_argument("--frame-side", type=int, default=512)
+    parser.add_argument("--native-frames", type=int, default=200)
+    parser.add_argument("--encapsulated-frames", type=int, default=50)
+    parser.add_argument("--memory-mb", type=int, default=1024, help="size of the large STOW and WADO")
+    parser.add_argument("--memory-part-mb", type=int, default=10)
+    parser.add_argument("--transcode-frames", type=int, default=8)
+    parser.add_argument("--transcode-repeat", type=int, default=3)
+    parser.add_argument("--qido-studies", type=int, default=1000, help="the issue's figure is 10,000")
+    parser.add_argument("--qido-instances", type=int, default=3000, help="the issue's figure is 100,000")
+    parser.add_argument("--qido-small-studies", type=int, default=100)
+    parser.add_argument("--qido-repeat", type=int, default=10)
+    parser.add_argument("--qido-seeding", choices=("bulk", "store", "stow"), default="bulk")
+    parser.add_argument("--processes", type=int, default=2, help="seeding processes of the QIDO archive")
+    options = parser.parse_args(argv)
+    unknown = set(options.only.split(",")) - set(OPERATIONS)
+    if unknown:
+        parser.error(f"unknown operations: {', '.join(sorted(unknown))}")
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the selected operations and write the results."""
+    options = _options(argv)
+    only = options.only.split(",")
+    results = Results(options={key: value for key, value in vars(options).items() if key != "name"})
+    started = time.perf_counter()
+    azurite = Azurite.start(in_memory_tables=True, in_memory_blobs=False)
+    try:
+        server = Server.start(azurite, prefix=PREFIX)
+        try:
+            stack = Stack(azurite, server, options)
+            stored: StoredStudy | None = None
+            for name in only:
+                print(f"== {name}", flush=True)
+                if name == "stow":
+                    stored = stow.run(results, stack)
+                elif name in ("wado", "metadata"):
+                    if stored is None:
+                        print("  (storing the study first)", flush=True)
+                        stored = stow.run(Results(), stack)
+                    (wado if name == "wado" else metadata).run(results, stack, stored)
+                elif name == "frames":
+                    frames.run(results, stack)
+                elif name == "memory":
+                    memory.run(results, stack)
+                elif name == "transcoding":
+                    transcoding.run(results, stack)
+                elif name == "qido":
+                    qido.run(results, azurite, studies=options.qido_studies, instances=options.qido_instances,
+                             small_studies=options.qido_small_studies, repeat=options.qido_repeat,
+                             processes=options.processes, large_mode=options.qido_seeding)
+        finally:
+            server.stop()
+    finally:
+        azurite.stop()
+    if options.qido_studies < 10_000 and "qido" in only:
+        results.notes.append(f"QIDO at {options.qido_studies:,} studies / {options.qido_instances:,} instances (the "
+                             "issue's 10,000 / 100,000: `python -m bench.qido_archive`, or --qido-studies)")
+    results.notes.append(f"whole run: {time.perf_counter() - started:.0f} s; Azurite, the server and the benchmark "
+                         "share the machine, so ratios (same run, interleaved) are the figures to read")
+    print()
+    print(results.markdown())
+    for path in results.write(name=options.name):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

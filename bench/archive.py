@@ -1,0 +1,419 @@
+"""A synthetic archive for the QIDO benchmark, and seeding it in-process.
+
+The plan is deterministic per seed: N studies of 1-3 series, M instances in all, patients with several
+studies, a spread of names, dates and modalities. Three ways to seed it, all skipping HTTP:
+
+- "store" (the product's per-instance path): each instance is a pydicom Part-10 file read and validated by
+  `read_part10` / `validate_instance`, its metadata JSON uploaded, its index entries written as intents
+  (`write_index_intents`) and its rows committed (`commit_instance`). About 8 Table requests per instance.
+- "stow": each study as one multipart body through `dicom_core.stow.store_instances` (files and series
+  metadata documents too; slowest).
+- "bulk": the same entities, computed by the product's own functions (`validate_instance` once per series,
+  the commit's row operations, `study_keys` / `series_keys` / `instance_key`), written as upserts in
+  entity-group transactions of up to 100 per partition. About 1.6 Table requests per instance: the only way
+  to seed 100,000 instances on a shared 2-core machine in under an hour. tests/bench checks that "bulk" and
+  "store" leave the same rows and index entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import multiprocessing
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+
+from collections import defaultdict
+from copy import deepcopy
+from datetime import datetime, timezone
+
+from dicom_core.blob_store import metadata_blob_name, put_json
+from dicom_core.dicom_json import JsonDataset
+from dicom_core.identifiers import StoredInstance, new_version
+from dicom_core.index_store import STUDY_ROW, InstanceRecord, _operations, commit_instance, series_row_key
+from dicom_core.search_index import (
+    CLAIMS, INSTANCES_BY_UID, SERIES_BY_UID, STUDIES_BY_ACCESSION, instance_key, inverted_time, series_keys,
+    study_keys, study_row_keys,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from dicom_core.blob_store import JSON_CONTENT
+from dicom_core.part10 import read_part10
+from dicom_core.search_index import write_index_intents
+from dicom_core.settings import Settings
+from dicom_core.storage import Storage, open_storage
+from dicom_core.store_validation import validate_instance
+from dicom_core.stow import StoreRequest, store_instances
+from tests.factories import make_instance, multipart_body
+
+FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright",
+          "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Jackson", "Clarke",
+          "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "García", "Martínez", "López", "Rossi", "Russo"]
+GIVEN = ["Oliver", "Amelia", "Harry", "Isla", "Jack", "Ava", "Charlie", "Emily", "Thomas", "Sophia", "Jacob",
+         "Mia", "Noah", "Lena", "Jonas", "Lucía", "Mateo", "Giulia", "Leon", "Marie"]
+MODALITIES = ["CT", "MR", "US", "CR", "DX", "MG", "PT", "NM"]
+FIRST_DAY = date(2010, 1, 1)
+DAYS = 5000
+BOUNDARY = "bench-archive"
+
+
+@dataclass(frozen=True)
+class PlannedStudy:
+    """One study of the archive: its attributes and, per instance, (series, SOP instance UID)."""
+
+    uid: str
+    attributes: dict[str, str]
+    modalities: dict[str, str]  # series -> Modality
+    instances: list[tuple[str, str]]
+
+
+@dataclass
+class Archive:
+    """The planned archive, and what queries need to pick values that exist."""
+
+    studies: list[PlannedStudy] = field(default_factory=list)
+
+    @property
+    def instance_count(self) -> int:
+        """Instances in all."""
+        return sum(len(study.instances) for study in self.studies)
+
+    def values(self, keyword: str) -> list[str]:
+        """Every study's value of a study-level attribute."""
+        return [study.attributes[keyword] for study in self.studies]
+
+
+def _uid(rng: random.Random) -> str:
+    return f"2.25.{rng.getrandbits(100)}"
+
+
+def plan_archive(studies: int, instances: int, seed: int = 1) -> Archive:
+    """The archive of ``studies`` studies and about ``instances`` instances, the same for the same seed."""
+    rng = random.Random(seed)
+    archive = Archive()
+    per_study = max(1, instances // studies)
+    for i in range(studies):
+        attributes = dict(
+            PatientID=f"BP{rng.randrange(max(1, studies // 3)):06d}",
+            PatientName=f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}",
+            AccessionNumber=f"BA{seed:02d}{i:07d}",
+            StudyDate=(FIRST_DAY + timedelta(days=rng.randrange(DAYS))).strftime("%Y%m%d"),
+            ReferringPhysicianName=f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}",
+            StudyDescription=f"Study {i % 50}",
+        )
+        series = [_uid(rng) for _ in range(rng.randint(1, min(3, per_study)))]
+        study = PlannedStudy(
+            uid=_uid(rng), attributes=attributes, modalities={se: rng.choice(MODALITIES) for se in series},
+            instances=[(series[k % len(series)], _uid(rng)) for k in range(per_study)],
+        )
+        archive.studies.append(study)
+    return archive
+
+
+def _instance_bytes(study: PlannedStudy, series: str, sop: str) -> bytes:
+    return make_instance(study=study.uid, series=series, sop=sop, rows=1, columns=1,
+                         Modality=study.modalities[series], **study.attributes)
+
+
+async def _store_through_index(storage: Storage, study: PlannedStudy) -> None:
+    """Store a study's instances one after another the way STOW's per-part path does, minus the .dcm blob.
+
+    A storage error (Azurite dropping a kept-alive connection under load) retries the instance: upsert=True
+    makes that safe.
+    """
+    for series, sop in study.instances:
+        parsed = read_part10(io.BytesIO(_instance_bytes(study, series, sop)))
+        validated = validate_instance(parsed, api_version=2, url_study=None)
+        if validated.failed or validated.ids is None:
+            raise RuntimeError(f"planned instance {sop} does not validate: {validated.errors}")
+        stored = StoredInstance(validated.ids, new_version())
+        record = InstanceRecord(stored=stored, sop_class_uid=validated.sop_class_uid or "",
+                                transfer_syntax=str(parsed.transfer_syntax), size=parsed.size,
+                                metadata=validated.metadata)
+        for attempt in range(3):
+            try:
+                await put_json(storage, metadata_blob_name(stored),
+                               json.dumps(validated.metadata, separators=(",", ":")).encode())
+                await write_index_intents(storage, record)
+                await commit_instance(storage, record, upsert=True)
+                break
+            except ServiceRequestError:
+                if attempt == 2:
+                    raise
+
+
+SOP_INSTANCE_UID = "00080018"
+# Index partitions that hold one study's entries only; the others are shared by many studies.
+STUDY_OWN_PARTITIONS = (f"{INSTANCES_BY_UID}|", f"{SERIES_BY_UID}|", f"{STUDIES_BY_ACCESSION}|", f"{CLAIMS}|")
+TRANSACTION_MAX = 100
+REQUESTS_AT_ONCE = 32
+RETRIES = 5
+
+
+def _series_template(study: PlannedStudy, series: str) -> tuple[InstanceRecord, JsonDataset]:
+    """The validated record of the series' first instance; the others differ only in SOPInstanceUID."""
+    sop = next(sop for se, sop in study.instances if se == series)
+    parsed = read_part10(io.BytesIO(_instance_bytes(study, series, sop)))
+    validated = validate_instance(parsed, api_version=2, url_study=None)
+    if validated.failed or validated.ids is None:
+        raise RuntimeError(f"planned instance {sop} does not validate: {validated.errors}")
+    record = InstanceRecord(stored=StoredInstance(validated.ids, new_version()),
+                            sop_class_uid=validated.sop_class_uid or "", transfer_syntax=str(parsed.transfer_syntax),
+                            size=parsed.size, metadata=validated.metadata)
+    return record, validated.metadata
+
+
+def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], list[dict], dict[str, bytes]]:
+    """The study partition's rows, the index entries and the metadata blobs that storing ``study`` leaves.
+
+    Rows come from the commit's own row operations applied instance after instance (as `commit_instance`
+    would, without the ETag round trips); index keys from the functions `write_index_intents` uses.
+    """
+    templates = {series: _series_template(study, series) for series in study.modalities}
+    rows: dict[str, dict] = {}
+    blobs: dict[str, bytes] = {}
+    for series, sop in study.instances:
+        template, metadata = templates[series]
+        metadata = deepcopy(metadata)
+        metadata[SOP_INSTANCE_UID] = {"vr": "UI", "Value": [sop]}
+        ids = replace(template.stored.ids, instance=sop)
+        record = replace(template, stored=StoredInstance(ids, new_version()), metadata=metadata)
+        current = [rows.get(key) for key in (STUDY_ROW, series_row_key(series), f"instance|{series}|{sop}")]
+        operations = _operations(record, *(_as_entity(row) for row in current))
+        for operation in operations:
+            entity = dict(operation[1])
+            rows[entity["RowKey"]] = entity
+        blobs[metadata_blob_name(record.stored)] = json.dumps(metadata, separators=(",", ":")).encode()
+    study_sort = inverted_time(created)
+    study_row = rows[STUDY_ROW]
+    modalities = set(json.loads(study_row["ModalityCounts"]))
+    entries = [{"PartitionKey": key.partition, "RowKey": key.row_key(study_sort, study.uid)}
+               for key in study_keys(json.loads(study_row["Attributes"]), modalities)]
+    claims = [{"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": STUDY_ROW, "SortKey": study_sort, "ClaimedAt": created}]
+    for series, modality in study.modalities.items():
+        claims.append({"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": series_row_key(series),
+                       "SortKey": study_sort, "ClaimedAt": created})
+        entries += [{"PartitionKey": key.partition, "RowKey": key.row_key(study_sort, study.uid, series)}
+                    for key in series_keys(series, modality)]
+    for series, sop in study.instances:
+        key = instance_key(sop)
+        entries.append({"PartitionKey": key.partition, "RowKey": key.row_key("", study.uid, series, sop)})
+    return list(rows.values()), entries + claims, blobs
+
+
+class _Row(dict):
+    """A row dict that answers `.metadata` like a TableEntity (the commit's operations read its etag)."""
+
+    metadata = {"etag": "*"}
+
+
+def _as_entity(row: dict | None) -> _Row | None:
+    return None if row is None else _Row(row)
+
+
+async def _seed_bulk(storage: Storage, studies: list[PlannedStudy], first_index: int, step: int,
+                     in_flight: int, progress: multiprocessing.Queue | None, resume: bool = False,
+                     shared_only: bool = False) -> None:
+    """Write the studies' rows, index entries and metadata blobs in transactions, ``in_flight`` at a time.
+
+    Partitions of one study (its rows, its UIDs, its claims) are written as the study is planned; partitions
+    that many studies share (all studies, names, dates, modalities) are gathered and written at the end.
+    """
+    studies_at_once, requests = asyncio.Semaphore(in_flight), asyncio.Semaphore(REQUESTS_AT_ONCE)
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+    shared: dict[str, list[dict]] = defaultdict(list)
+
+    async def transact(table: TableClient, entities: list[dict]) -> None:
+        for offset in range(0, len(entities), TRANSACTION_MAX):
+            chunk = entities[offset:offset + TRANSACTION_MAX]
+            if len(chunk) == 1:
+                await _retrying(requests, lambda: table.upsert_entity(chunk[0], mode=UpdateMode.REPLACE))
+            else:
+                operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in chunk]
+                await _retrying(requests, lambda: table.submit_transaction(operations))
+
+    async def upload(name: str, body: bytes) -> None:
+        await _retrying(requests, lambda: storage.metadata.upload_blob(
+            name, body, overwrite=True, content_settings=JSON_CONTENT))
+
+    async def one(position: int, study: PlannedStudy) -> None:
+        # Newest first follows the plan's order: study k was "stored" k minutes after the first.
+        created = datetime.fromtimestamp(start + (first_index + position * step) * 60, timezone.utc)
+        async with studies_at_once:
+            await _write_study(study, created)
+        if progress is not None:
+            progress.put(len(study.instances))
+
+    async def _write_study(study: PlannedStudy, created: datetime) -> None:
+        if resume:
+            try:
+                row = await storage.studies.get_entity(study.uid, STUDY_ROW, select=["Attributes", "ModalityCounts"])
+            except ResourceNotFoundError:
+                row = None
+            if row is not None:  # written before: only the shared partitions' entries may be missing
+                for entry in _shared_entries(study, row, created):
+                    shared[entry["PartitionKey"]].append(entry)
+                return
+            if shared_only:
+                return
+        rows, entries, blobs = bulk_entities(study, created)
+        own: dict[str, list[dict]] = defaultdict(list)
+        for entry in entries:
+            partition = entry["PartitionKey"]
+            (own if partition.startswith(STUDY_OWN_PARTITIONS) else shared)[partition].append(entry)
+        await asyncio.gather(transact(storage.studies, rows),
+                             *(transact(storage.index, group) for group in own.values()),
+                             *(upload(name, body) for name, body in blobs.items()))
+
+    await asyncio.gather(*(one(position, study) for position, study in enumerate(studies)))
+    await asyncio.gather(*(transact(storage.index, sorted(group, key=lambda e: e["RowKey"]))
+                           for group in shared.values()))
+
+
+def _shared_entries(study: PlannedStudy, row: dict, created: datetime) -> list[dict]:
+    """The entries a committed study row (and the plan's series) have in partitions many studies share."""
+    sort = inverted_time(created)
+    entries = [{"PartitionKey": key.partition, "RowKey": key.row_key(sort, study.uid)} for key in study_row_keys(row)]
+    for series, modality in study.modalities.items():
+        entries += [{"PartitionKey": key.partition, "RowKey": key.row_key(sort, study.uid, series)}
+                    for key in series_keys(series, modality)]
+    return [entry for entry in entries if not entry["PartitionKey"].startswith(STUDY_OWN_PARTITIONS)]
+
+
+async def _retrying(slots: asyncio.Semaphore, request: Callable[[], Awaitable[object]]) -> None:
+    """Send an idempotent write, again after a dropped connection (Azurite resets some under heavy load)."""
+    for attempt in range(RETRIES):
+        try:
+            async with slots:
+                await request()
+            return
+        except (ServiceRequestError, ServiceResponseError):
+            if attempt == RETRIES - 1:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+
+async def present_studies(settings: Settings, archive: Archive, at_once: int = 32) -> Archive:
+    """The planned studies that have a study row (an archive whose seeding was cut short)."""
+    storage = await open_storage(settings)
+    slots = asyncio.Semaphore(at_once)
+
+    async def present(study: PlannedStudy) -> bool:
+        async with slots:
+            try:
+                await storage.studies.get_entity(study.uid, STUDY_ROW, select=["RowKey"])
+                return True
+            except ResourceNotFoundError:
+                return False
+
+    try:
+        flags = await asyncio.gather(*(present(study) for study in archive.studies))
+    finally:
+        await storage.close()
+    return Archive([study for study, flag in zip(archive.studies, flags) if flag])
+
+
+async def _store_through_stow(storage: Storage, study: PlannedStudy) -> None:
+    """Store a study as one multipart STOW body through the service function."""
+    request = StoreRequest(api_version=2, study_uid=None, accept=None, base_url="http://bench", upsert=True,
+                           content_type=f'multipart/related; type="application/dicom"; boundary={BOUNDARY}')
+    data = multipart_body([_instance_bytes(study, series, sop) for series, sop in study.instances], BOUNDARY)
+
+    async def body():
+        yield data
+
+    response = await store_instances(storage, request, body())
+    if response.status != 200:
+        raise RuntimeError(f"storing study {study.uid} answered {response.status}")
+
+
+async def _seed_share(settings: Settings, archive: Archive, worker: int, workers: int, in_flight: int,
+                      mode: str, progress: multiprocessing.Queue | None) -> None:
+    storage = await open_storage(settings)
+    studies = archive.studies[worker::workers]
+    if mode in ("bulk", "resume", "shared"):
+        try:
+            await _seed_bulk(storage, studies, worker, workers, in_flight, progress,
+                             resume=mode in ("resume", "shared"), shared_only=mode == "shared")
+        finally:
+            await storage.close()
+        return
+    store = _store_through_stow if mode == "stow" else _store_through_index
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(study: PlannedStudy) -> None:
+        async with slots:
+            await store(storage, study)
+        if progress is not None:
+            progress.put(len(study.instances))
+
+    try:
+        await asyncio.gather(*(one(study) for study in studies))
+    finally:
+        await storage.close()
+
+
+def _worker(settings: Settings, studies: int, instances: int, seed: int, worker: int, workers: int,
+            in_flight: int, mode: str, progress: multiprocessing.Queue) -> None:
+    archive = plan_archive(studies, instances, seed)
+    asyncio.run(_seed_share(settings, archive, worker, workers, in_flight, mode, progress))
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """How long seeding took."""
+
+    studies: int
+    instances: int
+    seconds: float
+    processes: int
+    mode: str
+
+    @property
+    def instances_per_second(self) -> float:
+        """The seeding rate."""
+        return self.instances / self.seconds
+
+
+def seed_archive(settings: Settings, studies: int, instances: int, *, seed: int = 1, processes: int = 3,
+                 in_flight: int = 24, mode: str = "bulk", log_every_seconds: float = 30.0,
+                 shares: list[int] | None = None) -> SeedResult:
+    """Seed the planned archive into ``settings``' storage from ``processes`` processes; return the rate.
+
+    The studies are dealt into ``processes`` shares; ``shares`` runs only some of them (with mode "resume":
+    those of an earlier bulk run whose processes failed; studies already written get their shared entries;
+    mode "shared" only does the latter, leaving the studies never written out).
+    """
+    archive = plan_archive(studies, instances, seed)
+    total = archive.instance_count
+    settings = replace(settings, store_concurrency=8)
+    context = multiprocessing.get_context("spawn")
+    progress: multiprocessing.Queue = context.Queue()
+    workers = [context.Process(target=_worker, args=(settings, studies, instances, seed, k, processes, in_flight,
+                                                     mode, progress)) for k in (shares or range(processes))]
+    start = time.perf_counter()
+    for process in workers:
+        process.start()
+    done, last_log = 0, start
+    while any(process.is_alive() for process in workers) or not progress.empty():
+        try:
+            done += progress.get(timeout=1.0)
+        except Exception:  # queue.Empty
+            pass
+        now = time.perf_counter()
+        if now - last_log >= log_every_seconds:
+            last_log = now
+            print(f"  seeded {done}/{total} instances in {now - start:.0f} s ({done / (now - start):.0f}/s)",
+                  file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    for process in workers:
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"a seeding process exited with {process.exitcode}")
+    return SeedResult(studies, total, seconds, processes, mode)

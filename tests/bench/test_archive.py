@@ -1,0 +1,66 @@
+"""The benchmark's bulk seeding leaves the same rows and index entries as the product's store path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.data.tables import TableClient
+
+from bench.archive import plan_archive, seed_archive
+from dicom_core.change_feed_outbox import OUTBOX_PREFIX
+from dicom_core.search_index import CLAIMS, parse_entry
+from dicom_core.settings import Settings
+
+ROW_PROPERTIES = ("InstanceCount", "SeriesCount", "ModalityCounts", "Attributes", "SopClassUid",
+                  "TransferSyntaxUid", "Size", "Modality")
+
+
+def _seed(azurite, prefix: str, mode: str) -> None:
+    settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix,
+                        blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata")
+    seed_archive(settings, 3, 12, seed=5, processes=1, mode=mode)
+
+
+def _rows(azurite, prefix: str) -> set[tuple[object, ...]]:
+    """The study-table rows without what differs per run (versions, times); outbox rows by count."""
+    with TableClient.from_connection_string(azurite.connection_string, f"{prefix}Studies") as table:
+        rows = set()
+        for entity in table.list_entities():
+            row_key = str(entity["RowKey"])
+            if row_key.startswith(OUTBOX_PREFIX):
+                rows.add((entity["PartitionKey"], "outbox", json.loads(entity["Changes"])[0]["instance"]))
+                continue
+            rows.add((entity["PartitionKey"], row_key, *(str(entity.get(name)) for name in ROW_PROPERTIES)))
+        return rows
+
+
+def _entries(azurite, prefix: str) -> set[tuple[object, ...]]:
+    """Index entries as (index partition, target), without their time-based sort keys."""
+    with TableClient.from_connection_string(azurite.connection_string, f"{prefix}Index") as table:
+        entries = set()
+        for entity in table.list_entities():
+            if str(entity["PartitionKey"]).startswith(f"{CLAIMS}|"):
+                entries.add((entity["PartitionKey"], entity["RowKey"]))
+                continue
+            entry = parse_entry(entity)
+            entries.add((entry.key.partition, entry.study, entry.series, entry.instance))
+        return entries
+
+
+@pytest.fixture(scope="module")
+def seeded(azurite) -> None:
+    _seed(azurite, "eqstore", "store")
+    _seed(azurite, "eqbulk", "bulk")
+
+
+def test_bulk_seeding_leaves_the_rows_the_store_path_leaves(azurite, seeded) -> None:
+    store = _rows(azurite, "eqstore")
+    assert len(store) == 3 + sum(len(s.modalities) for s in plan_archive(3, 12, 5).studies) + 2 * 12
+    assert _rows(azurite, "eqbulk") == store
+
+
+def test_bulk_seeding_leaves_the_index_entries_the_store_path_leaves(azurite, seeded) -> None:
+    store = _entries(azurite, "eqstore")
+    assert len(store) > 12
+    assert _entries(azurite, "eqbulk") == store
