@@ -164,11 +164,7 @@ async def _delete_batch(
         operations, removes_series, removes_study = _batch_operations(study_uid, instance_rows, series, study, now)
         changes = [Change(ChangeAction.DELETE, s.ids.series, s.ids.instance, s.version) for s in deleted]
         operations.append(outbox_operation(study_uid, change_id, changes, now))
-        try:
-            await storage.studies.submit_transaction(operations)
-        except TableTransactionError as exc:
-            if exc.error_code not in RETRY_CODES:
-                raise
+        if not await _submitted(storage, operations):
             return False
     outcome.transactions += 1
     outcome.deleted += deleted
@@ -216,14 +212,21 @@ async def _delete_leftovers(storage: Storage, study_uid: str, rows: ScopeRows, o
     leftovers = [*rows.series.values(), *([rows.study] if rows.study is not None else [])]
     for start in range(0, len(leftovers), 100):
         operations: list[Operation] = [("delete", _keys(row), _if_match(row)) for row in leftovers[start:start + 100]]
-        try:
-            await storage.studies.submit_transaction(operations)
-        except TableTransactionError as exc:
-            if exc.error_code not in RETRY_CODES:
-                raise
+        if not await _submitted(storage, operations):
             return False
     outcome.removed_series.update(rows.series)
     outcome.study_removed = outcome.study_removed or rows.study is not None
+    return True
+
+
+async def _submitted(storage: Storage, operations: list[Operation]) -> bool:
+    """Submit one transaction; False when a row changed since it was read (the caller reads again)."""
+    try:
+        await storage.studies.submit_transaction(operations)
+    except TableTransactionError as exc:
+        if exc.error_code not in RETRY_CODES:
+            raise
+        return False
     return True
 
 
