@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
 from .change_feed_outbox import Change, ChangeAction, outbox_operation
 from .dicom_json import JsonDataset
+from .group_commit import GroupCommit
 from .identifiers import InstanceIdentifiers, StoredInstance
 from .levels import Level, row_attributes
 from .storage import Storage
@@ -35,6 +37,7 @@ _MAX_BACKOFF_SECONDS = 0.25
 MODALITY = "00080060"
 # A Table string property holds 32K UTF-16 characters; stay below with room for escaping.
 MAX_ATTRIBUTES_CHARS = 30_000
+MAX_TRANSACTION_OPERATIONS = 100
 
 
 def series_row_key(series: str) -> str:
@@ -64,6 +67,16 @@ class InstanceRecord:
         """The instance's Modality, or "" when absent."""
         values = self.metadata.get(MODALITY, {}).get("Value") or [""]
         return str(values[0])
+
+    @functools.cached_property
+    def instance_attributes(self) -> str:
+        """The instance row's Attributes property."""
+        return attributes_property(self.metadata, Level.INSTANCE)
+
+    @property
+    def row_chars(self) -> int:
+        """Characters its instance row and change-feed outbox row add to a transaction, about."""
+        return len(self.instance_attributes) + len(self.frame_index) + 2_000
 
 
 class InstanceExistsError(Exception):
@@ -104,51 +117,164 @@ async def commit_instance(
 ) -> StoredInstance | None:
     """Make an uploaded instance visible; return the version it replaced, if any.
 
-    ``hooks.before_commit`` sees the rows of every attempt before its transaction is submitted (so the index
-    intents can be completed when a row changed since they were written, e.g. a study deleted meanwhile).
-    Its slow first call runs on a first read of the rows; each attempt then reads them again and commits at
-    once, under this process's lock of the study, so writers in one process queue instead of racing.
+    A group commit: the instances this process is storing into one study at the same time are committed
+    together, in one transaction computed from one fresh read of their rows, under this process's lock of
+    the study. ``hooks.before_commit`` sees the rows of every attempt before its transaction is submitted
+    (the index intents are written then, and completed when a row changed since, e.g. a study deleted
+    meanwhile); ``hooks.after_commit`` the rows of the transaction that landed.
     """
     ids = record.stored.ids
-    if hooks is not None:
-        first = await read_commit_rows(storage, ids)
-        if first.instance is not None and not upsert:
-            raise InstanceExistsError(ids.instance)
-        await hooks.before_commit(first)
-    tried: CommitRows | None = None
-    lost_answers = 0
-    for attempt in range(MAX_COMMIT_ATTEMPTS):
-        async with study_lock(storage, ids.study):
-            rows = await read_commit_rows(storage, ids)
-            if tried is not None and rows.instance is not None and str(rows.instance["Version"]) == record.stored.version:
-                landed = tried  # the previous attempt landed although its answer was an error (e.g. a resend)
-                break
-            if rows.instance is not None and not upsert:
-                raise InstanceExistsError(ids.instance)
-            if hooks is not None:
-                await hooks.before_commit(rows)  # nothing to do unless the rows changed since the first read
-            operations = _operations(record, rows.study, rows.series, rows.instance)
-            tried = rows
-            try:
-                await storage.recreating_missing(lambda: storage.studies.submit_transaction(operations))
-                landed = rows
-                break
-            except TableTransactionError as exc:
-                if exc.error_code not in RETRY_CODES:
-                    raise
-            except (ServiceRequestError, ServiceResponseError):
-                # The connection broke around the $batch (seen on a loaded Azurite): it may or may not have landed.
-                # The next attempt's read tells (the row names this version), so retrying is safe; a few times only.
-                lost_answers += 1
-                if lost_answers > MAX_LOST_COMMIT_ANSWERS:
-                    raise
-        # Another process's writer changed the study first: read again and retry, with jitter.
-        await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
-    else:
-        raise TimeoutError(f"Could not commit instance {ids.instance}: study {ids.study} kept changing")
+    member = _Member(storage, record, upsert, hooks)
+    while True:
+        landed = await _group_commits.submit(_study_key(storage, ids.study), member)
+        if landed is not _COMMIT_ALONE:
+            break
+        member.alone = True  # its group's transaction failed for good: find out whether this instance is why
+    assert isinstance(landed, CommitRows)
     if hooks is not None:
         await hooks.after_commit(landed)
     return StoredInstance(ids, str(landed.instance["Version"])) if landed.instance is not None else None
+
+
+@dataclass(eq=False)
+class _Member:
+    """One instance waiting in its study's group commit."""
+
+    storage: Storage
+    record: InstanceRecord
+    upsert: bool
+    hooks: CommitHooks | None
+    alone: bool = False  # committed in a transaction of its own (after its group's transaction failed)
+    tried: CommitRows | None = None  # the rows of the last transaction it was part of, whose answer was lost
+
+    @property
+    def instance(self) -> str:
+        """Its SOP Instance UID."""
+        return self.record.stored.ids.instance
+
+    @property
+    def series(self) -> str:
+        """Its Series Instance UID."""
+        return self.record.stored.ids.series
+
+
+# A member whose group's transaction failed with a non-retryable error: it is committed again on its own.
+_COMMIT_ALONE = object()
+# At most this many instances in one transaction: two operations each (row and change-feed outbox row) plus
+# one per series and the study's, within the 100 operations of an entity-group transaction.
+MAX_GROUP_INSTANCES = 32
+# Characters of row properties in one transaction, well within the 4 MiB payload of an entity-group transaction
+# (JSON escaping of the stored JSON texts adds about a third).
+MAX_GROUP_CHARS = 2_000_000
+
+
+def _fits(batch: Sequence[_Member], member: _Member) -> bool:
+    if member.alone or any(other.alone for other in batch):
+        return False
+    if any(other.instance == member.instance for other in batch):
+        return False  # a transaction writes a row once
+    series = {other.series for other in batch} | {member.series}
+    if 2 * (len(batch) + 1) + len(series) + 1 > MAX_TRANSACTION_OPERATIONS:
+        return False
+    # The series rows and the study row are written once each, with at most MAX_ATTRIBUTES_CHARS of attributes.
+    rows_chars = sum(other.record.row_chars for other in batch) + member.record.row_chars
+    return rows_chars + (len(series) + 1) * (MAX_ATTRIBUTES_CHARS + 2_000) <= MAX_GROUP_CHARS
+
+
+def _study_key(storage: Storage, study: str) -> tuple[str, str, str]:
+    return (storage.studies.url, storage.studies.table_name, study)
+
+
+async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -> list[object]:
+    """Commit ``members`` (one study's) in one transaction; each gets the CommitRows it landed on, or an error."""
+    storage, study = members[0].storage, key[2]
+    outcomes: dict[_Member, object] = {}
+    active = list(members)
+    lost_answers = 0
+    for attempt in range(MAX_COMMIT_ATTEMPTS):
+        async with study_lock(storage, study):
+            rows = await _read_group_rows(storage, study, active)
+            waiting = []
+            for member in active:
+                own = rows.of(member)
+                if member.tried is not None and own.instance is not None \
+                        and str(own.instance["Version"]) == member.record.stored.version:
+                    outcomes[member] = member.tried  # an earlier attempt landed although its answer was an error
+                elif own.instance is not None and not member.upsert:
+                    outcomes[member] = InstanceExistsError(member.instance)
+                else:
+                    waiting.append(member)
+            # Nothing to do unless the rows changed since the member's first read.
+            hooked = await asyncio.gather(*(_before_commit(member, rows.of(member)) for member in waiting),
+                                          return_exceptions=True)
+            active = []
+            for member, error in zip(waiting, hooked):
+                if isinstance(error, BaseException):
+                    outcomes[member] = error
+                else:
+                    active.append(member)
+            if not active:
+                break
+            operations = group_operations([member.record for member in active], rows.study, rows.series,
+                                          [rows.instances[member.instance] for member in active])
+            for member in active:
+                member.tried = rows.of(member)
+            try:
+                await storage.recreating_missing(lambda: storage.studies.submit_transaction(operations))
+                outcomes.update((member, member.tried) for member in active)
+                break
+            except TableTransactionError as exc:
+                if exc.error_code not in RETRY_CODES:
+                    for member in active:
+                        member.tried = None  # refused as a whole: certainly not landed
+                        outcomes[member] = _COMMIT_ALONE if len(active) > 1 else exc
+                    break
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                # The connection broke around the $batch (seen on a loaded Azurite): it may or may not have landed.
+                # The next attempt's read tells (the rows name these versions), so retrying is safe; a few times only.
+                lost_answers += 1
+                if lost_answers > MAX_LOST_COMMIT_ANSWERS:
+                    outcomes.update((member, exc) for member in active)
+                    break
+        # Another process's writer changed the study first: read again and retry, with jitter.
+        await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+    else:
+        timeout = TimeoutError(f"Could not commit into study {study}: it kept changing")
+        outcomes.update((member, timeout) for member in active)
+    return [outcomes[member] for member in members]
+
+
+async def _before_commit(member: _Member, rows: CommitRows) -> None:
+    if member.hooks is not None:
+        await member.hooks.before_commit(rows)
+
+
+@dataclass(frozen=True)
+class _GroupRows:
+    """The rows a group's transaction is computed from: the study's, each series', each instance's."""
+
+    study: TableEntity | None
+    series: dict[str, TableEntity | None]
+    instances: dict[str, TableEntity | None]
+
+    def of(self, member: _Member) -> CommitRows:
+        """The rows of one member, as a commit of that instance alone would have read them."""
+        return CommitRows(self.study, self.series[member.series], self.instances[member.instance])
+
+
+async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Member]) -> _GroupRows:
+    series = sorted({member.series for member in members})
+    rows = await asyncio.gather(
+        _get(storage, study, STUDY_ROW),
+        *(_get(storage, study, series_row_key(uid)) for uid in series),
+        *(_get(storage, study, instance_row_key(member.series, member.instance)) for member in members),
+    )
+    return _GroupRows(rows[0], dict(zip(series, rows[1:1 + len(series)])),
+                      {member.instance: row for member, row in zip(members, rows[1 + len(series):])})
+
+
+_group_commits: GroupCommit[tuple[str, str, str], _Member, object] = GroupCommit(
+    _commit_group, max_items=MAX_GROUP_INSTANCES, fits=_fits)
 
 
 @contextlib.asynccontextmanager
@@ -213,48 +339,90 @@ def _conditional_update(entity: dict[str, Any], existing: TableEntity) -> tuple[
     )
 
 
+Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def group_operations(
+    records: Sequence[InstanceRecord], study: TableEntity | None, series: dict[str, TableEntity | None],
+    instances: Sequence[TableEntity | None],
+) -> list[Operation]:
+    """The transaction storing ``records`` (distinct instances of one study) over the rows read for them.
+
+    Applied in order, as one commit after another would: counts add up, the last record's attributes win.
+    """
+    now = _now()
+    study_now: dict[str, Any] | None = study
+    series_now: dict[str, dict[str, Any] | None] = dict(series)
+    operations: list[Operation] = []
+    for record, instance in zip(records, instances, strict=True):
+        ids = record.stored.ids
+        new_instance, new_series = instance is None, series_now[ids.series] is None
+        instance_row = _instance_row(record, instance, now)
+        series_now[ids.series] = _series_row(record, series_now[ids.series], new_instance, now)
+        study_now = _study_row(record, study_now, instance, new_series, now)
+        operations.append(("create", instance_row) if instance is None else _conditional_update(instance_row, instance))
+        # The change feed's outbox row, atomic with the data; an upsert is a Create of the new version (as in Azure).
+        operations.append(outbox_operation(
+            ids.study, record.stored.version,
+            [Change(ChangeAction.CREATE, ids.series, ids.instance, record.stored.version)], now))
+    for uid, row in series.items():
+        written = series_now[uid]
+        if written is not None and any(record.stored.ids.series == uid for record in records):
+            operations.append(("create", written) if row is None else _conditional_update(written, row))
+    assert study_now is not None
+    operations.append(("create", study_now) if study is None else _conditional_update(study_now, study))
+    return operations
+
+
 def _operations(
     record: InstanceRecord, study: TableEntity | None, series: TableEntity | None, instance: TableEntity | None
-) -> list[tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]]:
-    ids, now = record.stored.ids, _now()
-    new_instance = instance is None
-    new_series = series is None
-    instance_row = {
+) -> list[Operation]:
+    """The transaction storing one instance over its rows (bench/archive.py builds rows with it)."""
+    return group_operations([record], study, {record.stored.ids.series: series}, [instance])
+
+
+def _instance_row(record: InstanceRecord, instance: TableEntity | None, now: datetime) -> dict[str, Any]:
+    ids = record.stored.ids
+    return {
         "PartitionKey": ids.study, "RowKey": instance_row_key(ids.series, ids.instance),
         "Version": record.stored.version, "SopClassUid": record.sop_class_uid,
         "TransferSyntaxUid": record.transfer_syntax, "Size": record.size, "Modality": record.modality,
-        "Attributes": attributes_property(record.metadata, Level.INSTANCE),
+        "Attributes": record.instance_attributes,
         "FrameIndex": record.frame_index, "FrameIndexInBlob": record.frame_index_in_blob,
         "CreatedAt": instance["CreatedAt"] if instance else now, "UpdatedAt": now,
     }
-    series_row = {
+
+
+def _series_row(
+    record: InstanceRecord, series: dict[str, Any] | None, new_instance: bool, now: datetime,
+) -> dict[str, Any]:
+    ids = record.stored.ids
+    return {
         "PartitionKey": ids.study, "RowKey": series_row_key(ids.series),
         "InstanceCount": (series["InstanceCount"] if series else 0) + (1 if new_instance else 0),
         "Modality": record.modality,
         "Attributes": attributes_property(record.metadata, Level.SERIES),
         "CreatedAt": series["CreatedAt"] if series else now, "UpdatedAt": now,
     }
+
+
+def _study_row(
+    record: InstanceRecord, study: dict[str, Any] | None, instance: TableEntity | None, new_series: bool,
+    now: datetime,
+) -> dict[str, Any]:
     modalities: dict[str, int] = json.loads(study["ModalityCounts"]) if study else {}
     if instance is not None and instance.get("Modality"):
         _add(modalities, str(instance["Modality"]), -1)
     if record.modality:
         _add(modalities, record.modality, 1)
-    study_row = {
-        "PartitionKey": ids.study, "RowKey": STUDY_ROW,
-        "InstanceCount": (study["InstanceCount"] if study else 0) + (1 if new_instance else 0),
+    return {
+        "PartitionKey": record.stored.ids.study, "RowKey": STUDY_ROW,
+        "InstanceCount": (study["InstanceCount"] if study else 0) + (1 if instance is None else 0),
         "SeriesCount": (study["SeriesCount"] if study else 0) + (1 if new_series else 0),
         "ModalityCounts": json.dumps(modalities, sort_keys=True),
         "Attributes": attributes_property(record.metadata, Level.STUDY),
         "CreatedAt": study["CreatedAt"] if study else now, "UpdatedAt": now,
     }
-    return [
-        ("create", instance_row) if instance is None else _conditional_update(instance_row, instance),
-        ("create", series_row) if series is None else _conditional_update(series_row, series),
-        ("create", study_row) if study is None else _conditional_update(study_row, study),
-        # The change feed's outbox row, atomic with the data; an upsert is a Create of the new version (as in Azure).
-        outbox_operation(ids.study, record.stored.version,
-                         [Change(ChangeAction.CREATE, ids.series, ids.instance, record.stored.version)], now),
-    ]
 
 
 def _add(counts: dict[str, int], key: str, delta: int) -> None:

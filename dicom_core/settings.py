@@ -37,7 +37,7 @@ class Settings:
     public_base_url: str = ""
     max_part_bytes: int = 2 * GIB
     spool_memory_bytes: int = 8 * MIB
-    store_concurrency: int = 4
+    store_concurrency: int = 8
     max_transcode_bytes: int = 100 * MIB
     # With both account URLs set, storage is reached with DefaultAzureCredential (managed identity) instead.
     blob_account_url: str = ""

@@ -146,11 +146,16 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         await asyncio.gather(*uploads)
         # The change feed's sequencer looks for the commit's outbox row only where it was announced. Announced
         # after the uploads, not beside them: an announcement older than ANNOUNCEMENT_TIMEOUT without its outbox
-        # row is dropped, and uploading a large file can take longer than that.
-        await announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc))
-        # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
-        hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup)
-        await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
+        # row is dropped, and uploading a large file can take longer than that. Every commit attempt waits for it.
+        announced = asyncio.create_task(
+            announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)))
+        try:
+            # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
+            hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup, announced)
+            await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
+        finally:
+            announced.cancel()  # only still running if no attempt got as far as committing
+            await asyncio.gather(announced, return_exceptions=True)
     except InstanceExistsError:
         # Never referenced by a row (the existing row names another version): safe to delete at once.
         await delete_instance_blobs(storage, stored)
@@ -211,13 +216,14 @@ class _VersionCleanup:
 class _StoreCommitHooks:
     """Around each commit attempt of a store: index intents and cleanup entries (see commit_instance)."""
 
-    def __init__(self, intents: IndexIntents, cleanup: _VersionCleanup) -> None:
+    def __init__(self, intents: IndexIntents, cleanup: _VersionCleanup, announced: asyncio.Task[None]) -> None:
         self._intents = intents
         self._cleanup = cleanup
+        self._announced = announced
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
-        await asyncio.gather(self._intents.before_commit(rows), self._cleanup.before_commit(rows))
+        await asyncio.gather(self._announced, self._intents.before_commit(rows), self._cleanup.before_commit(rows))
 
     async def after_commit(self, rows: CommitRows) -> None:
         """Repair index entries a racing delete removed from rows this commit created."""

@@ -1,14 +1,21 @@
-"""How the service chooses between a connection string (Azurite) and identity-based access (Azure)."""
+"""Storage access: connection string (Azurite) or identity-based (Azure), and the clients' connection pool."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from azure.core.rest import HttpRequest
 from azure.identity.aio import DefaultAzureCredential
 
 from dicom_core.settings import Settings, azurite_connection_string
 from dicom_core.storage import (
-    ConnectionStringAccess, IdentityAccess, select_storage_access, storage_service_clients,
+    IDLE_CONNECTION_SECONDS, ConnectionStringAccess, IdentityAccess, StorageTransport, select_storage_access,
+    storage_service_clients,
 )
+
+# Node's http server default, which Azurite keeps for its blob and table services.
+AZURITE_KEEP_ALIVE_SECONDS = 5
 
 BLOB_URL = "https://dicomstore.blob.core.windows.net"
 TABLE_URL = "https://dicomstore.table.core.windows.net"
@@ -71,3 +78,52 @@ async def test_connection_string_access_builds_clients_without_a_token_credentia
     finally:
         await blob_service.close()
         await table_service.close()
+
+
+class _KeepAliveServer:
+    """A loopback HTTP/1.1 server that answers every request with 200 and counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def _get_twice(transport: StorageTransport, url: str, pause_seconds: float) -> None:
+    async with transport:
+        for _ in range(2):
+            response = await transport.send(HttpRequest("GET", url))
+            assert response.status_code == 200
+            await asyncio.sleep(pause_seconds)
+
+
+async def test_storage_transport_reuses_a_connection_between_requests_close_in_time() -> None:
+    server = _KeepAliveServer()
+    async with server as url:
+        await _get_twice(StorageTransport(), url, pause_seconds=0.1)
+    assert server.connections == 1
+
+
+async def test_storage_transport_drops_a_connection_idle_longer_than_azurites_keep_alive_allows() -> None:
+    server = _KeepAliveServer()
+    async with server as url:
+        await _get_twice(StorageTransport(), url, pause_seconds=IDLE_CONNECTION_SECONDS + 0.5)
+    assert IDLE_CONNECTION_SECONDS < AZURITE_KEEP_ALIVE_SECONDS
+    assert server.connections == 2
