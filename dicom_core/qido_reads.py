@@ -118,12 +118,13 @@ class SearchReads:
     ) -> AsyncIterator[list[TableEntity]]:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``).
 
-        Pages start at about what the search still wants and double, so a page costs about what it returns.
+        The first page is what the search still wants (a result costs its entry and its row: 2 entities), and
+        pages double after it, when entries turned out stale or filtered out, so a page costs about what it returns.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
-        size, token = min(MAX_PAGE, max(16, self.wanted + self.wanted // 4)), None
+        size, token = min(MAX_PAGE, max(16, self.wanted)), None
         while not self.exhausted:
             pager = self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]

@@ -28,10 +28,10 @@ async def reads_storage(unit_settings: Settings) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-async def test_pages_start_near_what_is_wanted_and_double(reads_storage: Storage) -> None:
+async def test_pages_start_at_what_is_wanted_and_double(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=10_000, wanted=20)
     sizes = [len(page) async for page in reads.index_pages(PARTITION)]
-    assert sizes == [25, 50, 100, 125]
+    assert sizes == [20, 40, 80, 160]
     assert reads.entities == 300
 
 
@@ -44,7 +44,7 @@ async def test_a_range_reads_only_its_entries(reads_storage: Storage) -> None:
 async def test_reading_stops_at_the_budget(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=60, wanted=20)
     sizes = [len(page) async for page in reads.index_pages(PARTITION)]
-    assert (sizes, reads.exhausted) == ([25, 50], True)
+    assert (sizes, reads.exhausted) == ([20, 40], True)
 
 
 async def test_a_row_is_read_once_per_search(reads_storage: Storage, stow_parts) -> None:
