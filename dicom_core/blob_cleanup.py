@@ -16,29 +16,29 @@ import asyncio
 import enum
 import hashlib
 import logging
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, UpdateMode
+from azure.data.tables import TableEntity
 
 from .blob_store import delete_instance_blobs
 from .identifiers import InstanceIdentifiers, StoredInstance
 from .index_store import instance_row_key, series_row_key
 from .metadata_documents import document_name
 from .storage import Storage
+from .table_upserts import PartitionUpserts
 
 LOGGER = logging.getLogger(__name__)
 
 PARTITION_PREFIX = "due|"
 SHARDS = 16  # entries spread over 16 partitions (by study), each read as one RowKey range up to "now"
 _DUE_FORMAT = "%Y%m%dT%H%M%S%fZ"  # fixed width, so RowKeys sort by due time
-_TRANSACTION_OPERATIONS = 100
 _CONCURRENCY = 16
 _RANGE_END = "}"  # sorts after "|": every RowKey starting with a due time up to "now"
+_cleanup_rows = PartitionUpserts(lambda storage: storage.cleanup)
 
 
 class CleanupKind(str, enum.Enum):
@@ -125,15 +125,9 @@ async def schedule_cleanup(
 ) -> list[CleanupEntry]:
     """Record ``targets`` for cleanup after the configured delay; call it before they can become unreferenced."""
     due = (now or datetime.now(timezone.utc)) + cleanup_delay(storage)
-    entries = list({entry_for(target, due): None for target in targets})  # a transaction names each row once
-    by_partition: dict[str, list[CleanupEntry]] = defaultdict(list)
-    for entry in entries:
-        by_partition[entry.partition].append(entry)
-    batches = [
-        group[start:start + _TRANSACTION_OPERATIONS]
-        for group in by_partition.values() for start in range(0, len(group), _TRANSACTION_OPERATIONS)
-    ]
-    await _bounded(_write_batch(storage, batch) for batch in batches)
+    entries = list({entry_for(target, due): None for target in targets})
+    # Concurrent stores' entries of one shard share a transaction (table_upserts.py).
+    await _cleanup_rows.upsert(storage, ({"PartitionKey": entry.partition, "RowKey": entry.row} for entry in entries))
     return entries
 
 
@@ -226,14 +220,6 @@ async def _clean_document(storage: Storage, entry: CleanupEntry, report: Cleanup
         pass
     report.documents_deleted += 1
     await _delete_entry(storage, entry)
-
-
-async def _write_batch(storage: Storage, batch: list[CleanupEntry]) -> None:
-    operations = [
-        ("upsert", {"PartitionKey": entry.partition, "RowKey": entry.row}, {"mode": UpdateMode.REPLACE})
-        for entry in batch
-    ]
-    await storage.recreating_missing(lambda: storage.cleanup.submit_transaction(operations))
 
 
 async def _delete_entry(storage: Storage, entry: CleanupEntry) -> None:

@@ -21,11 +21,14 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from .storage import Storage
+from .table_upserts import PartitionUpserts
 
 PENDING_PARTITION = "pending"
 OUTBOX_PREFIX = "change|"
 # Longer than any commit's retries can take; an announcement this old without its outbox row is dead.
 ANNOUNCEMENT_TIMEOUT = timedelta(minutes=15)
+
+_announcements = PartitionUpserts(lambda storage: storage.changes)
 
 
 class ChangeAction(str, enum.Enum):
@@ -54,7 +57,7 @@ def outbox_row_key(change_id: str) -> str:
 async def announce_changes(storage: Storage, study: str, change_id: str, at: datetime) -> None:
     """Record, before the commit, that ``change_id``'s outbox row may appear in ``study``'s partition."""
     entity = {"PartitionKey": PENDING_PARTITION, "RowKey": change_id, "Study": study, "AnnouncedAt": at}
-    await storage.recreating_missing(lambda: storage.changes.upsert_entity(entity))
+    await _announcements.upsert(storage, [entity])  # with the concurrent writers' announcements, in one transaction
 
 
 async def withdraw_announcement(storage: Storage, change_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
@@ -14,6 +14,8 @@ from .storage import Storage
 # '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.
 _RANGE_END = "}"
 _RANGE_FILTER = "PartitionKey eq @study and RowKey gt @low and RowKey lt @high"
+# The first batch of `instance_row_batches` is small: a Table query answers a few rows sooner than many.
+FIRST_BATCH_ROWS = 16
 
 
 async def get_row(storage: Storage, study: str, row_key: str) -> TableEntity | None:
@@ -45,6 +47,32 @@ async def instance_rows(
     """Return the instance rows of a study, or of one of its series, in RowKey order."""
     prefix = f"instance|{series}|" if series is not None else "instance|"
     return await _range(storage, study, prefix, select)
+
+
+async def instance_row_batches(
+    storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None,
+    first: int = FIRST_BATCH_ROWS,
+) -> AsyncIterator[list[TableEntity]]:
+    """Yield the instance rows of a study or series in RowKey order: at most ``first`` rows, then all the others."""
+    prefix = f"instance|{series}|" if series is not None else "instance|"
+    parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
+    columns = ["RowKey", *select] if select is not None else None
+    try:
+        pages = storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns,
+                                               results_per_page=first).by_page()
+        batch = [row async for row in await anext(pages, _no_rows())]
+    except ResourceNotFoundError:
+        return  # the table itself is gone: nothing is stored
+    yield batch
+    token = getattr(pages, "continuation_token", None)
+    if token:
+        rest = storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns)
+        yield [row async for page in rest.by_page(continuation_token=token) async for row in page]
+
+
+async def _no_rows() -> AsyncIterator[TableEntity]:
+    for row in ():
+        yield row
 
 
 async def series_rows(storage: Storage, study: str, *, select: Sequence[str] | None = None) -> list[TableEntity]:

@@ -5,9 +5,14 @@ JSON followed by a newline (JSON text never contains a raw one). A block's ID is
 UID and its version, so the committed block list says which version of which instance the document holds.
 
 - Writers (store, upsert, delete) change the block list after their Table commit, with If-Match on the
-  document's ETag (If-None-Match: * for the first), retrying when another writer got there first. Because a
-  commit of the block list discards every uncommitted block not in it, a writer stages its block again on
-  every attempt. A writer's commit marks the document *unverified*.
+  document's ETag (If-None-Match: * for the first), retrying when another writer got there first. The
+  concurrent changes of one document in this process are one batch (group commit): its blocks are staged
+  together, its changes applied in order to the block list read once, and committed once. The block list
+  and ETag come from one Get Block List, or from this process's own last commit of the document (its ETag
+  proves nobody changed it since; if somebody did, the commit fails and the list is read). Because a commit
+  of the block list discards every uncommitted block not in it, a batch stages its blocks again on every
+  attempt. A change that fails (its block could not be staged) fails alone; the others of its batch are
+  committed. A writer's commit marks the document *unverified*.
 - Readers trust a document only when its `state` metadata names the series row's current ETag. Otherwise
   they reconcile it with the instance rows (which versions should be there), staging only the blocks that
   are missing from the instances' own metadata blobs, and mark it verified, all under If-Match. So a crash
@@ -18,13 +23,13 @@ UID and its version, so the committed block list says which version of which ins
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -36,6 +41,7 @@ from .blob_reads import Body
 from .blob_store import metadata_blob_name
 from .dicom_json import JsonDataset
 from .errors import ServiceUnavailableError
+from .group_commit import GroupCommit
 from .identifiers import InstanceIdentifiers, StoredInstance
 from .index_reads import instance_rows, stored_instance
 from .storage import Storage
@@ -48,6 +54,8 @@ UNVERIFIED = "unverified"
 DOCUMENT_CONTENT = ContentSettings(content_type="application/x-ndjson")
 MAX_ATTEMPTS = 40
 TRANSFER_CONCURRENCY = 16
+MAX_BATCH = 100  # changes of one document committed together
+KNOWN_DOCUMENTS = 128  # documents whose last commit by this process is remembered (about 64 bytes a block)
 _MAX_BACKOFF_SECONDS = 0.25
 _DIGEST_CHARS = 32  # two of them make a 64-character block ID, the most Blob Storage allows
 # A change of a document's block list: from the committed block IDs to the wanted ones.
@@ -155,46 +163,131 @@ async def _quietly_update(storage: Storage, ids: InstanceIdentifiers, change: Ch
 
 async def _update(storage: Storage, ids: InstanceIdentifiers, change: Change, staged: dict[str, bytes]) -> None:
     """Apply ``change`` to the document, together with the changes other tasks of this process wait to make."""
-    key = (id(storage), ids.study, ids.series)
-    writers = _writers.setdefault(key, _SeriesWriters())
-    mine = _Pending(change, staged, asyncio.get_running_loop().create_future())
-    writers.pending.append(mine)
-    writers.users += 1
-    try:
-        async with writers.lock:
-            if not mine.done.done():
-                # Group commit: one read-modify-write for every change queued meanwhile, so that the stores of
-                # one request into one series don't each race for the same ETag.
-                batch, writers.pending = writers.pending, []
-                try:
-                    await _apply(storage, ids, batch)
-                except Exception as exc:
-                    for pending in batch:
-                        pending.done.set_exception(exc)
-                else:
-                    for pending in batch:
-                        pending.done.set_result(None)
-        await mine.done
-    finally:
-        writers.users -= 1
-        if writers.users == 0:
-            del _writers[key]
+    await _document_writes.submit((id(storage), ids.study, ids.series), _DocumentChange(storage, ids, change, staged))
 
 
-async def _apply(storage: Storage, ids: InstanceIdentifiers, batch: list[_Pending]) -> None:
-    blob = storage.metadata.get_blob_client(document_name(ids.study, ids.series))
-    staged = {block: data for pending in batch for block, data in pending.staged.items()}
+@dataclass(frozen=True)
+class _DocumentChange:
+    """One writer's change of a series document, and the blocks it adds."""
+
+    storage: Storage
+    ids: InstanceIdentifiers
+    change: Change
+    staged: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class _DocumentState:
+    """A document's committed block list and the ETag it has with it (None: the document does not exist)."""
+
+    etag: str | None
+    blocks: list[str]
+
+
+async def _flush(_key: object, batch: Sequence[_DocumentChange]) -> list[BaseException | None]:
+    """Commit the changes of ``batch`` in order, in one block list commit; a change that fails fails alone."""
+    first = batch[0]
+    blob = first.storage.metadata.get_blob_client(document_name(first.ids.study, first.ids.series))
+    outcomes: list[BaseException | None] = [None] * len(batch)
+    state = _known.pop(blob.url, None)  # popped: a flush cancelled mid-commit leaves nothing stale behind
     for attempt in range(MAX_ATTEMPTS):
-        properties, current = await asyncio.gather(_properties(blob), _committed(blob))
-        wanted = functools.reduce(lambda blocks, pending: pending.change(blocks), batch, current)
-        if wanted == current:
-            return
+        remembered = state is not None
+        if state is None:
+            state = await _read_state(blob)
         try:
-            await _commit(blob, current, wanted, staged, properties, {STATE_KEY: UNVERIFIED})
-            return
+            wanted = await _stage_batch(blob, state.blocks, batch, outcomes)
+            if wanted == state.blocks and remembered:
+                state = None  # nothing to change, by an old list: make sure by the current one
+                continue
+            if wanted != state.blocks:
+                etag = await _commit(blob, state.blocks, wanted, {}, state.etag, {STATE_KEY: UNVERIFIED})
+                state = _DocumentState(etag, wanted)
         except _Conflict:
-            await _backoff(attempt)
-    raise TimeoutError(f"The metadata document of series {ids.series} kept changing")
+            state = None
+            if not remembered:  # a remembered state is merely old: read it again at once
+                await _backoff(attempt)
+            continue
+        _remember(blob.url, state)
+        return outcomes
+    raise TimeoutError(f"The metadata document of series {first.ids.series} kept changing")
+
+
+async def _stage_batch(
+    blob: BlobClient, current: list[str], batch: Sequence[_DocumentChange], outcomes: list[BaseException | None],
+) -> list[str]:
+    """Stage the blocks of the batch's changes and return the block list they make; failures go to ``outcomes``."""
+    staged: set[str] = set(current)
+    while True:
+        wanted, owners = current, {}
+        for index, item in enumerate(batch):
+            if outcomes[index] is not None:
+                continue
+            try:
+                wanted = item.change(wanted)
+            except Exception as exc:
+                outcomes[index] = exc
+                continue
+            owners.update({block: index for block in item.staged})
+        blocks = [block for block in wanted if block not in staged]
+        results = await _bounded(blob.stage_block(block, batch[owners[block]].staged[block]) for block in blocks)
+        for block, exc in zip(blocks, results, strict=True):
+            if exc is None:
+                staged.add(block)
+            elif _is_conflict(exc):
+                raise _Conflict from exc
+            else:
+                outcomes[owners[block]] = exc
+        if all(exc is None for exc in results):
+            return wanted
+
+
+async def _bounded(operations: Iterable[Awaitable[object]]) -> list[BaseException | None]:
+    slots = asyncio.Semaphore(TRANSFER_CONCURRENCY)
+
+    async def run(operation: Awaitable[object]) -> BaseException | None:
+        async with slots:
+            try:
+                await operation
+            except Exception as exc:
+                return exc
+            return None
+
+    return await asyncio.gather(*(run(operation) for operation in operations))
+
+
+async def _read_state(blob: BlobClient) -> _DocumentState:
+    """The committed block list and its ETag, from one Get Block List (its response carries the ETag)."""
+    headers: dict[str, Any] = {}
+
+    def keep_headers(_response: object, deserialized: object, response_headers: dict[str, Any]) -> object:
+        headers.update(response_headers)
+        return deserialized
+
+    try:
+        committed, _ = await blob.get_block_list("committed", cls=keep_headers)
+    except ResourceNotFoundError:
+        return _DocumentState(None, [])
+    if committed and headers.get("ETag"):
+        return _DocumentState(headers["ETag"], [block.id for block in committed])
+    # Without committed blocks the answer's ETag is not the blob's (Azure leaves it out; Azurite names a blob
+    # that holds only staged blocks, which If-Match then refuses). The properties first: a commit between the
+    # two reads then makes ours fail on the ETag instead of dropping what it added.
+    properties = await _properties(blob)
+    if properties is None:
+        return _DocumentState(None, [])
+    return _DocumentState(properties.etag, await _committed(blob))
+
+
+def _remember(url: str, state: _DocumentState) -> None:
+    _known[url] = state
+    _known.move_to_end(url)
+    while len(_known) > KNOWN_DOCUMENTS:
+        _known.popitem(last=False)
+
+
+# The last state this process committed, per document URL. Only a hint: the commit's If-Match checks it.
+_known: OrderedDict[str, _DocumentState] = OrderedDict()
+_document_writes: GroupCommit[tuple[int, str, str], _DocumentChange, None] = GroupCommit(_flush, max_items=MAX_BATCH)
 
 
 async def _reconcile(
@@ -214,7 +307,8 @@ async def _reconcile(
         staged = await _read_records(storage, {b: wanted[b] for b in missing})
         if staged is None:
             return False
-        await _commit(blob, current, kept + missing, staged, properties, {STATE_KEY: state})
+        await _commit(blob, current, kept + missing, staged, properties.etag if properties else None,
+                      {STATE_KEY: state})
     except (_Conflict, ResourceModifiedError):
         return False
     LOGGER.info("Repaired the metadata document of series %s: %d blocks added, %d removed",
@@ -244,59 +338,43 @@ async def _read_records(storage: Storage, instances: dict[str, StoredInstance]) 
 
 async def _commit(
     blob: BlobClient, current: list[str], wanted: list[str], staged: dict[str, bytes],
-    properties: BlobProperties | None, metadata: dict[str, str],
-) -> None:
-    """Stage the new blocks and commit ``wanted`` if the document is still the one read; raise _Conflict if not."""
+    etag: str | None, metadata: dict[str, str],
+) -> str:
+    """Stage ``staged`` and commit ``wanted`` if the document still has ``etag``; return the new ETag.
+
+    Raise _Conflict if another writer changed the document (None: if it was created meanwhile).
+    """
     committed = set(current)
-    slots = asyncio.Semaphore(TRANSFER_CONCURRENCY)
-
-    async def stage(block: str) -> None:
-        async with slots:
-            await blob.stage_block(block, staged[block])
-
     try:
-        await asyncio.gather(*(stage(block) for block in wanted if block not in committed))
-        await blob.commit_block_list(
+        for exc in await _bounded(blob.stage_block(block, data) for block, data in staged.items()):
+            if exc is not None:
+                raise exc
+        response = await blob.commit_block_list(
             [BlobBlock(b, BlockState.COMMITTED if b in committed else BlockState.UNCOMMITTED) for b in wanted],
-            content_settings=DOCUMENT_CONTENT, metadata=metadata, **_condition(properties),
+            content_settings=DOCUMENT_CONTENT, metadata=metadata, **_condition(etag),
         )
-    except (ResourceModifiedError, ResourceExistsError) as exc:
-        raise _Conflict from exc
     except HttpResponseError as exc:
-        if getattr(exc, "error_code", None) in _RETRY_CODES:
+        if _is_conflict(exc):
             raise _Conflict from exc  # e.g. another writer's commit discarded our staged block
         raise
+    return str(response["etag"])
 
 
-@dataclass
-class _Pending:
-    """A document change waiting for its series' writer in this process."""
-
-    change: Change
-    staged: dict[str, bytes]
-    done: asyncio.Future[None]
-
-
-@dataclass
-class _SeriesWriters:
-    """The changes of one series document queued in this process; whoever holds the lock commits them all."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    pending: list[_Pending] = field(default_factory=list)
-    users: int = 0
-
-
-_writers: dict[tuple[int, str, str], _SeriesWriters] = {}
+def _is_conflict(exc: BaseException) -> bool:
+    """Whether a failed request means another writer changed the document meanwhile."""
+    if isinstance(exc, (ResourceModifiedError, ResourceExistsError)):
+        return True
+    return isinstance(exc, HttpResponseError) and getattr(exc, "error_code", None) in _RETRY_CODES
 
 
 class _Conflict(Exception):
     """Another writer changed the document between our read and our commit."""
 
 
-def _condition(properties: BlobProperties | None) -> dict[str, Any]:
-    if properties is None:
+def _condition(etag: str | None) -> dict[str, Any]:
+    if etag is None:
         return {"match_condition": MatchConditions.IfMissing}  # If-None-Match: *
-    return {"etag": properties.etag, "match_condition": MatchConditions.IfNotModified}
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
 async def _properties(blob: BlobClient) -> BlobProperties | None:

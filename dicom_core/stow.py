@@ -35,6 +35,9 @@ from .stow_response import (
 LOGGER = logging.getLogger(__name__)
 # A frame index longer than this goes to its own blob (a Table string property holds 32K characters).
 MAX_ROW_FRAME_INDEX_CHARS = 30_000
+# A part up to this size is announced to the change feed while it uploads (an upload of it outlasting the
+# 15-minute announcement timeout would take a link below 80 KB/s); a larger one after its upload.
+EARLY_ANNOUNCEMENT_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,19 +146,22 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         ]
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
-        await asyncio.gather(*uploads)
-        # The change feed's sequencer looks for the commit's outbox row only where it was announced. Announced
-        # after the uploads, not beside them: an announcement older than ANNOUNCEMENT_TIMEOUT without its outbox
-        # row is dropped, and uploading a large file can take longer than that. Every commit attempt waits for it.
-        announced = asyncio.create_task(
-            announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)))
+        # The change feed's sequencer looks for the commit's outbox row only where it was announced, and drops an
+        # announcement older than ANNOUNCEMENT_TIMEOUT without its outbox row: a large file is announced after
+        # its upload (which may take longer than that), a small one beside it. Every commit attempt waits for it.
+        announced: asyncio.Task[None] | None = None
         try:
+            if parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES:
+                announced = _announce(storage, stored)
+            await asyncio.gather(*uploads)
+            announced = announced or _announce(storage, stored)
             # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
             hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup, announced)
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
         finally:
-            announced.cancel()  # only still running if no attempt got as far as committing
-            await asyncio.gather(announced, return_exceptions=True)
+            if announced is not None:
+                announced.cancel()  # only still running if no attempt got as far as committing
+                await asyncio.gather(announced, return_exceptions=True)
     except InstanceExistsError:
         # Never referenced by a row (the existing row names another version): safe to delete at once.
         await delete_instance_blobs(storage, stored)
@@ -181,6 +187,11 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
     outcome.comments = validated.warnings
     outcome.multi_valued_index = validated.multi_valued_index
     return outcome
+
+
+def _announce(storage: Storage, stored: StoredInstance) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)))
 
 
 class _VersionCleanup:

@@ -9,7 +9,10 @@ the index rows before the first byte is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -19,11 +22,11 @@ from .blob_reads import SPOOL_MEMORY_BYTES, Body, BodySource, held_bytes, spool_
 from .blob_store import instance_blob_name
 from .errors import NotAcceptableError, NotFoundError
 from .identifiers import InstanceIdentifiers, StoredInstance
-from .index_reads import get_instance, instance_rows, stored_instance
+from .index_reads import get_instance, instance_row_batches, instance_rows, stored_instance
 from .media_types import DICOM
 from .storage import Storage
 from .transcoding import check_transcodable, needs_transcoding, transcode_instance
-from .wado_negotiation import AS_STORED, Representation, Resource, negotiate
+from .wado_negotiation import AS_STORED, Representation, Resource, negotiate, negotiate_as_stored
 from .wado_response import CONTENT_LENGTH, CONTENT_TYPE, PartSource, WadoResponse, multipart_response, typed
 
 ROW_COLUMNS = ("Version", "TransferSyntaxUid", "Size")
@@ -51,18 +54,45 @@ class InstancePlan:
 
 async def retrieve_study(storage: Storage, study: str, accept: str | None) -> WadoResponse:
     """All instances of a study as multipart/related application/dicom."""
-    rows = await instance_rows(storage, study, select=ROW_COLUMNS)
-    if not rows:
-        raise NotFoundError("The specified study cannot be found.")
-    return _multipart(storage, study, rows, accept, Resource.STUDY)
+    return await _retrieve_instances(storage, study, None, accept, Resource.STUDY)
 
 
 async def retrieve_series(storage: Storage, study: str, series: str, accept: str | None) -> WadoResponse:
     """All instances of a series as multipart/related application/dicom."""
-    rows = await instance_rows(storage, study, series, select=ROW_COLUMNS)
-    if not rows:
-        raise NotFoundError("The specified series cannot be found.")
-    return _multipart(storage, study, rows, accept, Resource.SERIES)
+    return await _retrieve_instances(storage, study, series, accept, Resource.SERIES)
+
+
+async def _retrieve_instances(
+    storage: Storage, study: str, series: str | None, accept: str | None, resource: Resource
+) -> WadoResponse:
+    not_found = f"The specified {resource.value} cannot be found."
+    representation = negotiate_as_stored(accept, resource)
+    if representation is None:  # the answer depends on the stored syntaxes: every row first
+        rows = await instance_rows(storage, study, series, select=ROW_COLUMNS)
+        if not rows:
+            raise NotFoundError(not_found)
+        return _multipart(storage, study, rows, accept, resource)
+    # Sent as stored, nothing but a 404 can refuse it: the answer starts with the first few rows while the
+    # others are read.
+    batches = instance_row_batches(storage, study, series, select=ROW_COLUMNS)
+    try:
+        first = await anext(batches, [])
+    except BaseException:
+        await batches.aclose()
+        raise
+    if not first:
+        await batches.aclose()
+        raise NotFoundError(not_found)
+    return multipart_response(DICOM, _parts(storage, study, first, representation),
+                              _later_parts(storage, study, batches, representation))
+
+
+async def _later_parts(
+    storage: Storage, study: str, batches: AsyncIterator[list[TableEntity]], representation: Representation
+) -> AsyncIterator[list[PartSource]]:
+    async with contextlib.aclosing(batches):
+        async for rows in batches:
+            yield _parts(storage, study, rows, representation)
 
 
 async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: str | None) -> WadoResponse:
@@ -73,15 +103,19 @@ async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: 
     representation = negotiate(accept, Resource.INSTANCE, frozenset({str(row["TransferSyntaxUid"])}))
     plan = plan_instance(storage, ids.study, row, representation)
     headers = {CONTENT_TYPE: typed(DICOM, plan.syntax)}
+    size = plan.size
     if plan.transcoded:
         # One instance is transcoded before answering, so that a failure is a 406, not a cut-off body.
-        body: BodySource = functools.partial(stream_file, await _transcoded(storage, plan))
+        transcoded = await _transcoded(storage, plan)
+        size = transcoded.seek(0, os.SEEK_END)
+        transcoded.seek(0)
+        body: BodySource = functools.partial(stream_file, transcoded)
     else:
         body = functools.partial(instance_body, storage, plan)
     if representation.multipart:
         return multipart_response(DICOM, [PartSource(dict(headers), body)])
-    if not plan.transcoded:
-        headers[CONTENT_LENGTH] = str(plan.size)
+    # Also for a transcoded file: a chunked body had the server copy every chunk once more to frame it.
+    headers[CONTENT_LENGTH] = str(size)
     return WadoResponse(headers=headers, body=body())
 
 
@@ -128,8 +162,11 @@ async def _transcoded(storage: Storage, plan: InstancePlan) -> BinaryIO:
 def _multipart(storage: Storage, study: str, rows: list[TableEntity], accept: str | None, resource: Resource) -> WadoResponse:
     syntaxes = frozenset(str(row["TransferSyntaxUid"]) for row in rows)
     representation = negotiate(accept, resource, syntaxes)
-    plans = [plan_instance(storage, study, row, representation) for row in rows]
-    return multipart_response(DICOM, [_part(storage, plan) for plan in plans])
+    return multipart_response(DICOM, _parts(storage, study, rows, representation))
+
+
+def _parts(storage: Storage, study: str, rows: list[TableEntity], representation: Representation) -> list[PartSource]:
+    return [_part(storage, plan_instance(storage, study, row, representation)) for row in rows]
 
 
 def _part(storage: Storage, plan: InstancePlan) -> PartSource:

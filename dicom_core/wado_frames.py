@@ -17,38 +17,55 @@ from pydicom.datadict import tag_for_keyword
 
 from .blob_reads import Body, BodySource, held_bytes, read_range, spool_blob, stream_range
 from .blob_store import frames_blob_name, instance_blob_name
-from .errors import BadRequestError, NotFoundError
+from .errors import BadRequestError, NotAcceptableError, NotFoundError
 from .frames import FrameIndex
 from .identifiers import InstanceIdentifiers, StoredInstance
 from .index_reads import get_instance, stored_instance
+from .known_frames import KnownFrames, known_frames, remember_frames
 from .rendering import render_frame
 from .storage import Storage
 from .transcoding import frame_bytes, needs_transcoding
 from .wado import require_transcodable_size
-from .wado_negotiation import AS_STORED, Resource, frame_syntax, negotiate, negotiate_rendered
+from .wado_negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
 from .wado_response import CONTENT_LENGTH, CONTENT_TYPE, PartSource, WadoResponse, multipart_response, typed
 
 # DICOM JSON keys of the row's attributes that say how many frames an instance without frame index has.
 NUMBER_OF_FRAMES = f"{tag_for_keyword('NumberOfFrames'):08X}"
 ROWS = f"{tag_for_keyword('Rows'):08X}"
 DEFAULT_QUALITY = 100
+# Frames read speculatively, before the row says whether they are current, are held whole: up to this much.
+SPECULATIVE_BYTES = 8 * 1024 * 1024
 
 
 async def retrieve_frames(storage: Storage, ids: InstanceIdentifiers, frame_list: str, accept: str | None) -> WadoResponse:
     """The listed frames (1-based, comma separated) of an instance, each part saying its transfer syntax."""
     frames = parse_frame_list(frame_list)
-    row = await _instance_row(storage, ids)
+    # The row and, when this process has read the instance before, its frames as of then are read at once:
+    # those bytes are sent only if the row still names the version they are of (a version never changes).
+    speculation = _speculate(storage, ids, frames, accept)
+    try:
+        row = await _instance_row(storage, ids)
+        if speculation is not None and speculation.version == str(row["Version"]):
+            if (answer := await speculation.answer()) is not None:
+                return answer
+    finally:
+        if speculation is not None:
+            await speculation.cancel()
+    return await _frames_of_row(storage, ids, row, frames, accept)
+
+
+async def _frames_of_row(
+    storage: Storage, ids: InstanceIdentifiers, row: TableEntity, frames: list[int], accept: str | None
+) -> WadoResponse:
     stored_syntax = str(row["TransferSyntaxUid"])
     representation = negotiate(accept, Resource.FRAMES, frozenset({stored_syntax}))
-    if not representation.multipart and len(frames) > 1:
-        raise BadRequestError(
-            f"A single-part {representation.media_type} answer holds one frame: ask for "
-            f'multipart/related; type="{representation.media_type}" to get {len(frames)}.'
-        )
+    _require_single_part(representation, frames)
     index = await _frame_index(storage, row)
     _require_frames(frames, index, row)
     stored = stored_instance(ids.study, row)
     asked = representation.transfer_syntax
+    if index is not None:
+        remember_frames(storage, ids, KnownFrames(stored.version, stored_syntax, index))
     if index is not None and (asked == AS_STORED or not needs_transcoding(frame_syntax(stored_syntax), asked)):
         label = stored_syntax if asked == AS_STORED else asked
         sources = [_ranged_frame(storage, stored, index.ranges(frame)) for frame in frames]
@@ -60,11 +77,84 @@ async def retrieve_frames(storage: Storage, ids: InstanceIdentifiers, frame_list
         sources = [_bytes_body(content) for content in contents]
         lengths = [len(content) for content in contents]
         costs = [0] * len(contents)  # in memory already
+    return _frames_answer(representation, label, sources, lengths, costs)
+
+
+def _frames_answer(
+    representation: Representation, label: str, sources: list[BodySource], lengths: list[int], costs: list[int]
+) -> WadoResponse:
     content_type = typed(representation.media_type, label)
     if representation.multipart:
         parts = [PartSource({CONTENT_TYPE: content_type}, s, cost) for s, cost in zip(sources, costs)]
         return multipart_response(representation.media_type, parts)
     return WadoResponse(headers={CONTENT_TYPE: content_type, CONTENT_LENGTH: str(lengths[0])}, body=sources[0]())
+
+
+def _require_single_part(representation: Representation, frames: Sequence[int]) -> None:
+    if not representation.multipart and len(frames) > 1:
+        raise BadRequestError(
+            f"A single-part {representation.media_type} answer holds one frame: ask for "
+            f'multipart/related; type="{representation.media_type}" to get {len(frames)}.'
+        )
+
+
+class _Speculation:
+    """Frames of a remembered version being read while the instance row is read."""
+
+    def __init__(
+        self, version: str, representation: Representation, label: str, reads: asyncio.Future[list[bytes]]
+    ) -> None:
+        self.version = version
+        self._representation = representation
+        self._label = label
+        self._reads = reads
+
+    async def answer(self) -> WadoResponse | None:
+        """The answer made of the frames read; None if reading them failed (the row's path decides then)."""
+        try:
+            contents = await self._reads
+        except Exception:  # e.g. the blob of a version replaced meanwhile, already cleaned up
+            return None
+        if not self._representation.multipart:  # bytes at hand: sent in one piece, not streamed
+            content_type = typed(self._representation.media_type, self._label)
+            return WadoResponse(headers={CONTENT_TYPE: content_type, CONTENT_LENGTH: str(len(contents[0]))},
+                                body=contents[0])
+        return _frames_answer(self._representation, self._label, [_bytes_body(c) for c in contents],
+                              [len(c) for c in contents], [0] * len(contents))
+
+    async def cancel(self) -> None:
+        """Stop the reads if they still run."""
+        if not self._reads.done():
+            self._reads.cancel()
+        await asyncio.gather(self._reads, return_exceptions=True)
+
+
+def _speculate(
+    storage: Storage, ids: InstanceIdentifiers, frames: list[int], accept: str | None
+) -> _Speculation | None:
+    """Start reading the frames of the version this process last saw, when they would be sent as stored."""
+    known = known_frames(storage, ids)
+    if known is None or any(frame > known.index.number_of_frames for frame in frames):
+        return None
+    try:
+        representation = negotiate(accept, Resource.FRAMES, frozenset({known.stored_syntax}))
+    except NotAcceptableError:
+        return None  # the row's path answers the 406 (or the 404, if the instance is gone)
+    asked = representation.transfer_syntax
+    if (not representation.multipart and len(frames) > 1) or (
+            asked != AS_STORED and needs_transcoding(frame_syntax(known.stored_syntax), asked)):
+        return None
+    ranges = [known.index.ranges(frame) for frame in frames]
+    if sum(length for frame in ranges for _, length in frame) > SPECULATIVE_BYTES:
+        return None
+    stored = StoredInstance(ids, known.version)
+    reads = asyncio.gather(*(_read_frame(storage, stored, frame) for frame in ranges))
+    label = known.stored_syntax if asked == AS_STORED else asked
+    return _Speculation(known.version, representation, label, reads)
+
+
+async def _read_frame(storage: Storage, stored: StoredInstance, ranges: Sequence[tuple[int, int]]) -> bytes:
+    return b"".join([chunk async for chunk in _ranged_frame(storage, stored, ranges)()])
 
 
 async def retrieve_rendered(

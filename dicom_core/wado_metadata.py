@@ -23,6 +23,7 @@ from .blob_store import metadata_blob_name
 from .errors import NotAcceptableError, NotFoundError
 from .identifiers import InstanceIdentifiers
 from .index_reads import get_instance, get_series_row, get_study_row, series_rows, stored_instance
+from .known_documents import has_known_document, known_document, remembered
 from .media_types import DICOM_JSON, accepts, parse_accept
 from .metadata_documents import (
     SEPARATOR, is_current, open_document, stream_document, stream_opened, verified_properties,
@@ -64,14 +65,17 @@ async def study_metadata(storage: Storage, study: str, request: MetadataRequest)
     uids = [str(r["RowKey"]).split("|", 1)[1] for r in rows]
     etags = [str(r.metadata["etag"]) for r in rows]
 
-    async def verify(series: str, etag: str) -> BlobProperties:
+    async def verify(series: str, etag: str) -> BlobProperties | bytes:
+        if (known := known_document(storage, study, series, etag)) is not None:
+            return known  # kept by this process, and still what the series row stands for
         async with slots:
             return await verified_properties(storage, study, series, etag)
 
     verified = await asyncio.gather(*(verify(s, e) for s, e in zip(uids, etags)))
     documents = prefetched(
         [_document_source(storage, study, s, e, p) for s, e, p in zip(uids, etags, verified)],
-        costs=[min(p.size, DOCUMENT_FIRST_GET_BYTES) for p in verified], window=DOCUMENT_PREFETCH,
+        costs=[0 if isinstance(p, bytes) else min(p.size, DOCUMENT_FIRST_GET_BYTES) for p in verified],
+        window=DOCUMENT_PREFETCH,
     )
     return _json_response(_chained(documents), tag, request)
 
@@ -79,9 +83,11 @@ async def study_metadata(storage: Storage, study: str, request: MetadataRequest)
 async def series_metadata(storage: Storage, study: str, series: str, request: MetadataRequest) -> WadoResponse:
     """Every instance's metadata of a series, streamed from its document."""
     _require_json(request.accept)
-    # A revalidation is answered from the row alone; otherwise the document is read at the same time as the
-    # row (one round trip, not three) and sent as it is when its state names the row's ETag.
-    opening = open_document(storage, study, series) if not request.if_none_match else _nothing()
+    # A revalidation, or a copy of the document kept by this process, is answered from the row alone;
+    # otherwise the document is read at the same time as the row (one round trip, not three) and sent as
+    # it is when its state names the row's ETag.
+    answered_by_row = bool(request.if_none_match) or has_known_document(storage, study, series)
+    opening = open_document(storage, study, series) if not answered_by_row else _nothing()
     row, document = await asyncio.gather(get_series_row(storage, study, series), opening)
     if row is None:
         raise NotFoundError("The specified series cannot be found.")
@@ -89,10 +95,14 @@ async def series_metadata(storage: Storage, study: str, series: str, request: Me
     tag = _entity_tag(etag)
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
+    if (known := known_document(storage, study, series, etag)) is not None:
+        return await _json_bytes_response(array_of(known), tag, request)
     if document is not None and is_current(document, etag):
-        return _json_response(stream_opened(document), tag, request)
-    properties = await verified_properties(storage, study, series, etag)
-    return _json_response(stream_document(storage, study, series, etag, properties), tag, request)
+        body = stream_opened(document)
+    else:
+        properties = await verified_properties(storage, study, series, etag)
+        body = stream_document(storage, study, series, etag, properties)
+    return _json_response(remembered(storage, study, series, etag, body), tag, request)
 
 
 async def instance_metadata(storage: Storage, ids: InstanceIdentifiers, request: MetadataRequest) -> WadoResponse:
@@ -126,6 +136,12 @@ async def json_array(records: Body) -> Body:
     if pending not in (b"", b","):  # a last record without separator
         yield pending
     yield b"]"
+
+
+def array_of(records: bytes) -> bytes:
+    """Turn separator-terminated JSON records held whole into one JSON array (what `json_array` streams)."""
+    joined = records.replace(SEPARATOR, b",")
+    return b"[" + (joined[:-1] if joined.endswith(b",") else joined) + b"]"
 
 
 async def gzipped(body: Body) -> Body:
@@ -181,8 +197,27 @@ def _json_response(records: Body, tag: str, request: MetadataRequest) -> WadoRes
     return WadoResponse(headers=headers, body=body)
 
 
-def _document_source(storage: Storage, study: str, series: str, etag: str, properties: BlobProperties) -> BodySource:
-    return lambda: stream_document(storage, study, series, etag, properties)
+async def _json_bytes_response(array: bytes, tag: str, request: MetadataRequest) -> WadoResponse:
+    """A JSON array held whole, answered in one piece (gzipped off the event loop when large)."""
+    gzip = _wants_gzip(request.accept_encoding)
+    headers = {CONTENT_TYPE: DICOM_JSON, "ETag": _header_tag(tag, gzip), "Vary": "Accept-Encoding"}
+    if gzip:
+        headers["Content-Encoding"] = GZIP
+        array = await asyncio.to_thread(_gzip, array) if len(array) > _INLINE_COMPRESS_BYTES else _gzip(array)
+    return WadoResponse(headers=headers, body=array)
+
+
+def _gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def _document_source(
+    storage: Storage, study: str, series: str, etag: str, verified: BlobProperties | bytes
+) -> BodySource:
+    if isinstance(verified, bytes):
+        return lambda: _single(verified)
+    return lambda: remembered(storage, study, series, etag, stream_document(storage, study, series, etag, verified))
 
 
 async def _chained(bodies: AsyncIterator[Body]) -> Body:

@@ -117,6 +117,16 @@ def negotiate(accept: str | None, resource: Resource, stored_syntaxes: frozenset
     raise NotAcceptableError(f"The request headers are not acceptable. {describe(resource)}")
 
 
+def negotiate_as_stored(accept: str | None, resource: Resource) -> Representation | None:
+    """The answer to ``accept`` if it is as stored whatever the instances' syntaxes (known without rows), else None."""
+    ranges = parse_accept(accept) or [parse_media_type(ANY)]
+    offers = [rep for media in ranges if media.quality > 0 and (rep := _offer(media, resource)) is not None]
+    if resource is Resource.FRAMES or not offers or offers[0].transfer_syntax != AS_STORED:
+        return None
+    # The preferred offer is feasible for any syntaxes, and so are the as-stored offers that could win instead.
+    return negotiate(accept, resource, frozenset())
+
+
 def negotiate_rendered(accept: str | None) -> str:
     """Choose image/jpeg or image/png for a rendered image; no Accept, `*/*` and `image/*` get JPEG."""
     ranges = parse_accept(accept)

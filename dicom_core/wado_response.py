@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -39,20 +40,27 @@ def typed(media_type: str, transfer_syntax: str) -> str:
     return f"{media_type}; transfer-syntax={transfer_syntax}"
 
 
-def multipart_response(payload_type: str, parts: Iterable[PartSource]) -> WadoResponse:
-    """A 200 multipart/related answer streaming ``parts`` in order, the next ones read ahead."""
+def multipart_response(
+    payload_type: str, parts: Iterable[PartSource], more: AsyncIterator[list[PartSource]] | None = None
+) -> WadoResponse:
+    """A 200 multipart/related answer streaming ``parts``, then the batches of ``more``, the next ones read ahead."""
     boundary = new_boundary()
     content_type = f'{MULTIPART_RELATED}; type="{payload_type}"; boundary={boundary}'
-    body = coalesced(write_parts(_stream_parts(list(parts)), boundary))
+    body = coalesced(write_parts(_stream_parts(list(parts), more), boundary))
     return WadoResponse(headers={CONTENT_TYPE: content_type}, body=body)
 
 
 async def coalesced(body: Body, size: int = COALESCE_BYTES) -> Body:
-    """Join small chunks (part headers, small instances) into writes of about ``size`` bytes."""
+    """Join small chunks (part headers, small instances) into writes of about ``size`` bytes.
+
+    The first chunk goes out at once: the client sees the answer start while the first body is read.
+    """
     pending: list[bytes] = []
     pending_bytes = 0
+    first = True
     async for chunk in body:
-        if not pending and len(chunk) >= size:
+        if first or (not pending and len(chunk) >= size):
+            first = False
             yield chunk
             continue
         pending.append(chunk)
@@ -64,10 +72,23 @@ async def coalesced(body: Body, size: int = COALESCE_BYTES) -> Body:
         yield b"".join(pending)
 
 
-async def _stream_parts(parts: list[PartSource]) -> AsyncIterator[tuple[Mapping[str, str], Body]]:
-    bodies = prefetched([part.source for part in parts], costs=[part.cost for part in parts])
+async def _stream_parts(
+    parts: list[PartSource], more: AsyncIterator[list[PartSource]] | None
+) -> AsyncIterator[tuple[Mapping[str, str], Body]]:
+    later: deque[PartSource] = deque()  # parts of further batches, in the order their bodies come
+
+    async def batches() -> AsyncIterator[list[tuple[BodySource, int]]]:
+        assert more is not None
+        async for batch in more:
+            later.extend(batch)
+            yield [(part.source, part.cost) for part in batch]
+
+    bodies = prefetched([part.source for part in parts], costs=[part.cost for part in parts],
+                        more=batches() if more is not None else None)
     try:
         for part in parts:
             yield part.headers, await anext(bodies)
+        while (body := await anext(bodies, None)) is not None:
+            yield later.popleft().headers, body
     finally:
         await bodies.aclose()

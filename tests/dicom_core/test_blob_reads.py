@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -126,3 +127,62 @@ async def test_spool_blob_holds_the_whole_blob(storage: Storage) -> None:
 async def test_missing_blob_is_404(storage: Storage) -> None:
     with pytest.raises(NotFoundError):
         await anext(stream_range(storage.files, "blob-reads/missing", 0, 10))
+
+
+async def test_later_batches_come_after_the_first_sources_in_order() -> None:
+    sources = _Sources(7, 2)
+    every = sources.all()
+
+    async def batches() -> AsyncIterator[list[tuple[BodySource, int]]]:
+        yield [(source, 1) for source in every[2:5]]
+        yield []
+        yield [(source, 1) for source in every[5:]]
+
+    bodies = await _drain(prefetched(every[:2], costs=[1, 1], window=3, depth=1, more=batches()))
+    assert bodies == [f"{i}:0;{i}:1;".encode() for i in range(7)]
+
+
+async def test_later_batches_alone_make_the_whole_answer() -> None:
+    sources = _Sources(3, 1)
+
+    async def batches() -> AsyncIterator[list[tuple[BodySource, int]]]:
+        yield [(source, 1) for source in sources.all()]
+
+    assert await _drain(prefetched([], more=batches())) == [b"0:0;", b"1:0;", b"2:0;"]
+
+
+async def test_a_failed_batch_is_raised_after_the_bodies_before_it() -> None:
+    sources = _Sources(1, 1)
+
+    async def batches() -> AsyncIterator[list[tuple[BodySource, int]]]:
+        raise RuntimeError("the rows could not be read")
+        yield []
+
+    bodies = prefetched(sources.all(), costs=[1], more=batches())
+    assert b"".join([chunk async for chunk in await anext(bodies)]) == b"0:0;"
+    with pytest.raises(RuntimeError, match="rows could not be read"):
+        await anext(bodies)
+
+
+async def test_read_ahead_starts_once_the_first_body_has_its_first_chunk() -> None:
+    started: list[int] = []
+    first_may_answer = asyncio.Event()
+
+    def source(index: int) -> BodySource:
+        async def body() -> Body:
+            started.append(index)
+            if index == 0:
+                await first_may_answer.wait()
+            yield f"{index};".encode()
+
+        return body
+
+    bodies = prefetched([source(i) for i in range(4)], costs=[1] * 4, window=4)
+    first = await anext(bodies)
+    await asyncio.sleep(0.01)
+    assert started == [0]
+    first_may_answer.set()
+    assert b"".join([chunk async for chunk in first]) == b"0;"
+    await asyncio.sleep(0.01)
+    assert sorted(started) == [0, 1, 2, 3]
+    await bodies.aclose()

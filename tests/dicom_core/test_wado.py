@@ -11,11 +11,14 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_core.errors import NotAcceptableError
+from dicom_core.errors import NotAcceptableError, NotFoundError
 from dicom_core.identifiers import InstanceIdentifiers
+from dicom_core.index_reads import FIRST_BATCH_ROWS, instance_row_batches
+from dicom_core.media_types import parse_media_type
+from dicom_core.multipart import iter_parts
 from dicom_core.storage import Storage
 from dicom_core.stow import StoreRequest, store_instances
-from dicom_core.wado import retrieve_instance, retrieve_series
+from dicom_core.wado import retrieve_instance, retrieve_series, retrieve_study
 from factories import make_instance
 
 ELE_SINGLE_PART = "application/dicom"
@@ -74,3 +77,27 @@ async def test_series_of_a_uid_that_prefixes_another_lists_only_its_own(storage:
     response = await retrieve_series(storage, study, short, 'multipart/related; type="application/dicom"')
     body = b"".join([chunk async for chunk in response.body])
     assert body.count(f"Content-Type: application/dicom; transfer-syntax={ExplicitVRLittleEndian}".encode()) == 1
+
+
+async def test_a_series_of_more_instances_than_the_first_batch_comes_whole_in_uid_order(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    stored = [await _store(storage, make_instance(study=study, series=series)) for _ in range(FIRST_BATCH_ROWS + 3)]
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    response = await retrieve_series(storage, study, series, accept)
+    boundary = parse_media_type(response.headers["Content-Type"]).params["boundary"]
+    parts = [part async for part in iter_parts(response.body, boundary, max_part_bytes=1 << 20)]
+    uids = [dcmread(part.file, stop_before_pixels=True).SOPInstanceUID for part in parts]
+    assert uids == sorted(ids.instance for ids in stored)
+
+
+async def test_instance_rows_come_in_a_small_first_batch_then_the_others(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    for _ in range(5):
+        await _store(storage, make_instance(study=study, series=series))
+    batches = [len(rows) async for rows in instance_row_batches(storage, study, series, select=["Version"], first=2)]
+    assert batches == [2, 3]
+
+
+async def test_a_missing_study_is_404_when_retrieved_as_stored(storage: Storage) -> None:
+    with pytest.raises(NotFoundError, match="study cannot be found"):
+        await retrieve_study(storage, generate_uid(), "*/*")

@@ -9,7 +9,7 @@ from pydicom.uid import (
 )
 
 from dicom_core.errors import NotAcceptableError
-from dicom_core.wado_negotiation import Representation, Resource, negotiate, negotiate_rendered
+from dicom_core.wado_negotiation import Representation, Resource, negotiate, negotiate_as_stored, negotiate_rendered
 
 ELE = frozenset({ExplicitVRLittleEndian})
 JPEG_STORED = frozenset({JPEGBaseline8Bit})
@@ -144,3 +144,22 @@ def test_rendered_media_type(accept: str | None, expected: str) -> None:
 def test_rendered_refuses_other_images() -> None:
     with pytest.raises(NotAcceptableError):
         negotiate_rendered("image/gif")
+
+
+@pytest.mark.parametrize("accept", [
+    None, "*/*", 'multipart/related; type="application/dicom"; transfer-syntax=*',
+    f'multipart/related; type="application/dicom"; transfer-syntax=*, multipart/related; type="application/dicom"; '
+    f'transfer-syntax={JPEG2000Lossless}; q=0.5',
+])
+def test_as_stored_answer_is_known_before_the_rows(accept: str | None) -> None:
+    for stored in (ELE, JPEG_STORED, frozenset({RLELossless, MPEG2})):
+        assert negotiate_as_stored(accept, Resource.STUDY) == negotiate(accept, Resource.STUDY, stored)
+
+
+@pytest.mark.parametrize(("accept", "resource"), [
+    ('multipart/related; type="application/dicom"', Resource.SERIES),  # Explicit VR Little Endian: may transcode
+    ("application/dicom", Resource.STUDY),  # refused: the rows' path says why
+    ('multipart/related; type="application/octet-stream"; transfer-syntax=*', Resource.FRAMES),
+])
+def test_answer_that_depends_on_the_rows_is_not_known_before_them(accept: str, resource: Resource) -> None:
+    assert negotiate_as_stored(accept, resource) is None
