@@ -36,7 +36,7 @@ from dicom_core.blob_store import metadata_blob_name, put_json
 from dicom_core.dicom_json import JsonDataset
 from dicom_core.identifiers import StoredInstance, new_version
 from dicom_core.index_store import STUDY_ROW, InstanceRecord, _operations, commit_instance, series_row_key
-from dicom_core.search_index import (
+from dicom_core.search_index_keys import (
     CLAIMS, INSTANCES_BY_UID, SERIES_BY_UID, STUDIES_BY_ACCESSION, instance_key, inverted_time, series_keys,
     study_keys, study_row_keys,
 )

@@ -39,7 +39,7 @@ from .change_feed_outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PAR
 from .index_delete import is_data_row
 from .index_store import STUDY_ROW
 from .metadata_documents import block_id, document_name, verified_properties
-from .search_index import ALL_STUDIES, parse_entry
+from .search_index_keys import ALL_STUDIES, parse_entry
 from .settings import Settings
 from .storage import Storage, open_storage
 

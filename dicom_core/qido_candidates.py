@@ -18,7 +18,7 @@ from .levels import Level
 from .qido_matching import matches
 from .qido_query import MODALITIES_IN_STUDY, Condition, MatchKind, QidoQuery, QidoResource
 from .qido_reads import Row, SearchReads, newest_first
-from .search_index import (
+from .search_index_keys import (
     ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_MODALITY, SERIES_BY_UID, STUDIES_BY_ACCESSION,
     STUDIES_BY_DATE, STUDIES_BY_MODALITY, STUDIES_BY_PATIENT_ID, STUDIES_BY_PATIENT_NAME,
     STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, ACCESSION_NUMBER, PATIENT_ID,

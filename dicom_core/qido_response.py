@@ -21,7 +21,7 @@ from .qido_candidates import Hit
 from .qido_matching import json_key
 from .qido_query import MODALITIES_IN_STUDY, QidoQuery, QidoResource
 from .qido_reads import Row, SearchReads
-from .search_index import study_row_modalities
+from .search_index_keys import study_row_modalities
 from .store_validation import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 
 NUMBER_OF_STUDY_RELATED_SERIES = BaseTag(0x00201206)

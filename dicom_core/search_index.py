@@ -1,7 +1,8 @@
-"""The secondary index table `{prefix}Index`: entries that let a search read a page, not the archive.
+"""Writing the secondary index table `{prefix}Index`: entries that let a search read a page, not the archive.
 
 Table Storage indexes only PartitionKey and RowKey, so each searchable value gets its own partition and each
-entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read. The store path
+entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read (the keys:
+`search_index_keys.py`). The store path
 writes the entries of an instance *before* its study transaction commits (intents), so no committed study is
 missing from an index; a search verifies every entry against the row it points at and drops stale ones (an
 upsert that changed a value, a crash before the commit, a delete). Entries are never deleted by a search: an
@@ -12,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import string
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from azure.core import MatchConditions
@@ -25,185 +23,24 @@ from azure.core.exceptions import (
     ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, ServiceRequestError,
 )
 from azure.data.tables import TableEntity, UpdateMode
-from pydicom.tag import BaseTag
 
-from .dicom_json import JsonDataset
 from .index_store import STUDY_ROW, CommitRows, InstanceRecord, read_commit_rows, series_row_key
 from .levels import Level, row_attributes
-from .qido_matching import first_value, person_name_forms
+from .search_index_keys import (
+    CLAIMS, IndexKey, instance_key, inverted_time, series_keys, study_keys, study_row_keys, study_row_modalities,
+)
 from .storage import Storage
-from .store_validation import PATIENT_ID
-from .text_normalization import fold, fold_person_name, name_words
 
 LOGGER = logging.getLogger(__name__)
 
-PATIENT_NAME = BaseTag(0x00100010)
-ACCESSION_NUMBER = BaseTag(0x00080050)
-REFERRING_PHYSICIAN_NAME = BaseTag(0x00080090)
-STUDY_DATE = BaseTag(0x00080020)
-
-# Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
-# 'i.' at instances.
-ALL_STUDIES = "s.all"
-STUDIES_BY_PATIENT_ID = "s.pid"
-STUDIES_BY_ACCESSION = "s.acc"
-STUDIES_BY_PATIENT_NAME = "s.pn"
-STUDIES_BY_PATIENT_NAME_WORD = "s.pnw"
-STUDIES_BY_REFERRING = "s.ref"
-STUDIES_BY_REFERRING_WORD = "s.refw"
-STUDIES_BY_DATE = "s.date"
-STUDIES_BY_MODALITY = "s.mod"
-ALL_SERIES = "se.all"
-SERIES_BY_UID = "se.uid"
-SERIES_BY_MODALITY = "se.mod"
-INSTANCES_BY_UID = "i.uid"
-# Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
-UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
-CLAIMS = "claim"
-
-# Words of person names are indexed by every prefix up to this length; a longer query word reads the
-# partition of its first WORD_PREFIX_CHARS characters and verification checks the rest.
-WORD_PREFIX_CHARS = 6
-# Values are indexed by their first characters (keys hold 1 KiB; an encoded character takes up to 9).
-KEY_VALUE_CHARS = 100
 # A claim older than this whose study (or series) never got committed is taken over by the next first store.
 CLAIM_TTL = timedelta(hours=1)
-_KEY_SAFE = frozenset(string.ascii_letters + string.digits + " -._^=,:;()+!@$~*")
-_MAX_MICROSECONDS = 10**16 - 1  # year 2286
 _WRITE_CONCURRENCY = 16
 # Entries this process upserted in the last RECENT_SECONDS, or is upserting:
 # (event loop, account, table, PartitionKey, RowKey) -> (when, the upsert).
 RECENT_SECONDS = 30.0
 _RECENT_MAX = 20_000
 _recent: dict[tuple[int, str, str, str, str], tuple[float, asyncio.Future[object]]] = {}
-
-
-@dataclass(frozen=True)
-class IndexKey:
-    """Where an entry lives: its partition, and for date entries the inverted date leading its RowKey."""
-
-    partition: str
-    row_prefix: str = ""
-
-    @property
-    def index(self) -> str:
-        """The index name."""
-        return self.partition.split("|", 1)[0]
-
-    def row_key(self, sort_key: str, *uids: str) -> str:
-        """The RowKey of the entry for the target ``uids`` (study[, series[, instance]])."""
-        target = "|".join(uids)
-        return target if self.index in UNSORTED_INDEXES else f"{self.row_prefix}{sort_key}|{target}"
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """A parsed index entry: its key and the study, series or instance it points at."""
-
-    key: IndexKey
-    study: str
-    series: str | None = None
-    instance: str | None = None
-
-
-def encode_key(value: str) -> str:
-    """Percent-encode what Table keys forbid or this layout reserves ('/', '\\', '#', '?', '|', '%', quotes, ...).
-
-    Character by character, so the encoding of a prefix is a prefix of the encoding.
-    """
-    return "".join(char if char in _KEY_SAFE else "".join(f"%{byte:02X}" for byte in char.encode()) for char in value)
-
-
-def partition_key(index: str, value: str | None = None) -> str:
-    """The PartitionKey of an index, for a (folded, truncated, encoded) value."""
-    return index if value is None else f"{index}|{encode_key(fold(value)[:KEY_VALUE_CHARS])}"
-
-
-def inverted_time(moment: datetime) -> str:
-    """A sort key that orders later moments first."""
-    micros = int(moment.timestamp() * 1_000_000)
-    return f"{_MAX_MICROSECONDS - micros:016d}"
-
-
-def inverted_date(date: str) -> str:
-    """A RowKey prefix that orders later dates (yyyymmdd) first."""
-    return f"{99_999_999 - int(date):08d}"
-
-
-def date_key(date: str) -> IndexKey:
-    """The key of a study date entry."""
-    return IndexKey(STUDIES_BY_DATE, f"{inverted_date(date)}|")
-
-
-def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexKey]:
-    """Every key under which a study with these study-level attributes and modalities is found."""
-    keys = {IndexKey(ALL_STUDIES)}
-    for index, tag in ((STUDIES_BY_PATIENT_ID, PATIENT_ID), (STUDIES_BY_ACCESSION, ACCESSION_NUMBER)):
-        value = first_value(attributes, tag)
-        if value:
-            keys.add(IndexKey(partition_key(index, value)))
-    for exact, words, tag in (
-        (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, PATIENT_NAME),
-        (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, REFERRING_PHYSICIAN_NAME),
-    ):
-        for form in person_name_forms(attributes, tag):
-            if fold_person_name(form):
-                keys.add(IndexKey(partition_key(exact, fold_person_name(form))))
-            keys.update(IndexKey(partition_key(words, prefix)) for prefix in word_prefixes(form))
-    date = first_value(attributes, STUDY_DATE)
-    if date and len(date) >= 8 and date[:8].isdigit():
-        keys.add(date_key(date[:8]))
-    keys.update(IndexKey(partition_key(STUDIES_BY_MODALITY, modality)) for modality in modalities if modality)
-    return keys
-
-
-def word_prefixes(name: str) -> set[str]:
-    """The prefixes (up to WORD_PREFIX_CHARS long) of every word of a person name."""
-    return {word[:length] for word in name_words(name) for length in range(1, min(len(word), WORD_PREFIX_CHARS) + 1)}
-
-
-def series_keys(series: str, modality: str) -> set[IndexKey]:
-    """Every key under which a series with this Modality is found."""
-    keys = {IndexKey(ALL_SERIES), IndexKey(partition_key(SERIES_BY_UID, series))}
-    if modality:
-        keys.add(IndexKey(partition_key(SERIES_BY_MODALITY, modality)))
-    return keys
-
-
-def instance_key(instance: str) -> IndexKey:
-    """The key under which an instance is found by its SOPInstanceUID."""
-    return IndexKey(partition_key(INSTANCES_BY_UID, instance))
-
-
-def study_row_modalities(row: TableEntity | dict[str, object]) -> set[str]:
-    """The modalities of a study row (the keys of its ModalityCounts)."""
-    return set(json.loads(str(row.get("ModalityCounts") or "{}")))
-
-
-def study_row_keys(row: TableEntity | dict[str, object]) -> set[IndexKey]:
-    """The keys a committed study row must be found under."""
-    return study_keys(json.loads(str(row.get("Attributes") or "{}")), study_row_modalities(row))
-
-
-def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
-    """Parse an index entry back into its key and target."""
-    partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
-    parts = row.split("|")
-    key = IndexKey(partition)
-    if key.index == STUDIES_BY_DATE:
-        key, parts = IndexKey(partition, f"{parts[0]}|"), parts[1:]
-    if key.index not in UNSORTED_INDEXES:
-        parts = parts[1:]
-    return IndexEntry(key, *parts)
-
-
-def entry_sort_key(entity: TableEntity | dict[str, object]) -> str:
-    """The sort key an entry was written with ("" for UID lookups)."""
-    entry = parse_entry(entity)
-    if entry.key.index in UNSORTED_INDEXES:
-        return ""
-    return str(entity["RowKey"])[len(entry.key.row_prefix):].split("|", 1)[0]
-
 
 async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
     """Write the entries of an instance about to be committed (idempotent upserts, concurrently).

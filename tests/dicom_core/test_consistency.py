@@ -20,7 +20,7 @@ from dicom_core.consistency import check_consistency
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index_store import STUDY_ROW, series_row_key
 from dicom_core.metadata_documents import document_name
-from dicom_core.search_index import ALL_STUDIES
+from dicom_core.search_index_keys import ALL_STUDIES
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
 from factories import make_instance

@@ -26,7 +26,8 @@ from dicom_core.index_store import STUDY_ROW, InstanceRecord, commit_instance, r
 from dicom_core.metadata_documents import document_name
 from dicom_core.qido import SearchRequest, search
 from dicom_core.qido_query import QidoResource
-from dicom_core.search_index import ALL_STUDIES, IndexIntents, parse_entry
+from dicom_core.search_index import IndexIntents
+from dicom_core.search_index_keys import ALL_STUDIES, parse_entry
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
 from dicom_core.wado_metadata import MetadataRequest, series_metadata

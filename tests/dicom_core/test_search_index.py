@@ -13,15 +13,16 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from dicom_core import search_index
+from dicom_core import search_index, search_index_keys
 from dicom_core.dicom_json import metadata_json
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.index_store import STUDY_ROW, InstanceRecord, commit_instance, series_row_key
 from dicom_core.qido import SearchRequest, search
 from dicom_core.qido_query import QidoResource
-from dicom_core.search_index import (
+from dicom_core.search_index import remove_index_entries, write_index_intents
+from dicom_core.search_index_keys import (
     ALL_SERIES, ALL_STUDIES, IndexKey, date_key, encode_key, instance_key, inverted_date, inverted_time, parse_entry,
-    partition_key, remove_index_entries, study_keys, write_index_intents,
+    partition_key, study_keys,
 )
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
@@ -222,4 +223,4 @@ async def test_study_rows_read_back_keys_the_store_wrote(index_storage: Storage,
     assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
     row = await index_storage.studies.get_entity(ds.StudyInstanceUID, STUDY_ROW)
     stored = metadata_json(dcmread(io.BytesIO(to_bytes(ds))))
-    assert search_index.study_row_keys(row) == study_keys(stored, json.loads(row["ModalityCounts"]))
+    assert search_index_keys.study_row_keys(row) == study_keys(stored, json.loads(row["ModalityCounts"]))
