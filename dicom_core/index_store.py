@@ -365,11 +365,14 @@ def group_operations(
         operations.append(outbox_operation(
             ids.study, record.stored.version,
             [Change(ChangeAction.CREATE, ids.series, ids.instance, record.stored.version)], now))
-    for uid, row in series.items():
-        written = series_now[uid]
-        if written is not None and any(record.stored.ids.series == uid for record in records):
-            operations.append(("create", written) if row is None else _conditional_update(written, row))
+    # The series and study rows take the attributes of the last record stored into them (computed once each).
+    last_of_series = {record.stored.ids.series: record for record in records}
+    for uid, record in last_of_series.items():
+        written = {**(series_now[uid] or {}), "Attributes": attributes_property(record.metadata, Level.SERIES)}
+        row = series[uid]
+        operations.append(("create", written) if row is None else _conditional_update(written, row))
     assert study_now is not None
+    study_now = {**study_now, "Attributes": attributes_property(records[-1].metadata, Level.STUDY)}
     operations.append(("create", study_now) if study is None else _conditional_update(study_now, study))
     return operations
 
@@ -401,7 +404,6 @@ def _series_row(
         "PartitionKey": ids.study, "RowKey": series_row_key(ids.series),
         "InstanceCount": (series["InstanceCount"] if series else 0) + (1 if new_instance else 0),
         "Modality": record.modality,
-        "Attributes": attributes_property(record.metadata, Level.SERIES),
         "CreatedAt": series["CreatedAt"] if series else now, "UpdatedAt": now,
     }
 
@@ -420,7 +422,6 @@ def _study_row(
         "InstanceCount": (study["InstanceCount"] if study else 0) + (1 if instance is None else 0),
         "SeriesCount": (study["SeriesCount"] if study else 0) + (1 if new_series else 0),
         "ModalityCounts": json.dumps(modalities, sort_keys=True),
-        "Attributes": attributes_property(record.metadata, Level.STUDY),
         "CreatedAt": study["CreatedAt"] if study else now, "UpdatedAt": now,
     }
 

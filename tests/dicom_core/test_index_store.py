@@ -13,7 +13,8 @@ from dicom_core.dicom_json import metadata_json
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index_reads import get_study_row, instance_rows, series_rows
 from dicom_core.index_store import (
-    MAX_ATTRIBUTES_CHARS, InstanceRecord, attributes_property, commit_instance, instance_row_key, series_row_key,
+    MAX_ATTRIBUTES_CHARS, STUDY_ROW, InstanceRecord, attributes_property, commit_instance, group_operations,
+    instance_row_key, series_row_key,
 )
 from dicom_core.levels import Level
 from dicom_core.settings import Settings
@@ -103,3 +104,16 @@ async def test_an_instance_table_storage_refuses_fails_alone_and_the_rest_of_its
     assert study_row is not None and study_row["InstanceCount"] == 5
     committed = {row["RowKey"] for row in await instance_rows(own_storage, study)}
     assert committed == {instance_row_key(series, record.stored.ids.instance) for record in good}
+
+
+def test_a_group_counts_every_instance_and_its_rows_take_the_last_instances_attributes() -> None:
+    study, series = str(generate_uid()), str(generate_uid())
+    first = _record(study, series, StudyDescription="first", SeriesDescription="first", Modality="CT")
+    last = _record(study, series, StudyDescription="last", SeriesDescription="last", Modality="CT")
+    operations = group_operations([first, last], None, {series: None}, [None, None])
+    rows = {operation[1]["RowKey"]: operation[1] for operation in operations}
+    study_row, series_row = rows[STUDY_ROW], rows[series_row_key(series)]
+    assert (study_row["InstanceCount"], study_row["SeriesCount"], series_row["InstanceCount"]) == (2, 1, 2)
+    assert json.loads(study_row["ModalityCounts"]) == {"CT": 2}
+    assert "last" in study_row["Attributes"] and "first" not in study_row["Attributes"]
+    assert "last" in series_row["Attributes"] and "first" not in series_row["Attributes"]
