@@ -204,7 +204,7 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
                     outcomes[member] = InstanceExistsError(member.instance)
                 else:
                     waiting.append(member)
-            # Nothing to do unless the rows changed since the member's first read.
+            # The first attempt writes each member's intents; a later one only what its rows changed since.
             hooked = await asyncio.gather(*(_before_commit(member, rows.of(member)) for member in waiting),
                                           return_exceptions=True)
             active = []
