@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from dicom_core.blob_store import metadata_blob_name, put_json
 from dicom_core.dicom_json import JsonDataset
 from dicom_core.identifiers import StoredInstance, new_version
-from dicom_core.index_store import STUDY_ROW, InstanceRecord, _operations, commit_instance, series_row_key
+from dicom_core.index_store import commit_instance
 from dicom_core.search_index_keys import (
     CLAIMS, INSTANCES_BY_UID, SERIES_BY_UID, STUDIES_BY_ACCESSION, instance_key, inverted_time, series_keys,
     study_keys, study_row_keys,
@@ -50,6 +50,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
 from dicom_core.store_validation import validate_instance
 from dicom_core.stow import StoreRequest, store_instances
+from dicom_core.study_rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
 from tests.factories import make_instance, multipart_body
 
 FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright",
@@ -185,7 +186,7 @@ def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], l
         ids = replace(template.stored.ids, instance=sop)
         record = replace(template, stored=StoredInstance(ids, new_version()), metadata=metadata)
         current = [rows.get(key) for key in (STUDY_ROW, series_row_key(series), f"instance|{series}|{sop}")]
-        operations = _operations(record, *(_as_entity(row) for row in current))
+        operations = instance_operations(record, *(_as_entity(row) for row in current))
         for operation in operations:
             entity = dict(operation[1])
             rows[entity["RowKey"]] = entity

@@ -26,7 +26,7 @@ from azure.data.tables import TableEntity
 
 from .blob_store import delete_instance_blobs
 from .identifiers import InstanceIdentifiers, StoredInstance
-from .index_store import instance_row_key, series_row_key
+from .study_rows import instance_row_key, series_row_key
 from .metadata_documents import document_name
 from .storage import Storage
 from .table_upserts import PartitionUpserts

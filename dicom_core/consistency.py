@@ -37,7 +37,7 @@ from .blob_cleanup import CleanupKind, all_entries
 from .change_feed import DONE_PREFIX, FEED_PARTITION
 from .change_feed_outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION
 from .index_delete import is_data_row
-from .index_store import STUDY_ROW
+from .study_rows import STUDY_ROW
 from .metadata_documents import block_id, document_name, verified_properties
 from .search_index_keys import ALL_STUDIES, parse_entry
 from .settings import Settings

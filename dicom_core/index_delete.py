@@ -24,8 +24,9 @@ from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
 from .change_feed_outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
 from .identifiers import InstanceIdentifiers, StoredInstance, new_version
-from .index_store import RETRY_CODES, STUDY_ROW, instance_row_key, series_row_key, study_lock
+from .index_store import RETRY_CODES, study_lock
 from .storage import Storage
+from .study_rows import STUDY_ROW, instance_row_key, series_row_key
 
 # Instance rows per transaction: with the series row, the study row and the outbox row, 100 operations.
 MAX_BATCH_INSTANCES = 97

@@ -8,7 +8,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from .identifiers import InstanceIdentifiers, StoredInstance
-from .index_store import STUDY_ROW, instance_row_key, series_row_key
+from .study_rows import STUDY_ROW, instance_row_key, series_row_key
 from .storage import Storage
 
 # '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.

@@ -17,7 +17,7 @@ from .blob_store import metadata_blob_name
 from .dicom_json import JsonDataset
 from .identifiers import InstanceIdentifiers, StoredInstance
 from .index_reads import get_row, instance_rows, series_rows
-from .index_store import STUDY_ROW, instance_row_key, series_row_key
+from .study_rows import STUDY_ROW, instance_row_key, series_row_key
 from .storage import Storage
 
 T = TypeVar("T")

@@ -24,12 +24,13 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableEntity, UpdateMode
 
-from .index_store import STUDY_ROW, CommitRows, InstanceRecord, read_commit_rows, series_row_key
+from .index_store import CommitRows, read_commit_rows
 from .levels import Level, row_attributes
 from .search_index_keys import (
     CLAIMS, IndexKey, instance_key, inverted_time, series_keys, study_keys, study_row_keys, study_row_modalities,
 )
 from .storage import Storage
+from .study_rows import STUDY_ROW, InstanceRecord, series_row_key
 
 LOGGER = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from .errors import (
     BadRequestError, NotAcceptableError, PayloadTooLargeError, StorageUnavailableError, UnsupportedMediaTypeError,
 )
 from .identifiers import StoredInstance, new_version
-from .index_store import CommitRows, InstanceExistsError, InstanceRecord, commit_instance
+from .index_store import CommitRows, InstanceExistsError, commit_instance
 from .media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
 from .metadata_documents import add_instance
 from .multipart import Part, boundary_from_content_type, iter_parts
@@ -31,6 +31,7 @@ from .stow_response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS, INSTANCE_EXISTS, PROCESSING_FAILURE, VALIDATION_FAILURE, VALIDATION_WARNING,
     StoreOutcome, StoreResponse, build_store_response,
 )
+from .study_rows import InstanceRecord
 
 LOGGER = logging.getLogger(__name__)
 # A frame index longer than this goes to its own blob (a Table string property holds 32K characters).

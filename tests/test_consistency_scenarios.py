@@ -23,7 +23,7 @@ from dicom_core import change_feed
 from dicom_core.blob_cleanup import run_cleanup
 from dicom_core.change_feed_outbox import ChangeAction
 from dicom_core.consistency import check_consistency
-from dicom_core.index_store import STUDY_ROW
+from dicom_core.study_rows import STUDY_ROW
 from dicom_core.media_types import DICOM_JSON
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage

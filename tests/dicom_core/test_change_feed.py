@@ -23,7 +23,7 @@ from dicom_core.change_feed_outbox import (
 from dicom_core.change_feed_query import ChangeFeedQuery
 from dicom_core.change_feed_response import describe_entries, read_change_feed, read_latest
 from dicom_core.identifiers import new_version
-from dicom_core.index_store import instance_row_key
+from dicom_core.study_rows import instance_row_key
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
 from factories import make_instance

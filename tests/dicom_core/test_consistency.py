@@ -18,7 +18,7 @@ from dicom_core.blob_store import instance_blob_name, put_json
 from dicom_core.change_feed_outbox import ANNOUNCEMENT_TIMEOUT, outbox_row_key
 from dicom_core.consistency import check_consistency
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.index_store import STUDY_ROW, series_row_key
+from dicom_core.study_rows import STUDY_ROW, series_row_key
 from dicom_core.metadata_documents import document_name
 from dicom_core.search_index_keys import ALL_STUDIES
 from dicom_core.settings import Settings

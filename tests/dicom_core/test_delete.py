@@ -22,7 +22,7 @@ from dicom_core.delete import delete_instance, delete_series, delete_study
 from dicom_core.dicom_json import metadata_json
 from dicom_core.errors import NotFoundError
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.index_store import STUDY_ROW, InstanceRecord, commit_instance, read_commit_rows, series_row_key
+from dicom_core.index_store import commit_instance, read_commit_rows
 from dicom_core.metadata_documents import document_name
 from dicom_core.qido import SearchRequest, search
 from dicom_core.qido_query import QidoResource
@@ -30,6 +30,7 @@ from dicom_core.search_index import IndexIntents
 from dicom_core.search_index_keys import ALL_STUDIES, parse_entry
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
+from dicom_core.study_rows import STUDY_ROW, InstanceRecord, series_row_key
 from dicom_core.wado_metadata import MetadataRequest, series_metadata
 from factories import make_dataset, make_instance, to_bytes
 

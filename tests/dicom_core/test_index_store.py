@@ -12,13 +12,14 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from dicom_core.dicom_json import metadata_json
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index_reads import get_study_row, instance_rows, series_rows
-from dicom_core.index_store import (
-    MAX_ATTRIBUTES_CHARS, STUDY_ROW, InstanceRecord, attributes_property, commit_instance, group_operations,
-    instance_row_key, series_row_key,
-)
+from dicom_core.index_store import commit_instance
 from dicom_core.levels import Level
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
+from dicom_core.study_rows import (
+    MAX_ATTRIBUTES_CHARS, STUDY_ROW, InstanceRecord, attributes_property, group_operations, instance_row_key,
+    series_row_key,
+)
 from factories import make_dataset
 
 

@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from dicom_core import search_index, search_index_keys
 from dicom_core.dicom_json import metadata_json
 from dicom_core.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.index_store import STUDY_ROW, InstanceRecord, commit_instance, series_row_key
+from dicom_core.index_store import commit_instance
 from dicom_core.qido import SearchRequest, search
 from dicom_core.qido_query import QidoResource
 from dicom_core.search_index import remove_index_entries, write_index_intents
@@ -26,6 +26,7 @@ from dicom_core.search_index_keys import (
 )
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
+from dicom_core.study_rows import STUDY_ROW, InstanceRecord, series_row_key
 from factories import make_dataset, make_instance, to_bytes
 
 PREFIX_SETTINGS = {"table_prefix": "sidx", "blob_container": "sidx-files", "metadata_container": "sidx-metadata"}

@@ -13,7 +13,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicom_core.errors import PayloadTooLargeError
-from dicom_core.index_store import STUDY_ROW, series_row_key
+from dicom_core.study_rows import STUDY_ROW, series_row_key
 from dicom_core.settings import Settings
 from dicom_core.storage import Storage, open_storage
 from dicom_core.stow import StoreRequest, store_instances
