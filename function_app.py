@@ -16,19 +16,40 @@ from azurefunctions.extensions.http.fastapi import (
     JSONResponse, PlainTextResponse, Request, Response, StreamingResponse,
 )
 
-from dicom_core import auth, cors, health, openapi, qido, qido_query, stow, wado, wado_frames, wado_metadata
-from dicom_core import change_feed_query, change_feed_response
-from dicom_core import blob_cleanup, change_feed, delete
-from dicom_core.api_version import parse_api_version
-from dicom_core.errors import DicomWebError
-from dicom_core.identifiers import InstanceIdentifiers
-from dicom_core.request_limits import RequestLimits, check_request_head, limited_body
-from dicom_core.request_log import log_requests
+from dicom_core.edge import auth
+
+from dicom_core.edge import cors
+
+from dicom_core.edge import health
+
+from dicom_core.edge import openapi
+
+from dicom_core.qido import service as qido
+
+from dicom_core.qido import query as qido_query
+
+from dicom_core.stow import service as stow
+
+from dicom_core.wado import retrieve as wado
+
+from dicom_core.wado import frames as wado_frames
+
+from dicom_core.wado import metadata as wado_metadata
+from dicom_core.changefeed import query as change_feed_query
+from dicom_core.changefeed import service as change_feed_response
+from dicom_core.maintenance import blob_cleanup
+from dicom_core.changefeed import feed as change_feed
+from dicom_core.delete import service as delete
+from dicom_core.wire.api_version import parse_api_version
+from dicom_core.model.errors import DicomWebError
+from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
+from dicom_core.edge.request_log import log_requests
 from dicom_core.settings import Settings
-from dicom_core.storage import shared_storage
-from dicom_core.storage_faults import storage_unavailable
-from dicom_core.uids import require_valid_uid
-from dicom_core.wado_response import WadoResponse
+from dicom_core.storage.clients import shared_storage
+from dicom_core.storage.faults import storage_unavailable
+from dicom_core.model.uids import require_valid_uid
+from dicom_core.wado.response import WadoResponse
 
 LOGGER = logging.getLogger("dicomweb")
 # Authentication and CORS are fixed at start-up: an unknown DICOMWEB_AUTH_MODE or incomplete entra settings

@@ -6,7 +6,7 @@ studies, a spread of names, dates and modalities. Three ways to seed it, all ski
 - "store" (the product's per-instance path): each instance is a pydicom Part-10 file read and validated by
   `read_part10` / `validate_instance`, its metadata JSON uploaded, its index entries written as intents
   (`write_index_intents`) and its rows committed (`commit_instance`). About 8 Table requests per instance.
-- "stow": each study as one multipart body through `dicom_core.stow.store_instances` (files and series
+- "stow": each study as one multipart body through `dicom_core.stow.service.store_instances` (files and series
   metadata documents too; slowest).
 - "bulk": the same entities, computed by the product's own functions (`validate_instance` once per series,
   the commit's row operations, `study_keys` / `series_keys` / `instance_key`), written as upserts in
@@ -32,25 +32,25 @@ from collections import defaultdict
 from copy import deepcopy
 from datetime import datetime, timezone
 
-from dicom_core.blob_store import metadata_blob_name, put_json
-from dicom_core.dicom_json import JsonDataset
-from dicom_core.identifiers import StoredInstance, new_version
-from dicom_core.index_store import commit_instance
-from dicom_core.search_index_keys import (
+from dicom_core.storage.blobs import metadata_blob_name, put_json
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.identifiers import StoredInstance, new_version
+from dicom_core.index.commit import commit_instance
+from dicom_core.search_index.keys import (
     CLAIMS, INSTANCES_BY_UID, SERIES_BY_UID, STUDIES_BY_ACCESSION, instance_key, inverted_time, series_keys,
     study_keys, study_row_keys,
 )
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
-from dicom_core.blob_store import JSON_CONTENT
-from dicom_core.part10 import read_part10
-from dicom_core.search_index import write_index_intents
+from dicom_core.storage.blobs import JSON_CONTENT
+from dicom_core.model.part10 import read_part10
+from dicom_core.search_index.entries import write_index_intents
 from dicom_core.settings import Settings
-from dicom_core.storage import Storage, open_storage
-from dicom_core.store_validation import validate_instance
-from dicom_core.stow import StoreRequest, store_instances
-from dicom_core.study_rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
+from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.stow.validation import validate_instance
+from dicom_core.stow.service import StoreRequest, store_instances
+from dicom_core.index.rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
 from tests.factories import make_instance, multipart_body
 
 FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright",

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import httpx
 from azure.data.tables import TableClient
 
-from dicom_core.qido import ENTITIES_READ_HEADER
+from dicom_core.qido.service import ENTITIES_READ_HEADER
 
 from .archive import FAMILY, GIVEN, MODALITIES, Archive
 from .environment import Azurite

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from dicom_core.blob_reads import PREFETCH_WINDOW
+from dicom_core.storage.blob_reads import PREFETCH_WINDOW
 
 from .report import Results, Row
 from .stack import Stack, StoredStudy

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pydicom
 
-from dicom_core.uids import normalize_uid
+from dicom_core.model.uids import normalize_uid
 
 _PREAMBLE_LENGTH = 128
 _MAGIC = b"DICM"

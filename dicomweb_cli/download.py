@@ -15,10 +15,10 @@ import httpx
 import pydicom
 from tqdm import tqdm
 
-from dicom_core.errors import DicomWebError
-from dicom_core.media_types import DICOM, MULTIPART_RELATED, parse_media_type
-from dicom_core.multipart import boundary_from_content_type, iter_parts
-from dicom_core.uids import is_valid_uid, normalize_uid
+from dicom_core.model.errors import DicomWebError
+from dicom_core.wire.media_types import DICOM, MULTIPART_RELATED, parse_media_type
+from dicom_core.wire.multipart import boundary_from_content_type, iter_parts
+from dicom_core.model.uids import is_valid_uid, normalize_uid
 
 from .transport import Endpoint, open_client, send_with_retries
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dicom_core.media_types import DICOM_JSON
+from dicom_core.wire.media_types import DICOM_JSON
 
 from .json_values import JsonDataset, display_value
 from .transport import Endpoint, open_client, send_with_retries

@@ -18,8 +18,8 @@ from typing import TextIO
 import httpx
 from tqdm import tqdm
 
-from dicom_core.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED
-from dicom_core.multipart import new_boundary, write_parts
+from dicom_core.wire.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED
+from dicom_core.wire.multipart import new_boundary, write_parts
 
 from .dicom_files import LocalInstance, scan
 from .json_values import JsonDataset, first_value, json_values

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicom_core.settings import azurite_connection_string
-from processes import LOOPBACK, accepts_connections, answers_http, stop_process, wait_until
+from tests.processes import LOOPBACK, accepts_connections, answers_http, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
@@ -186,12 +186,12 @@ def registered_routes() -> frozenset[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def stow_parts():
-    """An async function storing Part-10 files through `dicom_core.stow.store_instances`, as one multipart request.
+    """An async function storing Part-10 files through `dicom_core.stow.service.store_instances`, as one multipart request.
 
     Call it as ``await stow_parts(storage, [bytes, ...], upsert=False)``; it returns the StoreResponse.
     """
-    from dicom_core.stow import StoreRequest, store_instances
-    from factories import multipart_body
+    from dicom_core.stow.service import StoreRequest, store_instances
+    from tests.factories import multipart_body
 
     boundary = "qido-seed"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from factories import make_dataset, to_bytes  # noqa: E402
+from tests.factories import make_dataset, to_bytes  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 BOUNDARY = "corpus-boundary"

@@ -15,9 +15,9 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
-from dicom_core.consistency import check_consistency
+from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.settings import Settings
-from dicom_core.storage import open_storage
+from dicom_core.storage.clients import open_storage
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 REQUESTS = json.loads((CORPUS / "requests.json").read_text())

@@ -19,15 +19,15 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core import change_feed
-from dicom_core.blob_cleanup import run_cleanup
-from dicom_core.change_feed_outbox import ChangeAction
-from dicom_core.consistency import check_consistency
-from dicom_core.study_rows import STUDY_ROW
-from dicom_core.media_types import DICOM_JSON
+from dicom_core.changefeed import feed as change_feed
+from dicom_core.maintenance.blob_cleanup import run_cleanup
+from dicom_core.index.outbox import ChangeAction
+from dicom_core.maintenance.consistency import check_consistency
+from dicom_core.index.rows import STUDY_ROW
+from dicom_core.wire.media_types import DICOM_JSON
 from dicom_core.settings import Settings
-from dicom_core.storage import Storage, open_storage
-from factories import make_instance, multipart_body
+from dicom_core.storage.clients import Storage, open_storage
+from tests.factories import make_instance, multipart_body
 
 FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
 BOUNDARY = "scenario-boundary"

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from factories import make_instance, multipart_body
-from identity_provider import AUDIENCE, READER, WRITER, IdentityProvider, SigningKey, unsigned_token
+from tests.factories import make_instance, multipart_body
+from tests.identity_provider import AUDIENCE, READER, WRITER, IdentityProvider, SigningKey, unsigned_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VIEWER = "https://viewer.example.org"

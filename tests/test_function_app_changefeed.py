@@ -9,8 +9,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.media_types import DICOM_JSON
-from factories import make_instance, multipart_body
+from dicom_core.wire.media_types import DICOM_JSON
+from tests.factories import make_instance, multipart_body
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 SOP_INSTANCE_UID = "00080018"

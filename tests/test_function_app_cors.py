@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from factories import make_instance, multipart_body
+from tests.factories import make_instance, multipart_body
 
 VIEWER = "https://viewer.example.org"
 OTHER_VIEWER = "http://localhost:3000"

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.media_types import DICOM_JSON
-from factories import make_dataset, multipart_body, to_bytes
+from dicom_core.wire.media_types import DICOM_JSON
+from tests.factories import make_dataset, multipart_body, to_bytes
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 

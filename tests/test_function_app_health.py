@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from dicom_core.request_log import REQUEST_ID_HEADER
+from dicom_core.edge.request_log import REQUEST_ID_HEADER
 
 
 def test_health_check_is_healthy_against_azurite_with_azure_shape(server: str) -> None:

@@ -10,9 +10,9 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from dicom_core.media_types import DICOM_JSON
-from factories import make_instance, multipart_body
-from seed_files import SEED, SEED_SERIES_A, SEED_STUDY
+from dicom_core.wire.media_types import DICOM_JSON
+from tests.factories import make_instance, multipart_body
+from tests.seed_files import SEED, SEED_SERIES_A, SEED_STUDY
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 ENTITIES_READ = "X-DicomWeb-Entities-Read"

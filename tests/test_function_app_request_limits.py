@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from factories import make_instance, multipart_body
+from tests.factories import make_instance, multipart_body
 
 BOUNDARY = "limits-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'

@@ -12,9 +12,9 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from dicom_core.media_types import DICOM_JSON
-from factories import make_dataset, make_instance, multipart_body, to_bytes
-from seed_files import SEED, SEED_STUDY
+from dicom_core.wire.media_types import DICOM_JSON
+from tests.factories import make_dataset, make_instance, multipart_body, to_bytes
+from tests.seed_files import SEED, SEED_STUDY
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 

@@ -19,9 +19,9 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
-from dicom_core.media_types import DICOM_JSON, parse_media_type
-from factories import make_dataset, multipart_body, to_bytes
-from seed_files import SEED, SEED_STUDY
+from dicom_core.wire.media_types import DICOM_JSON, parse_media_type
+from tests.factories import make_dataset, multipart_body, to_bytes
+from tests.seed_files import SEED, SEED_STUDY
 
 STORE_TYPE = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 DICOM_PARTS = 'multipart/related; type="application/dicom"'

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from dicom_core.openapi import DOCUMENT_PATH, MEDIA_TYPE
+from dicom_core.edge.openapi import DOCUMENT_PATH, MEDIA_TYPE
 
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 HOOKS_MODULE = "tests.schemathesis_hooks"

@@ -8,8 +8,8 @@ import pytest
 from azure.data.tables import TableClient
 
 from bench.archive import plan_archive, seed_archive
-from dicom_core.change_feed_outbox import OUTBOX_PREFIX
-from dicom_core.search_index_keys import CLAIMS, parse_entry
+from dicom_core.index.outbox import OUTBOX_PREFIX
+from dicom_core.search_index.keys import CLAIMS, parse_entry
 from dicom_core.settings import Settings
 
 ROW_PROPERTIES = ("InstanceCount", "SeriesCount", "ModalityCounts", "Attributes", "SopClassUid",

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from dicom_core.settings import Settings
-from dicom_core.storage import Storage, open_storage
+from dicom_core.storage.clients import Storage, open_storage
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_folders import DicomFolder, run_cli, write_dicom_folder
+from tests.dicomweb_cli.dicom_folders import DicomFolder, run_cli, write_dicom_folder
 
 
 @pytest.fixture

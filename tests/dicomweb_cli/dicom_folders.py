@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from factories import make_instance
+from tests.factories import make_instance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_SECONDS = 300

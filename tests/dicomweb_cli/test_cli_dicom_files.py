@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from dicom_folders import DicomFolder
+from tests.dicomweb_cli.dicom_folders import DicomFolder
 from dicomweb_cli.dicom_files import read_local_instance, scan
-from factories import make_dataset, to_bytes
+from tests.factories import make_dataset, to_bytes
 
 
 def test_scan_finds_every_instance_in_nested_folders_in_walk_order(dicom_folder: DicomFolder) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_folders import DicomFolder, as_stored, run_cli
+from tests.dicomweb_cli.dicom_folders import DicomFolder, as_stored, run_cli
 
 RETRIEVE_STUDY = ("GET", "v{version}/studies/{study}")
 RETRIEVE_SERIES = ("GET", "v{version}/studies/{study}/series/{series}")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dicom_folders import DicomFolder, run_cli
+from tests.dicomweb_cli.dicom_folders import DicomFolder, run_cli
 from dicomweb_cli.search import SearchQuery, format_table
 
 SEARCH_STUDIES = ("GET", "v{version}/studies")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_folders import DicomFolder, as_stored, run_cli
-from factories import make_instance
+from tests.dicomweb_cli.dicom_folders import DicomFolder, as_stored, run_cli
+from tests.factories import make_instance
 
 
 def stored_files(blobs: Any, folder: DicomFolder) -> dict[str, list[bytes]]:

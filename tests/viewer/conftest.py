@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from processes import LOOPBACK, answers_http, stop_process, wait_until
-from server_log import LoggedServer
+from tests.processes import LOOPBACK, answers_http, stop_process, wait_until
+from tests.viewer.server_log import LoggedServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("DICOMWEB_TEST_CHROMIUM", "/usr/bin/chromium"))

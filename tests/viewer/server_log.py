@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# `dicom_core.request_log` writes one JSON object per request through the "dicomweb.request" logger.
+# `dicom_core.edge.request_log` writes one JSON object per request through the "dicomweb.request" logger.
 _REQUEST_LINE = re.compile(r" dicomweb\.request: (\{.*\})\s*$")
 # `local_host.access_log` logs every HTTP request, those no function answered (router 404/405) included.
 _ACCESS_LINE = re.compile(r" local_host\.access: (?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) ")

@@ -20,11 +20,11 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from browser_record import BrowserRecord, SeenResponse
-from factories import multipart_body
-from image_statistics import RegionStatistics, central_region_statistics
-from server_log import LoggedServer, access_log_requests, app_requests, log_size
-from synthetic_study import SyntheticStudy, build_study
+from tests.viewer.browser_record import BrowserRecord, SeenResponse
+from tests.factories import multipart_body
+from tests.viewer.image_statistics import RegionStatistics, central_region_statistics
+from tests.viewer.server_log import LoggedServer, access_log_requests, app_requests, log_size
+from tests.viewer.synthetic_study import SyntheticStudy, build_study
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
 # The flags that keep Chromium off the network on a machine without internet (and quick to start).

@@ -1,0 +1,1 @@
+"""Deleting studies, series and instances."""

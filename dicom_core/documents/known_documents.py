@@ -1,0 +1,57 @@
+"""Series metadata documents this process read lately, each with the series row ETag it reflects.
+
+A document that reflects the series row with ETag E holds exactly the instances E stands for, and every
+store, upsert or delete in the series gives the row a new ETag; so a kept copy is sent only when the row,
+read for every request, still has the ETag it was kept under. One Table read then answers a series'
+metadata, where reading the document itself (a blob of one block per instance) takes a GET more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicom_core.storage.blob_reads import Body
+from dicom_core.storage.lru_cache import LruCache
+from dicom_core.storage.clients import Storage
+
+MAX_DOCUMENTS = 256
+MAX_BYTES = 64 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KnownDocument:
+    """The bytes of a series document and the series row ETag they reflect."""
+
+    series_etag: str
+    data: bytes
+
+
+_known: LruCache[tuple[str, str, str], KnownDocument] = LruCache(MAX_DOCUMENTS, MAX_BYTES)
+
+
+def known_document(storage: Storage, study: str, series: str, series_etag: str) -> bytes | None:
+    """The kept bytes of a series document if they reflect the series row with ``series_etag``, else None."""
+    known = _known.get((storage.metadata.url, study, series))
+    return known.data if known is not None and known.series_etag == series_etag else None
+
+
+def has_known_document(storage: Storage, study: str, series: str) -> bool:
+    """Whether a copy of the series document is kept, whatever row it reflects."""
+    return _known.get((storage.metadata.url, study, series)) is not None
+
+
+async def remembered(storage: Storage, study: str, series: str, series_etag: str, document: Body) -> Body:
+    """Yield ``document`` (one reflecting the series row with ``series_etag``) and keep a copy once read whole."""
+    chunks: list[bytes] | None = []
+    size = 0
+    async for chunk in document:
+        if chunks is not None:
+            size += len(chunk)
+            if size <= MAX_DOCUMENT_BYTES:
+                chunks.append(chunk)
+            else:
+                chunks = None  # too large to keep
+        yield chunk
+    if chunks is not None:
+        _known.put((storage.metadata.url, study, series), KnownDocument(series_etag, b"".join(chunks)), size)

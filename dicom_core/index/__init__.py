@@ -1,0 +1,1 @@
+"""The study partition's Table rows: keys, the commit of stored instances, reads, deletes, the change outbox."""

@@ -1,0 +1,95 @@
+"""Reads of a study partition for retrieval: one row by key, or the rows of one RowKey range."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableEntity
+
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.storage.clients import Storage
+
+# '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.
+_RANGE_END = "}"
+_RANGE_FILTER = "PartitionKey eq @study and RowKey gt @low and RowKey lt @high"
+# The first batch of `instance_row_batches` is small: a Table query answers a few rows sooner than many.
+FIRST_BATCH_ROWS = 16
+
+
+async def get_row(storage: Storage, study: str, row_key: str) -> TableEntity | None:
+    """Return one row of the study partition, or None."""
+    try:
+        return await storage.studies.get_entity(study, row_key)
+    except ResourceNotFoundError:
+        return None
+
+
+async def get_study_row(storage: Storage, study: str) -> TableEntity | None:
+    """Return the study row, or None."""
+    return await get_row(storage, study, STUDY_ROW)
+
+
+async def get_series_row(storage: Storage, study: str, series: str) -> TableEntity | None:
+    """Return the series row, or None."""
+    return await get_row(storage, study, series_row_key(series))
+
+
+async def get_instance(storage: Storage, ids: InstanceIdentifiers) -> TableEntity | None:
+    """Return the instance row, or None."""
+    return await get_row(storage, ids.study, instance_row_key(ids.series, ids.instance))
+
+
+async def instance_rows(
+    storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None
+) -> list[TableEntity]:
+    """Return the instance rows of a study, or of one of its series, in RowKey order."""
+    prefix = f"instance|{series}|" if series is not None else "instance|"
+    return await _range(storage, study, prefix, select)
+
+
+async def instance_row_batches(
+    storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None,
+    first: int = FIRST_BATCH_ROWS,
+) -> AsyncIterator[list[TableEntity]]:
+    """Yield the instance rows of a study or series in RowKey order: at most ``first`` rows, then all the others."""
+    prefix = f"instance|{series}|" if series is not None else "instance|"
+    parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
+    columns = ["RowKey", *select] if select is not None else None
+    try:
+        pages = storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns,
+                                               results_per_page=first).by_page()
+        batch = [row async for row in await anext(pages, _no_rows())]
+    except ResourceNotFoundError:
+        return  # the table itself is gone: nothing is stored
+    yield batch
+    token = getattr(pages, "continuation_token", None)
+    if token:
+        rest = storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns)
+        yield [row async for page in rest.by_page(continuation_token=token) async for row in page]
+
+
+async def _no_rows() -> AsyncIterator[TableEntity]:
+    for row in ():
+        yield row
+
+
+async def series_rows(storage: Storage, study: str, *, select: Sequence[str] | None = None) -> list[TableEntity]:
+    """Return the series rows of a study in RowKey order."""
+    return await _range(storage, study, "series|", select)
+
+
+def stored_instance(study: str, row: TableEntity) -> StoredInstance:
+    """Return the identifiers and version of an instance row."""
+    _, series, instance = str(row["RowKey"]).split("|", 2)
+    return StoredInstance(InstanceIdentifiers(study, series, instance), str(row["Version"]))
+
+
+async def _range(storage: Storage, study: str, prefix: str, select: Sequence[str] | None) -> list[TableEntity]:
+    parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
+    columns = ["RowKey", *select] if select is not None else None
+    try:
+        return [row async for row in storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns)]
+    except ResourceNotFoundError:
+        return []  # the table itself is gone: nothing is stored

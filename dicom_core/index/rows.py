@@ -1,0 +1,183 @@
+"""The rows of a study partition in Table Storage: their keys, and the transaction that stores instances into them.
+
+One partition per study (PartitionKey = StudyInstanceUID) holds the study row, a row per series and a row per
+instance, each with the attributes QIDO answers with; counts and ModalityCounts are kept on the study and
+series rows. How the transaction is committed: `index_store.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.data.tables import TableEntity, UpdateMode
+
+from dicom_core.index.outbox import Change, ChangeAction, outbox_operation
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.identifiers import StoredInstance
+from dicom_core.model.levels import Level, row_attributes
+
+STUDY_ROW = "study"
+MODALITY = "00080060"
+# A Table string property holds 32K UTF-16 characters; stay below with room for escaping.
+MAX_ATTRIBUTES_CHARS = 30_000
+MAX_TRANSACTION_OPERATIONS = 100
+
+
+def series_row_key(series: str) -> str:
+    """RowKey of a series row."""
+    return f"series|{series}"
+
+
+def instance_row_key(series: str, instance: str) -> str:
+    """RowKey of an instance row; all instances of a series share the prefix ``instance|{series}|``."""
+    return f"instance|{series}|{instance}"
+
+
+@dataclass
+class InstanceRecord:
+    """What the store path commits for one validated, uploaded instance."""
+
+    stored: StoredInstance
+    sop_class_uid: str
+    transfer_syntax: str
+    size: int
+    metadata: JsonDataset
+    frame_index: str = ""  # FrameIndex JSON, or "" when none or kept in a blob
+    frame_index_in_blob: bool = False
+
+    @property
+    def modality(self) -> str:
+        """The instance's Modality, or "" when absent."""
+        values = self.metadata.get(MODALITY, {}).get("Value") or [""]
+        return str(values[0])
+
+    @functools.cached_property
+    def instance_attributes(self) -> str:
+        """The instance row's Attributes property."""
+        return attributes_property(self.metadata, Level.INSTANCE)
+
+    @property
+    def row_chars(self) -> int:
+        """Characters its instance row and change-feed outbox row add to a transaction, about."""
+        return len(self.instance_attributes) + len(self.frame_index) + 2_000
+
+
+def attributes_property(metadata: JsonDataset, level: Level) -> str:
+    """Return the level's attributes as JSON, leaving out the largest elements until it fits in a property."""
+    attributes = row_attributes(metadata, level)
+    text = json.dumps(attributes, separators=(",", ":"))
+    while len(text) > MAX_ATTRIBUTES_CHARS and attributes:
+        largest = max(attributes, key=lambda key: len(json.dumps(attributes[key])))
+        del attributes[largest]
+        text = json.dumps(attributes, separators=(",", ":"))
+    return text
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _conditional_update(entity: dict[str, Any], existing: TableEntity) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    return (
+        "update", entity,
+        {"mode": UpdateMode.REPLACE, "etag": existing.metadata["etag"], "match_condition": MatchConditions.IfNotModified},
+    )
+
+
+Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def group_operations(
+    records: Sequence[InstanceRecord], study: TableEntity | None, series: dict[str, TableEntity | None],
+    instances: Sequence[TableEntity | None],
+) -> list[Operation]:
+    """The transaction storing ``records`` (distinct instances of one study) over the rows read for them.
+
+    Applied in order, as one commit after another would: counts add up, the last record's attributes win.
+    """
+    now = _now()
+    study_now: dict[str, Any] | None = study
+    series_now: dict[str, dict[str, Any] | None] = dict(series)
+    operations: list[Operation] = []
+    for record, instance in zip(records, instances, strict=True):
+        ids = record.stored.ids
+        new_instance, new_series = instance is None, series_now[ids.series] is None
+        instance_row = _instance_row(record, instance, now)
+        series_now[ids.series] = _series_row(record, series_now[ids.series], new_instance, now)
+        study_now = _study_row(record, study_now, instance, new_series, now)
+        operations.append(("create", instance_row) if instance is None else _conditional_update(instance_row, instance))
+        # The change feed's outbox row, atomic with the data; an upsert is a Create of the new version (as in Azure).
+        operations.append(outbox_operation(
+            ids.study, record.stored.version,
+            [Change(ChangeAction.CREATE, ids.series, ids.instance, record.stored.version)], now))
+    # The series and study rows take the attributes of the last record stored into them (computed once each).
+    last_of_series = {record.stored.ids.series: record for record in records}
+    for uid, record in last_of_series.items():
+        written = {**(series_now[uid] or {}), "Attributes": attributes_property(record.metadata, Level.SERIES)}
+        row = series[uid]
+        operations.append(("create", written) if row is None else _conditional_update(written, row))
+    assert study_now is not None
+    study_now = {**study_now, "Attributes": attributes_property(records[-1].metadata, Level.STUDY)}
+    operations.append(("create", study_now) if study is None else _conditional_update(study_now, study))
+    return operations
+
+
+def instance_operations(
+    record: InstanceRecord, study: TableEntity | None, series: TableEntity | None, instance: TableEntity | None
+) -> list[Operation]:
+    """The transaction storing one instance over its rows, as a commit of it alone would."""
+    return group_operations([record], study, {record.stored.ids.series: series}, [instance])
+
+
+def _instance_row(record: InstanceRecord, instance: TableEntity | None, now: datetime) -> dict[str, Any]:
+    ids = record.stored.ids
+    return {
+        "PartitionKey": ids.study, "RowKey": instance_row_key(ids.series, ids.instance),
+        "Version": record.stored.version, "SopClassUid": record.sop_class_uid,
+        "TransferSyntaxUid": record.transfer_syntax, "Size": record.size, "Modality": record.modality,
+        "Attributes": record.instance_attributes,
+        "FrameIndex": record.frame_index, "FrameIndexInBlob": record.frame_index_in_blob,
+        "CreatedAt": instance["CreatedAt"] if instance else now, "UpdatedAt": now,
+    }
+
+
+def _series_row(
+    record: InstanceRecord, series: dict[str, Any] | None, new_instance: bool, now: datetime,
+) -> dict[str, Any]:
+    ids = record.stored.ids
+    return {
+        "PartitionKey": ids.study, "RowKey": series_row_key(ids.series),
+        "InstanceCount": (series["InstanceCount"] if series else 0) + (1 if new_instance else 0),
+        "Modality": record.modality,
+        "CreatedAt": series["CreatedAt"] if series else now, "UpdatedAt": now,
+    }
+
+
+def _study_row(
+    record: InstanceRecord, study: dict[str, Any] | None, instance: TableEntity | None, new_series: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    modalities: dict[str, int] = json.loads(study["ModalityCounts"]) if study else {}
+    if instance is not None and instance.get("Modality"):
+        _add(modalities, str(instance["Modality"]), -1)
+    if record.modality:
+        _add(modalities, record.modality, 1)
+    return {
+        "PartitionKey": record.stored.ids.study, "RowKey": STUDY_ROW,
+        "InstanceCount": (study["InstanceCount"] if study else 0) + (1 if instance is None else 0),
+        "SeriesCount": (study["SeriesCount"] if study else 0) + (1 if new_series else 0),
+        "ModalityCounts": json.dumps(modalities, sort_keys=True),
+        "CreatedAt": study["CreatedAt"] if study else now, "UpdatedAt": now,
+    }
+
+
+def _add(counts: dict[str, int], key: str, delta: int) -> None:
+    counts[key] = counts.get(key, 0) + delta
+    if counts[key] <= 0:
+        del counts[key]

@@ -1,0 +1,1 @@
+"""Deferred work: deleting unreferenced blobs and checking the stored data's consistency."""

@@ -1,0 +1,250 @@
+"""Consistency checker: walks Blob and Table storage and reports what disagrees.
+
+`python -m dicom_core.maintenance.consistency` (settings from the environment, like the app) prints one line per finding
+and exits 1 when there is any. Findings:
+
+- ``orphan-blob``: a version's blob that no instance row references and no cleanup entry covers (it would stay
+  for ever);
+- ``missing-blob``: an instance row whose ``.dcm``, ``.json`` (or ``.frames.json``) blob is gone;
+- ``series-count`` / ``study-count``: a series or study row whose InstanceCount, SeriesCount or ModalityCounts
+  differ from its instance rows; ``empty-series`` / ``empty-study``: such a row without instances;
+  ``instance-without-parent``: an instance row without its series or study row;
+- ``orphan-document``: a series metadata document without a series row and without a cleanup entry;
+  ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly
+  the versions of the series' instance rows;
+- ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
+- ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
+  announced nor appended to the feed (its change would never reach the feed).
+
+Storage should be quiet while it runs: a store or delete in flight can show up as a finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableEntity
+from azure.storage.blob.aio import ContainerClient
+
+from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
+from dicom_core.changefeed.feed import DONE_PREFIX, FEED_PARTITION
+from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION
+from dicom_core.index.delete import is_data_row
+from dicom_core.index.rows import STUDY_ROW
+from dicom_core.documents.series_documents import block_id, document_name, verified_properties
+from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+
+_VERSION_SUFFIXES = (".frames.json", ".dcm", ".json")
+_DOCUMENT_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One inconsistency: its kind, what it is about, and what is wrong."""
+
+    kind: str
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.detail}"
+
+
+@dataclass
+class _Study:
+    """The rows of one study partition."""
+
+    study: TableEntity | None = None
+    series: dict[str, TableEntity] = field(default_factory=dict)
+    instances: dict[tuple[str, str], TableEntity] = field(default_factory=dict)  # (series, instance) -> row
+
+
+async def check_consistency(storage: Storage, *, reconcile_documents: bool = True) -> list[Finding]:
+    """Walk every row, blob, cleanup entry and `s.all` entry; return the findings (none when consistent)."""
+    outboxes: list[TableEntity] = []
+    studies, files, metadata, cleanup, listed = await asyncio.gather(
+        _studies(storage, outboxes), _blob_names(storage.files), _blob_names(storage.metadata),
+        all_entries(storage), _listed_studies(storage),
+    )
+    covered_versions = {(e.target.study, e.target.series, e.target.instance, e.target.version)
+                        for e in cleanup if e.target.kind is CleanupKind.VERSION}
+    covered_documents = {(e.target.study, e.target.series) for e in cleanup if e.target.kind is CleanupKind.DOCUMENT}
+    findings: list[Finding] = []
+    referenced: set[tuple[str, str, str, str]] = set()
+    for uid, rows in sorted(studies.items()):
+        findings += _check_rows(uid, rows, listed)
+        for (series, instance), row in rows.instances.items():
+            stem = f"{uid}/{series}/{instance}/{row['Version']}"
+            referenced.add((uid, series, instance, str(row["Version"])))
+            expected = [(files, f"{stem}.dcm"), (metadata, f"{stem}.json")]
+            if row.get("FrameIndexInBlob"):
+                expected.append((metadata, f"{stem}.frames.json"))
+            findings += [Finding("missing-blob", name, "the instance row references it") for names, name in expected
+                         if name not in names]
+    for name in sorted(files | metadata):
+        version = _version_of(name)
+        if version is not None and version not in referenced and version not in covered_versions:
+            findings.append(Finding("orphan-blob", name, "no instance row references it and no cleanup entry covers it"))
+    documents = {tuple(name.split("/")[:2]) for name in metadata if name.count("/") == 2 and name.endswith("/metadata")}
+    for study, series in sorted(documents):
+        if series not in studies.get(study, _Study()).series and (study, series) not in covered_documents:
+            findings.append(Finding("orphan-document", document_name(study, series),
+                                    "the series has no row and no cleanup entry covers the document"))
+    findings += await _check_outboxes(storage, outboxes)
+    if reconcile_documents:
+        findings += await _check_documents(storage, studies)
+    return findings
+
+
+async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list[Finding]:
+    """Outbox rows old enough that their commit cannot be in flight, neither announced nor in the feed."""
+    old = datetime.now(timezone.utc) - ANNOUNCEMENT_TIMEOUT
+    candidates = [row for row in outboxes if row.get("ChangedAt") is not None and row["ChangedAt"] < old]
+    if not candidates:
+        return []
+    announced = {str(e["RowKey"]) async for e in storage.changes.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": PENDING_PARTITION}, select=["RowKey"])}
+    findings = []
+    for row in candidates:
+        change_id = str(row["RowKey"])[len(OUTBOX_PREFIX):]
+        if change_id in announced:
+            continue
+        try:
+            await storage.changes.get_entity(FEED_PARTITION, f"{DONE_PREFIX}{change_id}", select=["RowKey"])
+        except ResourceNotFoundError:
+            findings.append(Finding("unsequenced-outbox", f"{row['PartitionKey']}/{row['RowKey']}",
+                                    "neither announced nor appended to the change feed"))
+    return findings
+
+
+def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
+    findings = []
+    per_series = Counter(series for series, _ in rows.instances)
+    for series, row in sorted(rows.series.items()):
+        count = per_series.get(series, 0)
+        subject = f"{uid}/{series}"
+        if count == 0:
+            findings.append(Finding("empty-series", subject, "a series row without instance rows"))
+        elif int(row["InstanceCount"]) != count:
+            findings.append(Finding("series-count", subject, f"InstanceCount {row['InstanceCount']}, {count} instance rows"))
+    for series, instance in sorted(rows.instances):
+        if series not in rows.series or rows.study is None:
+            findings.append(Finding("instance-without-parent", f"{uid}/{series}/{instance}",
+                                    "its series row or study row is missing"))
+    if rows.study is None:
+        return findings
+    if not rows.instances:
+        findings.append(Finding("empty-study", uid, "a study row without instance rows"))
+        return findings
+    modalities = Counter(str(r.get("Modality")) for r in rows.instances.values() if r.get("Modality"))
+    kept = json.loads(str(rows.study.get("ModalityCounts") or "{}"))
+    actual = (len(rows.instances), len(per_series), dict(modalities))
+    recorded = (int(rows.study["InstanceCount"]), int(rows.study["SeriesCount"]), kept)
+    if actual != recorded:
+        findings.append(Finding("study-count", uid, f"row says instances/series/modalities {recorded}, rows {actual}"))
+    if uid not in listed:
+        findings.append(Finding("study-not-listed", uid, f"no {ALL_STUDIES} index entry"))
+    return findings
+
+
+async def _check_documents(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
+    """Reconcile every series document as a reader would, then compare its blocks with the instance rows."""
+    slots = asyncio.Semaphore(_DOCUMENT_CONCURRENCY)
+
+    async def check(study: str, series: str, row: TableEntity, rows: _Study) -> Finding | None:
+        expected = sorted(block_id(instance, str(r["Version"]))
+                          for (s, instance), r in rows.instances.items() if s == series)
+        async with slots:
+            await verified_properties(storage, study, series, str(row.metadata["etag"]))
+            blob = storage.metadata.get_blob_client(document_name(study, series))
+            committed, _ = await blob.get_block_list("committed")
+        blocks = sorted(block.id for block in committed)
+        if blocks != expected:
+            return Finding("document-mismatch", document_name(study, series),
+                           f"{len(blocks)} blocks after reconciling, {len(expected)} instance rows")
+        return None
+
+    results = await asyncio.gather(*(check(study, series, row, rows) for study, rows in studies.items()
+                                     for series, row in rows.series.items()))
+    return [finding for finding in results if finding is not None]
+
+
+async def _studies(storage: Storage, outboxes: list[TableEntity]) -> dict[str, _Study]:
+    studies: dict[str, _Study] = defaultdict(_Study)
+    try:
+        async for row in storage.studies.list_entities():
+            key = str(row["RowKey"])
+            if not is_data_row(key):
+                outboxes.append(row)
+                continue
+            rows = studies[str(row["PartitionKey"])]
+            if key == STUDY_ROW:
+                rows.study = row
+            elif key.startswith("series|"):
+                rows.series[key.split("|", 1)[1]] = row
+            elif key.startswith("instance|"):
+                _, series, instance = key.split("|", 2)
+                rows.instances[(series, instance)] = row
+    except ResourceNotFoundError:
+        pass
+    return dict(studies)
+
+
+async def _blob_names(container: ContainerClient) -> set[str]:
+    try:
+        return {blob.name async for blob in container.list_blobs()}
+    except ResourceNotFoundError:
+        return set()
+
+
+async def _listed_studies(storage: Storage) -> set[str]:
+    try:
+        return {parse_entry(entry).study async for entry in storage.index.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": ALL_STUDIES}, select=["PartitionKey", "RowKey"])}
+    except ResourceNotFoundError:
+        return set()
+
+
+def _version_of(name: str) -> tuple[str, str, str, str] | None:
+    """(study, series, instance, version) of a version's blob name, or None for other blobs."""
+    parts = name.split("/")
+    if len(parts) != 4:
+        return None
+    for suffix in _VERSION_SUFFIXES:
+        if parts[3].endswith(suffix):
+            return parts[0], parts[1], parts[2], parts[3][: -len(suffix)]
+    return None
+
+
+async def _main(reconcile_documents: bool) -> int:
+    storage = await open_storage(Settings.from_environment())
+    try:
+        findings = await check_consistency(storage, reconcile_documents=reconcile_documents)
+    finally:
+        await storage.close()
+    for finding in findings:
+        print(finding)
+    print(f"{len(findings)} finding(s)" if findings else "consistent: no findings")
+    return 1 if findings else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: check the storage the environment's settings name; exit 1 on findings."""
+    parser = argparse.ArgumentParser(prog="python -m dicom_core.maintenance.consistency", description=__doc__.split("\n")[0])
+    parser.add_argument("--no-reconcile", action="store_true",
+                        help="do not reconcile series metadata documents (which writes them) before comparing")
+    arguments = parser.parse_args(argv)
+    sys.exit(asyncio.run(_main(not arguments.no_reconcile)))
+
+
+if __name__ == "__main__":
+    main()

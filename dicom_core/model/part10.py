@@ -1,0 +1,198 @@
+"""Reading a spooled DICOM Part-10 file once: identifiers, metadata and frame offsets, no pixel data."""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pydicom
+from pydicom import config
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+
+from dicom_core.model.frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, native_frame_index
+
+PIXEL_DATA = BaseTag(0x7FE00010)
+# Values larger than this stay in the file and are never loaded while parsing.
+DEFER_BYTES = 16 * 1024
+# Group 0002 (File Meta Information) as the very first bytes: a Part-10 file written without preamble.
+_FILE_META_START = b"\x02\x00"
+# What such a file gets in front when stored, so that every stored file is a conformant Part-10 file.
+PREAMBLE = b"\x00" * 128 + b"DICM"
+# What a deflated dataset may inflate to unless the caller says otherwise (pydicom inflates it in memory).
+DEFAULT_MAX_INFLATED_BYTES = 100 * 1024 * 1024
+# Sequences nested deeper than this are refused (real objects, SR trees included, stay far below it); reading and
+# converting them to JSON recurses once per level.
+MAX_SEQUENCE_DEPTH = 64
+_INFLATE_CHUNK_BYTES = 1024 * 1024
+
+
+# Invalid values are reported by store validation, which knows what to do with them; silence pydicom's own.
+config.settings.reading_validation_mode = config.IGNORE
+
+
+class InvalidPart10Error(ValueError):
+    """The bytes are not a readable DICOM Part-10 file."""
+
+
+@dataclass
+class ParsedFile:
+    """A parsed Part-10 file: its dataset (large values deferred) and where its frames are."""
+
+    dataset: Dataset
+    transfer_syntax: UID
+    frame_index: FrameIndex | None  # offsets in the stored file (after any added preamble)
+    size: int  # of the stored file
+    added_preamble: bytes = b""
+
+
+def read_part10(file: BinaryIO, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ParsedFile:
+    """Parse the file's elements without loading bulk values; raise InvalidPart10Error if unreadable."""
+    file.seek(0, os.SEEK_END)
+    size = file.tell()
+    file.seek(0)
+    if size == 0:
+        raise InvalidPart10Error("The part is empty.")
+    try:
+        # pydicom itself writes files without preamble and 'DICM' for datasets created in memory, and
+        # dicomweb-client sends those: read them as long as the File Meta Information is there.
+        force = file.read(len(_FILE_META_START)) == _FILE_META_START
+        file.seek(0)
+        _check_inflated_size(file, force, max_inflated_bytes)
+        file.seek(0)
+        dataset = pydicom.dcmread(file, defer_size=DEFER_BYTES, force=force)
+    except InvalidPart10Error:
+        raise
+    except Exception as exc:  # pydicom raises many exception types for malformed input (RecursionError too)
+        raise InvalidPart10Error(f"The part is not a readable DICOM file: {exc}") from exc
+    _check_sequence_depth(dataset)
+    meta = getattr(dataset, "file_meta", None)
+    transfer_syntax = getattr(meta, "TransferSyntaxUID", None)
+    if not transfer_syntax:
+        raise InvalidPart10Error("The part has no File Meta Information with a TransferSyntaxUID.")
+    if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated offsets are not file offsets
+        _check_not_truncated(dataset, size)
+    frame_index = _frame_index(dataset, UID(transfer_syntax), file)
+    if not force:
+        return ParsedFile(dataset, UID(transfer_syntax), frame_index, size)
+    shifted = frame_index.shifted(len(PREAMBLE)) if frame_index else None
+    return ParsedFile(dataset, UID(transfer_syntax), shifted, size + len(PREAMBLE), PREAMBLE)
+
+
+class PrefixedReader(io.RawIOBase):
+    """A read-only, seekable view of ``prefix`` followed by ``file``, for uploading a file with a preamble added."""
+
+    def __init__(self, prefix: bytes, file: BinaryIO) -> None:
+        super().__init__()
+        self._prefix, self._file, self._position = prefix, file, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence == io.SEEK_END:
+            self._file.seek(0, io.SEEK_END)
+            offset += len(self._prefix) + self._file.tell()
+        self._position = max(0, offset)
+        return self._position
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        written = 0
+        if self._position < len(self._prefix):
+            head = self._prefix[self._position : self._position + len(view)]
+            view[: len(head)] = head
+            written = len(head)
+        if written < len(view):
+            self._file.seek(self._position + written - len(self._prefix))
+            data = self._file.read(len(view) - written)
+            view[written : written + len(data)] = data
+            written += len(data)
+        self._position += written
+        return written
+
+
+def stored_stream(parsed: ParsedFile, file: BinaryIO) -> BinaryIO:
+    """Return the bytes to store: the file as received, with a preamble in front if it had none."""
+    if not parsed.added_preamble:
+        return file
+    return io.BufferedReader(PrefixedReader(parsed.added_preamble, file))  # type: ignore[arg-type]
+
+
+def _check_inflated_size(file: BinaryIO, force: bool, max_inflated_bytes: int) -> None:
+    """Refuse a deflated dataset that inflates to more than ``max_inflated_bytes``, inflating at most that much."""
+    read_preamble(file, force)
+    meta = _read_file_meta_info(file)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    try:
+        while not inflater.eof and (pending := inflater.unconsumed_tail or file.read(_INFLATE_CHUNK_BYTES)):
+            # A chunk at a time, counted and dropped: memory stays bounded whatever the ratio.
+            inflated += len(inflater.decompress(pending, _INFLATE_CHUNK_BYTES))
+            if inflated > max_inflated_bytes:
+                raise InvalidPart10Error(
+                    f"The deflated dataset inflates to more than the limit of {max_inflated_bytes} bytes.")
+    except zlib.error as exc:
+        raise InvalidPart10Error(f"The deflated dataset is not a valid deflate stream: {exc}") from exc
+
+
+def _check_sequence_depth(dataset: Dataset) -> None:
+    """Refuse sequences nested deeper than MAX_SEQUENCE_DEPTH (walked without recursion)."""
+    pending: list[tuple[Dataset, int]] = [(dataset, 0)]
+    while pending:
+        current, depth = pending.pop()
+        for tag in current.keys():
+            raw = current.get_item(tag, keep_deferred=True)
+            if getattr(raw, "VR", None) != "SQ":
+                continue
+            if depth >= MAX_SEQUENCE_DEPTH:
+                raise InvalidPart10Error(f"Sequences are nested deeper than {MAX_SEQUENCE_DEPTH} levels.")
+            pending.extend((item, depth + 1) for item in current[tag].value or ())
+
+
+def _check_not_truncated(dataset: Dataset, size: int) -> None:
+    for tag in dataset.keys():
+        raw = dataset.get_item(tag, keep_deferred=True)
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if tell is not None and length not in (None, UNDEFINED_LENGTH) and tell + length > size:
+            raise InvalidPart10Error(
+                f"The file is truncated: element {BaseTag(tag)} needs {length} bytes at offset {tell}, "
+                f"the file has {size} bytes."
+            )
+
+
+def _frame_index(dataset: Dataset, transfer_syntax: UID, file: BinaryIO) -> FrameIndex | None:
+    raw = dataset.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in dataset else None
+    if raw is None or transfer_syntax == DeflatedExplicitVRLittleEndian:
+        return None  # no pixels, or offsets inside a deflated stream mean nothing in the stored file
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if tell is None or length is None:
+        return None
+    try:
+        frames = int(dataset.get("NumberOfFrames") or 1)
+        if transfer_syntax.is_encapsulated:
+            if length != UNDEFINED_LENGTH:
+                return None
+            return encapsulated_frame_index(file, tell, frames)
+        return native_frame_index(
+            tell, length, rows=int(dataset.Rows), columns=int(dataset.Columns),
+            samples=int(dataset.get("SamplesPerPixel") or 1), bits_allocated=int(dataset.BitsAllocated),
+            photometric=str(dataset.get("PhotometricInterpretation") or ""), number_of_frames=frames,
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None  # pixel description missing or malformed: frames will be decoded at retrieve time

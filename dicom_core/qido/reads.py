@@ -1,0 +1,166 @@
+"""The reads of one search, counted: index entries in growing pages, rows of study partitions (each read
+once), and instance metadata blobs. The count is the search's cost, logged and optionally sent as a header."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TypeVar
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableEntity
+
+from dicom_core.storage.blobs import metadata_blob_name
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.index.reads import get_row, instance_rows, series_rows
+from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.storage.clients import Storage
+
+T = TypeVar("T")
+# Instance rows carry the frame index (up to 30,000 characters): a search never needs it.
+INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
+SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
+MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
+POINT_READ_CONCURRENCY = 32
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of a study partition with its Attributes parsed."""
+
+    entity: TableEntity
+    attributes: JsonDataset
+
+    @property
+    def row_key(self) -> str:
+        """The row's RowKey."""
+        return str(self.entity["RowKey"])
+
+    @property
+    def created(self) -> datetime:
+        """When the row was first committed."""
+        return self.entity.get("CreatedAt") or _EPOCH
+
+    @property
+    def updated(self) -> datetime:
+        """When the row was last committed."""
+        return self.entity.get("UpdatedAt") or self.created
+
+
+def newest_first(rows: list[Row]) -> list[Row]:
+    """Sort rows by first commit, newest first (RowKey breaks ties, so pages are stable)."""
+    return sorted(sorted(rows, key=lambda row: row.row_key), key=lambda row: row.created, reverse=True)
+
+
+@dataclass
+class SearchReads:
+    """Counted, cached reads of one search, and how many more results it still wants."""
+
+    storage: Storage
+    budget: int
+    wanted: int = 0
+    entities: int = 0
+    blobs: int = 0
+    _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
+
+    @property
+    def exhausted(self) -> bool:
+        """Tell whether the search has read its budget of entities."""
+        return self.entities >= self.budget
+
+    async def study(self, study: str) -> Row | None:
+        """The study row, or None."""
+        return await self._once(("study", study), lambda: self._point(study, STUDY_ROW))
+
+    async def series(self, study: str, series: str) -> Row | None:
+        """A series row, or None."""
+        return await self._once(("series", study, series), lambda: self._point(study, series_row_key(series)))
+
+    async def instance(self, ids: InstanceIdentifiers) -> Row | None:
+        """An instance row, or None."""
+        key = ("instance", ids.study, ids.series, ids.instance)
+        return await self._once(key, lambda: self._point(ids.study, instance_row_key(ids.series, ids.instance)))
+
+    async def series_of(self, study: str) -> list[Row]:
+        """Every series row of a study."""
+        return await self._once(
+            ("series-of", study), lambda: self._range(series_rows(self.storage, study, select=SERIES_COLUMNS)))
+
+    async def instances_of(self, study: str, series: str | None = None) -> list[Row]:
+        """The instance rows of a series, or of a whole study."""
+        return await self._once(
+            ("instances-of", study, series or ""),
+            lambda: self._range(instance_rows(self.storage, study, series, select=INSTANCE_COLUMNS)),
+        )
+
+    async def metadata(self, stored: StoredInstance) -> JsonDataset:
+        """The instance's DICOM JSON from its metadata blob ({} when the blob is gone)."""
+
+        async def read() -> JsonDataset:
+            self.blobs += 1
+            try:
+                downloader = await self.storage.metadata.download_blob(metadata_blob_name(stored))
+                return json.loads(await downloader.readall())
+            except ResourceNotFoundError:
+                return {}  # replaced or deleted since the row was read
+
+        ids = stored.ids
+        return await self._once(("metadata", ids.study, ids.series, ids.instance, stored.version), read)
+
+    async def index_pages(
+        self, partition: str, low: str | None = None, high: str | None = None
+    ) -> AsyncIterator[list[TableEntity]]:
+        """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``).
+
+        The first page is what the search still wants (a result costs its entry and its row: 2 entities), and
+        pages double after it, when entries turned out stale or filtered out, so a page costs about what it returns.
+        """
+        query = "PartitionKey eq @pk"
+        query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
+        parameters = {"pk": partition, "low": low, "high": high}
+        size, token = min(MAX_PAGE, max(16, self.wanted)), None
+        while not self.exhausted:
+            pager = self.storage.index.query_entities(
+                query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
+            ).by_page(continuation_token=token)
+            try:
+                page = [entity async for entity in await pager.__anext__()]
+            except (StopAsyncIteration, ResourceNotFoundError):
+                return
+            self.entities += len(page)
+            if page:
+                yield page
+            token = pager.continuation_token
+            if not token:
+                return
+            size = min(MAX_PAGE, size * 2)
+
+    async def _point(self, partition: str, row_key: str) -> Row | None:
+        async with self._slots:
+            entity = await get_row(self.storage, partition, row_key)
+        if entity is None:
+            return None
+        self.entities += 1
+        return _row(entity)
+
+    async def _range(self, read: Awaitable[list[TableEntity]]) -> list[Row]:
+        async with self._slots:
+            entities = await read
+        self.entities += len(entities)
+        return [_row(entity) for entity in entities]
+
+    async def _once(self, key: tuple[str, ...], read: Callable[[], Awaitable[T]]) -> T:
+        task = self._cache.get(key)
+        if task is None:
+            task = self._cache[key] = asyncio.ensure_future(read())
+        return await task  # type: ignore[return-value]
+
+
+def _row(entity: TableEntity) -> Row:
+    return Row(entity, json.loads(str(entity.get("Attributes") or "{}")))

@@ -1,0 +1,184 @@
+"""The attributes each search result carries, and the DICOM JSON of a result built from its rows.
+
+Return sets are Azure's (v1 and v2 defaults, `includefield=all`), plus the includefield attributes, the
+filtered attributes and the UIDs of the URL. Results at study level always carry ModalitiesInStudy and
+the NumberOfStudyRelated* counts, and series results NumberOfSeriesRelatedInstances, as the standard's
+default return attributes list them (Azure only on includefield). Attributes outside the rows come from
+the metadata blob of the result's instance (for a study or series: its most recently stored instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from pydicom.tag import BaseTag
+
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.model.levels import ROW_ATTRIBUTES, Level, tags_for_keywords
+from dicom_core.qido.candidates import Hit
+from dicom_core.qido.matching import json_key
+from dicom_core.qido.query import MODALITIES_IN_STUDY, QidoQuery, QidoResource
+from dicom_core.qido.reads import Row, SearchReads
+from dicom_core.search_index.keys import study_row_modalities
+from dicom_core.stow.validation import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
+
+NUMBER_OF_STUDY_RELATED_SERIES = BaseTag(0x00201206)
+NUMBER_OF_STUDY_RELATED_INSTANCES = BaseTag(0x00201208)
+NUMBER_OF_SERIES_RELATED_INSTANCES = BaseTag(0x00201209)
+STUDY_COMPUTED = (MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES)
+SERIES_COMPUTED = (NUMBER_OF_SERIES_RELATED_INSTANCES,)
+_LEVEL_ORDER = (Level.STUDY, Level.SERIES, Level.INSTANCE)
+
+# Azure's return sets (QueryResponseBuilder): v1 defaults, v2 defaults, and the extra of `includefield=all`.
+V1_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
+    Level.STUDY: tags_for_keywords(
+        "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability",
+        "ReferringPhysicianName", "TimezoneOffsetFromUTC", "PatientName", "PatientID", "PatientBirthDate",
+        "PatientSex", "StudyInstanceUID", "StudyID",
+    ),
+    Level.SERIES: tags_for_keywords(
+        "SpecificCharacterSet", "Modality", "TimezoneOffsetFromUTC", "SeriesDescription", "SeriesInstanceUID",
+        "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "RequestAttributesSequence",
+    ),
+    Level.INSTANCE: tags_for_keywords(
+        "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "TimezoneOffsetFromUTC",
+        "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
+    ),
+}
+V2_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
+    Level.STUDY: tags_for_keywords(
+        "StudyInstanceUID", "StudyDate", "StudyDescription", "AccessionNumber", "ReferringPhysicianName",
+        "PatientName", "PatientID", "PatientBirthDate",
+    ),
+    Level.SERIES: tags_for_keywords("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
+    Level.INSTANCE: tags_for_keywords("SOPInstanceUID"),
+}
+ALL_EXTRA: dict[Level, tuple[BaseTag, ...]] = {
+    Level.STUDY: tags_for_keywords(
+        "StudyDescription", "AnatomicRegionsInStudyCodeSequence", "ProcedureCodeSequence",
+        "NameOfPhysiciansReadingStudy", "AdmittingDiagnosesDescription", "ReferencedStudySequence", "PatientAge",
+        "PatientSize", "PatientWeight", "Occupation", "AdditionalPatientHistory",
+    ),
+    Level.SERIES: tags_for_keywords("SeriesNumber", "Laterality", "SeriesDate", "SeriesTime"),
+    Level.INSTANCE: (),
+}
+RESULT_LEVELS: dict[QidoResource, tuple[Level, ...]] = {
+    QidoResource.ALL_STUDIES: (Level.STUDY,),
+    QidoResource.ALL_SERIES: (Level.STUDY, Level.SERIES),
+    QidoResource.ALL_INSTANCES: (Level.STUDY, Level.SERIES, Level.INSTANCE),
+    QidoResource.STUDY_SERIES: (Level.SERIES,),
+    QidoResource.STUDY_INSTANCES: (Level.SERIES, Level.INSTANCE),
+    QidoResource.STUDY_SERIES_INSTANCES: (Level.INSTANCE,),
+}
+
+
+def return_tags(query: QidoQuery) -> set[BaseTag]:
+    """Every attribute a result of ``query`` may carry."""
+    tags: set[BaseTag] = set()
+    for level in RESULT_LEVELS[query.resource]:
+        if query.include_all:
+            tags.update(V1_DEFAULTS[level], ALL_EXTRA[level])
+        else:
+            tags.update((V2_DEFAULTS if query.api_version >= 2 else V1_DEFAULTS)[level])
+    tags.update(query.include_fields)
+    tags.update(condition.tag for condition in query.conditions)
+    result_level = query.resource.result_level
+    if result_level is Level.STUDY:
+        tags.update(STUDY_COMPUTED)
+    elif result_level is Level.SERIES:
+        tags.update(SERIES_COMPUTED)
+    if query.study_uid:
+        tags.add(STUDY_INSTANCE_UID)
+    if query.series_uid:
+        tags.add(SERIES_INSTANCE_UID)
+    return tags
+
+
+async def build_datasets(reads: SearchReads, query: QidoQuery, hits: list[Hit]) -> list[JsonDataset]:
+    """Build the DICOM JSON of every result, reading only what the rows of the hits lack."""
+    tags = return_tags(query)
+    plan = _source_plan(query, tags)
+    return list(await asyncio.gather(*(_dataset(reads, hit, tags, plan) for hit in hits)))
+
+
+def _source_plan(query: QidoQuery, tags: Iterable[BaseTag]) -> dict[BaseTag, Level | None]:
+    """Where each attribute comes from: a level's row, or None for the metadata blob.
+
+    UIDs come from the hit itself. Attributes of a level below the result's are left out (Modality at study
+    level would otherwise cost a metadata blob per study), and so are default ones no row keeps
+    (InstanceAvailability: no stored instance has it).
+    """
+    result_level = query.resource.result_level
+    own_and_above = _LEVEL_ORDER[: _LEVEL_ORDER.index(result_level) + 1]
+    below = _LEVEL_ORDER[len(own_and_above):]
+    plan: dict[BaseTag, Level | None] = {}
+    for tag in set(tags) - {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID}:
+        if tag in STUDY_COMPUTED:
+            plan[tag] = Level.STUDY
+        elif tag in SERIES_COMPUTED:
+            if result_level is not Level.STUDY:
+                plan[tag] = Level.SERIES
+        elif level := next((lvl for lvl in reversed(own_and_above) if tag in ROW_ATTRIBUTES[lvl]), None):
+            plan[tag] = level  # the result's own level first: SpecificCharacterSet is kept at every level
+        elif tag in query.include_fields and not any(tag in ROW_ATTRIBUTES[lvl] for lvl in below):
+            plan[tag] = None  # asked for by name and kept in no row: the metadata blob
+    return plan
+
+
+async def _dataset(reads: SearchReads, hit: Hit, tags: set[BaseTag], plan: dict[BaseTag, Level | None]) -> JsonDataset:
+    rows = await _rows(reads, hit, set(plan.values()))
+    metadata: JsonDataset = {}
+    if None in plan.values():
+        metadata = await _representative_metadata(reads, hit)
+    dataset: JsonDataset = {}
+    for tag, level in plan.items():
+        element = _computed(tag, rows.get(Level.STUDY), rows.get(Level.SERIES))
+        if element is None:
+            source = metadata if level is None else (rows[level].attributes if rows.get(level) else {})
+            element = source.get(json_key(tag))
+        if element is not None:
+            dataset[json_key(tag)] = element
+    for tag, uid in ((STUDY_INSTANCE_UID, hit.study_uid), (SERIES_INSTANCE_UID, hit.series_uid),
+                     (SOP_INSTANCE_UID, hit.instance_uid)):
+        if tag in tags and uid:
+            dataset[json_key(tag)] = {"vr": "UI", "Value": [uid]}
+    return dict(sorted(dataset.items()))
+
+
+async def _rows(reads: SearchReads, hit: Hit, levels: set[Level | None]) -> dict[Level, Row | None]:
+    rows: dict[Level, Row | None] = {Level.STUDY: hit.study, Level.SERIES: hit.series, Level.INSTANCE: hit.instance}
+    if Level.STUDY in levels and rows[Level.STUDY] is None:
+        rows[Level.STUDY] = await reads.study(hit.study_uid)
+    if Level.SERIES in levels and rows[Level.SERIES] is None and hit.series_uid:
+        rows[Level.SERIES] = await reads.series(hit.study_uid, hit.series_uid)
+    return rows
+
+
+def _computed(tag: BaseTag, study: Row | None, series: Row | None) -> dict[str, object] | None:
+    if tag == MODALITIES_IN_STUDY and study is not None:
+        modalities = sorted(study_row_modalities(study.entity))
+        return {"vr": "CS", "Value": modalities} if modalities else None
+    counts = {
+        NUMBER_OF_STUDY_RELATED_SERIES: (study, "SeriesCount"),
+        NUMBER_OF_STUDY_RELATED_INSTANCES: (study, "InstanceCount"),
+        NUMBER_OF_SERIES_RELATED_INSTANCES: (series, "InstanceCount"),
+    }
+    if tag in counts:
+        row, name = counts[tag]
+        return None if row is None else {"vr": "IS", "Value": [int(row.entity.get(name) or 0)]}
+    return None
+
+
+async def _representative_metadata(reads: SearchReads, hit: Hit) -> JsonDataset:
+    """The metadata of the result's instance, or of its series' or study's most recently stored instance."""
+    row = hit.instance
+    if row is None:
+        rows = await reads.instances_of(hit.study_uid, hit.series_uid)
+        row = max(rows, key=lambda r: r.updated, default=None)
+    if row is None:
+        return {}
+    _, series, instance = row.row_key.split("|")
+    ids = InstanceIdentifiers(hit.study_uid, series, instance)
+    return await reads.metadata(StoredInstance(ids, str(row.entity["Version"])))

@@ -1,0 +1,327 @@
+"""Writing the secondary index table `{prefix}Index`: entries that let a search read a page, not the archive.
+
+Table Storage indexes only PartitionKey and RowKey, so each searchable value gets its own partition and each
+entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read (the keys:
+`search_index_keys.py`). The store path
+writes the entries of an instance *before* its study transaction commits (intents), so no committed study is
+missing from an index; a search verifies every entry against the row it points at and drops stale ones (an
+upsert that changed a value, a crash before the commit, a delete). Entries are never deleted by a search: an
+entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from datetime import datetime, timedelta, timezone
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, ServiceRequestError,
+)
+from azure.data.tables import TableEntity, UpdateMode
+
+from dicom_core.index.commit import CommitRows, read_commit_rows
+from dicom_core.model.levels import Level, row_attributes
+from dicom_core.search_index.keys import (
+    CLAIMS, IndexKey, instance_key, inverted_time, series_keys, study_keys, study_row_keys, study_row_modalities,
+)
+from dicom_core.storage.clients import Storage
+from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+
+LOGGER = logging.getLogger(__name__)
+
+# A claim older than this whose study (or series) never got committed is taken over by the next first store.
+CLAIM_TTL = timedelta(hours=1)
+_WRITE_CONCURRENCY = 16
+# Entries this process upserted in the last RECENT_SECONDS, or is upserting:
+# (event loop, account, table, PartitionKey, RowKey) -> (when, the upsert).
+RECENT_SECONDS = 30.0
+_RECENT_MAX = 20_000
+_recent: dict[tuple[int, str, str, str, str], tuple[float, asyncio.Future[object]]] = {}
+
+async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
+    """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
+
+    Study- and series-level entries already written for the values the committed rows hold are skipped,
+    so storing the 500th instance of a series writes one entry. The store path passes `IndexIntents` to
+    `commit_instance` instead, which shares the commit's row reads and completes the entries per attempt.
+    """
+    await IndexIntents(storage, record).before_commit(await read_commit_rows(storage, record.stored.ids))
+
+
+class IndexIntents:
+    """The index entries of one instance being stored, kept in step with the rows each commit attempt read.
+
+    Used as `commit_instance` hooks. Before every attempt it writes the entries the rows of that attempt do
+    not account for (the first attempt writes them all; a later one only what changed, e.g. the study row
+    it had found is gone because a delete removed the study and its entries meanwhile). After a commit that
+    created a row (the instance's, and the series' or study's) it checks that their entries still exist and
+    writes back any that a delete racing with this store removed: a created row must never lack its entries.
+    """
+
+    def __init__(self, storage: Storage, record: InstanceRecord) -> None:
+        self._storage = storage
+        self._record = record
+        self._study: dict[IndexKey, dict[str, str]] = {}  # study-level key -> the entry written for it
+        self._series: dict[IndexKey, dict[str, str]] = {}
+        self._instance_written = False
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Write the entries that ``rows`` (about to be committed over) do not account for."""
+        ids = self._record.stored.ids
+        missing_study, missing_series = _missing_keys(self._record, rows.study, rows.series)
+        study_todo, series_todo = missing_study - set(self._study), missing_series - set(self._series)
+        first = not self._instance_written
+        if not (study_todo or series_todo or first):
+            return
+        study_sort, series_sort = await asyncio.gather(
+            _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
+            _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
+            if series_todo else _none(),
+        )
+        study_entries = {key: _entry(key, study_sort or "", ids.study) for key in study_todo}
+        series_entries = {key: _entry(key, series_sort or "", ids.study, ids.series) for key in series_todo}
+        entries = [*study_entries.values(), *series_entries.values()]
+        key = instance_key(ids.instance)
+        instance_entry = _entry(key, "", ids.study, ids.series, ids.instance)
+        # The first attempt may skip what this process wrote moments ago; a later one writes for certain.
+        writes = [_upsert_once(self._storage, entry) if first else _upsert(self._storage, entry) for entry in entries]
+        if first:
+            writes.append(_upsert(self._storage, instance_entry))
+        await _bounded(writes)
+        self._study.update(study_entries)
+        self._series.update(series_entries)
+        self._instance_written = True
+
+    async def after_commit(self, rows: CommitRows) -> None:
+        """After a commit that created rows (instance, series, study), write back their entries if they are gone."""
+        ids = self._record.stored.ids
+        expected = [*(self._study.values() if rows.study is None else ()),
+                    *(self._series.values() if rows.series is None else ()),
+                    *([_entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance)]
+                      if rows.instance is None else [])]
+        present = await asyncio.gather(*(_index_entry_exists(self._storage, entry) for entry in expected))
+        lost = [entry for entry, found in zip(expected, present) if not found]
+        if lost:
+            LOGGER.info("A delete removed %d index entries of %s while it was being stored; writing them again",
+                        len(lost), self._record.stored.ids.study)
+            await _bounded(_upsert(self._storage, entry) for entry in lost)
+
+
+def _missing_keys(
+    record: InstanceRecord, study_row: TableEntity | None, series_row: TableEntity | None,
+) -> tuple[set[IndexKey], set[IndexKey]]:
+    """The study- and series-level keys of ``record`` that the committed rows' own entries do not cover."""
+    ids = record.stored.ids
+    old_modalities = study_row_modalities(study_row) if study_row else set()
+    new_study = study_keys(row_attributes(record.metadata, Level.STUDY), old_modalities | {record.modality} - {""})
+    missing_study = new_study - (study_row_keys(study_row) if study_row else set())
+    new_series = series_keys(ids.series, record.modality)
+    old_series = series_keys(ids.series, str(series_row.get("Modality") or "")) if series_row else set()
+    return missing_study, new_series - old_series
+
+
+def _entry(key: IndexKey, sort_key: str, *uids: str) -> dict[str, str]:
+    return {"PartitionKey": key.partition, "RowKey": key.row_key(sort_key, *uids)}
+
+
+async def restore_index_entries(storage: Storage, study: str, series: str | None = None) -> int:
+    """Write the entries of every row still in scope; a delete calls it when rows it removed entries of survived.
+
+    A delete removes the entries of the levels it expects to empty before deleting their rows; when a store
+    committed into the study (or series) meanwhile, the level stays, and this puts its entries back.
+    """
+    rows = await _rows_in_scope(storage, study, series)
+    entries: list[dict[str, str]] = []
+    for row in rows:
+        row_key = str(row["RowKey"])
+        if row_key.startswith("instance|"):
+            entries.append(_entry(instance_key(row_key.split("|")[2]), "", study, *row_key.split("|")[1:]))
+        elif row_key.startswith("series|"):
+            sort = await _claim(storage, study, row_key, committed=True)
+            uid = row_key.split("|", 1)[1]
+            entries += [_entry(key, sort, study, uid) for key in series_keys(uid, str(row.get("Modality") or ""))]
+        elif row_key == STUDY_ROW:
+            sort = await _claim(storage, study, STUDY_ROW, committed=True)
+            entries += [_entry(key, sort, study) for key in study_row_keys(row)]
+    await _bounded(_upsert(storage, entry) for entry in entries)
+    return len(entries)
+
+
+async def remove_index_entries(
+    storage: Storage, study: str, series: str | None = None, instance: str | None = None
+) -> int:
+    """Remove the entries of an instance, a series or a whole study; call it before deleting their rows.
+
+    Returns how many entries it deleted (or found gone). Entries for values the rows no longer hold (an
+    earlier upsert) stay behind; searches drop them, as they drop every entry whose row is gone.
+    """
+    if instance is not None:
+        if series is None:
+            raise ValueError("An instance is identified by its study, series and SOP instance UIDs")
+        return await _delete_entries(storage, [_instance_entry(study, series, instance)])
+    claims = {
+        str(claim["RowKey"]): str(claim["SortKey"])
+        async for claim in storage.index.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": _claim_partition(study)}, select=["RowKey", "SortKey"])
+    }
+    entries: list[tuple[str, str]] = []
+    for row in await _rows_in_scope(storage, study, series):
+        row_key = str(row["RowKey"])
+        if row_key.startswith("instance|"):
+            entries.append(_instance_entry(study, *row_key.split("|")[1:]))
+        elif row_key.startswith("series|"):
+            entries.extend(_series_entries(study, row_key, row, claims))
+        elif row_key == STUDY_ROW:
+            sort = claims.get(STUDY_ROW, "")
+            entries.extend((key.partition, key.row_key(sort, study)) for key in study_row_keys(row))
+    claim_rows = [series_row_key(series)] if series is not None else list(claims)
+    entries.extend((_claim_partition(study), row_key) for row_key in claim_rows)
+    return await _delete_entries(storage, entries)
+
+
+async def _rows_in_scope(storage: Storage, study: str, series: str | None) -> list[TableEntity]:
+    """Every row of the study partition, or a series' instance rows and its series row."""
+    select = ["RowKey", "Modality", "Attributes", "ModalityCounts"]
+    if series is None:
+        query, parameters = "PartitionKey eq @pk", {"pk": study}
+    else:
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+        parameters = {"pk": study, "low": f"instance|{series}|", "high": f"instance|{series}}}"}
+    rows = [row async for row in storage.studies.query_entities(query, parameters=parameters, select=select)]
+    if series is not None:
+        series_row = await _get(storage, study, series_row_key(series), select)
+        rows += [series_row] if series_row is not None else []
+    return rows
+
+
+def _instance_entry(study: str, series: str, instance: str) -> tuple[str, str]:
+    key = instance_key(instance)
+    return key.partition, key.row_key("", study, series, instance)
+
+
+def _series_entries(study: str, row_key: str, row: TableEntity, claims: dict[str, str]) -> list[tuple[str, str]]:
+    series = row_key.split("|", 1)[1]
+    sort = claims.get(row_key, "")
+    keys = series_keys(series, str(row.get("Modality") or ""))
+    return [(key.partition, key.row_key(sort, study, series)) for key in keys]
+
+
+async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> int:
+    loop, table = id(asyncio.get_running_loop()), storage.index
+    for partition, row in entries:
+        _recent.pop((loop, table.url, table.table_name, partition, row), None)
+    await _bounded(storage.index.delete_entity(partition, row) for partition, row in entries)
+    return len(entries)
+
+
+async def _upsert(storage: Storage, entry: dict[str, str]) -> None:
+    """Upsert an entry, whatever this process wrote before."""
+    await storage.recreating_missing(functools.partial(storage.index.upsert_entity, entry, mode=UpdateMode.REPLACE))
+
+
+async def _index_entry_exists(storage: Storage, entry: dict[str, str]) -> bool:
+    try:
+        await storage.index.get_entity(entry["PartitionKey"], entry["RowKey"], select=["RowKey"])
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+async def _upsert_once(storage: Storage, entry: dict[str, str]) -> None:
+    """Upsert an entry unless this process upserted it moments ago or is upserting it now.
+
+    The parts of one STOW request that race into a new study all compute the same entries (one claimed sort
+    key); this writes each once. An entry deleted by another process within RECENT_SECONDS is a window of
+    the same kind as a delete racing a store (see docs/storage.md).
+    """
+    table = storage.index
+    key = (id(asyncio.get_running_loop()), table.url, table.table_name, entry["PartitionKey"], entry["RowKey"])
+    now = time.monotonic()
+    recent = _recent.get(key)
+    if recent is not None and now - recent[0] < RECENT_SECONDS:
+        future = recent[1]
+        if not future.done():
+            await asyncio.shield(future)
+            return
+        if not future.cancelled() and future.exception() is None:
+            return
+    future = asyncio.ensure_future(storage.recreating_missing(
+        functools.partial(table.upsert_entity, entry, mode=UpdateMode.REPLACE)))
+    if len(_recent) >= _RECENT_MAX:
+        for old in [k for k, (moment, _) in _recent.items() if now - moment >= RECENT_SECONDS]:
+            del _recent[old]
+    _recent[key] = (now, future)
+    await future
+
+
+def _claim_partition(study: str) -> str:
+    return f"{CLAIMS}|{study}"
+
+
+async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool) -> str:
+    """Return the sort key of a study (or series): the one the first store claimed, or a new claim.
+
+    Every store that races to create a study agrees on one sort key this way; the study row's CreatedAt is
+    only fixed later, by whichever commit creates the row.
+    """
+    partition = _claim_partition(study)
+    likely_new = not committed
+    for _ in range(5):
+        now = datetime.now(timezone.utc)
+        claim = {"PartitionKey": partition, "RowKey": row_key, "SortKey": inverted_time(now), "ClaimedAt": now}
+        if likely_new:
+            try:
+                await storage.recreating_missing(functools.partial(storage.index.create_entity, claim))
+                return str(claim["SortKey"])
+            except (ResourceExistsError, ServiceRequestError):
+                pass  # a create is a POST, which the SDK does not retry; reading tells whether it landed
+        existing = await _get_entity(storage, partition, row_key)
+        if existing is None:
+            likely_new = True
+            continue
+        if committed or now - existing["ClaimedAt"] < CLAIM_TTL:
+            return str(existing["SortKey"])
+        # An old claim whose study was never committed (its first store crashed): start afresh.
+        try:
+            await storage.index.update_entity(
+                claim, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return str(claim["SortKey"])
+        except ResourceModifiedError:
+            likely_new = False
+    raise TimeoutError(f"Could not claim a sort key for {study} {row_key}")
+
+
+async def _get(storage: Storage, partition: str, row: str, select: list[str]) -> TableEntity | None:
+    try:
+        return await storage.studies.get_entity(partition, row, select=select)
+    except ResourceNotFoundError:
+        return None
+
+
+async def _get_entity(storage: Storage, partition: str, row: str) -> TableEntity | None:
+    try:
+        return await storage.index.get_entity(partition, row)
+    except ResourceNotFoundError:
+        return None
+
+
+async def _none() -> None:
+    return None
+
+
+async def _bounded(operations: Iterable[Awaitable[object]]) -> None:
+    """Await the operations, at most _WRITE_CONCURRENCY at a time."""
+    slots = asyncio.Semaphore(_WRITE_CONCURRENCY)
+
+    async def run(operation: Awaitable[object]) -> None:
+        async with slots:
+            await operation
+
+    await asyncio.gather(*(run(operation) for operation in operations))

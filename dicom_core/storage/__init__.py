@@ -1,0 +1,1 @@
+"""Blob and Table Storage: clients, fault mapping, instance blobs, table helpers, group commits, caches."""

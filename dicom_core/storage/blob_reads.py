@@ -1,0 +1,227 @@
+"""Streaming reads from Blob Storage in bounded ranges, and a bounded window of prefetched streams.
+
+A retrieve answer is a sequence of bodies (instances, frames, metadata documents). Each body is read in
+ranges of at most `CHUNK_BYTES`, and the next bodies are read ahead concurrently into queues of at most
+`depth` chunks: up to `window` bodies at once (many small instances hide the latency of as many GETs) but
+no more than `budget` bytes of them (few large ones), so memory stays bounded however many bodies there
+are and however large each one is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import BinaryIO, cast
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob.aio import ContainerClient
+
+from dicom_core.model.errors import NotFoundError
+
+# Larger ranges mean fewer (billed) GETs; 8 MB measured twice as fast as 4 MB against Azurite.
+CHUNK_BYTES = 8 * 1024 * 1024
+# Bodies read at once by a multipart answer (the one being sent included), the memory they may hold
+# together, and the chunks queued per body.
+PREFETCH_WINDOW = 16
+PREFETCH_BUDGET_BYTES = 48 * 1024 * 1024
+PREFETCH_DEPTH = 1
+# Whole files spooled for transcoding or rendering stay in memory up to this size, then go to disk.
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+# Reads of a local (spooled) file: each read allocates its chunk, and an 8 MB one took 5 ms of page faults
+# where 1 MB reads of the same 4 MB took 0.4 ms in all (measured).
+FILE_CHUNK_BYTES = 1024 * 1024
+
+Body = AsyncIterator[bytes]
+BodySource = Callable[[], Body]
+
+
+async def read_range(container: ContainerClient, name: str, offset: int, length: int, *, etag: str | None = None) -> bytes:
+    """Return ``length`` bytes of a blob from ``offset`` (one GET); 404 if the blob is gone."""
+    conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    try:
+        downloader = await container.download_blob(name, offset=offset, length=length, **conditions)
+        return await downloader.readall()
+    except ResourceNotFoundError as exc:
+        raise NotFoundError(f"The stored file {name} is missing.") from exc
+
+
+async def stream_range(
+    container: ContainerClient, name: str, offset: int, length: int, *, chunk_bytes: int = CHUNK_BYTES
+) -> Body:
+    """Yield ``length`` bytes of a blob from ``offset``, one ranged GET of at most ``chunk_bytes`` at a time."""
+    end = offset + length
+    while offset < end:
+        size = min(chunk_bytes, end - offset)
+        yield await read_range(container, name, offset, size)
+        offset += size
+
+
+async def stream_blob(container: ContainerClient, name: str, size: int) -> Body:
+    """Yield a whole blob of known ``size`` in bounded ranges."""
+    async for chunk in stream_range(container, name, 0, size):
+        yield chunk
+
+
+async def spool_blob(container: ContainerClient, name: str, size: int) -> BinaryIO:
+    """Download a whole blob into a temporary file (in memory while small), positioned at 0."""
+    if 0 < size <= min(SPOOL_MEMORY_BYTES, CHUNK_BYTES):
+        # One read, kept as it came: BytesIO shares the bytes until written to (writing them was a copy).
+        return io.BytesIO(await read_range(container, name, 0, size))
+    spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES))
+    try:
+        async for chunk in stream_blob(container, name, size):
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+async def stream_file(file: BinaryIO, *, chunk_bytes: int = FILE_CHUNK_BYTES) -> Body:
+    """Yield a local (spooled) file from its current position in chunks, closing it at the end."""
+    try:
+        while chunk := await asyncio.to_thread(file.read, chunk_bytes):
+            yield chunk
+    finally:
+        file.close()
+
+
+_END = object()
+
+
+class _Pump:
+    """Runs one body's source in a task, into a queue of at most ``depth`` chunks."""
+
+    def __init__(self, source: BodySource, depth: int, on_first_chunk: Callable[[], None] | None = None) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue(depth)
+        self._error: BaseException | None = None
+        self._on_first_chunk = on_first_chunk
+        self.task = asyncio.create_task(self._run(source))
+
+    async def _run(self, source: BodySource) -> None:
+        try:
+            async with contextlib.aclosing(source()) as body:  # closed at once, also when cancelled
+                async for chunk in body:
+                    await self._queue.put(chunk)
+                    self._first_chunk_arrived()
+        except Exception as exc:  # handed to the consumer, which raises it where the body is read
+            self._error = exc
+        self._first_chunk_arrived()
+        await self._queue.put(_END)
+
+    def _first_chunk_arrived(self) -> None:
+        if self._on_first_chunk is not None:
+            callback, self._on_first_chunk = self._on_first_chunk, None
+            callback()
+
+    async def drain(self) -> Body:
+        """Yield the body's chunks in order; raise the source's error where it happened."""
+        while (chunk := await self._queue.get()) is not _END:
+            yield cast(bytes, chunk)
+        if self._error is not None:
+            raise self._error
+
+
+def held_bytes(size: int, depth: int = PREFETCH_DEPTH) -> int:
+    """The most memory a prefetched body of ``size`` bytes holds: its queued chunks and the one being read."""
+    return min(size, (depth + 1) * CHUNK_BYTES)
+
+
+async def prefetched(
+    sources: Iterable[BodySource], *, costs: Iterable[int] | None = None, window: int = PREFETCH_WINDOW,
+    depth: int = PREFETCH_DEPTH, budget: int = PREFETCH_BUDGET_BYTES,
+    more: AsyncIterator[list[tuple[BodySource, int]]] | None = None, ramp: bool = True,
+) -> AsyncIterator[Body]:
+    """Yield the bodies of ``sources`` in order while the next are read ahead, ``window`` and ``budget`` permitting.
+
+    ``costs`` are the bytes each body may hold while read ahead (default: the most any body holds).
+    ``more`` yields further (source, cost) batches, fetched while the first ones are read, sent after them.
+    With ``ramp``, the read-ahead starts once the first body's first chunk has arrived.
+    """
+    waiting = deque(zip(sources, costs if costs is not None else itertools.repeat(held_bytes(2**63, depth))))
+    running: deque[tuple[_Pump, int]] = deque()
+    batches = _Batches(more)
+    # The first body is read alone until its first chunk arrives: the answer's first bytes come as soon as
+    # one GET allows, not when the first of `window` GETs sharing the connection to storage does.
+    opened = 1 if ramp else window
+
+    def open_window() -> None:
+        nonlocal opened
+        opened = window
+        start()
+
+    def refill() -> None:
+        waiting.extend(batches.ready())
+        start()
+
+    def start() -> None:
+        held = sum(cost for _, cost in running)
+        # One body always runs, whatever it costs; the others start while they fit.
+        while waiting and len(running) < opened and (not running or held + waiting[0][1] <= budget):
+            source, cost = waiting.popleft()
+            running.append((_Pump(source, depth, open_window if opened < window else None), cost))
+            held += cost
+
+    try:
+        while True:
+            if not running and not waiting:
+                waiting.extend(await batches.next())
+                if not waiting:
+                    break
+            refill()
+            pump = running[0][0]  # stays in the window while it is sent
+            yield pump.drain()
+            if not pump.task.done():
+                pump.task.cancel()  # the consumer stopped before the body's end
+            await asyncio.gather(pump.task, return_exceptions=True)
+            running.popleft()
+            refill()
+    finally:
+        for pump, _ in running:
+            pump.task.cancel()
+        await asyncio.gather(*(pump.task for pump, _ in running), return_exceptions=True)
+        await batches.close()
+
+
+class _Batches:
+    """Further (source, cost) batches, the next one fetched in a task while the earlier ones are read."""
+
+    def __init__(self, more: AsyncIterator[list[tuple[BodySource, int]]] | None) -> None:
+        self._more = more
+        self._next: asyncio.Task[list[tuple[BodySource, int]] | None] | None = \
+            asyncio.ensure_future(self._fetch()) if more is not None else None
+
+    async def _fetch(self) -> list[tuple[BodySource, int]] | None:
+        assert self._more is not None
+        return await anext(self._more, None)
+
+    def ready(self) -> list[tuple[BodySource, int]]:
+        """The next batch if it has arrived (then the one after is fetched), else nothing."""
+        if self._next is None or not self._next.done():
+            return []
+        batch = self._next.result()  # a failed fetch raises here, cutting the answer off
+        self._next = asyncio.ensure_future(self._fetch()) if batch is not None else None
+        return batch or []
+
+    async def next(self) -> list[tuple[BodySource, int]]:
+        """Wait for the next batch; nothing once they are all read."""
+        while self._next is not None:
+            await asyncio.wait([self._next])
+            if batch := self.ready():
+                return batch
+        return []
+
+    async def close(self) -> None:
+        """Stop fetching."""
+        if self._next is not None:
+            self._next.cancel()
+            await asyncio.gather(self._next, return_exceptions=True)
+        if self._more is not None and hasattr(self._more, "aclose"):
+            await self._more.aclose()

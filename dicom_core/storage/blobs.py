@@ -1,0 +1,76 @@
+"""Blob Storage layout of instances: `{study}/{series}/{instance}/{version}.dcm` plus metadata sidecars."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import BinaryIO
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContentSettings
+
+from dicom_core.model.identifiers import StoredInstance
+from dicom_core.storage.clients import Storage
+
+LOGGER = logging.getLogger(__name__)
+
+DICOM_CONTENT = ContentSettings(content_type="application/dicom")
+JSON_CONTENT = ContentSettings(content_type="application/json")
+UPLOAD_CONCURRENCY = 4
+
+
+def _stem(stored: StoredInstance) -> str:
+    ids = stored.ids
+    return f"{ids.study}/{ids.series}/{ids.instance}/{stored.version}"
+
+
+def instance_blob_name(stored: StoredInstance) -> str:
+    """Name of the instance's Part-10 file in the files container."""
+    return f"{_stem(stored)}.dcm"
+
+
+def metadata_blob_name(stored: StoredInstance) -> str:
+    """Name of the instance's DICOM JSON (no bulk data) in the metadata container."""
+    return f"{_stem(stored)}.json"
+
+
+def frames_blob_name(stored: StoredInstance) -> str:
+    """Name of the instance's frame index when it is too large for its Table row."""
+    return f"{_stem(stored)}.frames.json"
+
+
+async def put_instance_file(storage: Storage, stored: StoredInstance, file: BinaryIO, size: int) -> None:
+    """Upload the Part-10 bytes exactly as received."""
+    async def upload() -> None:
+        file.seek(0)  # a retry after a missing container must send the bytes again
+        await storage.files.upload_blob(
+            instance_blob_name(stored), file, length=size, overwrite=True,
+            content_settings=DICOM_CONTENT, max_concurrency=UPLOAD_CONCURRENCY,
+        )
+
+    await storage.recreating_missing(upload)
+
+
+async def put_json(storage: Storage, name: str, body: bytes) -> None:
+    """Upload a JSON sidecar to the metadata container."""
+
+    async def upload() -> None:
+        await storage.metadata.upload_blob(name, body, overwrite=True, content_settings=JSON_CONTENT)
+
+    await storage.recreating_missing(upload)
+
+
+async def delete_instance_blobs(storage: Storage, stored: StoredInstance) -> None:
+    """Delete every blob of one stored version; missing blobs are fine."""
+    await asyncio.gather(
+        _delete(storage.files.delete_blob(instance_blob_name(stored))),
+        _delete(storage.metadata.delete_blob(metadata_blob_name(stored))),
+        _delete(storage.metadata.delete_blob(frames_blob_name(stored))),
+    )
+
+
+async def _delete(operation: object) -> None:
+    try:
+        await operation  # type: ignore[misc]
+    except ResourceNotFoundError:
+        pass

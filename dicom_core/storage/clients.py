@@ -1,0 +1,242 @@
+"""Storage clients (Blob containers and Tables), created once per event loop and made to exist."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.identity.aio import DefaultAzureCredential
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
+
+from dicom_core.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
+
+
+@dataclass
+class Storage:
+    """The service's storage: instance files and metadata in Blob Storage, the index in Table Storage."""
+
+    settings: Settings
+    blob_service: BlobServiceClient
+    table_service: TableServiceClient
+    files: ContainerClient
+    metadata: ContainerClient
+    studies: TableClient
+    index: TableClient
+    changes: TableClient
+    cleanup: TableClient
+    credential: AsyncTokenCredential | None = None
+
+    async def ensure_created(self) -> None:
+        """Create the containers and tables if they do not exist (idempotent)."""
+        await asyncio.gather(
+            *(_create_container(c) for c in (self.files, self.metadata)),
+            *(self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables),
+        )
+
+    async def close(self) -> None:
+        """Close the underlying HTTP sessions."""
+        await asyncio.gather(
+            self.files.close(), self.metadata.close(), *(t.close() for t in self.tables),
+            self.blob_service.close(), self.table_service.close(),
+        )
+        if self.credential is not None:
+            await self.credential.close()
+
+    @property
+    def tables(self) -> tuple[TableClient, ...]:
+        """Every table of the service."""
+        return (self.studies, self.index, self.changes, self.cleanup)
+
+    async def recreating_missing(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a write; if a container or table was deleted under us, create it again and retry once."""
+        try:
+            return await operation()
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) not in _MISSING_RESOURCE_CODES:
+                raise
+            LOGGER.warning("Storage resource missing (%s); creating it again", exc.error_code)
+            await self.ensure_created()
+            return await operation()
+
+
+def table_name(settings: Settings, suffix: str) -> str:
+    """Return the Table name for ``suffix`` under the configured prefix (alphanumeric, as Tables require)."""
+    return f"{settings.table_prefix}{suffix}"
+
+
+@dataclass(frozen=True)
+class ConnectionStringAccess:
+    """Reach storage with a connection string (Azurite, or an account that allows shared keys)."""
+
+    connection_string: str
+
+
+@dataclass(frozen=True)
+class IdentityAccess:
+    """Reach storage at its account URLs with DefaultAzureCredential: a managed identity in Azure, no keys."""
+
+    blob_account_url: str
+    table_account_url: str
+
+
+StorageAccess = ConnectionStringAccess | IdentityAccess
+
+
+def select_storage_access(settings: Settings) -> StorageAccess:
+    """Choose identity-based access when both account URLs are set, else the connection string."""
+    urls = {"DICOMWEB_BLOB_ACCOUNT_URL": settings.blob_account_url,
+            "DICOMWEB_TABLE_ACCOUNT_URL": settings.table_account_url}
+    given = [name for name, url in urls.items() if url]
+    if not given:
+        return ConnectionStringAccess(settings.storage_connection_string)
+    if len(given) < len(urls):
+        missing = next(name for name in urls if name not in given)
+        raise ValueError(f"{given[0]} is set but {missing} is not: set both account URLs, or neither.")
+    for name, url in urls.items():
+        # Bearer tokens travel only over TLS; the SDK would refuse later with a vaguer message.
+        if not url.lower().startswith("https://"):
+            raise ValueError(f"{name} must be an https:// URL, not {url!r}.")
+    return IdentityAccess(settings.blob_account_url, settings.table_account_url)
+
+
+# Seconds an idle pooled connection may be reused: below the servers' keep-alive timeout (Azurite's Node servers
+# close idle connections after 5 s; Azure's front ends wait minutes). aiohttp's default (15 s) hands out the
+# oldest pooled connection first, so after a burst and a pause near 5 s every retry of a request met another
+# connection the server was closing (ServerDisconnectedError four times over, a 503).
+IDLE_CONNECTION_SECONDS = 4.0
+
+
+class StorageTransport(AioHttpTransport):
+    """azure-core's aiohttp transport, with a pool that drops idle connections before the server does."""
+
+    async def open(self) -> None:
+        """Create the session (with the short keep-alive) on first use, then open it as azure-core does."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=IDLE_CONNECTION_SECONDS),
+                trust_env=_proxy_configured(), cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+            )
+        await super().open()
+
+
+def _proxy_configured() -> bool:
+    # aiohttp with trust_env reads the proxy variables and ~/.netrc on every request (5 % of a busy
+    # server's CPU, profiled); only worth it when a proxy is configured at all.
+    return any(os.environ.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"))
+
+
+# Bytes azure-core takes from a blob response per read (its default, 4 KiB, made a 2.5 MB download 600 trips
+# through the SDK's async generators: half the CPU of a transcoded retrieve, profiled); larger reads only
+# take what has arrived, so this holds no more memory.
+BLOB_READ_BLOCK_BYTES = 1024 * 1024
+
+# Seconds between the SDK's retries of one storage request (each way of the jitter: half of it). Short, so
+# that an unreachable account fails a request within seconds; the client retries later (503, Retry-After).
+RETRY_BACKOFF_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Bounded retries and socket timeouts of the storage clients (the SDKs' defaults wait minutes)."""
+
+    retries: int = 3
+    connect_timeout_seconds: int = 5
+    read_timeout_seconds: int = 60
+
+    @classmethod
+    def of(cls, settings: Settings) -> ClientOptions:
+        """The options the settings choose."""
+        return cls(settings.storage_retries, settings.storage_connect_timeout_seconds,
+                   settings.storage_read_timeout_seconds)
+
+    def blob_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a Blob service client: the Blob SDK's own retry policy, linear."""
+        retry = LinearRetry(backoff=RETRY_BACKOFF_SECONDS, retry_total=self.retries,  # type: ignore[arg-type]
+                            random_jitter_range=RETRY_BACKOFF_SECONDS / 2)  # type: ignore[arg-type]
+        transport = StorageTransport(connection_data_block_size=BLOB_READ_BLOCK_BYTES, **self._timeouts())
+        return {"retry_policy": retry, "transport": transport, **self._timeouts()}
+
+    def table_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a Table service client: azure-core's retry policy (exponential from 0 s)."""
+        return {"retry_total": self.retries, "retry_backoff_factor": RETRY_BACKOFF_SECONDS / 2,
+                "transport": StorageTransport(**self._timeouts()), **self._timeouts()}
+
+    def _timeouts(self) -> dict[str, Any]:
+        return {"connection_timeout": self.connect_timeout_seconds, "read_timeout": self.read_timeout_seconds}
+
+
+def storage_service_clients(
+    access: StorageAccess, options: ClientOptions | None = None,
+) -> tuple[BlobServiceClient, TableServiceClient, AsyncTokenCredential | None]:
+    """Create (without connecting) the Blob and Table service clients for ``access``, and its credential."""
+    options = options or ClientOptions()
+    if isinstance(access, ConnectionStringAccess):
+        return (BlobServiceClient.from_connection_string(access.connection_string, **options.blob_kwargs()),
+                TableServiceClient.from_connection_string(access.connection_string, **options.table_kwargs()), None)
+    credential = DefaultAzureCredential()
+    return (BlobServiceClient(access.blob_account_url, credential=credential, **options.blob_kwargs()),
+            TableServiceClient(access.table_account_url, credential=credential, **options.table_kwargs()),
+            credential)
+
+
+async def open_storage(settings: Settings) -> Storage:
+    """Connect to the configured account and make sure every container and table exists."""
+    blob_service, table_service, credential = storage_service_clients(select_storage_access(settings),
+                                                                      ClientOptions.of(settings))
+    storage = Storage(
+        settings=settings,
+        blob_service=blob_service,
+        table_service=table_service,
+        files=blob_service.get_container_client(settings.blob_container),
+        metadata=blob_service.get_container_client(settings.metadata_container),
+        studies=table_service.get_table_client(table_name(settings, "Studies")),
+        index=table_service.get_table_client(table_name(settings, "Index")),
+        changes=table_service.get_table_client(table_name(settings, "Changes")),
+        cleanup=table_service.get_table_client(table_name(settings, "Cleanup")),
+        credential=credential,
+    )
+    try:
+        await storage.ensure_created()
+    except BaseException:
+        # Unreachable storage (or a health check's timeout): don't leave HTTP sessions open on every attempt.
+        await asyncio.shield(storage.close())
+        raise
+    return storage
+
+
+async def _create_container(container: ContainerClient) -> None:
+    try:
+        await container.create_container()
+    except ResourceExistsError:
+        pass
+
+
+_shared: dict[int, Storage] = {}
+_lock: dict[int, asyncio.Lock] = {}
+
+
+async def shared_storage(settings: Settings | None = None) -> Storage:
+    """Return this event loop's Storage, opening it on first use (clients are bound to one loop)."""
+    loop_id = id(asyncio.get_running_loop())
+    storage = _shared.get(loop_id)
+    if storage is not None:
+        return storage
+    lock = _lock.setdefault(loop_id, asyncio.Lock())
+    async with lock:
+        if loop_id not in _shared:
+            _shared[loop_id] = await open_storage(settings or Settings.from_environment())
+    return _shared[loop_id]

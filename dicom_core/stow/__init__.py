@@ -1,0 +1,1 @@
+"""STOW-RS: storing instances."""

@@ -1,0 +1,267 @@
+"""STOW-RS: store the instances of a single-part or multipart/related request, streaming, part by part."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from dicom_core.maintenance.blob_cleanup import CleanupEntry, CleanupTarget, cancel_cleanup, cleanup_delay, schedule_cleanup
+from dicom_core.storage.blobs import delete_instance_blobs, frames_blob_name, metadata_blob_name, put_instance_file, put_json
+from dicom_core.index.outbox import announce_changes, withdraw_announcement
+from dicom_core.model.errors import (
+    BadRequestError, NotAcceptableError, PayloadTooLargeError, StorageUnavailableError, UnsupportedMediaTypeError,
+)
+from dicom_core.model.identifiers import StoredInstance, new_version
+from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
+from dicom_core.wire.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
+from dicom_core.documents.series_documents import add_instance
+from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts
+from dicom_core.model.part10 import InvalidPart10Error, read_part10, stored_stream
+from dicom_core.search_index.entries import IndexIntents
+from dicom_core.storage.clients import Storage
+from dicom_core.storage.faults import is_storage_unavailable
+from dicom_core.stow.validation import validate_instance
+from dicom_core.stow.response import (
+    DATASET_DOES_NOT_MATCH_SOP_CLASS, INSTANCE_EXISTS, PROCESSING_FAILURE, VALIDATION_FAILURE, VALIDATION_WARNING,
+    StoreOutcome, StoreResponse, build_store_response,
+)
+from dicom_core.index.rows import InstanceRecord
+
+LOGGER = logging.getLogger(__name__)
+# A frame index longer than this goes to its own blob (a Table string property holds 32K characters).
+MAX_ROW_FRAME_INDEX_CHARS = 30_000
+# A part up to this size is announced to the change feed while it uploads (an upload of it outlasting the
+# 15-minute announcement timeout would take a link below 80 KB/s); a larger one after its upload.
+EARLY_ANNOUNCEMENT_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """The HTTP facts of a STOW request that the service needs."""
+
+    api_version: int
+    study_uid: str | None
+    content_type: str | None
+    accept: str | None
+    base_url: str
+    upsert: bool = False
+
+
+async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIterator[bytes]) -> StoreResponse:
+    """Store every part of the request body and report each one."""
+    if not accepts(request.accept, DICOM_JSON):
+        raise NotAcceptableError(f"The request headers are not acceptable: STOW-RS answers with {DICOM_JSON}.")
+    media = parse_media_type(request.content_type or "")
+    settings = storage.settings
+    if media.type == DICOM:
+        parts: AsyncIterator[Part] = _single_part(body, settings.max_part_bytes, settings.spool_memory_bytes)
+        default_type: str | None = DICOM
+    elif media.type == MULTIPART_RELATED:
+        if "start" in media.params:
+            raise BadRequestError("The multipart/related 'start' parameter is not supported.")
+        if "boundary" not in media.params:
+            raise UnsupportedMediaTypeError("The multipart/related Content-Type has no boundary parameter.")
+        boundary = boundary_from_content_type(media.params)
+        parts = iter_parts(body, boundary, max_part_bytes=settings.max_part_bytes,
+                           spool_memory_bytes=settings.spool_memory_bytes)
+        default_type = media.params.get("type", DICOM)
+    else:
+        raise UnsupportedMediaTypeError(
+            f"The Content-Type '{request.content_type or ''}' is not supported: send {DICOM} or "
+            f'multipart/related; type="{DICOM}".'
+        )
+    outcomes = await _store_parts(storage, request, parts, default_type)
+    if outcomes and all(outcome.storage_unavailable for outcome in outcomes):
+        # Nothing could be stored because storage is down: a retryable 503, not a 409 of 272s.
+        raise StorageUnavailableError()
+    return build_store_response(
+        outcomes, api_version=request.api_version, study_uid=request.study_uid, base_url=request.base_url
+    )
+
+
+async def _store_parts(
+    storage: Storage, request: StoreRequest, parts: AsyncIterator[Part], default_type: str | None
+) -> list[StoreOutcome]:
+    # At most `store_concurrency` parts are spooled and being stored while the next one is received.
+    slots = asyncio.Semaphore(storage.settings.store_concurrency)
+    tasks: list[asyncio.Task[StoreOutcome]] = []
+
+    async def store(part: Part) -> StoreOutcome:
+        try:
+            return await _store_part(storage, request, part, default_type)
+        finally:
+            part.close()
+            slots.release()
+
+    try:
+        async for part in parts:
+            await slots.acquire()
+            tasks.append(asyncio.create_task(store(part)))
+    finally:
+        # Parts already received are finished even when the body turns out to be malformed later.
+        outcomes = await asyncio.gather(*tasks)
+    return list(outcomes)
+
+
+async def _store_part(storage: Storage, request: StoreRequest, part: Part, default_type: str | None) -> StoreOutcome:
+    part_type = parse_media_type(part.content_type).type if part.content_type else default_type
+    if part_type != DICOM:
+        return StoreOutcome(
+            failure_reason=VALIDATION_FAILURE, wrong_media_type=True,
+            comments=[f"The part's Content-Type '{part.content_type or part_type}' is not {DICOM}."],
+        )
+    try:
+        parsed = await asyncio.to_thread(read_part10, part.file,
+                                         max_inflated_bytes=storage.settings.max_inflated_bytes)
+        validated = await asyncio.to_thread(
+            validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid
+        )
+    except InvalidPart10Error as exc:
+        return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])
+    outcome = StoreOutcome(ids=validated.ids, sop_class_uid=validated.sop_class_uid)
+    if validated.failed or validated.ids is None:
+        outcome.failure_reason = VALIDATION_FAILURE
+        outcome.comments = validated.errors
+        return outcome
+
+    stored = StoredInstance(validated.ids, new_version())
+    frame_index = json.dumps(parsed.frame_index.to_json(), separators=(",", ":")) if parsed.frame_index else ""
+    frame_index_in_blob = len(frame_index) > MAX_ROW_FRAME_INDEX_CHARS
+    record = InstanceRecord(
+        stored=stored, sop_class_uid=validated.sop_class_uid or "", transfer_syntax=str(parsed.transfer_syntax),
+        size=parsed.size, metadata=validated.metadata,
+        frame_index="" if frame_index_in_blob else frame_index, frame_index_in_blob=frame_index_in_blob,
+    )
+    try:
+        # Before anything is uploaded: blobs a crash, a 45070 or a failed commit leaves behind get deleted.
+        cleanup = _VersionCleanup(storage, await schedule_cleanup(storage, [CleanupTarget.of_version(stored)]))
+        uploads = [
+            put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
+            put_json(storage, metadata_blob_name(stored), json.dumps(validated.metadata, separators=(",", ":")).encode()),
+        ]
+        if frame_index_in_blob:
+            uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
+        # The change feed's sequencer looks for the commit's outbox row only where it was announced, and drops an
+        # announcement older than ANNOUNCEMENT_TIMEOUT without its outbox row: a large file is announced after
+        # its upload (which may take longer than that), a small one beside it. Every commit attempt waits for it.
+        announced: asyncio.Task[None] | None = None
+        try:
+            if parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES:
+                announced = _announce(storage, stored)
+            await asyncio.gather(*uploads)
+            announced = announced or _announce(storage, stored)
+            # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
+            hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup, announced)
+            await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
+        finally:
+            if announced is not None:
+                announced.cancel()  # only still running if no attempt got as far as committing
+                await asyncio.gather(announced, return_exceptions=True)
+    except InstanceExistsError:
+        # Never referenced by a row (the existing row names another version): safe to delete at once.
+        await delete_instance_blobs(storage, stored)
+        await _quietly(cancel_cleanup(storage, cleanup.entries))
+        await _quietly(withdraw_announcement(storage, stored.version))  # its commit was refused
+        outcome.failure_reason = INSTANCE_EXISTS
+        outcome.comments = [f"The instance {stored.ids.instance} already exists; use PUT to replace it."]
+        return outcome
+    except Exception as exc:
+        outcome.storage_unavailable = is_storage_unavailable(exc)
+        # The blobs stay for the cleanup entry: a commit whose answer was lost may have landed after all.
+        LOGGER.exception("Storing instance %s failed", stored.ids.instance)
+        outcome.failure_reason = PROCESSING_FAILURE
+        outcome.comments = ["The instance could not be stored because of a storage error; retry the request."]
+        return outcome
+    # The series metadata document, for WADO-RS. A replaced version's blobs go with its cleanup entry, later:
+    # a reader that looked up the old row a moment ago is still reading them.
+    await add_instance(storage, stored, validated.metadata)
+    if validated.implicit_vr:
+        outcome.warning_reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
+    elif validated.warnings:
+        outcome.warning_reason = VALIDATION_WARNING
+    outcome.comments = validated.warnings
+    outcome.multi_valued_index = validated.multi_valued_index
+    return outcome
+
+
+def _announce(storage: Storage, stored: StoredInstance) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)))
+
+
+class _VersionCleanup:
+    """The cleanup entries of a store: its own version's, and the version an upsert replaces."""
+
+    def __init__(self, storage: Storage, entries: list[CleanupEntry]) -> None:
+        self.storage = storage
+        self.entries = entries
+        self._own = entries[0].target
+        self._written_at = time.monotonic()
+        self._replaced: set[str] = set()
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Record the version this attempt would replace; renew the own entry if the store took long."""
+        targets = []
+        replaced = str(rows.instance["Version"]) if rows.instance is not None else None
+        if replaced is not None and replaced not in self._replaced:
+            targets.append(CleanupTarget.of_version(StoredInstance(self._own.stored.ids, replaced)))
+        # The own entry must not fall due before the commit: it would delete blobs about to be referenced.
+        renew = time.monotonic() - self._written_at > cleanup_delay(self.storage).total_seconds() / 2
+        if renew:
+            targets.append(self._own)
+        if not targets:
+            return
+        written = await schedule_cleanup(self.storage, targets)
+        if replaced is not None:
+            self._replaced.add(replaced)
+        if renew:
+            self.entries.append(written[-1])
+            self._written_at = time.monotonic()
+
+
+class _StoreCommitHooks:
+    """Around each commit attempt of a store: index intents and cleanup entries (see commit_instance)."""
+
+    def __init__(self, intents: IndexIntents, cleanup: _VersionCleanup, announced: asyncio.Task[None]) -> None:
+        self._intents = intents
+        self._cleanup = cleanup
+        self._announced = announced
+
+    async def before_commit(self, rows: CommitRows) -> None:
+        """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
+        await asyncio.gather(self._announced, self._intents.before_commit(rows), self._cleanup.before_commit(rows))
+
+    async def after_commit(self, rows: CommitRows) -> None:
+        """Repair index entries a racing delete removed from rows this commit created."""
+        await self._intents.after_commit(rows)
+
+
+async def _single_part(body: AsyncIterator[bytes], max_bytes: int, spool_memory_bytes: int) -> AsyncIterator[Part]:
+    """Spool a single-part application/dicom body into one Part."""
+    file = tempfile.SpooledTemporaryFile(max_size=spool_memory_bytes)
+    size = 0
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"The DICOM file is larger than the limit of {max_bytes} bytes.")
+            file.write(chunk)
+    except BaseException:
+        file.close()
+        raise
+    file.seek(0)
+    yield Part(headers={}, content_type=DICOM, file=file, size=size)
+
+
+async def _quietly(operation: object) -> None:
+    try:
+        await operation  # type: ignore[misc]
+    except Exception:
+        LOGGER.warning("Cleanup after a failed store did not finish; the cleanup path will remove leftovers",
+                       exc_info=True)

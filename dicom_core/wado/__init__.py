@@ -1,0 +1,1 @@
+"""WADO-RS: retrieving instances, frames, metadata and rendered images, transcoded on request."""

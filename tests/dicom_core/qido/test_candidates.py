@@ -1,0 +1,175 @@
+"""Which index serves a search, and what a search costs in an archive of a thousand studies or more.
+
+The archive is stored through the STOW service (`store_instances`), so the index entries are the ones the
+store path writes. Cost is the number of Table entities a search reads; an indexed search must read a small
+multiple of offset + limit, however large the archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.qido.service import SearchRequest, search
+from dicom_core.qido.candidates import study_index_range
+from dicom_core.qido.query import QidoResource, parse_query
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+from tests.factories import make_instance
+
+STUDIES, SERIES, INSTANCES = QidoResource.ALL_STUDIES, QidoResource.ALL_SERIES, QidoResource.ALL_INSTANCES
+# Seeding goes through the whole store path (about 30 storage requests per new study): 1000 studies take
+# minutes on a small shared machine; QIDO_SCALE_STUDIES=3000 runs the same assertions on a larger archive.
+ARCHIVE_STUDIES = int(os.environ.get("QIDO_SCALE_STUDIES", "1000"))
+STUDIES_PER_REQUEST = 25
+FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright",
+          "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Jackson", "Clarke"]
+GIVEN = ["Oliver", "Amelia", "Harry", "Isla", "Jack", "Ava", "Charlie", "Emily", "Thomas", "Sophia", "Jacob", "Mia"]
+MODALITIES = ["CT", "MR", "US", "CR", "DX"]
+# Entities a search may read per result asked for (offset + limit), by result level: the entry and the
+# study row; plus the series row; plus the instance rows.
+PER_RESULT = {STUDIES: 3, SERIES: 4, INSTANCES: 5}
+
+
+def _index(query: str) -> str | None:
+    found = study_index_range(parse_query(STUDIES, query, api_version=2))
+    return None if found is None else found.partition
+
+
+@pytest.mark.parametrize(
+    ("query", "partition"),
+    [
+        ("PatientID=P1&AccessionNumber=A1&PatientName=Doe", "s.acc|A1"),
+        ("PatientName=Doe^John&PatientID=p1", "s.pid|P1"),
+        ("PatientName=Doe^John&StudyDate=20200101", "s.pn|DOE^JOHN"),
+        ("PatientName=jo+ander&fuzzymatching=true", "s.pnw|ANDER"),
+        ("PatientName=Christopherson&fuzzymatching=true", "s.pnw|CHRIST"),
+        ("PatientName=Doe^J*&ReferringPhysicianName=Lee", "s.ref|LEE"),
+        ("PatientName=Doe^J*", "s.pnw|DOE"),
+        ("PatientName=*oe&ReferringPhysicianName=le*", "s.refw|LE"),
+        ("PatientName=*oe&StudyDate=20200101-", "s.date"),
+        ("StudyDate=20200101&ModalitiesInStudy=CT", "s.date"),
+        ("ModalitiesInStudy=ct", "s.mod|CT"),
+        ("ModalitiesInStudy=CT\\MR", None),
+        ("PatientID=P*", None),
+        ("StudyDescription=Chest", None),
+    ],
+)
+def test_most_selective_index_serves_a_combination(query: str, partition: str | None) -> None:
+    assert _index(query) == partition
+
+
+@dataclass
+class Archive:
+    """A seeded archive and what the tests need to know about it."""
+
+    storage: Storage
+    studies: int
+    big_study: str
+    patient_studies: dict[str, list[str]]
+
+    async def search(self, resource: QidoResource, query: str, **scope: str):
+        """Run a search and return (datasets, entities read)."""
+        response = await search(self.storage, SearchRequest(resource, 2, query, **scope))
+        return response.datasets, response.entities_read
+
+
+def _study_parts(i: int) -> tuple[str, str, list[bytes]]:
+    patient = f"SC-P{i % max(1, ARCHIVE_STUDIES // 4)}"
+    study = generate_uid()
+    attributes = dict(
+        PatientID=patient, AccessionNumber=f"SC-A{i}", StudyDate=(date(2015, 1, 1) + timedelta(days=i)).strftime("%Y%m%d"),
+        PatientName=f"{FAMILY[i % len(FAMILY)]}^{GIVEN[i % len(GIVEN)]}",
+        ReferringPhysicianName=f"Dr {FAMILY[(i * 7) % len(FAMILY)]}", Modality=MODALITIES[i % len(MODALITIES)],
+    )
+    return patient, study, [make_instance(study=study, rows=1, columns=1, **attributes)]
+
+
+@pytest.fixture(scope="module")
+async def archive(unit_settings: Settings, stow_parts) -> AsyncIterator[Archive]:
+    """ARCHIVE_STUDIES single-instance studies plus one study of 3 series × 4 instances, stored by STOW."""
+    storage = await open_storage(replace(unit_settings, table_prefix="scale", blob_container="scale-files",
+                                         metadata_container="scale-metadata", store_concurrency=8))
+    patients: dict[str, list[str]] = {}
+    requests: list[list[bytes]] = []
+    for first in range(0, ARCHIVE_STUDIES, STUDIES_PER_REQUEST):
+        parts: list[bytes] = []
+        for i in range(first, min(first + STUDIES_PER_REQUEST, ARCHIVE_STUDIES)):
+            patient, study, study_parts = _study_parts(i)
+            patients.setdefault(patient, []).append(study)
+            parts += study_parts
+        requests.append(parts)
+    big = generate_uid()
+    requests.append([make_instance(study=big, series=series, rows=1, columns=1, PatientID="SC-BIG", Modality="MR")
+                     for series in (generate_uid() for _ in range(3)) for _ in range(4)])
+    slots = asyncio.Semaphore(4)
+
+    async def store(parts: list[bytes]) -> None:
+        async with slots:
+            assert (await stow_parts(storage, parts)).status == 200
+
+    await asyncio.gather(*(store(parts) for parts in requests))
+    yield Archive(storage, ARCHIVE_STUDIES + 1, big, patients)
+    await storage.close()
+
+
+@pytest.mark.parametrize(
+    ("resource", "query", "limit", "offset"),
+    [
+        (STUDIES, "", 100, 0),
+        (STUDIES, "", 10, 50),
+        (STUDIES, "AccessionNumber=SC-A17", 100, 0),
+        (STUDIES, "PatientID=SC-P3", 100, 0),
+        (STUDIES, "StudyDate=20150201-20150228", 100, 0),
+        (STUDIES, "StudyDate=20150101-", 50, 0),
+        (STUDIES, "PatientName=Smith^Oliver", 100, 0),
+        (STUDIES, "PatientName=smi&fuzzymatching=true", 20, 0),
+        (STUDIES, "PatientName=Wil*", 20, 0),
+        (STUDIES, "ReferringPhysicianName=wri&fuzzymatching=true", 5, 5),
+        (STUDIES, "ModalitiesInStudy=CT", 50, 0),
+        (STUDIES, "PatientName=smi&fuzzymatching=true&StudyDate=20150101-", 10, 0),
+        (SERIES, "Modality=MR", 50, 0),
+        (SERIES, "", 30, 0),
+        (SERIES, "PatientID=SC-P5", 100, 0),
+        (INSTANCES, "", 50, 0),
+        (INSTANCES, "PatientName=jones&fuzzymatching=true", 20, 0),
+    ],
+)
+async def test_indexed_search_reads_a_small_multiple_of_the_page(
+    archive: Archive, resource: QidoResource, query: str, limit: int, offset: int
+) -> None:
+    datasets, entities = await archive.search(resource, f"{query}&limit={limit}&offset={offset}")
+    assert datasets, "the archive has results for every query of this table"
+    assert entities <= PER_RESULT[resource] * (offset + limit) + 10, (entities, archive.studies)
+
+
+async def test_patient_search_finds_every_study_of_the_patient(archive: Archive) -> None:
+    datasets, entities = await archive.search(STUDIES, "PatientID=SC-P3")
+    assert sorted(d["0020000D"]["Value"][0] for d in datasets) == sorted(archive.patient_studies["SC-P3"])
+    assert entities == 2 * len(datasets)  # one entry and one row per study
+
+
+async def test_study_uid_list_reads_only_those_studies(archive: Archive) -> None:
+    uids = archive.patient_studies["SC-P7"][:3] + [archive.big_study]
+    datasets, entities = await archive.search(STUDIES, "StudyInstanceUID=" + "\\".join(uids))
+    assert (len(datasets), entities) == (4, 4)
+
+
+async def test_search_scoped_to_a_study_reads_only_its_partition(archive: Archive) -> None:
+    datasets, entities = await archive.search(QidoResource.STUDY_INSTANCES, "limit=5", study_uid=archive.big_study)
+    assert (len(datasets), entities) == (5, 3 + 12)  # its series rows, then the instance rows of its series
+
+
+async def test_unindexed_filter_scans_newest_first_within_the_budget(archive: Archive) -> None:
+    budget = 300
+    storage = replace(archive.storage, settings=replace(archive.storage.settings, query_scan_budget=budget))
+    response = await search(storage, SearchRequest(STUDIES, 2, "StudyDescription=nothing-has-this&limit=10"))
+    assert response.datasets == []
+    assert budget <= response.entities_read <= budget + PER_RESULT[STUDIES] * 10 + 1000
+    assert response.warning is not None and response.warning.startswith("299 ")

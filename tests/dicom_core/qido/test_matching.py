@@ -1,0 +1,92 @@
+"""Matching a QIDO-RS condition against stored DICOM JSON values, one table per match kind."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.tag import BaseTag
+
+from dicom_core.qido.matching import first_value, fuzzy_name_match, matches, person_name_forms, wildcard_match
+from dicom_core.qido.query import MODALITIES_IN_STUDY, Condition, MatchKind
+
+PATIENT_NAME = BaseTag(0x00100010)
+PATIENT_ID = BaseTag(0x00100020)
+STUDY_DATE = BaseTag(0x00080020)
+STUDY_UID = BaseTag(0x0020000D)
+
+
+def _pn(alphabetic: str, **groups: str) -> dict:
+    return {"00100010": {"vr": "PN", "Value": [{"Alphabetic": alphabetic, **groups}]}}
+
+
+@pytest.mark.parametrize(
+    ("query", "stored", "expected"),
+    [
+        ("joh", "John^Doe", True), ("do", "John^Doe", True), ("jo do", "John^Doe", True),
+        ("John Doe", "John^Doe", True), ("ohn", "John^Doe", False), ("doe john", "John^Doe", False),
+        ("stone", "Jonathan^Rand^Stone Hall^^", True), ("rand stone hall", "Jonathan^Rand^Stone Hall", True),
+        ("muller", "Müller^Jürgen", True), ("", "John^Doe", False),
+    ],
+)
+def test_fuzzy_is_a_prefix_match_on_words_in_order(query: str, stored: str, expected: bool) -> None:
+    assert fuzzy_name_match(query, stored) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "person_name", "expected"),
+    [
+        ("Doe*", "DOE^JOHN", True, True), ("*^j?hn", "Doe^John", True, True), ("*smith*", "Doe^John", True, False),
+        ("Mu*", "Müller", True, True), ("Mu*", "Müller", False, False), ("ID?", "id1", False, True),
+        ("ID?", "ID12", False, False), ("*", "", False, True), ("a.b*", "axb", False, False),
+    ],
+)
+def test_wildcards_match_any_run_and_one_character(pattern: str, value: str, person_name: bool, expected: bool) -> None:
+    assert wildcard_match(pattern, value, person_name=person_name) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "attributes", "expected"),
+    [
+        (Condition(PATIENT_NAME, MatchKind.EXACT, ("doe^john",)), _pn("Doe^John"), True),
+        (Condition(PATIENT_NAME, MatchKind.EXACT, ("Hall^X^Ta",)), _pn("Hall^X^Tá"), True),
+        (Condition(PATIENT_NAME, MatchKind.EXACT, ("Doe",)), _pn("Doe^John"), False),
+        (Condition(PATIENT_NAME, MatchKind.EXACT, ("Doe^John",)), _pn("Doe^John^^"), True),
+        (Condition(PATIENT_NAME, MatchKind.EXACT, ("Yamada^Tarou=山田^太郎",)),
+         _pn("Yamada^Tarou", Ideographic="山田^太郎"), True),
+        (Condition(PATIENT_ID, MatchKind.EXACT, ("id1",)), {"00100020": {"vr": "LO", "Value": ["ID1"]}}, True),
+        (Condition(PATIENT_ID, MatchKind.EXACT, ("IDA",)), {"00100020": {"vr": "LO", "Value": ["IDÁ"]}}, False),
+        (Condition(PATIENT_ID, MatchKind.EXACT, ("ID1",)), {"00100020": {"vr": "LO", "Value": ["ID1\x00"]}}, True),
+        (Condition(PATIENT_ID, MatchKind.EXACT, ("ID1",)), {"00100020": {"vr": "LO", "Value": ["ID1", "ID2"]}}, True),
+        (Condition(PATIENT_ID, MatchKind.EXACT, ("ID2",)), {"00100020": {"vr": "LO", "Value": ["ID1", "ID2"]}}, False),
+        (Condition(PATIENT_ID, MatchKind.EXACT, ("ID1",)), {}, False),
+        (Condition(STUDY_DATE, MatchKind.RANGE, low="20200101", high="20201231"),
+         {"00080020": {"vr": "DA", "Value": ["20200922"]}}, True),
+        (Condition(STUDY_DATE, MatchKind.RANGE, low="20210101"), {"00080020": {"vr": "DA", "Value": ["20200922"]}}, False),
+        (Condition(STUDY_DATE, MatchKind.RANGE, high="20200922"), {"00080020": {"vr": "DA", "Value": ["20200922"]}}, True),
+        (Condition(STUDY_DATE, MatchKind.RANGE, low="20200101"), {}, False),
+        (Condition(STUDY_UID, MatchKind.ANY_OF, ("1.2", "1.3")), {"0020000D": {"vr": "UI", "Value": ["1.3"]}}, True),
+        (Condition(STUDY_UID, MatchKind.ANY_OF, ("1.2",)), {"0020000D": {"vr": "UI", "Value": ["1.23"]}}, False),
+    ],
+)
+def test_condition_against_stored_values(condition: Condition, attributes: dict, expected: bool) -> None:
+    assert matches(condition, attributes) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (Condition(MODALITIES_IN_STUDY, MatchKind.EXACT, ("mr",)), True),
+        (Condition(MODALITIES_IN_STUDY, MatchKind.ANY_OF, ("US", "CT")), True),
+        (Condition(MODALITIES_IN_STUDY, MatchKind.ANY_OF, ("US", "XA")), False),
+        (Condition(MODALITIES_IN_STUDY, MatchKind.WILDCARD, ("M*",)), True),
+    ],
+)
+def test_modalities_in_study_match_any_modality_of_the_study(condition: Condition, expected: bool) -> None:
+    assert matches(condition, {}, {"CT", "MR"}) is expected
+
+
+def test_first_value_of_a_person_name_is_its_alphabetic_group() -> None:
+    assert first_value(_pn("Doe^John", Ideographic="ド^ジョン"), PATIENT_NAME) == "Doe^John"
+
+
+def test_person_name_forms_are_alphabetic_and_whole() -> None:
+    assert person_name_forms(_pn("Doe^John", Ideographic="X^Y"), PATIENT_NAME) == ["Doe^John", "Doe^John=X^Y"]

@@ -1,0 +1,60 @@
+"""Counted reads of a search: index pages that grow from what the search wants, rows read once, the budget."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.qido.reads import SearchReads
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+from tests.factories import make_dataset, to_bytes
+
+PARTITION = "test.pages"
+
+
+@pytest.fixture(scope="module")
+async def reads_storage(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """A Storage with tables of its own and one index partition of 300 entries."""
+    storage = await open_storage(replace(unit_settings, table_prefix="qreads", blob_container="qreads-files",
+                                         metadata_container="qreads-metadata"))
+    for start in range(0, 300, 100):  # 100 at a time, the most a transaction holds
+        await storage.index.submit_transaction(
+            [("upsert", {"PartitionKey": PARTITION, "RowKey": f"{i:04d}|1.2"}) for i in range(start, start + 100)])
+    yield storage
+    await storage.close()
+
+
+async def test_pages_start_at_what_is_wanted_and_double(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=20)
+    sizes = [len(page) async for page in reads.index_pages(PARTITION)]
+    assert sizes == [20, 40, 80, 160]
+    assert reads.entities == 300
+
+
+async def test_a_range_reads_only_its_entries(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=100)
+    pages = [page async for page in reads.index_pages(PARTITION, low="0100", high="0110")]
+    assert [e["RowKey"] for page in pages for e in page] == [f"{i:04d}|1.2" for i in range(100, 110)]
+
+
+async def test_reading_stops_at_the_budget(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=60, wanted=20)
+    sizes = [len(page) async for page in reads.index_pages(PARTITION)]
+    assert (sizes, reads.exhausted) == ([20, 40], True)
+
+
+async def test_a_row_is_read_once_per_search(reads_storage: Storage, stow_parts) -> None:
+    study = generate_uid()
+    assert (await stow_parts(reads_storage, [to_bytes(make_dataset(study=study))])).status == 200
+    reads = SearchReads(reads_storage, budget=10_000)
+    first, second = await reads.study(study), await reads.study(study)
+    assert (first is second, reads.entities) == (True, 1)
+
+
+async def test_a_missing_row_costs_nothing(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000)
+    assert (await reads.study("1.2.3.999"), reads.entities) == (None, 0)

@@ -1,0 +1,229 @@
+"""The index table: keys, intents written by the store path, verification at read time, claims, removal."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from dicom_core.search_index import entries as search_index
+
+from dicom_core.search_index import keys as search_index_keys
+from dicom_core.model.dicom_json import metadata_json
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.index.commit import commit_instance
+from dicom_core.qido.service import SearchRequest, search
+from dicom_core.qido.query import QidoResource
+from dicom_core.search_index.entries import remove_index_entries, write_index_intents
+from dicom_core.search_index.keys import (
+    ALL_SERIES, ALL_STUDIES, IndexKey, date_key, encode_key, instance_key, inverted_date, inverted_time, parse_entry,
+    partition_key, study_keys,
+)
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+from tests.factories import make_dataset, make_instance, to_bytes
+
+PREFIX_SETTINGS = {"table_prefix": "sidx", "blob_container": "sidx-files", "metadata_container": "sidx-metadata"}
+
+
+@pytest.fixture(scope="module")
+async def index_storage(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """A Storage with tables of its own, so index partitions hold only this module's entries."""
+    opened = await open_storage(replace(unit_settings, **PREFIX_SETTINGS))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def other_host(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """The same tables through other clients, like a second instance of the app (no shared in-process state)."""
+    opened = await open_storage(replace(unit_settings, **PREFIX_SETTINGS))
+    yield opened
+    await opened.close()
+
+
+async def _entries(storage: Storage, partition: str) -> list[dict]:
+    return [dict(e) async for e in storage.index.query_entities("PartitionKey eq @pk", parameters={"pk": partition})]
+
+
+async def _targets(storage: Storage, partition: str) -> list[str]:
+    return [parse_entry(entry).study for entry in await _entries(storage, partition)]
+
+
+async def _studies_with(storage: Storage, query: str) -> list[str]:
+    response = await search(storage, SearchRequest(QidoResource.ALL_STUDIES, 2, query))
+    return [dataset["0020000D"]["Value"][0] for dataset in response.datasets]
+
+
+def _record(**attributes) -> InstanceRecord:
+    ds = make_dataset(**attributes)
+    ids = InstanceIdentifiers(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    return InstanceRecord(StoredInstance(ids, "v1"), str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), 1,
+                          metadata_json(ds))
+
+
+def test_encoded_keys_hold_no_reserved_characters_and_keep_prefixes() -> None:
+    value = "A/B\\C#D?E|F%G'H\tÉ"
+    encoded = encode_key(value)
+    assert not set("/\\#?|'\t") & set(encoded.replace("%", ""))
+    assert encode_key(value).startswith(encode_key(value[:7]))
+
+
+def test_later_moments_and_dates_sort_first() -> None:
+    earlier, later = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 1, tzinfo=timezone.utc)
+    assert inverted_time(later) < inverted_time(earlier)
+    assert inverted_date("20240101") < inverted_date("20200101")
+
+
+@pytest.mark.parametrize(
+    ("key", "uids"),
+    [
+        (IndexKey(ALL_STUDIES), ("1.2",)),
+        (date_key("20200922"), ("1.2",)),
+        (IndexKey(ALL_SERIES), ("1.2", "1.3")),
+        (instance_key("1.4"), ("1.2", "1.3", "1.4")),
+    ],
+)
+def test_entries_parse_back_into_key_and_target(key: IndexKey, uids: tuple[str, ...]) -> None:
+    entry = parse_entry({"PartitionKey": key.partition, "RowKey": key.row_key("0123", *uids)})
+    assert (entry.key, (entry.study, entry.series, entry.instance)[: len(uids)]) == (key, uids)
+
+
+def test_study_keys_cover_each_indexed_attribute() -> None:
+    ds = make_dataset(PatientID="P/1", AccessionNumber="A1", PatientName="Doe^Jo", ReferringPhysicianName="Lee",
+                      StudyDate="20200922")
+    partitions = {key.partition for key in study_keys(metadata_json(ds), {"CT"})}
+    assert partitions == {
+        "s.all", "s.date", "s.pid|P%2F1", "s.acc|A1", "s.pn|DOE^JO", "s.pnw|D", "s.pnw|DO", "s.pnw|DOE", "s.pnw|J",
+        "s.pnw|JO", "s.ref|LEE", "s.refw|L", "s.refw|LE", "s.refw|LEE", "s.mod|CT",
+    }
+
+
+async def test_store_writes_an_entry_for_every_key_of_the_study(index_storage: Storage, stow_parts) -> None:
+    ds = make_dataset(PatientID="SIDX-ALL", AccessionNumber="SIDX-ACC", ReferringPhysicianName="Ref^Doc", Modality="MR")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    for key in study_keys(metadata_json(ds), {"MR"}):
+        targets = await _targets(index_storage, key.partition)
+        assert ds.StudyInstanceUID in targets, key
+
+
+async def test_another_instance_of_a_stored_series_writes_only_its_instance_entry(
+    index_storage: Storage, other_host: Storage, stow_parts
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await stow_parts(index_storage, [make_instance(study=study, series=series)])).status == 200
+    written: list[str] = []
+    upsert = other_host.index.upsert_entity
+
+    async def counting_upsert(entity, **kwargs):
+        written.append(entity["PartitionKey"])
+        return await upsert(entity, **kwargs)
+
+    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    sop = generate_uid()
+    assert (await stow_parts(other_host, [make_instance(study=study, series=series, sop=sop)])).status == 200
+    assert written == [instance_key(sop).partition]
+
+
+async def test_intents_are_in_place_before_the_commit_and_unseen_until_it(index_storage: Storage) -> None:
+    record = _record(PatientID="SIDX-INTENT")
+    await write_index_intents(index_storage, record)
+    assert record.stored.ids.study in await _targets(index_storage, partition_key("s.pid", "SIDX-INTENT"))
+    assert await _studies_with(index_storage, "PatientID=SIDX-INTENT") == []
+    await commit_instance(index_storage, record, upsert=False)
+    assert await _studies_with(index_storage, "PatientID=SIDX-INTENT") == [record.stored.ids.study]
+
+
+async def test_first_stores_racing_into_a_new_study_agree_on_one_sort_key(
+    index_storage: Storage, other_host: Storage, stow_parts
+) -> None:
+    study = generate_uid()
+    parts = [make_instance(study=study, PatientID="SIDX-RACE") for _ in range(4)]
+    responses = await asyncio.gather(stow_parts(index_storage, parts[:2]), stow_parts(other_host, parts[2:]))
+    assert [r.status for r in responses] == [200, 200]
+    assert (await _targets(index_storage, partition_key("s.pid", "SIDX-RACE"))) == [study]
+    assert await _studies_with(index_storage, "PatientID=SIDX-RACE") == [study]
+
+
+@pytest.mark.parametrize("age", [timedelta(days=-400), timedelta(days=400)])
+async def test_entry_with_a_sort_key_other_than_the_claimed_one_lists_the_study_once(
+    index_storage: Storage, stow_parts, age: timedelta
+) -> None:
+    ds = make_dataset(PatientID=f"SIDX-SORT{age.days}")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    # A first store that crashed long ago (or on a host whose clock runs ahead) left its own sort key.
+    key = IndexKey(partition_key("s.pid", ds.PatientID))
+    stray = inverted_time(datetime.now(timezone.utc) - age)
+    stray_entry = {"PartitionKey": key.partition, "RowKey": key.row_key(stray, ds.StudyInstanceUID)}
+    await index_storage.index.upsert_entity(stray_entry)
+    assert len(await _targets(index_storage, key.partition)) == 2
+    assert await _studies_with(index_storage, f"PatientID={ds.PatientID}") == [ds.StudyInstanceUID]
+
+
+async def test_upsert_that_changes_patient_id_moves_the_study_between_ids(index_storage: Storage, stow_parts) -> None:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    first = make_instance(study=study, series=series, sop=sop, PatientID="SIDX-OLD")
+    assert (await stow_parts(index_storage, [first])).status == 200
+    changed = make_instance(study=study, series=series, sop=sop, PatientID="SIDX-NEW")
+    assert (await stow_parts(index_storage, [changed], upsert=True)).status == 200
+    assert study in await _targets(index_storage, partition_key("s.pid", "SIDX-OLD"))  # stale, never deleted by reads
+    assert await _studies_with(index_storage, "PatientID=SIDX-OLD") == []
+    assert await _studies_with(index_storage, "PatientID=SIDX-NEW") == [study]
+
+
+async def test_old_claim_of_a_study_never_committed_is_taken_over(index_storage: Storage) -> None:
+    record = _record(PatientID="SIDX-CLAIM")
+    partition = f"claim|{record.stored.ids.study}"
+    long_ago = datetime.now(timezone.utc) - search_index.CLAIM_TTL - timedelta(minutes=5)
+    await index_storage.index.upsert_entity({"PartitionKey": partition, "RowKey": STUDY_ROW,
+                                             "SortKey": inverted_time(long_ago), "ClaimedAt": long_ago})
+    await write_index_intents(index_storage, record)
+    claim = await index_storage.index.get_entity(partition, STUDY_ROW)
+    assert claim["SortKey"] < inverted_time(long_ago)  # claimed afresh: sorts as newer
+
+
+async def test_removing_an_instance_removes_its_entry_only(index_storage: Storage, stow_parts) -> None:
+    ds = make_dataset(PatientID="SIDX-RM-INSTANCE")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    await remove_index_entries(index_storage, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert await _entries(index_storage, instance_key(ds.SOPInstanceUID).partition) == []
+    assert await _targets(index_storage, partition_key("s.pid", "SIDX-RM-INSTANCE")) == [ds.StudyInstanceUID]
+
+
+async def test_removing_a_series_removes_its_entries_and_its_instances(index_storage: Storage, stow_parts) -> None:
+    study, kept, removed = generate_uid(), generate_uid(), generate_uid()
+    parts = [make_dataset(study=study, series=removed, Modality="SR"), make_dataset(study=study, series=kept)]
+    assert (await stow_parts(index_storage, [to_bytes(ds) for ds in parts])).status == 200
+    await remove_index_entries(index_storage, study, removed)
+    assert await _entries(index_storage, partition_key("se.uid", removed)) == []
+    assert await _entries(index_storage, instance_key(parts[0].SOPInstanceUID).partition) == []
+    assert await _entries(index_storage, partition_key("se.uid", kept)) != []
+    claims = [e["RowKey"] for e in await _entries(index_storage, f"claim|{study}")]
+    assert sorted(claims) == sorted([STUDY_ROW, series_row_key(kept)])
+
+
+async def test_removing_a_study_removes_every_entry_and_claim(index_storage: Storage, stow_parts) -> None:
+    ds = make_dataset(PatientID="SIDX-RM-STUDY", PatientName="Removed^Study", Modality="PT")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    removed = await remove_index_entries(index_storage, ds.StudyInstanceUID)
+    keys = study_keys(metadata_json(ds), {"PT"})
+    assert removed == len(keys) + 3 + 1 + 2  # study keys, series keys, instance, two claims
+    for key in keys:
+        assert ds.StudyInstanceUID not in await _targets(index_storage, key.partition)
+    assert await _entries(index_storage, f"claim|{ds.StudyInstanceUID}") == []
+
+
+async def test_study_rows_read_back_keys_the_store_wrote(index_storage: Storage, stow_parts) -> None:
+    ds = make_dataset(PatientName="Ünïcode^Näme", StudyDate="20211231")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    row = await index_storage.studies.get_entity(ds.StudyInstanceUID, STUDY_ROW)
+    stored = metadata_json(dcmread(io.BytesIO(to_bytes(ds))))
+    assert search_index_keys.study_row_keys(row) == study_keys(stored, json.loads(row["ModalityCounts"]))

@@ -1,0 +1,129 @@
+"""Storage access: connection string (Azurite) or identity-based (Azure), and the clients' connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from azure.core.rest import HttpRequest
+from azure.identity.aio import DefaultAzureCredential
+
+from dicom_core.settings import Settings, azurite_connection_string
+from dicom_core.storage.clients import (
+    IDLE_CONNECTION_SECONDS, ConnectionStringAccess, IdentityAccess, StorageTransport, select_storage_access,
+    storage_service_clients,
+)
+
+# Node's http server default, which Azurite keeps for its blob and table services.
+AZURITE_KEEP_ALIVE_SECONDS = 5
+
+BLOB_URL = "https://dicomstore.blob.core.windows.net"
+TABLE_URL = "https://dicomstore.table.core.windows.net"
+
+
+def settings_from(**environ: str) -> Settings:
+    return Settings.from_environment(environ)
+
+
+def test_without_account_urls_the_connection_string_is_used() -> None:
+    settings = settings_from(DICOMWEB_STORAGE_CONNECTION_STRING=azurite_connection_string(table_port=20002))
+    assert select_storage_access(settings) == ConnectionStringAccess(azurite_connection_string(table_port=20002))
+
+
+def test_with_no_storage_setting_at_all_azurite_is_used() -> None:
+    assert select_storage_access(settings_from()) == ConnectionStringAccess(azurite_connection_string())
+
+
+def test_with_both_account_urls_identity_access_is_used_even_beside_a_connection_string() -> None:
+    settings = settings_from(
+        DICOMWEB_BLOB_ACCOUNT_URL=BLOB_URL + "/", DICOMWEB_TABLE_ACCOUNT_URL=TABLE_URL,
+        AzureWebJobsStorage="UseDevelopmentStorage=true",
+    )
+    assert select_storage_access(settings) == IdentityAccess(BLOB_URL, TABLE_URL)
+
+
+def test_one_account_url_without_the_other_is_a_configuration_error_naming_the_missing_one() -> None:
+    with pytest.raises(ValueError, match="DICOMWEB_TABLE_ACCOUNT_URL is not"):
+        select_storage_access(settings_from(DICOMWEB_BLOB_ACCOUNT_URL=BLOB_URL))
+
+
+def test_an_account_url_without_tls_is_refused() -> None:
+    settings = settings_from(DICOMWEB_BLOB_ACCOUNT_URL="http://127.0.0.1:10000/devstoreaccount1",
+                             DICOMWEB_TABLE_ACCOUNT_URL=TABLE_URL)
+    with pytest.raises(ValueError, match="DICOMWEB_BLOB_ACCOUNT_URL must be an https"):
+        select_storage_access(settings)
+
+
+async def test_identity_access_builds_clients_on_the_account_urls_with_default_azure_credential() -> None:
+    blob_service, table_service, credential = storage_service_clients(IdentityAccess(BLOB_URL, TABLE_URL))
+    try:
+        assert isinstance(credential, DefaultAzureCredential)
+        assert blob_service.url.startswith(BLOB_URL)
+        assert table_service.url.startswith(TABLE_URL)
+        assert blob_service.credential is credential
+    finally:
+        await blob_service.close()
+        await table_service.close()
+        assert credential is not None
+        await credential.close()
+
+
+async def test_connection_string_access_builds_clients_without_a_token_credential() -> None:
+    connection = azurite_connection_string(blob_port=20000, table_port=20002)
+    blob_service, table_service, credential = storage_service_clients(ConnectionStringAccess(connection))
+    try:
+        assert credential is None
+        assert blob_service.url.startswith("http://127.0.0.1:20000/devstoreaccount1")
+        assert table_service.url.startswith("http://127.0.0.1:20002/devstoreaccount1")
+    finally:
+        await blob_service.close()
+        await table_service.close()
+
+
+class _KeepAliveServer:
+    """A loopback HTTP/1.1 server that answers every request with 200 and counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def _get_twice(transport: StorageTransport, url: str, pause_seconds: float) -> None:
+    async with transport:
+        for _ in range(2):
+            response = await transport.send(HttpRequest("GET", url))
+            assert response.status_code == 200
+            await asyncio.sleep(pause_seconds)
+
+
+async def test_storage_transport_reuses_a_connection_between_requests_close_in_time() -> None:
+    server = _KeepAliveServer()
+    async with server as url:
+        await _get_twice(StorageTransport(), url, pause_seconds=0.1)
+    assert server.connections == 1
+
+
+async def test_storage_transport_drops_a_connection_idle_longer_than_azurites_keep_alive_allows() -> None:
+    server = _KeepAliveServer()
+    async with server as url:
+        await _get_twice(StorageTransport(), url, pause_seconds=IDLE_CONNECTION_SECONDS + 0.5)
+    assert IDLE_CONNECTION_SECONDS < AZURITE_KEEP_ALIVE_SECONDS
+    assert server.connections == 2

@@ -1,0 +1,88 @@
+"""Coalesced Table upserts: concurrent rows of one partition in one transaction; a refused row fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.data.tables.aio import TableClient
+from pydicom.uid import generate_uid
+
+from dicom_core.maintenance.blob_cleanup import CleanupTarget, all_entries, schedule_cleanup
+from dicom_core.index.outbox import PENDING_PARTITION, announce_changes
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.partition_upserts import LANES, PartitionUpserts
+
+
+@pytest.fixture
+async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """Storage with tables of this test's own."""
+    opened = await open_storage(replace(unit_settings, table_prefix=f"tu{uuid.uuid4().hex[:10]}"))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The rows of each Table write request made while the test runs (counted, then made as usual)."""
+    made: list[int] = []
+    transaction, upsert = TableClient.submit_transaction, TableClient.upsert_entity
+
+    async def counting_transaction(self: TableClient, operations: list, **kwargs: object) -> object:
+        made.append(len(operations))
+        return await transaction(self, operations, **kwargs)
+
+    async def counting_upsert(self: TableClient, entity: dict, *args: object, **kwargs: object) -> object:
+        made.append(1)
+        return await upsert(self, entity, *args, **kwargs)
+
+    monkeypatch.setattr(TableClient, "submit_transaction", counting_transaction)
+    monkeypatch.setattr(TableClient, "upsert_entity", counting_upsert)
+    yield made
+
+
+def _version(study: str) -> StoredInstance:
+    return StoredInstance(InstanceIdentifiers(study, generate_uid(), generate_uid()), new_version())
+
+
+async def test_concurrent_announcements_are_written_in_few_transactions(own: Storage, writes: list[int]) -> None:
+    change_ids = [new_version() for _ in range(30)]
+    now = datetime.now(timezone.utc)
+    await asyncio.gather(*(announce_changes(own, str(generate_uid()), change_id, now) for change_id in change_ids))
+    rows = [e["RowKey"] async for e in own.changes.query_entities("PartitionKey eq @pk",
+                                                                  parameters={"pk": PENDING_PARTITION})]
+    assert sorted(rows) == sorted(change_ids)
+    assert len(writes) <= 2 * LANES and sum(writes) == 30  # one write per idle lane, then one per lane
+
+
+async def test_concurrent_cleanup_entries_of_one_study_share_transactions(own: Storage, writes: list[int]) -> None:
+    study = generate_uid()
+    targets = [CleanupTarget.of_version(_version(study)) for _ in range(20)]
+    written = await asyncio.gather(*(schedule_cleanup(own, [target]) for target in targets))
+    assert {entry.row for entry in await all_entries(own)} == {entries[0].row for entries in written}
+    assert len(writes) <= 2 * LANES
+
+
+async def test_a_refused_row_fails_alone_and_the_others_are_written(own: Storage) -> None:
+    upserts = PartitionUpserts(lambda storage: storage.cleanup)
+    rows = [f"row{number}" for number in range(5)]
+    entities = [{"PartitionKey": "p", "RowKey": row} for row in rows[:2]] + [{"PartitionKey": "p", "RowKey": "bad/row"}]
+    entities += [{"PartitionKey": "p", "RowKey": row} for row in rows[2:]]
+    results = await asyncio.gather(*(upserts.upsert(own, [entity]) for entity in entities), return_exceptions=True)
+    assert [isinstance(result, HttpResponseError) for result in results] == [False, False, True, False, False, False]
+    written = [e["RowKey"] async for e in own.cleanup.query_entities("PartitionKey eq 'p'")]
+    assert sorted(written) == rows
+
+
+async def test_many_entries_of_one_call_are_written_when_the_table_was_deleted(own: Storage) -> None:
+    await own.table_service.delete_table(own.cleanup.table_name)
+    study = generate_uid()
+    entries = await schedule_cleanup(own, [CleanupTarget.of_version(_version(study)) for _ in range(150)])
+    assert len({entry.row for entry in await all_entries(own)}) == len(entries) == 150

@@ -1,0 +1,100 @@
+"""The STOW service against real Azurite: limits, concurrency and what lands in storage."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from dicom_core.model.errors import PayloadTooLargeError
+from dicom_core.index.rows import STUDY_ROW, series_row_key
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.stow.service import StoreRequest, store_instances
+from tests.factories import make_instance, multipart_body
+
+BOUNDARY = "test-boundary"
+MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+BASE = "http://test"
+
+
+async def _chunks(data: bytes, size: int = 7919) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def _store(storage: Storage, parts: list[bytes], *, upsert: bool = False):
+    request = StoreRequest(api_version=2, study_uid=None, content_type=MULTIPART, accept=None, base_url=BASE,
+                           upsert=upsert)
+    return await store_instances(storage, request, _chunks(multipart_body(parts, BOUNDARY)))
+
+
+async def _blob_names(storage: Storage, prefix: str) -> list[str]:
+    return [blob.name async for blob in storage.files.list_blobs(name_starts_with=prefix)]
+
+
+async def test_part_over_limit_is_413(small_part_storage: Storage) -> None:
+    with pytest.raises(PayloadTooLargeError):
+        await _store(small_part_storage, [make_instance(rows=64, columns=64)])
+
+
+async def test_concurrent_stores_into_one_study_keep_counts_exact(storage: Storage) -> None:
+    study = generate_uid()
+    series = [generate_uid() for _ in range(3)]
+    modalities = ["CT", "MR", "CT"]
+    batches = [
+        [make_instance(study=study, series=series[i % 3], Modality=modalities[i % 3]) for _ in range(4)]
+        for i in range(12)
+    ]
+    responses = await asyncio.gather(*(_store(storage, batch) for batch in batches))
+    assert {r.status for r in responses} == {200}
+    study_row = await storage.studies.get_entity(study, STUDY_ROW)
+    assert (study_row["InstanceCount"], study_row["SeriesCount"]) == (48, 3)
+    assert json.loads(study_row["ModalityCounts"]) == {"CT": 32, "MR": 16}
+    for uid in series:
+        assert (await storage.studies.get_entity(study, series_row_key(uid)))["InstanceCount"] == 16
+    assert len(await _blob_names(storage, study)) == 48
+
+
+async def test_same_instance_stored_twice_at_once_keeps_one_blob_and_row(storage: Storage) -> None:
+    data = make_instance()
+    study = dcmread(io.BytesIO(data)).StudyInstanceUID
+    responses = await asyncio.gather(*(_store(storage, [data]) for _ in range(4)))
+    assert sorted(r.status for r in responses) == [200, 409, 409, 409]
+    assert len(await _blob_names(storage, study)) == 1
+    assert (await storage.studies.get_entity(study, STUDY_ROW))["InstanceCount"] == 1
+
+
+async def test_upsert_keeps_counts_and_moves_modality(storage: Storage) -> None:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    assert (await _store(storage, [make_instance(study=study, series=series, sop=sop, Modality="CT")])).status == 200
+    replaced = await _store(storage, [make_instance(study=study, series=series, sop=sop, Modality="MR")], upsert=True)
+    assert replaced.status == 200
+    row = await storage.studies.get_entity(study, STUDY_ROW)
+    assert (row["InstanceCount"], json.loads(row["ModalityCounts"])) == (1, {"MR": 1})
+    assert len(await _blob_names(storage, study)) == 2  # the replaced version stays for readers until cleanup
+
+
+async def test_metadata_sidecar_has_no_bulk_data(storage: Storage) -> None:
+    study = generate_uid()
+    assert (await _store(storage, [make_instance(study=study)])).status == 200
+    [name] = [b.name async for b in storage.metadata.list_blobs(name_starts_with=study) if b.name.endswith(".json")]
+    metadata = json.loads(await (await storage.metadata.download_blob(name)).readall())
+    assert metadata["0020000D"]["Value"] == [study]
+    assert "7FE00010" not in metadata
+
+
+async def test_deleted_container_is_created_again(unit_settings: Settings) -> None:
+    own = await open_storage(replace(unit_settings, blob_container="unit-recreated"))
+    try:
+        await own.files.delete_container()
+        response = await _store(own, [make_instance()])
+        assert response.status == 200
+    finally:
+        await own.close()
