@@ -13,6 +13,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import validate_value
 
+from dicom_core.model.text import trim
+
 # Like Azure's DICOM service: binary VRs never appear in metadata (no BulkDataURI, no InlineBinary).
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
@@ -83,3 +85,34 @@ def invalid_value_reason(element: DataElement) -> str | None:
             detail = str(exc).split(" Please see")[0]
             return f'Content "{text}" does not validate VR {vr}: {detail}'
     return None
+
+
+PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def json_key(tag: BaseTag) -> str:
+    """The DICOM JSON key of a tag: 8 upper-case hex digits."""
+    return f"{tag:08X}"
+
+
+def first_value(attributes: JsonDataset, tag: BaseTag) -> str | None:
+    """Return the attribute's first value as text (a person name's Alphabetic group), or None when absent."""
+    values = attributes.get(json_key(tag), {}).get("Value") or []
+    if not values or values[0] is None:
+        return None
+    value = values[0]
+    if isinstance(value, dict):
+        value = next((value[group] for group in PN_GROUPS if value.get(group)), "")
+    text = trim(str(value))
+    return text or None
+
+
+def person_name_forms(attributes: JsonDataset, tag: BaseTag) -> list[str]:
+    """Return the first person name as written whole ("A=I=P") and as its Alphabetic group, without repeats."""
+    values = attributes.get(json_key(tag), {}).get("Value") or []
+    if not values or not isinstance(values[0], dict):
+        return []
+    groups = [str(values[0].get(group) or "") for group in PN_GROUPS]
+    whole = "=".join(groups).rstrip("=")
+    forms = [form for form in (groups[0], whole) if trim(form)]
+    return list(dict.fromkeys(forms))

@@ -15,9 +15,9 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
 
+from dicom_core.model.tags import PIXEL_DATA
 from dicom_core.model.frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, native_frame_index
 
-PIXEL_DATA = BaseTag(0x7FE00010)
 # Values larger than this stay in the file and are never loaded while parsing.
 DEFER_BYTES = 16 * 1024
 # Group 0002 (File Meta Information) as the very first bytes: a Part-10 file written without preamble.

@@ -13,22 +13,25 @@ from dataclasses import dataclass
 
 from pydicom.tag import BaseTag
 
+from dicom_core.model.tags import (
+    ACCESSION_NUMBER, MODALITIES_IN_STUDY, MODALITY, PATIENT_ID, PATIENT_NAME, REFERRING_PHYSICIAN_NAME,
+    SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_DATE, STUDY_INSTANCE_UID,
+)
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
 from dicom_core.qido.matching import matches
-from dicom_core.qido.query import MODALITIES_IN_STUDY, Condition, MatchKind, QidoQuery, QidoResource
+from dicom_core.qido.query import Condition, MatchKind, QidoQuery, QidoResource
 from dicom_core.qido.reads import Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
     ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_MODALITY, SERIES_BY_UID, STUDIES_BY_ACCESSION,
     STUDIES_BY_DATE, STUDIES_BY_MODALITY, STUDIES_BY_PATIENT_ID, STUDIES_BY_PATIENT_NAME,
-    STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, ACCESSION_NUMBER, PATIENT_ID,
-    PATIENT_NAME, REFERRING_PHYSICIAN_NAME, STUDY_DATE, WORD_PREFIX_CHARS, IndexEntry, inverted_date, parse_entry,
+    STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, WORD_PREFIX_CHARS, IndexEntry,
+    inverted_date, parse_entry,
     partition_key, series_keys, study_row_keys, study_row_modalities,
 )
-from dicom_core.stow.validation import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
+
 from dicom_core.model.text import fold, fold_person_name, name_words
 
-MODALITY = BaseTag(0x00080060)
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
 

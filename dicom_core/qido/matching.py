@@ -8,40 +8,10 @@ from functools import lru_cache
 
 from pydicom.tag import BaseTag
 
-from dicom_core.model.dicom_json import JsonDataset
-from dicom_core.qido.query import MODALITIES_IN_STUDY, Condition, MatchKind
+from dicom_core.model.tags import MODALITIES_IN_STUDY
+from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms
+from dicom_core.qido.query import Condition, MatchKind
 from dicom_core.model.text import fold, fold_case, fold_person_name, name_words, trim
-
-_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
-
-
-def json_key(tag: BaseTag) -> str:
-    """The DICOM JSON key of a tag: 8 upper-case hex digits."""
-    return f"{tag:08X}"
-
-
-def first_value(attributes: JsonDataset, tag: BaseTag) -> str | None:
-    """Return the attribute's first value as text (a person name's Alphabetic group), or None when absent."""
-    values = attributes.get(json_key(tag), {}).get("Value") or []
-    if not values or values[0] is None:
-        return None
-    value = values[0]
-    if isinstance(value, dict):
-        value = next((value[group] for group in _PN_GROUPS if value.get(group)), "")
-    text = trim(str(value))
-    return text or None
-
-
-def person_name_forms(attributes: JsonDataset, tag: BaseTag) -> list[str]:
-    """Return the first person name as written whole ("A=I=P") and as its Alphabetic group, without repeats."""
-    values = attributes.get(json_key(tag), {}).get("Value") or []
-    if not values or not isinstance(values[0], dict):
-        return []
-    groups = [str(values[0].get(group) or "") for group in _PN_GROUPS]
-    whole = "=".join(groups).rstrip("=")
-    forms = [form for form in (groups[0], whole) if trim(form)]
-    return list(dict.fromkeys(forms))
-
 
 def matches(condition: Condition, attributes: JsonDataset, modalities: Iterable[str] = ()) -> bool:
     """Tell whether stored ``attributes`` (and, for ModalitiesInStudy, the study's ``modalities``) match."""

@@ -17,12 +17,12 @@ from urllib.parse import parse_qsl
 from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
 from pydicom.tag import BaseTag
 
+from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.errors import BadRequestError
 from dicom_core.model.levels import QUERYABLE, Level
 from dicom_core.model.text import trim
 from dicom_core.model.uids import is_valid_uid, normalize_uid
 
-MODALITIES_IN_STUDY = BaseTag(0x00080061)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
 WILDCARDS = frozenset("*?")

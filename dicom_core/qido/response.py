@@ -14,19 +14,17 @@ from collections.abc import Iterable
 
 from pydicom.tag import BaseTag
 
+from dicom_core.model.tags import MODALITIES_IN_STUDY, NUMBER_OF_SERIES_RELATED_INSTANCES, NUMBER_OF_STUDY_RELATED_INSTANCES, NUMBER_OF_STUDY_RELATED_SERIES, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.levels import ROW_ATTRIBUTES, Level, tags_for_keywords
 from dicom_core.qido.candidates import Hit
-from dicom_core.qido.matching import json_key
-from dicom_core.qido.query import MODALITIES_IN_STUDY, QidoQuery, QidoResource
+from dicom_core.model.dicom_json import json_key
+from dicom_core.qido.query import QidoQuery, QidoResource
 from dicom_core.qido.reads import Row, SearchReads
 from dicom_core.search_index.keys import study_row_modalities
-from dicom_core.stow.validation import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 
-NUMBER_OF_STUDY_RELATED_SERIES = BaseTag(0x00201206)
-NUMBER_OF_STUDY_RELATED_INSTANCES = BaseTag(0x00201208)
-NUMBER_OF_SERIES_RELATED_INSTANCES = BaseTag(0x00201209)
+
 STUDY_COMPUTED = (MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES)
 SERIES_COMPUTED = (NUMBER_OF_SERIES_RELATED_INSTANCES,)
 _LEVEL_ORDER = (Level.STUDY, Level.SERIES, Level.INSTANCE)

@@ -16,15 +16,12 @@ from datetime import datetime
 from azure.data.tables import TableEntity
 from pydicom.tag import BaseTag
 
+from dicom_core.model.tags import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, REFERRING_PHYSICIAN_NAME, STUDY_DATE
 from dicom_core.model.dicom_json import JsonDataset
-from dicom_core.qido.matching import first_value, person_name_forms
-from dicom_core.stow.validation import PATIENT_ID
+from dicom_core.model.dicom_json import first_value, person_name_forms
+
 from dicom_core.model.text import fold, fold_person_name, name_words
 
-PATIENT_NAME = BaseTag(0x00100010)
-ACCESSION_NUMBER = BaseTag(0x00080050)
-REFERRING_PHYSICIAN_NAME = BaseTag(0x00080090)
-STUDY_DATE = BaseTag(0x00080020)
 
 # Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
 # 'i.' at instances.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from pydicom.tag import BaseTag
 
-from dicom_core.qido.matching import first_value, fuzzy_name_match, matches, person_name_forms, wildcard_match
-from dicom_core.qido.query import MODALITIES_IN_STUDY, Condition, MatchKind
+from dicom_core.model.tags import MODALITIES_IN_STUDY
+from dicom_core.model.dicom_json import first_value, person_name_forms
+from dicom_core.qido.matching import fuzzy_name_match, matches, wildcard_match
+from dicom_core.qido.query import Condition, MatchKind
 
 PATIENT_NAME = BaseTag(0x00100010)
 PATIENT_ID = BaseTag(0x00100020)
