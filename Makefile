@@ -5,7 +5,7 @@
 #   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
 #   make clean    remove .venv, node_modules and .azurite
-#   make bench    the issue-8 benchmark table on an Azurite and server of its own (BENCH_ARGS="--only qido --qido-studies 10000")
+#   make bench    the benchmark table on an Azurite and server of its own (BENCH_ARGS="--only qido --qido-studies 10000")
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c

@@ -1,11 +1,11 @@
-"""`python -m bench`: the issue-8 table, every row a ratio against a baseline measured in the same run.
+"""`python -m bench`: the benchmark table, every row a ratio against a baseline measured in the same run.
 
 Starts its own Azurite (blob and table services on free ports, a temporary location; tables in memory)
 and its own server (local_host serving function_app, with DICOMWEB_QUERY_STATS=true), generates the data
 with pydicom, runs the operations in turn, prints the table with a pass/short mark per row and writes
 bench/results/{name}.json, .md and -latency.png. Sizes are options; the defaults keep the whole run under
-10 minutes on a quiet 2-core machine, which is why the QIDO archive is smaller than the issue's (said in the
-output).
+10 minutes on a quiet 2-core machine, which is why the QIDO archive is smaller than the archive-scale run's
+(said in the output).
 The archive-scale QIDO run (10,000 studies) is `python -m bench.qido_archive`.
 """
 
@@ -43,8 +43,8 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-part-mb", type=int, default=10)
     parser.add_argument("--transcode-frames", type=int, default=8)
     parser.add_argument("--transcode-repeat", type=int, default=3)
-    parser.add_argument("--qido-studies", type=int, default=1000, help="the issue's figure is 10,000")
-    parser.add_argument("--qido-instances", type=int, default=3000, help="the issue's figure is 100,000")
+    parser.add_argument("--qido-studies", type=int, default=1000, help="the archive-scale run's figure is 10,000")
+    parser.add_argument("--qido-instances", type=int, default=3000, help="the archive-scale run's figure is 100,000")
     parser.add_argument("--qido-small-studies", type=int, default=100)
     parser.add_argument("--qido-repeat", type=int, default=10)
     parser.add_argument("--qido-seeding", choices=("bulk", "store", "stow"), default="bulk")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         azurite.stop()
     if options.qido_studies < 10_000 and "qido" in only:
         results.notes.append(f"QIDO at {options.qido_studies:,} studies / {options.qido_instances:,} instances (the "
-                             "issue's 10,000 / 100,000: `python -m bench.qido_archive`, or --qido-studies)")
+                             "archive-scale run's 10,000 / 100,000: `python -m bench.qido_archive`, or --qido-studies)")
     results.notes.append(f"whole run: {time.perf_counter() - started:.0f} s; Azurite, the server and the benchmark "
                          "share the machine, so ratios (same run, interleaved) are the figures to read")
     print()

@@ -1,4 +1,4 @@
-"""QIDO-RS: p50/p95 latency and Table entities read (X-DicomWeb-Entities-Read) per query kind of issue 4.
+"""QIDO-RS: p50/p95 latency and Table entities read (X-DicomWeb-Entities-Read) per query kind of the QIDO benchmark.
 
 Queries go over HTTP to a server started with DICOMWEB_QUERY_STATS=true. With two archives (a small one and
 the large one, each with its own tables and server) every query kind runs against both, interleaved, so the

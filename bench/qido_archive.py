@@ -1,4 +1,4 @@
-"""The archive-scale QIDO run of issue 4: `python -m bench.qido_archive [--studies 10000] [--instances 100000]`.
+"""The archive-scale QIDO run: `python -m bench.qido_archive [--studies 10000] [--instances 100000]`.
 
 Starts its own Azurite (tables and blobs in memory), seeds a large and a small archive in-process through the
 store path, measures every query kind against both and writes bench/results/qido-archive.{json,md,png}.

@@ -1,4 +1,4 @@
-"""The benchmark's results: rows of the issue's table, latency samples, and their JSON, Markdown and plots."""
+"""The benchmark's results: rows of the benchmark table, latency samples, and their JSON, Markdown and plots."""
 
 from __future__ import annotations
 

@@ -155,7 +155,7 @@ def blobs(azurite: Azurite, server: str) -> BlobReader:
     return BlobReader(azurite.connection_string, "dicomweb")
 
 
-# --- Registered routes (deploy issue: the OpenAPI document and the CLI tests compare against them) ---------
+# --- Registered routes (the OpenAPI document and the CLI tests compare against them) ---------------------------
 
 _LIST_ROUTES = """
 import json
@@ -182,7 +182,7 @@ def registered_routes() -> frozenset[tuple[str, str]]:
     return frozenset((method, route) for methods, route in json.loads(last_line) for method in methods)
 
 
-# --- Search (QIDO issue): storing through the STOW service, and a server that reports search cost -----------
+# --- Search (QIDO-RS): storing through the STOW service, and a server that reports search cost -----------------
 
 @pytest.fixture(scope="session")
 def stow_parts():
@@ -219,7 +219,7 @@ def query_stats_server(storage_env: dict[str, str], tmp_path_factory: pytest.Tem
         yield base_url
 
 
-# --- Retrieve (WADO issue): a server of its own for tests that store fixed UIDs (the walkthrough's files) ----
+# --- Retrieve (WADO-RS): a server of its own for tests that store fixed UIDs (the walkthrough's files) ---------
 
 @pytest.fixture(scope="module")
 def isolated_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -233,7 +233,7 @@ def isolated_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPa
         yield base_url
 
 
-# --- Security (CORS and authentication issue): servers started with settings of a test module's own ----------
+# --- Security (CORS and authentication): servers started with settings of a test module's own ------------------
 
 @pytest.fixture(scope="session")
 def serve_with_env(
@@ -250,7 +250,7 @@ def serve_with_env(
     return start
 
 
-# --- Delete and consistency (issue 5): a server whose process a test may kill mid-request ----------------------
+# --- Delete and consistency: a server whose process a test may kill mid-request --------------------------------
 
 @dataclass(frozen=True)
 class AppProcess:
@@ -283,7 +283,7 @@ def start_app_process(storage_env: dict[str, str], tmp_path: Path) -> Iterator[C
         stop_process(process)
 
 
-# --- Viewer (OHIF issue): a server whose output the test reads back ------------------------------------------
+# --- Viewer (OHIF): a server whose output the test reads back --------------------------------------------------
 
 @pytest.fixture(scope="session")
 def serve_logging_to(
@@ -300,7 +300,7 @@ def serve_logging_to(
     return start
 
 
-# --- Robustness (issue 6): an Azurite of a test module's own that tests stop and start again -----------------
+# --- Robustness: an Azurite of a test module's own that tests stop and start again -----------------------------
 
 class RestartableAzurite:
     """An Azurite on fixed free ports whose data folder survives a stop, so a restart keeps what was stored."""

@@ -1,4 +1,4 @@
-"""Concurrency and crash scenarios of issue 5 through the real HTTP server, each ending with the consistency checker.
+"""Concurrency and crash scenarios of store and delete over real HTTP, each ending with the consistency checker.
 
 Every test runs a server (or two) on storage of its own, drives it over loopback, and afterwards runs the
 blob cleanup with a `now` far in the future and the checker, which must report nothing. Iteration counts are
