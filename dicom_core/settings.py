@@ -28,7 +28,7 @@ def azurite_connection_string(host: str = "127.0.0.1", blob_port: int = 10000, t
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting the service reads; see the README's settings table."""
+    """Every setting the service reads; docs/configuration.md lists them."""
 
     storage_connection_string: str
     blob_container: str = "dicomweb"

@@ -9,16 +9,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import httpx
 import pydicom
 from tqdm import tqdm
 
 from dicom_core.model.errors import DicomWebError
+from dicom_core.model.uids import is_valid_uid, normalize_uid
 from dicom_core.wire.media_types import DICOM, MULTIPART_RELATED, parse_media_type
 from dicom_core.wire.multipart import boundary_from_content_type, iter_parts
-from dicom_core.model.uids import is_valid_uid, normalize_uid
 
 from .transport import Endpoint, open_client, send_with_retries
 
@@ -78,7 +78,7 @@ async def download(endpoint: Endpoint, study: str, series: str | None, folder: P
     return summary
 
 
-async def _counted(response: httpx.Response, bar: tqdm, summary: DownloadSummary) -> AsyncIterator[bytes]:
+async def _counted(response: httpx.Response, bar: tqdm[Any], summary: DownloadSummary) -> AsyncIterator[bytes]:
     async for chunk in response.aiter_bytes():
         summary.bytes_received += len(chunk)
         bar.update(len(chunk))

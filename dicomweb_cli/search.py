@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,10 +84,10 @@ async def search(endpoint: Endpoint, query: SearchQuery) -> SearchResult:
     async with open_client(endpoint) as client:
         while True:
             limit = query.page_size if query.all_pages else query.limit
-            url = endpoint.url + query.path()
-            params = query.params(offset, limit)
-            response = await send_with_retries(client, lambda: client.build_request(
-                "GET", url, params=params, headers={"Accept": DICOM_JSON}), endpoint)
+            build = functools.partial(client.build_request, "GET", endpoint.url + query.path(),
+                                      params=tuple(query.params(offset, limit)),
+                                      headers={"Accept": DICOM_JSON})
+            response = await send_with_retries(client, build, endpoint)
             if response.status_code == 204:
                 return result
             if response.status_code != 200:
@@ -104,8 +105,8 @@ def format_table(rows: Sequence[JsonDataset], level: str, extra_columns: Sequenc
     columns = list(COLUMNS[level]) + [c for c in extra_columns if c not in COLUMNS[level] and c.isalpha()]
     cells = [[_cell(display_value(row, column)) for column in columns] for row in rows]
     widths = [max([len(column)] + [len(row[i]) for row in cells]) for i, column in enumerate(columns)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths)).rstrip()]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 

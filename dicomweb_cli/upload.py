@@ -8,12 +8,13 @@ and an instance it already has comes back as failure 45070, which counts as "alr
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 from tqdm import tqdm
@@ -122,9 +123,9 @@ async def _instances_on_server(
             while True:
                 params = {"includefield": "SOPInstanceUID", "limit": str(QIDO_PAGE), "offset": str(offset)}
                 try:
-                    response = await send_with_retries(client, lambda: client.build_request(
-                        "GET", f"{endpoint.url}/studies/{study}/instances", params=params,
-                        headers={"Accept": DICOM_JSON}), endpoint)
+                    build = functools.partial(client.build_request, "GET", f"{endpoint.url}/studies/{study}/instances",
+                                              params=params, headers={"Accept": DICOM_JSON})
+                    response = await send_with_retries(client, build, endpoint)
                 except TransientError:
                     return known
                 if response.status_code != 200:
@@ -147,7 +148,7 @@ async def _instances_on_server(
 class _Uploader:
     """Sends batches concurrently, updating the progress bar and the summary."""
 
-    def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint, summary: UploadSummary, bar: tqdm,
+    def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint, summary: UploadSummary, bar: tqdm[Any],
                  total_files: int) -> None:
         self.client, self.endpoint, self.summary, self.bar = client, endpoint, summary, bar
         self.total_files = total_files

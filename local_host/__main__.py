@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import uvicorn
+from starlette.routing import Route
 
 from local_host.functions import load_function_app
 from local_host.routes import build_app
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     function_app = load_function_app(arguments.app)
     app = build_app(function_app, read_route_prefix(root))
     for route in app.routes:
-        logger.info("%s: %s %s", route.name, ",".join(sorted(route.methods or ())), route.path)
+        if isinstance(route, Route):
+            logger.info("%s: %s %s", route.name, ",".join(sorted(route.methods or ())), route.path)
     timers = [] if arguments.no_timers else timer_functions(function_app)
     logger.info("Serving on http://%s:%d", arguments.host, arguments.port)
     config = uvicorn.Config(app, host=arguments.host, port=arguments.port, access_log=False,

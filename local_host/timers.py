@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from azure.functions.decorators.timer import TimerTrigger
@@ -42,11 +42,11 @@ class Schedule:
 
     def next_after(self, moment: datetime) -> datetime:
         """The first time strictly after ``moment`` (an aware datetime) that the schedule names, in UTC."""
-        start = moment.astimezone(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+        start = moment.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
         day = start.date()
         for _ in range(_SEARCH_DAYS):
             if self._matches_day(day):
-                earliest = start.timetz() if day == start.date() else time(tzinfo=timezone.utc)
+                earliest = start.timetz() if day == start.date() else time(tzinfo=UTC)
                 found = self._first_time_from(earliest)
                 if found is not None:
                     return datetime.combine(day, found)
@@ -64,7 +64,7 @@ class Schedule:
                 if (hour, minute) < (earliest.hour, earliest.minute):
                     continue
                 for second in self.seconds:
-                    candidate = time(hour, minute, second, tzinfo=timezone.utc)
+                    candidate = time(hour, minute, second, tzinfo=UTC)
                     if candidate >= earliest:
                         return candidate
         return None
@@ -75,7 +75,7 @@ def parse_schedule(expression: str) -> Schedule:
     fields = expression.split()
     if len(fields) != len(_FIELDS):
         raise ValueError(f"NCRONTAB {expression!r} must have six fields (second minute hour day month day-of-week)")
-    values = [_parse_field(text, low, high, expression) for text, (low, high) in zip(fields, _FIELDS)]
+    values = [_parse_field(text, low, high, expression) for text, (low, high) in zip(fields, _FIELDS, strict=True)]
     weekdays = frozenset(v % 7 for v in values[5])
     return Schedule(expression, tuple(sorted(values[0])), tuple(sorted(values[1])), tuple(sorted(values[2])),
                     frozenset(values[3]), frozenset(values[4]), weekdays)
@@ -141,7 +141,7 @@ async def invoke(timer: TimerFunction, *, past_due: bool = False) -> None:
 
 async def run_timers(timers: list[TimerFunction], clock: Callable[[], datetime] | None = None) -> None:
     """Run every timer on its schedule until cancelled; one run of a timer at a time, a missed beat is skipped."""
-    now = clock or (lambda: datetime.now(timezone.utc))
+    now = clock or (lambda: datetime.now(UTC))
 
     async def run(timer: TimerFunction) -> None:
         if timer.run_on_startup:

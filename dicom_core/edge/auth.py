@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import jwt
 
-from dicom_core.model.errors import ForbiddenError, UnauthorizedError
 from dicom_core.edge.jwks import JwksCache
+from dicom_core.model.errors import ForbiddenError, UnauthorizedError
 from dicom_core.settings import Settings
 
 LOGGER = logging.getLogger(__name__)

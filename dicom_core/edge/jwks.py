@@ -86,7 +86,7 @@ class JwksCache:
                 return current
             try:
                 current = await self._download()
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError, TypeError) as exc:
                 if current is None:
                     raise ServiceUnavailableError(
                         "The identity provider's signing keys could not be read; try again later.") from exc

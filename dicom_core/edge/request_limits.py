@@ -11,7 +11,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from dicom_core.model.errors import (
-    BadRequestError, HeaderFieldsTooLargeError, PayloadTooLargeError, RequestTimeoutError, UriTooLongError,
+    BadRequestError,
+    HeaderFieldsTooLargeError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UriTooLongError,
 )
 from dicom_core.settings import Settings
 
@@ -22,7 +26,7 @@ _CONTENT_LENGTH = b"content-length"
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """The caps a request must stay within (see the README's "Limits and errors")."""
+    """The caps a request must stay within (docs/api.md, "Limits and errors")."""
 
     max_request_bytes: int
     max_query_string_bytes: int

@@ -17,7 +17,9 @@ from dicom_core.model.text import trim
 
 # Like Azure's DICOM service: binary VRs never appear in metadata (no BulkDataURI, no InlineBinary).
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
-_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
 
 JsonDataset = dict[str, Any]
 # Called with (tag, VR, reason) for every element left out because its value is invalid.

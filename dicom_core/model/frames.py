@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.tag import ItemTag, SequenceDelimiterTag
 
@@ -47,13 +48,13 @@ class FrameIndex:
         return {"frames": self.number_of_frames, "offset": self.native_offset, "length": self.native_frame_length}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> FrameIndex:
+    def from_json(cls, data: Mapping[str, Any]) -> FrameIndex:
         """Rebuild an index written by :meth:`to_json`."""
-        frames = int(data["frames"])  # type: ignore[arg-type]
+        frames = int(data["frames"])
         if "fragments" in data:
-            fragments = tuple(tuple((int(o), int(n)) for o, n in f) for f in data["fragments"])  # type: ignore[union-attr]
+            fragments = tuple(tuple((int(o), int(n)) for o, n in f) for f in data["fragments"])
             return cls(frames, fragments=fragments)
-        return cls(frames, native_offset=int(data["offset"]), native_frame_length=int(data["length"]))  # type: ignore[arg-type]
+        return cls(frames, native_offset=int(data["offset"]), native_frame_length=int(data["length"]))
 
 
 def native_frame_index(

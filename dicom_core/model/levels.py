@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.tag import BaseTag
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """A level of the DICOM information model."""
 
     STUDY = "study"
@@ -58,7 +58,9 @@ QUERYABLE: dict[Level, tuple[BaseTag, ...]] = {
         "StudyInstanceUID", "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
         "ReferringPhysicianName", "StudyDate", "StudyDescription",
     ),
-    Level.SERIES: tags_for_keywords("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
+    Level.SERIES: tags_for_keywords(
+        "SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"
+    ),
     Level.INSTANCE: tags_for_keywords("SOPInstanceUID"),
 }
 

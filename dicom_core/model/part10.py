@@ -6,17 +6,20 @@ import io
 import os
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pydicom
 from pydicom import config
-from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.dataset import Dataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import BaseTag
-from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from dicom_core.model.tags import PIXEL_DATA
 from dicom_core.model.frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, native_frame_index
+from dicom_core.model.tags import PIXEL_DATA
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 # Values larger than this stay in the file and are never loaded while parsing.
 DEFER_BYTES = 16 * 1024
@@ -109,7 +112,7 @@ class PrefixedReader(io.RawIOBase):
         self._position = max(0, offset)
         return self._position
 
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
         written = 0
         if self._position < len(self._prefix):
@@ -129,7 +132,7 @@ def stored_stream(parsed: ParsedFile, file: BinaryIO) -> BinaryIO:
     """Return the bytes to store: the file as received, with a preamble in front if it had none."""
     if not parsed.added_preamble:
         return file
-    return io.BufferedReader(PrefixedReader(parsed.added_preamble, file))  # type: ignore[arg-type]
+    return io.BufferedReader(PrefixedReader(parsed.added_preamble, file))
 
 
 def _check_inflated_size(file: BinaryIO, force: bool, max_inflated_bytes: int) -> None:

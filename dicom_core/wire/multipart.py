@@ -100,7 +100,7 @@ def new_boundary() -> str:
 async def write_parts(
     parts: AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]], boundary: str
 ) -> AsyncIterator[bytes]:
-    """Yield a multipart/related body: for each (headers, body chunks) a delimiter, the headers, and the body; then the close delimiter."""
+    """Yield a multipart/related body: per (headers, chunks) a delimiter, headers and body; then the close delimiter."""
     # The CRLF ending a body belongs to the next delimiter, so it travels with the next small write.
     separator = b""
     async for headers, body in parts:
