@@ -1,6 +1,7 @@
 # Local development and CI commands for the DICOMweb function app.
 #   make run      install what is missing, start Azurite in the background and serve the app on http://localhost:7071/
-#   make test     install what is missing and run the test suite (its fixtures start their own Azurite)
+#   make test     install what is missing, lint and type-check, and run the test suite (its fixtures start their own Azurite)
+#   make lint     ruff and mypy over dicom_core, function_app.py, local_host and dicomweb_cli
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
 #   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
@@ -30,7 +31,7 @@ AZURITE_PORTS := 10000 10001 10002
 AZURITE_ARGS := --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
     --tableHost 127.0.0.1 --tablePort 10002 --location $(AZURITE_DIR) --skipApiVersionCheck --loose --disableTelemetry
 
-.PHONY: install run test clean bench viewer test-viewer
+.PHONY: install run lint test clean bench viewer test-viewer
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -82,8 +83,15 @@ run: install
 	app_pid=$$!
 	wait "$$app_pid"
 
+LINTED := dicom_core function_app.py local_host dicomweb_cli
+
+# mypy reads its files and strictness from pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/mypy
+
 # The browser test needs a system Chromium: `make test-viewer` runs it (.ci/run runs both).
-test: install $(CHECKOV_STAMP)
+test: lint $(CHECKOV_STAMP)
 	$(VENV_PYTHON) -m pytest tests --ignore=tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)
 
 clean:

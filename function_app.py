@@ -1,55 +1,44 @@
 """The Azure Functions app: one HTTP-triggered function per DICOMweb resource path.
 
-Each function only translates HTTP into a call of `dicom_core` and its result back into HTTP; errors
-from `dicom_core` become responses in `dicomweb_edge`, the one place that does so.
+Each function only translates HTTP into a call of `dicom_core` and the `ServiceResult` it returns back into HTTP
+(`_http`, the one adapter); errors from `dicom_core` become responses in `dicomweb_edge`, the one place that does so.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 import azure.functions as func
-from azurefunctions.extensions.http.fastapi import (
-    JSONResponse, PlainTextResponse, Request, Response, StreamingResponse,
+from azurefunctions.extensions.http.fastapi import (  # type: ignore[import-untyped]
+    PlainTextResponse,
+    Request,
+    Response,
+    StreamingResponse,
 )
 
-from dicom_core.edge import auth
-
-from dicom_core.edge import cors
-
-from dicom_core.edge import health
-
-from dicom_core.edge import openapi
-
-from dicom_core.qido import service as qido
-
-from dicom_core.qido import query as qido_query
-
-from dicom_core.stow import service as stow
-
-from dicom_core.wado import retrieve as wado
-
-from dicom_core.wado import frames as wado_frames
-
-from dicom_core.wado import metadata as wado_metadata
-from dicom_core.changefeed import query as change_feed_query
-from dicom_core.changefeed import service as change_feed_response
-from dicom_core.maintenance import blob_cleanup
-from dicom_core.changefeed import feed as change_feed
-from dicom_core.delete import service as delete
-from dicom_core.wire.api_version import parse_api_version
-from dicom_core.model.errors import DicomWebError
-from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.changefeed import service as changefeed_service
+from dicom_core.changefeed.query import parse_feed_query, parse_latest_query
+from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.delete import service as delete_service
+from dicom_core.edge import auth, cors, health, openapi
 from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
 from dicom_core.edge.request_log import log_requests
+from dicom_core.maintenance.blob_cleanup import run_cleanup
+from dicom_core.model.errors import DicomWebError
+from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.model.uids import require_valid_uid
+from dicom_core.qido import service as qido_service
+from dicom_core.qido.query import QidoResource
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import shared_storage
 from dicom_core.storage.faults import storage_unavailable
-from dicom_core.model.uids import require_valid_uid
-from dicom_core.wado.response import WadoResponse
+from dicom_core.stow import service as stow_service
+from dicom_core.wado import frames, metadata, retrieve
+from dicom_core.wire.api_version import parse_api_version
+from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger("dicomweb")
 # Authentication and CORS are fixed at start-up: an unknown DICOMWEB_AUTH_MODE or incomplete entra settings
@@ -65,6 +54,8 @@ app = func.FunctionApp(
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+
+# --- The edge: checks and errors around every route, and a service's result as the HTTP response -------------
 
 def dicomweb_edge(handler: Handler, *, anonymous: bool = False) -> Handler:
     """Check the caller (unless ``anonymous``); `DicomWebError`s become plain-text responses, anything else a 500."""
@@ -108,12 +99,31 @@ def _with_cors(handler: Handler) -> Handler:
     return wrapper
 
 
-def _base_url(req: Request, public_base_url: str) -> str:
-    return public_base_url or str(req.base_url).rstrip("/")
+def _http(result: ServiceResult) -> Response:
+    """The response of a service's result: a stream of chunks is streamed, bytes (or no body) sent whole."""
+    if result.body is None or isinstance(result.body, bytes):
+        return Response(result.body, status_code=result.status, headers=result.headers, media_type=result.media_type)
+    return StreamingResponse(result.body, status_code=result.status, headers=result.headers,
+                             media_type=result.media_type)
 
 
-def _body(req: Request) -> AsyncIterator[bytes]:
-    return limited_body(req.stream(), REQUEST_LIMITS)  # 413 past the request limit, 408 when it stalls
+def _version(req: Request) -> int:
+    return parse_api_version(req.path_params["version"])
+
+
+def _study_uid(req: Request) -> str:
+    """The API version checked, then the StudyInstanceUID of the path."""
+    _version(req)
+    return require_valid_uid(req.path_params["study"], "StudyInstanceUID")
+
+
+def _series_uid(req: Request) -> str:
+    return require_valid_uid(req.path_params["series"], "SeriesInstanceUID")
+
+
+def _instance_ids(req: Request) -> InstanceIdentifiers:
+    return InstanceIdentifiers(_study_uid(req), _series_uid(req),
+                               require_valid_uid(req.path_params["instance"], "SOPInstanceUID"))
 
 
 def _optional_uid(req: Request, parameter: str, name: str) -> str | None:
@@ -122,26 +132,26 @@ def _optional_uid(req: Request, parameter: str, name: str) -> str | None:
     return require_valid_uid(value, name) if value is not None else None
 
 
+def _accept(req: Request) -> str | None:
+    values = req.headers.getlist("accept")  # a repeated header is one list (RFC 9110 §5.3)
+    return ", ".join(values) if values else None
+
+
+# --- Store (STOW-RS): POST stores new instances, PUT replaces those that exist --------------------------------
+
 async def _store(req: Request) -> Response:
-    version = parse_api_version(req.path_params["version"])
+    version = _version(req)
     storage = await shared_storage()
-    result = await stow.store_instances(
-        storage,
-        stow.StoreRequest(
-            api_version=version,
-            study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
-            content_type=req.headers.get("content-type"),
-            accept=req.headers.get("accept"),
-            base_url=_base_url(req, storage.settings.public_base_url),
-            upsert=req.method == "PUT",
-        ),
-        _body(req),
+    request = stow_service.StoreRequest(
+        api_version=version,
+        study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
+        content_type=req.headers.get("content-type"),
+        accept=req.headers.get("accept"),
+        base_url=storage.settings.public_base_url or str(req.base_url).rstrip("/"),
+        upsert=req.method == "PUT",
     )
-    headers = {"Warning": result.warning} if result.warning else None
-    if result.body is None:
-        return Response(status_code=result.status, headers=headers)
-    return Response(json.dumps(result.body), status_code=result.status, headers=headers,
-                    media_type="application/dicom+json")
+    body = limited_body(req.stream(), REQUEST_LIMITS)  # 413 past the request limit, 408 when it stalls
+    return _http(await stow_service.store_instances(storage, request, body))
 
 
 @app.route(route="v{version}/studies", methods=["POST", "PUT"])
@@ -158,66 +168,11 @@ async def store_study_instances(req: Request) -> Response:
     return await _store(req)
 
 
-# --- CORS preflight: OPTIONS on any path (security issue) ----------------------------------------------
+# --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered -------------------------------
 
-# OPTIONS only: other methods on unknown paths still get 404, and known paths keep their 405.
-@app.route(route="{*path}", methods=["OPTIONS"], auth_level=func.AuthLevel.ANONYMOUS)
-@anonymous_edge
-async def cors_preflight(req: Request) -> Response:
-    """OPTIONS on any path: a CORS preflight, 204 with the Access-Control-* headers when the origin is allowed."""
-    headers = cors.preflight_headers(CORS_POLICY, req.headers.get("origin"),
-                                     req.headers.get("access-control-request-headers"))
-    return Response(status_code=204, headers=headers)
-
-
-# --- Operating it: health check and the OpenAPI document (deploy issue) ---------------------------------
-
-@app.route(route="health/check", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@anonymous_edge
-async def health_check(req: Request) -> Response:
-    """GET /health/check (unversioned, like Azure's): 200 Healthy when Blob and Table Storage answer, else 503."""
-    report = await health.check_health(shared_storage, Settings.from_environment().health_timeout_seconds)
-    return JSONResponse(report.to_json(), status_code=report.http_status, headers=report.headers)
-
-
-@app.route(route="v{version}/api.yaml", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@anonymous_edge
-async def openapi_document(req: Request) -> Response:
-    """GET /v{n}/api.yaml: the OpenAPI 3 document of the whole API (the same for every version)."""
-    parse_api_version(req.path_params["version"])
-    return Response(openapi.document(), media_type=openapi.MEDIA_TYPE)
-
-
-# --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered (WADO issue) ------------
-
-def _wado(result: WadoResponse) -> Response:
-    if result.body is None or isinstance(result.body, bytes):
-        return Response(result.body or b"", status_code=result.status, headers=result.headers)
-    return StreamingResponse(result.body, status_code=result.status, headers=result.headers)
-
-
-def _accept(req: Request) -> str | None:
-    values = req.headers.getlist("accept")  # a repeated header is one list (RFC 9110 §5.3)
-    return ", ".join(values) if values else None
-
-
-def _study_uid(req: Request) -> str:
-    parse_api_version(req.path_params["version"])
-    return require_valid_uid(req.path_params["study"], "StudyInstanceUID")
-
-
-def _series_uid(req: Request) -> str:
-    return require_valid_uid(req.path_params["series"], "SeriesInstanceUID")
-
-
-def _instance_ids(req: Request) -> InstanceIdentifiers:
-    return InstanceIdentifiers(_study_uid(req), _series_uid(req),
-                               require_valid_uid(req.path_params["instance"], "SOPInstanceUID"))
-
-
-def _metadata_request(req: Request) -> wado_metadata.MetadataRequest:
-    return wado_metadata.MetadataRequest(accept=_accept(req), accept_encoding=req.headers.get("accept-encoding"),
-                                         if_none_match=req.headers.get("if-none-match"))
+def _metadata_request(req: Request) -> metadata.MetadataRequest:
+    return metadata.MetadataRequest(accept=_accept(req), accept_encoding=req.headers.get("accept-encoding"),
+                                    if_none_match=req.headers.get("if-none-match"))
 
 
 @app.route(route="v{version}/studies/{study}", methods=["GET"])
@@ -225,7 +180,7 @@ def _metadata_request(req: Request) -> wado_metadata.MetadataRequest:
 async def retrieve_study(req: Request) -> Response:
     """WADO-RS: every instance of a study, multipart/related."""
     study = _study_uid(req)
-    return _wado(await wado.retrieve_study(await shared_storage(), study, _accept(req)))
+    return _http(await retrieve.retrieve_study(await shared_storage(), study, _accept(req)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}", methods=["GET"])
@@ -233,7 +188,7 @@ async def retrieve_study(req: Request) -> Response:
 async def retrieve_series(req: Request) -> Response:
     """WADO-RS: every instance of a series, multipart/related."""
     study, series = _study_uid(req), _series_uid(req)
-    return _wado(await wado.retrieve_series(await shared_storage(), study, series, _accept(req)))
+    return _http(await retrieve.retrieve_series(await shared_storage(), study, series, _accept(req)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}", methods=["GET"])
@@ -241,7 +196,7 @@ async def retrieve_series(req: Request) -> Response:
 async def retrieve_instance(req: Request) -> Response:
     """WADO-RS: one instance, single part or multipart/related."""
     ids = _instance_ids(req)
-    return _wado(await wado.retrieve_instance(await shared_storage(), ids, _accept(req)))
+    return _http(await retrieve.retrieve_instance(await shared_storage(), ids, _accept(req)))
 
 
 @app.route(route="v{version}/studies/{study}/metadata", methods=["GET"])
@@ -249,7 +204,7 @@ async def retrieve_instance(req: Request) -> Response:
 async def retrieve_study_metadata(req: Request) -> Response:
     """WADO-RS: the DICOM JSON of every instance of a study."""
     study = _study_uid(req)
-    return _wado(await wado_metadata.study_metadata(await shared_storage(), study, _metadata_request(req)))
+    return _http(await metadata.study_metadata(await shared_storage(), study, _metadata_request(req)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/metadata", methods=["GET"])
@@ -257,7 +212,7 @@ async def retrieve_study_metadata(req: Request) -> Response:
 async def retrieve_series_metadata(req: Request) -> Response:
     """WADO-RS: the DICOM JSON of every instance of a series."""
     study, series = _study_uid(req), _series_uid(req)
-    return _wado(await wado_metadata.series_metadata(await shared_storage(), study, series, _metadata_request(req)))
+    return _http(await metadata.series_metadata(await shared_storage(), study, series, _metadata_request(req)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/metadata", methods=["GET"])
@@ -265,7 +220,7 @@ async def retrieve_series_metadata(req: Request) -> Response:
 async def retrieve_instance_metadata(req: Request) -> Response:
     """WADO-RS: the DICOM JSON of one instance."""
     ids = _instance_ids(req)
-    return _wado(await wado_metadata.instance_metadata(await shared_storage(), ids, _metadata_request(req)))
+    return _http(await metadata.instance_metadata(await shared_storage(), ids, _metadata_request(req)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", methods=["GET"])
@@ -273,14 +228,13 @@ async def retrieve_instance_metadata(req: Request) -> Response:
 async def retrieve_frames(req: Request) -> Response:
     """WADO-RS: frames of an instance (1-based comma list)."""
     ids = _instance_ids(req)
-    result = await wado_frames.retrieve_frames(await shared_storage(), ids, req.path_params["frames"], _accept(req))
-    return _wado(result)
+    return _http(await frames.retrieve_frames(await shared_storage(), ids, req.path_params["frames"], _accept(req)))
 
 
 async def _rendered(req: Request) -> Response:
     ids = _instance_ids(req)
-    return _wado(await wado_frames.retrieve_rendered(await shared_storage(), ids, req.path_params.get("frame"),
-                                                     _accept(req), req.query_params.get("quality")))
+    return _http(await frames.retrieve_rendered(await shared_storage(), ids, req.path_params.get("frame"),
+                                                _accept(req), req.query_params.get("quality")))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/rendered", methods=["GET"])
@@ -298,15 +252,68 @@ async def retrieve_rendered_frame(req: Request) -> Response:
     return await _rendered(req)
 
 
-# --- Delete: a study, a series or an instance; 204, or 404 when absent (delete/change feed issue) ---------
+# --- Search (QIDO-RS): studies, series and instances, across the archive or in one study ---------------------
+
+async def _search(req: Request, resource: QidoResource) -> Response:
+    version = _version(req)
+    storage = await shared_storage()
+    return _http(await qido_service.search(storage, qido_service.SearchRequest(
+        resource=resource, api_version=version, query_string=req.url.query, accept=_accept(req),
+        study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
+        series_uid=_optional_uid(req, "series", "SeriesInstanceUID"),
+    )))
+
+
+@app.route(route="v{version}/studies", methods=["GET"])
+@dicomweb_edge
+async def search_studies(req: Request) -> Response:
+    """QIDO-RS: search for studies."""
+    return await _search(req, QidoResource.ALL_STUDIES)
+
+
+@app.route(route="v{version}/series", methods=["GET"])
+@dicomweb_edge
+async def search_series(req: Request) -> Response:
+    """QIDO-RS: search for series in every study."""
+    return await _search(req, QidoResource.ALL_SERIES)
+
+
+@app.route(route="v{version}/instances", methods=["GET"])
+@dicomweb_edge
+async def search_instances(req: Request) -> Response:
+    """QIDO-RS: search for instances in every study."""
+    return await _search(req, QidoResource.ALL_INSTANCES)
+
+
+@app.route(route="v{version}/studies/{study}/series", methods=["GET"])
+@dicomweb_edge
+async def search_study_series(req: Request) -> Response:
+    """QIDO-RS: search for the series of one study."""
+    return await _search(req, QidoResource.STUDY_SERIES)
+
+
+@app.route(route="v{version}/studies/{study}/instances", methods=["GET"])
+@dicomweb_edge
+async def search_study_instances(req: Request) -> Response:
+    """QIDO-RS: search for the instances of one study."""
+    return await _search(req, QidoResource.STUDY_INSTANCES)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances", methods=["GET"])
+@dicomweb_edge
+async def search_series_instances(req: Request) -> Response:
+    """QIDO-RS: search for the instances of one series."""
+    return await _search(req, QidoResource.STUDY_SERIES_INSTANCES)
+
+
+# --- Delete: a study, a series or an instance; 204, or 404 when absent ----------------------------------------
 
 @app.route(route="v{version}/studies/{study}", methods=["DELETE"])
 @dicomweb_edge
 async def delete_study(req: Request) -> Response:
     """DELETE a study: 204 (empty body), 404 when it holds no instance."""
     study = _study_uid(req)
-    await delete.delete_study(await shared_storage(), study)
-    return Response(status_code=204)
+    return _http(await delete_service.delete_study(await shared_storage(), study))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}", methods=["DELETE"])
@@ -314,8 +321,7 @@ async def delete_study(req: Request) -> Response:
 async def delete_series(req: Request) -> Response:
     """DELETE a series: 204 (empty body), 404 when it holds no instance."""
     study, series = _study_uid(req), _series_uid(req)
-    await delete.delete_series(await shared_storage(), study, series)
-    return Response(status_code=204)
+    return _http(await delete_service.delete_series(await shared_storage(), study, series))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}", methods=["DELETE"])
@@ -323,12 +329,56 @@ async def delete_series(req: Request) -> Response:
 async def delete_instance(req: Request) -> Response:
     """DELETE an instance: 204 (empty body), 404 when it is not stored."""
     ids = _instance_ids(req)
-    await delete.delete_instance(await shared_storage(), ids)
-    return Response(status_code=204)
+    return _http(await delete_service.delete_instance(await shared_storage(), ids))
 
 
-# --- Maintenance: a timer (every 5 minutes) deletes blobs nothing references any more, sequences the feed ---
+# --- Change feed: every change in order, by sequence (v1) or time window (v2) ---------------------------------
 
+@app.route(route="v{version}/changefeed", methods=["GET"])
+@dicomweb_edge
+async def read_change_feed(req: Request) -> Response:
+    """Change feed: v1 the entries after sequence `offset`; v2 the entries of a time window, `offset` into it."""
+    query = parse_feed_query(req.url.query, api_version=_version(req))
+    return _http(await changefeed_service.read_change_feed(await shared_storage(), query))
+
+
+@app.route(route="v{version}/changefeed/latest", methods=["GET"])
+@dicomweb_edge
+async def read_latest_change(req: Request) -> Response:
+    """Change feed: the latest entry (204 while the feed is empty)."""
+    _version(req)
+    include_metadata = parse_latest_query(req.url.query)
+    return _http(await changefeed_service.read_latest(await shared_storage(), include_metadata=include_metadata))
+
+
+# --- Operations: health check, OpenAPI document, CORS preflight, maintenance timer ----------------------------
+
+@app.route(route="health/check", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous_edge
+async def health_check(req: Request) -> Response:
+    """GET /health/check (unversioned, like Azure's): 200 Healthy when Blob and Table Storage answer, else 503."""
+    return _http(await health.report_health(shared_storage, Settings.from_environment().health_timeout_seconds))
+
+
+@app.route(route="v{version}/api.yaml", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous_edge
+async def openapi_document(req: Request) -> Response:
+    """GET /v{n}/api.yaml: the OpenAPI 3 document of the whole API (the same for every version)."""
+    _version(req)
+    return _http(openapi.serve_document())
+
+
+# OPTIONS only: other methods on unknown paths still get 404, and known paths keep their 405.
+@app.route(route="{*path}", methods=["OPTIONS"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous_edge
+async def cors_preflight(req: Request) -> Response:
+    """OPTIONS on any path: a CORS preflight, 204 with the Access-Control-* headers when the origin is allowed."""
+    headers = cors.preflight_headers(CORS_POLICY, req.headers.get("origin"),
+                                     req.headers.get("access-control-request-headers"))
+    return _http(ServiceResult(HTTPStatus.NO_CONTENT, headers))
+
+
+# Every 5 minutes: delete the blobs nothing references any more, and sequence the change feed.
 MAINTENANCE_SCHEDULE = "0 */5 * * * *"  # NCRONTAB: second minute hour day month day-of-week
 
 
@@ -337,91 +387,6 @@ async def maintenance(timer: func.TimerRequest) -> None:
     """Timer: run the due blob cleanup entries, then move committed change-feed outbox rows into the feed."""
     storage = await shared_storage()
     try:
-        await blob_cleanup.run_cleanup(storage)
+        await run_cleanup(storage)
     finally:
-        await change_feed.sequence_pending(storage)
-
-
-# --- Search (QIDO-RS): studies, series and instances, across the archive or in one study (QIDO issue) ---
-
-async def _search(req: Request, resource: qido_query.QidoResource) -> Response:
-    version = parse_api_version(req.path_params["version"])
-    storage = await shared_storage()
-    result = await qido.search(storage, qido.SearchRequest(
-        resource=resource, api_version=version, query_string=req.url.query, accept=_accept(req),
-        study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
-        series_uid=_optional_uid(req, "series", "SeriesInstanceUID"),
-    ))
-    headers = result.headers(with_stats=storage.settings.query_stats)
-    if result.status == 204:
-        return Response(status_code=204, headers=headers)
-    return Response(result.body(), headers=headers, media_type="application/dicom+json")
-
-
-@app.route(route="v{version}/studies", methods=["GET"])
-@dicomweb_edge
-async def search_studies(req: Request) -> Response:
-    """QIDO-RS: search for studies."""
-    return await _search(req, qido_query.QidoResource.ALL_STUDIES)
-
-
-@app.route(route="v{version}/series", methods=["GET"])
-@dicomweb_edge
-async def search_series(req: Request) -> Response:
-    """QIDO-RS: search for series in every study."""
-    return await _search(req, qido_query.QidoResource.ALL_SERIES)
-
-
-@app.route(route="v{version}/instances", methods=["GET"])
-@dicomweb_edge
-async def search_instances(req: Request) -> Response:
-    """QIDO-RS: search for instances in every study."""
-    return await _search(req, qido_query.QidoResource.ALL_INSTANCES)
-
-
-@app.route(route="v{version}/studies/{study}/series", methods=["GET"])
-@dicomweb_edge
-async def search_study_series(req: Request) -> Response:
-    """QIDO-RS: search for the series of one study."""
-    return await _search(req, qido_query.QidoResource.STUDY_SERIES)
-
-
-@app.route(route="v{version}/studies/{study}/instances", methods=["GET"])
-@dicomweb_edge
-async def search_study_instances(req: Request) -> Response:
-    """QIDO-RS: search for the instances of one study."""
-    return await _search(req, qido_query.QidoResource.STUDY_INSTANCES)
-
-
-@app.route(route="v{version}/studies/{study}/series/{series}/instances", methods=["GET"])
-@dicomweb_edge
-async def search_series_instances(req: Request) -> Response:
-    """QIDO-RS: search for the instances of one series."""
-    return await _search(req, qido_query.QidoResource.STUDY_SERIES_INSTANCES)
-
-
-# --- Change feed: every change in order, by sequence (v1) or time window (v2) (delete/change feed issue) ----
-
-def _change_feed_answer(answer: change_feed_response.ChangeFeedAnswer) -> Response:
-    if answer.body is None:
-        return Response(status_code=answer.status)
-    return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
-
-
-@app.route(route="v{version}/changefeed", methods=["GET"])
-@dicomweb_edge
-async def read_change_feed(req: Request) -> Response:
-    """Change feed: v1 the entries after sequence `offset`; v2 the entries of a time window, `offset` into it."""
-    version = parse_api_version(req.path_params["version"])
-    query = change_feed_query.parse_feed_query(req.url.query, api_version=version)
-    return _change_feed_answer(await change_feed_response.read_change_feed(await shared_storage(), query))
-
-
-@app.route(route="v{version}/changefeed/latest", methods=["GET"])
-@dicomweb_edge
-async def read_latest_change(req: Request) -> Response:
-    """Change feed: the latest entry (204 while the feed is empty)."""
-    parse_api_version(req.path_params["version"])
-    include_metadata = change_feed_query.parse_latest_query(req.url.query)
-    return _change_feed_answer(await change_feed_response.read_latest(await shared_storage(),
-                                                                      include_metadata=include_metadata))
+        await sequence_pending(storage)

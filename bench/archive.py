@@ -18,39 +18,45 @@ studies, a spread of names, dates and modalities. Three ways to seed it, all ski
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import multiprocessing
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
-
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from copy import deepcopy
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 
-from dicom_core.storage.blobs import metadata_blob_name, put_json
-from dicom_core.model.dicom_json import JsonDataset
-from dicom_core.model.identifiers import StoredInstance, new_version
-from dicom_core.index.commit import commit_instance
-from dicom_core.search_index.keys import (
-    CLAIMS, INSTANCES_BY_UID, SERIES_BY_UID, STUDIES_BY_ACCESSION, instance_key, inverted_time, series_keys,
-    study_keys, study_row_keys,
-)
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
-from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
-from dicom_core.storage.blobs import JSON_CONTENT
+
+from dicom_core.index.commit import commit_instance
+from dicom_core.index.rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.identifiers import StoredInstance, new_version
 from dicom_core.model.part10 import read_part10
 from dicom_core.search_index.entries import write_index_intents
+from dicom_core.search_index.keys import (
+    CLAIMS,
+    INSTANCES_BY_UID,
+    SERIES_BY_UID,
+    STUDIES_BY_ACCESSION,
+    instance_key,
+    inverted_time,
+    series_keys,
+    study_keys,
+    study_row_keys,
+)
 from dicom_core.settings import Settings
+from dicom_core.storage.blobs import JSON_CONTENT, metadata_blob_name, put_json
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.stow.validation import validate_instance
 from dicom_core.stow.service import StoreRequest, store_instances
-from dicom_core.index.rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
+from dicom_core.stow.validation import validate_instance
 from tests.factories import make_instance, multipart_body
 
 FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright",
@@ -196,7 +202,8 @@ def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], l
     modalities = set(json.loads(study_row["ModalityCounts"]))
     entries = [{"PartitionKey": key.partition, "RowKey": key.row_key(study_sort, study.uid)}
                for key in study_keys(json.loads(study_row["Attributes"]), modalities)]
-    claims = [{"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": STUDY_ROW, "SortKey": study_sort, "ClaimedAt": created}]
+    claims = [{"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": STUDY_ROW, "SortKey": study_sort,
+               "ClaimedAt": created}]
     for series, modality in study.modalities.items():
         claims.append({"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": series_row_key(series),
                        "SortKey": study_sort, "ClaimedAt": created})
@@ -227,17 +234,17 @@ async def _seed_bulk(storage: Storage, studies: list[PlannedStudy], first_index:
     that many studies share (all studies, names, dates, modalities) are gathered and written at the end.
     """
     studies_at_once, requests = asyncio.Semaphore(in_flight), asyncio.Semaphore(REQUESTS_AT_ONCE)
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+    start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
     shared: dict[str, list[dict]] = defaultdict(list)
 
     async def transact(table: TableClient, entities: list[dict]) -> None:
         for offset in range(0, len(entities), TRANSACTION_MAX):
             chunk = entities[offset:offset + TRANSACTION_MAX]
             if len(chunk) == 1:
-                await _retrying(requests, lambda: table.upsert_entity(chunk[0], mode=UpdateMode.REPLACE))
+                await _retrying(requests, functools.partial(table.upsert_entity, chunk[0], mode=UpdateMode.REPLACE))
             else:
                 operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in chunk]
-                await _retrying(requests, lambda: table.submit_transaction(operations))
+                await _retrying(requests, functools.partial(table.submit_transaction, operations))
 
     async def upload(name: str, body: bytes) -> None:
         await _retrying(requests, lambda: storage.metadata.upload_blob(
@@ -245,7 +252,7 @@ async def _seed_bulk(storage: Storage, studies: list[PlannedStudy], first_index:
 
     async def one(position: int, study: PlannedStudy) -> None:
         # Newest first follows the plan's order: study k was "stored" k minutes after the first.
-        created = datetime.fromtimestamp(start + (first_index + position * step) * 60, timezone.utc)
+        created = datetime.fromtimestamp(start + (first_index + position * step) * 60, UTC)
         async with studies_at_once:
             await _write_study(study, created)
         if progress is not None:
@@ -317,7 +324,7 @@ async def present_studies(settings: Settings, archive: Archive, at_once: int = 3
         flags = await asyncio.gather(*(present(study) for study in archive.studies))
     finally:
         await storage.close()
-    return Archive([study for study, flag in zip(archive.studies, flags) if flag])
+    return Archive([study for study, flag in zip(archive.studies, flags, strict=True) if flag])
 
 
 async def _store_through_stow(storage: Storage, study: PlannedStudy) -> None:

@@ -127,7 +127,7 @@ class KindFigures:
     @property
     def entities_ratio(self) -> float:
         """The largest entities read / (offset + limit) of any request."""
-        return max(e / w for e, w in zip(self.entities, self.wanted))
+        return max(e / w for e, w in zip(self.entities, self.wanted, strict=True))
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,14 @@ def run(results: Results, azurite: Azurite, *, studies: int, instances: int, sma
     the large one by default in bulk (see bench/archive.py), which leaves the same entities. With
     ``seed=False`` the archives seeded earlier on this Azurite (same sizes, same plan) are measured.
     """
-    from .archive import plan_archive, present_studies, seed_archive
-    from .environment import Server
     from dicom_core.settings import Settings
 
+    from .archive import plan_archive, present_studies, seed_archive
+    from .environment import Server
+
     labels = {"large": f"{studies:,} studies", "small": f"{small_studies:,} studies"}
-    sizes = {"large": (studies, instances), "small": (small_studies, max(small_studies, instances * small_studies // studies))}
+    sizes = {"large": (studies, instances),
+             "small": (small_studies, max(small_studies, instances * small_studies // studies))}
     seeds = {"large": 1, "small": 7}
     targets, servers = [], []
     try:

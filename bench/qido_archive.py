@@ -45,7 +45,8 @@ def main() -> None:
         azurite = Azurite.start(in_memory_tables=True, in_memory_blobs=True)
     try:
         run(results, azurite, studies=args.studies, instances=args.instances, small_studies=args.small_studies,
-            repeat=args.repeat, processes=args.processes, large_mode=args.seeding, seed=not args.attach, present_only=args.present_only,
+            repeat=args.repeat, processes=args.processes, large_mode=args.seeding, seed=not args.attach,
+            present_only=args.present_only,
             share=tuple(int(x) for x in args.share.split("/")) if args.share else None)
     finally:
         azurite.stop()  # stops only what it started

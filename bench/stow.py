@@ -13,10 +13,11 @@ import time
 
 import httpx
 
+from tests.factories import to_bytes
+
 from .data import ct_dataset, ct_pixels, multipart, multipart_content_type
 from .report import Results, Row
 from .stack import Stack, StoredStudy
-from tests.factories import to_bytes
 
 TARGET = 0.7
 FAILED_SOP_SEQUENCE = "00081198"

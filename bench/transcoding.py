@@ -13,7 +13,7 @@ import time
 import httpx
 import pydicom
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from .data import multiframe, multipart, multipart_content_type
 from .report import Results, Row
@@ -43,8 +43,8 @@ def run(results: Results, stack: Stack) -> None:
     with httpx.Client(timeout=600) as client:
         for label, uid, plugin in SYNTAXES:
             instance = multiframe(frames, side, uid, encoding_plugin=plugin)
-            response = client.post(f"{stack.url}/studies", content=multipart([instance.data]),
-                                   headers={"Content-Type": multipart_content_type(), "Accept": "application/dicom+json"})
+            headers = {"Content-Type": multipart_content_type(), "Accept": "application/dicom+json"}
+            response = client.post(f"{stack.url}/studies", content=multipart([instance.data]), headers=headers)
             response.raise_for_status()
             url = f"{stack.url}/studies/{instance.study}/series/{instance.series}/instances/{instance.sop}"
             pixel_bytes = frames * side * side * 2
@@ -59,7 +59,7 @@ def run(results: Results, stack: Stack) -> None:
                 if answer.status_code != 200:
                     raise RuntimeError(f"transcoding {label} answered {answer.status_code}: {answer.text[:300]}")
                 start = time.perf_counter()
-                pydicom.dcmread(io.BytesIO(instance.data)).pixel_array
+                _ = pydicom.dcmread(io.BytesIO(instance.data)).pixel_array
                 local_s.append(time.perf_counter() - start)
             server_rate, local_rate = pixel_bytes / 1e6 / min(server_s), pixel_bytes / 1e6 / min(local_s)
             ratio = server_rate / local_rate

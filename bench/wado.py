@@ -80,7 +80,8 @@ def run(results: Results, stack: Stack, stored: StoredStudy) -> None:
     asyncio.run(rounds())
     rate, baseline = max(server_rate), max(sdk_rate)
     results.add(Row(
-        operation=f"WADO-RS whole study, {stored.instances} instances ({stored.total_bytes / 1e6:.0f} MB), transfer-syntax=*",
+        operation=f"WADO-RS whole study, {stored.instances} instances ({stored.total_bytes / 1e6:.0f} MB), "
+                  "transfer-syntax=*",
         measured=f"{rate:.1f} MB/s", baseline=f"SDK downloads, {PREFETCH_WINDOW} at a time: {baseline:.1f} MB/s",
         target=f"≥ {RATE_TARGET}×", ratio=rate / baseline, passed=rate / baseline >= RATE_TARGET))
     first, blob_first = p50(server_first), p50(sdk_first)

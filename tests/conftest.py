@@ -188,7 +188,7 @@ def registered_routes() -> frozenset[tuple[str, str]]:
 def stow_parts():
     """An async function storing Part-10 files through `dicom_core.stow.service.store_instances`, as one multipart request.
 
-    Call it as ``await stow_parts(storage, [bytes, ...], upsert=False)``; it returns the StoreResponse.
+    Call it as ``await stow_parts(storage, [bytes, ...], upsert=False)``; it returns the ServiceResult.
     """
     from dicom_core.stow.service import StoreRequest, store_instances
     from tests.factories import multipart_body

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.changefeed import feed as change_feed
+from dicom_core.changefeed.feed_reads import entries_after
+from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.maintenance.blob_cleanup import run_cleanup
 from dicom_core.index.outbox import ChangeAction
 from dicom_core.maintenance.consistency import check_consistency
@@ -129,8 +130,8 @@ async def test_sixteen_clients_store_into_a_study_while_a_series_is_deleted(
         assert (await client.get(f"/v2/studies/{study}/series/{doomed}/metadata")).status_code == 404
     row = await own_storage.studies.get_entity(study, STUDY_ROW)
     assert (row["InstanceCount"], row["SeriesCount"]) == (200, 5)
-    await change_feed.sequence_pending(own_storage, max_changes=10_000)
-    feed = await change_feed.entries_after(own_storage, 0, 10_000)
+    await sequence_pending(own_storage, max_changes=10_000)
+    feed = await entries_after(own_storage, 0, 10_000)
     assert [e.sequence for e in feed] == list(range(1, len(feed) + 1))
     actions = Counter((e.action, e.series == doomed) for e in feed if e.study == study)
     assert actions == {(ChangeAction.CREATE, True): 30, (ChangeAction.CREATE, False): 200,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
+from dicom_core.model.epoch import to_micros
 from dicom_core.model.errors import BadRequestError
 
 V1_DEFAULT_LIMIT, V1_MAX_LIMIT = 10, 100
@@ -24,7 +25,6 @@ _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
 _FRACTION = re.compile(r"(\.[0-9]{6})([0-9]+)")
 # A '+' of an unencoded UTC offset arrives as a space: "2023-05-03T10:58:00 02:00".
 _SPACED_OFFSET = re.compile(r"^(.*[0-9]) ([0-9]{2}:?[0-9]{2})$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MIN_TEXT = "0001-01-01T00:00:00.0000000+00:00"
 _MAX_TEXT = "9999-12-31T23:59:59.9999999+00:00"
 # DateTimeOffset.MinValue and MaxValue (rounded up to whole µs), the bounds of a window without start or end.
@@ -135,12 +135,10 @@ def _time(values: dict[str, str], name: str) -> tuple[int, str] | None:
     if moment.tzinfo is None:
         raise _invalid(name, "Date and time value must specify a time zone.")
     try:
-        utc = moment.astimezone(timezone.utc)
+        utc = moment.astimezone(UTC)
     except OverflowError:
         raise _invalid(name, f"The value '{raw}' is not valid for {name}.") from None
-    delta = utc - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds + (1 if round_up else 0)
-    return micros, _round_trip_text(utc)
+    return to_micros(utc) + (1 if round_up else 0), _round_trip_text(utc)
 
 
 def _round_trip_text(moment: datetime) -> str:

@@ -12,31 +12,33 @@ import asyncio
 import enum
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
+from http import HTTPStatus
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from dicom_core.storage.blobs import metadata_blob_name
-from dicom_core.changefeed.feed import FeedEntry, entries_after, entries_in_window, latest_entry, sequence_pending
-from dicom_core.index.outbox import ChangeAction
+from dicom_core.changefeed.feed_reads import FeedEntry, entries_after, entries_in_window, latest_entry
 from dicom_core.changefeed.query import ChangeFeedQuery
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.index.outbox import ChangeAction
 from dicom_core.index.reads import get_instance
+from dicom_core.model.epoch import EPOCH as _EPOCH
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.storage.blobs import metadata_blob_name
 from dicom_core.storage.clients import Storage
+from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger(__name__)
 JSON = "application/json; charset=utf-8"
 # What a read appends from the outbox before it answers; the timer appends the rest.
 READ_SEQUENCE_BUDGET = 500
 READ_CONCURRENCY = 16
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _VERY_EARLY_US = -(2**62)
 _VERY_LATE_US = 2**62
 
 
-class ChangeState(str, enum.Enum):
+class ChangeState(enum.StrEnum):
     """The feed's ``state`` of an entry."""
 
     CURRENT = "Current"
@@ -44,16 +46,7 @@ class ChangeState(str, enum.Enum):
     DELETED = "Deleted"
 
 
-@dataclass(frozen=True)
-class ChangeFeedAnswer:
-    """What the HTTP edge sends: a status and a JSON body (none for 204)."""
-
-    status: int
-    body: bytes | None = None
-    media_type: str = JSON
-
-
-async def read_change_feed(storage: Storage, query: ChangeFeedQuery) -> ChangeFeedAnswer:
+async def read_change_feed(storage: Storage, query: ChangeFeedQuery) -> ServiceResult:
     """Answer ``GET /v{n}/changefeed``: a JSON array of entries (possibly empty)."""
     await _sequence_quietly(storage)
     if query.by_time:
@@ -62,21 +55,22 @@ async def read_change_feed(storage: Storage, query: ChangeFeedQuery) -> ChangeFe
         entries = await entries_in_window(storage, start, end, query.offset, query.limit)
     else:
         entries = await entries_after(storage, query.offset, query.limit)
-    described = await describe_entries(storage, entries, include_metadata=query.include_metadata)
-    return ChangeFeedAnswer(200, json.dumps(described, separators=(",", ":")).encode())
+    return _json(await describe_entries(storage, entries, include_metadata=query.include_metadata))
 
 
-async def read_latest(storage: Storage, *, include_metadata: bool) -> ChangeFeedAnswer:
+async def read_latest(storage: Storage, *, include_metadata: bool) -> ServiceResult:
     """Answer ``GET /v{n}/changefeed/latest``: one entry, or 204 while the feed is empty."""
     await _sequence_quietly(storage)
     entry = await latest_entry(storage)
     if entry is None:
-        return ChangeFeedAnswer(204)
+        return ServiceResult(HTTPStatus.NO_CONTENT)
     (described,) = await describe_entries(storage, [entry], include_metadata=include_metadata)
-    return ChangeFeedAnswer(200, json.dumps(described, separators=(",", ":")).encode())
+    return _json(described)
 
 
-async def describe_entries(storage: Storage, entries: list[FeedEntry], *, include_metadata: bool) -> list[dict[str, Any]]:
+async def describe_entries(
+    storage: Storage, entries: list[FeedEntry], *, include_metadata: bool
+) -> list[dict[str, Any]]:
     """Entries as Azure's JSON objects, with their state (and the current metadata) read now."""
     slots = asyncio.Semaphore(READ_CONCURRENCY)
     instances = list(dict.fromkeys(InstanceIdentifiers(e.study, e.series, e.instance) for e in entries))
@@ -89,7 +83,7 @@ async def describe_entries(storage: Storage, entries: list[FeedEntry], *, includ
             version = str(row["Version"])
             return version, (await _metadata(storage, StoredInstance(ids, version)) if include_metadata else None)
 
-    found = dict(zip(instances, await asyncio.gather(*(current(ids) for ids in instances))))
+    found = dict(zip(instances, await asyncio.gather(*(current(ids) for ids in instances)), strict=True))
     described = []
     for entry in entries:
         version, metadata = found[InstanceIdentifiers(entry.study, entry.series, entry.instance)]
@@ -118,6 +112,10 @@ def format_timestamp(micros: int) -> str:
     moment = _EPOCH + timedelta(microseconds=micros)
     fraction = f"{moment.microsecond:06d}".rstrip("0")
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "+00:00"
+
+
+def _json(value: Any) -> ServiceResult:
+    return ServiceResult(HTTPStatus.OK, body=json.dumps(value, separators=(",", ":")).encode(), media_type=JSON)
 
 
 async def _metadata(storage: Storage, stored: StoredInstance) -> Any:

@@ -4,7 +4,7 @@ Order, so that a crash at any point leaves nothing visible half-deleted and noth
 1. read the scope (404 when it holds no instance);
 2. remove the search index entries of what is expected to go (the study, when the delete empties it; the
    series, when it empties that; else the instance), so no search finds rows about to disappear;
-3. delete the rows in transactions (`index_delete`), each preceded by cleanup entries for the versions it
+3. delete the rows in transactions (`index.delete`), each preceded by cleanup entries for the versions it
    unreferences and the series documents of the series rows it deletes, and carrying a change-feed outbox row;
 4. if a store committed into a study or series whose entries step 2 removed (it was stored during the delete,
    so it stays), write that level's entries back;
@@ -14,39 +14,48 @@ See docs/storage.md.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from http import HTTPStatus
 
+from dicom_core.documents.series_documents import remove_instance
+from dicom_core.index.delete import DeleteOutcome, DeleteScope, PlannedBatch, ScopeRows, delete_rows, read_scope
+from dicom_core.index.reads import get_series_row, get_study_row
 from dicom_core.maintenance.blob_cleanup import CleanupTarget, schedule_cleanup
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.index.delete import DeleteOutcome, DeleteScope, PlannedBatch, ScopeRows, delete_rows, read_scope
-from dicom_core.index.reads import get_series_row, get_study_row
-from dicom_core.documents.series_documents import remove_instance
 from dicom_core.search_index.entries import remove_index_entries, restore_index_entries
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger(__name__)
 _DOCUMENT_CONCURRENCY = 8
 
 
-async def delete_study(storage: Storage, study: str) -> DeleteOutcome:
-    """Delete every instance of a study; 404 when it has none."""
-    return await _delete(storage, DeleteScope(study), "The specified study cannot be found.")
+async def delete_study(storage: Storage, study: str) -> ServiceResult:
+    """Delete every instance of a study: 204, or 404 when it has none."""
+    return await _deleted(storage, DeleteScope(study))
 
 
-async def delete_series(storage: Storage, study: str, series: str) -> DeleteOutcome:
-    """Delete every instance of a series; 404 when it has none."""
-    return await _delete(storage, DeleteScope(study, series), "The specified series cannot be found.")
+async def delete_series(storage: Storage, study: str, series: str) -> ServiceResult:
+    """Delete every instance of a series: 204, or 404 when it has none."""
+    return await _deleted(storage, DeleteScope(study, series))
 
 
-async def delete_instance(storage: Storage, ids: InstanceIdentifiers) -> DeleteOutcome:
-    """Delete one instance; 404 when it is not stored."""
-    return await _delete(storage, DeleteScope(ids.study, ids.series, ids.instance),
-                         "The specified instance cannot be found.")
+async def delete_instance(storage: Storage, ids: InstanceIdentifiers) -> ServiceResult:
+    """Delete one instance: 204, or 404 when it is not stored."""
+    return await _deleted(storage, DeleteScope(ids.study, ids.series, ids.instance))
 
 
-async def _delete(storage: Storage, scope: DeleteScope, not_found: str) -> DeleteOutcome:
+async def _deleted(storage: Storage, scope: DeleteScope) -> ServiceResult:
+    await delete_scope(storage, scope)
+    return ServiceResult(HTTPStatus.NO_CONTENT)
+
+
+async def delete_scope(storage: Storage, scope: DeleteScope) -> DeleteOutcome:
+    """Delete the instances of a study, series or instance and say what went; 404 when there were none."""
+    level = "instance" if scope.instance is not None else "series" if scope.series is not None else "study"
+    not_found = f"The specified {level} cannot be found."
     rows = await read_scope(storage, scope)
     if not rows.instances and not (scope.series is None and rows.study is not None):
         raise NotFoundError(not_found)
@@ -98,10 +107,4 @@ async def _restore_surviving_entries(storage: Storage, index_scope: DeleteScope)
 async def _update_documents(storage: Storage, outcome: DeleteOutcome) -> None:
     """Take deleted instances out of the documents of series that remain (the others' documents go by cleanup)."""
     remaining = [s for s in outcome.deleted if s.ids.series not in outcome.removed_series]
-    slots = asyncio.Semaphore(_DOCUMENT_CONCURRENCY)
-
-    async def remove(ids: InstanceIdentifiers) -> None:
-        async with slots:
-            await remove_instance(storage, ids)
-
-    await asyncio.gather(*(remove(stored.ids) for stored in remaining))
+    await bounded_gather((remove_instance(storage, stored.ids) for stored in remaining), limit=_DOCUMENT_CONCURRENCY)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicom_core.storage.blob_reads import Body
-from dicom_core.storage.lru_cache import LruCache
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.lru_cache import LruCache
 
 MAX_DOCUMENTS = 256
 MAX_BYTES = 64 * 1024 * 1024

@@ -22,11 +22,9 @@ UID and its version, so the committed block list says which version of which ins
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,14 +35,17 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobBlock, BlobProperties, BlockState, ContentSettings
 from azure.storage.blob.aio import BlobClient, StorageStreamDownloader
 
-from dicom_core.storage.blob_reads import Body
-from dicom_core.storage.blobs import metadata_blob_name
+from dicom_core.index.reads import instance_rows, stored_instance
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import ServiceUnavailableError
-from dicom_core.storage.group_commit import GroupCommit
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.index.reads import instance_rows, stored_instance
+from dicom_core.storage.blob_reads import Body
+from dicom_core.storage.blobs import blob_properties_or_none, metadata_blob_name, read_blob_or_none
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import bounded_gather, jittered_backoff
+from dicom_core.storage.faults import error_code
+from dicom_core.storage.group_commit import GroupCommit
+from dicom_core.storage.tables import unchanged_since
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ MAX_ATTEMPTS = 40
 TRANSFER_CONCURRENCY = 16
 MAX_BATCH = 100  # changes of one document committed together
 KNOWN_DOCUMENTS = 128  # documents whose last commit by this process is remembered (about 64 bytes a block)
-_MAX_BACKOFF_SECONDS = 0.25
 _DIGEST_CHARS = 32  # two of them make a 64-character block ID, the most Blob Storage allows
 # A change of a document's block list: from the committed block IDs to the wanted ones.
 Change = Callable[[list[str]], list[str]]
@@ -109,11 +109,11 @@ async def verified_properties(storage: Storage, study: str, series: str, series_
     blob = storage.metadata.get_blob_client(document_name(study, series))
     state = series_state(series_etag)
     for attempt in range(MAX_ATTEMPTS):
-        properties = await _properties(blob)
+        properties = await blob_properties_or_none(blob)
         if properties is not None and properties.metadata.get(STATE_KEY) == state:
             return properties
         if not await _reconcile(storage, blob, study, series, state, properties):
-            await _backoff(attempt)
+            await jittered_backoff(attempt)
     raise ServiceUnavailableError(f"The metadata of series {series} is being changed by other requests; retry.")
 
 
@@ -136,7 +136,9 @@ async def stream_opened(document: StorageStreamDownloader[bytes]) -> Body:
         yield chunk
 
 
-async def stream_document(storage: Storage, study: str, series: str, series_etag: str, properties: BlobProperties) -> Body:
+async def stream_document(
+    storage: Storage, study: str, series: str, series_etag: str, properties: BlobProperties
+) -> Body:
     """Yield the bytes of a verified series document (re-verified if a writer changed it meanwhile)."""
     blob = storage.metadata.get_blob_client(document_name(study, series))
     for _ in range(MAX_ATTEMPTS):
@@ -205,7 +207,7 @@ async def _flush(_key: object, batch: Sequence[_DocumentChange]) -> list[BaseExc
         except _Conflict:
             state = None
             if not remembered:  # a remembered state is merely old: read it again at once
-                await _backoff(attempt)
+                await jittered_backoff(attempt)
             continue
         _remember(blob.url, state)
         return outcomes
@@ -229,30 +231,22 @@ async def _stage_batch(
                 continue
             owners.update({block: index for block in item.staged})
         blocks = [block for block in wanted if block not in staged]
-        results = await _bounded(blob.stage_block(block, batch[owners[block]].staged[block]) for block in blocks)
-        for block, exc in zip(blocks, results, strict=True):
-            if exc is None:
+        results = await _failures(blob.stage_block(block, batch[owners[block]].staged[block]) for block in blocks)
+        for block, failure in zip(blocks, results, strict=True):
+            if failure is None:
                 staged.add(block)
-            elif _is_conflict(exc):
-                raise _Conflict from exc
+            elif _is_conflict(failure):
+                raise _Conflict from failure
             else:
-                outcomes[owners[block]] = exc
-        if all(exc is None for exc in results):
+                outcomes[owners[block]] = failure
+        if all(failure is None for failure in results):
             return wanted
 
 
-async def _bounded(operations: Iterable[Awaitable[object]]) -> list[BaseException | None]:
-    slots = asyncio.Semaphore(TRANSFER_CONCURRENCY)
-
-    async def run(operation: Awaitable[object]) -> BaseException | None:
-        async with slots:
-            try:
-                await operation
-            except Exception as exc:
-                return exc
-            return None
-
-    return await asyncio.gather(*(run(operation) for operation in operations))
+async def _failures(operations: Iterable[Awaitable[object]]) -> list[Exception | None]:
+    """Run ``operations``, TRANSFER_CONCURRENCY at a time; what each one failed with, or None."""
+    results = await bounded_gather(operations, limit=TRANSFER_CONCURRENCY, return_exceptions=True)
+    return [result if isinstance(result, Exception) else None for result in results]
 
 
 async def _read_state(blob: BlobClient) -> _DocumentState:
@@ -272,7 +266,7 @@ async def _read_state(blob: BlobClient) -> _DocumentState:
     # Without committed blocks the answer's ETag is not the blob's (Azure leaves it out; Azurite names a blob
     # that holds only staged blocks, which If-Match then refuses). The properties first: a commit between the
     # two reads then makes ours fail on the ETag instead of dropping what it added.
-    properties = await _properties(blob)
+    properties = await blob_properties_or_none(blob)
     if properties is None:
         return _DocumentState(None, [])
     return _DocumentState(properties.etag, await _committed(blob))
@@ -318,22 +312,18 @@ async def _reconcile(
 
 async def _read_records(storage: Storage, instances: dict[str, StoredInstance]) -> dict[str, bytes] | None:
     """Read the records of ``instances`` from their metadata blobs; None if one is gone (changed meanwhile)."""
-    slots = asyncio.Semaphore(TRANSFER_CONCURRENCY)
-
     async def read(stored: StoredInstance) -> bytes | None:
-        async with slots:
-            try:
-                data = await (await storage.metadata.download_blob(metadata_blob_name(stored))).readall()
-            except ResourceNotFoundError:
-                return None
+        data = await read_blob_or_none(storage.metadata, metadata_blob_name(stored))
+        if data is None:
+            return None
         if SEPARATOR in data:  # not written by this service: re-encode so the separator stays unique
             return record(json.loads(data))
         return data + SEPARATOR
 
-    records = await asyncio.gather(*(read(stored) for stored in instances.values()))
+    records = await bounded_gather((read(stored) for stored in instances.values()), limit=TRANSFER_CONCURRENCY)
     if any(r is None for r in records):
         return None
-    return {b: r for b, r in zip(instances, records) if r is not None}
+    return {b: r for b, r in zip(instances, records, strict=True) if r is not None}
 
 
 async def _commit(
@@ -346,7 +336,7 @@ async def _commit(
     """
     committed = set(current)
     try:
-        for exc in await _bounded(blob.stage_block(block, data) for block, data in staged.items()):
+        for exc in await _failures(blob.stage_block(block, data) for block, data in staged.items()):
             if exc is not None:
                 raise exc
         response = await blob.commit_block_list(
@@ -364,7 +354,7 @@ def _is_conflict(exc: BaseException) -> bool:
     """Whether a failed request means another writer changed the document meanwhile."""
     if isinstance(exc, (ResourceModifiedError, ResourceExistsError)):
         return True
-    return isinstance(exc, HttpResponseError) and getattr(exc, "error_code", None) in _RETRY_CODES
+    return isinstance(exc, HttpResponseError) and error_code(exc) in _RETRY_CODES
 
 
 class _Conflict(Exception):
@@ -374,14 +364,7 @@ class _Conflict(Exception):
 def _condition(etag: str | None) -> dict[str, Any]:
     if etag is None:
         return {"match_condition": MatchConditions.IfMissing}  # If-None-Match: *
-    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
-
-
-async def _properties(blob: BlobClient) -> BlobProperties | None:
-    try:
-        return await blob.get_blob_properties()
-    except ResourceNotFoundError:
-        return None
+    return unchanged_since(etag)
 
 
 async def _committed(blob: BlobClient) -> list[str]:
@@ -390,10 +373,6 @@ async def _committed(blob: BlobClient) -> list[str]:
     except ResourceNotFoundError:
         return []
     return [block.id for block in committed]
-
-
-async def _backoff(attempt: int) -> None:
-    await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
 
 
 def _digest(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from azure.storage.blob.aio import ContainerClient
 
 from dicom_core.model.errors import STORAGE_RETRY_AFTER_SECONDS
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.faults import error_code
+from dicom_core.wire.media_types import JSON
+from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,6 +75,13 @@ class HealthReport:
         }
 
 
+async def report_health(open_storage: Callable[[], Awaitable[Storage]], timeout_seconds: float) -> ServiceResult:
+    """Answer `GET /health/check`: the report as JSON, 200 when healthy, else 503 (see `check_health`)."""
+    report = await check_health(open_storage, timeout_seconds)
+    body = json.dumps(report.to_json(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return ServiceResult(report.http_status, report.headers, body, JSON)
+
+
 async def check_health(open_storage: Callable[[], Awaitable[Storage]], timeout_seconds: float) -> HealthReport:
     """Check Blob and Table reachability, each within ``timeout_seconds`` (opening storage included)."""
     try:
@@ -105,7 +116,7 @@ async def _table_answers(storage: Storage) -> None:
     try:
         await storage.studies.get_entity(_PROBE_PARTITION, _PROBE_ROW)
     except ResourceNotFoundError as exc:
-        if getattr(exc, "error_code", None) == "TableNotFound":
+        if error_code(exc) == "TableNotFound":
             raise
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from dicom_core.wire.service_result import ServiceResult
+
 DOCUMENT_PATH = Path(__file__).with_name("openapi.yaml")
 MEDIA_TYPE = "application/yaml"
 
@@ -13,3 +15,8 @@ MEDIA_TYPE = "application/yaml"
 def document() -> bytes:
     """Return the document's bytes (read once; it ships with the code)."""
     return DOCUMENT_PATH.read_bytes()
+
+
+def serve_document() -> ServiceResult:
+    """Answer `GET /v{n}/api.yaml` with the document."""
+    return ServiceResult(body=document(), media_type=MEDIA_TYPE)

@@ -1,4 +1,4 @@
-"""Committing stored instances into their study partition (the rows: `study_rows.py`).
+"""Committing stored instances into their study partition (the rows: `rows.py`).
 
 Storing an instance commits its instance row together with its series and study rows (counts, modalities,
 latest attributes) in one entity-group transaction guarded by ETags, so counts stay exact however many
@@ -10,27 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import functools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableEntity, TableTransactionError
 
-from dicom_core.storage.group_commit import GroupCommit
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.storage.clients import Storage
+from dicom_core.index.reads import get_row
 from dicom_core.index.rows import (
-    MAX_ATTRIBUTES_CHARS, MAX_TRANSACTION_OPERATIONS, STUDY_ROW, InstanceRecord, group_operations, instance_row_key,
+    MAX_ATTRIBUTES_CHARS,
+    MAX_TRANSACTION_OPERATIONS,
+    STUDY_ROW,
+    InstanceRecord,
+    group_operations,
+    instance_row_key,
     series_row_key,
 )
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import jittered_backoff
+from dicom_core.storage.faults import error_code
+from dicom_core.storage.group_commit import GroupCommit
 
 MAX_COMMIT_ATTEMPTS = 60
 MAX_LOST_COMMIT_ANSWERS = 3
 # A row created, changed or deleted (by a delete) since it was read: read again and retry.
 RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"})
-_MAX_BACKOFF_SECONDS = 0.25
 
 
 class InstanceExistsError(Exception):
@@ -59,9 +66,9 @@ class CommitHooks(Protocol):
 async def read_commit_rows(storage: Storage, ids: InstanceIdentifiers) -> CommitRows:
     """Read the study, series and instance rows of an instance (three point reads in parallel)."""
     study, series, instance = await asyncio.gather(
-        _get(storage, ids.study, STUDY_ROW),
-        _get(storage, ids.study, series_row_key(ids.series)),
-        _get(storage, ids.study, instance_row_key(ids.series, ids.instance)),
+        get_row(storage, ids.study, STUDY_ROW),
+        get_row(storage, ids.study, series_row_key(ids.series)),
+        get_row(storage, ids.study, instance_row_key(ids.series, ids.instance)),
     )
     return CommitRows(study, series, instance)
 
@@ -162,7 +169,7 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
             hooked = await asyncio.gather(*(_before_commit(member, rows.of(member)) for member in waiting),
                                           return_exceptions=True)
             active = []
-            for member, error in zip(waiting, hooked):
+            for member, error in zip(waiting, hooked, strict=True):
                 if isinstance(error, BaseException):
                     outcomes[member] = error
                 else:
@@ -174,11 +181,11 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
             for member in active:
                 member.tried = rows.of(member)
             try:
-                await storage.recreating_missing(lambda: storage.studies.submit_transaction(operations))
+                await storage.recreating_missing(functools.partial(storage.studies.submit_transaction, operations))
                 outcomes.update((member, member.tried) for member in active)
                 break
             except TableTransactionError as exc:
-                if exc.error_code not in RETRY_CODES:
+                if error_code(exc) not in RETRY_CODES:
                     for member in active:
                         member.tried = None  # refused as a whole: certainly not landed
                         outcomes[member] = _COMMIT_ALONE if len(active) > 1 else exc
@@ -191,7 +198,7 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
                     outcomes.update((member, exc) for member in active)
                     break
         # Another process's writer changed the study first: read again and retry, with jitter.
-        await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+        await jittered_backoff(attempt)
     else:
         timeout = TimeoutError(f"Could not commit into study {study}: it kept changing")
         outcomes.update((member, timeout) for member in active)
@@ -219,12 +226,12 @@ class _GroupRows:
 async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Member]) -> _GroupRows:
     series = sorted({member.series for member in members})
     rows = await asyncio.gather(
-        _get(storage, study, STUDY_ROW),
-        *(_get(storage, study, series_row_key(uid)) for uid in series),
-        *(_get(storage, study, instance_row_key(member.series, member.instance)) for member in members),
+        get_row(storage, study, STUDY_ROW),
+        *(get_row(storage, study, series_row_key(uid)) for uid in series),
+        *(get_row(storage, study, instance_row_key(member.series, member.instance)) for member in members),
     )
-    return _GroupRows(rows[0], dict(zip(series, rows[1:1 + len(series)])),
-                      {member.instance: row for member, row in zip(members, rows[1 + len(series):])})
+    return _GroupRows(rows[0], dict(zip(series, rows[1:1 + len(series)], strict=True)),
+                      {member.instance: row for member, row in zip(members, rows[1 + len(series):], strict=True)})
 
 
 _group_commits: GroupCommit[tuple[str, str, str], _Member, object] = GroupCommit(
@@ -257,15 +264,3 @@ class _StudyLock:
 
 
 _study_locks: dict[tuple[int, str, str, str], _StudyLock] = {}
-
-
-async def get_instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntity | None:
-    """Return the committed row of an instance, or None."""
-    return await _get(storage, ids.study, instance_row_key(ids.series, ids.instance))
-
-
-async def _get(storage: Storage, partition: str, row: str) -> TableEntity | None:
-    try:
-        return await storage.studies.get_entity(partition, row)
-    except ResourceNotFoundError:
-        return None

@@ -12,31 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError
 
-from dicom_core.index.outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index.commit import RETRY_CODES, study_lock
-from dicom_core.storage.clients import Storage
+from dicom_core.index.outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
+from dicom_core.index.reads import get_row, stored_instance
 from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.model.identifiers import StoredInstance, new_version
+from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import jittered_backoff
+from dicom_core.storage.faults import error_code
+from dicom_core.storage.tables import Operation, etag_of, replace_if_unchanged, unchanged_since
 
 # Instance rows per transaction: with the series row, the study row and the outbox row, 100 operations.
 MAX_BATCH_INSTANCES = 97
 MAX_ROUNDS = 60
-_MAX_BACKOFF_SECONDS = 0.25
 _INSTANCE_PREFIX = "instance|"
 _SERIES_PREFIX = "series|"
 _RANGE_END = "}"  # sorts right after "|"
 
-Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,11 @@ BeforeBatch = Callable[[PlannedBatch], Awaitable[None]]
 async def read_scope(storage: Storage, scope: DeleteScope) -> ScopeRows:
     """Read the study row and the series and instance rows of ``scope`` (change-feed outbox rows are skipped)."""
     if scope.series is None:
-        entities = [e async for e in storage.studies.query_entities("PartitionKey eq @pk", parameters={"pk": scope.study})]
+        partition = storage.studies.query_entities("PartitionKey eq @pk", parameters={"pk": scope.study})
+        entities = [e async for e in partition]
         study = next((e for e in entities if e["RowKey"] == STUDY_ROW), None)
-        series = {str(e["RowKey"])[len(_SERIES_PREFIX):]: e for e in entities if str(e["RowKey"]).startswith(_SERIES_PREFIX)}
+        series = {str(e["RowKey"])[len(_SERIES_PREFIX):]: e
+                  for e in entities if str(e["RowKey"]).startswith(_SERIES_PREFIX)}
         instances = [e for e in entities if str(e["RowKey"]).startswith(_INSTANCE_PREFIX)]
         return ScopeRows(study, series, instances)
     if scope.instance is None:
@@ -94,12 +95,12 @@ async def read_scope(storage: Storage, scope: DeleteScope) -> ScopeRows:
         parameters = {"pk": scope.study, "low": low, "high": low[:-1] + _RANGE_END}
         instance_rows, study, series_row = await asyncio.gather(
             _all(storage.studies.query_entities(query, parameters=parameters)),
-            _get(storage, scope.study, STUDY_ROW), _get(storage, scope.study, series_row_key(scope.series)),
+            get_row(storage, scope.study, STUDY_ROW), get_row(storage, scope.study, series_row_key(scope.series)),
         )
     else:
         instance, study, series_row = await asyncio.gather(
-            _get(storage, scope.study, instance_row_key(scope.series, scope.instance)),
-            _get(storage, scope.study, STUDY_ROW), _get(storage, scope.study, series_row_key(scope.series)),
+            get_row(storage, scope.study, instance_row_key(scope.series, scope.instance)),
+            get_row(storage, scope.study, STUDY_ROW), get_row(storage, scope.study, series_row_key(scope.series)),
         )
         instance_rows = [instance] if instance is not None else []
     return ScopeRows(study, {scope.series: series_row} if series_row is not None else {}, instance_rows)
@@ -121,14 +122,14 @@ async def delete_rows(
         if not rows.instances:
             if scope.series is None and (rows.study is not None or rows.series):
                 if not await _delete_leftovers(storage, scope.study, rows, outcome):
-                    await _backoff(attempt)
+                    await jittered_backoff(attempt)
                     continue
             return outcome
         if await _delete_round(storage, rows, before_batch, outcome):
             if scope.instance is not None:
                 return outcome  # its one row is gone; a store of it from now on comes after the delete
             continue  # every batch committed: read again, a store may have committed into the scope meanwhile
-        await _backoff(attempt)
+        await jittered_backoff(attempt)
     raise TimeoutError(f"Could not delete {scope}: it kept changing")
 
 
@@ -152,8 +153,8 @@ async def _delete_batch(
     before_batch: BeforeBatch, outcome: DeleteOutcome,
 ) -> bool:
     """Delete instance rows of one series in one transaction; False when another writer got in the way."""
-    now = datetime.now(timezone.utc)
-    deleted = [_stored(study_uid, row) for row in instance_rows]
+    now = datetime.now(UTC)
+    deleted = [stored_instance(study_uid, row) for row in instance_rows]
     change_id = new_version()
     # Written first (slow, outside the study lock): cleanup entries for what the transaction may unreference,
     # the series document too when the series may go, and the change feed's announcement.
@@ -161,7 +162,7 @@ async def _delete_batch(
     await asyncio.gather(before_batch(planned), announce_changes(storage, study_uid, change_id, now))
     async with study_lock(storage, study_uid):
         series, study = await asyncio.gather(
-            _get(storage, study_uid, series_row_key(series_uid)), _get(storage, study_uid, STUDY_ROW))
+            get_row(storage, study_uid, series_row_key(series_uid)), get_row(storage, study_uid, STUDY_ROW))
         operations, removes_series, removes_study = _batch_operations(study_uid, instance_rows, series, study, now)
         changes = [Change(ChangeAction.DELETE, s.ids.series, s.ids.instance, s.version) for s in deleted]
         operations.append(outbox_operation(study_uid, change_id, changes, now))
@@ -187,7 +188,7 @@ def _batch_operations(
             operations.append(("delete", _keys(series), _if_match(series)))
         else:
             updated = {**series, "InstanceCount": int(series["InstanceCount"]) - len(instance_rows), "UpdatedAt": now}
-            operations.append(("update", updated, {"mode": UpdateMode.REPLACE, **_if_match(series)}))
+            operations.append(replace_if_unchanged(updated, etag_of(series)))
     removes_study = False
     if study is not None:
         modalities: dict[str, int] = json.loads(str(study.get("ModalityCounts") or "{}"))
@@ -204,7 +205,7 @@ def _batch_operations(
                 "SeriesCount": int(study["SeriesCount"]) - (1 if removes_series else 0),
                 "ModalityCounts": json.dumps(modalities, sort_keys=True), "UpdatedAt": now,
             }
-            operations.append(("update", updated, {"mode": UpdateMode.REPLACE, **_if_match(study)}))
+            operations.append(replace_if_unchanged(updated, etag_of(study)))
     return operations, removes_series, removes_study
 
 
@@ -225,7 +226,7 @@ async def _submitted(storage: Storage, operations: list[Operation]) -> bool:
     try:
         await storage.studies.submit_transaction(operations)
     except TableTransactionError as exc:
-        if exc.error_code not in RETRY_CODES:
+        if error_code(exc) not in RETRY_CODES:
             raise
         return False
     return True
@@ -236,17 +237,12 @@ def is_data_row(row_key: str) -> bool:
     return not row_key.startswith(OUTBOX_PREFIX)
 
 
-def _stored(study: str, row: TableEntity) -> StoredInstance:
-    _, series, instance = str(row["RowKey"]).split("|", 2)
-    return StoredInstance(InstanceIdentifiers(study, series, instance), str(row["Version"]))
-
-
 def _keys(row: TableEntity) -> dict[str, Any]:
     return {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
 
 
 def _if_match(row: TableEntity) -> dict[str, Any]:
-    return {"etag": row.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
+    return unchanged_since(etag_of(row))
 
 
 def _subtract(counts: dict[str, int], key: str) -> None:
@@ -255,16 +251,5 @@ def _subtract(counts: dict[str, int], key: str) -> None:
         del counts[key]
 
 
-async def _get(storage: Storage, partition: str, row: str) -> TableEntity | None:
-    try:
-        return await storage.studies.get_entity(partition, row)
-    except ResourceNotFoundError:
-        return None
-
-
 async def _all(entities: Any) -> list[TableEntity]:
     return [entity async for entity in entities]
-
-
-async def _backoff(attempt: int) -> None:
-    await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))

@@ -3,8 +3,8 @@
 Every transaction that changes instances (a store, an upsert, a batch of a delete) also inserts one outbox
 row ``change|{change_id}`` in the study's partition, so a change is recorded atomically with the data.
 Before that commit, the writer announces the change id in the ``pending`` partition of the Changes table:
-the sequencer (``change_feed.py``) reads only that small partition to find outbox rows, never scans the
-study partitions, and moves each committed outbox row into the global feed with the next sequence number.
+the sequencer (``changefeed/sequencer.py``) reads only that small partition to find outbox rows, never scans
+the study partitions, and moves each committed outbox row into the global feed with the next sequence number.
 An announcement whose outbox row never appears (the commit failed or the writer crashed) is dropped once
 it is older than ``ANNOUNCEMENT_TIMEOUT``. See docs/storage.md.
 """
@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.partition_upserts import PartitionUpserts
+from dicom_core.storage.tables import delete_entity_quietly
 
 PENDING_PARTITION = "pending"
 OUTBOX_PREFIX = "change|"
@@ -31,7 +30,7 @@ ANNOUNCEMENT_TIMEOUT = timedelta(minutes=15)
 _announcements = PartitionUpserts(lambda storage: storage.changes)
 
 
-class ChangeAction(str, enum.Enum):
+class ChangeAction(enum.StrEnum):
     """What happened to an instance (the feed's ``action``)."""
 
     CREATE = "Create"
@@ -62,10 +61,7 @@ async def announce_changes(storage: Storage, study: str, change_id: str, at: dat
 
 async def withdraw_announcement(storage: Storage, change_id: str) -> None:
     """Remove the announcement of a change whose commit certainly did not happen (e.g. a refused POST)."""
-    try:
-        await storage.changes.delete_entity(PENDING_PARTITION, change_id)
-    except ResourceNotFoundError:
-        pass
+    await delete_entity_quietly(storage.changes, PENDING_PARTITION, change_id)
 
 
 def outbox_operation(study: str, change_id: str, changes: Sequence[Change], at: datetime) -> tuple[str, dict[str, Any]]:

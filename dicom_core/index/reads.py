@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.tables import get_entity_or_none, query_all
 
 # '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.
 _RANGE_END = "}"
@@ -18,12 +19,9 @@ _RANGE_FILTER = "PartitionKey eq @study and RowKey gt @low and RowKey lt @high"
 FIRST_BATCH_ROWS = 16
 
 
-async def get_row(storage: Storage, study: str, row_key: str) -> TableEntity | None:
-    """Return one row of the study partition, or None."""
-    try:
-        return await storage.studies.get_entity(study, row_key)
-    except ResourceNotFoundError:
-        return None
+async def get_row(storage: Storage, study: str, row_key: str, select: list[str] | None = None) -> TableEntity | None:
+    """Return one row of the study partition (only the ``select`` properties, if given), or None."""
+    return await get_entity_or_none(storage.studies, study, row_key, select)
 
 
 async def get_study_row(storage: Storage, study: str) -> TableEntity | None:
@@ -52,7 +50,7 @@ async def instance_rows(
 async def instance_row_batches(
     storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None,
     first: int = FIRST_BATCH_ROWS,
-) -> AsyncIterator[list[TableEntity]]:
+) -> AsyncGenerator[list[TableEntity], None]:
     """Yield the instance rows of a study or series in RowKey order: at most ``first`` rows, then all the others."""
     prefix = f"instance|{series}|" if series is not None else "instance|"
     parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
@@ -71,7 +69,8 @@ async def instance_row_batches(
 
 
 async def _no_rows() -> AsyncIterator[TableEntity]:
-    for row in ():
+    rows: tuple[TableEntity, ...] = ()
+    for row in rows:
         yield row
 
 
@@ -89,7 +88,4 @@ def stored_instance(study: str, row: TableEntity) -> StoredInstance:
 async def _range(storage: Storage, study: str, prefix: str, select: Sequence[str] | None) -> list[TableEntity]:
     parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
     columns = ["RowKey", *select] if select is not None else None
-    try:
-        return [row async for row in storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns)]
-    except ResourceNotFoundError:
-        return []  # the table itself is gone: nothing is stored
+    return await query_all(storage.studies, _RANGE_FILTER, parameters=parameters, select=columns)

@@ -2,7 +2,7 @@
 
 One partition per study (PartitionKey = StudyInstanceUID) holds the study row, a row per series and a row per
 instance, each with the attributes QIDO answers with; counts and ModalityCounts are kept on the study and
-series rows. How the transaction is committed: `index_store.py`.
+series rows. How the transaction is committed: `commit.py`.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.data.tables import TableEntity, UpdateMode
+from azure.data.tables import TableEntity
 
 from dicom_core.index.outbox import Change, ChangeAction, outbox_operation
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import StoredInstance
 from dicom_core.model.levels import Level, row_attributes
+from dicom_core.storage.tables import Operation, etag_of, replace_if_unchanged
 
 STUDY_ROW = "study"
 MODALITY = "00080060"
@@ -80,17 +80,10 @@ def attributes_property(metadata: JsonDataset, level: Level) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def _conditional_update(entity: dict[str, Any], existing: TableEntity) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    return (
-        "update", entity,
-        {"mode": UpdateMode.REPLACE, "etag": existing.metadata["etag"], "match_condition": MatchConditions.IfNotModified},
-    )
 
-
-Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
 
 
 def group_operations(
@@ -111,7 +104,8 @@ def group_operations(
         instance_row = _instance_row(record, instance, now)
         series_now[ids.series] = _series_row(record, series_now[ids.series], new_instance, now)
         study_now = _study_row(record, study_now, instance, new_series, now)
-        operations.append(("create", instance_row) if instance is None else _conditional_update(instance_row, instance))
+        operations.append(("create", instance_row) if instance is None
+                          else replace_if_unchanged(instance_row, etag_of(instance)))
         # The change feed's outbox row, atomic with the data; an upsert is a Create of the new version (as in Azure).
         operations.append(outbox_operation(
             ids.study, record.stored.version,
@@ -121,10 +115,10 @@ def group_operations(
     for uid, record in last_of_series.items():
         written = {**(series_now[uid] or {}), "Attributes": attributes_property(record.metadata, Level.SERIES)}
         row = series[uid]
-        operations.append(("create", written) if row is None else _conditional_update(written, row))
+        operations.append(("create", written) if row is None else replace_if_unchanged(written, etag_of(row)))
     assert study_now is not None
     study_now = {**study_now, "Attributes": attributes_property(records[-1].metadata, Level.STUDY)}
-    operations.append(("create", study_now) if study is None else _conditional_update(study_now, study))
+    operations.append(("create", study_now) if study is None else replace_if_unchanged(study_now, etag_of(study)))
     return operations
 
 

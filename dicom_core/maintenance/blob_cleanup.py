@@ -18,18 +18,21 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity
 
-from dicom_core.storage.blobs import delete_instance_blobs
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.index.rows import instance_row_key, series_row_key
 from dicom_core.documents.series_documents import document_name
+from dicom_core.index.reads import get_row
+from dicom_core.index.rows import instance_row_key, series_row_key
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.storage.blobs import blob_properties_or_none, delete_instance_blobs
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.partition_upserts import PartitionUpserts
+from dicom_core.storage.tables import delete_entity_quietly, query_all
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ _RANGE_END = "}"  # sorts after "|": every RowKey starting with a due time up to
 _cleanup_rows = PartitionUpserts(lambda storage: storage.cleanup)
 
 
-class CleanupKind(str, enum.Enum):
+class CleanupKind(enum.StrEnum):
     """What a cleanup entry names."""
 
     VERSION = "version"  # the blobs of one version of an instance
@@ -103,7 +106,7 @@ def cleanup_delay(storage: Storage) -> timedelta:
 def entry_for(target: CleanupTarget, due: datetime) -> CleanupEntry:
     """The entry that names ``target``, due at ``due``."""
     shard = int(hashlib.sha256(target.study.encode()).hexdigest(), 16) % SHARDS
-    parts = (due.astimezone(timezone.utc).strftime(_DUE_FORMAT), target.kind.value, target.study, target.series,
+    parts = (due.astimezone(UTC).strftime(_DUE_FORMAT), target.kind.value, target.study, target.series,
              target.instance, target.version)
     return CleanupEntry(f"{PARTITION_PREFIX}{shard:x}", "|".join(parts), target)
 
@@ -115,39 +118,31 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> CleanupEntry:
     return CleanupEntry(str(entity["PartitionKey"]), str(entity["RowKey"]), target)
 
 
-def due_time(entry: CleanupEntry) -> datetime:
-    """When an entry falls due."""
-    return datetime.strptime(entry.row.split("|", 1)[0], _DUE_FORMAT).replace(tzinfo=timezone.utc)
-
-
 async def schedule_cleanup(
     storage: Storage, targets: Iterable[CleanupTarget], *, now: datetime | None = None,
 ) -> list[CleanupEntry]:
     """Record ``targets`` for cleanup after the configured delay; call it before they can become unreferenced."""
-    due = (now or datetime.now(timezone.utc)) + cleanup_delay(storage)
+    due = (now or datetime.now(UTC)) + cleanup_delay(storage)
     entries = list({entry_for(target, due): None for target in targets})
-    # Concurrent stores' entries of one shard share a transaction (table_upserts.py).
+    # Concurrent stores' entries of one shard share a transaction (partition_upserts.py).
     await _cleanup_rows.upsert(storage, ({"PartitionKey": entry.partition, "RowKey": entry.row} for entry in entries))
     return entries
 
 
 async def cancel_cleanup(storage: Storage, entries: Iterable[CleanupEntry]) -> None:
     """Drop entries whose blobs were deleted already (missing entries are fine)."""
-    await _bounded(_delete_entry(storage, entry) for entry in entries)
+    await bounded_gather((_delete_entry(storage, entry) for entry in entries), limit=_CONCURRENCY)
 
 
 async def due_entries(storage: Storage, now: datetime) -> list[CleanupEntry]:
     """Every entry due at ``now``: one RowKey range read per shard."""
-    high = now.astimezone(timezone.utc).strftime(_DUE_FORMAT) + _RANGE_END
+    high = now.astimezone(UTC).strftime(_DUE_FORMAT) + _RANGE_END
 
     async def shard(number: int) -> list[CleanupEntry]:
         query = "PartitionKey eq @pk and RowKey lt @high"
         parameters = {"pk": f"{PARTITION_PREFIX}{number:x}", "high": high}
-        try:
-            return [parse_entry(entity) async for entity in storage.cleanup.query_entities(
-                query, parameters=parameters, select=["PartitionKey", "RowKey"])]
-        except ResourceNotFoundError:
-            return []
+        return [parse_entry(entity) for entity in await query_all(
+            storage.cleanup, query, parameters=parameters, select=["PartitionKey", "RowKey"])]
 
     shards = await asyncio.gather(*(shard(number) for number in range(SHARDS)))
     return [entry for entries in shards for entry in entries]
@@ -155,19 +150,16 @@ async def due_entries(storage: Storage, now: datetime) -> list[CleanupEntry]:
 
 async def all_entries(storage: Storage) -> list[CleanupEntry]:
     """Every entry, due or not (the consistency checker reads them)."""
-    try:
-        return [parse_entry(entity) async for entity in storage.cleanup.query_entities(
-            "PartitionKey ge @low and PartitionKey lt @high",
-            parameters={"low": PARTITION_PREFIX, "high": PARTITION_PREFIX[:-1] + _RANGE_END},
-            select=["PartitionKey", "RowKey"])]
-    except ResourceNotFoundError:
-        return []
+    return [parse_entry(entity) for entity in await query_all(
+        storage.cleanup, "PartitionKey ge @low and PartitionKey lt @high",
+        parameters={"low": PARTITION_PREFIX, "high": PARTITION_PREFIX[:-1] + _RANGE_END},
+        select=["PartitionKey", "RowKey"])]
 
 
 async def run_cleanup(storage: Storage, *, now: datetime | None = None) -> CleanupReport:
     """Process every entry due at ``now``: delete what nothing references, drop the entry either way."""
     report = CleanupReport()
-    entries = await due_entries(storage, now or datetime.now(timezone.utc))
+    entries = await due_entries(storage, now or datetime.now(UTC))
     report.due = len(entries)
 
     async def process(entry: CleanupEntry) -> None:
@@ -181,7 +173,7 @@ async def run_cleanup(storage: Storage, *, now: datetime | None = None) -> Clean
             report.errors.append(f"{entry.row}: {exc}")
             LOGGER.warning("Cleanup of %s failed; the next run tries again", entry.row, exc_info=True)
 
-    await _bounded(process(entry) for entry in entries)
+    await bounded_gather((process(entry) for entry in entries), limit=_CONCURRENCY)
     if report.due:
         LOGGER.info("Blob cleanup: %d due, %d still referenced, %d versions and %d documents deleted, %d failed",
                     report.due, report.kept, report.versions_deleted, report.documents_deleted, report.failed)
@@ -190,7 +182,7 @@ async def run_cleanup(storage: Storage, *, now: datetime | None = None) -> Clean
 
 async def _clean_version(storage: Storage, entry: CleanupEntry, report: CleanupReport) -> None:
     target = entry.target
-    row = await _get_row(storage, target.study, instance_row_key(target.series, target.instance), ["Version"])
+    row = await get_row(storage, target.study, instance_row_key(target.series, target.instance), ["Version"])
     if row is not None and str(row["Version"]) == target.version:
         report.kept += 1
     else:
@@ -202,12 +194,11 @@ async def _clean_version(storage: Storage, entry: CleanupEntry, report: CleanupR
 async def _clean_document(storage: Storage, entry: CleanupEntry, report: CleanupReport) -> None:
     target = entry.target
     blob = storage.metadata.get_blob_client(document_name(target.study, target.series))
-    try:
-        properties = await blob.get_blob_properties()
-    except ResourceNotFoundError:
+    properties = await blob_properties_or_none(blob)
+    if properties is None:
         await _delete_entry(storage, entry)
         return
-    if await _get_row(storage, target.study, series_row_key(target.series), ["RowKey"]) is not None:
+    if await get_row(storage, target.study, series_row_key(target.series), ["RowKey"]) is not None:
         report.kept += 1  # the series was stored again: its document is in use
         await _delete_entry(storage, entry)
         return
@@ -223,24 +214,4 @@ async def _clean_document(storage: Storage, entry: CleanupEntry, report: Cleanup
 
 
 async def _delete_entry(storage: Storage, entry: CleanupEntry) -> None:
-    try:
-        await storage.cleanup.delete_entity(entry.partition, entry.row)
-    except ResourceNotFoundError:
-        pass
-
-
-async def _get_row(storage: Storage, partition: str, row: str, select: list[str]) -> TableEntity | None:
-    try:
-        return await storage.studies.get_entity(partition, row, select=select)
-    except ResourceNotFoundError:
-        return None
-
-
-async def _bounded(operations: Iterable[object]) -> None:
-    slots = asyncio.Semaphore(_CONCURRENCY)
-
-    async def run(operation: object) -> None:
-        async with slots:
-            await operation  # type: ignore[misc]
-
-    await asyncio.gather(*(run(operation) for operation in operations))
+    await delete_entity_quietly(storage.cleanup, entry.partition, entry.row)

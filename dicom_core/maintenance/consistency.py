@@ -27,21 +27,24 @@ import json
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 from azure.storage.blob.aio import ContainerClient
 
-from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
-from dicom_core.changefeed.feed import DONE_PREFIX, FEED_PARTITION
-from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION
-from dicom_core.index.delete import is_data_row
-from dicom_core.index.rows import STUDY_ROW
+from dicom_core.changefeed.feed_reads import FEED_PARTITION
+from dicom_core.changefeed.sequencer import DONE_PREFIX
 from dicom_core.documents.series_documents import block_id, document_name, verified_properties
+from dicom_core.index.delete import is_data_row
+from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION
+from dicom_core.index.rows import STUDY_ROW
+from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.tables import get_entity_or_none, query_all
 
 _VERSION_SUFFIXES = (".frames.json", ".dcm", ".json")
 _DOCUMENT_CONCURRENCY = 8
@@ -93,7 +96,8 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
     for name in sorted(files | metadata):
         version = _version_of(name)
         if version is not None and version not in referenced and version not in covered_versions:
-            findings.append(Finding("orphan-blob", name, "no instance row references it and no cleanup entry covers it"))
+            findings.append(Finding("orphan-blob", name,
+                                    "no instance row references it and no cleanup entry covers it"))
     documents = {tuple(name.split("/")[:2]) for name in metadata if name.count("/") == 2 and name.endswith("/metadata")}
     for study, series in sorted(documents):
         if series not in studies.get(study, _Study()).series and (study, series) not in covered_documents:
@@ -107,7 +111,7 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
 
 async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list[Finding]:
     """Outbox rows old enough that their commit cannot be in flight, neither announced nor in the feed."""
-    old = datetime.now(timezone.utc) - ANNOUNCEMENT_TIMEOUT
+    old = datetime.now(UTC) - ANNOUNCEMENT_TIMEOUT
     candidates = [row for row in outboxes if row.get("ChangedAt") is not None and row["ChangedAt"] < old]
     if not candidates:
         return []
@@ -118,9 +122,7 @@ async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list
         change_id = str(row["RowKey"])[len(OUTBOX_PREFIX):]
         if change_id in announced:
             continue
-        try:
-            await storage.changes.get_entity(FEED_PARTITION, f"{DONE_PREFIX}{change_id}", select=["RowKey"])
-        except ResourceNotFoundError:
+        if await get_entity_or_none(storage.changes, FEED_PARTITION, f"{DONE_PREFIX}{change_id}", ["RowKey"]) is None:
             findings.append(Finding("unsequenced-outbox", f"{row['PartitionKey']}/{row['RowKey']}",
                                     "neither announced nor appended to the change feed"))
     return findings
@@ -135,7 +137,8 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
         if count == 0:
             findings.append(Finding("empty-series", subject, "a series row without instance rows"))
         elif int(row["InstanceCount"]) != count:
-            findings.append(Finding("series-count", subject, f"InstanceCount {row['InstanceCount']}, {count} instance rows"))
+            findings.append(Finding("series-count", subject,
+                                    f"InstanceCount {row['InstanceCount']}, {count} instance rows"))
     for series, instance in sorted(rows.instances):
         if series not in rows.series or rows.study is None:
             findings.append(Finding("instance-without-parent", f"{uid}/{series}/{instance}",
@@ -158,23 +161,21 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
 
 async def _check_documents(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
     """Reconcile every series document as a reader would, then compare its blocks with the instance rows."""
-    slots = asyncio.Semaphore(_DOCUMENT_CONCURRENCY)
 
     async def check(study: str, series: str, row: TableEntity, rows: _Study) -> Finding | None:
         expected = sorted(block_id(instance, str(r["Version"]))
                           for (s, instance), r in rows.instances.items() if s == series)
-        async with slots:
-            await verified_properties(storage, study, series, str(row.metadata["etag"]))
-            blob = storage.metadata.get_blob_client(document_name(study, series))
-            committed, _ = await blob.get_block_list("committed")
+        await verified_properties(storage, study, series, str(row.metadata["etag"]))
+        blob = storage.metadata.get_blob_client(document_name(study, series))
+        committed, _ = await blob.get_block_list("committed")
         blocks = sorted(block.id for block in committed)
         if blocks != expected:
             return Finding("document-mismatch", document_name(study, series),
                            f"{len(blocks)} blocks after reconciling, {len(expected)} instance rows")
         return None
 
-    results = await asyncio.gather(*(check(study, series, row, rows) for study, rows in studies.items()
-                                     for series, row in rows.series.items()))
+    results = await bounded_gather((check(study, series, row, rows) for study, rows in studies.items()
+                                    for series, row in rows.series.items()), limit=_DOCUMENT_CONCURRENCY)
     return [finding for finding in results if finding is not None]
 
 
@@ -207,11 +208,8 @@ async def _blob_names(container: ContainerClient) -> set[str]:
 
 
 async def _listed_studies(storage: Storage) -> set[str]:
-    try:
-        return {parse_entry(entry).study async for entry in storage.index.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": ALL_STUDIES}, select=["PartitionKey", "RowKey"])}
-    except ResourceNotFoundError:
-        return set()
+    return {parse_entry(entry).study for entry in await query_all(
+        storage.index, "PartitionKey eq @pk", parameters={"pk": ALL_STUDIES}, select=["PartitionKey", "RowKey"])}
 
 
 def _version_of(name: str) -> tuple[str, str, str, str] | None:
@@ -239,7 +237,8 @@ async def _main(reconcile_documents: bool) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: check the storage the environment's settings name; exit 1 on findings."""
-    parser = argparse.ArgumentParser(prog="python -m dicom_core.maintenance.consistency", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dicom_core.maintenance.consistency",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--no-reconcile", action="store_true",
                         help="do not reconcile series metadata documents (which writes them) before comparing")
     arguments = parser.parse_args(argv)

@@ -55,12 +55,6 @@ class RequestTimeoutError(DicomWebError):
     status = HTTPStatus.REQUEST_TIMEOUT
 
 
-class ConflictError(DicomWebError):
-    """The request conflicts with stored data (409)."""
-
-    status = HTTPStatus.CONFLICT
-
-
 class PayloadTooLargeError(DicomWebError):
     """The request or one of its parts is over the configured limit (413)."""
 

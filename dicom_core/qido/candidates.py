@@ -8,29 +8,50 @@ offset and limit from the front, so what a search reads grows with offset + limi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
-from pydicom.tag import BaseTag
-
-from dicom_core.model.tags import (
-    ACCESSION_NUMBER, MODALITIES_IN_STUDY, MODALITY, PATIENT_ID, PATIENT_NAME, REFERRING_PHYSICIAN_NAME,
-    SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_DATE, STUDY_INSTANCE_UID,
-)
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
+from dicom_core.model.tags import (
+    ACCESSION_NUMBER,
+    MODALITIES_IN_STUDY,
+    MODALITY,
+    PATIENT_ID,
+    PATIENT_NAME,
+    REFERRING_PHYSICIAN_NAME,
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_DATE,
+    STUDY_INSTANCE_UID,
+)
+from dicom_core.model.text import fold, fold_person_name, name_words
 from dicom_core.qido.matching import matches
 from dicom_core.qido.query import Condition, MatchKind, QidoQuery, QidoResource
 from dicom_core.qido.reads import Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
-    ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_MODALITY, SERIES_BY_UID, STUDIES_BY_ACCESSION,
-    STUDIES_BY_DATE, STUDIES_BY_MODALITY, STUDIES_BY_PATIENT_ID, STUDIES_BY_PATIENT_NAME,
-    STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, WORD_PREFIX_CHARS, IndexEntry,
-    inverted_date, parse_entry,
-    partition_key, series_keys, study_row_keys, study_row_modalities,
+    ALL_SERIES,
+    ALL_STUDIES,
+    INSTANCES_BY_UID,
+    SERIES_BY_MODALITY,
+    SERIES_BY_UID,
+    STUDIES_BY_ACCESSION,
+    STUDIES_BY_DATE,
+    STUDIES_BY_MODALITY,
+    STUDIES_BY_PATIENT_ID,
+    STUDIES_BY_PATIENT_NAME,
+    STUDIES_BY_PATIENT_NAME_WORD,
+    STUDIES_BY_REFERRING,
+    STUDIES_BY_REFERRING_WORD,
+    WORD_PREFIX_CHARS,
+    IndexEntry,
+    inverted_date,
+    parse_entry,
+    partition_key,
+    series_keys,
+    study_row_keys,
+    study_row_modalities,
 )
-
-from dicom_core.model.text import fold, fold_person_name, name_words
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
@@ -66,7 +87,7 @@ class IndexRange:
     high: str | None = None
 
 
-def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncIterator[Hit]]:
+def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit, None]]:
     """Choose the source for ``query`` and return its name (for the log) and its verified hits."""
     resource = query.resource
     scope = _one(Hit(query.study_uid or ""))
@@ -88,7 +109,7 @@ def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncIterator[Hit]]
     return source, _instances_of_series(reads, query, series)
 
 
-def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncIterator[Hit]]:
+def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit, None]]:
     """The series a cross-study search starts from: by UID, through a study index, by Modality, or all."""
     series_uids = query.condition(SERIES_INSTANCE_UID)
     if series_uids is not None and query.condition(STUDY_INSTANCE_UID) is None:
@@ -147,7 +168,7 @@ def _name_index_word(condition: Condition | None) -> str:
     return ""
 
 
-def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, AsyncIterator[Hit] | None]:
+def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, AsyncGenerator[Hit, None] | None]:
     uids = query.condition(STUDY_INSTANCE_UID)
     if uids is not None:
         return "study UIDs", _studies_by_uid(reads, query, uids.values)
@@ -169,11 +190,11 @@ def _study_matches(query: QidoQuery, row: Row) -> bool:
     return _matches_level(query, Level.STUDY, row, modalities)
 
 
-async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncIterator[Hit]:
+async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[str] = set()
     async for entries in _verification_slices(reads, index.partition, index.low, index.high):
         rows = await asyncio.gather(*(reads.study(entry.study) for entry in entries))
-        for entry, row in zip(entries, rows):
+        for entry, row in zip(entries, rows, strict=True):
             # The first verified entry of a study wins: two first stores racing may leave two sort keys.
             if row is None or entry.study in accepted or entry.key not in study_row_keys(row.entity):
                 continue
@@ -182,19 +203,20 @@ async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: Index
                 yield Hit(entry.study, study=row)
 
 
-async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncIterator[Hit]:
+async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     unique = list(dict.fromkeys(uids))
     rows = await asyncio.gather(*(reads.study(uid) for uid in unique))
-    found = [Hit(uid, study=row) for uid, row in zip(unique, rows) if row is not None and _study_matches(query, row)]
+    found = [Hit(uid, study=row) for uid, row in zip(unique, rows, strict=True)
+             if row is not None and _study_matches(query, row)]
     for hit in _newest_first(found, lambda hit: hit.study):
         yield hit
 
 
-async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: str) -> AsyncIterator[Hit]:
+async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: str) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
     async for entries in _verification_slices(reads, partition):
         pairs = await asyncio.gather(*(_study_and_series(reads, entry.study, entry.series or "") for entry in entries))
-        for entry, (study, series) in zip(entries, pairs):
+        for entry, (study, series) in zip(entries, pairs, strict=True):
             target = (entry.study, entry.series or "")
             if study is None or series is None or target in accepted:
                 continue
@@ -205,7 +227,7 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: st
                 yield Hit(entry.study, study=study, series=series)
 
 
-async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncIterator[Hit]:
+async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found = [hit for uid in dict.fromkeys(uids)
              async for hit in _series_from_index(reads, query, partition_key(SERIES_BY_UID, uid))]
     for hit in _newest_first(found, lambda hit: hit.series):
@@ -216,10 +238,12 @@ async def _study_and_series(reads: SearchReads, study: str, series: str) -> tupl
     return await asyncio.gather(reads.study(study), reads.series(study, series))
 
 
-async def _series_of_studies(reads: SearchReads, query: QidoQuery, studies: AsyncIterator[Hit]) -> AsyncIterator[Hit]:
+async def _series_of_studies(
+    reads: SearchReads, query: QidoQuery, studies: AsyncIterator[Hit]
+) -> AsyncGenerator[Hit, None]:
     async for chunk in _chunks(studies, lambda: reads.wanted):
         lists = await asyncio.gather(*(reads.series_of(hit.study_uid) for hit in chunk))
-        for hit, rows in zip(chunk, lists):
+        for hit, rows in zip(chunk, lists, strict=True):
             for row in newest_first(rows):
                 if _matches_level(query, Level.SERIES, row):
                     yield Hit(hit.study_uid, study=hit.study, series=row)
@@ -227,17 +251,17 @@ async def _series_of_studies(reads: SearchReads, query: QidoQuery, studies: Asyn
 
 async def _instances_of_series(
     reads: SearchReads, query: QidoQuery, series: AsyncIterator[Hit], *, series_uid: str | None = None
-) -> AsyncIterator[Hit]:
+) -> AsyncGenerator[Hit, None]:
     async for chunk in _chunks(series, lambda: reads.wanted):
         lists = await asyncio.gather(
             *(reads.instances_of(hit.study_uid, series_uid or hit.series_uid) for hit in chunk))
-        for hit, rows in zip(chunk, lists):
+        for hit, rows in zip(chunk, lists, strict=True):
             for row in newest_first(rows):
                 if _matches_level(query, Level.INSTANCE, row):
                     yield Hit(hit.study_uid, study=hit.study, series=hit.series, instance=row)
 
 
-async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncIterator[Hit]:
+async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found: list[Hit] = []
     for uid in dict.fromkeys(uids):
         async for page in reads.index_pages(partition_key(INSTANCES_BY_UID, uid)):
@@ -273,7 +297,7 @@ async def _verification_slices(
             start += size
 
 
-async def _one(hit: Hit) -> AsyncIterator[Hit]:
+async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:
     yield hit
 
 

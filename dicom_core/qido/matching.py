@@ -6,12 +6,11 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from pydicom.tag import BaseTag
-
-from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms
+from dicom_core.model.tags import MODALITIES_IN_STUDY
+from dicom_core.model.text import fold, fold_case, fold_person_name, name_words
 from dicom_core.qido.query import Condition, MatchKind
-from dicom_core.model.text import fold, fold_case, fold_person_name, name_words, trim
+
 
 def matches(condition: Condition, attributes: JsonDataset, modalities: Iterable[str] = ()) -> bool:
     """Tell whether stored ``attributes`` (and, for ModalitiesInStudy, the study's ``modalities``) match."""
@@ -32,7 +31,7 @@ def fuzzy_name_match(query: str, name: str) -> bool:
     if not wanted:
         return False
     return any(
-        all(word.startswith(prefix) for word, prefix in zip(words[start:], wanted))
+        all(word.startswith(prefix) for word, prefix in zip(words[start:], wanted, strict=False))
         for start in range(len(words) - len(wanted) + 1)
     )
 

@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl
 from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
 from pydicom.tag import BaseTag
 
-from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.errors import BadRequestError
 from dicom_core.model.levels import QUERYABLE, Level
+from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.text import trim
 from dicom_core.model.uids import is_valid_uid, normalize_uid
 
@@ -53,12 +53,14 @@ class QidoResource(Enum):
     @property
     def filter_levels(self) -> tuple[Level, ...]:
         """Levels whose attributes may be filtered on."""
-        return self.value[0]
+        levels: tuple[Level, ...] = self.value[0]
+        return levels
 
     @property
     def result_level(self) -> Level:
         """Level of each result."""
-        return self.value[1]
+        level: Level = self.value[1]
+        return level
 
 
 class MatchKind(Enum):

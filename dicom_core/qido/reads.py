@@ -7,17 +7,19 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TypeVar
+from datetime import datetime
+from typing import TypeVar, cast
 
+from azure.core.async_paging import AsyncPageIterator
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
-from dicom_core.storage.blobs import metadata_blob_name
-from dicom_core.model.dicom_json import JsonDataset
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.index.reads import get_row, instance_rows, series_rows
 from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.epoch import EPOCH
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.storage.blobs import metadata_blob_name, read_blob_or_none
 from dicom_core.storage.clients import Storage
 
 T = TypeVar("T")
@@ -26,7 +28,6 @@ INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt
 SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
 POINT_READ_CONCURRENCY = 32
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Row:
     @property
     def created(self) -> datetime:
         """When the row was first committed."""
-        return self.entity.get("CreatedAt") or _EPOCH
+        return self.entity.get("CreatedAt") or EPOCH
 
     @property
     def updated(self) -> datetime:
@@ -104,11 +105,8 @@ class SearchReads:
 
         async def read() -> JsonDataset:
             self.blobs += 1
-            try:
-                downloader = await self.storage.metadata.download_blob(metadata_blob_name(stored))
-                return json.loads(await downloader.readall())
-            except ResourceNotFoundError:
-                return {}  # replaced or deleted since the row was read
+            data = await read_blob_or_none(self.storage.metadata, metadata_blob_name(stored))
+            return json.loads(data) if data is not None else {}  # {}: replaced or deleted since the row was read
 
         ids = stored.ids
         return await self._once(("metadata", ids.study, ids.series, ids.instance, stored.version), read)
@@ -126,9 +124,9 @@ class SearchReads:
         parameters = {"pk": partition, "low": low, "high": high}
         size, token = min(MAX_PAGE, max(16, self.wanted)), None
         while not self.exhausted:
-            pager = self.storage.index.query_entities(
+            pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
-            ).by_page(continuation_token=token)
+            ).by_page(continuation_token=token))  # typed as a plain AsyncIterator, which has no token
             try:
                 page = [entity async for entity in await pager.__anext__()]
             except (StopAsyncIteration, ResourceNotFoundError):

@@ -1,8 +1,8 @@
 """QIDO-RS: search for studies, series and instances, newest first, reading a page's worth of Table entities.
 
-The query string is parsed and validated (`qido_query`), the most selective index serves the candidates and
-every candidate is verified against its row (`qido_candidates`), the page is cut from the front, and each
-result is built from its rows (`qido_response`). What the search read is counted (`qido_reads`).
+The query string is parsed and validated (`qido.query`), the most selective index serves the candidates and
+every candidate is verified against its row (`qido.candidates`), the page is cut from the front, and each
+result is built from its rows (`qido.datasets`). What the search read is counted (`qido.reads`).
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wire.media_types import DICOM_JSON, accepts
 from dicom_core.qido.candidates import Hit, hits
+from dicom_core.qido.datasets import build_datasets
 from dicom_core.qido.query import QidoResource, parse_query
 from dicom_core.qido.reads import SearchReads
-from dicom_core.qido.response import build_datasets
 from dicom_core.storage.clients import Storage
+from dicom_core.wire.media_types import DICOM_JSON, accepts
+from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger(__name__)
 ENTITIES_READ_HEADER = "X-DicomWeb-Entities-Read"
@@ -40,8 +42,8 @@ class SearchRequest:
 
 
 @dataclass(frozen=True)
-class SearchResponse:
-    """The results of a search and what it cost."""
+class SearchResults:
+    """The results of a search, what it read (which index served it) and the Warning of a search cut short."""
 
     datasets: list[JsonDataset]
     entities_read: int
@@ -49,25 +51,21 @@ class SearchResponse:
     source: str
     warning: str | None = None
 
-    @property
-    def status(self) -> int:
-        """200 with results, 204 without."""
-        return 200 if self.datasets else 204
 
-    def body(self) -> bytes:
-        """The DICOM JSON array of the results."""
-        return json.dumps(self.datasets, separators=(",", ":")).encode()
-
-    def headers(self, *, with_stats: bool) -> dict[str, str]:
-        """Response headers: the Warning of a search cut short, and the entities read if asked for."""
-        headers = {"Warning": self.warning} if self.warning else {}
-        if with_stats:
-            headers[ENTITIES_READ_HEADER] = str(self.entities_read)
-        return headers
+async def search(storage: Storage, request: SearchRequest) -> ServiceResult:
+    """Answer one QIDO-RS search: the DICOM JSON array of its results, 204 without; the entities read if configured."""
+    results = await search_datasets(storage, request)
+    headers = {"Warning": results.warning} if results.warning else {}
+    if storage.settings.query_stats:
+        headers[ENTITIES_READ_HEADER] = str(results.entities_read)
+    if not results.datasets:
+        return ServiceResult(HTTPStatus.NO_CONTENT, headers)
+    return ServiceResult(HTTPStatus.OK, headers, json.dumps(results.datasets, separators=(",", ":")).encode(),
+                         DICOM_JSON)
 
 
-async def search(storage: Storage, request: SearchRequest) -> SearchResponse:
-    """Run one QIDO-RS search."""
+async def search_datasets(storage: Storage, request: SearchRequest) -> SearchResults:
+    """Run one QIDO-RS search: its results and what it read."""
     if not accepts(request.accept, DICOM_JSON):
         raise NotAcceptableError(f"The request headers are not acceptable: QIDO-RS answers with {DICOM_JSON}.")
     query = parse_query(
@@ -97,4 +95,4 @@ async def search(storage: Storage, request: SearchRequest) -> SearchResponse:
     datasets = await build_datasets(reads, query, page)
     LOGGER.debug("QIDO %s via %s: %d results, %d entities and %d metadata blobs read",
                  request.resource.name, source, len(datasets), reads.entities, reads.blobs)
-    return SearchResponse(datasets, reads.entities, reads.blobs, source, warning)
+    return SearchResults(datasets, reads.entities, reads.blobs, source, warning)

@@ -2,11 +2,10 @@
 
 Table Storage indexes only PartitionKey and RowKey, so each searchable value gets its own partition and each
 entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read (the keys:
-`search_index_keys.py`). The store path
-writes the entries of an instance *before* its study transaction commits (intents), so no committed study is
-missing from an index; a search verifies every entry against the row it points at and drops stale ones (an
-upsert that changed a value, a crash before the commit, a delete). Entries are never deleted by a search: an
-entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
+`keys.py`). The store path writes the entries of an instance *before* its study transaction commits (intents),
+so no committed study is missing from an index; a search verifies every entry against the row it points at and
+drops stale ones (an upsert that changed a value, a crash before the commit, a delete). Entries are never deleted
+by a search: an entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -15,22 +14,29 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, ServiceRequestError,
-)
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
 from azure.data.tables import TableEntity, UpdateMode
 
 from dicom_core.index.commit import CommitRows, read_commit_rows
+from dicom_core.index.reads import get_row
+from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
 from dicom_core.model.levels import Level, row_attributes
 from dicom_core.search_index.keys import (
-    CLAIMS, IndexKey, instance_key, inverted_time, series_keys, study_keys, study_row_keys, study_row_modalities,
+    CLAIMS,
+    IndexKey,
+    instance_key,
+    inverted_time,
+    series_keys,
+    study_keys,
+    study_row_keys,
+    study_row_modalities,
 )
 from dicom_core.storage.clients import Storage
-from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.tables import get_entity_or_none
 
 LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +98,7 @@ class IndexIntents:
         writes = [_upsert_once(self._storage, entry) if first else _upsert(self._storage, entry) for entry in entries]
         if first:
             writes.append(_upsert(self._storage, instance_entry))
-        await _bounded(writes)
+        await bounded_gather(writes, limit=_WRITE_CONCURRENCY)
         self._study.update(study_entries)
         self._series.update(series_entries)
         self._instance_written = True
@@ -105,11 +111,11 @@ class IndexIntents:
                     *([_entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance)]
                       if rows.instance is None else [])]
         present = await asyncio.gather(*(_index_entry_exists(self._storage, entry) for entry in expected))
-        lost = [entry for entry, found in zip(expected, present) if not found]
+        lost = [entry for entry, found in zip(expected, present, strict=True) if not found]
         if lost:
             LOGGER.info("A delete removed %d index entries of %s while it was being stored; writing them again",
                         len(lost), self._record.stored.ids.study)
-            await _bounded(_upsert(self._storage, entry) for entry in lost)
+            await bounded_gather((_upsert(self._storage, entry) for entry in lost), limit=_WRITE_CONCURRENCY)
 
 
 def _missing_keys(
@@ -148,7 +154,7 @@ async def restore_index_entries(storage: Storage, study: str, series: str | None
         elif row_key == STUDY_ROW:
             sort = await _claim(storage, study, STUDY_ROW, committed=True)
             entries += [_entry(key, sort, study) for key in study_row_keys(row)]
-    await _bounded(_upsert(storage, entry) for entry in entries)
+    await bounded_gather((_upsert(storage, entry) for entry in entries), limit=_WRITE_CONCURRENCY)
     return len(entries)
 
 
@@ -194,7 +200,7 @@ async def _rows_in_scope(storage: Storage, study: str, series: str | None) -> li
         parameters = {"pk": study, "low": f"instance|{series}|", "high": f"instance|{series}}}"}
     rows = [row async for row in storage.studies.query_entities(query, parameters=parameters, select=select)]
     if series is not None:
-        series_row = await _get(storage, study, series_row_key(series), select)
+        series_row = await get_row(storage, study, series_row_key(series), select)
         rows += [series_row] if series_row is not None else []
     return rows
 
@@ -215,7 +221,8 @@ async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> i
     loop, table = id(asyncio.get_running_loop()), storage.index
     for partition, row in entries:
         _recent.pop((loop, table.url, table.table_name, partition, row), None)
-    await _bounded(storage.index.delete_entity(partition, row) for partition, row in entries)
+    await bounded_gather((storage.index.delete_entity(partition, row) for partition, row in entries),
+                         limit=_WRITE_CONCURRENCY)
     return len(entries)
 
 
@@ -225,11 +232,7 @@ async def _upsert(storage: Storage, entry: dict[str, str]) -> None:
 
 
 async def _index_entry_exists(storage: Storage, entry: dict[str, str]) -> bool:
-    try:
-        await storage.index.get_entity(entry["PartitionKey"], entry["RowKey"], select=["RowKey"])
-    except ResourceNotFoundError:
-        return False
-    return True
+    return await get_entity_or_none(storage.index, entry["PartitionKey"], entry["RowKey"], ["RowKey"]) is not None
 
 
 async def _upsert_once(storage: Storage, entry: dict[str, str]) -> None:
@@ -272,7 +275,7 @@ async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool)
     partition = _claim_partition(study)
     likely_new = not committed
     for _ in range(5):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         claim = {"PartitionKey": partition, "RowKey": row_key, "SortKey": inverted_time(now), "ClaimedAt": now}
         if likely_new:
             try:
@@ -280,7 +283,7 @@ async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool)
                 return str(claim["SortKey"])
             except (ResourceExistsError, ServiceRequestError):
                 pass  # a create is a POST, which the SDK does not retry; reading tells whether it landed
-        existing = await _get_entity(storage, partition, row_key)
+        existing = await get_entity_or_none(storage.index, partition, row_key)
         if existing is None:
             likely_new = True
             continue
@@ -298,30 +301,5 @@ async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool)
     raise TimeoutError(f"Could not claim a sort key for {study} {row_key}")
 
 
-async def _get(storage: Storage, partition: str, row: str, select: list[str]) -> TableEntity | None:
-    try:
-        return await storage.studies.get_entity(partition, row, select=select)
-    except ResourceNotFoundError:
-        return None
-
-
-async def _get_entity(storage: Storage, partition: str, row: str) -> TableEntity | None:
-    try:
-        return await storage.index.get_entity(partition, row)
-    except ResourceNotFoundError:
-        return None
-
-
 async def _none() -> None:
     return None
-
-
-async def _bounded(operations: Iterable[Awaitable[object]]) -> None:
-    """Await the operations, at most _WRITE_CONCURRENCY at a time."""
-    slots = asyncio.Semaphore(_WRITE_CONCURRENCY)
-
-    async def run(operation: Awaitable[object]) -> None:
-        async with slots:
-            await operation
-
-    await asyncio.gather(*(run(operation) for operation in operations))

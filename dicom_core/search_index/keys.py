@@ -2,7 +2,7 @@
 
 Each searchable value gets its own partition (`{index}|{folded, encoded value}`) and each entry's RowKey starts
 with an inverted sort key, so a newest-first page is one RowKey range read; lookups by UID hold one entry per
-target. Pure functions of the stored attributes; writing and removing entries is `search_index.py`.
+target. Pure functions of the stored attributes; writing and removing entries is `entries.py`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from azure.data.tables import TableEntity
-from pydicom.tag import BaseTag
 
+from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms
 from dicom_core.model.tags import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, REFERRING_PHYSICIAN_NAME, STUDY_DATE
-from dicom_core.model.dicom_json import JsonDataset
-from dicom_core.model.dicom_json import first_value, person_name_forms
-
 from dicom_core.model.text import fold, fold_person_name, name_words
-
 
 # Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
 # 'i.' at instances.
@@ -169,10 +165,3 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
         parts = parts[1:]
     return IndexEntry(key, *parts)
 
-
-def entry_sort_key(entity: TableEntity | dict[str, object]) -> str:
-    """The sort key an entry was written with ("" for UID lookups)."""
-    entry = parse_entry(entity)
-    if entry.key.index in UNSORTED_INDEXES:
-        return ""
-    return str(entity["RowKey"])[len(entry.key.row_prefix):].split("|", 1)[0]

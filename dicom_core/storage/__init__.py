@@ -1,1 +1,2 @@
-"""Blob and Table Storage: clients, fault mapping, instance blobs, table helpers, group commits, caches."""
+"""Blob and Table Storage: clients, fault mapping, instance blobs, table helpers, bounded concurrency and backoff,
+group commits, caches."""

@@ -1,4 +1,7 @@
-"""Blob Storage layout of instances: `{study}/{series}/{instance}/{version}.dcm` plus metadata sidecars."""
+"""Blob Storage layout of instances: `{study}/{series}/{instance}/{version}.dcm` plus metadata sidecars.
+
+Also the blob reads where a missing blob is an answer (None), not an error.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import logging
 from typing import BinaryIO
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import ContentSettings
+from azure.storage.blob import BlobProperties, ContentSettings
+from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from dicom_core.model.identifiers import StoredInstance
 from dicom_core.storage.clients import Storage
@@ -74,3 +78,19 @@ async def _delete(operation: object) -> None:
         await operation  # type: ignore[misc]
     except ResourceNotFoundError:
         pass
+
+
+async def read_blob_or_none(container: ContainerClient, name: str) -> bytes | None:
+    """Return a whole blob's bytes, or None when it (or its container) does not exist."""
+    try:
+        return await (await container.download_blob(name)).readall()
+    except ResourceNotFoundError:
+        return None
+
+
+async def blob_properties_or_none(blob: BlobClient) -> BlobProperties | None:
+    """Return a blob's properties, or None when it (or its container) does not exist."""
+    try:
+        return await blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return None

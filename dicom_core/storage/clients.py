@@ -18,6 +18,7 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
 from dicom_core.settings import Settings
+from dicom_core.storage.faults import error_code
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,9 +67,9 @@ class Storage:
         try:
             return await operation()
         except ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", None) not in _MISSING_RESOURCE_CODES:
+            if error_code(exc) not in _MISSING_RESOURCE_CODES:
                 raise
-            LOGGER.warning("Storage resource missing (%s); creating it again", exc.error_code)
+            LOGGER.warning("Storage resource missing (%s); creating it again", error_code(exc))
             await self.ensure_created()
             return await operation()
 
@@ -122,6 +123,8 @@ IDLE_CONNECTION_SECONDS = 4.0
 
 class StorageTransport(AioHttpTransport):
     """azure-core's aiohttp transport, with a pool that drops idle connections before the server does."""
+
+    session: aiohttp.ClientSession | None
 
     async def open(self) -> None:
         """Create the session (with the short keep-alive) on first use, then open it as azure-core does."""

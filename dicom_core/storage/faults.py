@@ -1,6 +1,6 @@
 """Which storage exceptions mean "storage is unavailable, retry later": the one place they are told apart.
 
-The Azure SDKs have already retried (a bounded number of times, see `storage.py`) when one of these reaches
+The Azure SDKs have already retried (a bounded number of times, see `clients.py`) when one of these reaches
 the service, so the request gives up with a 503 and a Retry-After instead of a 500.
 """
 
@@ -37,3 +37,11 @@ def storage_unavailable(exc: BaseException) -> StorageUnavailableError | None:
     if isinstance(exc, StorageUnavailableError):
         return exc
     return StorageUnavailableError() if is_storage_unavailable(exc) else None
+
+
+def error_code(exc: BaseException) -> str | None:
+    """Return the storage service's error code of ``exc`` ("TableNotFound", "UpdateConditionNotSatisfied", ...)."""
+    code = getattr(exc, "error_code", None)  # set by the SDKs on HttpResponseError, not declared there
+    if code is None:
+        return None
+    return str(getattr(code, "value", code))  # the SDKs' error-code enums compare by value

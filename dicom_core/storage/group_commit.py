@@ -18,8 +18,7 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# What a flush returns for each item of its batch, in order: the item's result, or the exception it failed with.
-Outcome = R | BaseException
+# A flush returns for each item of its batch, in order, the item's result or the exception it failed with.
 Flush = Callable[[K, Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 # Whether an item may join a batch already holding ``batch`` (e.g. one row is written once per transaction).
 Fits = Callable[[Sequence[T], T], bool]
@@ -41,7 +40,7 @@ class _Queue(Generic[T, R]):
 class GroupCommit(Generic[K, T, R]):
     """Applies the queued items of each key in batches of at most ``max_items``, one batch at a time per key."""
 
-    def __init__(self, flush: Flush[K, T], *, max_items: int, fits: Fits[T] | None = None) -> None:
+    def __init__(self, flush: Flush[K, T, R], *, max_items: int, fits: Fits[T] | None = None) -> None:
         self._flush = flush
         self._max_items = max_items
         self._fits = fits

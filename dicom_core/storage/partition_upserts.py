@@ -18,8 +18,9 @@ from typing import Any
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from dicom_core.storage.group_commit import GroupCommit
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.faults import error_code
+from dicom_core.storage.group_commit import GroupCommit
 
 MAX_OPERATIONS = 100  # the most an entity-group transaction holds
 # A call with at least this many rows of one partition writes them in transactions of its own, concurrently:
@@ -124,7 +125,7 @@ class PartitionUpserts:
             await storage.recreating_missing(lambda: table.submit_transaction(operations))
         except TableTransactionError as exc:
             # A transaction reports a missing table as its own error, which recreating_missing does not know.
-            if exc.error_code != MISSING_TABLE:
+            if error_code(exc) != MISSING_TABLE:
                 raise
             await storage.ensure_created()
             await table.submit_transaction(operations)

@@ -1,13 +1,16 @@
-"""The STOW-RS response: the status rule and the DICOM JSON dataset of PS3.18 §10.5.3."""
+"""The STOW-RS response: the status rule and the DICOM JSON dataset of PS3.18 §10.5.3, as a `ServiceResult`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.wire.media_types import DICOM_JSON
+from dicom_core.wire.service_result import ServiceResult
 
 # Reason codes (PS3.18 Table I.2-1 and Azure's DICOM service).
 PROCESSING_FAILURE = 272
@@ -39,23 +42,14 @@ class StoreOutcome:
         return self.failure_reason is None
 
 
-@dataclass
-class StoreResponse:
-    """Status, DICOM JSON body (None for 204) and optional HTTP Warning header of a STOW request."""
-
-    status: int
-    body: JsonDataset | None
-    warning: str | None = None
-
-
-def build_store_response(
+def store_response(
     outcomes: list[StoreOutcome], *, api_version: int, study_uid: str | None, base_url: str
-) -> StoreResponse:
-    """Apply Azure's status rule and build the response dataset."""
+) -> ServiceResult:
+    """Apply Azure's status rule and answer with the response dataset (and a Warning for multi-valued indexes)."""
     stored = [o for o in outcomes if o.succeeded]
     failed = [o for o in outcomes if not o.succeeded]
     if not outcomes:
-        return StoreResponse(HTTPStatus.NO_CONTENT, None)
+        return ServiceResult(HTTPStatus.NO_CONTENT)
     if stored and failed:
         status = HTTPStatus.ACCEPTED
     elif stored:
@@ -74,10 +68,10 @@ def build_store_response(
         body["00081198"] = {"vr": "SQ", "Value": [_failed_item(o) for o in failed]}
     if stored:
         body["00081199"] = {"vr": "SQ", "Value": [_referenced_item(o, root, api_version) for o in stored]}
-    warning = None
+    headers: dict[str, str] = {}
     if any(o.multi_valued_index for o in stored):
-        warning = f'299 {urlsplit(base_url).netloc or "-"}: "{MULTI_VALUE_WARNING}"'
-    return StoreResponse(status, body, warning)
+        headers["Warning"] = f'299 {urlsplit(base_url).netloc or "-"}: "{MULTI_VALUE_WARNING}"'
+    return ServiceResult(status, headers, json.dumps(body).encode(), DICOM_JSON)
 
 
 def _value(vr: str, *values: object) -> dict[str, object]:

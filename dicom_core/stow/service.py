@@ -9,29 +9,52 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import BinaryIO, cast
 
-from dicom_core.maintenance.blob_cleanup import CleanupEntry, CleanupTarget, cancel_cleanup, cleanup_delay, schedule_cleanup
-from dicom_core.storage.blobs import delete_instance_blobs, frames_blob_name, metadata_blob_name, put_instance_file, put_json
+from dicom_core.documents.series_documents import add_instance
+from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
 from dicom_core.index.outbox import announce_changes, withdraw_announcement
+from dicom_core.index.rows import InstanceRecord
+from dicom_core.maintenance.blob_cleanup import (
+    CleanupEntry,
+    CleanupTarget,
+    cancel_cleanup,
+    cleanup_delay,
+    schedule_cleanup,
+)
 from dicom_core.model.errors import (
-    BadRequestError, NotAcceptableError, PayloadTooLargeError, StorageUnavailableError, UnsupportedMediaTypeError,
+    BadRequestError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    StorageUnavailableError,
+    UnsupportedMediaTypeError,
 )
 from dicom_core.model.identifiers import StoredInstance, new_version
-from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
-from dicom_core.wire.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
-from dicom_core.documents.series_documents import add_instance
-from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts
 from dicom_core.model.part10 import InvalidPart10Error, read_part10, stored_stream
 from dicom_core.search_index.entries import IndexIntents
+from dicom_core.storage.blobs import (
+    delete_instance_blobs,
+    frames_blob_name,
+    metadata_blob_name,
+    put_instance_file,
+    put_json,
+)
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
-from dicom_core.stow.validation import validate_instance
 from dicom_core.stow.response import (
-    DATASET_DOES_NOT_MATCH_SOP_CLASS, INSTANCE_EXISTS, PROCESSING_FAILURE, VALIDATION_FAILURE, VALIDATION_WARNING,
-    StoreOutcome, StoreResponse, build_store_response,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    INSTANCE_EXISTS,
+    PROCESSING_FAILURE,
+    VALIDATION_FAILURE,
+    VALIDATION_WARNING,
+    StoreOutcome,
+    store_response,
 )
-from dicom_core.index.rows import InstanceRecord
+from dicom_core.stow.validation import validate_instance
+from dicom_core.wire.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
+from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts
+from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger(__name__)
 # A frame index longer than this goes to its own blob (a Table string property holds 32K characters).
@@ -53,8 +76,8 @@ class StoreRequest:
     upsert: bool = False
 
 
-async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIterator[bytes]) -> StoreResponse:
-    """Store every part of the request body and report each one."""
+async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIterator[bytes]) -> ServiceResult:
+    """Store every part of the request body and answer with what happened to each one."""
     if not accepts(request.accept, DICOM_JSON):
         raise NotAcceptableError(f"The request headers are not acceptable: STOW-RS answers with {DICOM_JSON}.")
     media = parse_media_type(request.content_type or "")
@@ -80,7 +103,7 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
     if outcomes and all(outcome.storage_unavailable for outcome in outcomes):
         # Nothing could be stored because storage is down: a retryable 503, not a 409 of 272s.
         raise StorageUnavailableError()
-    return build_store_response(
+    return store_response(
         outcomes, api_version=request.api_version, study_uid=request.study_uid, base_url=request.base_url
     )
 
@@ -143,7 +166,8 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         cleanup = _VersionCleanup(storage, await schedule_cleanup(storage, [CleanupTarget.of_version(stored)]))
         uploads = [
             put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
-            put_json(storage, metadata_blob_name(stored), json.dumps(validated.metadata, separators=(",", ":")).encode()),
+            put_json(storage, metadata_blob_name(stored),
+                     json.dumps(validated.metadata, separators=(",", ":")).encode()),
         ]
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
@@ -192,7 +216,7 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
 
 def _announce(storage: Storage, stored: StoredInstance) -> asyncio.Task[None]:
     return asyncio.create_task(
-        announce_changes(storage, stored.ids.study, stored.version, datetime.now(timezone.utc)))
+        announce_changes(storage, stored.ids.study, stored.version, datetime.now(UTC)))
 
 
 class _VersionCleanup:
@@ -244,7 +268,7 @@ class _StoreCommitHooks:
 
 async def _single_part(body: AsyncIterator[bytes], max_bytes: int, spool_memory_bytes: int) -> AsyncIterator[Part]:
     """Spool a single-part application/dicom body into one Part."""
-    file = tempfile.SpooledTemporaryFile(max_size=spool_memory_bytes)
+    file = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=spool_memory_bytes))
     size = 0
     try:
         async for chunk in body:

@@ -8,11 +8,11 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import ImplicitVRLittleEndian
 
-from dicom_core.model.tags import PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from dicom_core.model.dicom_json import JsonDataset, format_tag, metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import ALL_QUERYABLE
 from dicom_core.model.part10 import ParsedFile
+from dicom_core.model.tags import PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from dicom_core.model.uids import is_valid_uid, normalize_uid
 
 REQUIRED_UIDS = (SOP_CLASS_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)

@@ -9,25 +9,27 @@ fragmentation) is the whole file read, up to `DICOMWEB_MAX_TRANSCODE_BYTES`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Sequence
 
 from azure.data.tables import TableEntity
 from pydicom.datadict import tag_for_keyword
 
-from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_range, spool_blob, stream_range
-from dicom_core.storage.blobs import frames_blob_name, instance_blob_name
+from dicom_core.index.reads import stored_instance
 from dicom_core.model.errors import BadRequestError, NotAcceptableError, NotFoundError
 from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.index.reads import get_instance, stored_instance
-from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
-from dicom_core.wado.rendering import render_frame
+from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_range, stream_range
+from dicom_core.storage.blobs import frames_blob_name, instance_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.transcoding import frame_bytes, needs_transcoding
-from dicom_core.wado.retrieve import require_transcodable_size
+from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
+from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
-from dicom_core.wado.response import CONTENT_LENGTH, CONTENT_TYPE, PartSource, WadoResponse, multipart_response, typed
+from dicom_core.wado.rendering import render_frame
+from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
+from dicom_core.wado.transcoding import frame_bytes, needs_transcoding
+from dicom_core.wire.service_result import ServiceResult
 
 # DICOM JSON keys of the row's attributes that say how many frames an instance without frame index has.
 NUMBER_OF_FRAMES = f"{tag_for_keyword('NumberOfFrames'):08X}"
@@ -37,14 +39,16 @@ DEFAULT_QUALITY = 100
 SPECULATIVE_BYTES = 8 * 1024 * 1024
 
 
-async def retrieve_frames(storage: Storage, ids: InstanceIdentifiers, frame_list: str, accept: str | None) -> WadoResponse:
+async def retrieve_frames(
+    storage: Storage, ids: InstanceIdentifiers, frame_list: str, accept: str | None
+) -> ServiceResult:
     """The listed frames (1-based, comma separated) of an instance, each part saying its transfer syntax."""
     frames = parse_frame_list(frame_list)
     # The row and, when this process has read the instance before, its frames as of then are read at once:
     # those bytes are sent only if the row still names the version they are of (a version never changes).
     speculation = _speculate(storage, ids, frames, accept)
     try:
-        row = await _instance_row(storage, ids)
+        row = await instance_row(storage, ids)
         if speculation is not None and speculation.version == str(row["Version"]):
             if (answer := await speculation.answer()) is not None:
                 return answer
@@ -56,7 +60,7 @@ async def retrieve_frames(storage: Storage, ids: InstanceIdentifiers, frame_list
 
 async def _frames_of_row(
     storage: Storage, ids: InstanceIdentifiers, row: TableEntity, frames: list[int], accept: str | None
-) -> WadoResponse:
+) -> ServiceResult:
     stored_syntax = str(row["TransferSyntaxUid"])
     representation = negotiate(accept, Resource.FRAMES, frozenset({stored_syntax}))
     _require_single_part(representation, frames)
@@ -82,12 +86,12 @@ async def _frames_of_row(
 
 def _frames_answer(
     representation: Representation, label: str, sources: list[BodySource], lengths: list[int], costs: list[int]
-) -> WadoResponse:
+) -> ServiceResult:
     content_type = typed(representation.media_type, label)
     if representation.multipart:
-        parts = [PartSource({CONTENT_TYPE: content_type}, s, cost) for s, cost in zip(sources, costs)]
+        parts = [PartSource({CONTENT_TYPE: content_type}, s, cost) for s, cost in zip(sources, costs, strict=True)]
         return multipart_response(representation.media_type, parts)
-    return WadoResponse(headers={CONTENT_TYPE: content_type, CONTENT_LENGTH: str(lengths[0])}, body=sources[0]())
+    return single_part_response(content_type, sources[0](), lengths[0])
 
 
 def _require_single_part(representation: Representation, frames: Sequence[int]) -> None:
@@ -109,7 +113,7 @@ class _Speculation:
         self._label = label
         self._reads = reads
 
-    async def answer(self) -> WadoResponse | None:
+    async def answer(self) -> ServiceResult | None:
         """The answer made of the frames read; None if reading them failed (the row's path decides then)."""
         try:
             contents = await self._reads
@@ -117,8 +121,7 @@ class _Speculation:
             return None
         if not self._representation.multipart:  # bytes at hand: sent in one piece, not streamed
             content_type = typed(self._representation.media_type, self._label)
-            return WadoResponse(headers={CONTENT_TYPE: content_type, CONTENT_LENGTH: str(len(contents[0]))},
-                                body=contents[0])
+            return single_part_response(content_type, contents[0], len(contents[0]))
         return _frames_answer(self._representation, self._label, [_bytes_body(c) for c in contents],
                               [len(c) for c in contents], [0] * len(contents))
 
@@ -159,23 +162,20 @@ async def _read_frame(storage: Storage, stored: StoredInstance, ranges: Sequence
 
 async def retrieve_rendered(
     storage: Storage, ids: InstanceIdentifiers, frame: str | None, accept: str | None, quality: str | None
-) -> WadoResponse:
+) -> ServiceResult:
     """One frame (the first for an instance) rendered as image/jpeg or image/png."""
     if frame is not None and "," in frame:
         raise BadRequestError("Only one frame can be rendered at a time.")
     number = parse_frame_list(frame)[0] if frame is not None else 1
     level = parse_quality(quality)
     media_type = negotiate_rendered(accept)
-    row = await _instance_row(storage, ids)
+    row = await instance_row(storage, ids)
     _require_frames([number], await _frame_index(storage, row), row)
     size = int(row["Size"])
     require_transcodable_size(storage, size, "rendered")
-    source = await spool_blob(storage.files, instance_blob_name(stored_instance(ids.study, row)), size)
-    try:
-        image = await asyncio.to_thread(render_frame, source, number, media_type, level)
-    finally:
-        source.close()
-    return WadoResponse(headers={CONTENT_TYPE: media_type}, body=image)
+    render = functools.partial(render_frame, frame=number, media_type=media_type, quality=level)
+    image = await with_spooled_file(storage, stored_instance(ids.study, row), size, render)
+    return ServiceResult(headers={CONTENT_TYPE: media_type}, body=image)
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -196,13 +196,6 @@ def parse_quality(text: str | None) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 100:
         raise BadRequestError(f"The quality '{text}' must be a whole number from 1 to 100.")
     return int(text)
-
-
-async def _instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntity:
-    row = await get_instance(storage, ids)
-    if row is None:
-        raise NotFoundError("The specified instance cannot be found.")
-    return row
 
 
 async def _frame_index(storage: Storage, row: TableEntity) -> FrameIndex | None:
@@ -256,8 +249,5 @@ async def _decoded_frames(
 ) -> tuple[str, list[bytes]]:
     """Read the whole file and return (transfer syntax, frame bytes): transcoded, or as stored without an index."""
     target = stored_syntax if asked == AS_STORED else asked
-    source = await spool_blob(storage.files, instance_blob_name(stored), size)
-    try:
-        return frame_syntax(target), await asyncio.to_thread(frame_bytes, source, frames, target)
-    finally:
-        source.close()
+    decode = functools.partial(frame_bytes, frames=frames, target=target)
+    return frame_syntax(target), await with_spooled_file(storage, stored, size, decode)

@@ -2,7 +2,7 @@
 
 A version's file and frame index never change (a store or upsert makes a new version), so what is kept
 here is never wrong about its version; whether that version is still the instance's current one is
-always asked of the instance row, at the same time as the frame is read (see `wado_frames`).
+always asked of the instance row, at the same time as the frame is read (see `wado.frames`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.storage.lru_cache import LruCache
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.lru_cache import LruCache
 
 # A native index is a few numbers; an encapsulated one a pair per fragment (1,000 frames: ~16 KB).
 MAX_INSTANCES = 1000

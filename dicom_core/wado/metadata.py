@@ -1,6 +1,6 @@
 """WADO-RS metadata of a study, series or instance: a DICOM JSON array, with an ETag, 304 and gzip.
 
-Series and study metadata come from the precomputed series documents (`metadata_documents`), never from
+Series and study metadata come from the precomputed series documents (`documents.series_documents`), never from
 the instances' own blobs. The ETag is derived from the ETag of the study, series or instance row, which
 changes on every store, upsert and delete below it, so a matching If-None-Match is answered from one
 Table read.
@@ -18,18 +18,25 @@ from http import HTTPStatus
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobProperties
 
-from dicom_core.storage.blob_reads import Body, BodySource, prefetched
-from dicom_core.storage.blobs import metadata_blob_name
+from dicom_core.documents.known_documents import has_known_document, known_document, remembered
+from dicom_core.documents.series_documents import (
+    SEPARATOR,
+    is_current,
+    open_document,
+    stream_document,
+    stream_opened,
+    verified_properties,
+)
+from dicom_core.index.reads import get_series_row, get_study_row, series_rows, stored_instance
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.index.reads import get_instance, get_series_row, get_study_row, series_rows, stored_instance
-from dicom_core.documents.known_documents import has_known_document, known_document, remembered
-from dicom_core.wire.media_types import DICOM_JSON, accepts, parse_accept
-from dicom_core.documents.series_documents import (
-    SEPARATOR, is_current, open_document, stream_document, stream_opened, verified_properties,
-)
+from dicom_core.storage.blob_reads import Body, BodySource, prefetched
+from dicom_core.storage.blobs import metadata_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.response import CONTENT_TYPE, WadoResponse
+from dicom_core.wado.instance_reads import INSTANCE_NOT_FOUND, instance_row
+from dicom_core.wado.response import CONTENT_TYPE
+from dicom_core.wire.media_types import DICOM_JSON, accepts, parse_accept
+from dicom_core.wire.service_result import ServiceResult
 
 GZIP = "gzip"
 GZIP_LEVEL = 5
@@ -51,13 +58,13 @@ class MetadataRequest:
     if_none_match: str | None = None
 
 
-async def study_metadata(storage: Storage, study: str, request: MetadataRequest) -> WadoResponse:
+async def study_metadata(storage: Storage, study: str, request: MetadataRequest) -> ServiceResult:
     """Every instance's metadata of a study: its series documents one after another."""
     _require_json(request.accept)
     row = await get_study_row(storage, study)
     if row is None:
         raise NotFoundError("The specified study cannot be found.")
-    tag = _entity_tag(row.metadata["etag"])
+    tag = _entity_tag(str(row.metadata["etag"]))
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
     rows = await series_rows(storage, study, select=[])
@@ -71,16 +78,16 @@ async def study_metadata(storage: Storage, study: str, request: MetadataRequest)
         async with slots:
             return await verified_properties(storage, study, series, etag)
 
-    verified = await asyncio.gather(*(verify(s, e) for s, e in zip(uids, etags)))
+    verified = await asyncio.gather(*(verify(s, e) for s, e in zip(uids, etags, strict=True)))
     documents = prefetched(
-        [_document_source(storage, study, s, e, p) for s, e, p in zip(uids, etags, verified)],
+        [_document_source(storage, study, s, e, p) for s, e, p in zip(uids, etags, verified, strict=True)],
         costs=[0 if isinstance(p, bytes) else min(p.size, DOCUMENT_FIRST_GET_BYTES) for p in verified],
         window=DOCUMENT_PREFETCH,
     )
     return _json_response(_chained(documents), tag, request)
 
 
-async def series_metadata(storage: Storage, study: str, series: str, request: MetadataRequest) -> WadoResponse:
+async def series_metadata(storage: Storage, study: str, series: str, request: MetadataRequest) -> ServiceResult:
     """Every instance's metadata of a series, streamed from its document."""
     _require_json(request.accept)
     # A revalidation, or a copy of the document kept by this process, is answered from the row alone;
@@ -105,12 +112,10 @@ async def series_metadata(storage: Storage, study: str, series: str, request: Me
     return _json_response(remembered(storage, study, series, etag, body), tag, request)
 
 
-async def instance_metadata(storage: Storage, ids: InstanceIdentifiers, request: MetadataRequest) -> WadoResponse:
+async def instance_metadata(storage: Storage, ids: InstanceIdentifiers, request: MetadataRequest) -> ServiceResult:
     """One instance's metadata, as an array of one."""
     _require_json(request.accept)
-    row = await get_instance(storage, ids)
-    if row is None:
-        raise NotFoundError("The specified instance cannot be found.")
+    row = await instance_row(storage, ids)
     stored = stored_instance(ids.study, row)
     tag = _entity_tag(stored.version)
     if matches_entity_tag(request.if_none_match, tag):
@@ -118,7 +123,7 @@ async def instance_metadata(storage: Storage, ids: InstanceIdentifiers, request:
     try:
         data = await (await storage.metadata.download_blob(metadata_blob_name(stored))).readall()
     except ResourceNotFoundError as exc:
-        raise NotFoundError("The specified instance cannot be found.") from exc  # replaced or deleted meanwhile
+        raise NotFoundError(INSTANCE_NOT_FOUND) from exc  # replaced or deleted meanwhile
     return _json_response(_single(data + SEPARATOR), tag, request)
 
 
@@ -182,29 +187,29 @@ def matches_entity_tag(if_none_match: str | None, tag: str) -> bool:
     return False
 
 
-def _not_modified(tag: str, request: MetadataRequest) -> WadoResponse:
+def _not_modified(tag: str, request: MetadataRequest) -> ServiceResult:
     headers = {"ETag": _header_tag(tag, _wants_gzip(request.accept_encoding)), "Vary": "Accept-Encoding"}
-    return WadoResponse(status=HTTPStatus.NOT_MODIFIED, headers=headers)
+    return ServiceResult(status=HTTPStatus.NOT_MODIFIED, headers=headers)
 
 
-def _json_response(records: Body, tag: str, request: MetadataRequest) -> WadoResponse:
+def _json_response(records: Body, tag: str, request: MetadataRequest) -> ServiceResult:
     gzip = _wants_gzip(request.accept_encoding)
     headers = {CONTENT_TYPE: DICOM_JSON, "ETag": _header_tag(tag, gzip), "Vary": "Accept-Encoding"}
     body = json_array(records)
     if gzip:
         headers["Content-Encoding"] = GZIP
         body = gzipped(body)
-    return WadoResponse(headers=headers, body=body)
+    return ServiceResult(headers=headers, body=body)
 
 
-async def _json_bytes_response(array: bytes, tag: str, request: MetadataRequest) -> WadoResponse:
+async def _json_bytes_response(array: bytes, tag: str, request: MetadataRequest) -> ServiceResult:
     """A JSON array held whole, answered in one piece (gzipped off the event loop when large)."""
     gzip = _wants_gzip(request.accept_encoding)
     headers = {CONTENT_TYPE: DICOM_JSON, "ETag": _header_tag(tag, gzip), "Vary": "Accept-Encoding"}
     if gzip:
         headers["Content-Encoding"] = GZIP
         array = await asyncio.to_thread(_gzip, array) if len(array) > _INLINE_COMPRESS_BYTES else _gzip(array)
-    return WadoResponse(headers=headers, body=array)
+    return ServiceResult(headers=headers, body=array)
 
 
 def _gzip(data: bytes) -> bytes:

@@ -12,16 +12,27 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pydicom.uid import (
-    HTJ2K, JPEG2000, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, HTJ2KLossless, HTJ2KLosslessRPCL,
-    ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
-    JPEGLSLossless, JPEGLSNearLossless, RLELossless,
+    HTJ2K,
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
 )
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wire.media_types import ANY, DICOM, MediaType, parse_accept, parse_media_type, unwrap_multipart
 from dicom_core.wado.rendering import JPEG, RENDERED_MEDIA_TYPES
-from dicom_core.wado.transcoding import ORIGINAL as AS_STORED
-from dicom_core.wado.transcoding import TRANSCODE_TARGETS, can_decode, check_transcodable
+from dicom_core.wado.transcoding import ORIGINAL, TRANSCODE_TARGETS, can_decode, check_transcodable
+from dicom_core.wire.media_types import ANY, DICOM, MediaType, parse_accept, parse_media_type, unwrap_multipart
 
 OCTET_STREAM = "application/octet-stream"
 JP2 = "image/jp2"
@@ -29,6 +40,7 @@ JLS = "image/jls"
 DICOM_RLE = "image/dicom-rle"
 JPHC = "image/jphc"
 TRANSFER_SYNTAX = "transfer-syntax"
+AS_STORED = ORIGINAL  # the transfer-syntax value `*`
 
 
 class Resource(Enum):
@@ -137,7 +149,9 @@ def negotiate_rendered(accept: str | None) -> str:
             for rendered in RENDERED_MEDIA_TYPES:
                 if media.matches(rendered):
                     return rendered
-    raise NotAcceptableError(f"The request headers are not acceptable: rendered images are {' or '.join(RENDERED_MEDIA_TYPES)}.")
+    raise NotAcceptableError(
+        f"The request headers are not acceptable: rendered images are {' or '.join(RENDERED_MEDIA_TYPES)}."
+    )
 
 
 def frame_syntax(stored: str) -> str:
@@ -157,7 +171,9 @@ def describe(resource: Resource) -> str:
         syntaxes = sorted(rule.syntaxes) if rule.syntaxes is not None else [AS_STORED, *sorted(TRANSCODE_TARGETS)]
         default = "as stored" if rule.default_syntax == AS_STORED else rule.default_syntax
         framing = f'{media} or ' if rule.bare is Framing.SINGLE else ""
-        offers.append(f'{framing}multipart/related; type="{media}" (transfer-syntax {", ".join(syntaxes)}; default {default})')
+        offers.append(
+            f'{framing}multipart/related; type="{media}" (transfer-syntax {", ".join(syntaxes)}; default {default})'
+        )
     return f"The {resource.value} resource answers " + "; ".join(offers) + "."
 
 
@@ -176,7 +192,8 @@ def _feasible(rep: Representation, resource: Resource, stored_syntaxes: frozense
     family = frame_family(rep.media_type) if resource is Resource.FRAMES else None
     if family is not None and not stored_syntaxes <= family:
         # Compressed frames are only passed through, except JPEG 2000 lossless, which is made on demand.
-        return rep.media_type == JP2 and rep.transfer_syntax == JPEG2000Lossless and all(map(can_decode, stored_syntaxes))
+        return (rep.media_type == JP2 and rep.transfer_syntax == JPEG2000Lossless
+                and all(map(can_decode, stored_syntaxes)))
     if rep.transfer_syntax == AS_STORED:
         return True
     if resource is Resource.FRAMES:

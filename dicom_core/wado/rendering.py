@@ -10,8 +10,7 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut
-from pydicom.pixels.processing import apply_voi
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 
 from dicom_core.model.errors import BadRequestError, NotAcceptableError
 from dicom_core.wado.transcoding import DecodedFrame, check_frames, decode_frames, read_instance
@@ -147,10 +146,10 @@ def _through_voi_lut(values: np.ndarray, luts: Dataset) -> np.ndarray:
 
 
 def _unit_to_8_bits(unit: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return cast(np.ndarray, np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 def _shift_to_8_bits(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
     if bits_stored <= 8:
-        return np.clip(pixels, 0, 255).astype(np.uint8)
-    return np.clip(pixels >> (bits_stored - 8), 0, 255).astype(np.uint8)
+        return cast(np.ndarray, np.clip(pixels, 0, 255).astype(np.uint8))
+    return cast(np.ndarray, np.clip(pixels >> (bits_stored - 8), 0, 255).astype(np.uint8))

@@ -1,29 +1,20 @@
-"""The answer of a retrieve service, independent of the HTTP framework, and the multipart framing of parts."""
+"""WADO-RS answers as `ServiceResult`s: one body with its length, or parts framed as multipart/related."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 
 from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, prefetched
 from dicom_core.wire.media_types import MULTIPART_RELATED
 from dicom_core.wire.multipart import new_boundary, write_parts
+from dicom_core.wire.service_result import ServiceResult
 
 CONTENT_TYPE = "Content-Type"
 CONTENT_LENGTH = "Content-Length"
 # Answers are written to the socket in pieces of at least this size (the last one excepted).
 COALESCE_BYTES = 64 * 1024
-
-
-@dataclass
-class WadoResponse:
-    """Status, headers and a body that is bytes, a stream of chunks, or nothing."""
-
-    status: int = HTTPStatus.OK
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | Body | None = None
 
 
 @dataclass(frozen=True)
@@ -36,25 +27,28 @@ class PartSource:
 
 
 def typed(media_type: str, transfer_syntax: str) -> str:
-    """A media type with its transfer-syntax parameter, e.g. `application/dicom; transfer-syntax=1.2.840.10008.1.2.1`."""
+    """A media type with its transfer-syntax parameter: `application/dicom; transfer-syntax=1.2.840.10008.1.2.1`."""
     return f"{media_type}; transfer-syntax={transfer_syntax}"
+
+
+def single_part_response(content_type: str, body: bytes | Body, length: int) -> ServiceResult:
+    """A 200 answer of one body, bytes or streamed, with its Content-Length."""
+    return ServiceResult(headers={CONTENT_TYPE: content_type, CONTENT_LENGTH: str(length)}, body=body)
 
 
 def multipart_response(
     payload_type: str, parts: Iterable[PartSource], more: AsyncIterator[list[PartSource]] | None = None
-) -> WadoResponse:
+) -> ServiceResult:
     """A 200 multipart/related answer streaming ``parts``, then the batches of ``more``, the next ones read ahead."""
     boundary = new_boundary()
     content_type = f'{MULTIPART_RELATED}; type="{payload_type}"; boundary={boundary}'
     body = coalesced(write_parts(_stream_parts(list(parts), more), boundary))
-    return WadoResponse(headers={CONTENT_TYPE: content_type}, body=body)
+    return ServiceResult(headers={CONTENT_TYPE: content_type}, body=body)
 
 
 async def coalesced(body: Body, size: int = COALESCE_BYTES) -> Body:
-    """Join small chunks (part headers, small instances) into writes of about ``size`` bytes.
-
-    The first chunk goes out at once: the client sees the answer start while the first body is read.
-    """
+    """Join small chunks (part headers, small instances) into writes of about ``size`` bytes, the first one at once."""
+    # The first chunk goes out at once: the client sees the answer start while the first body is read.
     pending: list[bytes] = []
     pending_bytes = 0
     first = True

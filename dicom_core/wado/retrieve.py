@@ -8,26 +8,27 @@ the index rows before the first byte is sent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from azure.data.tables import TableEntity
 
-from dicom_core.storage.blob_reads import SPOOL_MEMORY_BYTES, Body, BodySource, held_bytes, spool_blob, stream_blob, stream_file
-from dicom_core.storage.blobs import instance_blob_name
-from dicom_core.model.errors import NotAcceptableError, NotFoundError
+from dicom_core.index.reads import instance_row_batches, instance_rows, stored_instance
+from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.index.reads import get_instance, instance_row_batches, instance_rows, stored_instance
-from dicom_core.wire.media_types import DICOM
+from dicom_core.storage.blob_reads import SPOOL_MEMORY_BYTES, Body, BodySource, held_bytes, stream_blob, stream_file
+from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.transcoding import check_transcodable, needs_transcoding, transcode_instance
+from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, negotiate, negotiate_as_stored
-from dicom_core.wado.response import CONTENT_LENGTH, CONTENT_TYPE, PartSource, WadoResponse, multipart_response, typed
+from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
+from dicom_core.wado.transcoding import check_transcodable, needs_transcoding, transcode_instance
+from dicom_core.wire.media_types import DICOM
+from dicom_core.wire.service_result import ServiceResult
 
 ROW_COLUMNS = ("Version", "TransferSyntaxUid", "Size")
 
@@ -52,19 +53,19 @@ class InstancePlan:
         return held_bytes(self.size) + (2 * SPOOL_MEMORY_BYTES if self.transcoded else 0)
 
 
-async def retrieve_study(storage: Storage, study: str, accept: str | None) -> WadoResponse:
+async def retrieve_study(storage: Storage, study: str, accept: str | None) -> ServiceResult:
     """All instances of a study as multipart/related application/dicom."""
     return await _retrieve_instances(storage, study, None, accept, Resource.STUDY)
 
 
-async def retrieve_series(storage: Storage, study: str, series: str, accept: str | None) -> WadoResponse:
+async def retrieve_series(storage: Storage, study: str, series: str, accept: str | None) -> ServiceResult:
     """All instances of a series as multipart/related application/dicom."""
     return await _retrieve_instances(storage, study, series, accept, Resource.SERIES)
 
 
 async def _retrieve_instances(
     storage: Storage, study: str, series: str | None, accept: str | None, resource: Resource
-) -> WadoResponse:
+) -> ServiceResult:
     not_found = f"The specified {resource.value} cannot be found."
     representation = negotiate_as_stored(accept, resource)
     if representation is None:  # the answer depends on the stored syntaxes: every row first
@@ -76,7 +77,7 @@ async def _retrieve_instances(
     # others are read.
     batches = instance_row_batches(storage, study, series, select=ROW_COLUMNS)
     try:
-        first = await anext(batches, [])
+        first: list[TableEntity] = await anext(batches, [])
     except BaseException:
         await batches.aclose()
         raise
@@ -88,21 +89,19 @@ async def _retrieve_instances(
 
 
 async def _later_parts(
-    storage: Storage, study: str, batches: AsyncIterator[list[TableEntity]], representation: Representation
+    storage: Storage, study: str, batches: AsyncGenerator[list[TableEntity], None], representation: Representation
 ) -> AsyncIterator[list[PartSource]]:
     async with contextlib.aclosing(batches):
         async for rows in batches:
             yield _parts(storage, study, rows, representation)
 
 
-async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: str | None) -> WadoResponse:
+async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: str | None) -> ServiceResult:
     """One instance, as a single application/dicom body or one multipart part, as the Accept header asks."""
-    row = await get_instance(storage, ids)
-    if row is None:
-        raise NotFoundError("The specified instance cannot be found.")
+    row = await instance_row(storage, ids)
     representation = negotiate(accept, Resource.INSTANCE, frozenset({str(row["TransferSyntaxUid"])}))
     plan = plan_instance(storage, ids.study, row, representation)
-    headers = {CONTENT_TYPE: typed(DICOM, plan.syntax)}
+    content_type = typed(DICOM, plan.syntax)
     size = plan.size
     if plan.transcoded:
         # One instance is transcoded before answering, so that a failure is a 406, not a cut-off body.
@@ -113,10 +112,9 @@ async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: 
     else:
         body = functools.partial(instance_body, storage, plan)
     if representation.multipart:
-        return multipart_response(DICOM, [PartSource(dict(headers), body)])
+        return multipart_response(DICOM, [PartSource({CONTENT_TYPE: content_type}, body)])
     # Also for a transcoded file: a chunked body had the server copy every chunk once more to frame it.
-    headers[CONTENT_LENGTH] = str(size)
-    return WadoResponse(headers=headers, body=body())
+    return single_part_response(content_type, body(), size)
 
 
 def plan_instance(storage: Storage, study: str, row: TableEntity, representation: Representation) -> InstancePlan:
@@ -131,16 +129,6 @@ def plan_instance(storage: Storage, study: str, row: TableEntity, representation
     return plan
 
 
-def require_transcodable_size(storage: Storage, size: int, doing: str) -> None:
-    """Raise a 406 when a file is over the configured transcoding limit."""
-    limit = storage.settings.max_transcode_bytes
-    if size > limit:
-        raise NotAcceptableError(
-            f"The instance is {size} bytes, over the limit of {limit} bytes that are {doing}: "
-            "retrieve it with transfer-syntax=* to get it as stored."
-        )
-
-
 async def instance_body(storage: Storage, plan: InstancePlan) -> Body:
     """Yield the bytes of one instance: the stored file, or its transcoded copy."""
     if not plan.transcoded:
@@ -152,14 +140,13 @@ async def instance_body(storage: Storage, plan: InstancePlan) -> Body:
 
 
 async def _transcoded(storage: Storage, plan: InstancePlan) -> BinaryIO:
-    source = await spool_blob(storage.files, instance_blob_name(plan.stored), plan.size)
-    try:
-        return await asyncio.to_thread(transcode_instance, source, plan.syntax)
-    finally:
-        source.close()
+    return await with_spooled_file(storage, plan.stored, plan.size,
+                                   functools.partial(transcode_instance, target=plan.syntax))
 
 
-def _multipart(storage: Storage, study: str, rows: list[TableEntity], accept: str | None, resource: Resource) -> WadoResponse:
+def _multipart(
+    storage: Storage, study: str, rows: list[TableEntity], accept: str | None, resource: Resource
+) -> ServiceResult:
     syntaxes = frozenset(str(row["TransferSyntaxUid"]) for row in rows)
     representation = negotiate(accept, resource, syntaxes)
     return multipart_response(DICOM, _parts(storage, study, rows, representation))

@@ -7,24 +7,32 @@ import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, get_frame
-from pydicom.pixels import decompress, get_decoder, get_encoder
-from pydicom.pixels.utils import get_nr_frames, pack_bits, unpack_bits
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.encoders.base import get_encoder
+from pydicom.pixels.utils import decompress, get_nr_frames, pack_bits, unpack_bits
 from pydicom.tag import Tag
 from pydicom.uid import (
-    UID, AllTransferSyntaxes, ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit,
-    JPEGLSLossless, JPEGLSNearLossless, RLELossless,
+    UID,
+    AllTransferSyntaxes,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
 )
 from pydicom.valuerep import VR
 
 from dicom_core.model.errors import NotAcceptableError
 from dicom_core.model.frames import native_frame_index
 from dicom_core.model.uids import normalize_uid
+from dicom_core.wado.decoders import plugin_option
 
 ORIGINAL = "*"  # the transfer-syntax parameter value meaning "as stored"
 TRANSCODE_TARGETS: frozenset[UID] = frozenset({ExplicitVRLittleEndian, JPEG2000Lossless})
@@ -36,7 +44,7 @@ _KNOWN_SYNTAXES = frozenset(AllTransferSyntaxes)
 # Decoding these loses nothing more, but the pixels were lossy-compressed once: PS3.3 C.7.6.1.1.5 says so forever.
 _LOSSY_METHODS = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1", JPEGLSNearLossless: "ISO_14495_1"}
 # Bytes per swapped unit of each binary VR whose value a big endian file stores in big endian order.
-_SWAP_WIDTHS = {VR.OW: 2, VR.OL: 4, VR.OF: 4, VR.OD: 8, VR.OV: 8}
+_SWAP_WIDTHS: dict[str, int] = {VR.OW: 2, VR.OL: 4, VR.OF: 4, VR.OD: 8, VR.OV: 8}
 # pylibjpeg-openjpeg always codes 6 wavelet resolutions, which needs 2**5 pixels per side.
 _JPEG2000_MIN_SIDE = 32
 _FLOAT_PIXEL_DATA = ("FloatPixelData", "DoubleFloatPixelData")
@@ -46,13 +54,6 @@ _PIXEL_DATA = Tag("PixelData")
 _PIXEL_DATA_HEADERS = {vr: struct.pack("<HH2sHI", _PIXEL_DATA.group, _PIXEL_DATA.element, vr.encode(), 0, 0)
                        for vr in (VR.OB, VR.OW)}
 _MAX_VALUE_LENGTH = 2**32 - 2  # PS3.5 §7.1.1: 0xFFFFFFFF means undefined length; values have an even length
-# pydicom tries its decoders in a fixed order: its own RLE decoder (numpy, about 14× slower than pylibjpeg-rle
-# on 8 frames of 512², measured) and libjpeg's JPEG-LS (about 6× slower than CharLS's pyjpegls) come first.
-_FASTEST_DECODERS: dict[UID, tuple[str, ...]] = {
-    RLELossless: ("pylibjpeg",),
-    JPEGLSLossless: ("pyjpegls", "pylibjpeg"),
-    JPEGLSNearLossless: ("pyjpegls", "pylibjpeg"),
-}
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ def check_transcodable(stored: str, requested: str) -> None:
         return
     wanted = _normalized(requested)
     if wanted not in TRANSCODE_TARGETS:
-        raise NotAcceptableError(f"The transfer syntax {_described(wanted)} cannot be produced; possible are {_POSSIBLE}.")
+        raise NotAcceptableError(
+            f"The transfer syntax {_described(wanted)} cannot be produced; possible are {_POSSIBLE}."
+        )
     if not can_decode(stored):
         raise NotAcceptableError(
             f"The instance is stored as {_described(_normalized(stored))}, which cannot be transcoded; "
@@ -138,7 +141,7 @@ def decode_frames(dataset: Dataset, frames: Sequence[int]) -> Iterator[DecodedFr
         raise NotAcceptableError(f"Pixel data stored as {_described(syntax)} cannot be decoded.")
     try:
         arrays = get_decoder(syntax).iter_array(dataset, indices=[frame - 1 for frame in frames], as_rgb=True,
-                                                **_plugin_option(syntax))
+                                                **plugin_option(syntax))
         for pixels, properties in arrays:
             yield DecodedFrame(pixels, properties)
     except Exception as exc:  # decoders raise ValueError, RuntimeError, OSError, ... on data they cannot handle
@@ -211,7 +214,7 @@ def _stored_frame(dataset: Dataset, frame: int) -> bytes:
     if transfer_syntax(dataset).is_encapsulated:
         offsets = tuple(dataset[keyword].value for keyword in _OFFSET_TABLES) if _OFFSET_TABLES[0] in dataset else None
         try:
-            return get_frame(pixels, frame - 1, number_of_frames=count, extended_offsets=offsets)  # type: ignore[arg-type]
+            return get_frame(pixels, frame - 1, number_of_frames=count, extended_offsets=offsets)
         except Exception as exc:  # malformed encapsulation
             raise NotAcceptableError(f"Frame {frame} cannot be read from the encapsulated pixel data: {exc}") from exc
     rows, columns = int(dataset.Rows), int(dataset.Columns)
@@ -244,7 +247,7 @@ def _little_endian_bytes(pixels: np.ndarray) -> bytes:
 
 
 def _jpeg2000_codestream(decoded: DecodedFrame) -> bytes:
-    options = dict(decoded.properties, number_of_frames=1)
+    options: dict[str, Any] = dict(decoded.properties, number_of_frames=1)
     rows, columns = int(options["rows"]), int(options["columns"])
     if min(rows, columns) < _JPEG2000_MIN_SIDE:
         raise NotAcceptableError(
@@ -255,17 +258,6 @@ def _jpeg2000_codestream(decoded: DecodedFrame) -> bytes:
         return bytes(get_encoder(JPEG2000Lossless).encode(decoded.pixels, **options))
     except Exception as exc:  # the encoder refuses bit depths and photometric interpretations it can't code
         raise NotAcceptableError(f"The pixel data cannot be encoded as JPEG 2000 Lossless: {exc}") from exc
-
-
-def decoding_plugin(syntax: UID) -> str | None:
-    """The fastest installed decoder plugin for ``syntax`` (measured by `make bench`), or None for pydicom's choice."""
-    available = get_decoder(syntax).available_plugins
-    return next((plugin for plugin in _FASTEST_DECODERS.get(syntax, ()) if plugin in available), None)
-
-
-def _plugin_option(syntax: UID) -> dict[str, str]:
-    plugin = decoding_plugin(syntax)
-    return {"decoding_plugin": plugin} if plugin else {}
 
 
 def _decompress(dataset: Dataset, stored: UID) -> list[np.ndarray]:
@@ -279,15 +271,17 @@ def _decompress(dataset: Dataset, stored: UID) -> list[np.ndarray]:
     if int(dataset.get("BitsAllocated", 8)) == 1:
         # Decoded 1-bit frames are one byte per pixel and must be packed: pydicom's decompress does that.
         try:
-            decompress(dataset, as_rgb=True, generate_instance_uid=False, **_plugin_option(stored))
+            decompress(dataset, as_rgb=True, generate_instance_uid=False, **plugin_option(stored))
         except Exception as exc:  # decoders raise many exception types
             raise NotAcceptableError(f"The pixel data cannot be decoded: {exc}") from exc
         _drop_offset_tables(dataset)
         return []
     frames: list[np.ndarray] = []
+    properties: dict[str, Any] = {}  # the decoded pixels' photometric interpretation etc., as of the last frame
     try:
-        for pixels, properties in get_decoder(stored).iter_array(dataset, as_rgb=True, **_plugin_option(stored)):
+        for pixels, frame_properties in get_decoder(stored).iter_array(dataset, as_rgb=True, **plugin_option(stored)):
             frames.append(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")))
+            properties = frame_properties
     except Exception as exc:  # decoders raise many exception types
         raise NotAcceptableError(f"The pixel data cannot be decoded: {exc}") from exc
     if not frames:
@@ -301,7 +295,7 @@ def _decompress(dataset: Dataset, stored: UID) -> list[np.ndarray]:
         dataset.NumberOfFrames = len(frames)
     _drop_offset_tables(dataset)
     last = max(dataset.keys()) == _PIXEL_DATA
-    dataset.PixelData = b"" if last else _even(b"".join(memoryview(frame).cast("B") for frame in frames))
+    dataset.PixelData = b"" if last else _even(b"".join(frame.data.cast("B") for frame in frames))
     element = dataset["PixelData"]
     element.VR = VR.OB if int(dataset.BitsAllocated) <= 8 else VR.OW
     element.is_undefined_length = False
@@ -323,7 +317,7 @@ def _append_pixel_data(output: BinaryIO, vr: str, frames: list[np.ndarray]) -> N
         raise RuntimeError("The written file does not end with an empty Pixel Data element.")
     length = 0
     for frame in frames:
-        length += output.write(memoryview(frame).cast("B"))
+        length += output.write(frame.data.cast("B"))
     if length % 2:
         length += output.write(b"\x00")
     output.seek(end - 4)

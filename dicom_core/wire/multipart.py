@@ -11,7 +11,7 @@ import re
 import tempfile
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -99,7 +99,7 @@ def new_boundary() -> str:
 
 async def write_parts(
     parts: AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]], boundary: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield a multipart/related body: per (headers, chunks) a delimiter, headers and body; then the close delimiter."""
     # The CRLF ending a body belongs to the next delimiter, so it travels with the next small write.
     separator = b""

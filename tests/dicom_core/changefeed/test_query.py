@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dicom_core.changefeed.feed import to_micros
 from dicom_core.changefeed.query import ChangeFeedQuery, parse_feed_query, parse_latest_query
+from dicom_core.model.epoch import to_micros
 from dicom_core.model.errors import BadRequestError
 
 

@@ -18,13 +18,13 @@ from dicom_core.index import delete as index_delete
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries, run_cleanup
 from dicom_core.index.outbox import OUTBOX_PREFIX, ChangeAction
 from dicom_core.maintenance.consistency import check_consistency
-from dicom_core.delete.service import delete_instance, delete_series, delete_study
+from dicom_core.delete.service import delete_instance, delete_scope, delete_series, delete_study
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index.commit import commit_instance, read_commit_rows
 from dicom_core.documents.series_documents import document_name
-from dicom_core.qido.service import SearchRequest, search
+from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
 from dicom_core.search_index.entries import IndexIntents
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
@@ -60,7 +60,7 @@ async def _listed(storage: Storage) -> set[str]:
 
 
 async def _found_studies(storage: Storage, query: str = "") -> list[str]:
-    response = await search(storage, SearchRequest(QidoResource.ALL_STUDIES, 2, query))
+    response = await search_datasets(storage, SearchRequest(QidoResource.ALL_STUDIES, 2, query))
     return [dataset["0020000D"]["Value"][0] for dataset in response.datasets]
 
 
@@ -158,7 +158,7 @@ async def test_large_series_is_deleted_in_transactions_each_with_one_outbox_row(
         assert (await stow_parts(own, parts)).status == 200
     before = {str(e["RowKey"]) async for e in own.studies.query_entities(
         "PartitionKey eq @pk", parameters={"pk": study}) if str(e["RowKey"]).startswith(OUTBOX_PREFIX)}
-    outcome = await delete_series(own, study, series)
+    outcome = await delete_scope(own, index_delete.DeleteScope(study, series))
     assert (len(outcome.deleted), outcome.transactions) == (count, 2)
     outboxes = [e async for e in own.studies.query_entities("PartitionKey eq @pk", parameters={"pk": study})
                 if str(e["RowKey"]).startswith(OUTBOX_PREFIX) and str(e["RowKey"]) not in before]

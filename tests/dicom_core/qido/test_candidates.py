@@ -16,7 +16,7 @@ from datetime import date, timedelta
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.qido.service import SearchRequest, search
+from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.candidates import study_index_range
 from dicom_core.qido.query import QidoResource, parse_query
 from dicom_core.settings import Settings
@@ -76,7 +76,7 @@ class Archive:
 
     async def search(self, resource: QidoResource, query: str, **scope: str):
         """Run a search and return (datasets, entities read)."""
-        response = await search(self.storage, SearchRequest(resource, 2, query, **scope))
+        response = await search_datasets(self.storage, SearchRequest(resource, 2, query, **scope))
         return response.datasets, response.entities_read
 
 
@@ -169,7 +169,7 @@ async def test_search_scoped_to_a_study_reads_only_its_partition(archive: Archiv
 async def test_unindexed_filter_scans_newest_first_within_the_budget(archive: Archive) -> None:
     budget = 300
     storage = replace(archive.storage, settings=replace(archive.storage.settings, query_scan_budget=budget))
-    response = await search(storage, SearchRequest(STUDIES, 2, "StudyDescription=nothing-has-this&limit=10"))
+    response = await search_datasets(storage, SearchRequest(STUDIES, 2, "StudyDescription=nothing-has-this&limit=10"))
     assert response.datasets == []
     assert budget <= response.entities_read <= budget + PER_RESULT[STUDIES] * 10 + 1000
     assert response.warning is not None and response.warning.startswith("299 ")

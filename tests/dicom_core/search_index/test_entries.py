@@ -19,7 +19,7 @@ from dicom_core.search_index import keys as search_index_keys
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.index.commit import commit_instance
-from dicom_core.qido.service import SearchRequest, search
+from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
 from dicom_core.search_index.entries import remove_index_entries, write_index_intents
 from dicom_core.search_index.keys import (
@@ -59,7 +59,7 @@ async def _targets(storage: Storage, partition: str) -> list[str]:
 
 
 async def _studies_with(storage: Storage, query: str) -> list[str]:
-    response = await search(storage, SearchRequest(QidoResource.ALL_STUDIES, 2, query))
+    response = await search_datasets(storage, SearchRequest(QidoResource.ALL_STUDIES, 2, query))
     return [dataset["0020000D"]["Value"][0] for dataset in response.datasets]
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import (
-    HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
+from azure.data.tables import TableErrorCode, TableTransactionError
 
 from dicom_core.model.errors import StorageUnavailableError
-from dicom_core.storage.faults import is_storage_unavailable, storage_unavailable
+from dicom_core.storage.faults import error_code, is_storage_unavailable, storage_unavailable
 
 
 class _Response:
@@ -59,3 +63,13 @@ def test_unavailable_storage_answers_503_with_retry_after() -> None:
     error = storage_unavailable(ServiceRequestError("refused"))
     assert isinstance(error, StorageUnavailableError)
     assert (error.status, int(error.headers["Retry-After"]) > 0) == (503, True)
+
+
+def test_error_code_is_the_service_code_of_an_sdk_enum() -> None:
+    exc = TableTransactionError(message="gone")
+    exc.error_code = TableErrorCode.TABLE_NOT_FOUND
+    assert error_code(exc) == "TableNotFound"
+
+
+def test_error_code_is_none_without_one() -> None:
+    assert error_code(ValueError("plain")) is None

@@ -2,7 +2,7 @@
 
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from dicom_core.wado.transcoding import decoding_plugin
+from dicom_core.wado.decoders import decoding_plugin
 
 
 def test_rle_is_decoded_by_pylibjpeg_rle() -> None:

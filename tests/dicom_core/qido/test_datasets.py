@@ -6,7 +6,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.tag import BaseTag
 
 from dicom_core.qido.query import QidoResource, parse_query
-from dicom_core.qido.response import return_tags
+from dicom_core.qido.datasets import return_tags
 
 
 def tags_for_keywords(*keywords: str) -> set[BaseTag]:

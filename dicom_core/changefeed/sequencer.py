@@ -1,38 +1,51 @@
-"""The global change feed: one partition of the Changes table, appended to by the sequencer, read by sequence or time.
+"""The change feed's sequencer: committed outbox rows are appended to the feed with the next sequence numbers.
 
-Writers never touch this partition: they commit an outbox row with their data and announce it in ``pending``
-(``change_feed_outbox.py``). ``sequence_pending`` moves committed outbox rows here. Every append is one
-entity-group transaction in the ``feed`` partition that updates the ``counter`` row with If-Match, so appends
-are serialized however many sequencers run: sequence numbers are 1, 2, 3, ... without gaps or repeats, and a
-reader that reads the counter first never sees entry n+1 without entry n. See docs/storage.md.
+Writers never touch the feed partition: they commit an outbox row with their data and announce it in ``pending``
+(``index/outbox.py``). ``sequence_pending`` moves committed outbox rows into the feed (``feed_reads.py``). Every
+append is one entity-group transaction in the ``feed`` partition that updates the ``counter`` row with If-Match, so
+appends are serialized however many sequencers run: sequence numbers are 1, 2, 3, ... without gaps or repeats,
+and a reader that reads the counter first never sees entry n+1 without entry n. An outbox's ``done|{change id}``
+row says how many of its changes were appended. See docs/storage.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from datetime import UTC, datetime
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableEntity, TableTransactionError, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableEntity, TableTransactionError
 from azure.data.tables.aio import TableClient
 
+from dicom_core.changefeed.feed_reads import (
+    COUNTER_ROW,
+    FEED_PARTITION,
+    FeedCounter,
+    int_property,
+    read_counter,
+    sequence_row_key,
+    time_row_key,
+)
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, PENDING_PARTITION, Change, ChangeAction, outbox_row_key
+from dicom_core.model.epoch import EPOCH, to_micros
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import bounded_gather, jittered_backoff
+from dicom_core.storage.faults import error_code
+from dicom_core.storage.tables import (
+    Operation,
+    delete_entity_quietly,
+    etag_of,
+    get_entity_or_none,
+    replace_if_unchanged,
+)
 
 LOGGER = logging.getLogger(__name__)
-T = TypeVar("T")
 
-FEED_PARTITION = "feed"
-COUNTER_ROW = "counter"
-SEQUENCE_PREFIX = "seq|"
-TIME_PREFIX = "time|"
 DONE_PREFIX = "done|"
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit for one entity-group transaction
 PENDING_PAGE = 100
@@ -41,55 +54,13 @@ DEFAULT_MAX_CHANGES = 10_000
 MAX_APPEND_CONFLICTS = 50
 _MAX_BACKOFF_SECONDS = 0.2
 _RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied"})
-_MAX_TIME_KEY = 10**17 - 1
-_RANGE_FILTER = "PartitionKey eq @partition and RowKey ge @low and RowKey le @high"
-_FIRST_FILTER = "PartitionKey eq @partition and RowKey ge @low and RowKey lt @high"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
     """The sequencer's default clock."""
-    return datetime.now(timezone.utc)
-
-
-def to_micros(moment: datetime) -> int:
-    """Microseconds since 1970 of an aware datetime."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def sequence_row_key(sequence: int) -> str:
-    """RowKey of the feed entry with ``sequence``."""
-    return f"{SEQUENCE_PREFIX}{sequence:019d}"
-
-
-def time_row_key(micros: int, sequence: int) -> str:
-    """RowKey of the time pointer of an entry (time order is sequence order)."""
-    return f"{TIME_PREFIX}{_clamp_time(micros):017d}|{sequence:019d}"
-
-
-@dataclass(frozen=True)
-class FeedEntry:
-    """One change as the feed recorded it."""
-
-    sequence: int
-    timestamp_us: int
-    action: ChangeAction
-    study: str
-    series: str
-    instance: str
-    version: str
-
-
-@dataclass(frozen=True)
-class FeedCounter:
-    """The counter row: the last sequence and timestamp appended, and the ETag to append after them."""
-
-    last_sequence: int = 0
-    last_timestamp_us: int = 0
-    etag: str | None = None
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -99,9 +70,6 @@ class Outbox:
     change_id: str
     study: str
     changes: tuple[Change, ...]
-
-
-# --- Sequencing --------------------------------------------------------------------------------------------
 
 
 async def sequence_pending(storage: Storage, *, max_changes: int = DEFAULT_MAX_CHANGES, clock: Clock = utc_now) -> int:
@@ -123,7 +91,7 @@ async def _pending_pages(storage: Storage) -> AsyncIterator[list[TableEntity]]:
         async for page in pages:
             entities = [entity async for entity in page]
             if entities:
-                yield sorted(entities, key=lambda e: (e.get("AnnouncedAt") or _EPOCH, e["RowKey"]))
+                yield sorted(entities, key=lambda e: (e.get("AnnouncedAt") or EPOCH, e["RowKey"]))
     except ResourceNotFoundError:
         return  # the table is gone: nothing was announced
 
@@ -131,9 +99,8 @@ async def _pending_pages(storage: Storage) -> AsyncIterator[list[TableEntity]]:
 async def _committed_outboxes(storage: Storage, announcements: list[TableEntity], now: datetime) -> list[Outbox]:
     async def read(announcement: TableEntity) -> Outbox | None:
         change_id, study = str(announcement["RowKey"]), str(announcement["Study"])
-        try:
-            row = await storage.studies.get_entity(study, outbox_row_key(change_id))
-        except ResourceNotFoundError:
+        row = await get_entity_or_none(storage.studies, study, outbox_row_key(change_id))
+        if row is None:
             announced_at = announcement.get("AnnouncedAt")
             if announced_at is None or now - announced_at > ANNOUNCEMENT_TIMEOUT:
                 # Its commit failed or its writer died; or it was appended and only this entry was left behind.
@@ -142,7 +109,7 @@ async def _committed_outboxes(storage: Storage, announcements: list[TableEntity]
             return None
         return Outbox(change_id, study, _parse_changes(str(row["Changes"])))
 
-    found = await _bounded(read(announcement) for announcement in announcements)
+    found = await bounded_gather((read(announcement) for announcement in announcements), limit=READ_CONCURRENCY)
     return [outbox for outbox in found if outbox is not None]
 
 
@@ -166,10 +133,12 @@ async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> int
         # Until a conflict, assume nothing of these was appended (the done rows' `create` would fail if it was),
         # except the outboxes this run appended a part of.
         done: list[TableEntity | None] = (
-            await _bounded(_get(storage.changes, FEED_PARTITION, DONE_PREFIX + o.change_id) for o in candidates)
+            await bounded_gather((get_entity_or_none(storage.changes, FEED_PARTITION, DONE_PREFIX + o.change_id)
+                                  for o in candidates), limit=READ_CONCURRENCY)
             if conflicts or any(o.change_id in partial for o in candidates) else [None] * len(candidates)
         )
-        through = {o.change_id: _int(row["Through"]) if row else 0 for o, row in zip(candidates, done)}
+        through = {o.change_id: int_property(row["Through"]) if row else 0
+                   for o, row in zip(candidates, done, strict=True)}
         finished = [o for o in candidates if through[o.change_id] >= len(o.changes)]
         operations, count, completed = _append_operations(counter, candidates, through, done, to_micros(clock()))
         if not operations:
@@ -177,15 +146,17 @@ async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> int
             remaining = [o for o in remaining if o not in finished]
             continue
         try:
-            await storage.recreating_missing(lambda: storage.changes.submit_transaction(operations))
+            await storage.recreating_missing(functools.partial(storage.changes.submit_transaction, operations))
         except TableTransactionError as exc:
-            if exc.error_code not in _RETRY_CODES:
+            if error_code(exc) not in _RETRY_CODES:
                 raise
             conflicts += 1
             if conflicts >= MAX_APPEND_CONFLICTS:
-                raise TimeoutError("The change feed kept changing; the next sequencer run will append the rest") from exc
+                raise TimeoutError(
+                    "The change feed kept changing; the next sequencer run will append the rest"
+                ) from exc
             # Another sequencer appended first: read again what it did, with jitter to spread the herd.
-            await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF_SECONDS, 0.005 * 2**conflicts)))
+            await jittered_backoff(conflicts, max_seconds=_MAX_BACKOFF_SECONDS)
             continue
         appended += count
         await _clean_up(storage, [*finished, *completed])
@@ -206,7 +177,6 @@ def _fitting(outboxes: list[Outbox]) -> list[Outbox]:
     return chosen
 
 
-Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
 
 
 def _append_operations(
@@ -218,7 +188,7 @@ def _append_operations(
     room = MAX_TRANSACTION_OPERATIONS - 1
     body: list[Operation] = []
     completed: list[Outbox] = []
-    for outbox, done_row in zip(outboxes, done):
+    for outbox, done_row in zip(outboxes, done, strict=True):
         start = through[outbox.change_id]
         if start >= len(outbox.changes):
             continue
@@ -232,7 +202,8 @@ def _append_operations(
         done_entity = {"PartitionKey": FEED_PARTITION, "RowKey": DONE_PREFIX + outbox.change_id,
                        "Through": start + take, "Study": outbox.study, "LastSequence": _int64(sequence)}
         # create: a second sequencer including the same outbox fails and reads again.
-        body.append(("create", done_entity) if done_row is None else _if_match(done_entity, done_row.metadata["etag"]))
+        body.append(("create", done_entity) if done_row is None
+                    else replace_if_unchanged(done_entity, etag_of(done_row)))
         room -= 1 + 2 * take
         if start + take == len(outbox.changes):
             completed.append(outbox)
@@ -241,7 +212,7 @@ def _append_operations(
     counter_entity = {"PartitionKey": FEED_PARTITION, "RowKey": COUNTER_ROW,
                       "LastSequence": _int64(sequence), "LastTimestampUs": _int64(last_us)}
     counter_operation: Operation = (
-        ("create", counter_entity) if counter.etag is None else _if_match(counter_entity, counter.etag)
+        ("create", counter_entity) if counter.etag is None else replace_if_unchanged(counter_entity, counter.etag)
     )
     return [counter_operation, *body], sequence - counter.last_sequence, completed
 
@@ -264,116 +235,15 @@ async def _clean_up(storage: Storage, outboxes: Sequence[Outbox]) -> None:
     await asyncio.gather(*(_quietly_delete(storage.changes, PENDING_PARTITION, o.change_id) for o in outboxes))
 
 
-# --- Reads -------------------------------------------------------------------------------------------------
-
-
-async def read_counter(storage: Storage) -> FeedCounter:
-    """The feed's counter (zero and no ETag while nothing was ever appended)."""
-    row = await _get(storage.changes, FEED_PARTITION, COUNTER_ROW)
-    if row is None:
-        return FeedCounter()
-    return FeedCounter(_int(row["LastSequence"]), _int(row["LastTimestampUs"]), row.metadata["etag"])
-
-
-async def entries_after(storage: Storage, after: int, limit: int) -> list[FeedEntry]:
-    """Up to ``limit`` entries with a sequence greater than ``after``, in sequence order."""
-    counter = await read_counter(storage)
-    return await _sequence_range(storage, after + 1, min(after + limit, counter.last_sequence))
-
-
-async def entries_in_window(storage: Storage, start_us: int, end_us: int, offset: int, limit: int) -> list[FeedEntry]:
-    """Entries with ``start_us <= timestamp < end_us``, skipping the first ``offset`` of them, in time order."""
-    counter = await read_counter(storage)
-    first = await _first_in_window(storage, start_us, end_us)
-    if first is None or first > counter.last_sequence:
-        return []
-    low = first + offset
-    entries = await _sequence_range(storage, low, min(low + limit - 1, counter.last_sequence))
-    return [entry for entry in entries if entry.timestamp_us < end_us]
-
-
-async def latest_entry(storage: Storage) -> FeedEntry | None:
-    """The entry with the highest sequence (also the latest by time), or None for an empty feed."""
-    counter = await read_counter(storage)
-    if counter.last_sequence == 0:
-        return None
-    row = await _get(storage.changes, FEED_PARTITION, sequence_row_key(counter.last_sequence))
-    return _entry(row) if row is not None else None
-
-
-async def _first_in_window(storage: Storage, start_us: int, end_us: int) -> int | None:
-    parameters = {"partition": FEED_PARTITION, "low": f"{TIME_PREFIX}{_clamp_time(start_us):017d}",
-                  "high": f"{TIME_PREFIX}{_clamp_time(end_us):017d}"}
-    pages = storage.changes.query_entities(_FIRST_FILTER, parameters=parameters, results_per_page=1,
-                                           select=["Sequence"]).by_page()
-    try:
-        async for page in pages:
-            async for row in page:
-                return _int(row["Sequence"])
-    except ResourceNotFoundError:
-        return None
-    return None
-
-
-async def _sequence_range(storage: Storage, low: int, high: int) -> list[FeedEntry]:
-    if high < low:
-        return []
-    parameters = {"partition": FEED_PARTITION, "low": sequence_row_key(low), "high": sequence_row_key(high)}
-    try:
-        return [_entry(row) async for row in storage.changes.query_entities(_RANGE_FILTER, parameters=parameters)]
-    except ResourceNotFoundError:
-        return []
-
-
-def _entry(row: TableEntity) -> FeedEntry:
-    return FeedEntry(
-        sequence=_int(row["Sequence"]), timestamp_us=_int(row["TimestampUs"]), action=ChangeAction(row["Action"]),
-        study=str(row["Study"]), series=str(row["Series"]), instance=str(row["Instance"]), version=str(row["Version"]),
-    )
-
-
-# --- Helpers -----------------------------------------------------------------------------------------------
-
-
-def _clamp_time(micros: int) -> int:
-    return min(max(micros, 0), _MAX_TIME_KEY)
-
-
 def _int64(value: int) -> EntityProperty:
     return EntityProperty(value, EdmType.INT64)
 
 
-def _int(value: Any) -> int:
-    """An integer property as read back (Int64 properties come back as EntityProperty)."""
-    return int(value.value if isinstance(value, EntityProperty) else value)
-
-
-def _if_match(entity: dict[str, Any], etag: str) -> Operation:
-    return ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
-
-
-async def _get(table: TableClient, partition: str, row: str) -> TableEntity | None:
-    try:
-        return await table.get_entity(partition, row)
-    except ResourceNotFoundError:
-        return None
-
 
 async def _quietly_delete(table: TableClient, partition: str, row: str) -> None:
     try:
-        await table.delete_entity(partition, row)
-    except (ResourceNotFoundError, ResourceExistsError):
+        await delete_entity_quietly(table, partition, row)
+    except ResourceExistsError:
         pass
     except Exception:
         LOGGER.warning("Could not delete %s/%s; the next sequencer run will", partition, row, exc_info=True)
-
-
-async def _bounded(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await ``awaitables`` with at most READ_CONCURRENCY in flight; results in order."""
-    slots = asyncio.Semaphore(READ_CONCURRENCY)
-
-    async def run(awaitable: Awaitable[T]) -> T:
-        async with slots:
-            return await awaitable
-
-    return list(await asyncio.gather(*(run(a) for a in awaitables)))

@@ -14,16 +14,22 @@ from collections.abc import Iterable
 
 from pydicom.tag import BaseTag
 
-from dicom_core.model.tags import MODALITIES_IN_STUDY, NUMBER_OF_SERIES_RELATED_INSTANCES, NUMBER_OF_STUDY_RELATED_INSTANCES, NUMBER_OF_STUDY_RELATED_SERIES, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
-from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.dicom_json import JsonDataset, json_key
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.levels import ROW_ATTRIBUTES, Level, tags_for_keywords
+from dicom_core.model.tags import (
+    MODALITIES_IN_STUDY,
+    NUMBER_OF_SERIES_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_SERIES,
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+)
 from dicom_core.qido.candidates import Hit
-from dicom_core.model.dicom_json import json_key
 from dicom_core.qido.query import QidoQuery, QidoResource
 from dicom_core.qido.reads import Row, SearchReads
 from dicom_core.search_index.keys import study_row_modalities
-
 
 STUDY_COMPUTED = (MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES)
 SERIES_COMPUTED = (NUMBER_OF_SERIES_RELATED_INSTANCES,)
@@ -50,7 +56,9 @@ V2_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
         "StudyInstanceUID", "StudyDate", "StudyDescription", "AccessionNumber", "ReferringPhysicianName",
         "PatientName", "PatientID", "PatientBirthDate",
     ),
-    Level.SERIES: tags_for_keywords("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName"),
+    Level.SERIES: tags_for_keywords(
+        "SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName",
+    ),
     Level.INSTANCE: tags_for_keywords("SOPInstanceUID"),
 }
 ALL_EXTRA: dict[Level, tuple[BaseTag, ...]] = {
@@ -134,7 +142,8 @@ async def _dataset(reads: SearchReads, hit: Hit, tags: set[BaseTag], plan: dict[
     for tag, level in plan.items():
         element = _computed(tag, rows.get(Level.STUDY), rows.get(Level.SERIES))
         if element is None:
-            source = metadata if level is None else (rows[level].attributes if rows.get(level) else {})
+            row = rows.get(level) if level is not None else None
+            source = metadata if level is None else (row.attributes if row else {})
             element = source.get(json_key(tag))
         if element is not None:
             dataset[json_key(tag)] = element

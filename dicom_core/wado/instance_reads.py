@@ -1,0 +1,51 @@
+"""Reads of one stored instance that retrieve, frames, rendered and metadata share.
+
+Its row (or the 404), the limit on files read whole, and the whole file spooled for work in a thread
+(transcoding, decoding frames, rendering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
+
+from azure.data.tables import TableEntity
+
+from dicom_core.index.reads import get_instance
+from dicom_core.model.errors import NotAcceptableError, NotFoundError
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.storage.blob_reads import spool_blob
+from dicom_core.storage.blobs import instance_blob_name
+from dicom_core.storage.clients import Storage
+
+INSTANCE_NOT_FOUND = "The specified instance cannot be found."
+
+T = TypeVar("T")
+
+
+async def instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntity:
+    """The instance's row; a 404 when it is not stored."""
+    row = await get_instance(storage, ids)
+    if row is None:
+        raise NotFoundError(INSTANCE_NOT_FOUND)
+    return row
+
+
+def require_transcodable_size(storage: Storage, size: int, doing: str) -> None:
+    """Raise a 406 when a file is over the configured limit of files read whole (``doing``: what to them)."""
+    limit = storage.settings.max_transcode_bytes
+    if size > limit:
+        raise NotAcceptableError(
+            f"The instance is {size} bytes, over the limit of {limit} bytes that are {doing}: "
+            "retrieve it with transfer-syntax=* to get it as stored."
+        )
+
+
+async def with_spooled_file(storage: Storage, stored: StoredInstance, size: int, work: Callable[[BinaryIO], T]) -> T:
+    """Spool the stored file of ``stored`` and run ``work`` on it in a thread; the spooled copy is closed after."""
+    source = await spool_blob(storage.files, instance_blob_name(stored), size)
+    try:
+        return await asyncio.to_thread(work, source)
+    finally:
+        source.close()

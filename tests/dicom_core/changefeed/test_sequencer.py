@@ -1,0 +1,166 @@
+"""The change feed's sequencer against real Azurite: outbox rows appended once, in order, under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from dicom_core.changefeed.feed_reads import FEED_PARTITION
+from dicom_core.changefeed.sequencer import DONE_PREFIX, sequence_pending
+from dicom_core.index.outbox import (
+    ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, announce_changes, outbox_operation, outbox_row_key,
+)
+from dicom_core.model.epoch import to_micros
+from dicom_core.model.identifiers import new_version
+from dicom_core.storage.clients import Storage
+from tests.dicom_core.changefeed.feed_support import (
+    T0, all_entries, pending_ids, store, stored_version, uid, write_outbox, write_outboxes,
+)
+from tests.factories import make_instance
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_writers_do_not_append_to_the_feed_themselves(feed_storage: Storage, stow_parts) -> None:
+    await store(stow_parts, feed_storage, [make_instance()])
+
+    assert await all_entries(feed_storage) == []
+    assert len(await pending_ids(feed_storage)) == 1
+
+
+async def test_a_refused_store_withdraws_its_announcement(feed_storage: Storage, stow_parts) -> None:
+    study, series, sop = uid(), uid(), uid()
+    await store(stow_parts, feed_storage, [make_instance(study=study, series=series, sop=sop)])
+    refused = await stow_parts(feed_storage, [make_instance(study=study, series=series, sop=sop)])
+
+    assert refused.status == 409
+    assert await pending_ids(feed_storage) == [await stored_version(feed_storage, study, series, sop)]
+
+
+async def test_appended_outbox_rows_and_announcements_are_removed(feed_storage: Storage, stow_parts) -> None:
+    study, series, sop = uid(), uid(), uid()
+    await store(stow_parts, feed_storage, [make_instance(study=study, series=series, sop=sop)])
+    version = await stored_version(feed_storage, study, series, sop)
+
+    await sequence_pending(feed_storage)
+
+    assert await pending_ids(feed_storage) == []
+    outbox = [row async for row in feed_storage.studies.query_entities(
+        "PartitionKey eq @s and RowKey eq @r", parameters={"s": study, "r": outbox_row_key(version)})]
+    assert outbox == []
+
+
+async def test_an_outbox_left_behind_after_its_append_is_not_appended_again(feed_storage: Storage) -> None:
+    study = uid()
+    change_id = await write_outbox(feed_storage, study, [Change(ChangeAction.CREATE, "1.2", "1.2.3", "v1")])
+    await sequence_pending(feed_storage)
+    # A sequencer that crashed before its cleanup leaves both behind: put them back.
+    await announce_changes(feed_storage, study, change_id, datetime.now(timezone.utc))
+    await feed_storage.studies.create_entity(
+        outbox_operation(study, change_id, [Change(ChangeAction.CREATE, "1.2", "1.2.3", "v1")], T0)[1])
+
+    assert await sequence_pending(feed_storage) == 0
+    assert [e.sequence for e in await all_entries(feed_storage)] == [1]
+    assert await pending_ids(feed_storage) == []
+
+
+async def test_an_announcement_without_outbox_row_is_kept_until_the_timeout(feed_storage: Storage) -> None:
+    await announce_changes(feed_storage, uid(), new_version(), T0)
+
+    assert await sequence_pending(feed_storage, clock=lambda: T0 + ANNOUNCEMENT_TIMEOUT - timedelta(seconds=1)) == 0
+    assert len(await pending_ids(feed_storage)) == 1
+
+
+async def test_an_announcement_without_outbox_row_is_dropped_after_the_timeout(feed_storage: Storage) -> None:
+    await announce_changes(feed_storage, uid(), new_version(), T0)
+
+    assert await sequence_pending(feed_storage, clock=lambda: T0 + ANNOUNCEMENT_TIMEOUT + timedelta(seconds=1)) == 0
+    assert await pending_ids(feed_storage) == []
+
+
+async def test_a_commit_landing_after_a_sequencer_run_is_appended_by_the_next(feed_storage: Storage) -> None:
+    study, change_id = uid(), new_version()
+    await announce_changes(feed_storage, study, change_id, datetime.now(timezone.utc))
+    assert await sequence_pending(feed_storage) == 0
+
+    change = Change(ChangeAction.CREATE, "1.2", "1.2.3", change_id)
+    await feed_storage.studies.submit_transaction([outbox_operation(study, change_id, [change], T0)])
+
+    assert await sequence_pending(feed_storage) == 1
+
+
+async def test_an_outbox_larger_than_one_transaction_is_appended_whole_and_in_order(feed_storage: Storage) -> None:
+    study, series = uid(), uid()
+    changes = [Change(ChangeAction.DELETE, series, f"1.2.{i}", f"v{i}") for i in range(120)]
+    change_id = await write_outbox(feed_storage, study, changes)
+
+    assert await sequence_pending(feed_storage) == 120
+    entries = await all_entries(feed_storage)
+    done = await feed_storage.changes.get_entity(FEED_PARTITION, DONE_PREFIX + change_id)
+
+    assert [e.sequence for e in entries] == list(range(1, 121))
+    assert [e.instance for e in entries] == [c.instance for c in changes]
+    assert done["Through"] == 120
+
+
+async def test_timestamps_increase_with_the_sequence_when_the_clock_goes_back(feed_storage: Storage) -> None:
+    study = uid()
+    await write_outbox(feed_storage, study, [Change(ChangeAction.CREATE, "1.2", "1.2.1", "v1")])
+    await sequence_pending(feed_storage, clock=lambda: T0)
+    await write_outbox(feed_storage, study, [Change(ChangeAction.CREATE, "1.2", "1.2.2", "v2")])
+    await sequence_pending(feed_storage, clock=lambda: T0 - timedelta(hours=1))
+
+    first, second = await all_entries(feed_storage)
+
+    assert (first.timestamp_us, second.timestamp_us) == (to_micros(T0), to_micros(T0) + 1)
+
+
+async def test_concurrent_sequencers_append_every_change_exactly_once(feed_storage: Storage) -> None:
+    instances = await write_outboxes(feed_storage, 70)
+
+    counts = await asyncio.gather(*(sequence_pending(feed_storage) for _ in range(6)))
+    entries = await all_entries(feed_storage)
+
+    assert sum(counts) == 70
+    assert [e.sequence for e in entries] == list(range(1, 71))
+    assert {e.instance for e in entries} == instances
+
+
+_SEQUENCER_SCRIPT = """
+import asyncio, sys
+from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import open_storage
+
+async def main():
+    storage = await open_storage(Settings(storage_connection_string=sys.argv[1], table_prefix=sys.argv[2],
+                                          blob_container=sys.argv[3], metadata_container=sys.argv[4]))
+    counts = await asyncio.gather(*(sequence_pending(storage, max_changes=10_000) for _ in range(3)))
+    await storage.close()
+    print(sum(counts))
+
+asyncio.run(main())
+"""
+
+
+async def test_sequencers_in_two_processes_append_every_change_exactly_once(
+    feed_storage: Storage, azurite
+) -> None:
+    instances = await write_outboxes(feed_storage, 80)
+    settings = feed_storage.settings
+    arguments = [azurite.connection_string, settings.table_prefix, settings.blob_container,
+                 settings.metadata_container]
+    processes = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", _SEQUENCER_SCRIPT, *arguments, cwd=REPO_ROOT,
+                                             stdout=asyncio.subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [await process.communicate() for process in processes]
+    entries = await all_entries(feed_storage)
+
+    assert [process.returncode for process in processes] == [0, 0]
+    assert sum(int(stdout) for stdout, _ in outputs) == 80
+    assert [e.sequence for e in entries] == list(range(1, 81))
+    assert {e.instance for e in entries} == instances

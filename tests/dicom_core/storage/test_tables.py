@@ -1,0 +1,60 @@
+"""Table reads and deletes where a missing entity or table is an answer, against Azurite."""
+
+from __future__ import annotations
+
+import uuid
+
+from dicom_core.storage.clients import Storage
+from dicom_core.storage.tables import delete_entity_quietly, get_entity_or_none, query_all
+
+
+def _partition() -> str:
+    return f"tables-{uuid.uuid4().hex}"
+
+
+async def test_an_entity_is_read_whole_or_in_the_selected_properties(storage: Storage) -> None:
+    partition = _partition()
+    await storage.cleanup.create_entity({"PartitionKey": partition, "RowKey": "a", "One": 1, "Two": "two"})
+
+    whole = await get_entity_or_none(storage.cleanup, partition, "a")
+    selected = await get_entity_or_none(storage.cleanup, partition, "a", ["One"])
+
+    assert whole is not None and (whole["One"], whole["Two"]) == (1, "two")
+    assert selected is not None and selected["One"] == 1 and "Two" not in selected
+
+
+async def test_a_missing_entity_or_table_reads_as_none(storage: Storage) -> None:
+    missing_table = storage.table_service.get_table_client(f"missing{uuid.uuid4().hex}")
+
+    assert await get_entity_or_none(storage.cleanup, _partition(), "a") is None
+    assert await get_entity_or_none(missing_table, "p", "a") is None
+    await missing_table.close()
+
+
+async def test_deleting_twice_or_in_a_missing_table_is_fine(storage: Storage) -> None:
+    partition = _partition()
+    await storage.cleanup.create_entity({"PartitionKey": partition, "RowKey": "a"})
+    missing_table = storage.table_service.get_table_client(f"missing{uuid.uuid4().hex}")
+
+    await delete_entity_quietly(storage.cleanup, partition, "a")
+    await delete_entity_quietly(storage.cleanup, partition, "a")
+    await delete_entity_quietly(missing_table, partition, "a")
+    await missing_table.close()
+
+    assert await get_entity_or_none(storage.cleanup, partition, "a") is None
+
+
+async def test_a_query_returns_every_match_and_nothing_from_a_missing_table(storage: Storage) -> None:
+    partition = _partition()
+    for row in ("a", "b", "c"):
+        await storage.cleanup.create_entity({"PartitionKey": partition, "RowKey": row, "Value": row.upper()})
+    missing_table = storage.table_service.get_table_client(f"missing{uuid.uuid4().hex}")
+    query = "PartitionKey eq @pk and RowKey ge @low"
+
+    found = await query_all(storage.cleanup, query, parameters={"pk": partition, "low": "b"}, select=["RowKey"])
+    nothing = await query_all(missing_table, query, parameters={"pk": partition, "low": "b"})
+    await missing_table.close()
+
+    assert [entity["RowKey"] for entity in found] == ["b", "c"]
+    assert all("Value" not in entity for entity in found)
+    assert nothing == []
