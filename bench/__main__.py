@@ -3,23 +3,25 @@
 Starts its own Azurite (blob and table services on free ports, a temporary location; tables in memory)
 and its own server (local_host serving function_app, with DICOMWEB_QUERY_STATS=true), generates the data
 with pydicom, runs the operations in turn, prints the table with a pass/short mark per row and writes
-bench/results/{name}.json, .md and -latency.png. Sizes are options; the defaults keep the whole run under
-10 minutes on a quiet 2-core machine, which is why the QIDO archive is smaller than the archive-scale run's
-(said in the output).
+bench/results/{name}.json, .md and -latency.png. The storage requests per stored instance ("requests")
+are counted on an Azurite and a server of their own (Azurite's debug logs on, no timers). Sizes are
+options; the defaults keep the whole run under 10 minutes on a quiet 2-core machine, which is why the QIDO
+archive is smaller than the archive-scale run's (said in the output).
 The archive-scale QIDO run (10,000 studies) is `python -m bench.qido_archive`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
-from . import frames, memory, metadata, qido, stow, transcoding, wado
+from . import frames, memory, metadata, qido, storage_requests, stow, transcoding, wado
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
-OPERATIONS = ("stow", "wado", "metadata", "frames", "memory", "transcoding", "qido")
+OPERATIONS = ("requests", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,6 +29,10 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(OPERATIONS), help="comma list of: " + ", ".join(OPERATIONS))
     parser.add_argument("--name", default="latest", help="results file name under bench/results/")
+    parser.add_argument("--requests-instances", type=int, default=50,
+                        help="instances of the storage-request counts into one series, and as new studies")
+    parser.add_argument("--requests-single", type=int, default=20,
+                        help="single-instance requests into an existing series of the storage-request counts")
     parser.add_argument("--stow-instances", type=int, default=500,
                         help="CT-like instances per STOW round (the study WADO and metadata read the last one)")
     parser.add_argument("--ct-side", type=int, default=512, help="rows = columns of the CT-like instances")
@@ -62,35 +68,37 @@ def main(argv: list[str] | None = None) -> None:
     only = options.only.split(",")
     results = Results(options={key: value for key, value in vars(options).items() if key != "name"})
     started = time.perf_counter()
-    azurite = Azurite.start(in_memory_tables=True, in_memory_blobs=False)
-    try:
-        server = Server.start(azurite, prefix=PREFIX)
-        try:
-            stack = Stack(azurite, server, options)
-            stored: StoredStudy | None = None
-            for name in only:
-                print(f"== {name}", flush=True)
-                if name == "stow":
-                    stored = stow.run(results, stack)
-                elif name in ("wado", "metadata"):
-                    if stored is None:
-                        print("  (storing the study first)", flush=True)
-                        stored = stow.run(Results(), stack)
-                    (wado if name == "wado" else metadata).run(results, stack, stored)
-                elif name == "frames":
-                    frames.run(results, stack)
-                elif name == "memory":
-                    memory.run(results, stack)
-                elif name == "transcoding":
-                    transcoding.run(results, stack)
-                elif name == "qido":
-                    qido.run(results, azurite, studies=options.qido_studies, instances=options.qido_instances,
-                             small_studies=options.qido_small_studies, repeat=options.qido_repeat,
-                             processes=options.processes, large_mode=options.qido_seeding)
-        finally:
-            server.stop()
-    finally:
-        azurite.stop()
+    with contextlib.ExitStack() as running:
+        stack: Stack | None = None
+        stored: StoredStudy | None = None
+        for name in only:
+            print(f"== {name}", flush=True)
+            if name == "requests":
+                storage_requests.run(results, options)
+                continue
+            if stack is None:  # started once an operation needs it
+                azurite = Azurite.start(in_memory_tables=True, in_memory_blobs=False)
+                running.callback(azurite.stop)
+                server = Server.start(azurite, prefix=PREFIX)
+                running.callback(server.stop)
+                stack = Stack(azurite, server, options)
+            if name == "stow":
+                stored = stow.run(results, stack)
+            elif name in ("wado", "metadata"):
+                if stored is None:
+                    print("  (storing the study first)", flush=True)
+                    stored = stow.run(Results(), stack)
+                (wado if name == "wado" else metadata).run(results, stack, stored)
+            elif name == "frames":
+                frames.run(results, stack)
+            elif name == "memory":
+                memory.run(results, stack)
+            elif name == "transcoding":
+                transcoding.run(results, stack)
+            elif name == "qido":
+                qido.run(results, stack.azurite, studies=options.qido_studies, instances=options.qido_instances,
+                         small_studies=options.qido_small_studies, repeat=options.qido_repeat,
+                         processes=options.processes, large_mode=options.qido_seeding)
     if options.qido_studies < 10_000 and "qido" in only:
         results.notes.append(f"QIDO at {options.qido_studies:,} studies / {options.qido_instances:,} instances (the "
                              "archive-scale run's 10,000 / 100,000: `python -m bench.qido_archive`, or --qido-studies)")

@@ -64,8 +64,8 @@ class Azurite:
     owns_location: bool = True
 
     @classmethod
-    def start(cls, *, in_memory_tables: bool = True, in_memory_blobs: bool = False) -> Azurite:
-        """Start both services on free ports with a temporary location."""
+    def start(cls, *, in_memory_tables: bool = True, in_memory_blobs: bool = False, debug: bool = False) -> Azurite:
+        """Start both services on free ports with a temporary location (``debug``: with Azurite's debug logs)."""
         azurite = cls(Path(tempfile.mkdtemp(prefix="dicomweb-bench-")), free_port(), free_port())
         env = {**os.environ, "NODE_OPTIONS": f"--max-old-space-size={NODE_HEAP_MB}"}
         services = (("azurite-blob", "--blobHost", "--blobPort", azurite.blob_port, in_memory_blobs),
@@ -76,6 +76,7 @@ class Azurite:
                 args = [str(AZURITE_BIN / command), host_flag, "127.0.0.1", port_flag, str(port),
                         "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"]
                 args += ["--inMemoryPersistence"] if in_memory else ["--location", str(azurite.location / command)]
+                args += ["--debug", str(azurite.debug_log(command))] if debug else []
                 process = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
                 azurite.processes.append(process)
                 _wait_for_port(port, process, log)
@@ -88,6 +89,10 @@ class Azurite:
     def connection_string(self) -> str:
         """The connection string of this Azurite."""
         return azurite_connection_string("127.0.0.1", self.blob_port, self.table_port)
+
+    def debug_log(self, command: str) -> Path:
+        """Where ``command`` (azurite-blob or azurite-table) writes its debug log when started with ``debug``."""
+        return self.location / f"{command}-debug.log"
 
     @property
     def pids(self) -> list[int]:
@@ -111,7 +116,8 @@ class Server:
     log: Path
 
     @classmethod
-    def start(cls, azurite: Azurite, *, prefix: str = "bench", extra_env: dict[str, str] | None = None) -> Server:
+    def start(cls, azurite: Azurite, *, prefix: str = "bench", extra_env: dict[str, str] | None = None,
+              timers: bool = True) -> Server:
         """Serve the app against ``azurite`` with its own tables and containers (named after ``prefix``)."""
         port = free_port()
         env = {
@@ -125,7 +131,8 @@ class Server:
         }
         log = azurite.location / f"server-{prefix}-{port}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_host", "--port", str(port)], cwd=ROOT, env=env,
+            [sys.executable, "-m", "local_host", "--port", str(port), *([] if timers else ["--no-timers"])],
+            cwd=ROOT, env=env,
             stdout=log.open("wb"), stderr=subprocess.STDOUT,
         )
         server = cls(port, process, log)

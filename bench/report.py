@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -29,6 +29,22 @@ class Row:
         return "—" if self.passed is None else ("pass" if self.passed else "short")
 
 
+@dataclass(frozen=True)
+class Section:
+    """A table of its own below the main one (e.g. the storage requests of a scenario, by kind)."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    def markdown(self) -> str:
+        """The section as a Markdown heading and table."""
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "|".join("---" if index == 0 else "---:" for index in range(len(self.header))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
 @dataclass
 class Results:
     """Everything one run measured."""
@@ -38,6 +54,7 @@ class Results:
     # plot title -> series label -> latencies in ms
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
 
     def add(self, row: Row) -> None:
         """Add a row and print it as it lands."""
@@ -54,15 +71,18 @@ class Results:
             lines.append(f"| {operation} | {row.measured} | {row.baseline} | {ratio} | {row.target} | {row.mark} |")
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
+        for section in self.sections:
+            lines += ["", section.markdown().rstrip("\n")]
         return "\n".join(lines) + "\n"
 
     def write(self, directory: Path = RESULTS_DIR, name: str = "latest") -> list[Path]:
         """Write {name}.json, {name}.md and one PNG per latency plot; return the paths."""
         directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        document = {"when": stamp, "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}",
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        machine = f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
+        document = {"when": stamp, "machine": machine,
                     "options": self.options, "rows": [asdict(row) | {"mark": row.mark} for row in self.rows],
-                    "notes": self.notes,
+                    "notes": self.notes, "sections": [asdict(section) for section in self.sections],
                     "samples_ms": self.samples}
         paths = [directory / f"{name}.json", directory / f"{name}.md"]
         paths[0].write_text(json.dumps(document, indent=1, default=str))
@@ -83,7 +103,7 @@ class Results:
         columns = 2
         rows = (len(plots) + columns - 1) // columns
         figure, axes = plt.subplots(rows, columns, figsize=(12, 3.2 * rows), squeeze=False)
-        for axis, (title, series) in zip(axes.flat, plots):
+        for axis, (title, series) in zip(axes.flat, plots, strict=False):
             labels = [label for label, values in series.items() if values]
             axis.boxplot([series[label] for label in labels], vert=False, whis=(5, 95), showfliers=True,
                          flierprops={"markersize": 2})
