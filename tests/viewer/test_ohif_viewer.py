@@ -96,7 +96,10 @@ def _walk_through(page: Page, result: ViewerWalk) -> None:
     page.screenshot(path=ARTIFACTS / "study-list.png")
 
     _upload(page, result)
-    page.locator(FILTER_ROW_INPUTS).first.fill(NAME_FILTER)
+    # Wait for the server's answer to the name search: under load the list can be filtered and clicked while the
+    # search is still in flight, and leaving the page then cancels it.
+    with page.expect_response(lambda response: "PatientName=" in response.url, timeout=LOAD_TIMEOUT_MS):
+        page.locator(FILTER_ROW_INPUTS).first.fill(NAME_FILTER)
     page.get_by_text(SHOWN_DECOY).wait_for(state="detached", timeout=LOAD_TIMEOUT_MS)
     # The list may be empty for a moment while the new search is answered.
     result.listed_after_filter = {SHOWN_NAME: _appears(page, SHOWN_NAME),
