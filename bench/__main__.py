@@ -16,12 +16,12 @@ import argparse
 import contextlib
 import time
 
-from . import frames, memory, metadata, qido, storage_requests, stow, transcoding, wado
+from . import cold_start, frames, memory, metadata, qido, storage_requests, stow, transcoding, wado
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
-OPERATIONS = ("requests", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido")
+OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +33,8 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="instances of the storage-request counts into one series, and as new studies")
     parser.add_argument("--requests-single", type=int, default=20,
                         help="single-instance requests into an existing series of the storage-request counts")
+    parser.add_argument("--cold-start-repeat", type=int, default=7,
+                        help="fresh interpreters importing the app (and as many the baseline's modules)")
     parser.add_argument("--stow-instances", type=int, default=500,
                         help="CT-like instances per STOW round (the study WADO and metadata read the last one)")
     parser.add_argument("--ct-side", type=int, default=512, help="rows = columns of the CT-like instances")
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"== {name}", flush=True)
             if name == "requests":
                 storage_requests.run(results, options)
+                continue
+            if name == "cold_start":
+                cold_start.run(results, options)
                 continue
             if stack is None:  # started once an operation needs it
                 azurite = Azurite.start(in_memory_tables=True, in_memory_blobs=False)
