@@ -1,5 +1,6 @@
 # Local development and CI commands for the DICOMweb function app.
 #   make run      install what is missing, start Azurite in the background and serve the app on http://localhost:7071/
+#                 with WORKERS processes (default: the CPU count; the timers run in one of them; WORKERS=1: one)
 #   make test     install what is missing, lint and type-check, and run the test suite (its fixtures start their own Azurite)
 #   make lint     ruff and mypy over dicom_core, function_app.py, local_host and dicomweb_cli
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
@@ -16,6 +17,8 @@ PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 7071
 APP ?= function_app:app
+# Processes serving `make run` on the one port, as the Functions host runs several Python workers.
+WORKERS ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 PYTEST_ARGS ?=
 
 VENV := .venv
@@ -78,8 +81,8 @@ run: install
 		sleep 0.1
 	done
 	echo "Azurite: blob, queue, table on 127.0.0.1:10000-10002 (log: $(AZURITE_DIR)/azurite.log)"
-	echo "DICOMweb server: http://localhost:$(PORT)/ (Ctrl-C stops it and Azurite)"
-	$(VENV_PYTHON) -m local_host --host $(HOST) --port $(PORT) --app $(APP) &
+	echo "DICOMweb server: http://localhost:$(PORT)/, $(WORKERS) worker process(es) (Ctrl-C stops it and Azurite)"
+	$(VENV_PYTHON) -m local_host --host $(HOST) --port $(PORT) --app $(APP) --workers $(WORKERS) &
 	app_pid=$$!
 	wait "$$app_pid"
 

@@ -52,6 +52,11 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Python worker processes per instance (FUNCTIONS_WORKER_PROCESS_COUNT, 1-10). 0, the default, leaves the setting out: Microsoft lists it among the Flex Consumption deprecations ("Setting not valid"), and Flex Consumption scales out by instances instead (a 2048 MB instance has one core, 4096 MB two). 1-10 sets it anyway; on a Premium or Dedicated plan, set it to the instance\'s core count. See infra/README.md.')
+@minValue(0)
+@maxValue(10)
+param workerProcessCount int = 0
+
 @description('Replication of the storage account that holds the DICOM files and the index.')
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
 param storageSku string = 'Standard_GRS'
@@ -132,6 +137,7 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     maxRequestBodyBytes: maxRequestBodyBytes
+    workerProcessCount: workerProcessCount
     appSettings: {
       DICOMWEB_BLOB_ACCOUNT_URL: storage.outputs.blobEndpoint
       DICOMWEB_TABLE_ACCOUNT_URL: storage.outputs.tableEndpoint

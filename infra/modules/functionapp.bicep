@@ -14,10 +14,18 @@ param applicationInsightsConnectionString string
 param instanceMemoryMB int
 param maximumInstanceCount int
 param maxRequestBodyBytes int
+@description('FUNCTIONS_WORKER_PROCESS_COUNT (1-10); 0 leaves it out, as Flex Consumption wants (it lists the setting as not valid).')
+@minValue(0)
+@maxValue(10)
+param workerProcessCount int
 @description('The app\'s own settings (DICOMWEB_*), merged with the platform ones.')
 param appSettings object
 
-var settings = union(appSettings, {
+// Several Python worker processes per instance where the plan runs them; the app is correct across processes
+// and instances either way (Table ETags and transactions), the count only sets how much CPU one instance uses.
+var workerSettings = workerProcessCount > 0 ? { FUNCTIONS_WORKER_PROCESS_COUNT: string(workerProcessCount) } : {}
+
+var settings = union(appSettings, workerSettings, {
   // The host's own storage, by identity: no connection string, no key.
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
