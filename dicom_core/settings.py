@@ -34,6 +34,8 @@ class Settings:
     blob_container: str = "dicomweb"
     metadata_container: str = "dicomweb-metadata"
     table_prefix: str = "dicomweb"
+    # Tables the Studies and the Index table are each kept in, by partition (storage/sharded_table.py).
+    table_shards: int = 16
     public_base_url: str = ""
     max_part_bytes: int = 2 * GIB
     spool_memory_bytes: int = 8 * MIB
@@ -82,6 +84,7 @@ class Settings:
             blob_container=env.get("DICOMWEB_BLOB_CONTAINER") or defaults.blob_container,
             metadata_container=env.get("DICOMWEB_METADATA_CONTAINER") or defaults.metadata_container,
             table_prefix=env.get("DICOMWEB_TABLE_PREFIX") or defaults.table_prefix,
+            table_shards=_int(env, "DICOMWEB_TABLE_SHARDS", defaults.table_shards),
             public_base_url=(env.get("DICOMWEB_PUBLIC_BASE_URL") or "").rstrip("/"),
             max_part_bytes=_int(env, "DICOMWEB_MAX_PART_BYTES", defaults.max_part_bytes),
             spool_memory_bytes=_int(env, "DICOMWEB_SPOOL_MEMORY_BYTES", defaults.spool_memory_bytes),

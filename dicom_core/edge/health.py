@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables.aio import TableClient
 from azure.storage.blob.aio import ContainerClient
 
 from dicom_core.model.errors import STORAGE_RETRY_AFTER_SECONDS
@@ -31,7 +32,8 @@ _BLOB_OK = "Successfully connected to the blob data store."
 _BLOB_FAILED = "Failed to connect to the blob data store."
 _TABLE_OK = "Successfully connected to the table data store."
 _TABLE_FAILED = "Failed to connect to the table data store."
-# A point read of a row that never exists: "not found" proves the table answers, without reading data.
+# A point read of a row that never exists: "not found" proves the table answers, without reading data. Made in
+# every shard of the Studies table: each is a table of its own, and a deleted one hides its studies.
 _PROBE_PARTITION, _PROBE_ROW = "health", "check"
 
 
@@ -113,8 +115,12 @@ async def _container_answers(container: ContainerClient) -> None:
 
 
 async def _table_answers(storage: Storage) -> None:
+    await asyncio.gather(*(_table_answer(shard) for shard in storage.studies.shards))
+
+
+async def _table_answer(table: TableClient) -> None:
     try:
-        await storage.studies.get_entity(_PROBE_PARTITION, _PROBE_ROW)
+        await table.get_entity(_PROBE_PARTITION, _PROBE_ROW)
     except ResourceNotFoundError as exc:
         if error_code(exc) == "TableNotFound":
             raise

@@ -19,6 +19,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRet
 
 from dicom_core.settings import Settings
 from dicom_core.storage.faults import error_code
+from dicom_core.storage.sharded_table import ShardedTable
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,15 +29,18 @@ _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
 
 @dataclass
 class Storage:
-    """The service's storage: instance files and metadata in Blob Storage, the index in Table Storage."""
+    """The service's storage: instance files and metadata in Blob Storage, the index in Table Storage.
+
+    ``studies`` and ``index`` are each kept in ``settings.table_shards`` Tables (see sharded_table.py).
+    """
 
     settings: Settings
     blob_service: BlobServiceClient
     table_service: TableServiceClient
     files: ContainerClient
     metadata: ContainerClient
-    studies: TableClient
-    index: TableClient
+    studies: ShardedTable
+    index: ShardedTable
     changes: TableClient
     cleanup: TableClient
     credential: AsyncTokenCredential | None = None
@@ -59,8 +63,8 @@ class Storage:
 
     @property
     def tables(self) -> tuple[TableClient, ...]:
-        """Every table of the service."""
-        return (self.studies, self.index, self.changes, self.cleanup)
+        """Every Table of the service (each shard of the sharded ones)."""
+        return (*self.studies.shards, *self.index.shards, self.changes, self.cleanup)
 
     async def recreating_missing(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a write; if a container or table was deleted under us, create it again and retry once."""
@@ -206,8 +210,8 @@ async def open_storage(settings: Settings) -> Storage:
         table_service=table_service,
         files=blob_service.get_container_client(settings.blob_container),
         metadata=blob_service.get_container_client(settings.metadata_container),
-        studies=table_service.get_table_client(table_name(settings, "Studies")),
-        index=table_service.get_table_client(table_name(settings, "Index")),
+        studies=ShardedTable.of_service(table_service, table_name(settings, "Studies"), settings.table_shards),
+        index=ShardedTable.of_service(table_service, table_name(settings, "Index"), settings.table_shards),
         changes=table_service.get_table_client(table_name(settings, "Changes")),
         cleanup=table_service.get_table_client(table_name(settings, "Cleanup")),
         credential=credential,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
-from azure.data.tables import TableClient
+from azure.data.tables import TableClient, TableEntity
 
 from bench.archive import plan_archive, seed_archive
 from dicom_core.index.outbox import OUTBOX_PREFIX
 from dicom_core.search_index.keys import CLAIMS, parse_entry
 from dicom_core.settings import Settings
+from dicom_core.storage.sharded_table import shard_names
 
 ROW_PROPERTIES = ("InstanceCount", "SeriesCount", "ModalityCounts", "Attributes", "SopClassUid",
                   "TransferSyntaxUid", "Size", "Modality")
@@ -22,30 +24,35 @@ def _seed(azurite, prefix: str, mode: str) -> None:
     seed_archive(settings, 3, 12, seed=5, processes=1, mode=mode)
 
 
+def _entities(azurite, name: str) -> Iterator[TableEntity]:
+    """Every entity of the table ``name``, in each of its shards."""
+    for shard in shard_names(name, Settings(storage_connection_string=azurite.connection_string).table_shards):
+        with TableClient.from_connection_string(azurite.connection_string, shard) as table:
+            yield from table.list_entities()
+
+
 def _rows(azurite, prefix: str) -> set[tuple[object, ...]]:
     """The study-table rows without what differs per run (versions, times); outbox rows by count."""
-    with TableClient.from_connection_string(azurite.connection_string, f"{prefix}Studies") as table:
-        rows = set()
-        for entity in table.list_entities():
-            row_key = str(entity["RowKey"])
-            if row_key.startswith(OUTBOX_PREFIX):
-                rows.add((entity["PartitionKey"], "outbox", json.loads(entity["Changes"])[0]["instance"]))
-                continue
-            rows.add((entity["PartitionKey"], row_key, *(str(entity.get(name)) for name in ROW_PROPERTIES)))
-        return rows
+    rows = set()
+    for entity in _entities(azurite, f"{prefix}Studies"):
+        row_key = str(entity["RowKey"])
+        if row_key.startswith(OUTBOX_PREFIX):
+            rows.add((entity["PartitionKey"], "outbox", json.loads(entity["Changes"])[0]["instance"]))
+            continue
+        rows.add((entity["PartitionKey"], row_key, *(str(entity.get(name)) for name in ROW_PROPERTIES)))
+    return rows
 
 
 def _entries(azurite, prefix: str) -> set[tuple[object, ...]]:
     """Index entries as (index partition, target), without their time-based sort keys."""
-    with TableClient.from_connection_string(azurite.connection_string, f"{prefix}Index") as table:
-        entries = set()
-        for entity in table.list_entities():
-            if str(entity["PartitionKey"]).startswith(f"{CLAIMS}|"):
-                entries.add((entity["PartitionKey"], entity["RowKey"]))
-                continue
-            entry = parse_entry(entity)
-            entries.add((entry.key.partition, entry.study, entry.series, entry.instance))
-        return entries
+    entries = set()
+    for entity in _entities(azurite, f"{prefix}Index"):
+        if str(entity["PartitionKey"]).startswith(f"{CLAIMS}|"):
+            entries.add((entity["PartitionKey"], entity["RowKey"]))
+            continue
+        entry = parse_entry(entity)
+        entries.add((entry.key.partition, entry.study, entry.series, entry.instance))
+    return entries
 
 
 @pytest.fixture(scope="module")
