@@ -1,26 +1,25 @@
 """The change feed's sequencer: committed outbox rows are appended to the feed with the next sequence numbers.
 
-Writers never touch the feed partition: they commit an outbox row with their data and announce it in ``pending``
+Writers never touch the feed partition: they commit outbox rows with their data and announce them in ``pending``
 (``index/outbox.py``). ``sequence_pending`` moves committed outbox rows into the feed (``feed_reads.py``). Every
 append is one entity-group transaction in the ``feed`` partition that updates the ``counter`` row with If-Match, so
 appends are serialized however many sequencers run: sequence numbers are 1, 2, 3, ... without gaps or repeats,
 and a reader that reads the counter first never sees entry n+1 without entry n. An outbox's ``done|{change id}``
-row says how many of its changes were appended. See docs/storage.md.
+row says how many of its changes were appended. An announcement is deleted once every change it counts is in the
+feed, or once it is older than the timeout (no commit it covers can land any more). See docs/storage.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableEntity, TableTransactionError
-from azure.data.tables.aio import TableClient
 
 from dicom_core.changefeed.feed_reads import (
     COUNTER_ROW,
@@ -31,18 +30,22 @@ from dicom_core.changefeed.feed_reads import (
     sequence_row_key,
     time_row_key,
 )
-from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, PENDING_PARTITION, Change, ChangeAction, outbox_row_key
+from dicom_core.index.outbox import (
+    OUTBOX_PREFIX,
+    PENDING_PARTITION,
+    Announcement,
+    Change,
+    ChangeAction,
+    announcement_of,
+    outbox_range,
+    parse_announcement,
+)
 from dicom_core.model.epoch import EPOCH, to_micros
+from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather, jittered_backoff
 from dicom_core.storage.faults import error_code
-from dicom_core.storage.tables import (
-    Operation,
-    delete_entity_quietly,
-    etag_of,
-    get_entity_or_none,
-    replace_if_unchanged,
-)
+from dicom_core.storage.tables import Operation, etag_of, get_entity_or_none, query_all, replace_if_unchanged
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ DEFAULT_MAX_CHANGES = 10_000
 MAX_APPEND_CONFLICTS = 50
 _MAX_BACKOFF_SECONDS = 0.2
 _RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied"})
+_RANGE_FILTER = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+_RANGE_END = "}"  # sorts right after "|"
 
 Clock = Callable[[], datetime]
 
@@ -76,8 +81,10 @@ async def sequence_pending(storage: Storage, *, max_changes: int = DEFAULT_MAX_C
     """Append committed, announced outbox rows to the feed (oldest first); return how many changes were appended."""
     appended = 0
     async for page in _pending_pages(storage):
-        outboxes = await _committed_outboxes(storage, page, clock())
-        appended += await _append(storage, outboxes, clock)
+        announcements = [parse_announcement(entity) for entity in page]
+        count, in_feed = await _append(storage, await _committed_outboxes(storage, announcements), clock)
+        appended += count
+        await _clean_up(storage, announcements, in_feed, clock())
         if appended >= max_changes:
             break
     return appended
@@ -96,21 +103,28 @@ async def _pending_pages(storage: Storage) -> AsyncIterator[list[TableEntity]]:
         return  # the table is gone: nothing was announced
 
 
-async def _committed_outboxes(storage: Storage, announcements: list[TableEntity], now: datetime) -> list[Outbox]:
-    async def read(announcement: TableEntity) -> Outbox | None:
-        change_id, study = str(announcement["RowKey"]), str(announcement["Study"])
-        row = await get_entity_or_none(storage.studies, study, outbox_row_key(change_id))
-        if row is None:
-            announced_at = announcement.get("AnnouncedAt")
-            if announced_at is None or now - announced_at > ANNOUNCEMENT_TIMEOUT:
-                # Its commit failed or its writer died; or it was appended and only this entry was left behind.
-                LOGGER.info("Dropping announcement %s of study %s: no outbox row", change_id, study)
-                await _quietly_delete(storage.changes, PENDING_PARTITION, change_id)
-            return None
-        return Outbox(change_id, study, _parse_changes(str(row["Changes"])))
+async def _committed_outboxes(storage: Storage, announcements: list[Announcement]) -> list[Outbox]:
+    """The outbox rows the announcements cover, in their order: one range query per study partition."""
+    by_study: dict[str, list[Announcement]] = {}
+    for announcement in announcements:
+        for study in announcement.studies:
+            by_study.setdefault(study, []).append(announcement)
 
-    found = await bounded_gather((read(announcement) for announcement in announcements), limit=READ_CONCURRENCY)
-    return [outbox for outbox in found if outbox is not None]
+    async def read(study: str, covering: list[Announcement]) -> list[Outbox]:
+        # One announcement: its own rows; several: every outbox row of the partition (outbox rows are few).
+        low, high = outbox_range(covering[0].change_id if len(covering) == 1 else None)
+        ids = {announcement.change_id for announcement in covering}
+        rows = await query_all(storage.studies, _RANGE_FILTER, parameters={"pk": study, "low": low, "high": high},
+                               select=["RowKey", "Changes"])
+        found = [(str(row["RowKey"])[len(OUTBOX_PREFIX):], row) for row in rows]
+        return [Outbox(change_id, study, _parse_changes(str(row["Changes"])))
+                for change_id, row in found if announcement_of(change_id) in ids]
+
+    read_studies = await bounded_gather((read(study, covering) for study, covering in by_study.items()),
+                                        limit=READ_CONCURRENCY)
+    order = {announcement.change_id: index for index, announcement in enumerate(announcements)}
+    return sorted((outbox for outboxes in read_studies for outbox in outboxes),
+                  key=lambda outbox: (order[announcement_of(outbox.change_id)], outbox.change_id))
 
 
 def _parse_changes(text: str) -> tuple[Change, ...]:
@@ -121,11 +135,15 @@ def _parse_changes(text: str) -> tuple[Change, ...]:
     )
 
 
-async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> int:
-    """Append every change of ``outboxes`` not appended yet, one transaction after another."""
+async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> tuple[int, list[Outbox]]:
+    """Append every change of ``outboxes`` not appended yet, one transaction after another.
+
+    Return how many changes this call appended, and the outboxes whose every change is in the feed now.
+    """
     appended, conflicts = 0, 0
     remaining = list(outboxes)
     partial: set[str] = set()
+    in_feed: list[Outbox] = []
     while remaining:
         # The counter first: the done rows read after it are at least as new as the ETag the append is guarded by.
         counter = await read_counter(storage)
@@ -142,7 +160,7 @@ async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> int
         finished = [o for o in candidates if through[o.change_id] >= len(o.changes)]
         operations, count, completed = _append_operations(counter, candidates, through, done, to_micros(clock()))
         if not operations:
-            await _clean_up(storage, finished)
+            in_feed += finished
             remaining = [o for o in remaining if o not in finished]
             continue
         try:
@@ -159,11 +177,11 @@ async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> int
             await jittered_backoff(conflicts, max_seconds=_MAX_BACKOFF_SECONDS)
             continue
         appended += count
-        await _clean_up(storage, [*finished, *completed])
+        in_feed += [*finished, *completed]
         gone = {o.change_id for o in (*finished, *completed)}
         partial = {o.change_id for o in candidates if o.change_id not in gone}
         remaining = [o for o in remaining if o.change_id not in gone]
-    return appended
+    return appended, in_feed
 
 
 def _fitting(outboxes: list[Outbox]) -> list[Outbox]:
@@ -229,21 +247,61 @@ def _entry_operations(outbox: Outbox, index: int, sequence: int, micros: int) ->
     return [("create", entry), ("create", pointer)]
 
 
-async def _clean_up(storage: Storage, outboxes: Sequence[Outbox]) -> None:
-    """Delete the outbox rows, then the announcements, of fully appended outboxes (a leftover is harmless)."""
-    await asyncio.gather(*(_quietly_delete(storage.studies, o.study, outbox_row_key(o.change_id)) for o in outboxes))
-    await asyncio.gather(*(_quietly_delete(storage.changes, PENDING_PARTITION, o.change_id) for o in outboxes))
+async def _clean_up(storage: Storage, announcements: list[Announcement], in_feed: list[Outbox], now: datetime) -> None:
+    """Delete the outbox rows in the feed, then the announcements that are done (a leftover is harmless).
+
+    Outbox rows go in a transaction per study partition, announcements in transactions in ``pending``, each
+    with If-Match: a request that announced more changes meanwhile keeps its announcement.
+    """
+    by_study: dict[str, list[RowDelete]] = {}
+    for outbox in in_feed:
+        by_study.setdefault(outbox.study, []).append(RowDelete(OUTBOX_PREFIX + outbox.change_id))
+    await bounded_gather((_quietly(delete_rows(storage.studies, study, rows), study)
+                          for study, rows in by_study.items()), limit=READ_CONCURRENCY)
+    appended: dict[str, int] = {}
+    for outbox in in_feed:
+        key = announcement_of(outbox.change_id)
+        appended[key] = appended.get(key, 0) + len(outbox.changes)
+
+    async def done(announcement: Announcement) -> bool:
+        if announcement.change_id in appended and (announcement.changes is None
+                                                   or appended[announcement.change_id] >= announcement.changes):
+            return True  # every change it counts is in the feed
+        if announcement.expired(now):
+            # Its commits failed or its writer died; or it was appended and only this entry was left behind.
+            LOGGER.info("Dropping announcement %s of %s: not all its outbox rows appeared", announcement.change_id,
+                        ", ".join(announcement.studies))
+            return True
+        if announcement.changes is None:
+            return False  # its one outbox row is not committed yet
+        # Some of its changes may have been appended by earlier runs (their outbox rows are gone): count them.
+        try:
+            return await _appended_changes(storage, announcement.change_id) >= announcement.changes
+        except Exception:
+            LOGGER.warning("Could not count the appended changes of %s; the next sequencer run will",
+                           announcement.change_id, exc_info=True)
+            return False
+
+    finished = await bounded_gather((done(announcement) for announcement in announcements), limit=READ_CONCURRENCY)
+    rows = [RowDelete(a.change_id, a.etag or None) for a, gone in zip(announcements, finished, strict=True) if gone]
+    await _quietly(delete_rows(storage.changes, PENDING_PARTITION, rows), PENDING_PARTITION)
+
+
+async def _appended_changes(storage: Storage, request: str) -> int:
+    """How many changes of a request's outbox rows are in the feed (their done rows say)."""
+    low = f"{DONE_PREFIX}{request}|"
+    rows = await query_all(storage.changes, "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+                           parameters={"pk": FEED_PARTITION, "low": low, "high": low[:-1] + _RANGE_END},
+                           select=["Through"])
+    return sum(int_property(row["Through"]) for row in rows)
 
 
 def _int64(value: int) -> EntityProperty:
     return EntityProperty(value, EdmType.INT64)
 
 
-
-async def _quietly_delete(table: TableClient, partition: str, row: str) -> None:
+async def _quietly(deleting: Awaitable[int], partition: str) -> None:
     try:
-        await delete_entity_quietly(table, partition, row)
-    except ResourceExistsError:
-        pass
+        await deleting
     except Exception:
-        LOGGER.warning("Could not delete %s/%s; the next sequencer run will", partition, row, exc_info=True)
+        LOGGER.warning("Could not delete rows of %s; the next sequencer run will", partition, exc_info=True)

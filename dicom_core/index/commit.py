@@ -26,6 +26,7 @@ from dicom_core.index.rows import (
     InstanceRecord,
     group_operations,
     instance_row_key,
+    outbox_rows,
     series_row_key,
 )
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
@@ -121,8 +122,9 @@ class _Member:
 
 # A member whose group's transaction failed with a non-retryable error: it is committed again on its own.
 _COMMIT_ALONE = object()
-# At most this many instances in one transaction: two operations each (row and change-feed outbox row) plus
-# one per series and the study's, within the 100 operations of an entity-group transaction.
+# At most this many instances in one transaction: an operation each (its row), a change-feed outbox row per
+# request (or per instance stored without one), one per series and the study's, within the 100 operations of an
+# entity-group transaction.
 MAX_GROUP_INSTANCES = 32
 # Characters of row properties in one transaction, well within the 4 MiB payload of an entity-group transaction
 # (JSON escaping of the stored JSON texts adds about a third).
@@ -135,7 +137,8 @@ def _fits(batch: Sequence[_Member], member: _Member) -> bool:
     if any(other.instance == member.instance for other in batch):
         return False  # a transaction writes a row once
     series = {other.series for other in batch} | {member.series}
-    if 2 * (len(batch) + 1) + len(series) + 1 > MAX_TRANSACTION_OPERATIONS:
+    records = [other.record for other in batch] + [member.record]
+    if len(records) + outbox_rows(records) + len(series) + 1 > MAX_TRANSACTION_OPERATIONS:
         return False
     # The series rows and the study row are written once each, with at most MAX_ATTRIBUTES_CHARS of attributes.
     rows_chars = sum(other.record.row_chars for other in batch) + member.record.row_chars

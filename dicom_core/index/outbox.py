@@ -1,12 +1,19 @@
 """The write side of the change feed: an outbox row committed with the data, announced before the commit.
 
-Every transaction that changes instances (a store, an upsert, a batch of a delete) also inserts one outbox
-row ``change|{change_id}`` in the study's partition, so a change is recorded atomically with the data.
-Before that commit, the writer announces the change id in the ``pending`` partition of the Changes table:
-the sequencer (``changefeed/sequencer.py``) reads only that small partition to find outbox rows, never scans
-the study partitions, and moves each committed outbox row into the global feed with the next sequence number.
-An announcement whose outbox row never appears (the commit failed or the writer crashed) is dropped once
-it is older than ``ANNOUNCEMENT_TIMEOUT``. See docs/storage.md.
+Every transaction that changes instances (a store, an upsert, a batch of a delete) also inserts an outbox row
+in the study's partition, so a change is recorded atomically with the data. Before that commit, the writer
+announces it in the ``pending`` partition of the Changes table: the sequencer (``changefeed/sequencer.py``)
+reads only that small partition to find outbox rows, never scans the study partitions, and moves each committed
+outbox row into the global feed with the next sequence numbers.
+
+Two kinds of announcement. A *change* announcement (a batch of a delete) names one study and one outbox row,
+``change|{change_id}``. A *request* announcement (a STOW request) names every study the request may commit
+into (a request into many studies has an announcement per 100) and how many changes it announced in all; each
+transaction of the request inserts one outbox row ``change|{request}|{part}`` with the changes of the request
+it commits. The request rewrites its announcement
+when it adds studies or changes, always before the commits they cover, so the sequencer can drop it once that
+many changes reached the feed. An announcement whose outbox rows never all appear (a commit failed or the
+writer crashed) is dropped once it is older than ``ANNOUNCEMENT_TIMEOUT``. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -18,14 +25,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from azure.data.tables import TableEntity
+
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.partition_upserts import PartitionUpserts
 from dicom_core.storage.tables import delete_entity_quietly
 
 PENDING_PARTITION = "pending"
 OUTBOX_PREFIX = "change|"
-# Longer than any commit's retries can take; an announcement this old without its outbox row is dead.
+PART_SEPARATOR = "|"  # between a request's id and the part naming one of its outbox rows
+# Longer than any commit's retries can take; an announcement this old without its outbox rows is dead.
 ANNOUNCEMENT_TIMEOUT = timedelta(minutes=15)
+_RANGE_END = "}"  # sorts right after "|"
 
 _announcements = PartitionUpserts(lambda storage: storage.changes)
 
@@ -48,9 +59,52 @@ class Change:
     version: str
 
 
+@dataclass(frozen=True)
+class RequestAnnouncement:
+    """What a request announced so far: the studies it may commit into, its number of changes, since when."""
+
+    request: str
+    studies: tuple[str, ...]
+    changes: int
+    announced_at: datetime
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An announcement as the sequencer reads it; ``changes`` is None for a change announcement (one outbox row)."""
+
+    change_id: str
+    studies: tuple[str, ...]
+    changes: int | None
+    announced_at: datetime | None
+    renewed_at: datetime | None
+    etag: str
+
+    def expired(self, now: datetime) -> bool:
+        """Whether no commit it covers can still land (it was last written longer ago than the timeout)."""
+        written = self.renewed_at or self.announced_at
+        return written is None or now - written > ANNOUNCEMENT_TIMEOUT
+
+
 def outbox_row_key(change_id: str) -> str:
     """RowKey of an outbox row in the study partition (sorts before ``instance|``)."""
     return f"{OUTBOX_PREFIX}{change_id}"
+
+
+def request_change_id(request: str, part: str) -> str:
+    """The change id of one outbox row of a request (``part`` tells its transactions apart)."""
+    return f"{request}{PART_SEPARATOR}{part}"
+
+
+def announcement_of(change_id: str) -> str:
+    """The id of the announcement covering an outbox row's change id."""
+    return change_id.split(PART_SEPARATOR, 1)[0]
+
+
+def outbox_range(change_id: str | None = None) -> tuple[str, str]:
+    """RowKeys ``low <= key < high`` of the outbox rows of one announcement (every outbox row when None)."""
+    low = outbox_row_key(change_id) if change_id is not None else OUTBOX_PREFIX
+    return low, (low + _RANGE_END if change_id is not None else OUTBOX_PREFIX[:-1] + _RANGE_END)
 
 
 async def announce_changes(storage: Storage, study: str, change_id: str, at: datetime) -> None:
@@ -59,9 +113,29 @@ async def announce_changes(storage: Storage, study: str, change_id: str, at: dat
     await _announcements.upsert(storage, [entity])  # with the concurrent writers' announcements, in one transaction
 
 
+async def announce_requests(storage: Storage, announcements: Sequence[RequestAnnouncement], now: datetime) -> None:
+    """Record (again) what requests may commit, before the commits they cover; ``now`` renews them."""
+    await _announcements.upsert(storage, [{
+        "PartitionKey": PENDING_PARTITION, "RowKey": announcement.request,
+        "Studies": json.dumps(list(announcement.studies), separators=(",", ":")), "Changes": announcement.changes,
+        "AnnouncedAt": announcement.announced_at, "RenewedAt": now,
+    } for announcement in announcements])
+
+
 async def withdraw_announcement(storage: Storage, change_id: str) -> None:
-    """Remove the announcement of a change whose commit certainly did not happen (e.g. a refused POST)."""
+    """Remove an announcement none of whose commits happened (e.g. every part of a request refused)."""
     await delete_entity_quietly(storage.changes, PENDING_PARTITION, change_id)
+
+
+def parse_announcement(entity: TableEntity) -> Announcement:
+    """Read an announcement of either kind."""
+    studies = tuple(json.loads(str(entity["Studies"]))) if entity.get("Studies") else (str(entity["Study"]),)
+    changes = entity.get("Changes")
+    return Announcement(
+        change_id=str(entity["RowKey"]), studies=studies, changes=int(changes) if changes is not None else None,
+        announced_at=entity.get("AnnouncedAt"), renewed_at=entity.get("RenewedAt"),
+        etag=str(entity.metadata.get("etag", "")),
+    )
 
 
 def outbox_operation(study: str, change_id: str, changes: Sequence[Change], at: datetime) -> tuple[str, dict[str, Any]]:

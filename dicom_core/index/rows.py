@@ -16,7 +16,7 @@ from typing import Any
 
 from azure.data.tables import TableEntity
 
-from dicom_core.index.outbox import Change, ChangeAction, outbox_operation
+from dicom_core.index.outbox import Change, ChangeAction, outbox_operation, request_change_id
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import StoredInstance
 from dicom_core.model.levels import Level, row_attributes
@@ -50,6 +50,7 @@ class InstanceRecord:
     metadata: JsonDataset
     frame_index: str = ""  # FrameIndex JSON, or "" when none or kept in a blob
     frame_index_in_blob: bool = False
+    request: str = ""  # the change-feed announcement of the request storing it ("": an outbox row of its own)
 
     @property
     def modality(self) -> str:
@@ -64,7 +65,7 @@ class InstanceRecord:
 
     @property
     def row_chars(self) -> int:
-        """Characters its instance row and change-feed outbox row add to a transaction, about."""
+        """Characters its instance row and its share of a change-feed outbox row add to a transaction, about."""
         return len(self.instance_attributes) + len(self.frame_index) + 2_000
 
 
@@ -106,10 +107,7 @@ def group_operations(
         study_now = _study_row(record, study_now, instance, new_series, now)
         operations.append(("create", instance_row) if instance is None
                           else replace_if_unchanged(instance_row, etag_of(instance)))
-        # The change feed's outbox row, atomic with the data; an upsert is a Create of the new version (as in Azure).
-        operations.append(outbox_operation(
-            ids.study, record.stored.version,
-            [Change(ChangeAction.CREATE, ids.series, ids.instance, record.stored.version)], now))
+    operations += _outbox_operations(records, now)
     # The series and study rows take the attributes of the last record stored into them (computed once each).
     last_of_series = {record.stored.ids.series: record for record in records}
     for uid, record in last_of_series.items():
@@ -119,6 +117,30 @@ def group_operations(
     assert study_now is not None
     study_now = {**study_now, "Attributes": attributes_property(records[-1].metadata, Level.STUDY)}
     operations.append(("create", study_now) if study is None else replace_if_unchanged(study_now, etag_of(study)))
+    return operations
+
+
+def outbox_rows(records: Sequence[InstanceRecord]) -> int:
+    """How many change-feed outbox rows a transaction storing ``records`` inserts."""
+    return len({record.request or record.stored.version for record in records})
+
+
+def _outbox_operations(records: Sequence[InstanceRecord], now: datetime) -> list[Operation]:
+    """The change feed's outbox rows, atomic with the data: one per request, named after its first version.
+
+    A version is committed by one transaction only, so the name is unique. An upsert is a Create of the new
+    version (as in Azure's service). A record without request gets an outbox row of its own, ``change|{version}``.
+    """
+    by_request: dict[str, list[InstanceRecord]] = {}
+    for record in records:
+        by_request.setdefault(record.request or record.stored.version, []).append(record)
+    operations: list[Operation] = []
+    for key, members in by_request.items():
+        ids = members[0].stored.ids
+        change_id = request_change_id(key, min(m.stored.version for m in members)) if members[0].request else key
+        changes = [Change(ChangeAction.CREATE, m.stored.ids.series, m.stored.ids.instance, m.stored.version)
+                   for m in members]
+        operations.append(outbox_operation(ids.study, change_id, changes, now))
     return operations
 
 

@@ -1,13 +1,15 @@
 """Blob cleanup: blobs that may become unreferenced are recorded first, and deleted once due and unreferenced.
 
-A cleanup entry in the Cleanup table names one version's blobs (``.dcm``, ``.json``, ``.frames.json``) or one
-series metadata document, and a due time. It is written *before* the blobs can become unreferenced: by the
-store path before uploading (a crash before the commit, a 45070 or a failed store leaves blobs nobody
-references), by an upsert for the version it replaces, by a delete for every version and every series document
-it removes. `run_cleanup` (a timer function) processes the due entries: a version that an instance row still
-references (the store committed, the upsert failed) only loses its entry; otherwise its blobs are deleted, then
-the entry. The due time is ``DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS`` after the entry was written, so a reader
-that looked up a row just before an upsert or delete still reads a whole file. See docs/storage.md.
+A cleanup entry in the Cleanup table names blobs that may become unreferenced, *targets*: one version's blobs
+(``.dcm``, ``.json``, ``.frames.json``) or one series metadata document; and a due time. It is written *before*
+the blobs can become unreferenced: by a STOW request before it uploads (one entry naming every version the
+request uploads and every version its upserts replace: a crash before a commit, a 45070 or a failed store
+leaves blobs nobody references), by a delete for every version and every series document it removes (an entry
+per target). `run_cleanup` (a timer function) processes the due entries: a version that an instance row still
+references (the store committed, the upsert failed) is kept; otherwise its blobs are deleted; an entry all of
+whose targets are done is deleted. The due time is ``DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS`` after the entry was
+written, so a reader that looked up a row just before an upsert or delete still reads a whole file. See
+docs/storage.md.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -28,24 +32,29 @@ from dicom_core.documents.series_documents import document_name
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import instance_row_key, series_row_key
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.blobs import blob_properties_or_none, delete_instance_blobs
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.partition_upserts import PartitionUpserts
-from dicom_core.storage.tables import delete_entity_quietly, query_all
+from dicom_core.storage.tables import query_all
 
 LOGGER = logging.getLogger(__name__)
 
 PARTITION_PREFIX = "due|"
 SHARDS = 16  # entries spread over 16 partitions (by study), each read as one RowKey range up to "now"
+SET_KIND = "set"  # the RowKey kind of an entry naming several targets (in its Targets property)
+MAX_ENTRY_TARGETS = 100  # targets of one entry: well within the 32K characters of a Table string property
 _DUE_FORMAT = "%Y%m%dT%H%M%S%fZ"  # fixed width, so RowKeys sort by due time
 _CONCURRENCY = 16
 _RANGE_END = "}"  # sorts after "|": every RowKey starting with a due time up to "now"
+_SELECT = ["PartitionKey", "RowKey", "Targets"]
+_RANGE_FILTER = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
 _cleanup_rows = PartitionUpserts(lambda storage: storage.cleanup)
 
 
 class CleanupKind(enum.StrEnum):
-    """What a cleanup entry names."""
+    """What a cleanup target names."""
 
     VERSION = "version"  # the blobs of one version of an instance
     DOCUMENT = "document"  # a series metadata document
@@ -79,23 +88,30 @@ class CleanupTarget:
 
 @dataclass(frozen=True)
 class CleanupEntry:
-    """Where a cleanup entry is: its keys, and what it names."""
+    """Where a cleanup entry is: its keys, and the targets it names."""
 
     partition: str
     row: str
-    target: CleanupTarget
+    targets: tuple[CleanupTarget, ...]
 
 
 @dataclass
 class CleanupReport:
-    """What one run of the cleanup did."""
+    """What one run of the cleanup did (entries due; targets kept, deleted, failed)."""
 
     due: int = 0
-    kept: int = 0  # still referenced: only the entry was removed
+    kept: int = 0  # versions still referenced: nothing deleted
     versions_deleted: int = 0
     documents_deleted: int = 0
     failed: int = 0
+    entries_deleted: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def fail(self, target: CleanupTarget, exc: BaseException) -> None:
+        """Record a target that could not be cleaned up (its entry stays for the next run)."""
+        self.failed += 1
+        self.errors.append(f"{target}: {exc}")
+        LOGGER.warning("Cleanup of %s failed; the next run tries again", target, exc_info=exc)
 
 
 def cleanup_delay(storage: Storage) -> timedelta:
@@ -103,46 +119,73 @@ def cleanup_delay(storage: Storage) -> timedelta:
     return timedelta(seconds=storage.settings.blob_cleanup_delay_seconds)
 
 
+def shard_of(study: str) -> str:
+    """The partition of the entries whose (first) target is in ``study``."""
+    return f"{PARTITION_PREFIX}{int(hashlib.sha256(study.encode()).hexdigest(), 16) % SHARDS:x}"
+
+
+def _due_key(due: datetime) -> str:
+    return due.astimezone(UTC).strftime(_DUE_FORMAT)
+
+
 def entry_for(target: CleanupTarget, due: datetime) -> CleanupEntry:
-    """The entry that names ``target``, due at ``due``."""
-    shard = int(hashlib.sha256(target.study.encode()).hexdigest(), 16) % SHARDS
-    parts = (due.astimezone(UTC).strftime(_DUE_FORMAT), target.kind.value, target.study, target.series,
-             target.instance, target.version)
-    return CleanupEntry(f"{PARTITION_PREFIX}{shard:x}", "|".join(parts), target)
+    """The entry that names ``target`` alone (in its RowKey), due at ``due``."""
+    parts = (_due_key(due), target.kind.value, target.study, target.series, target.instance, target.version)
+    return CleanupEntry(shard_of(target.study), "|".join(parts), (target,))
+
+
+def entry_of(name: str, targets: Sequence[CleanupTarget], due: datetime) -> CleanupEntry:
+    """One entry naming several ``targets`` (in its Targets property), called ``name`` (no ``|``), due at ``due``."""
+    if not targets or len(targets) > MAX_ENTRY_TARGETS:
+        raise ValueError(f"an entry names 1 to {MAX_ENTRY_TARGETS} targets, not {len(targets)}")
+    return CleanupEntry(shard_of(targets[0].study), f"{_due_key(due)}|{SET_KIND}|{name}", tuple(targets))
+
+
+def entity_of(entry: CleanupEntry) -> dict[str, Any]:
+    """The Table entity of an entry."""
+    entity: dict[str, Any] = {"PartitionKey": entry.partition, "RowKey": entry.row}
+    if entry.row.split("|")[1] == SET_KIND:
+        entity["Targets"] = json.dumps([[t.kind.value, t.study, t.series, t.instance, t.version]
+                                        for t in entry.targets], separators=(",", ":"))
+    return entity
 
 
 def parse_entry(entity: TableEntity | dict[str, object]) -> CleanupEntry:
-    """Read an entry back from its keys."""
-    _, kind, study, series, instance, version = str(entity["RowKey"]).split("|")
-    target = CleanupTarget(CleanupKind(kind), study, series, instance, version)
-    return CleanupEntry(str(entity["PartitionKey"]), str(entity["RowKey"]), target)
+    """Read an entry back: one target in its RowKey, or several in its Targets property."""
+    parts = str(entity["RowKey"]).split("|")
+    if parts[1] == SET_KIND:
+        targets = tuple(CleanupTarget(CleanupKind(kind), study, series, instance, version)
+                        for kind, study, series, instance, version in json.loads(str(entity["Targets"])))
+    else:
+        _, kind, study, series, instance, version = parts
+        targets = (CleanupTarget(CleanupKind(kind), study, series, instance, version),)
+    return CleanupEntry(str(entity["PartitionKey"]), str(entity["RowKey"]), targets)
 
 
 async def schedule_cleanup(
     storage: Storage, targets: Iterable[CleanupTarget], *, now: datetime | None = None,
 ) -> list[CleanupEntry]:
-    """Record ``targets`` for cleanup after the configured delay; call it before they can become unreferenced."""
+    """Record ``targets`` for cleanup after the configured delay, an entry each; call it before they can go."""
     due = (now or datetime.now(UTC)) + cleanup_delay(storage)
     entries = list({entry_for(target, due): None for target in targets})
-    # Concurrent stores' entries of one shard share a transaction (partition_upserts.py).
-    await _cleanup_rows.upsert(storage, ({"PartitionKey": entry.partition, "RowKey": entry.row} for entry in entries))
+    await write_entries(storage, entries)
     return entries
 
 
-async def cancel_cleanup(storage: Storage, entries: Iterable[CleanupEntry]) -> None:
-    """Drop entries whose blobs were deleted already (missing entries are fine)."""
-    await bounded_gather((_delete_entry(storage, entry) for entry in entries), limit=_CONCURRENCY)
+async def write_entries(storage: Storage, entries: Iterable[CleanupEntry]) -> None:
+    """Write (or rewrite) entries; concurrent writers' entries of one partition share a transaction."""
+    await _cleanup_rows.upsert(storage, (entity_of(entry) for entry in entries))
 
 
 async def due_entries(storage: Storage, now: datetime) -> list[CleanupEntry]:
     """Every entry due at ``now``: one RowKey range read per shard."""
-    high = now.astimezone(UTC).strftime(_DUE_FORMAT) + _RANGE_END
+    high = _due_key(now) + _RANGE_END
 
     async def shard(number: int) -> list[CleanupEntry]:
         query = "PartitionKey eq @pk and RowKey lt @high"
         parameters = {"pk": f"{PARTITION_PREFIX}{number:x}", "high": high}
         return [parse_entry(entity) for entity in await query_all(
-            storage.cleanup, query, parameters=parameters, select=["PartitionKey", "RowKey"])]
+            storage.cleanup, query, parameters=parameters, select=_SELECT)]
 
     shards = await asyncio.gather(*(shard(number) for number in range(SHARDS)))
     return [entry for entries in shards for entry in entries]
@@ -152,66 +195,104 @@ async def all_entries(storage: Storage) -> list[CleanupEntry]:
     """Every entry, due or not (the consistency checker reads them)."""
     return [parse_entry(entity) for entity in await query_all(
         storage.cleanup, "PartitionKey ge @low and PartitionKey lt @high",
-        parameters={"low": PARTITION_PREFIX, "high": PARTITION_PREFIX[:-1] + _RANGE_END},
-        select=["PartitionKey", "RowKey"])]
+        parameters={"low": PARTITION_PREFIX, "high": PARTITION_PREFIX[:-1] + _RANGE_END}, select=_SELECT)]
 
 
 async def run_cleanup(storage: Storage, *, now: datetime | None = None) -> CleanupReport:
-    """Process every entry due at ``now``: delete what nothing references, drop the entry either way."""
+    """Process every entry due at ``now``: delete what nothing references, then the entries all done."""
     report = CleanupReport()
     entries = await due_entries(storage, now or datetime.now(UTC))
     report.due = len(entries)
-
-    async def process(entry: CleanupEntry) -> None:
-        try:
-            if entry.target.kind is CleanupKind.VERSION:
-                await _clean_version(storage, entry, report)
-            else:
-                await _clean_document(storage, entry, report)
-        except Exception as exc:  # the entry stays and is tried again by the next run
-            report.failed += 1
-            report.errors.append(f"{entry.row}: {exc}")
-            LOGGER.warning("Cleanup of %s failed; the next run tries again", entry.row, exc_info=True)
-
-    await bounded_gather((process(entry) for entry in entries), limit=_CONCURRENCY)
+    targets = list(dict.fromkeys(target for entry in entries for target in entry.targets))
+    done = await _clean_targets(storage, targets, report)
+    await _delete_entries(storage, [entry for entry in entries if done.issuperset(entry.targets)], report)
     if report.due:
-        LOGGER.info("Blob cleanup: %d due, %d still referenced, %d versions and %d documents deleted, %d failed",
-                    report.due, report.kept, report.versions_deleted, report.documents_deleted, report.failed)
+        LOGGER.info("Blob cleanup: %d entries due (%d deleted); %d versions still referenced, %d versions and "
+                    "%d documents deleted, %d failed", report.due, report.entries_deleted, report.kept,
+                    report.versions_deleted, report.documents_deleted, report.failed)
     return report
 
 
-async def _clean_version(storage: Storage, entry: CleanupEntry, report: CleanupReport) -> None:
-    target = entry.target
-    row = await get_row(storage, target.study, instance_row_key(target.series, target.instance), ["Version"])
-    if row is not None and str(row["Version"]) == target.version:
-        report.kept += 1
-    else:
-        await delete_instance_blobs(storage, target.stored)
-        report.versions_deleted += 1
-    await _delete_entry(storage, entry)
+async def _clean_targets(storage: Storage, targets: list[CleanupTarget], report: CleanupReport) -> set[CleanupTarget]:
+    """Clean up every target; return those done (kept or deleted), not those that failed or must wait."""
+    by_study: dict[str, list[CleanupTarget]] = {}
+    for target in targets:
+        if target.kind is CleanupKind.VERSION:
+            by_study.setdefault(target.study, []).append(target)
+    referenced: dict[str, dict[str, str]] = {}  # study -> instance row key -> the version its row names
+
+    async def read(study: str, versions: list[CleanupTarget]) -> None:
+        try:
+            referenced[study] = await _named_versions(storage, study, versions)
+        except Exception as exc:
+            for target in versions:
+                report.fail(target, exc)
+
+    await bounded_gather((read(study, versions) for study, versions in by_study.items()), limit=_CONCURRENCY)
+    done: set[CleanupTarget] = set()
+
+    async def clean(target: CleanupTarget) -> None:
+        try:
+            if target.kind is CleanupKind.DOCUMENT:
+                if await _clean_document(storage, target, report):
+                    done.add(target)
+                return
+            if target.study not in referenced:
+                return  # its rows could not be read: failed above
+            if referenced[target.study].get(instance_row_key(target.series, target.instance)) == target.version:
+                report.kept += 1
+            else:
+                await delete_instance_blobs(storage, target.stored)
+                report.versions_deleted += 1
+            done.add(target)
+        except Exception as exc:  # its entry stays and is tried again by the next run
+            report.fail(target, exc)
+
+    await bounded_gather((clean(target) for target in targets), limit=_CONCURRENCY)
+    return done
 
 
-async def _clean_document(storage: Storage, entry: CleanupEntry, report: CleanupReport) -> None:
-    target = entry.target
+async def _named_versions(storage: Storage, study: str, versions: list[CleanupTarget]) -> dict[str, str]:
+    """The versions the instance rows of ``versions`` name: a point read for one instance, else one range query."""
+    keys = sorted({instance_row_key(target.series, target.instance) for target in versions})
+    if len(keys) == 1:
+        row = await get_row(storage, study, keys[0], ["Version"])
+        return {keys[0]: str(row["Version"])} if row is not None else {}
+    rows = await query_all(storage.studies, _RANGE_FILTER, parameters={"pk": study, "low": keys[0], "high": keys[-1]},
+                           select=["RowKey", "Version"])
+    return {str(row["RowKey"]): str(row["Version"]) for row in rows}
+
+
+async def _clean_document(storage: Storage, target: CleanupTarget, report: CleanupReport) -> bool:
+    """Delete a series document whose series row is gone; False when it changed meanwhile (look again later)."""
     blob = storage.metadata.get_blob_client(document_name(target.study, target.series))
     properties = await blob_properties_or_none(blob)
     if properties is None:
-        await _delete_entry(storage, entry)
-        return
+        return True
     if await get_row(storage, target.study, series_row_key(target.series), ["RowKey"]) is not None:
         report.kept += 1  # the series was stored again: its document is in use
-        await _delete_entry(storage, entry)
-        return
+        return True
     try:
         # Only the document read above: a store that re-creates the series meanwhile changes it.
         await blob.delete_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified)
     except ResourceModifiedError:
-        return  # changed since: the next run looks again (the series row will say whether it is in use)
+        return False  # changed since: the next run looks again (the series row will say whether it is in use)
     except ResourceNotFoundError:
         pass
     report.documents_deleted += 1
-    await _delete_entry(storage, entry)
+    return True
 
 
-async def _delete_entry(storage: Storage, entry: CleanupEntry) -> None:
-    await delete_entity_quietly(storage.cleanup, entry.partition, entry.row)
+async def _delete_entries(storage: Storage, entries: list[CleanupEntry], report: CleanupReport) -> None:
+    """Delete finished entries, a transaction of up to 100 per partition (a leftover is processed again)."""
+    by_partition: dict[str, list[RowDelete]] = {}
+    for entry in entries:
+        by_partition.setdefault(entry.partition, []).append(RowDelete(entry.row))
+
+    async def delete(partition: str, rows: list[RowDelete]) -> None:
+        try:
+            report.entries_deleted += await delete_rows(storage.cleanup, partition, rows)
+        except Exception:
+            LOGGER.warning("Could not delete cleanup entries of %s; the next run will", partition, exc_info=True)
+
+    await bounded_gather((delete(partition, rows) for partition, rows in by_partition.items()), limit=_CONCURRENCY)

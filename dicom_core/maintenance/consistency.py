@@ -37,7 +37,7 @@ from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX
 from dicom_core.documents.series_documents import block_id, document_name, verified_properties
 from dicom_core.index.delete import is_data_row
-from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION
+from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION, announcement_of
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
@@ -78,9 +78,9 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
         _studies(storage, outboxes), _blob_names(storage.files), _blob_names(storage.metadata),
         all_entries(storage), _listed_studies(storage),
     )
-    covered_versions = {(e.target.study, e.target.series, e.target.instance, e.target.version)
-                        for e in cleanup if e.target.kind is CleanupKind.VERSION}
-    covered_documents = {(e.target.study, e.target.series) for e in cleanup if e.target.kind is CleanupKind.DOCUMENT}
+    targets = [target for entry in cleanup for target in entry.targets]
+    covered_versions = {(t.study, t.series, t.instance, t.version) for t in targets if t.kind is CleanupKind.VERSION}
+    covered_documents = {(t.study, t.series) for t in targets if t.kind is CleanupKind.DOCUMENT}
     findings: list[Finding] = []
     referenced: set[tuple[str, str, str, str]] = set()
     for uid, rows in sorted(studies.items()):
@@ -120,7 +120,7 @@ async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list
     findings = []
     for row in candidates:
         change_id = str(row["RowKey"])[len(OUTBOX_PREFIX):]
-        if change_id in announced:
+        if announcement_of(change_id) in announced:
             continue
         if await get_entity_or_none(storage.changes, FEED_PARTITION, f"{DONE_PREFIX}{change_id}", ["RowKey"]) is None:
             findings.append(Finding("unsequenced-outbox", f"{row['PartitionKey']}/{row['RowKey']}",

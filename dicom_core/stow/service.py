@@ -6,23 +6,14 @@ import asyncio
 import json
 import logging
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import BinaryIO, cast
 
 from dicom_core.documents.series_documents import add_instance
 from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
-from dicom_core.index.outbox import announce_changes, withdraw_announcement
 from dicom_core.index.rows import InstanceRecord
-from dicom_core.maintenance.blob_cleanup import (
-    CleanupEntry,
-    CleanupTarget,
-    cancel_cleanup,
-    cleanup_delay,
-    schedule_cleanup,
-)
+from dicom_core.maintenance.blob_cleanup import CleanupTarget
 from dicom_core.model.errors import (
     BadRequestError,
     NotAcceptableError,
@@ -42,6 +33,7 @@ from dicom_core.storage.blobs import (
 )
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
+from dicom_core.stow.request_writes import RequestCleanup, RequestFeed
 from dicom_core.stow.response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     INSTANCE_EXISTS,
@@ -108,16 +100,31 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
     )
 
 
+@dataclass(frozen=True)
+class _RequestWrites:
+    """What one request writes once for all its parts (see request_writes.py)."""
+
+    cleanup: RequestCleanup
+    feed: RequestFeed
+
+    @classmethod
+    def of(cls, storage: Storage) -> _RequestWrites:
+        """A new request's records, under a new id."""
+        request = new_version()
+        return cls(RequestCleanup(storage, request), RequestFeed(storage, request))
+
+
 async def _store_parts(
     storage: Storage, request: StoreRequest, parts: AsyncIterator[Part], default_type: str | None
 ) -> list[StoreOutcome]:
     # At most `store_concurrency` parts are spooled and being stored while the next one is received.
     slots = asyncio.Semaphore(storage.settings.store_concurrency)
     tasks: list[asyncio.Task[StoreOutcome]] = []
+    writes = _RequestWrites.of(storage)
 
     async def store(part: Part) -> StoreOutcome:
         try:
-            return await _store_part(storage, request, part, default_type)
+            return await _store_part(storage, request, part, default_type, writes)
         finally:
             part.close()
             slots.release()
@@ -129,10 +136,13 @@ async def _store_parts(
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)
+        await _finish_announcement(writes.feed)
     return list(outcomes)
 
 
-async def _store_part(storage: Storage, request: StoreRequest, part: Part, default_type: str | None) -> StoreOutcome:
+async def _store_part(
+    storage: Storage, request: StoreRequest, part: Part, default_type: str | None, writes: _RequestWrites,
+) -> StoreOutcome:
     part_type = parse_media_type(part.content_type).type if part.content_type else default_type
     if part_type != DICOM:
         return StoreOutcome(
@@ -140,11 +150,12 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
             comments=[f"The part's Content-Type '{part.content_type or part_type}' is not {DICOM}."],
         )
     try:
-        parsed = await asyncio.to_thread(read_part10, part.file,
-                                         max_inflated_bytes=storage.settings.max_inflated_bytes)
-        validated = await asyncio.to_thread(
-            validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid
-        )
+        with writes.cleanup.parsing():  # the request's next cleanup write waits for this part, to name it too
+            parsed = await asyncio.to_thread(read_part10, part.file,
+                                             max_inflated_bytes=storage.settings.max_inflated_bytes)
+            validated = await asyncio.to_thread(
+                validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid
+            )
     except InvalidPart10Error as exc:
         return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])
     outcome = StoreOutcome(ids=validated.ids, sop_class_uid=validated.sop_class_uid)
@@ -160,10 +171,12 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         stored=stored, sop_class_uid=validated.sop_class_uid or "", transfer_syntax=str(parsed.transfer_syntax),
         size=parsed.size, metadata=validated.metadata,
         frame_index="" if frame_index_in_blob else frame_index, frame_index_in_blob=frame_index_in_blob,
+        request=writes.feed.announcement_for(validated.ids.study),
     )
+    announced = _Announced(writes.feed, stored.ids.study)
     try:
         # Before anything is uploaded: blobs a crash, a 45070 or a failed commit leaves behind get deleted.
-        cleanup = _VersionCleanup(storage, await schedule_cleanup(storage, [CleanupTarget.of_version(stored)]))
+        await writes.cleanup.cover([CleanupTarget.of_version(stored)])
         uploads = [
             put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
             put_json(storage, metadata_blob_name(stored),
@@ -171,32 +184,32 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
         ]
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
-        # The change feed's sequencer looks for the commit's outbox row only where it was announced, and drops an
-        # announcement older than ANNOUNCEMENT_TIMEOUT without its outbox row: a large file is announced after
-        # its upload (which may take longer than that), a small one beside it. Every commit attempt waits for it.
-        announced: asyncio.Task[None] | None = None
+        # The change feed's sequencer drops an announcement ANNOUNCEMENT_TIMEOUT after it was last written, unless
+        # it found every change it counts: a large file is announced after its upload (which may take longer than
+        # that), a small one beside it; a commit attempt long after the request's last write renews it.
         try:
             if parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES:
-                announced = _announce(storage, stored)
+                announced.start()
             await asyncio.gather(*uploads)
-            announced = announced or _announce(storage, stored)
+            announced.start()
             # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
-            hooks = _StoreCommitHooks(IndexIntents(storage, record), cleanup, announced)
+            hooks = _StoreCommitHooks(IndexIntents(storage, record), writes, stored, announced)
+            announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
         finally:
-            if announced is not None:
-                announced.cancel()  # only still running if no attempt got as far as committing
-                await asyncio.gather(announced, return_exceptions=True)
+            await announced.stop()  # only still running if no attempt got as far as committing
     except InstanceExistsError:
-        # Never referenced by a row (the existing row names another version): safe to delete at once.
+        # Never referenced by a row (the existing row names another version): safe to delete at once. The
+        # request's cleanup entry still names it (it names the request's other versions too): deleting no blob.
         await delete_instance_blobs(storage, stored)
-        await _quietly(cancel_cleanup(storage, cleanup.entries))
-        await _quietly(withdraw_announcement(storage, stored.version))  # its commit was refused
+        announced.not_committed()  # its commit was refused
         outcome.failure_reason = INSTANCE_EXISTS
         outcome.comments = [f"The instance {stored.ids.instance} already exists; use PUT to replace it."]
         return outcome
     except Exception as exc:
         outcome.storage_unavailable = is_storage_unavailable(exc)
+        if not announced.committing:
+            announced.not_committed()
         # The blobs stay for the cleanup entry: a commit whose answer was lost may have landed after all.
         LOGGER.exception("Storing instance %s failed", stored.ids.instance)
         outcome.failure_reason = PROCESSING_FAILURE
@@ -214,56 +227,67 @@ async def _store_part(storage: Storage, request: StoreRequest, part: Part, defau
     return outcome
 
 
-def _announce(storage: Storage, stored: StoredInstance) -> asyncio.Task[None]:
-    return asyncio.create_task(
-        announce_changes(storage, stored.ids.study, stored.version, datetime.now(UTC)))
+class _Announced:
+    """One part's change in its request's announcement: written beside or after its uploads, awaited by its commit."""
 
+    def __init__(self, feed: RequestFeed, study: str) -> None:
+        self.feed = feed
+        self.study = study
+        self.committing = False  # commit_instance was called: from then on, whether it landed is uncertain
+        self._task: asyncio.Task[None] | None = None
 
-class _VersionCleanup:
-    """The cleanup entries of a store: its own version's, and the version an upsert replaces."""
+    def start(self) -> None:
+        """Have the request's announcement count this change (once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.feed.cover(self.study))
 
-    def __init__(self, storage: Storage, entries: list[CleanupEntry]) -> None:
-        self.storage = storage
-        self.entries = entries
-        self._own = entries[0].target
-        self._written_at = time.monotonic()
-        self._replaced: set[str] = set()
+    async def before_commit(self) -> None:
+        """Wait until the announcement counts this change and is fresh enough for a commit starting now."""
+        assert self._task is not None
+        await self._task
+        await self.feed.renew(self.study)
 
-    async def before_commit(self, rows: CommitRows) -> None:
-        """Record the version this attempt would replace; renew the own entry if the store took long."""
-        targets = []
-        replaced = str(rows.instance["Version"]) if rows.instance is not None else None
-        if replaced is not None and replaced not in self._replaced:
-            targets.append(CleanupTarget.of_version(StoredInstance(self._own.stored.ids, replaced)))
-        # The own entry must not fall due before the commit: it would delete blobs about to be referenced.
-        renew = time.monotonic() - self._written_at > cleanup_delay(self.storage).total_seconds() / 2
-        if renew:
-            targets.append(self._own)
-        if not targets:
-            return
-        written = await schedule_cleanup(self.storage, targets)
-        if replaced is not None:
-            self._replaced.add(replaced)
-        if renew:
-            self.entries.append(written[-1])
-            self._written_at = time.monotonic()
+    def not_committed(self) -> None:
+        """This change's commit certainly did not happen: the request takes it out of its count at the end."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+            self.feed.not_committed(self.study)
+
+    async def stop(self) -> None:
+        """Cancel the announcement's write if no commit attempt waited for it."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class _StoreCommitHooks:
-    """Around each commit attempt of a store: index intents and cleanup entries (see commit_instance)."""
+    """Around each commit attempt of a store: announcement, index intents and cleanup entries (see commit_instance)."""
 
-    def __init__(self, intents: IndexIntents, cleanup: _VersionCleanup, announced: asyncio.Task[None]) -> None:
+    def __init__(self, intents: IndexIntents, writes: _RequestWrites, stored: StoredInstance,
+                 announced: _Announced) -> None:
         self._intents = intents
-        self._cleanup = cleanup
+        self._writes = writes
+        self._own = CleanupTarget.of_version(stored)
         self._announced = announced
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
-        await asyncio.gather(self._announced, self._intents.before_commit(rows), self._cleanup.before_commit(rows))
+        await asyncio.gather(self._announced.before_commit(), self._intents.before_commit(rows),
+                             self._cleanup_before_commit(rows))
 
     async def after_commit(self, rows: CommitRows) -> None:
         """Repair index entries a racing delete removed from rows this commit created."""
         await self._intents.after_commit(rows)
+
+    async def _cleanup_before_commit(self, rows: CommitRows) -> None:
+        # The version this attempt would replace; and the own version again if the request's entry naming it
+        # could fall due before the commit (it would delete blobs about to be referenced).
+        targets = [self._own]
+        if rows.instance is not None:
+            replaced = StoredInstance(self._own.stored.ids, str(rows.instance["Version"]))
+            targets.append(CleanupTarget.of_version(replaced))
+        await self._writes.cleanup.cover(targets)
 
 
 async def _single_part(body: AsyncIterator[bytes], max_bytes: int, spool_memory_bytes: int) -> AsyncIterator[Part]:
@@ -283,9 +307,9 @@ async def _single_part(body: AsyncIterator[bytes], max_bytes: int, spool_memory_
     yield Part(headers={}, content_type=DICOM, file=file, size=size)
 
 
-async def _quietly(operation: object) -> None:
+async def _finish_announcement(feed: RequestFeed) -> None:
     try:
-        await operation  # type: ignore[misc]
+        await feed.finish()
     except Exception:
-        LOGGER.warning("Cleanup after a failed store did not finish; the cleanup path will remove leftovers",
-                       exc_info=True)
+        LOGGER.warning("Could not take refused parts out of the request's change-feed announcement; the sequencer "
+                       "drops it after the announcement timeout", exc_info=True)

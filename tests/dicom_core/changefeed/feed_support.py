@@ -9,7 +9,9 @@ from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.feed_reads import FeedEntry, entries_after
 from dicom_core.changefeed.sequencer import sequence_pending
-from dicom_core.index.outbox import PENDING_PARTITION, Change, ChangeAction, announce_changes, outbox_operation
+from dicom_core.index.outbox import (
+    PENDING_PARTITION, Change, ChangeAction, announce_changes, outbox_operation, outbox_range,
+)
 from dicom_core.index.rows import instance_row_key
 from dicom_core.model.identifiers import new_version
 from dicom_core.storage.clients import Storage
@@ -72,3 +74,11 @@ async def write_outboxes(storage: Storage, count: int) -> set[str]:
             for instance in instances[start:start + 20]
         ))
     return set(instances)
+
+
+async def outbox_rows(storage: Storage, study: str) -> list[str]:
+    """The RowKeys of the outbox rows in a study partition."""
+    low, high = outbox_range()
+    rows = storage.studies.query_entities("PartitionKey eq @s and RowKey ge @low and RowKey lt @high",
+                                          parameters={"s": study, "low": low, "high": high})
+    return [str(row["RowKey"]) async for row in rows]

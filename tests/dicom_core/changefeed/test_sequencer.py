@@ -6,17 +6,23 @@ import asyncio
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import pytest
+from azure.data.tables.aio import TableClient
+
+from dicom_core.changefeed import sequencer
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX, sequence_pending
 from dicom_core.index.outbox import (
-    ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, announce_changes, outbox_operation, outbox_row_key,
+    ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, RequestAnnouncement, announce_changes, announce_requests,
+    outbox_operation, request_change_id,
 )
 from dicom_core.model.epoch import to_micros
 from dicom_core.model.identifiers import new_version
 from dicom_core.storage.clients import Storage
 from tests.dicom_core.changefeed.feed_support import (
-    T0, all_entries, pending_ids, store, stored_version, uid, write_outbox, write_outboxes,
+    T0, all_entries, outbox_rows, pending_ids, store, uid, write_outbox, write_outboxes,
 )
 from tests.factories import make_instance
 
@@ -33,23 +39,22 @@ async def test_writers_do_not_append_to_the_feed_themselves(feed_storage: Storag
 async def test_a_refused_store_withdraws_its_announcement(feed_storage: Storage, stow_parts) -> None:
     study, series, sop = uid(), uid(), uid()
     await store(stow_parts, feed_storage, [make_instance(study=study, series=series, sop=sop)])
+    stored = await pending_ids(feed_storage)
     refused = await stow_parts(feed_storage, [make_instance(study=study, series=series, sop=sop)])
 
     assert refused.status == 409
-    assert await pending_ids(feed_storage) == [await stored_version(feed_storage, study, series, sop)]
+    assert len(stored) == 1 and await pending_ids(feed_storage) == stored
 
 
 async def test_appended_outbox_rows_and_announcements_are_removed(feed_storage: Storage, stow_parts) -> None:
-    study, series, sop = uid(), uid(), uid()
-    await store(stow_parts, feed_storage, [make_instance(study=study, series=series, sop=sop)])
-    version = await stored_version(feed_storage, study, series, sop)
+    study, series = uid(), uid()
+    await store(stow_parts, feed_storage, [make_instance(study=study, series=series) for _ in range(3)])
+    assert len(await outbox_rows(feed_storage, study)) >= 1
 
-    await sequence_pending(feed_storage)
+    assert await sequence_pending(feed_storage) == 3
 
     assert await pending_ids(feed_storage) == []
-    outbox = [row async for row in feed_storage.studies.query_entities(
-        "PartitionKey eq @s and RowKey eq @r", parameters={"s": study, "r": outbox_row_key(version)})]
-    assert outbox == []
+    assert await outbox_rows(feed_storage, study) == []
 
 
 async def test_an_outbox_left_behind_after_its_append_is_not_appended_again(feed_storage: Storage) -> None:
@@ -164,3 +169,127 @@ async def test_sequencers_in_two_processes_append_every_change_exactly_once(
     assert sum(int(stdout) for stdout, _ in outputs) == 80
     assert [e.sequence for e in entries] == list(range(1, 81))
     assert {e.instance for e in entries} == instances
+
+
+async def _announce_request(storage: Storage, request: str, studies: list[str], changes: int,
+                            at: datetime | None = None) -> None:
+    at = at or datetime.now(timezone.utc)
+    await announce_requests(storage, [RequestAnnouncement(request, tuple(studies), changes, at)], at)
+
+
+async def _commit_request_outbox(storage: Storage, study: str, request: str, part: str, count: int) -> set[str]:
+    """Commit one outbox row of a request with ``count`` changes; return their instance UIDs."""
+    instances = [uid() for _ in range(count)]
+    changes = [Change(ChangeAction.CREATE, "1.2", instance, f"v{part}") for instance in instances]
+    await storage.studies.submit_transaction([outbox_operation(study, request_change_id(request, part), changes, T0)])
+    return set(instances)
+
+
+async def test_a_request_committed_into_several_studies_is_appended_whole_and_removed(feed_storage: Storage) -> None:
+    request, first, second = new_version(), uid(), uid()
+    await _announce_request(feed_storage, request, [first, second], 3)
+    instances = await _commit_request_outbox(feed_storage, first, request, "a", 2)
+    instances |= await _commit_request_outbox(feed_storage, second, request, "b", 1)
+
+    assert await sequence_pending(feed_storage) == 3
+
+    entries = await all_entries(feed_storage)
+    assert [e.sequence for e in entries] == [1, 2, 3] and {e.instance for e in entries} == instances
+    assert await pending_ids(feed_storage) == []
+    assert await outbox_rows(feed_storage, first) == await outbox_rows(feed_storage, second) == []
+
+
+async def test_a_request_announcement_stays_until_every_change_it_counts_is_in_the_feed(feed_storage: Storage) -> None:
+    request, first, second = new_version(), uid(), uid()
+    await _announce_request(feed_storage, request, [first, second], 3)
+    await _commit_request_outbox(feed_storage, first, request, "a", 2)
+
+    assert await sequence_pending(feed_storage) == 2
+    assert await pending_ids(feed_storage) == [request]  # its other commit may still land
+
+    await _commit_request_outbox(feed_storage, second, request, "b", 1)
+    assert await sequence_pending(feed_storage) == 1
+    assert await pending_ids(feed_storage) == []
+    assert [e.sequence for e in await all_entries(feed_storage)] == [1, 2, 3]
+
+
+async def test_a_request_that_failed_part_way_is_dropped_after_the_timeout(feed_storage: Storage) -> None:
+    request, study = new_version(), uid()
+    await _announce_request(feed_storage, request, [study], 3, at=T0)
+    await _commit_request_outbox(feed_storage, study, request, "a", 2)
+
+    assert await sequence_pending(feed_storage, clock=lambda: T0 + ANNOUNCEMENT_TIMEOUT - timedelta(seconds=1)) == 2
+    assert await pending_ids(feed_storage) == [request]
+    assert await sequence_pending(feed_storage, clock=lambda: T0 + ANNOUNCEMENT_TIMEOUT + timedelta(seconds=1)) == 0
+    assert await pending_ids(feed_storage) == []
+
+
+async def test_a_request_announced_again_after_its_announcement_was_removed_is_appended(feed_storage: Storage) -> None:
+    request, study = new_version(), uid()
+    await _announce_request(feed_storage, request, [study], 1)
+    await _commit_request_outbox(feed_storage, study, request, "a", 1)
+    assert await sequence_pending(feed_storage) == 1
+    assert await pending_ids(feed_storage) == []
+
+    # Its next part: the request writes its announcement again (now counting 2 changes), then commits.
+    await _announce_request(feed_storage, request, [study], 2)
+    await _commit_request_outbox(feed_storage, study, request, "b", 1)
+
+    assert await sequence_pending(feed_storage) == 1
+    assert await pending_ids(feed_storage) == []  # the earlier change counts, by its done row
+    assert [e.sequence for e in await all_entries(feed_storage)] == [1, 2]
+
+
+async def test_an_announcement_written_again_while_a_sequencer_runs_is_kept(
+    feed_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request, study = new_version(), uid()
+    await _announce_request(feed_storage, request, [study], 1)
+    await _commit_request_outbox(feed_storage, study, request, "a", 1)
+    append = sequencer._append
+
+    async def append_while_the_request_announces_more(*args: Any, **kwargs: Any) -> Any:
+        appended = await append(*args, **kwargs)
+        await _announce_request(feed_storage, request, [study], 2)  # after the sequencer read it
+        return appended
+
+    monkeypatch.setattr(sequencer, "_append", append_while_the_request_announces_more)
+    assert await sequence_pending(feed_storage) == 1
+    monkeypatch.setattr(sequencer, "_append", append)
+
+    assert await pending_ids(feed_storage) == [request]  # deleted only with the ETag it was read with
+    await _commit_request_outbox(feed_storage, study, request, "b", 1)
+    assert await sequence_pending(feed_storage) == 1
+    assert await pending_ids(feed_storage) == []
+
+
+async def test_outboxes_of_one_study_are_read_with_one_query_and_deleted_in_one_transaction(
+    feed_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = uid()
+    for _ in range(20):
+        request = new_version()
+        await _announce_request(feed_storage, request, [study], 1)
+        await _commit_request_outbox(feed_storage, study, request, "a", 1)
+    queries: list[str] = []
+    query_all = sequencer.query_all
+
+    async def counting(table: Any, query: str, **kwargs: Any) -> Any:
+        queries.append(kwargs["parameters"]["pk"])
+        return await query_all(table, query, **kwargs)
+
+    monkeypatch.setattr(sequencer, "query_all", counting)
+    transactions: list[int] = []
+    submit = TableClient.submit_transaction
+
+    async def counting_transaction(self: TableClient, operations: list, **kwargs: Any) -> Any:
+        if self.table_name.startswith(feed_storage.studies.table_name):
+            transactions.append(len(operations))
+        return await submit(self, operations, **kwargs)
+
+    monkeypatch.setattr(TableClient, "submit_transaction", counting_transaction)
+
+    assert await sequence_pending(feed_storage) == 20
+    assert queries == [study]
+    assert transactions == [20]
+    assert await outbox_rows(feed_storage, study) == [] and await pending_ids(feed_storage) == []

@@ -132,7 +132,7 @@ async def test_delete_records_a_cleanup_entry_for_the_version_and_the_series_doc
     assert (await stow_parts(own, [make_instance(study=study, series=series, sop=sop)])).status == 200
     version = str((await _row(own, study, f"instance|{series}|{sop}"))["Version"])
     await delete_instance(own, InstanceIdentifiers(study, series, sop))
-    targets = {(e.target.kind, e.target.version) for e in await all_entries(own) if e.target.study == study}
+    targets = {(t.kind, t.version) for e in await all_entries(own) for t in e.targets if t.study == study}
     assert (CleanupKind.VERSION, version) in targets
     assert (CleanupKind.DOCUMENT, "") in targets
 

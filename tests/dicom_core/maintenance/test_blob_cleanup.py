@@ -6,12 +6,16 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from azure.data.tables.aio import TableClient
 from pydicom.uid import generate_uid
 
+from dicom_core.maintenance import blob_cleanup
 from dicom_core.maintenance.blob_cleanup import (
-    CleanupTarget, all_entries, due_entries, entry_for, run_cleanup, schedule_cleanup,
+    CleanupTarget, all_entries, due_entries, entity_of, entry_for, entry_of, parse_entry, run_cleanup,
+    schedule_cleanup, write_entries,
 )
 from dicom_core.storage.blobs import instance_blob_name, metadata_blob_name, put_json
 from dicom_core.maintenance.consistency import check_consistency
@@ -86,3 +90,96 @@ def test_row_keys_sort_by_due_time() -> None:
     late = entry_for(target, datetime(2024, 1, 2, 3, 4, 5, 7, tzinfo=timezone.utc))
     assert early.partition == late.partition
     assert early.row < late.row
+
+
+async def _upload(storage: Storage, stored: StoredInstance) -> None:
+    await storage.files.upload_blob(instance_blob_name(stored), b"uploaded, never committed")
+    await put_json(storage, metadata_blob_name(stored), b"{}")
+
+
+async def test_an_entry_naming_several_versions_keeps_the_committed_and_deletes_the_rest(
+    own: Storage, stow_parts
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await stow_parts(own, [make_instance(study=study, series=series) for _ in range(2)])).status == 200
+    committed = [target for entry in await all_entries(own) for target in entry.targets]
+    strays = [StoredInstance(InstanceIdentifiers(study, series, generate_uid()), new_version()), _version()]
+    for stray in strays:
+        await _upload(own, stray)
+    targets = [*committed, *(CleanupTarget.of_version(stray) for stray in strays)]
+    await write_entries(own, [entry_of("several", targets, datetime.now(timezone.utc))])
+
+    report = await run_cleanup(own, now=FAR_FUTURE)
+
+    assert (report.kept, report.versions_deleted, report.failed) == (2, 2, 0)
+    assert await all_entries(own) == []
+    assert await check_consistency(own) == []
+    assert len(await _names(own)) == 5  # the committed versions' files and JSON, the series document
+
+
+async def test_versions_of_one_study_are_checked_with_one_range_query(
+    own: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    targets = [CleanupTarget.of_version(StoredInstance(InstanceIdentifiers(study, series, generate_uid()),
+                                                       new_version())) for _ in range(30)]
+    await schedule_cleanup(own, targets[:10])  # entries in the format of before: one version each
+    await write_entries(own, [entry_of("request", targets[10:], datetime.now(timezone.utc))])
+    reads: list[str] = []
+    query_all, get_row = blob_cleanup.query_all, blob_cleanup.get_row
+
+    async def counting_query(table: Any, query: str, **kwargs: Any) -> Any:
+        reads.append(f"query {kwargs['parameters']['pk']}")
+        return await query_all(table, query, **kwargs)
+
+    async def counting_get(storage: Storage, partition: str, *args: Any) -> Any:
+        reads.append(f"get {partition}")
+        return await get_row(storage, partition, *args)
+
+    monkeypatch.setattr(blob_cleanup, "query_all", counting_query)
+    monkeypatch.setattr(blob_cleanup, "get_row", counting_get)
+    report = await run_cleanup(own, now=FAR_FUTURE)
+
+    assert (report.due, report.versions_deleted, report.entries_deleted) == (11, 30, 11)
+    assert [read for read in reads if study in read] == [f"query {study}"]
+
+
+async def test_finished_entries_of_one_partition_are_deleted_in_one_transaction(
+    own: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = generate_uid()
+    await schedule_cleanup(own, [CleanupTarget.of_version(StoredInstance(
+        InstanceIdentifiers(study, generate_uid(), generate_uid()), new_version())) for _ in range(40)])
+    transactions: list[int] = []
+    submit = TableClient.submit_transaction
+
+    async def counting(self: TableClient, operations: list, **kwargs: Any) -> Any:
+        if self.table_name == own.cleanup.table_name:
+            transactions.append(len(operations))
+        return await submit(self, operations, **kwargs)
+
+    monkeypatch.setattr(TableClient, "submit_transaction", counting)
+    report = await run_cleanup(own, now=FAR_FUTURE)
+
+    assert (report.due, report.entries_deleted, transactions) == (40, 40, [40])
+    assert await all_entries(own) == []
+
+
+async def test_an_entry_deleted_meanwhile_does_not_keep_the_others(own: Storage) -> None:
+    study = generate_uid()  # one study: its entries share a partition, and a transaction
+    entries = await schedule_cleanup(own, [CleanupTarget.of_version(StoredInstance(
+        InstanceIdentifiers(study, generate_uid(), generate_uid()), new_version())) for _ in range(5)])
+    await own.cleanup.delete_entity(entries[2].partition, entries[2].row)  # as a concurrent run would
+
+    report = await run_cleanup(own, now=FAR_FUTURE)
+
+    assert report.entries_deleted == 4
+    assert await all_entries(own) == []
+
+
+def test_entries_of_both_formats_read_back() -> None:
+    targets = [CleanupTarget.of_version(_version()), CleanupTarget.of_document(generate_uid(), generate_uid())]
+    due = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    several = entry_of("r-1", targets, due)
+    assert parse_entry(entity_of(several)) == several
+    assert parse_entry(entity_of(entry_for(targets[1], due))) == entry_for(targets[1], due)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from dicom_core.model.errors import PayloadTooLargeError
+from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.index.rows import STUDY_ROW, series_row_key
+from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
+from dicom_core.maintenance.consistency import check_consistency
+from dicom_core.model.errors import PayloadTooLargeError
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.stow.service import StoreRequest, store_instances
@@ -22,6 +27,17 @@ from tests.factories import make_instance, multipart_body
 BOUNDARY = "test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 BASE = "http://test"
+FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+
+
+@pytest.fixture
+async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """Storage of this test's own: its cleanup entries and announcements are this test's only."""
+    suffix = uuid.uuid4().hex[:10]
+    opened = await open_storage(replace(unit_settings, table_prefix=f"stw{suffix}", blob_container=f"stw-{suffix}",
+                                        metadata_container=f"stwm-{suffix}"))
+    yield opened
+    await opened.close()
 
 
 async def _chunks(data: bytes, size: int = 7919) -> AsyncIterator[bytes]:
@@ -98,3 +114,48 @@ async def test_deleted_container_is_created_again(unit_settings: Settings) -> No
         assert response.status == 200
     finally:
         await own.close()
+
+
+async def test_a_request_writes_one_cleanup_entry_and_one_announcement(own: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await _store(own, [make_instance(study=study, series=series) for _ in range(5)])).status == 200
+    rows = [e async for e in own.studies.query_entities(
+        "PartitionKey eq @pk and RowKey ge 'instance|' and RowKey lt 'instance}'", parameters={"pk": study})]
+
+    [entry] = await all_entries(own)
+    assert {target.version for target in entry.targets} == {str(row["Version"]) for row in rows}
+    [announcement] = [e async for e in own.changes.query_entities("PartitionKey eq 'pending'")]
+    assert (json.loads(announcement["Studies"]), announcement["Changes"]) == ([study], 5)
+    assert await sequence_pending(own) == 5
+    assert (await run_cleanup(own, now=FAR_FUTURE)).kept == 5
+    assert await all_entries(own) == []
+
+
+async def test_an_upsert_names_the_versions_it_replaces_in_its_cleanup_entry(own: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    assert (await _store(own, [make_instance(study=study, series=series, sop=sop) for sop in sops])).status == 200
+    old = {target for entry in await all_entries(own) for target in entry.targets}
+    replaced = await _store(own, [make_instance(study=study, series=series, sop=sop) for sop in sops], upsert=True)
+    assert replaced.status == 200
+
+    [entry] = [entry for entry in await all_entries(own) if set(entry.targets) != old]
+    assert len(entry.targets) == 6 and old < set(entry.targets)  # its own 3 versions and the 3 it replaced
+
+    report = await run_cleanup(own, now=FAR_FUTURE)
+    assert (report.kept, report.versions_deleted) == (3, 3)
+    assert len(await _blob_names(own, study)) == 3
+
+
+async def test_a_refused_part_is_taken_out_of_its_requests_announcement(own: Storage) -> None:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    assert (await _store(own, [make_instance(study=study, series=series, sop=sop)])).status == 200
+    assert await sequence_pending(own) == 1
+    parts = [make_instance(study=study, series=series, sop=sop), make_instance(study=study, series=series)]
+    assert (await _store(own, parts)).status == 202  # one stored, one refused (45070)
+
+    [announcement] = [e async for e in own.changes.query_entities("PartitionKey eq 'pending'")]
+    assert announcement["Changes"] == 1
+    assert await sequence_pending(own) == 1
+    assert [e async for e in own.changes.query_entities("PartitionKey eq 'pending'")] == []
+    assert await check_consistency(own) == []
