@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -190,7 +191,8 @@ def measure(counting: Counting, instances: int, single: int) -> list[Count]:
 
 def label(request: ServedRequest, prefix: str = PREFIX) -> str:
     """What a request did and where, e.g. ``table point read Studies → 404``."""
-    targets = ",".join(name.removeprefix(prefix).lstrip("-") for name in request.target.split(","))
+    targets = ",".join(re.sub(r"^(Studies|Index)[0-9]+$", r"\1", name.removeprefix(prefix).lstrip("-"))
+                       for name in request.target.split(","))  # a shard of Studies or Index counts as the table
     return f"{request.kind} {targets}" + (f" → {request.status}" if request.failed else "")
 
 

@@ -1,13 +1,17 @@
-"""Where a search's results come from: the index partition (or UIDs) that serves its most selective filter,
+"""Where a search's results come from: the index range (or UIDs) that serves its most selective filter,
 each entry verified against the row it points at, and expanded level by level (study → series → instance).
 
-Every source is an async generator of verified hits in result order (newest first); the search takes the
-offset and limit from the front, so what a search reads grows with offset + limit, not with the archive.
+Every source is an async generator of verified hits in result order; the search takes the offset and limit
+from the front, so what a search reads grows with offset + limit, not with the archive. The order is newest
+first, except for a search served by a name word range of more than NEWEST_FIRST_WORD_ENTRIES entries: that
+one comes in index order (by matching word, newest first within a word), so a page reads offset + limit
+entries however many names begin alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -28,11 +32,12 @@ from dicom_core.model.tags import (
 from dicom_core.model.text import fold, fold_person_name, name_words
 from dicom_core.qido.matching import matches
 from dicom_core.qido.query import Condition, MatchKind, QidoQuery, QidoResource
-from dicom_core.qido.reads import Row, SearchReads, newest_first
+from dicom_core.qido.reads import FIRST_PAGE, Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
+    NAME_WORD_INDEXES,
     SERIES_BY_MODALITY,
     SERIES_BY_UID,
     STUDIES_BY_ACCESSION,
@@ -43,7 +48,6 @@ from dicom_core.search_index.keys import (
     STUDIES_BY_PATIENT_NAME_WORD,
     STUDIES_BY_REFERRING,
     STUDIES_BY_REFERRING_WORD,
-    WORD_PREFIX_CHARS,
     IndexEntry,
     inverted_date,
     parse_entry,
@@ -51,10 +55,15 @@ from dicom_core.search_index.keys import (
     series_keys,
     study_row_keys,
     study_row_modalities,
+    word_range,
 )
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
+# A name word range of at most this many entries (fewer than the first page asks for) is answered newest first.
+NEWEST_FIRST_WORD_ENTRIES = FIRST_PAGE - 1
+# The words of a folded name: what `name_words` splits on ([\W_]+) is what separates them.
+_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,24 @@ class Hit:
 
 @dataclass(frozen=True)
 class IndexRange:
-    """An index partition and, for dates, the RowKey range to read."""
+    """An index partition and, for dates and name words, the RowKey range to read."""
 
     partition: str
     low: str | None = None
     high: str | None = None
+
+    @property
+    def by_word(self) -> bool:
+        """Tell whether the range holds name word entries (ordered by word, then newest first)."""
+        return self.partition.split("|", 1)[0] in NAME_WORD_INDEXES
+
+
+@dataclass(frozen=True)
+class NameTerm:
+    """The folded word of a name condition whose entries hold every name it can match: whole, or a prefix."""
+
+    word: str
+    whole: bool
 
 
 def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit, None]]:
@@ -137,9 +159,9 @@ def study_index_range(query: QidoQuery) -> IndexRange | None:
         if condition is not None and condition.kind is MatchKind.EXACT:
             return IndexRange(partition_key(exact, fold_person_name(condition.value)))
     for _, words, tag in names:
-        word = _name_index_word(query.condition(tag))
-        if word:
-            return IndexRange(partition_key(words, word[:WORD_PREFIX_CHARS]))
+        term = name_term(query.condition(tag))
+        if term is not None:
+            return IndexRange(*word_range(words, term.word, whole=term.whole))
     date = query.condition(STUDY_DATE)
     if date is not None:
         return IndexRange(
@@ -153,19 +175,21 @@ def study_index_range(query: QidoQuery) -> IndexRange | None:
     return None
 
 
-def _name_index_word(condition: Condition | None) -> str:
-    """The word whose prefix partition holds every name a fuzzy or wildcard condition can match ('' if none)."""
+def name_term(condition: Condition | None) -> NameTerm | None:
+    """The longest word every name matching a fuzzy or wildcard condition has (whole) or has a word begin with."""
     if condition is None:
-        return ""
+        return None
     if condition.kind is MatchKind.FUZZY:
-        return max(name_words(condition.value), key=len, default="")
+        # Each query word begins a word of the name.
+        return max((NameTerm(word, whole=False) for word in name_words(condition.value)),
+                   key=lambda term: len(term.word), default=None)
     if condition.kind is MatchKind.WILDCARD:
         literal = fold(condition.value)
-        cut = min((literal.index(char) for char in "*?" if char in literal), default=len(literal))
-        # A value matching 'DOE^J*' starts with 'DOE^J', so its first word starts with 'DOE'.
-        words = name_words(literal[:cut])
-        return words[0] if words else ""
-    return ""
+        literal = literal[:min((literal.index(char) for char in "*?" if char in literal), default=len(literal))]
+        # A name matching 'DOE^J*' starts with 'DOE^J': DOE is one of its words, and one begins with J.
+        terms = [NameTerm(match.group(), whole=match.end() < len(literal)) for match in _WORD.finditer(literal)]
+        return max(terms, key=lambda term: (len(term.word), term.whole), default=None)
+    return None
 
 
 def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, AsyncGenerator[Hit, None] | None]:
@@ -192,7 +216,7 @@ def _study_matches(query: QidoQuery, row: Row) -> bool:
 
 async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[str] = set()
-    async for entries in _verification_slices(reads, index.partition, index.low, index.high):
+    async for entries in _verification_slices(reads, index):
         rows = await asyncio.gather(*(reads.study(entry.study) for entry in entries))
         for entry, row in zip(entries, rows, strict=True):
             # The first verified entry of a study wins: two first stores racing may leave two sort keys.
@@ -214,7 +238,7 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
 
 async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: str) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
-    async for entries in _verification_slices(reads, partition):
+    async for entries in _verification_slices(reads, IndexRange(partition)):
         pairs = await asyncio.gather(*(_study_and_series(reads, entry.study, entry.series or "") for entry in entries))
         for entry, (study, series) in zip(entries, pairs, strict=True):
             target = (entry.study, entry.series or "")
@@ -241,31 +265,36 @@ async def _study_and_series(reads: SearchReads, study: str, series: str) -> tupl
 async def _series_of_studies(
     reads: SearchReads, query: QidoQuery, studies: AsyncIterator[Hit]
 ) -> AsyncGenerator[Hit, None]:
-    async for chunk in _chunks(studies, lambda: reads.wanted):
+    reads.expanded("series")
+    async for chunk in _chunks(studies, lambda: reads.demand("series")):
         lists = await asyncio.gather(*(reads.series_of(hit.study_uid) for hit in chunk))
-        for hit, rows in zip(chunk, lists, strict=True):
-            for row in newest_first(rows):
-                if _matches_level(query, Level.SERIES, row):
-                    yield Hit(hit.study_uid, study=hit.study, series=row)
+        found = [Hit(hit.study_uid, study=hit.study, series=row) for hit, rows in zip(chunk, lists, strict=True)
+                 for row in newest_first(rows) if _matches_level(query, Level.SERIES, row)]
+        reads.expanded("series", len(chunk), len(found))
+        for series in found:
+            yield series
 
 
 async def _instances_of_series(
     reads: SearchReads, query: QidoQuery, series: AsyncIterator[Hit], *, series_uid: str | None = None
 ) -> AsyncGenerator[Hit, None]:
-    async for chunk in _chunks(series, lambda: reads.wanted):
+    reads.expanded("instances")
+    async for chunk in _chunks(series, lambda: reads.demand("instances")):
         lists = await asyncio.gather(
             *(reads.instances_of(hit.study_uid, series_uid or hit.series_uid) for hit in chunk))
-        for hit, rows in zip(chunk, lists, strict=True):
-            for row in newest_first(rows):
-                if _matches_level(query, Level.INSTANCE, row):
-                    yield Hit(hit.study_uid, study=hit.study, series=hit.series, instance=row)
+        found = [Hit(hit.study_uid, study=hit.study, series=hit.series, instance=row)
+                 for hit, rows in zip(chunk, lists, strict=True)
+                 for row in newest_first(rows) if _matches_level(query, Level.INSTANCE, row)]
+        reads.expanded("instances", len(chunk), len(found))
+        for instance in found:
+            yield instance
 
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found: list[Hit] = []
     for uid in dict.fromkeys(uids):
         async for page in reads.index_pages(partition_key(INSTANCES_BY_UID, uid)):
-            for entry in (parse_entry(entity) for entity in page):
+            for entry in (parse_entry(entity) for entity in page.entities):
                 ids = InstanceIdentifiers(entry.study, entry.series or "", entry.instance or "")
                 instance = await reads.instance(ids)
                 study, series = await _study_and_series(reads, ids.study, ids.series)
@@ -284,17 +313,37 @@ def _newest_first(found: list[Hit], row_of: Callable[[Hit], Row | None]) -> list
     return [next(hit for hit in found if row_of(hit) is row) for row in rows]
 
 
-async def _verification_slices(
-    reads: SearchReads, partition: str, low: str | None = None, high: str | None = None
-) -> AsyncIterator[list[IndexEntry]]:
+async def _verification_slices(reads: SearchReads, index: IndexRange) -> AsyncIterator[list[IndexEntry]]:
     """Index entries in slices of what the search still wants, so rows are read for about the page only."""
-    async for page in reads.index_pages(partition, low, high):
-        entries = [parse_entry(entity) for entity in page]
+    async for entries in _index_entries(reads, index):
         start = 0
         while start < len(entries):
-            size = max(MIN_SLICE, reads.wanted)
+            size = max(MIN_SLICE, reads.demand())
             yield entries[start:start + size]
             start += size
+
+
+async def _index_entries(reads: SearchReads, index: IndexRange) -> AsyncIterator[list[IndexEntry]]:
+    """The entries of an index range, page by page; a name word range of a few entries, newest first.
+
+    Whether a word range is answered newest first depends on its number of entries only, not on the page asked
+    for, so offset pages of one search never mix the two orders.
+    """
+    held: list[IndexEntry] | None = [] if index.by_word else None
+    async for page in reads.index_pages(index.partition, index.low, index.high):
+        entries = [parse_entry(entity) for entity in page.entities]
+        if held is None:
+            yield entries
+            continue
+        held += entries
+        if page.last and len(held) <= NEWEST_FIRST_WORD_ENTRIES:
+            yield sorted(held, key=lambda entry: (entry.sort_key, entry.study))
+            held = None
+        elif page.last or len(held) > NEWEST_FIRST_WORD_ENTRIES:
+            yield held
+            held = None
+    if held:
+        yield held
 
 
 async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:
@@ -302,7 +351,7 @@ async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:
 
 
 async def _chunks(source: AsyncIterator[Hit], size: Callable[[], int]) -> AsyncIterator[list[Hit]]:
-    """Group ``source`` into lists of about what the search still wants, to expand them concurrently."""
+    """Group ``source`` into lists of about what the search still wants of it, to expand them concurrently."""
     chunk: list[Hit] = []
     async for item in source:
         chunk.append(item)

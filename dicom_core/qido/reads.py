@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,10 @@ T = TypeVar("T")
 INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
 SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
+FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
+# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known,
+# and the fewest entries a later index page asks for.
+FIRST_EXPANSION = 8
 POINT_READ_CONCURRENCY = 32
 
 
@@ -53,6 +58,14 @@ class Row:
         return self.entity.get("UpdatedAt") or self.created
 
 
+@dataclass(frozen=True)
+class IndexPage:
+    """A page of index entries, and whether it is the last of its range."""
+
+    entities: list[TableEntity]
+    last: bool
+
+
 def newest_first(rows: list[Row]) -> list[Row]:
     """Sort rows by first commit, newest first (RowKey breaks ties, so pages are stable)."""
     return sorted(sorted(rows, key=lambda row: row.row_key), key=lambda row: row.created, reverse=True)
@@ -69,11 +82,32 @@ class SearchReads:
     blobs: int = 0
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
+    _expansions: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage -> (parents, children)
 
     @property
     def exhausted(self) -> bool:
         """Tell whether the search has read its budget of entities."""
         return self.entities >= self.budget
+
+    def demand(self, stage: str | None = None) -> int:
+        """Parents an expansion ``stage`` still wants (hits of the source, when None): results over the fan-out.
+
+        Stages start in order from the results up (instances of series, then series of studies), so the
+        parents of a stage yield results through it and the stages started before it.
+        """
+        fan_out = 1.0
+        for name, (parents, children) in self._expansions.items():
+            if parents == 0:
+                return min(self.wanted, FIRST_EXPANSION)
+            fan_out *= children / parents
+            if name == stage:
+                break
+        return math.ceil(self.wanted / max(1.0, fan_out))
+
+    def expanded(self, stage: str, parents: int = 0, children: int = 0) -> None:
+        """Count the results an expansion stage made of its parents (none yet: the stage starts)."""
+        before = self._expansions.get(stage, (0, 0))
+        self._expansions[stage] = (before[0] + parents, before[1] + children)
 
     async def study(self, study: str) -> Row | None:
         """The study row, or None."""
@@ -113,16 +147,18 @@ class SearchReads:
 
     async def index_pages(
         self, partition: str, low: str | None = None, high: str | None = None
-    ) -> AsyncIterator[list[TableEntity]]:
-        """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``).
+    ) -> AsyncIterator[IndexPage]:
+        """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
-        The first page is what the search still wants (a result costs its entry and its row: 2 entities), and
-        pages double after it, when entries turned out stale or filtered out, so a page costs about what it returns.
+        The first page is what the search still wants (a result costs its entry and its row: 2 entities), at
+        least FIRST_PAGE entries; each further page is what it still wants at the rate entries turned into
+        results so far (double the last page while none did), so a page costs about what it returns.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
-        size, token = min(MAX_PAGE, max(16, self.wanted)), None
+        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.wanted)), None
+        first_wanted, read = self.wanted, 0
         while not self.exhausted:
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
@@ -132,12 +168,14 @@ class SearchReads:
             except (StopAsyncIteration, ResourceNotFoundError):
                 return
             self.entities += len(page)
-            if page:
-                yield page
+            read += len(page)
             token = pager.continuation_token
+            if page or not token:
+                yield IndexPage(page, last=not token)
             if not token:
                 return
-            size = min(MAX_PAGE, size * 2)
+            found = first_wanted - self.wanted  # results the pages so far turned into
+            size = min(MAX_PAGE, max(FIRST_EXPANSION, -(-self.wanted * read // found)) if found > 0 else size * 2)
 
     async def _point(self, partition: str, row_key: str) -> Row | None:
         async with self._slots:

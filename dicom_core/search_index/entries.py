@@ -1,11 +1,12 @@
 """Writing the secondary index table `{prefix}Index`: entries that let a search read a page, not the archive.
 
 Table Storage indexes only PartitionKey and RowKey, so each searchable value gets its own partition and each
-entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read (the keys:
-`keys.py`). The store path writes the entries of an instance *before* its study transaction commits (intents),
-so no committed study is missing from an index; a search verifies every entry against the row it points at and
-drops stale ones (an upsert that changed a value, a crash before the commit, a delete). Entries are never deleted
-by a search: an entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
+entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read; a name word's
+RowKey starts with the word, so the words beginning with a prefix are one range (the keys: `keys.py`). The
+store path writes the entries of an instance *before* its study transaction commits (intents), so no committed
+study is missing from an index; a search verifies every entry against the row it points at and drops stale
+ones (an upsert that changed a value, a crash before the commit, a delete). Entries are never deleted by a
+search: an entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -260,6 +261,11 @@ async def _upsert_once(storage: Storage, entry: dict[str, str]) -> None:
             del _recent[old]
     _recent[key] = (now, future)
     await future
+
+
+async def study_sort_key(storage: Storage, study: str) -> str:
+    """The sort key of a committed study: the one its first store claimed (a new claim when it has none)."""
+    return await _claim(storage, study, STUDY_ROW, committed=True)
 
 
 def _claim_partition(study: str) -> str:

@@ -2,7 +2,9 @@
 
 Each searchable value gets its own partition (`{index}|{folded, encoded value}`) and each entry's RowKey starts
 with an inverted sort key, so a newest-first page is one RowKey range read; lookups by UID hold one entry per
-target. Pure functions of the stored attributes; writing and removing entries is `entries.py`.
+target. Words of person names are entries of their own: one partition per first character and the whole word
+leading the RowKey, so the words beginning with any prefix are one RowKey range. Pure functions of the stored
+attributes; writing and removing entries is `entries.py`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ ALL_STUDIES = "s.all"
 STUDIES_BY_PATIENT_ID = "s.pid"
 STUDIES_BY_ACCESSION = "s.acc"
 STUDIES_BY_PATIENT_NAME = "s.pn"
-STUDIES_BY_PATIENT_NAME_WORD = "s.pnw"
+STUDIES_BY_PATIENT_NAME_WORD = "s.pnword"
 STUDIES_BY_REFERRING = "s.ref"
-STUDIES_BY_REFERRING_WORD = "s.refw"
+STUDIES_BY_REFERRING_WORD = "s.refword"
 STUDIES_BY_DATE = "s.date"
 STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
@@ -36,13 +38,17 @@ SERIES_BY_MODALITY = "se.mod"
 INSTANCES_BY_UID = "i.uid"
 # Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
 UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
+# Name words: RowKey `{encoded word}!{sort}|{study}` in the partition of the word's first character.
+NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD})
 CLAIMS = "claim"
 
-# Words of person names are indexed by every prefix up to this length; a longer query word reads the
-# partition of its first WORD_PREFIX_CHARS characters and verification checks the rest.
-WORD_PREFIX_CHARS = 6
 # Values are indexed by their first characters (keys hold 1 KiB; an encoded character takes up to 9).
 KEY_VALUE_CHARS = 100
+# Name words are indexed by their first characters (an encoded character of a word takes up to 12).
+WORD_KEY_CHARS = 64
+# Ends the word in a name word's RowKey: it sorts before every character of an encoded word ('%', digits,
+# letters), so DOE's entries come before DOEL's, and a whole word is the range [DOE!, DOE").
+WORD_END = "!"
 _KEY_SAFE = frozenset(string.ascii_letters + string.digits + " -._^=,:;()+!@$~*")
 _MAX_MICROSECONDS = 10**16 - 1  # year 2286
 
@@ -67,12 +73,13 @@ class IndexKey:
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """A parsed index entry: its key and the study, series or instance it points at."""
+    """A parsed index entry: its key, the study, series or instance it points at, and its sort key."""
 
     key: IndexKey
     study: str
     series: str | None = None
     instance: str | None = None
+    sort_key: str = ""
 
 
 def encode_key(value: str) -> str:
@@ -81,6 +88,11 @@ def encode_key(value: str) -> str:
     Character by character, so the encoding of a prefix is a prefix of the encoding.
     """
     return "".join(char if char in _KEY_SAFE else "".join(f"%{byte:02X}" for byte in char.encode()) for char in value)
+
+
+def successor(key: str) -> str:
+    """The first string after every string that starts with ``key`` (the end of a prefix range)."""
+    return key[:-1] + chr(ord(key[-1]) + 1)
 
 
 def partition_key(index: str, value: str | None = None) -> str:
@@ -115,10 +127,9 @@ def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexK
         (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, PATIENT_NAME),
         (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, REFERRING_PHYSICIAN_NAME),
     ):
-        for form in person_name_forms(attributes, tag):
-            if fold_person_name(form):
-                keys.add(IndexKey(partition_key(exact, fold_person_name(form))))
-            keys.update(IndexKey(partition_key(words, prefix)) for prefix in word_prefixes(form))
+        forms = person_name_forms(attributes, tag)
+        keys.update(IndexKey(partition_key(exact, fold_person_name(form))) for form in forms if fold_person_name(form))
+        keys.update(word_key(words, word) for form in forms for word in name_words(form))
     date = first_value(attributes, STUDY_DATE)
     if date and len(date) >= 8 and date[:8].isdigit():
         keys.add(date_key(date[:8]))
@@ -126,9 +137,17 @@ def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexK
     return keys
 
 
-def word_prefixes(name: str) -> set[str]:
-    """The prefixes (up to WORD_PREFIX_CHARS long) of every word of a person name."""
-    return {word[:length] for word in name_words(name) for length in range(1, min(len(word), WORD_PREFIX_CHARS) + 1)}
+def word_key(index: str, word: str) -> IndexKey:
+    """The key of a (folded) name word's entry: the partition of its first character, the word leading the RowKey."""
+    cut = word[:WORD_KEY_CHARS]
+    return IndexKey(f"{index}|{encode_key(cut[:1])}", f"{encode_key(cut)}{WORD_END}")
+
+
+def word_range(index: str, word: str, *, whole: bool) -> tuple[str, str, str]:
+    """The partition and RowKey range [low, high) of the entries of ``word``, or of every word it begins."""
+    cut = word[:WORD_KEY_CHARS]
+    low = encode_key(cut) + (WORD_END if whole else "")
+    return f"{index}|{encode_key(cut[:1])}", low, successor(low)
 
 
 def series_keys(series: str, modality: str) -> set[IndexKey]:
@@ -155,13 +174,18 @@ def study_row_keys(row: TableEntity | dict[str, object]) -> set[IndexKey]:
 
 
 def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
-    """Parse an index entry back into its key and target."""
+    """Parse an index entry back into its key, target and sort key."""
     partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
-    parts = row.split("|")
-    key = IndexKey(partition)
-    if key.index == STUDIES_BY_DATE:
-        key, parts = IndexKey(partition, f"{parts[0]}|"), parts[1:]
-    if key.index not in UNSORTED_INDEXES:
-        parts = parts[1:]
-    return IndexEntry(key, *parts)
+    index, row_prefix = partition.split("|", 1)[0], ""
+    if index == STUDIES_BY_DATE:
+        row_prefix, _, row = row.partition("|")
+        row_prefix += "|"
+    elif index in NAME_WORD_INDEXES:
+        row_prefix, _, row = row.partition(WORD_END)
+        row_prefix += WORD_END
+    parts, sort_key = row.split("|"), ""
+    if index not in UNSORTED_INDEXES:
+        sort_key, parts = parts[0], parts[1:]
+    series, instance = (*parts[1:], None, None)[:2]
+    return IndexEntry(IndexKey(partition, row_prefix), parts[0], series, instance, sort_key)
 

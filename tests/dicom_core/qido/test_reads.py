@@ -30,20 +30,46 @@ async def reads_storage(unit_settings: Settings) -> AsyncIterator[Storage]:
 
 async def test_pages_start_at_what_is_wanted_and_double(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=10_000, wanted=20)
-    sizes = [len(page) async for page in reads.index_pages(PARTITION)]
-    assert sizes == [20, 40, 80, 160]
+    pages = [page async for page in reads.index_pages(PARTITION)]
+    assert [(len(page.entities), page.last) for page in pages] == [(20, False), (40, False), (80, False), (160, True)]
     assert reads.entities == 300
+
+
+async def test_later_pages_are_what_is_still_wanted_at_the_rate_entries_turned_into_results(
+    reads_storage: Storage,
+) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=40)
+    sizes = []
+    async for page in reads.index_pages(PARTITION):
+        sizes.append(len(page.entities))
+        reads.wanted -= len(page.entities) // 4  # one entry in four turned into a result
+        if reads.wanted <= 0:
+            break
+    assert sizes == [40, 120]  # then 30 more wanted, at 4 entries a result
+
+
+async def test_an_expansion_asks_its_source_for_the_wanted_over_the_fan_out(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=100)
+    assert reads.demand() == 100
+    reads.expanded("instances")
+    assert reads.demand() == 8  # a few parents first, to learn the fan-out
+    reads.expanded("instances", 8, 20)
+    reads.wanted = 80
+    assert reads.demand() == reads.demand("instances") == 32
+    reads.expanded("series")
+    reads.expanded("series", 2, 8)
+    assert (reads.demand(), reads.demand("series"), reads.demand("instances")) == (8, 8, 32)
 
 
 async def test_a_range_reads_only_its_entries(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=10_000, wanted=100)
     pages = [page async for page in reads.index_pages(PARTITION, low="0100", high="0110")]
-    assert [e["RowKey"] for page in pages for e in page] == [f"{i:04d}|1.2" for i in range(100, 110)]
+    assert [e["RowKey"] for page in pages for e in page.entities] == [f"{i:04d}|1.2" for i in range(100, 110)]
 
 
 async def test_reading_stops_at_the_budget(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=60, wanted=20)
-    sizes = [len(page) async for page in reads.index_pages(PARTITION)]
+    sizes = [len(page.entities) async for page in reads.index_pages(PARTITION)]
     assert (sizes, reads.exhausted) == ([20, 40], True)
 
 

@@ -100,10 +100,10 @@ def test_entries_parse_back_into_key_and_target(key: IndexKey, uids: tuple[str, 
 def test_study_keys_cover_each_indexed_attribute() -> None:
     ds = make_dataset(PatientID="P/1", AccessionNumber="A1", PatientName="Doe^Jo", ReferringPhysicianName="Lee",
                       StudyDate="20200922")
-    partitions = {key.partition for key in study_keys(metadata_json(ds), {"CT"})}
-    assert partitions == {
-        "s.all", "s.date", "s.pid|P%2F1", "s.acc|A1", "s.pn|DOE^JO", "s.pnw|D", "s.pnw|DO", "s.pnw|DOE", "s.pnw|J",
-        "s.pnw|JO", "s.ref|LEE", "s.refw|L", "s.refw|LE", "s.refw|LEE", "s.mod|CT",
+    keys = {(key.partition, key.row_prefix) for key in study_keys(metadata_json(ds), {"CT"})}
+    assert keys == {
+        ("s.all", ""), ("s.date", "79799077|"), ("s.pid|P%2F1", ""), ("s.acc|A1", ""), ("s.pn|DOE^JO", ""),
+        ("s.pnword|D", "DOE!"), ("s.pnword|J", "JO!"), ("s.ref|LEE", ""), ("s.refword|L", "LEE!"), ("s.mod|CT", ""),
     }
 
 
@@ -131,6 +131,44 @@ async def test_another_instance_of_a_stored_series_writes_only_its_instance_entr
     sop = generate_uid()
     assert (await stow_parts(other_host, [make_instance(study=study, series=series, sop=sop)])).status == 200
     assert written == [instance_key(sop).partition]
+
+
+async def test_a_new_study_writes_one_entry_per_name_word_and_reads_back_what_it_wrote(
+    index_storage: Storage, other_host: Storage, stow_parts
+) -> None:
+    ds = make_dataset(PatientName="Doe^John Paul=山田^太郎", ReferringPhysicianName="Lee^Anna^Lee", Modality="CT",
+                      SpecificCharacterSet="ISO_IR 192")
+    written: list[dict] = []
+    read_back: list[str] = []
+    upsert, get = other_host.index.upsert_entity, other_host.index.get_entity
+
+    async def counting_upsert(entity, **kwargs):
+        written.append(dict(entity))
+        return await upsert(entity, **kwargs)
+
+    async def counting_get(partition, row, **kwargs):
+        read_back.append(partition)
+        return await get(partition, row, **kwargs)
+
+    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    other_host.index.get_entity = counting_get  # type: ignore[method-assign]
+    assert (await stow_parts(other_host, [to_bytes(ds)])).status == 200
+    words = sorted((entry["PartitionKey"].split("|")[0], parse_entry(entry).key.row_prefix) for entry in written
+                   if entry["PartitionKey"].split("|")[0] in search_index_keys.NAME_WORD_INDEXES)
+    assert words == sorted([
+        ("s.pnword", "DOE!"), ("s.pnword", "JOHN!"), ("s.pnword", "PAUL!"), ("s.pnword", "%E5%B1%B1%E7%94%B0!"),
+        ("s.pnword", "%E5%A4%AA%E9%83%8E!"), ("s.refword", "LEE!"), ("s.refword", "ANNA!"),
+    ])
+    exact = sorted(entry["PartitionKey"] for entry in written if entry["PartitionKey"].startswith(("s.pn|", "s.ref|")))
+    assert exact == ["s.pn|DOE^JOHN PAUL", "s.pn|DOE^JOHN PAUL=%E5%B1%B1%E7%94%B0^%E5%A4%AA%E9%83%8E",
+                     "s.ref|LEE^ANNA^LEE"]
+    # Every entry once: the study's (7 words, 3 exact names, all, patient ID, date, modality), 3 series, 1 instance;
+    # and after the commit that created the rows each is read back once.
+    assert len(written) == len({(e["PartitionKey"], e["RowKey"]) for e in written}) == 14 + 3 + 1
+    assert len(read_back) == len(written)
+    for query in ("PatientName=%E5%A4%AA&fuzzymatching=true", "PatientName=Doe^John+Paul=%E5%B1%B1*",
+                  "PatientName=doe^john+paul=%E5%B1%B1%E7%94%B0^%E5%A4%AA%E9%83%8E", "ReferringPhysicianName=*^Anna*"):
+        assert await _studies_with(index_storage, query) == [ds.StudyInstanceUID], query
 
 
 async def test_intents_are_in_place_before_the_commit_and_unseen_until_it(index_storage: Storage) -> None:
