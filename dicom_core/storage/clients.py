@@ -14,7 +14,6 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableClient, TableServiceClient
-from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
 from dicom_core.settings import Settings
@@ -194,6 +193,9 @@ def storage_service_clients(
     if isinstance(access, ConnectionStringAccess):
         return (BlobServiceClient.from_connection_string(access.connection_string, **options.blob_kwargs()),
                 TableServiceClient.from_connection_string(access.connection_string, **options.table_kwargs()), None)
+    # Imported here: azure.identity (and msal) cost about 90 ms at every cold start that uses a connection string.
+    from azure.identity.aio import DefaultAzureCredential
+
     credential = DefaultAzureCredential()
     return (BlobServiceClient(access.blob_account_url, credential=credential, **options.blob_kwargs()),
             TableServiceClient(access.table_account_url, credential=credential, **options.table_kwargs()),
