@@ -140,13 +140,13 @@ def _queries(word: str, shared: int) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(("shared", "query"), [(shared, query) for shared, word in TARGETS.items()
-                                                for query in _queries(word, shared)])
+@pytest.mark.parametrize(("alike", "query"), [(alike, query) for alike, word in TARGETS.items()
+                                                for query in _queries(word, alike)])
 async def test_a_name_among_thousands_alike_is_found_reading_its_own_entries(
-    names: NameArchive, shared: int, query: str
+    names: NameArchive, alike: int, query: str
 ) -> None:
     response = await names.search(query)
-    expected = [] if "fuzzymatching=false" in query else [TARGETS[shared]]
+    expected = [] if "fuzzymatching=false" in query else [TARGETS[alike]]
     assert (names.words(response), response.warning) == (expected, None)
     assert response.entities_read <= 2  # its entry and its study row
 
