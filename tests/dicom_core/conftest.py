@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -32,5 +33,15 @@ async def storage(unit_settings: Settings) -> AsyncIterator[Storage]:
 async def small_part_storage(unit_settings: Settings) -> AsyncIterator[Storage]:
     """A Storage whose settings allow parts of at most 4 KiB."""
     opened = await open_storage(replace(unit_settings, max_part_bytes=4096))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
+    """Storage with tables and containers of this test's own: what a test counts or checks is its own data only."""
+    suffix = uuid.uuid4().hex[:10]
+    opened = await open_storage(replace(unit_settings, table_prefix=f"own{suffix}", blob_container=f"own-{suffix}",
+                                        metadata_container=f"ownm-{suffix}"))
     yield opened
     await opened.close()

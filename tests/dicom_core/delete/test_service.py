@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,37 +11,26 @@ from azure.data.tables import TableEntity
 from pydicom.uid import generate_uid
 
 from dicom_core.delete import service as delete_service
-from dicom_core.index import delete as index_delete
-from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries, run_cleanup
-from dicom_core.index.outbox import OUTBOX_PREFIX, ChangeAction
-from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.delete.service import delete_instance, delete_scope, delete_series, delete_study
+from dicom_core.documents.series_documents import document_name
+from dicom_core.index import delete as index_delete
+from dicom_core.index.commit import commit_instance, read_commit_rows
+from dicom_core.index.outbox import OUTBOX_PREFIX, ChangeAction
+from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries, run_cleanup
+from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.index.commit import commit_instance, read_commit_rows
-from dicom_core.documents.series_documents import document_name
-from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
+from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.search_index.entries import IndexIntents
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
-from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.storage.clients import Storage
 from dicom_core.wado.metadata import MetadataRequest, series_metadata
 from tests.factories import make_dataset, make_instance, to_bytes
 
 FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
-
-
-@pytest.fixture
-async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
-    """Storage with containers and tables of its own, so the checker sees this test's data only."""
-    suffix = uuid.uuid4().hex[:10]
-    opened = await open_storage(replace(unit_settings, table_prefix=f"del{suffix}", blob_container=f"del-{suffix}",
-                                        metadata_container=f"delm-{suffix}"))
-    yield opened
-    await opened.close()
 
 
 async def _row(storage: Storage, study: str, row_key: str) -> TableEntity | None:

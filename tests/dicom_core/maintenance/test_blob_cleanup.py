@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,27 +11,24 @@ from pydicom.uid import generate_uid
 
 from dicom_core.maintenance import blob_cleanup
 from dicom_core.maintenance.blob_cleanup import (
-    CleanupTarget, all_entries, due_entries, entity_of, entry_for, entry_of, parse_entry, run_cleanup,
-    schedule_cleanup, write_entries,
+    CleanupTarget,
+    all_entries,
+    due_entries,
+    entity_of,
+    entry_for,
+    entry_of,
+    parse_entry,
+    run_cleanup,
+    schedule_cleanup,
+    write_entries,
 )
-from dicom_core.storage.blobs import instance_blob_name, metadata_blob_name, put_json
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.blobs import instance_blob_name, metadata_blob_name, put_json
+from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
 FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
-
-
-@pytest.fixture
-async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
-    """Storage of this test's own."""
-    suffix = uuid.uuid4().hex[:10]
-    opened = await open_storage(replace(unit_settings, table_prefix=f"cln{suffix}", blob_container=f"cln-{suffix}",
-                                        metadata_container=f"clnm-{suffix}"))
-    yield opened
-    await opened.close()
 
 
 def _version() -> StoredInstance:

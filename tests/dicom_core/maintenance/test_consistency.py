@@ -5,37 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.storage.blobs import instance_blob_name, put_json
+from dicom_core.documents.series_documents import document_name
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, outbox_row_key
+from dicom_core.index.rows import STUDY_ROW, series_row_key
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.index.rows import STUDY_ROW, series_row_key
-from dicom_core.documents.series_documents import document_name
 from dicom_core.search_index.keys import ALL_STUDIES
-from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.blobs import instance_blob_name, put_json
+from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
-    """Storage of this test's own: the checker walks everything in it."""
-    suffix = uuid.uuid4().hex[:10]
-    opened = await open_storage(replace(unit_settings, table_prefix=f"chk{suffix}", blob_container=f"chk-{suffix}",
-                                        metadata_container=f"chkm-{suffix}"))
-    yield opened
-    await opened.close()
 
 
 async def _stored(storage: Storage, stow_parts, count: int = 2) -> tuple[str, str]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -13,20 +11,11 @@ from azure.core.exceptions import HttpResponseError
 from azure.data.tables.aio import TableClient
 from pydicom.uid import generate_uid
 
-from dicom_core.maintenance.blob_cleanup import CleanupTarget, all_entries, schedule_cleanup
 from dicom_core.index.outbox import PENDING_PARTITION, announce_changes
+from dicom_core.maintenance.blob_cleanup import CleanupTarget, all_entries, schedule_cleanup
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.clients import Storage
 from dicom_core.storage.partition_upserts import LANES, PartitionUpserts
-
-
-@pytest.fixture
-async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
-    """Storage with tables of this test's own."""
-    opened = await open_storage(replace(unit_settings, table_prefix=f"tu{uuid.uuid4().hex[:10]}"))
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

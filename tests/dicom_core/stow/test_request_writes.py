@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 
-import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.index.outbox import PENDING_PARTITION
 from dicom_core.maintenance.blob_cleanup import MAX_ENTRY_TARGETS, CleanupTarget, all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.clients import Storage
 from dicom_core.stow.request_writes import MAX_ANNOUNCED_STUDIES, Coalesced, RequestCleanup, RequestFeed
-
-
-@pytest.fixture
-async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
-    """Storage with tables of this test's own."""
-    opened = await open_storage(replace(unit_settings, table_prefix=f"rw{uuid.uuid4().hex[:10]}"))
-    yield opened
-    await opened.close()
 
 
 def _target(study: str | None = None) -> CleanupTarget:

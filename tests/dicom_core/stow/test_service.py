@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -28,16 +27,6 @@ BOUNDARY = "test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 BASE = "http://test"
 FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
-
-
-@pytest.fixture
-async def own(unit_settings: Settings) -> AsyncIterator[Storage]:
-    """Storage of this test's own: its cleanup entries and announcements are this test's only."""
-    suffix = uuid.uuid4().hex[:10]
-    opened = await open_storage(replace(unit_settings, table_prefix=f"stw{suffix}", blob_container=f"stw-{suffix}",
-                                        metadata_container=f"stwm-{suffix}"))
-    yield opened
-    await opened.close()
 
 
 async def _chunks(data: bytes, size: int = 7919) -> AsyncIterator[bytes]:
