@@ -345,10 +345,10 @@ async def _seed_share(settings: Settings, archive: Archive, worker: int, workers
                       mode: str, progress: multiprocessing.Queue | None) -> None:
     storage = await open_storage(settings)
     studies = archive.studies[worker::workers]
-    if mode in ("bulk", "resume", "shared"):
+    if mode in ("bulk", "resume", "common"):
         try:
             await _seed_bulk(storage, studies, worker, workers, in_flight, progress,
-                             resume=mode in ("resume", "shared"), shared_only=mode == "shared")
+                             resume=mode in ("resume", "common"), shared_only=mode == "common")
         finally:
             await storage.close()
         return
@@ -396,7 +396,7 @@ def seed_archive(settings: Settings, studies: int, instances: int, *, seed: int 
 
     The studies are dealt into ``processes`` shares; ``shares`` runs only some of them (with mode "resume":
     those of an earlier bulk run whose processes failed; studies already written get their shared entries;
-    mode "shared" only does the latter, leaving the studies never written out).
+    mode "common" only does the latter, leaving the studies never written out).
     """
     archive = plan_archive(studies, instances, seed)
     total = archive.instance_count
