@@ -21,7 +21,9 @@ MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 # The most transport padding (spaces, tabs) accepted between a delimiter and its CRLF.
 MAX_PADDING_BYTES = 1024
-MAX_BOUNDARY_LENGTH = 70
+# RFC 2046 allows 70 boundary characters, but real clients send more (Orthanc's DICOMweb plugin: two UUIDs
+# joined by "-", 73), so only a safety bound far above any client's is enforced.
+MAX_BOUNDARY_LENGTH = 256
 # How much of a client's malformed input an error message quotes.
 _QUOTE_LENGTH = 80
 
@@ -56,7 +58,7 @@ class Part:
 
 
 def boundary_from_content_type(params: Mapping[str, str]) -> str:
-    """Return the ``boundary`` parameter if it is 1 to 70 RFC 2046 bchars, else raise BadRequestError."""
+    """Return the ``boundary`` parameter if it is 1 to MAX_BOUNDARY_LENGTH RFC 2046 bchars, else raise BadRequestError."""
     boundary = params.get("boundary")
     if boundary is None:
         raise BadRequestError("The multipart Content-Type has no boundary parameter.")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dicom_core.wire import multipart
 from dicom_core.model.errors import BadRequestError, PayloadTooLargeError
 from dicom_core.wire.multipart import (
+    MAX_BOUNDARY_LENGTH,
     MAX_HEADER_BYTES,
     MAX_PADDING_BYTES,
     boundary_from_content_type,
@@ -25,6 +26,7 @@ from dicom_core.wire.multipart import (
 )
 
 CRLF = b"\r\n"
+ORTHANC_BOUNDARY = "107c723f-c432-44b7-a0aa-8ded9c2647df-107c723f-c432-44b7-a0aa-8ded9c2647df"
 MIB = 1024 * 1024
 LARGE_PART_BYTES = 20 * MIB
 LARGE_CHUNK_BYTES = 64 * 1024
@@ -451,7 +453,9 @@ async def test_part_context_manager_closes_its_file() -> None:
 
 
 @pytest.mark.parametrize(
-    "boundary", ["b", "a" * 70, "with space inside", BCHARS_NOSPACE[-20:], "----WebKitFormBoundary7MA4"]
+    "boundary",
+    ["b", "a" * 70, "with space inside", BCHARS_NOSPACE[-20:], "----WebKitFormBoundary7MA4",
+     ORTHANC_BOUNDARY, "a" * MAX_BOUNDARY_LENGTH],
 )
 def test_valid_boundary_is_returned(boundary: str) -> None:
     assert boundary_from_content_type({"boundary": boundary, "type": "application/dicom"}) == boundary
@@ -459,12 +463,18 @@ def test_valid_boundary_is_returned(boundary: str) -> None:
 
 @pytest.mark.parametrize(
     "boundary",
-    ["", "a" * 71, "semi;colon", 'quo"te', "trailing space ", "caf\u00e9", "line\r\nbreak", "star*"],
-    ids=["empty", "71-chars", "semicolon", "quote", "trailing-space", "non-ascii", "crlf", "star"],
+    ["", "a" * (MAX_BOUNDARY_LENGTH + 1), "semi;colon", 'quo"te', "trailing space ", "caf\u00e9", "line\r\nbreak", "star*"],
+    ids=["empty", "over-the-bound", "semicolon", "quote", "trailing-space", "non-ascii", "crlf", "star"],
 )
 def test_invalid_boundary_is_bad_request(boundary: str) -> None:
     with pytest.raises(BadRequestError, match="boundary"):
         boundary_from_content_type({"boundary": boundary})
+
+
+def test_boundary_over_rfc_2046_limit_as_orthanc_sends_it_is_accepted() -> None:
+    # Orthanc's DICOMweb plugin (1.7 and later) joins two UUIDs: 73 characters, over RFC 2046's 70.
+    assert len(ORTHANC_BOUNDARY) == 73
+    assert boundary_from_content_type({"boundary": ORTHANC_BOUNDARY}) == ORTHANC_BOUNDARY
 
 
 def test_missing_boundary_is_bad_request() -> None:
