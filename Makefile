@@ -4,6 +4,7 @@
 #   make test     install what is missing, lint and type-check, and run the test suite (its fixtures start their own Azurite)
 #   make lint     ruff and mypy over dicom_core, function_app.py, local_host and dicomweb_cli
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
+#   make orthanc  install Debian's orthanc and orthanc-dicomweb where missing (as root; a real client in `make test`)
 #   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
 #   make clean    remove .venv, node_modules and .azurite
@@ -34,7 +35,7 @@ AZURITE_PORTS := 10000 10001 10002
 AZURITE_ARGS := --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
     --tableHost 127.0.0.1 --tablePort 10002 --location $(AZURITE_DIR) --skipApiVersionCheck --loose --disableTelemetry
 
-.PHONY: install run lint test clean bench viewer test-viewer
+.PHONY: install run lint test clean bench viewer test-viewer orthanc
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -94,8 +95,23 @@ lint: install
 	$(VENV)/bin/mypy
 
 # The browser test needs a system Chromium: `make test-viewer` runs it (.ci/run runs both).
-test: lint $(CHECKOV_STAMP)
+test: lint $(CHECKOV_STAMP) orthanc
 	$(VENV_PYTHON) -m pytest tests --ignore=tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)
+
+# Orthanc with its DICOMweb plugin is a real client in `make test` (tests/clients): Debian's packages, installed
+# as root where missing (CI runs as root); elsewhere install them yourself.
+ORTHANC := /usr/sbin/Orthanc
+ORTHANC_DICOMWEB_PLUGIN := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+
+orthanc:
+	if [ ! -x $(ORTHANC) ] || [ ! -e $(ORTHANC_DICOMWEB_PLUGIN) ]; then
+		if [ "$$(id -u)" != 0 ]; then
+			echo "$(ORTHANC) or its DICOMweb plugin is missing: sudo apt-get install orthanc orthanc-dicomweb" >&2; exit 1
+		fi
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y --no-install-recommends orthanc orthanc-dicomweb \
+			|| { apt-get update && apt-get install -y --no-install-recommends orthanc orthanc-dicomweb; }
+	fi
 
 clean:
 	rm -rf $(VENV) node_modules $(AZURITE_DIR)
