@@ -98,5 +98,5 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-MISSING = (f"{ORTHANC_BIN} or the {DICOMWEB_PLUGIN_PACKAGE} plugin is missing: `make test` installs Debian's "
-           f"orthanc and {DICOMWEB_PLUGIN_PACKAGE} as root (or: sudo apt-get install orthanc {DICOMWEB_PLUGIN_PACKAGE})")
+MISSING = (f"{ORTHANC_BIN} or the {DICOMWEB_PLUGIN_PACKAGE} plugin is missing: `make test` installs Debian's orthanc "
+           f"and {DICOMWEB_PLUGIN_PACKAGE} as root (or: sudo apt-get install orthanc {DICOMWEB_PLUGIN_PACKAGE})")
