@@ -216,8 +216,8 @@ WEASIS_SOURCE = [
     'String closeDelimiter() { return "\\r\\n--" + boundary + "--"; }',
     "return HttpRequest.BodyPublishers.ofInputStream(streamSupplier);",
 ]
-WEASIS_STOW_GAP = ("Weasis's STOW asks for application/dicom+xml only; this server (like Azure's) answers STOW in DICOM "
-                   "JSON only, so it answers 406 and Weasis reports an error")
+WEASIS_STOW_GAP = ("Weasis's STOW asks for application/dicom+xml only; this server (like Azure's) answers STOW in "
+                   "DICOM JSON only, so it answers 406 and Weasis reports an error")
 
 
 def record_weasis(session: Session) -> None:
@@ -254,7 +254,8 @@ _BROWSER_AFTER = [
 ]
 _OHIF_SEARCH = ["dicomweb-client (bundled, 8478.bundle.js) _httpGetApplicationJson: "
                 "var headers = { Accept: MEDIATYPES.DICOM_JSON };",
-                "_parseQueryParameters: queryString += \"\".concat(key, \"=\").concat(encodeURIComponent(params[key]));"]
+                "_parseQueryParameters: queryString += "
+                "\"\".concat(key, \"=\").concat(encodeURIComponent(params[key]));"]
 OHIF_REQUESTS: dict[str, tuple[str, str, int, str | None, list[str]]] = {
     # name: (target, Accept, status, Content-Type expected, source lines)
     "search-studies": (

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import http.client
+import io
 import json
 import socket
 import uuid
@@ -75,9 +75,9 @@ def stored(wire_server: str) -> StoredStudy:
     """One study of two instances in one series, stored with a plain request."""
     study, series = generate_uid(), generate_uid()
     files = [_instance(study, series, number) for number in (1, 2)]
+    content_type = 'multipart/related; type="application/dicom"; boundary=test-boundary'
     response = httpx.post(f"{wire_server}/v2/studies", content=multipart_body([data for _, data in files]),
-                          headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=test-boundary',
-                                   "Accept": "application/dicom+json"}, trust_env=False)
+                          headers={"Content-Type": content_type, "Accept": "application/dicom+json"}, trust_env=False)
     assert response.status_code == 200, response.text
     return StoredStudy(study, series, files[0][0])
 
