@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -197,6 +198,18 @@ def test_non_dicom_parts_only_is_415(server: str) -> None:
 def test_accept_application_dicom_is_406(server: str) -> None:
     response = _post(server, multipart_body([make_instance()]), Accept="application/dicom")
     assert response.status_code == 406
+
+
+def test_accept_dicom_xml_alone_gets_the_response_in_dicom_xml(server: str) -> None:
+    # Weasis (weasis-dicom-tools DicomStowRS) asks for application/dicom+xml alone.
+    response = _post(server, multipart_body([make_instance(), make_instance()]), Accept="application/dicom+xml")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/dicom+xml"
+    root = ElementTree.fromstring(response.content)
+    namespace = "{http://dicom.nema.org/PS3.19/models/NativeDICOM}"
+    [sequence] = root.findall(f"{namespace}DicomAttribute[@keyword='ReferencedSOPSequence']")
+    assert len(sequence.findall(f"{namespace}Item")) == 2
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json"])

@@ -1,4 +1,4 @@
-"""The STOW-RS response: the status rule and the DICOM JSON dataset of PS3.18 §10.5.3, as a `ServiceResult`."""
+"""The STOW-RS response: the status rule and the dataset of PS3.18 §10.5.3 (DICOM JSON or XML), as a `ServiceResult`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.dicom_xml import to_native_xml
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.wire.media_types import DICOM_JSON
+from dicom_core.wire.media_types import DICOM_JSON, DICOM_XML
 from dicom_core.wire.service_result import ServiceResult
 
 # Reason codes (PS3.18 Table I.2-1 and Azure's DICOM service).
@@ -43,7 +44,8 @@ class StoreOutcome:
 
 
 def store_response(
-    outcomes: list[StoreOutcome], *, api_version: int, study_uid: str | None, base_url: str
+    outcomes: list[StoreOutcome], *, api_version: int, study_uid: str | None, base_url: str,
+    media_type: str = DICOM_JSON,
 ) -> ServiceResult:
     """Apply Azure's status rule and answer with the response dataset (and a Warning for multi-valued indexes)."""
     stored = [o for o in outcomes if o.succeeded]
@@ -71,7 +73,8 @@ def store_response(
     headers: dict[str, str] = {}
     if any(o.multi_valued_index for o in stored):
         headers["Warning"] = f'299 {urlsplit(base_url).netloc or "-"}: "{MULTI_VALUE_WARNING}"'
-    return ServiceResult(status, headers, json.dumps(body).encode(), DICOM_JSON)
+    encoded = to_native_xml(body) if media_type == DICOM_XML else json.dumps(body).encode()
+    return ServiceResult(status, headers, encoded, media_type)
 
 
 def _value(vr: str, *values: object) -> dict[str, object]:

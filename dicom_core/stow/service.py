@@ -44,7 +44,7 @@ from dicom_core.stow.response import (
     store_response,
 )
 from dicom_core.stow.validation import validate_instance
-from dicom_core.wire.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED, accepts, parse_media_type
+from dicom_core.wire.media_types import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, accepts, parse_media_type
 from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts
 from dicom_core.wire.service_result import ServiceResult
 
@@ -70,8 +70,7 @@ class StoreRequest:
 
 async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIterator[bytes]) -> ServiceResult:
     """Store every part of the request body and answer with what happened to each one."""
-    if not accepts(request.accept, DICOM_JSON):
-        raise NotAcceptableError(f"The request headers are not acceptable: STOW-RS answers with {DICOM_JSON}.")
+    answer_type = _answer_type(request.accept)
     media = parse_media_type(request.content_type or "")
     settings = storage.settings
     if media.type == DICOM:
@@ -96,7 +95,19 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
         # Nothing could be stored because storage is down: a retryable 503, not a 409 of 272s.
         raise StorageUnavailableError()
     return store_response(
-        outcomes, api_version=request.api_version, study_uid=request.study_uid, base_url=request.base_url
+        outcomes, api_version=request.api_version, study_uid=request.study_uid, base_url=request.base_url,
+        media_type=answer_type,
+    )
+
+
+def _answer_type(accept: str | None) -> str:
+    """DICOM JSON, or DICOM XML for clients that accept only that (Weasis asks for XML alone)."""
+    if accepts(accept, DICOM_JSON):
+        return DICOM_JSON
+    if accepts(accept, DICOM_XML):
+        return DICOM_XML
+    raise NotAcceptableError(
+        f"The request headers are not acceptable: STOW-RS answers with {DICOM_JSON} or {DICOM_XML}."
     )
 
 

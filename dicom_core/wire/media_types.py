@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
 JSON = "application/json"
 MULTIPART_RELATED = "multipart/related"
 ANY = "*/*"

@@ -58,7 +58,7 @@ class Part:
 
 
 def boundary_from_content_type(params: Mapping[str, str]) -> str:
-    """Return the ``boundary`` parameter if it is 1 to MAX_BOUNDARY_LENGTH RFC 2046 bchars, else raise BadRequestError."""
+    """Return ``boundary`` if it is 1 to MAX_BOUNDARY_LENGTH bchars (RFC 2046), else raise BadRequestError."""
     boundary = params.get("boundary")
     if boundary is None:
         raise BadRequestError("The multipart Content-Type has no boundary parameter.")
