@@ -146,22 +146,13 @@ def _check_body(fixture: WireFixture, answer: Answer, values: dict[str, str]) ->
         assert answer.body.startswith(PNG)
 
 
-def _cases() -> list[object]:
-    cases: list[object] = []
-    for fixture in FIXTURES:
-        gap = fixture.fixture.get("known_gap")
-        marks = [pytest.mark.xfail(strict=True, reason=gap)] if gap else []
-        cases.append(pytest.param(fixture, id=fixture.name, marks=marks))
-    return cases
-
-
 def test_every_listed_client_has_fixtures() -> None:
     recorded = {fixture.name.split("-stow")[0].split("-search")[0].split("-retrieve")[0].split("-frames")[0]
                 .split("-thumbnail")[0] for fixture in FIXTURES}
     assert CLIENTS <= recorded
 
 
-@pytest.mark.parametrize("fixture", _cases())
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[fixture.name for fixture in FIXTURES])
 def test_client_request_is_answered_as_the_client_expects(fixture: WireFixture, wire_server: str,
                                                           stored: StoredStudy) -> None:
     authority = urlsplit(wire_server).netloc

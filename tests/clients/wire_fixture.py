@@ -144,17 +144,12 @@ def to_fixture(recorded: Recorded, about: Mapping[str, Any], replacements: Mappi
 
     headers = [f"{name}: " + ("{content_length}" if name.lower() == "content-length" else generalize(value))
                for name, value in recorded.headers]
-    answered = {"status": recorded.status, "content_type": _without_boundary(recorded.content_type)}
-    about = dict(about)
-    expect = about.pop("expected_by_client", answered)
     fixture: dict[str, Any] = {
         **about,
         "request": {"line": generalize(recorded.request_line), "headers": headers},
         "body": body_template(recorded),
-        "expect": expect,
+        "expect": {"status": recorded.status, "content_type": _without_boundary(recorded.content_type)},
     }
-    if expect != answered:
-        fixture["answered_when_recorded"] = answered
     if recorded.chunks is not None:
         fixture["chunk_sizes"] = [len(chunk) for chunk in recorded.chunks]
     return fixture
