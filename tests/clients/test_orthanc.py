@@ -117,7 +117,8 @@ def test_orthanc_reads_the_study_metadata(orthanc: Orthanc, pushed: PushedStudy)
     assert _values(response.json(), "00080018") == set(pushed.files)
 
 
-@pytest.mark.parametrize(("accept", "signature"), [("image/jpeg", b"\xff\xd8\xff"), ("image/png", b"\x89PNG\r\n")])
+@pytest.mark.parametrize(("accept", "signature"), [("image/jpeg", b"\xff\xd8\xff"), ("image/png", b"\x89PNG\r\n")],
+                         ids=["jpeg", "png"])
 def test_orthanc_reads_a_rendered_instance(orthanc: Orthanc, pushed: PushedStudy, accept: str,
                                            signature: bytes) -> None:
     sop = next(iter(pushed.files))
