@@ -24,6 +24,7 @@ from dicom_core.changefeed.query import parse_feed_query, parse_latest_query
 from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.delete import service as delete_service
 from dicom_core.edge import auth, cors, health, openapi
+from dicom_core.edge.public_url import public_base_url
 from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
 from dicom_core.edge.request_log import log_requests
 from dicom_core.maintenance.blob_cleanup import run_cleanup
@@ -147,7 +148,7 @@ async def _store(req: Request) -> Response:
         study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
         content_type=req.headers.get("content-type"),
         accept=req.headers.get("accept"),
-        base_url=storage.settings.public_base_url or str(req.base_url).rstrip("/"),
+        base_url=public_base_url(storage.settings.public_base_url, str(req.base_url), req.headers),
         upsert=req.method == "PUT",
     )
     body = limited_body(req.stream(), REQUEST_LIMITS)  # 413 past the request limit, 408 when it stalls

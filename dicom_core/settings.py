@@ -37,7 +37,8 @@ class Settings:
     # Tables the Studies and the Index table are each kept in, by partition (storage/sharded_table.py).
     table_shards: int = 16
     public_base_url: str = ""
-    max_part_bytes: int = 2 * GIB
+    # 1 GiB: what a client at 4.7 MB/s sends within the 230 s an HTTP request may take on Azure (docs/deploy.md).
+    max_part_bytes: int = 1 * GIB
     spool_memory_bytes: int = 8 * MIB
     store_concurrency: int = 8
     max_transcode_bytes: int = 100 * MIB
@@ -65,7 +66,7 @@ class Settings:
     storage_connect_timeout_seconds: int = 5
     storage_read_timeout_seconds: int = 60
     # Hostile input: caps on the request and on what a Part-10 file may inflate to; body read idle timeout.
-    max_request_bytes: int = 3 * GIB  # below the Functions host limit (4 GiB), so that the app answers 413
+    max_request_bytes: int = 1 * GIB  # the Functions host limit is set above it (Bicep: +1 MiB): the app answers 413
     max_query_string_bytes: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
     max_inflated_bytes: int = 100 * MIB

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from dicom_core.documents.series_documents import add_instance
 from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
@@ -33,6 +32,7 @@ from dicom_core.storage.blobs import (
 )
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
+from dicom_core.stow.blob_spool import BlobSpools, commit_staged, staged_instance
 from dicom_core.stow.request_writes import RequestCleanup, RequestFeed
 from dicom_core.stow.response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -73,8 +73,13 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
     answer_type = _answer_type(request.accept)
     media = parse_media_type(request.content_type or "")
     settings = storage.settings
+    writes = _RequestWrites.of(storage)
+    # Large parts go straight into their blob's staged blocks as they arrive (blob_spool.py), not to local disk.
+    spools = BlobSpools(storage, settings.spool_memory_bytes,
+                        cover=lambda stored: writes.cleanup.cover([CleanupTarget.of_version(stored)]))
+    body = spools.pump(body)
     if media.type == DICOM:
-        parts: AsyncIterator[Part] = _single_part(body, settings.max_part_bytes, settings.spool_memory_bytes)
+        parts: AsyncIterator[Part] = _single_part(body, settings.max_part_bytes, spools.new_spool())
         default_type: str | None = DICOM
     elif media.type == MULTIPART_RELATED:
         if "start" in media.params:
@@ -83,14 +88,14 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
             raise UnsupportedMediaTypeError("The multipart/related Content-Type has no boundary parameter.")
         boundary = boundary_from_content_type(media.params)
         parts = iter_parts(body, boundary, max_part_bytes=settings.max_part_bytes,
-                           spool_memory_bytes=settings.spool_memory_bytes)
+                           spool_memory_bytes=settings.spool_memory_bytes, new_spool=spools.new_spool)
         default_type = media.params.get("type", DICOM)
     else:
         raise UnsupportedMediaTypeError(
             f"The Content-Type '{request.content_type or ''}' is not supported: send {DICOM} or "
             f'multipart/related; type="{DICOM}".'
         )
-    outcomes = await _store_parts(storage, request, parts, default_type)
+    outcomes = await _store_parts(storage, request, parts, default_type, writes)
     if outcomes and all(outcome.storage_unavailable for outcome in outcomes):
         # Nothing could be stored because storage is down: a retryable 503, not a 409 of 272s.
         raise StorageUnavailableError()
@@ -126,12 +131,12 @@ class _RequestWrites:
 
 
 async def _store_parts(
-    storage: Storage, request: StoreRequest, parts: AsyncIterator[Part], default_type: str | None
+    storage: Storage, request: StoreRequest, parts: AsyncIterator[Part], default_type: str | None,
+    writes: _RequestWrites,
 ) -> list[StoreOutcome]:
     # At most `store_concurrency` parts are spooled and being stored while the next one is received.
     slots = asyncio.Semaphore(storage.settings.store_concurrency)
     tasks: list[asyncio.Task[StoreOutcome]] = []
-    writes = _RequestWrites.of(storage)
 
     async def store(part: Part) -> StoreOutcome:
         try:
@@ -161,6 +166,12 @@ async def _store_part(
             comments=[f"The part's Content-Type '{part.content_type or part_type}' is not {DICOM}."],
         )
     try:
+        await commit_staged(part.file)  # a large part's blob, staged while it arrived
+    except Exception as exc:
+        LOGGER.exception("Committing a staged part failed")
+        return StoreOutcome(failure_reason=PROCESSING_FAILURE, storage_unavailable=is_storage_unavailable(exc),
+                            comments=["The instance could not be stored because of a storage error; retry."])
+    try:
         with writes.cleanup.parsing():  # the request's next cleanup write waits for this part, to name it too
             parsed = await asyncio.to_thread(read_part10, part.file,
                                              max_inflated_bytes=storage.settings.max_inflated_bytes)
@@ -175,7 +186,9 @@ async def _store_part(
         outcome.comments = validated.errors
         return outcome
 
-    stored = StoredInstance(validated.ids, new_version())
+    staged = staged_instance(part.file)  # a large part already in its blob, under the version chosen then
+    stored = staged if staged is not None and staged.ids == validated.ids else StoredInstance(validated.ids,
+                                                                                              new_version())
     frame_index = json.dumps(parsed.frame_index.to_json(), separators=(",", ":")) if parsed.frame_index else ""
     frame_index_in_blob = len(frame_index) > MAX_ROW_FRAME_INDEX_CHARS
     record = InstanceRecord(
@@ -189,10 +202,11 @@ async def _store_part(
         # Before anything is uploaded: blobs a crash, a 45070 or a failed commit leaves behind get deleted.
         await writes.cleanup.cover([CleanupTarget.of_version(stored)])
         uploads = [
-            put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size),
             put_json(storage, metadata_blob_name(stored),
                      json.dumps(validated.metadata, separators=(",", ":")).encode()),
         ]
+        if stored is not staged:
+            uploads.append(put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size))
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
         # The change feed's sequencer drops an announcement ANNOUNCEMENT_TIMEOUT after it was last written, unless
@@ -301,9 +315,8 @@ class _StoreCommitHooks:
         await self._writes.cleanup.cover(targets)
 
 
-async def _single_part(body: AsyncIterator[bytes], max_bytes: int, spool_memory_bytes: int) -> AsyncIterator[Part]:
-    """Spool a single-part application/dicom body into one Part."""
-    file = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=spool_memory_bytes))
+async def _single_part(body: AsyncIterator[bytes], max_bytes: int, file: BinaryIO) -> AsyncIterator[Part]:
+    """Spool a single-part application/dicom body into one Part, in ``file``."""
     size = 0
     try:
         async for chunk in body:

@@ -11,7 +11,7 @@ import re
 import tempfile
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -76,9 +76,10 @@ async def iter_parts(
     *,
     max_part_bytes: int,
     spool_memory_bytes: int = DEFAULT_SPOOL_MEMORY_BYTES,
+    new_spool: Callable[[], BinaryIO] | None = None,
 ) -> AsyncIterator[Part]:
-    """Yield each part of a multipart body as soon as its closing delimiter has arrived."""
-    reader = _Reader(boundary.encode("ascii"), max_part_bytes, spool_memory_bytes)
+    """Yield each part of a multipart body as soon as its closing delimiter has arrived (spooled by ``new_spool``)."""
+    reader = _Reader(boundary.encode("ascii"), max_part_bytes, spool_memory_bytes, new_spool)
     ready: deque[Part] = deque()
     try:
         async for chunk in chunks:
@@ -127,14 +128,16 @@ class _State(enum.Enum):
 class _Reader:
     """Push parser: ``feed`` it bytes, get back the parts completed by them."""
 
-    def __init__(self, boundary: bytes, max_part_bytes: int, spool_memory_bytes: int) -> None:
+    def __init__(self, boundary: bytes, max_part_bytes: int, spool_memory_bytes: int,
+                 new_spool: Callable[[], BinaryIO] | None = None) -> None:
         self._delimiter = CRLF + b"--" + boundary
         self._boundary = boundary.decode("ascii")
         # A leading CRLF lets the first delimiter, which may open the body without one, match like the others.
         self._buffer = bytearray(CRLF)
         self._state = _State.PREAMBLE
         self._max_part_bytes = max_part_bytes
-        self._spool_memory_bytes = spool_memory_bytes
+        self._new_spool = new_spool or (
+            lambda: cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=spool_memory_bytes)))
         self._headers: dict[str, str] = {}
         self._file: BinaryIO | None = None
         self._size = 0
@@ -227,7 +230,7 @@ class _Reader:
             return False
         self._headers = _parse_headers(bytes(self._buffer[len(CRLF) : end]))
         del self._buffer[: end + len(_HEADER_END)]
-        self._file = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=self._spool_memory_bytes))
+        self._file = self._new_spool()
         self._size = 0
         self._state = _State.BODY
         return True

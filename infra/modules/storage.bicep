@@ -1,11 +1,13 @@
-// The storage account of the DICOM files, their metadata, the index tables and the deployed package.
-// Keys are disabled: the app and the Functions host reach it with their managed identity only.
+// A storage account with shared keys disabled, reached by managed identities only. main.bicep deploys two: the
+// DICOM data (files, metadata, index tables) and the Functions host's own (deployment package, host keys, timer
+// leases), so that no identity with rights on one has any on the other.
 param location string
 param tags object
 param name string
 param sku string
 param containerNames array
-param tableNames array
+@description('Tables to create (none for the host account).')
+param tableNames array = []
 param softDeleteDays int
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -70,5 +72,4 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
 
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
-output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table

@@ -13,15 +13,8 @@ from pathlib import Path
 
 import pytest
 import tree_sitter
-import tree_sitter_bicep
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
-BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
-PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
-
-
-def parse(source: bytes) -> tree_sitter.Node:
-    return PARSER.parse(source).root_node
+from tests.infra.bicep_tree import BICEP_FILES, INFRA, parse, text, unquote
 
 
 def syntax_problems(root: tree_sitter.Node) -> list[str]:
@@ -36,14 +29,6 @@ def syntax_problems(root: tree_sitter.Node) -> list[str]:
             problems.append(f"{node.start_point[0] + 1}:{node.start_point[1] + 1} {kind} {text!r}")
         stack.extend(node.children)
     return sorted(problems)
-
-
-def text(node: tree_sitter.Node) -> str:
-    return (node.text or b"").decode("utf-8")
-
-
-def unquote(node: tree_sitter.Node) -> str:
-    return text(node).strip("'")
 
 
 def declared_parameters(root: tree_sitter.Node) -> dict[str, bool]:
@@ -85,7 +70,8 @@ def test_bicep_file_parses_without_errors(path: Path) -> None:
 
 
 def test_a_syntax_error_is_reported() -> None:
-    broken = b"param name string = \nresource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: name\n"
+    broken = (b"param name string = \n"
+              b"resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: name\n")
     assert syntax_problems(parse(broken))
 
 
