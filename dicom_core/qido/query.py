@@ -1,9 +1,10 @@
-"""The QIDO-RS query string: decoded the way clients encode it, validated with Azure's messages, parsed once.
+"""The QIDO-RS query string: decoded the way clients encode it, validated, parsed once (PS3.18 §8.3).
 
 Filters name an attribute by keyword (case-sensitive) or by 8-hex tag. Matching, as in Azure's DICOM service:
 exact (case-insensitive; person names also accent-insensitive), DA ranges and, with ``fuzzymatching=true``,
 prefix matching on the words of person names. Beyond Azure, as the standard and OHIF expect: wildcards
-``*``/``?`` on strings and names, and UID lists (``a\\b`` or ``a,b``).
+``*``/``?`` on strings and names, universal matching (``*`` alone or an empty value), UID lists (``a\\b``
+or ``a,b``), and unknown or unsupported parameters ignored with a warning. ``strict`` gives Azure's 400s.
 """
 
 from __future__ import annotations
