@@ -262,6 +262,7 @@ async def _search(req: Request, resource: QidoResource) -> Response:
         resource=resource, api_version=version, query_string=req.url.query, accept=_accept(req),
         study_uid=_optional_uid(req, "study", "StudyInstanceUID"),
         series_uid=_optional_uid(req, "series", "SeriesInstanceUID"),
+        base_url=storage.settings.public_base_url or str(req.base_url).rstrip("/"),
     )))
 
 

@@ -49,6 +49,9 @@ class Settings:
     # QIDO: answer with an X-DicomWeb-Entities-Read header; most entities a search reads before it stops.
     query_stats: bool = False
     query_scan_budget: int = 5000
+    # QIDO: answer unknown or unsupported parameters, empty values and a limit above 200 with Azure's 400s
+    # (default: the standard's way, PS3.18 §8.3: ignored, universal matching, capped; each with a Warning).
+    query_strict_parameters: bool = False
     # Blobs an upsert or delete (or a failed store) leaves unreferenced are deleted this long afterwards.
     blob_cleanup_delay_seconds: int = 3600
     # Browser origins allowed to call the API (CORS; `*` for any); none: no CORS headers at all.
@@ -94,8 +97,9 @@ class Settings:
             blob_account_url=(env.get("DICOMWEB_BLOB_ACCOUNT_URL") or "").strip().rstrip("/"),
             table_account_url=(env.get("DICOMWEB_TABLE_ACCOUNT_URL") or "").strip().rstrip("/"),
             health_timeout_seconds=_int(env, "DICOMWEB_HEALTH_TIMEOUT_SECONDS", defaults.health_timeout_seconds),
-            query_stats=(env.get("DICOMWEB_QUERY_STATS") or "").strip().lower() in ("true", "1", "yes"),
+            query_stats=_bool(env, "DICOMWEB_QUERY_STATS"),
             query_scan_budget=_int(env, "DICOMWEB_QUERY_SCAN_BUDGET", defaults.query_scan_budget),
+            query_strict_parameters=_bool(env, "DICOMWEB_QUERY_STRICT_PARAMETERS"),
             blob_cleanup_delay_seconds=_int(env, "DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS",
                                             defaults.blob_cleanup_delay_seconds),
             cors_allowed_origins=_list(env, "DICOMWEB_CORS_ALLOWED_ORIGINS"),
@@ -131,6 +135,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"Setting {name} must be positive, not {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    """A true/false setting: true, 1 or yes (any case) is true; anything else, or nothing, false."""
+    return (env.get(name) or "").strip().lower() in ("true", "1", "yes")
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

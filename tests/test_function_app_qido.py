@@ -144,8 +144,8 @@ def test_v1_route_answers_with_the_v1_default_attributes(query_stats_server: str
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("/v2/studies?Modality=CT", "Invalid query: AttributeId Modality is not queryable."),
-        ("/v2/studies?limit=201", "The query parameter 'Limit' is invalid. The field Limit must be between 1 and 200."),
+        ("/v2/studies?limit=-1", "The query parameter 'Limit' is invalid. The field Limit must be between 0 and"),
+        ("/v2/studies?charset=ISO-8859-1", "The query parameter 'charset' is invalid."),
         ("/v2/studies?PatientID=%3Cx", "The query string included invalid characters."),
         ("/v2/studies?StudyDate=2023", "Invalid query: specified Date value '2023' is invalid for attribute 'StudyDate'."),
         ("/v2/series?fuzzymatching=maybe", "The query parameter 'FuzzyMatching' is invalid."),

@@ -11,7 +11,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
-from pydicom.valuerep import validate_value
+from pydicom.valuerep import PersonName, validate_value
 
 from dicom_core.model.text import trim
 
@@ -61,12 +61,28 @@ def metadata_json(dataset: Dataset, on_invalid: InvalidElementHandler | None = N
                 continue
             problem = invalid_value_reason(element)
             if problem is None:
-                result[f"{tag:08X}"] = element.to_json_dict(None, 0)
+                result[f"{tag:08X}"] = element_json(element)
         except Exception as exc:  # pydicom raises many types for undecodable values
             problem = f"Dicom element could not be read: {exc}"
         if problem is not None and on_invalid is not None:
             on_invalid(tag, vr, problem)
     return result
+
+
+def element_json(element: DataElement) -> JsonDataset:
+    """One element's DICOM JSON; an empty value of a multi-valued element is ``null`` (PS3.18 F.2.5)."""
+    values = element.value
+    if not isinstance(values, MultiValue) or not any(_is_empty(value) for value in values):
+        return element.to_json_dict(None, 0)
+    # pydicom writes "" for an empty LO/CS/DA value and fails on an empty IS, DS or PN one: convert the others alone.
+    return {"vr": element.VR, "Value": [
+        None if _is_empty(value) else DataElement(element.tag, element.VR, value).to_json_dict(None, 0)["Value"][0]
+        for value in values
+    ]}
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str | PersonName) and not trim(str(value)))
 
 
 def invalid_value_reason(element: DataElement) -> str | None:
@@ -118,3 +134,11 @@ def person_name_forms(attributes: JsonDataset, tag: BaseTag) -> list[str]:
     whole = "=".join(groups).rstrip("=")
     forms = [form for form in (groups[0], whole) if trim(form)]
     return list(dict.fromkeys(forms))
+
+
+def person_name_groups(attributes: JsonDataset, tag: BaseTag) -> list[str]:
+    """Return the non-empty component groups of the first person name (Alphabetic, Ideographic, Phonetic)."""
+    values = attributes.get(json_key(tag), {}).get("Value") or []
+    if not values or not isinstance(values[0], dict):
+        return []
+    return [str(values[0][group]) for group in PN_GROUPS if trim(str(values[0].get(group) or ""))]

@@ -23,5 +23,7 @@ MODALITIES_IN_STUDY: BaseTag = Tag("ModalitiesInStudy")
 NUMBER_OF_STUDY_RELATED_SERIES: BaseTag = Tag("NumberOfStudyRelatedSeries")
 NUMBER_OF_STUDY_RELATED_INSTANCES: BaseTag = Tag("NumberOfStudyRelatedInstances")
 NUMBER_OF_SERIES_RELATED_INSTANCES: BaseTag = Tag("NumberOfSeriesRelatedInstances")
+INSTANCE_AVAILABILITY: BaseTag = Tag("InstanceAvailability")
+RETRIEVE_URL: BaseTag = Tag("RetrieveURL")
 
 PIXEL_DATA: BaseTag = Tag("PixelData")

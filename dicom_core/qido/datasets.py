@@ -1,10 +1,11 @@
 """The attributes each search result carries, and the DICOM JSON of a result built from its rows.
 
-Return sets are Azure's (v1 and v2 defaults, `includefield=all`), plus the includefield attributes, the
-filtered attributes and the UIDs of the URL. Results at study level always carry ModalitiesInStudy and
-the NumberOfStudyRelated* counts, and series results NumberOfSeriesRelatedInstances, as the standard's
-default return attributes list them (Azure only on includefield). Attributes outside the rows come from
-the metadata blob of the result's instance (for a study or series: its most recently stored instance).
+By default a result carries the attributes PS3.18 §10.6.3 requires of its level (Tables 10.6.3-3 to -5)
+and Azure's default set of the API version; `includefield=all` adds Azure's "all" set. The includefield
+attributes, the filtered ones (universal matching included) and the UIDs of the URL are added. Computed:
+ModalitiesInStudy, the NumberOf*Related* counts, InstanceAvailability (ONLINE: every stored instance is)
+and RetrieveURL. Attributes outside the rows come from the metadata blob of the result's instance (for a
+study or series: its most recently stored instance).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dicom_core.model.dicom_json import JsonDataset, json_key
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.levels import ROW_ATTRIBUTES, Level, tags_for_keywords
 from dicom_core.model.tags import (
+    INSTANCE_AVAILABILITY,
     MODALITIES_IN_STUDY,
     NUMBER_OF_SERIES_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_SERIES,
+    RETRIEVE_URL,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
@@ -33,6 +36,8 @@ from dicom_core.search_index.keys import study_row_modalities
 
 STUDY_COMPUTED = (MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES)
 SERIES_COMPUTED = (NUMBER_OF_SERIES_RELATED_INSTANCES,)
+# Computed for any result from its UIDs: where it is retrieved, and that it is (every stored instance is online).
+RESULT_COMPUTED = (RETRIEVE_URL, INSTANCE_AVAILABILITY)
 _LEVEL_ORDER = (Level.STUDY, Level.SERIES, Level.INSTANCE)
 
 # Azure's return sets (QueryResponseBuilder): v1 defaults, v2 defaults, and the extra of `includefield=all`.
@@ -49,6 +54,24 @@ V1_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
     Level.INSTANCE: tags_for_keywords(
         "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "TimezoneOffsetFromUTC",
         "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
+    ),
+}
+# The standard's required return attributes (PS3.18 §10.6.3), returned whichever the API version.
+REQUIRED: dict[Level, tuple[BaseTag, ...]] = {
+    Level.STUDY: tags_for_keywords(
+        "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability",
+        "ModalitiesInStudy", "ReferringPhysicianName", "TimezoneOffsetFromUTC", "RetrieveURL", "PatientName",
+        "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ),
+    Level.SERIES: tags_for_keywords(
+        "SpecificCharacterSet", "Modality", "TimezoneOffsetFromUTC", "SeriesDescription", "RetrieveURL",
+        "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime", "RequestAttributesSequence",
+    ),
+    Level.INSTANCE: tags_for_keywords(
+        "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "TimezoneOffsetFromUTC",
+        "RetrieveURL", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
     ),
 }
 V2_DEFAULTS: dict[Level, tuple[BaseTag, ...]] = {
@@ -84,17 +107,11 @@ def return_tags(query: QidoQuery) -> set[BaseTag]:
     """Every attribute a result of ``query`` may carry."""
     tags: set[BaseTag] = set()
     for level in RESULT_LEVELS[query.resource]:
+        tags.update(REQUIRED[level], (V2_DEFAULTS if query.api_version >= 2 else V1_DEFAULTS)[level])
         if query.include_all:
             tags.update(V1_DEFAULTS[level], ALL_EXTRA[level])
-        else:
-            tags.update((V2_DEFAULTS if query.api_version >= 2 else V1_DEFAULTS)[level])
-    tags.update(query.include_fields)
+    tags.update(query.include_fields, query.return_keys)
     tags.update(condition.tag for condition in query.conditions)
-    result_level = query.resource.result_level
-    if result_level is Level.STUDY:
-        tags.update(STUDY_COMPUTED)
-    elif result_level is Level.SERIES:
-        tags.update(SERIES_COMPUTED)
     if query.study_uid:
         tags.add(STUDY_INSTANCE_UID)
     if query.series_uid:
@@ -102,25 +119,45 @@ def return_tags(query: QidoQuery) -> set[BaseTag]:
     return tags
 
 
-async def build_datasets(reads: SearchReads, query: QidoQuery, hits: list[Hit]) -> list[JsonDataset]:
-    """Build the DICOM JSON of every result, reading only what the rows of the hits lack."""
+async def build_datasets(reads: SearchReads, query: QidoQuery, hits: list[Hit], root: str = "") -> list[JsonDataset]:
+    """Build the DICOM JSON of every result, reading only what the rows of the hits lack.
+
+    ``root`` is the service's URL with the API version (``https://host/v2``), which RetrieveURL starts with.
+    """
     tags = return_tags(query)
     plan = _source_plan(query, tags)
-    return list(await asyncio.gather(*(_dataset(reads, hit, tags, plan) for hit in hits)))
+    computed = [tag for tag in RESULT_COMPUTED if tag in tags]
+    datasets = await asyncio.gather(*(_dataset(reads, hit, tags, plan) for hit in hits))
+    for hit, dataset in zip(hits, datasets, strict=True):
+        dataset.update((json_key(tag), _result_element(tag, hit, query.resource.result_level, root))
+                       for tag in computed)
+    return [dict(sorted(dataset.items())) for dataset in datasets]
+
+
+def _result_element(tag: BaseTag, hit: Hit, level: Level, root: str) -> dict[str, object]:
+    if tag == INSTANCE_AVAILABILITY:
+        return {"vr": "CS", "Value": ["ONLINE"]}
+    url = f"{root}/studies/{hit.study_uid}"
+    if level is not Level.STUDY:
+        url += f"/series/{hit.series_uid}"
+    if level is Level.INSTANCE:
+        url += f"/instances/{hit.instance_uid}"
+    return {"vr": "UR", "Value": [url]}
 
 
 def _source_plan(query: QidoQuery, tags: Iterable[BaseTag]) -> dict[BaseTag, Level | None]:
     """Where each attribute comes from: a level's row, or None for the metadata blob.
 
-    UIDs come from the hit itself. Attributes of a level below the result's are left out (Modality at study
-    level would otherwise cost a metadata blob per study), and so are default ones no row keeps
-    (InstanceAvailability: no stored instance has it).
+    UIDs and RESULT_COMPUTED come from the hit itself. Attributes of a level below the result's are left out
+    (Modality at study level would otherwise cost a metadata blob per study), and so are default ones no row
+    keeps.
     """
     result_level = query.resource.result_level
     own_and_above = _LEVEL_ORDER[: _LEVEL_ORDER.index(result_level) + 1]
     below = _LEVEL_ORDER[len(own_and_above):]
     plan: dict[BaseTag, Level | None] = {}
-    for tag in set(tags) - {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID}:
+    asked = {*query.include_fields, *query.return_keys}
+    for tag in set(tags) - {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, *RESULT_COMPUTED}:
         if tag in STUDY_COMPUTED:
             plan[tag] = Level.STUDY
         elif tag in SERIES_COMPUTED:
@@ -128,7 +165,7 @@ def _source_plan(query: QidoQuery, tags: Iterable[BaseTag]) -> dict[BaseTag, Lev
                 plan[tag] = Level.SERIES
         elif level := next((lvl for lvl in reversed(own_and_above) if tag in ROW_ATTRIBUTES[lvl]), None):
             plan[tag] = level  # the result's own level first: SpecificCharacterSet is kept at every level
-        elif tag in query.include_fields and not any(tag in ROW_ATTRIBUTES[lvl] for lvl in below):
+        elif tag in asked and not any(tag in ROW_ATTRIBUTES[lvl] for lvl in below):
             plan[tag] = None  # asked for by name and kept in no row: the metadata blob
     return plan
 
@@ -151,7 +188,7 @@ async def _dataset(reads: SearchReads, hit: Hit, tags: set[BaseTag], plan: dict[
                      (SOP_INSTANCE_UID, hit.instance_uid)):
         if tag in tags and uid:
             dataset[json_key(tag)] = {"vr": "UI", "Value": [uid]}
-    return dict(sorted(dataset.items()))
+    return dataset
 
 
 async def _rows(reads: SearchReads, hit: Hit, levels: set[Level | None]) -> dict[Level, Row | None]:

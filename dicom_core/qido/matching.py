@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms
+from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms, person_name_groups
 from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.text import fold, fold_case, fold_person_name, name_words
 from dicom_core.qido.query import Condition, MatchKind
@@ -17,7 +17,9 @@ def matches(condition: Condition, attributes: JsonDataset, modalities: Iterable[
     if condition.tag == MODALITIES_IN_STUDY:
         return any(_matches_text(condition, modality) for modality in modalities)
     if condition.vr == "PN":
-        forms = person_name_forms(attributes, condition.tag)
+        # Each component group is a name of its own (`山田*` finds `Yamada^Tarou=山田^太郎`), and so is the whole.
+        forms = dict.fromkeys([*person_name_forms(attributes, condition.tag),
+                               *person_name_groups(attributes, condition.tag)])
         if condition.kind is MatchKind.FUZZY:
             return any(fuzzy_name_match(condition.value, form) for form in forms)
         return any(_matches_text(condition, form) for form in forms)

@@ -1,18 +1,19 @@
-"""The QIDO-RS query string: decoded the way clients encode it, validated with Azure's messages, parsed once.
+"""The QIDO-RS query string: decoded the way clients encode it, validated, parsed once (PS3.18 §8.3).
 
 Filters name an attribute by keyword (case-sensitive) or by 8-hex tag. Matching, as in Azure's DICOM service:
 exact (case-insensitive; person names also accent-insensitive), DA ranges and, with ``fuzzymatching=true``,
 prefix matching on the words of person names. Beyond Azure, as the standard and OHIF expect: wildcards
-``*``/``?`` on strings and names, and UID lists (``a\\b`` or ``a,b``).
+``*``/``?`` on strings and names, universal matching (``*`` alone or an empty value), UID lists (``a\\b``
+or ``a,b``), and unknown or unsupported parameters ignored with a warning. ``strict`` gives Azure's 400s.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from urllib.parse import parse_qsl
+from urllib.parse import unquote, unquote_plus
 
 from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
 from pydicom.tag import BaseTag
@@ -30,6 +31,18 @@ _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _DATE = re.compile(r"[0-9]{8}")
 _UID_LIST_SEPARATORS = re.compile(r"[\\,]")
 _INCLUDE_ALL = "all"
+# Query parameters with a value of their own (PS3.18 Table 8.3.4-1), by lower-case name: the name in messages.
+_OPTIONS = {"limit": "Limit", "offset": "Offset", "fuzzymatching": "FuzzyMatching",
+            "emptyvaluematching": "EmptyValueMatching", "multiplevaluematching": "MultipleValueMatching"}
+# Accepted, not supported: what the search does instead when one is true.
+_UNSUPPORTED_OPTIONS = {
+    "emptyvaluematching": "The emptyvaluematching parameter is not supported. Only non-empty values have been matched.",
+    "multiplevaluematching": "The multiplevaluematching parameter is not supported. Only the first value of each "
+                             "attribute has been matched.",
+}
+_MEDIA_PARAMETERS = ("accept", "charset")  # PS3.18 §8.3.3; a repeated one is one list
+_UTF8_NAMES = frozenset({"utf-8", "utf8", "iso_ir 192"})
+_ZERO_WEIGHT = re.compile(r"q=0(\.0{0,3})?", re.IGNORECASE)
 
 # The attributes each level can be filtered on: Azure's core list (ModalitiesInStudy is computed, not stored).
 FILTER_TAGS: dict[Level, tuple[BaseTag, ...]] = {
@@ -101,7 +114,12 @@ class Condition:
 
 @dataclass(frozen=True)
 class QidoQuery:
-    """A validated search: resource, scope from the URL, filters, return attributes and the page asked for."""
+    """A validated search: resource, scope from the URL, filters, return attributes and the page asked for.
+
+    ``return_keys`` are attributes named with universal matching (``*`` or an empty value) or by a filter
+    that is not supported: returned like ``includefield``, never matched. ``accept`` is the accept query
+    parameter (it takes the place of the Accept header); ``warnings`` say what the search ignored.
+    """
 
     resource: QidoResource
     api_version: int
@@ -113,53 +131,89 @@ class QidoQuery:
     offset: int = 0
     study_uid: str | None = None
     series_uid: str | None = None
+    return_keys: tuple[BaseTag, ...] = ()
+    accept: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def condition(self, tag: BaseTag) -> Condition | None:
         """Return the filter on ``tag``, if any."""
         return next((c for c in self.conditions if c.tag == tag), None)
 
 
+@dataclass
+class _Parsed:
+    """What the loop over the parameters collects."""
+
+    options: dict[str, str] = field(default_factory=dict)
+    include: list[str] = field(default_factory=list)
+    filters: dict[str, str] = field(default_factory=dict)
+    media: dict[str, list[str]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
 def parse_query(
     resource: QidoResource, query_string: str, *, api_version: int, study_uid: str | None = None,
-    series_uid: str | None = None,
+    series_uid: str | None = None, strict: bool = False,
 ) -> QidoQuery:
-    """Parse a raw (still percent-encoded) query string; raise BadRequestError with Azure's messages."""
+    """Parse a raw (still percent-encoded) query string; raise BadRequestError with Azure's messages.
+
+    Unknown and unsupported parameters are ignored and named in a warning (PS3.18 §8.3), or, ``strict``
+    (Azure's answers), a 400.
+    """
     if "<" in query_string or "%3c" in query_string.lower():
         raise BadRequestError("The query string included invalid characters.")
-    options: dict[str, str] = {}
-    include: list[str] = []
-    filters: dict[str, str] = {}
-    # parse_qsl decodes the way dicomweb-client encodes (quote_plus): '+' is a space, %5E is '^'.
-    for raw_key, raw_value in parse_qsl(query_string, keep_blank_values=True):
-        key = raw_key.strip()
+    parsed = _Parsed()
+    for key, raw_value in _parameters(query_string):
         name = key.lower()
         if name == "includefield":
-            include.extend(part.strip() for part in raw_value.split(",") if part.strip())
-        elif name in ("limit", "offset", "fuzzymatching"):
-            if name in options:
+            parsed.include.extend(part.strip() for part in raw_value.split(",") if part.strip())
+        elif name in _MEDIA_PARAMETERS:
+            parsed.media.setdefault(name, []).append(raw_value)
+        elif name in _OPTIONS:
+            if name in parsed.options:
                 raise BadRequestError(_duplicate_message(key))
-            options[name] = raw_value.strip()
+            parsed.options[name] = raw_value.strip()
         elif key:
-            if key in filters:
+            if key in parsed.filters:
                 raise BadRequestError(_duplicate_message(key))
-            filters[key] = raw_value
+            parsed.filters[key] = raw_value
+    if "charset" in parsed.media:
+        _check_charset(parsed.media["charset"])
+    options = parsed.options
     fuzzy = _parse_bool(options.get("fuzzymatching"), "FuzzyMatching")
-    limit = _parse_int(options.get("limit"), "Limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    warnings = [text for option, text in _UNSUPPORTED_OPTIONS.items()
+                if _parse_bool(options.get(option), _OPTIONS[option])]
+    limit = _parse_limit(options.get("limit"), strict, warnings)
     offset = _parse_int(options.get("offset"), "Offset", 0, 0, 2**63 - 1)
-    include_all, include_fields = _parse_include_fields(include)
+    include_all, include_fields = _parse_include_fields(parsed.include, strict, parsed.ignored)
     conditions: dict[BaseTag, Condition] = {}
-    for key, value in filters.items():
-        condition = _parse_filter(resource, key, value, fuzzy)
-        if condition.tag in conditions:
+    return_keys: dict[BaseTag, None] = {}
+    for key, value in parsed.filters.items():
+        tag = _filter_tag(resource, key, value, strict)
+        if tag is None:
+            parsed.ignored.append(key)
+            continue
+        if tag in conditions or tag in return_keys:
             raise BadRequestError(
                 f"Invalid query: attribute '{key}' has been specified more than once using different ID formats. "
                 "Each attribute is only allowed to be specified once."
             )
-        conditions[condition.tag] = condition
+        if _is_universal(value):
+            return_keys[tag] = None  # PS3.4 C.2.2.2.3/C.2.2.2.4: every entity matches; the attribute is returned
+        elif _LEVEL_OF.get(tag) not in resource.filter_levels:
+            parsed.ignored.append(key)
+            return_keys[tag] = None
+        else:
+            conditions[tag] = _parse_filter(tag, value, fuzzy)
+    if parsed.ignored:
+        warnings.append(f"The following query parameters are not supported and have been ignored: "
+                        f"{', '.join(parsed.ignored)}.")
     return QidoQuery(
         resource=resource, api_version=api_version, conditions=tuple(conditions.values()),
         include_fields=include_fields, include_all=include_all, fuzzy=fuzzy, limit=limit, offset=offset,
-        study_uid=study_uid, series_uid=series_uid,
+        study_uid=study_uid, series_uid=series_uid, return_keys=tuple(return_keys),
+        accept=", ".join(parsed.media["accept"]) if "accept" in parsed.media else None,
+        warnings=tuple(warnings),
     )
 
 
@@ -169,6 +223,21 @@ def parse_attribute_id(attribute_id: str) -> BaseTag | None:
         return BaseTag(int(attribute_id, 16))
     tag = tag_for_keyword(attribute_id)
     return BaseTag(tag) if tag is not None else None
+
+
+def _parameters(query_string: str) -> list[tuple[str, str]]:
+    """Decode the parameters the way dicomweb-client encodes them (quote_plus: '+' is a space, %5E is '^').
+
+    The accept parameter's media types keep a '+' (application/dicom+json), as clients write it unencoded.
+    """
+    pairs = []
+    for part in query_string.split("&"):
+        if not part:
+            continue
+        raw_key, _, raw_value = part.partition("=")
+        key = unquote_plus(raw_key).strip()
+        pairs.append((key, unquote(raw_value) if key.lower() == "accept" else unquote_plus(raw_value)))
+    return pairs
 
 
 def _duplicate_message(key: str) -> str:
@@ -197,23 +266,56 @@ def _parse_int(raw: str | None, name: str, default: int, low: int, high: int) ->
     return value
 
 
-def _parse_include_fields(fields: list[str]) -> tuple[bool, tuple[BaseTag, ...]]:
-    if any(field.lower() == _INCLUDE_ALL for field in fields):
-        if len(fields) > 1:
-            raise BadRequestError("Invalid query: cannot specify included fields in addition to 'all'.")
-        return True, ()
+def _parse_limit(raw: str | None, strict: bool, warnings: list[str]) -> int:
+    """The page size: above MAX_LIMIT it is capped (PS3.18 §8.3.4.4.1: min(matches - offset, max, limit))."""
+    if strict:
+        return _parse_int(raw, "Limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    limit = _parse_int(raw, "Limit", DEFAULT_LIMIT, 0, 2**63 - 1)
+    if limit > MAX_LIMIT:
+        warnings.append(f"The limit {limit} exceeds the maximum of {MAX_LIMIT} results per request: at most "
+                        f"{MAX_LIMIT} results have been returned. Additional results can be requested with offset.")
+    return min(limit, MAX_LIMIT)
+
+
+def _check_charset(values: list[str]) -> None:
+    """Accept a charset query parameter (PS3.18 §8.3.3.2) only when it names UTF-8, the charset of DICOM JSON."""
+    for item in (item for value in values for item in value.split(",")):
+        name, _, weight = item.partition(";")
+        if name.strip().strip('"').lower() in _UTF8_NAMES and not _ZERO_WEIGHT.fullmatch(weight.replace(" ", "")):
+            return
+    raise BadRequestError(
+        f"The query parameter 'charset' is invalid. The value '{','.join(values)}' names no supported character "
+        "set: search results are DICOM JSON, in UTF-8.")
+
+
+def _parse_include_fields(fields: list[str], strict: bool, ignored: list[str]) -> tuple[bool, tuple[BaseTag, ...]]:
+    include_all = any(field.lower() == _INCLUDE_ALL for field in fields)
+    if include_all and len(fields) > 1 and strict:
+        raise BadRequestError("Invalid query: cannot specify included fields in addition to 'all'.")
     tags: list[BaseTag] = []
-    for field in fields:
-        tag = parse_attribute_id(field)
+    for field_name in fields:
+        if field_name.lower() == _INCLUDE_ALL:
+            continue
+        tag = parse_attribute_id(field_name)
         if tag is None:
-            raise BadRequestError(f"Invalid query: IncludeField has unknown attribute '{field}'.")
-        if tag not in tags:
+            if strict:
+                raise BadRequestError(f"Invalid query: IncludeField has unknown attribute '{field_name}'.")
+            ignored.append(f"includefield={field_name}")
+        elif tag not in tags:
             tags.append(tag)
-    return False, tuple(tags)
+    return include_all, tuple(tags)
 
 
-def _parse_filter(resource: QidoResource, key: str, raw_value: str, fuzzy: bool) -> Condition:
+def _is_universal(value: str) -> bool:
+    """An empty value or one of '*' only: universal matching (PS3.4 C.2.2.2.3, C.2.2.2.4)."""
+    return not trim(value).strip().strip("*")
+
+
+def _filter_tag(resource: QidoResource, key: str, value: str, strict: bool) -> BaseTag | None:
+    """The attribute a filter names; None for an unknown one (ignored), or, ``strict``, Azure's 400s."""
     tag = parse_attribute_id(key)
+    if not strict:
+        return tag
     if tag is None:
         raise BadRequestError(
             f"Invalid query: unknown query parameter '{key}'. If the parameter is an attribute keyword, check the "
@@ -226,9 +328,13 @@ def _parse_filter(resource: QidoResource, key: str, raw_value: str, fuzzy: bool)
             "casing as they are case-sensitive. The conformance statement has a list of supported query parameters, "
             "attributes and the levels."
         )
-    value = trim(raw_value)
-    if not value.strip():
+    if not trim(value).strip():
         raise BadRequestError(f"Invalid query: AttributeId '{key}' has empty string value that is not supported.")
+    return tag
+
+
+def _parse_filter(tag: BaseTag, raw_value: str, fuzzy: bool) -> Condition:
+    value = trim(raw_value)
     vr = Condition(tag, MatchKind.EXACT).vr
     if vr == "DA":
         return _parse_date_condition(tag, value)

@@ -21,6 +21,7 @@ from dicom_core.qido.reads import SearchReads
 from dicom_core.storage.clients import Storage
 from dicom_core.wire.media_types import DICOM_JSON, accepts
 from dicom_core.wire.service_result import ServiceResult
+from dicom_core.wire.warnings import warning_header
 
 LOGGER = logging.getLogger(__name__)
 ENTITIES_READ_HEADER = "X-DicomWeb-Entities-Read"
@@ -39,6 +40,7 @@ class SearchRequest:
     accept: str | None = None
     study_uid: str | None = None
     series_uid: str | None = None
+    base_url: str = ""  # the service's URL, which RetrieveURL and the Warning header name
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,13 @@ async def search(storage: Storage, request: SearchRequest) -> ServiceResult:
 
 async def search_datasets(storage: Storage, request: SearchRequest) -> SearchResults:
     """Run one QIDO-RS search: its results and what it read."""
-    if not accepts(request.accept, DICOM_JSON):
-        raise NotAcceptableError(f"The request headers are not acceptable: QIDO-RS answers with {DICOM_JSON}.")
     query = parse_query(
         request.resource, request.query_string, api_version=request.api_version,
-        study_uid=request.study_uid, series_uid=request.series_uid,
+        study_uid=request.study_uid, series_uid=request.series_uid, strict=storage.settings.query_strict_parameters,
     )
+    # The accept query parameter takes the place of the Accept header (PS3.18 §8.3.3.1).
+    if not accepts(query.accept if query.accept is not None else request.accept, DICOM_JSON):
+        raise NotAcceptableError(f"The request headers are not acceptable: QIDO-RS answers with {DICOM_JSON}.")
     wanted = query.offset + query.limit
     budget = storage.settings.query_scan_budget + ENTITIES_PER_RESULT * wanted
     reads = SearchReads(storage, budget=budget, wanted=wanted)
@@ -88,11 +91,12 @@ async def search_datasets(storage: Storage, request: SearchRequest) -> SearchRes
                 break
     finally:
         await stream.aclose()
-    warning = None
+    warnings = list(query.warnings)
     if reads.exhausted and len(page) < query.limit:
-        warning = (f'299 - "The search stopped after reading {reads.entities} index entities without an index for its '
-                   'filters; results may be missing. Add a filter on an indexed attribute."')
-    datasets = await build_datasets(reads, query, page)
+        warnings.append(f"The search stopped after reading {reads.entities} index entities without an index for its "
+                        "filters; results may be missing. Add a filter on an indexed attribute.")
+    warning = warning_header(request.base_url, warnings) if warnings else None
+    datasets = await build_datasets(reads, query, page, f"{request.base_url}/v{request.api_version}")
     LOGGER.debug("QIDO %s via %s: %d results, %d entities and %d metadata blobs read",
                  request.resource.name, source, len(datasets), reads.entities, reads.blobs)
     return SearchResults(datasets, reads.entities, reads.blobs, source, warning)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import urlsplit
 
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.dicom_xml import to_native_xml
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.wire.media_types import DICOM_JSON, DICOM_XML
 from dicom_core.wire.service_result import ServiceResult
+from dicom_core.wire.warnings import warning_header
 
 # Reason codes (PS3.18 Table I.2-1 and Azure's DICOM service).
 PROCESSING_FAILURE = 272
@@ -72,7 +72,7 @@ def store_response(
         body["00081199"] = {"vr": "SQ", "Value": [_referenced_item(o, root, api_version) for o in stored]}
     headers: dict[str, str] = {}
     if any(o.multi_valued_index for o in stored):
-        headers["Warning"] = f'299 {urlsplit(base_url).netloc or "-"}: "{MULTI_VALUE_WARNING}"'
+        headers["Warning"] = warning_header(base_url, [MULTI_VALUE_WARNING])
     encoded = to_native_xml(body) if media_type == DICOM_XML else json.dumps(body).encode()
     return ServiceResult(status, headers, encoded, media_type)
 

@@ -6,7 +6,7 @@ import pytest
 from pydicom.tag import BaseTag
 
 from dicom_core.model.tags import MODALITIES_IN_STUDY
-from dicom_core.model.dicom_json import first_value, person_name_forms
+from dicom_core.model.dicom_json import first_value, person_name_forms, person_name_groups
 from dicom_core.qido.matching import fuzzy_name_match, matches, wildcard_match
 from dicom_core.qido.query import Condition, MatchKind
 
@@ -92,3 +92,24 @@ def test_first_value_of_a_person_name_is_its_alphabetic_group() -> None:
 
 def test_person_name_forms_are_alphabetic_and_whole() -> None:
     assert person_name_forms(_pn("Doe^John", Ideographic="X^Y"), PATIENT_NAME) == ["Doe^John", "Doe^John=X^Y"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [("山田*", True), ("*太郎", True), ("山田^太?", True), ("やまだ*", True), ("Yamada*", True), ("太郎*", False)],
+)
+def test_wildcards_match_each_component_group_alike(pattern: str, expected: bool) -> None:
+    """PS3.4 C.2.2.2.4 and C.2.2.2.1.1: a person name's component groups are matched alike; `山田*` finds the
+    ideographic group of `Yamada^Tarou=山田^太郎`."""
+    name = _pn("Yamada^Tarou", Ideographic="山田^太郎", Phonetic="やまだ^たろう")
+    assert matches(Condition(PATIENT_NAME, MatchKind.WILDCARD, (pattern,)), name) is expected
+
+
+def test_exact_match_finds_the_ideographic_group_alone() -> None:
+    """PS3.4 C.2.2.2.1: each component group of a person name is a value to compare with."""
+    name = _pn("Yamada^Tarou", Ideographic="山田^太郎")
+    assert matches(Condition(PATIENT_NAME, MatchKind.EXACT, ("山田^太郎",)), name)
+
+
+def test_person_name_groups_are_the_non_empty_ones() -> None:
+    assert person_name_groups(_pn("Doe^John", Ideographic="", Phonetic="ド"), PATIENT_NAME) == ["Doe^John", "ド"]

@@ -1,4 +1,4 @@
-"""The QIDO-RS query string: decoding, keys, match kinds, and Azure's 400 messages."""
+"""The QIDO-RS query string: decoding, keys, match kinds, the standard's parameters, and Azure's 400 messages."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ STUDY_UID = BaseTag(0x0020000D)
 MODALITIES_IN_STUDY = BaseTag(0x00080061)
 
 
-def _parse(query: str, resource: QidoResource = STUDIES, api_version: int = 2):
-    return parse_query(resource, query, api_version=api_version)
+def _parse(query: str, resource: QidoResource = STUDIES, api_version: int = 2, *, strict: bool = False):
+    return parse_query(resource, query, api_version=api_version, strict=strict)
 
 
-def _error(query: str, resource: QidoResource = STUDIES) -> str:
+def _error(query: str, resource: QidoResource = STUDIES, *, strict: bool = True) -> str:
     with pytest.raises(BadRequestError) as raised:
-        _parse(query, resource)
+        _parse(query, resource, strict=strict)
     return raised.value.message
 
 
@@ -150,7 +150,7 @@ MODALITY_NOT_QUERYABLE = (
          "not supported with Fuzzy match, try exact match or removing the invalid character. "),
     ],
 )
-def test_bad_query_is_400_with_azures_message(query: str, resource: QidoResource, message: str) -> None:
+def test_bad_query_is_400_with_azures_message_when_strict(query: str, resource: QidoResource, message: str) -> None:
     assert _error(query, resource) == message
 
 
@@ -161,3 +161,93 @@ def test_range_without_either_end_is_400() -> None:
 def test_filters_of_parent_levels_are_allowed_on_cross_study_resources() -> None:
     query = _parse("PatientID=1&Modality=CT&SOPInstanceUID=1.2", QidoResource.ALL_INSTANCES)
     assert len(query.conditions) == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=ten", "The query parameter 'Limit' is invalid. The value 'ten' is not valid for Limit."),
+        ("limit=-1", "The query parameter 'Limit' is invalid. The field Limit must be between 0 and 9223372036854775807."),
+        ("offset=-1", "The query parameter 'Offset' is invalid. The field Offset must be between 0 and 9223372036854775807."),
+        ("fuzzymatching=yes", "The query parameter 'FuzzyMatching' is invalid. The value 'yes' is not valid for FuzzyMatching."),
+        ("emptyvaluematching=1",
+         "The query parameter 'EmptyValueMatching' is invalid. The value '1' is not valid for EmptyValueMatching."),
+        ("PatientID=1&PatientID=2",
+         "Invalid QIDO-RS query. Duplicate AttributeId 'PatientID'. Each attribute is only allowed to be specified once."),
+        ("PatientID=1&00100020=",
+         "Invalid query: attribute '00100020' has been specified more than once using different ID formats. "
+         "Each attribute is only allowed to be specified once."),
+        ("StudyDate=2020-01-01", "Invalid query: specified Date value '2020-01-01' is invalid for attribute "
+         "'StudyDate'. Date should be valid and formatted as yyyyMMdd."),
+        ("charset=ISO-8859-1", "The query parameter 'charset' is invalid. The value 'ISO-8859-1' names no supported "
+         "character set: search results are DICOM JSON, in UTF-8."),
+    ],
+)
+def test_malformed_values_stay_400_by_default(query: str, message: str) -> None:
+    """PS3.18 §8.3.4.4.1 (a negative or malformed limit), §8.3.3.2 (an unsupported charset): 400."""
+    assert _error(query, strict=False) == message
+
+
+def test_unknown_parameters_are_ignored_and_named_in_a_warning() -> None:
+    """PS3.18 §8.3: the origin server shall ignore query parameters it does not support."""
+    query = _parse("PatientID=1&_=1700000000&foo=bar&patientname=x&includefield=NotAKeyword")
+    assert [c.tag for c in query.conditions] == [PATIENT_ID]
+    assert query.warnings == ("The following query parameters are not supported and have been ignored: "
+                              "includefield=NotAKeyword, _, foo, patientname.",)
+
+
+def test_attributes_not_filterable_on_the_resource_are_ignored_and_returned() -> None:
+    """PS3.18 §8.3: a matching key the origin server does not support is ignored; its attribute is a return key."""
+    query = _parse("Modality=CT&StudyTime=1200&PatientID=1")
+    assert [c.tag for c in query.conditions] == [PATIENT_ID]
+    assert query.return_keys == (BaseTag(0x00080060), BaseTag(0x00080030))
+    assert "ignored: Modality, StudyTime." in query.warnings[0]
+
+
+@pytest.mark.parametrize("value", ["", "+", "*", "**", "%00"])
+def test_an_empty_value_or_a_lone_star_is_universal_matching(value: str) -> None:
+    """PS3.4 C.2.2.2.3 (a zero-length value) and C.2.2.2.4 ('*' alone): every entity matches; returned, not matched."""
+    query = _parse(f"AccessionNumber={value}&StudyDate={value}")
+    assert (query.conditions, query.warnings) == ((), ())
+    assert query.return_keys == (BaseTag(0x00080050), STUDY_DATE)
+
+
+def test_limit_above_the_maximum_is_capped_with_a_warning() -> None:
+    """PS3.18 §8.3.4.4.1: the page is min(matches - offset, maximum, limit); the cap is said in a Warning."""
+    query = _parse(f"limit={MAX_LIMIT + 300}")
+    assert query.limit == MAX_LIMIT
+    assert query.warnings == (f"The limit {MAX_LIMIT + 300} exceeds the maximum of {MAX_LIMIT} results per request: "
+                              f"at most {MAX_LIMIT} results have been returned. Additional results can be requested "
+                              "with offset.",)
+
+
+def test_limit_zero_asks_for_no_results() -> None:
+    """PS3.18 §8.3.4.4.1: only a malformed or negative limit is an error."""
+    assert _parse("limit=0").limit == 0
+
+
+@pytest.mark.parametrize("name", ["emptyvaluematching", "multiplevaluematching"])
+def test_unsupported_matching_options_are_accepted_and_said_unsupported(name: str) -> None:
+    """PS3.18 Table 8.3.4-1: the origin server accepts them; without support the search runs without them."""
+    assert _parse(f"{name}=false").warnings == ()
+    [warning] = _parse(f"{name}=TRUE&PatientID=1").warnings
+    assert warning.startswith(f"The {name} parameter is not supported.")
+
+
+def test_accept_parameter_keeps_its_plus() -> None:
+    """PS3.18 §8.3.3.1: the accept query parameter lists media types (application/dicom+json)."""
+    assert _parse("accept=application/dicom+json&accept=application/json").accept == (
+        "application/dicom+json, application/json")
+    assert _parse("").accept is None
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8;q=0.5,ISO-8859-1", '"ISO_IR 192"', "iso-8859-1,utf8"])
+def test_charset_naming_utf8_is_accepted(charset: str) -> None:
+    """PS3.18 §8.3.3.2: DICOM JSON is UTF-8; a charset list naming it is supported."""
+    assert _parse(f"charset={charset}").warnings == ()
+
+
+def test_all_with_other_fields_returns_all_and_the_others() -> None:
+    """PS3.18 §8.3.4.3: includefield=all and named attributes; Azure alone rejects the combination."""
+    query = _parse("includefield=all,PatientAge")
+    assert (query.include_all, query.include_fields) == (True, (BaseTag(0x00101010),))

@@ -191,9 +191,12 @@ async def test_series_results_carry_their_instance_count(corpus: Corpus) -> None
 
 
 async def test_v2_study_defaults(corpus: Corpus) -> None:
+    """PS3.18 §10.6.3 Table 10.6.3-3: the required study attributes (where stored, or computed), and Azure's v2 set."""
     [dataset] = (await corpus.search(STUDIES, "PatientID=PID-A")).datasets
     assert set(dataset) == {"0020000D", "00080020", "00081030", "00080050", "00080090", "00100010", "00100020",
-                            "00100030", "00080061", "00201206", "00201208"}
+                            "00100030", "00080061", "00201206", "00201208", "00080005", "00080030", "00100040",
+                            "00080056", "00081190"}
+    assert dataset["00081190"]["Value"] == [f"/v2/studies/{corpus.uids['A']}"]  # no base URL in this test
 
 
 async def test_v1_study_defaults(corpus: Corpus) -> None:
@@ -207,9 +210,11 @@ async def test_v2_series_defaults_add_the_study_defaults(corpus: Corpus) -> None
     assert {"0020000E", "00080060", "00081090", "0020000D", "00100020", "00201209"} <= set(dataset)
 
 
-async def test_v2_instance_defaults_in_a_series_are_the_uids(corpus: Corpus) -> None:
+async def test_v2_instance_defaults_in_a_series_are_the_required_attributes(corpus: Corpus) -> None:
+    """PS3.18 §10.6.3 Table 10.6.3-5 (NumberOfFrames and TimezoneOffsetFromUTC are not stored here)."""
     datasets = (await corpus.search(SERIES_INSTANCES, study="A", series="A1")).datasets
-    assert [set(d) for d in datasets] == [{STUDY_UID, SERIES_UID, SOP_UID}] * 2
+    assert [set(d) for d in datasets] == [{STUDY_UID, SERIES_UID, SOP_UID, "00080005", "00080016", "00080056",
+                                           "00081190", "00280010", "00280011", "00280100"}] * 2
 
 
 async def test_includefield_all_returns_the_all_set(corpus: Corpus) -> None:
