@@ -39,6 +39,7 @@ from dicom_core.search_index.keys import (
 )
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.partition_upserts import PartitionUpserts
 from dicom_core.storage.tables import get_entity_or_none
 
 LOGGER = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ _WRITE_CONCURRENCY = 16
 # PartitionKey, RowKey) -> (when, the study's generation before the upsert started, the upsert).
 RECENT_SECONDS = 30.0
 _RECENT_MAX = 20_000
-_recent: dict[tuple[int, str, str, str, str], tuple[float, str, asyncio.Future[object]]] = {}
+_recent: dict[tuple[int, str, str, str, str], tuple[float, str, asyncio.Future[None]]] = {}
+# Concurrent stores' entries of one partition (every new study's ALL_STUDIES entry, say) share a transaction: one
+# lane, so whoever finds the partition idle writes alone and everyone arriving meanwhile writes together next.
+_index_rows = PartitionUpserts(lambda storage: storage.index, lanes=1)
 
 async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
     """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
@@ -230,8 +234,8 @@ async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> i
 
 
 async def _upsert(storage: Storage, entry: dict[str, str]) -> None:
-    """Upsert an entry, whatever this process wrote before."""
-    await storage.recreating_missing(functools.partial(storage.index.upsert_entity, entry, mode=UpdateMode.REPLACE))
+    """Upsert an entry, whatever this process wrote before (with the entries of its partition being written)."""
+    await _index_rows.upsert(storage, [entry])
 
 
 async def _upsert_once(storage: Storage, entry: dict[str, str], generation: str) -> None:
@@ -252,8 +256,7 @@ async def _upsert_once(storage: Storage, entry: dict[str, str], generation: str)
             return
         if not future.cancelled() and future.exception() is None:
             return
-    future = asyncio.ensure_future(storage.recreating_missing(
-        functools.partial(table.upsert_entity, entry, mode=UpdateMode.REPLACE)))
+    future = asyncio.ensure_future(_index_rows.upsert(storage, [entry]))
     if len(_recent) >= _RECENT_MAX:
         for old in [k for k, (moment, _, _) in _recent.items() if now - moment >= RECENT_SECONDS]:
             del _recent[old]
