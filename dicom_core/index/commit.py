@@ -323,10 +323,13 @@ def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequen
             entity = TableEntity(operation[1])
             entity._metadata = {"etag": answer.get("etag"), "timestamp": None}
             written[row_key] = entity
-    series = {uid: row for uid, row in rows.series.items() if row is not None}
+    key = _study_key(storage, study)
+    kept = _known.get(key)  # its other series rows: unchanged by this transaction
+    series = {**(kept.series if kept is not None else {}),
+              **{uid: row for uid, row in rows.series.items() if row is not None}}
     series.update((key.split("|", 1)[1], row) for key, row in written.items() if key.startswith("series|"))
     if STUDY_ROW in written and GENERATION_ROW in written:
-        _known.put(_study_key(storage, study), _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
+        _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
 
 
 def forget_study(storage: Storage, study: str) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
-from azure.data.tables import TableEntity, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
 from dicom_core.index.commit import CommitRows, read_commit_rows
 from dicom_core.index.reads import get_row
@@ -98,7 +98,9 @@ class IndexIntents:
         first = not self._instance_written
         if not (study_todo or series_todo or first):
             return
-        study_sort, series_sort = await asyncio.gather(
+        new_study = study_todo and series_todo and rows.study is None and rows.series is None
+        claimed = await _claim_new_study(self._storage, ids.study, ids.series) if new_study else None
+        study_sort, series_sort = claimed or await asyncio.gather(
             _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
             _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
             if series_todo else _none(),
@@ -271,6 +273,19 @@ async def study_sort_key(storage: Storage, study: str) -> str:
 
 def _claim_partition(study: str) -> str:
     return f"{CLAIMS}|{study}"
+
+
+async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
+    """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed."""
+    now = datetime.now(UTC)
+    claims = [{"PartitionKey": _claim_partition(study), "RowKey": row_key, "SortKey": inverted_time(now),
+               "ClaimedAt": now} for row_key in (STUDY_ROW, series_row_key(series))]
+    try:
+        await storage.recreating_missing(functools.partial(
+            storage.index.submit_transaction, [("create", claim) for claim in claims]))
+    except (TableTransactionError, ServiceRequestError):
+        return None  # claimed already (or the answer was lost): each claim is read or made on its own
+    return str(claims[0]["SortKey"]), str(claims[1]["SortKey"])
 
 
 async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool) -> str:
