@@ -316,18 +316,22 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
 def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequence[Operation],
               answers: Sequence[Mapping[str, Any]]) -> None:
     """Keep the study row, marker and series rows a transaction wrote, with the ETags of its answer."""
+    key = _study_key(storage, study)
+    kept = _known.get(key)  # its other series rows: unchanged by this transaction
+    _known.discard(key)
+    if len(answers) != len(operations) or not all(answer.get("etag") for answer in answers):
+        return  # an answer without an ETag per operation: the next commit reads the rows
     written: dict[str, TableEntity] = {}
     for operation, answer in zip(operations, answers, strict=True):
         row_key = str(operation[1]["RowKey"])
         if row_key in (STUDY_ROW, GENERATION_ROW) or row_key.startswith("series|"):
             entity = TableEntity(operation[1])
-            entity._metadata = {"etag": answer.get("etag"), "timestamp": None}
+            entity._metadata = {"etag": answer["etag"], "timestamp": None}
             written[row_key] = entity
-    key = _study_key(storage, study)
-    kept = _known.get(key)  # its other series rows: unchanged by this transaction
     series = {**(kept.series if kept is not None else {}),
               **{uid: row for uid, row in rows.series.items() if row is not None}}
-    series.update((key.split("|", 1)[1], row) for key, row in written.items() if key.startswith("series|"))
+    series.update((row_key.split("|", 1)[1], row) for row_key, row in written.items()
+                  if row_key.startswith("series|"))
     if STUDY_ROW in written and GENERATION_ROW in written:
         _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
 
