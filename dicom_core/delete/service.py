@@ -3,7 +3,9 @@
 Order, so that a crash at any point leaves nothing visible half-deleted and nothing behind for ever:
 1. read the scope (404 when it holds no instance);
 2. remove the search index entries of what is expected to go (the study, when the delete empties it; the
-   series, when it empties that; else the instance), so no search finds rows about to disappear;
+   series, when it empties that; else the instance), so no search finds rows about to disappear; then give
+   the study a new generation, so a store whose entries were removed meanwhile fails its commit and writes
+   them again, and read the scope again (a store that committed before that is deleted too);
 3. delete the rows in transactions (`index.delete`), each preceded by cleanup entries for the versions it
    unreferences and the series documents of the series rows it deletes, and carrying a change-feed outbox row;
 4. if a store committed into a study or series whose entries step 2 removed (it was stored during the delete,
@@ -18,7 +20,16 @@ import logging
 from http import HTTPStatus
 
 from dicom_core.documents.series_documents import remove_instance
-from dicom_core.index.delete import DeleteOutcome, DeleteScope, PlannedBatch, ScopeRows, delete_rows, read_scope
+from dicom_core.index.commit import forget_study
+from dicom_core.index.delete import (
+    DeleteOutcome,
+    DeleteScope,
+    PlannedBatch,
+    ScopeRows,
+    bump_generation,
+    delete_rows,
+    read_scope,
+)
 from dicom_core.index.reads import get_series_row, get_study_row
 from dicom_core.maintenance.blob_cleanup import CleanupTarget, schedule_cleanup
 from dicom_core.model.errors import NotFoundError
@@ -61,6 +72,8 @@ async def delete_scope(storage: Storage, scope: DeleteScope) -> DeleteOutcome:
         raise NotFoundError(not_found)
     index_scope = _index_scope(scope, rows)
     await remove_index_entries(storage, index_scope.study, index_scope.series, index_scope.instance)
+    await bump_generation(storage, scope.study)
+    rows = await read_scope(storage, scope)
 
     async def before_batch(batch: PlannedBatch) -> None:
         targets = [CleanupTarget.of_version(stored) for stored in batch.deleted]
@@ -68,6 +81,7 @@ async def delete_scope(storage: Storage, scope: DeleteScope) -> DeleteOutcome:
         await schedule_cleanup(storage, targets)
 
     outcome = await delete_rows(storage, scope, rows, before_batch=before_batch)
+    forget_study(storage, scope.study)
     if not outcome.deleted and not outcome.study_removed:
         raise NotFoundError(not_found)  # another request deleted it meanwhile
     await _restore_surviving_entries(storage, index_scope)

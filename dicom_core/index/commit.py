@@ -3,7 +3,10 @@
 Storing an instance commits its instance row together with its series and study rows (counts, modalities,
 latest attributes) in one entity-group transaction guarded by ETags, so counts stay exact however many
 writers store into one study at once; the instances one process stores into a study at the same time share
-a transaction (group commit). See docs/storage.md.
+a transaction (group commit). Each commit is also conditioned on the study's generation marker, which a delete
+changes after it removed index entries, so a commit never makes rows visible whose entries a delete removed since
+they were written. The rows a commit landed are kept per process (with the ETags its answer gave), so the next
+commit into the study reads nothing; a stale copy fails its If-Match and is read again. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -11,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableEntity, TableTransactionError
 
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import (
+    GENERATION_ROW,
     MAX_ATTRIBUTES_CHARS,
     MAX_TRANSACTION_OPERATIONS,
     STUDY_ROW,
@@ -34,11 +38,16 @@ from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.group_commit import GroupCommit
+from dicom_core.storage.lru_cache import LruCache
+from dicom_core.storage.tables import Operation, etag_of, query_all, replace_if_unchanged
 
 MAX_COMMIT_ATTEMPTS = 60
 MAX_LOST_COMMIT_ANSWERS = 3
 # A row created, changed or deleted (by a delete) since it was read: read again and retry.
 RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"})
+# Studies whose rows this process committed last, kept with their ETags (a study row, its marker, its series rows).
+MAX_KNOWN_STUDIES = 4_096
+_STUDY_RANGE = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
 
 
 class InstanceExistsError(Exception):
@@ -52,6 +61,12 @@ class CommitRows:
     study: TableEntity | None
     series: TableEntity | None
     instance: TableEntity | None
+    generation: TableEntity | None = None  # the study's generation marker
+
+    @property
+    def generation_value(self) -> str:
+        """The study's generation: "" until a delete first changed it (an absent marker reads as "")."""
+        return str(self.generation.get("Generation") or "") if self.generation is not None else ""
 
 
 class CommitHooks(Protocol):
@@ -65,13 +80,28 @@ class CommitHooks(Protocol):
 
 
 async def read_commit_rows(storage: Storage, ids: InstanceIdentifiers) -> CommitRows:
-    """Read the study, series and instance rows of an instance (three point reads in parallel)."""
-    study, series, instance = await asyncio.gather(
-        get_row(storage, ids.study, STUDY_ROW),
+    """Read the study row with its marker, the series and the instance rows of an instance (in parallel)."""
+    (study, generation), series, instance = await asyncio.gather(
+        read_study_rows(storage, ids.study),
         get_row(storage, ids.study, series_row_key(ids.series)),
         get_row(storage, ids.study, instance_row_key(ids.series, ids.instance)),
     )
-    return CommitRows(study, series, instance)
+    return CommitRows(study, series, instance, generation)
+
+
+async def read_study_rows(storage: Storage, study: str) -> tuple[TableEntity | None, TableEntity | None]:
+    """Read the study row and its generation marker (adjacent RowKeys: one range query)."""
+    rows = await query_all(storage.studies, _STUDY_RANGE,
+                           parameters={"pk": study, "low": STUDY_ROW, "high": GENERATION_ROW})
+    by_key = {str(row["RowKey"]): row for row in rows}
+    return by_key.get(STUDY_ROW), by_key.get(GENERATION_ROW)
+
+
+def generation_operation(study: str, marker: TableEntity | None) -> Operation:
+    """The operation conditioning a transaction on the marker as read: created if absent, else If-Match, unchanged."""
+    row = {"PartitionKey": str(study), "RowKey": GENERATION_ROW,
+           "Generation": str(marker.get("Generation") or "") if marker is not None else ""}
+    return ("create", row) if marker is None else replace_if_unchanged(row, etag_of(marker))
 
 
 async def commit_instance(
@@ -123,8 +153,8 @@ class _Member:
 # A member whose group's transaction failed with a non-retryable error: it is committed again on its own.
 _COMMIT_ALONE = object()
 # At most this many instances in one transaction: an operation each (its row), a change-feed outbox row per
-# request (or per instance stored without one), one per series and the study's, within the 100 operations of an
-# entity-group transaction.
+# request (or per instance stored without one), one per series, the study's and its marker's, within the 100
+# operations of an entity-group transaction.
 MAX_GROUP_INSTANCES = 32
 # Characters of row properties in one transaction, well within the 4 MiB payload of an entity-group transaction
 # (JSON escaping of the stored JSON texts adds about a third).
@@ -138,7 +168,7 @@ def _fits(batch: Sequence[_Member], member: _Member) -> bool:
         return False  # a transaction writes a row once
     series = {other.series for other in batch} | {member.series}
     records = [other.record for other in batch] + [member.record]
-    if len(records) + outbox_rows(records) + len(series) + 1 > MAX_TRANSACTION_OPERATIONS:
+    if len(records) + outbox_rows(records) + len(series) + 2 > MAX_TRANSACTION_OPERATIONS:  # + study, marker
         return False
     # The series rows and the study row are written once each, with at most MAX_ATTRIBUTES_CHARS of attributes.
     rows_chars = sum(other.record.row_chars for other in batch) + member.record.row_chars
@@ -157,7 +187,9 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
     lost_answers = 0
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         async with study_lock(storage, study):
-            rows = await _read_group_rows(storage, study, active)
+            # The first attempt trusts this process's copy of the rows; after any failure, every row is read.
+            fresh = attempt > 0 or any(member.alone or member.tried is not None for member in active)
+            rows = await _read_group_rows(storage, study, active, fresh=fresh)
             waiting = []
             for member in active:
                 own = rows.of(member)
@@ -181,19 +213,24 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
                 break
             operations = group_operations([member.record for member in active], rows.study, rows.series,
                                           [rows.instances[member.instance] for member in active])
+            operations.append(generation_operation(study, rows.generation))
             for member in active:
                 member.tried = rows.of(member)
             try:
-                await storage.recreating_missing(functools.partial(storage.studies.submit_transaction, operations))
+                answers = await storage.recreating_missing(
+                    functools.partial(storage.studies.submit_transaction, operations))
+                _remember(storage, study, rows, operations, answers)
                 outcomes.update((member, member.tried) for member in active)
                 break
             except TableTransactionError as exc:
+                _known.discard(_study_key(storage, study))
                 if error_code(exc) not in RETRY_CODES:
                     for member in active:
                         member.tried = None  # refused as a whole: certainly not landed
                         outcomes[member] = _COMMIT_ALONE if len(active) > 1 else exc
                     break
             except (ServiceRequestError, ServiceResponseError) as exc:
+                _known.discard(_study_key(storage, study))
                 # The connection broke around the $batch (seen on a loaded Azurite): it may or may not have landed.
                 # The next attempt's read tells (the rows name these versions), so retrying is safe; a few times only.
                 lost_answers += 1
@@ -215,26 +252,93 @@ async def _before_commit(member: _Member, rows: CommitRows) -> None:
 
 @dataclass(frozen=True)
 class _GroupRows:
-    """The rows a group's transaction is computed from: the study's, each series', each instance's."""
+    """The rows a group's transaction is computed from: the study's, its marker, each series', each instance's."""
 
     study: TableEntity | None
+    generation: TableEntity | None
     series: dict[str, TableEntity | None]
     instances: dict[str, TableEntity | None]
 
     def of(self, member: _Member) -> CommitRows:
         """The rows of one member, as a commit of that instance alone would have read them."""
-        return CommitRows(self.study, self.series[member.series], self.instances[member.instance])
+        return CommitRows(self.study, self.series[member.series], self.instances[member.instance], self.generation)
 
 
-async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Member]) -> _GroupRows:
-    series = sorted({member.series for member in members})
-    rows = await asyncio.gather(
-        get_row(storage, study, STUDY_ROW),
-        *(get_row(storage, study, series_row_key(uid)) for uid in series),
-        *(get_row(storage, study, instance_row_key(member.series, member.instance)) for member in members),
+@dataclass(frozen=True)
+class _Known:
+    """A study's rows as this process's last commit into it left them, with the ETags the commit's answer gave."""
+
+    study: TableEntity
+    generation: TableEntity
+    series: dict[str, TableEntity]
+
+
+_known: LruCache[tuple[str, str, str], _Known] = LruCache(MAX_KNOWN_STUDIES)
+
+
+async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Member], *, fresh: bool) -> _GroupRows:
+    """The rows of a group's transaction: all read when ``fresh``; else this process's copy where it has one.
+
+    Not fresh, an instance row is assumed absent unless the instance is upserted (the transaction's insert of
+    it fails if it exists, and the retry reads it), and so is every row of a study whose row is absent.
+    """
+    uids = sorted({member.series for member in members})
+    known = None if fresh else _known.get(_study_key(storage, study))
+    study_row: TableEntity | None
+    generation: TableEntity | None
+    series: dict[str, TableEntity] = {}
+    if known is not None:
+        study_row, generation, series = known.study, known.generation, dict(known.series)
+    elif fresh:
+        (study_row, generation), rest = await asyncio.gather(read_study_rows(storage, study), asyncio.gather(
+            *(get_row(storage, study, series_row_key(uid)) for uid in uids),
+            *(get_row(storage, study, instance_row_key(member.series, member.instance)) for member in members),
+        ))
+        return _GroupRows(study_row, generation, dict(zip(uids, rest[:len(uids)], strict=True)),
+                          {member.instance: row for member, row in zip(members, rest[len(uids):], strict=True)})
+    else:
+        study_row, generation = await read_study_rows(storage, study)
+    instances: dict[str, TableEntity | None] = {member.instance: None for member in members}
+    if study_row is None:
+        return _GroupRows(None, generation, {uid: None for uid in uids}, instances)
+    missing = [uid for uid in uids if uid not in series]
+    upserted = [member for member in members if member.upsert]
+    read = await asyncio.gather(
+        *(get_row(storage, study, series_row_key(uid)) for uid in missing),
+        *(get_row(storage, study, instance_row_key(member.series, member.instance)) for member in upserted),
     )
-    return _GroupRows(rows[0], dict(zip(series, rows[1:1 + len(series)], strict=True)),
-                      {member.instance: row for member, row in zip(members, rows[1 + len(series):], strict=True)})
+    series_rows: dict[str, TableEntity | None] = {uid: series.get(uid) for uid in uids}
+    series_rows.update(zip(missing, read[:len(missing)], strict=True))
+    instances.update((member.instance, row) for member, row in zip(upserted, read[len(missing):], strict=True))
+    return _GroupRows(study_row, generation, series_rows, instances)
+
+
+def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequence[Operation],
+              answers: Sequence[Mapping[str, Any]]) -> None:
+    """Keep the study row, marker and series rows a transaction wrote, with the ETags of its answer."""
+    key = _study_key(storage, study)
+    kept = _known.get(key)  # its other series rows: unchanged by this transaction
+    _known.discard(key)
+    if len(answers) != len(operations) or not all(answer.get("etag") for answer in answers):
+        return  # an answer without an ETag per operation: the next commit reads the rows
+    written: dict[str, TableEntity] = {}
+    for operation, answer in zip(operations, answers, strict=True):
+        row_key = str(operation[1]["RowKey"])
+        if row_key in (STUDY_ROW, GENERATION_ROW) or row_key.startswith("series|"):
+            entity = TableEntity(operation[1])
+            entity._metadata = {"etag": answer["etag"], "timestamp": None}
+            written[row_key] = entity
+    series = {**(kept.series if kept is not None else {}),
+              **{uid: row for uid, row in rows.series.items() if row is not None}}
+    series.update((row_key.split("|", 1)[1], row) for row_key, row in written.items()
+                  if row_key.startswith("series|"))
+    if STUDY_ROW in written and GENERATION_ROW in written:
+        _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
+
+
+def forget_study(storage: Storage, study: str) -> None:
+    """Drop this process's copy of a study's rows (a delete changed them)."""
+    _known.discard(_study_key(storage, study))
 
 
 _group_commits: GroupCommit[tuple[str, str, str], _Member, object] = GroupCommit(

@@ -11,18 +11,19 @@ no instance rows; a store that commits into it before that is deleted too (it is
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.data.tables import TableEntity, TableTransactionError
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
-from dicom_core.index.commit import RETRY_CODES, study_lock
+from dicom_core.index.commit import RETRY_CODES, forget_study, study_lock
 from dicom_core.index.outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
 from dicom_core.index.reads import get_row, stored_instance
-from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, instance_row_key, series_row_key
 from dicom_core.model.identifiers import StoredInstance, new_version
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
@@ -104,6 +105,18 @@ async def read_scope(storage: Storage, scope: DeleteScope) -> ScopeRows:
         )
         instance_rows = [instance] if instance is not None else []
     return ScopeRows(study, {scope.series: series_row} if series_row is not None else {}, instance_rows)
+
+
+async def bump_generation(storage: Storage, study: str) -> None:
+    """Give the study a new generation; a delete calls it after removing index entries, before deleting rows.
+
+    Every commit into the study is conditioned on the generation marker it read before writing its index
+    entries, so a commit whose entries this delete may have removed fails, reads the new generation and writes
+    its entries again; one that landed before this is seen by the delete's next read of its scope.
+    """
+    forget_study(storage, study)
+    marker = {"PartitionKey": str(study), "RowKey": GENERATION_ROW, "Generation": new_version()}
+    await storage.recreating_missing(functools.partial(storage.studies.upsert_entity, marker, mode=UpdateMode.REPLACE))
 
 
 async def delete_rows(

@@ -23,6 +23,9 @@ from dicom_core.model.levels import Level, row_attributes
 from dicom_core.storage.tables import Operation, etag_of, replace_if_unchanged
 
 STUDY_ROW = "study"
+# The study's generation marker: a delete changes its Generation after removing index entries, and every commit
+# is conditioned on the marker it read (see commit.py); it sorts right after the study row and is never deleted.
+GENERATION_ROW = "study|generation"
 MODALITY = "00080060"
 # A Table string property holds 32K UTF-16 characters; stay below with room for escaping.
 MAX_ATTRIBUTES_CHARS = 30_000

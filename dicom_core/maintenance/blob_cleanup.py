@@ -14,7 +14,6 @@ docs/storage.md.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 import json
@@ -42,7 +41,7 @@ from dicom_core.storage.tables import query_all
 LOGGER = logging.getLogger(__name__)
 
 PARTITION_PREFIX = "due|"
-SHARDS = 16  # entries spread over 16 partitions (by study), each read as one RowKey range up to "now"
+SHARDS = 16  # entries spread over 16 partitions (by study), concurrent writers' transactions apart
 SET_KIND = "set"  # the RowKey kind of an entry naming several targets (in its Targets property)
 MAX_ENTRY_TARGETS = 100  # targets of one entry: well within the 32K characters of a Table string property
 _DUE_FORMAT = "%Y%m%dT%H%M%S%fZ"  # fixed width, so RowKeys sort by due time
@@ -178,17 +177,11 @@ async def write_entries(storage: Storage, entries: Iterable[CleanupEntry]) -> No
 
 
 async def due_entries(storage: Storage, now: datetime) -> list[CleanupEntry]:
-    """Every entry due at ``now``: one RowKey range read per shard."""
-    high = _due_key(now) + _RANGE_END
-
-    async def shard(number: int) -> list[CleanupEntry]:
-        query = "PartitionKey eq @pk and RowKey lt @high"
-        parameters = {"pk": f"{PARTITION_PREFIX}{number:x}", "high": high}
-        return [parse_entry(entity) for entity in await query_all(
-            storage.cleanup, query, parameters=parameters, select=_SELECT)]
-
-    shards = await asyncio.gather(*(shard(number) for number in range(SHARDS)))
-    return [entry for entries in shards for entry in entries]
+    """Every entry due at ``now``: one query over the shards (the table holds only entries not processed yet)."""
+    return [parse_entry(entity) for entity in await query_all(
+        storage.cleanup, "PartitionKey ge @low and PartitionKey lt @high and RowKey lt @due",
+        parameters={"low": PARTITION_PREFIX, "high": PARTITION_PREFIX[:-1] + _RANGE_END,
+                    "due": _due_key(now) + _RANGE_END}, select=_SELECT)]
 
 
 async def all_entries(storage: Storage) -> list[CleanupEntry]:

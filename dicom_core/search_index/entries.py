@@ -4,9 +4,11 @@ Table Storage indexes only PartitionKey and RowKey, so each searchable value get
 entry's RowKey starts with an inverted sort key: a newest-first page is one RowKey range read; a name word's
 RowKey starts with the word, so the words beginning with a prefix are one range (the keys: `keys.py`). The
 store path writes the entries of an instance *before* its study transaction commits (intents), so no committed
-study is missing from an index; a search verifies every entry against the row it points at and drops stale
-ones (an upsert that changed a value, a crash before the commit, a delete). Entries are never deleted by a
-search: an entry without its row may be an intent whose commit is a moment away. See docs/storage.md.
+study is missing from an index: the transaction is conditioned on the study's generation marker as it was before
+the entries were written, and a delete changes the marker after removing entries (`index/commit.py`). A search
+verifies every entry against the row it points at and drops stale ones (an upsert that changed a value, a crash
+before the commit, a delete). Entries are never deleted by a search: an entry without its row may be an intent
+whose commit is a moment away. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
-from azure.data.tables import TableEntity, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
 from dicom_core.index.commit import CommitRows, read_commit_rows
 from dicom_core.index.reads import get_row
@@ -37,6 +39,7 @@ from dicom_core.search_index.keys import (
 )
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.partition_upserts import PartitionUpserts
 from dicom_core.storage.tables import get_entity_or_none
 
 LOGGER = logging.getLogger(__name__)
@@ -44,11 +47,14 @@ LOGGER = logging.getLogger(__name__)
 # A claim older than this whose study (or series) never got committed is taken over by the next first store.
 CLAIM_TTL = timedelta(hours=1)
 _WRITE_CONCURRENCY = 16
-# Entries this process upserted in the last RECENT_SECONDS, or is upserting:
-# (event loop, account, table, PartitionKey, RowKey) -> (when, the upsert).
+# Entries this process upserted in the last RECENT_SECONDS, or is upserting: (event loop, account, table,
+# PartitionKey, RowKey) -> (when, the study's generation before the upsert started, the upsert).
 RECENT_SECONDS = 30.0
 _RECENT_MAX = 20_000
-_recent: dict[tuple[int, str, str, str, str], tuple[float, asyncio.Future[object]]] = {}
+_recent: dict[tuple[int, str, str, str, str], tuple[float, str, asyncio.Future[None]]] = {}
+# Concurrent stores' entries of one partition (every new study's ALL_STUDIES entry, say) share a transaction: one
+# lane, so whoever finds the partition idle writes alone and everyone arriving meanwhile writes together next.
+_index_rows = PartitionUpserts(lambda storage: storage.index, lanes=1)
 
 async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
     """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
@@ -65,9 +71,10 @@ class IndexIntents:
 
     Used as `commit_instance` hooks. Before every attempt it writes the entries the rows of that attempt do
     not account for (the first attempt writes them all; a later one only what changed, e.g. the study row
-    it had found is gone because a delete removed the study and its entries meanwhile). After a commit that
-    created a row (the instance's, and the series' or study's) it checks that their entries still exist and
-    writes back any that a delete racing with this store removed: a created row must never lack its entries.
+    it had found is gone because a delete removed the study and its entries meanwhile). Entries written under
+    one generation of the study stay valid while the generation is unchanged: the attempt's transaction is
+    conditioned on it, and a delete changes it after removing entries. When an attempt reads another
+    generation, every entry is written again, so a created row never lacks its entries.
     """
 
     def __init__(self, storage: Storage, record: InstanceRecord) -> None:
@@ -76,16 +83,24 @@ class IndexIntents:
         self._study: dict[IndexKey, dict[str, str]] = {}  # study-level key -> the entry written for it
         self._series: dict[IndexKey, dict[str, str]] = {}
         self._instance_written = False
+        self._generation: str | None = None  # the study's generation the entries were written under
+        self._rewrite = False
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write the entries that ``rows`` (about to be committed over) do not account for."""
         ids = self._record.stored.ids
+        generation = rows.generation_value
+        if self._generation is not None and generation != self._generation:
+            # A delete may have removed any entry written so far: all of them are written again, for certain.
+            self._study, self._series, self._instance_written, self._rewrite = {}, {}, False, True
         missing_study, missing_series = _missing_keys(self._record, rows.study, rows.series)
         study_todo, series_todo = missing_study - set(self._study), missing_series - set(self._series)
         first = not self._instance_written
         if not (study_todo or series_todo or first):
             return
-        study_sort, series_sort = await asyncio.gather(
+        new_study = study_todo and series_todo and rows.study is None and rows.series is None
+        claimed = await _claim_new_study(self._storage, ids.study, ids.series) if new_study else None
+        study_sort, series_sort = claimed or await asyncio.gather(
             _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
             _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
             if series_todo else _none(),
@@ -95,28 +110,21 @@ class IndexIntents:
         entries = [*study_entries.values(), *series_entries.values()]
         key = instance_key(ids.instance)
         instance_entry = _entry(key, "", ids.study, ids.series, ids.instance)
-        # The first attempt may skip what this process wrote moments ago; a later one writes for certain.
-        writes = [_upsert_once(self._storage, entry) if first else _upsert(self._storage, entry) for entry in entries]
+        # The first attempt may skip what this process wrote moments ago under the same generation; a later one
+        # writes for certain.
+        once = first and not self._rewrite
+        writes = [_upsert_once(self._storage, entry, generation) if once else _upsert(self._storage, entry)
+                  for entry in entries]
         if first:
             writes.append(_upsert(self._storage, instance_entry))
         await bounded_gather(writes, limit=_WRITE_CONCURRENCY)
         self._study.update(study_entries)
         self._series.update(series_entries)
         self._instance_written = True
+        self._generation = generation
 
     async def after_commit(self, rows: CommitRows) -> None:
-        """After a commit that created rows (instance, series, study), write back their entries if they are gone."""
-        ids = self._record.stored.ids
-        expected = [*(self._study.values() if rows.study is None else ()),
-                    *(self._series.values() if rows.series is None else ()),
-                    *([_entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance)]
-                      if rows.instance is None else [])]
-        present = await asyncio.gather(*(_index_entry_exists(self._storage, entry) for entry in expected))
-        lost = [entry for entry, found in zip(expected, present, strict=True) if not found]
-        if lost:
-            LOGGER.info("A delete removed %d index entries of %s while it was being stored; writing them again",
-                        len(lost), self._record.stored.ids.study)
-            await bounded_gather((_upsert(self._storage, entry) for entry in lost), limit=_WRITE_CONCURRENCY)
+        """Nothing to repair: the transaction that landed was conditioned on the generation the entries saw."""
 
 
 def _missing_keys(
@@ -228,38 +236,33 @@ async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> i
 
 
 async def _upsert(storage: Storage, entry: dict[str, str]) -> None:
-    """Upsert an entry, whatever this process wrote before."""
-    await storage.recreating_missing(functools.partial(storage.index.upsert_entity, entry, mode=UpdateMode.REPLACE))
+    """Upsert an entry, whatever this process wrote before (with the entries of its partition being written)."""
+    await _index_rows.upsert(storage, [entry])
 
 
-async def _index_entry_exists(storage: Storage, entry: dict[str, str]) -> bool:
-    return await get_entity_or_none(storage.index, entry["PartitionKey"], entry["RowKey"], ["RowKey"]) is not None
-
-
-async def _upsert_once(storage: Storage, entry: dict[str, str]) -> None:
-    """Upsert an entry unless this process upserted it moments ago or is upserting it now.
+async def _upsert_once(storage: Storage, entry: dict[str, str], generation: str) -> None:
+    """Upsert an entry unless this process upserted it moments ago, or is upserting it, under the same generation.
 
     The parts of one STOW request that race into a new study all compute the same entries (one claimed sort
-    key); this writes each once. An entry deleted by another process within RECENT_SECONDS is a window of
-    the same kind as a delete racing a store (see docs/storage.md).
+    key); this writes each once. A delete in another process that removed it meanwhile changed the study's
+    generation after that, so the commit relying on it fails, reads the new generation and writes it again.
     """
     table = storage.index
     key = (id(asyncio.get_running_loop()), table.url, table.table_name, entry["PartitionKey"], entry["RowKey"])
     now = time.monotonic()
     recent = _recent.get(key)
-    if recent is not None and now - recent[0] < RECENT_SECONDS:
-        future = recent[1]
+    if recent is not None and now - recent[0] < RECENT_SECONDS and recent[1] == generation:
+        future = recent[2]
         if not future.done():
             await asyncio.shield(future)
             return
         if not future.cancelled() and future.exception() is None:
             return
-    future = asyncio.ensure_future(storage.recreating_missing(
-        functools.partial(table.upsert_entity, entry, mode=UpdateMode.REPLACE)))
+    future = asyncio.ensure_future(_index_rows.upsert(storage, [entry]))
     if len(_recent) >= _RECENT_MAX:
-        for old in [k for k, (moment, _) in _recent.items() if now - moment >= RECENT_SECONDS]:
+        for old in [k for k, (moment, _, _) in _recent.items() if now - moment >= RECENT_SECONDS]:
             del _recent[old]
-    _recent[key] = (now, future)
+    _recent[key] = (now, generation, future)
     await future
 
 
@@ -270,6 +273,19 @@ async def study_sort_key(storage: Storage, study: str) -> str:
 
 def _claim_partition(study: str) -> str:
     return f"{CLAIMS}|{study}"
+
+
+async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
+    """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed."""
+    now = datetime.now(UTC)
+    claims = [{"PartitionKey": _claim_partition(study), "RowKey": row_key, "SortKey": inverted_time(now),
+               "ClaimedAt": now} for row_key in (STUDY_ROW, series_row_key(series))]
+    try:
+        await storage.recreating_missing(functools.partial(
+            storage.index.submit_transaction, [("create", claim) for claim in claims]))
+    except (TableTransactionError, ServiceRequestError):
+        return None  # claimed already (or the answer was lost): each claim is read or made on its own
+    return str(claims[0]["SortKey"]), str(claims[1]["SortKey"])
 
 
 async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool) -> str:

@@ -51,8 +51,9 @@ class _Upsert:
 class PartitionUpserts:
     """Upserts (replacing) rows of one table; concurrent upserts of a partition share a transaction."""
 
-    def __init__(self, table: Callable[[Storage], TableClient]) -> None:
+    def __init__(self, table: Callable[[Storage], TableClient], *, lanes: int = LANES) -> None:
         self._table = table
+        self._lanes = lanes
         self._writes: GroupCommit[tuple[int, str, int], _Upsert, None] = GroupCommit(
             self._flush, max_items=MAX_OPERATIONS, fits=_new_row)
         self._writers: dict[tuple[int, str, int], int] = {}  # writers queued or writing, per lane
@@ -82,7 +83,7 @@ class PartitionUpserts:
 
     async def _queue(self, storage: Storage, partition: str, entity: Entity) -> None:
         """Write one row with the other rows queued in the least busy lane of its partition."""
-        lanes = [(id(storage), partition, lane) for lane in range(LANES)]
+        lanes = [(id(storage), partition, lane) for lane in range(self._lanes)]
         key = min(lanes, key=lambda lane: self._writers.get(lane, 0))
         self._writers[key] = self._writers.get(key, 0) + 1
         try:

@@ -14,9 +14,10 @@ from dicom_core.delete import service as delete_service
 from dicom_core.delete.service import delete_instance, delete_scope, delete_series, delete_study
 from dicom_core.documents.series_documents import document_name
 from dicom_core.index import delete as index_delete
-from dicom_core.index.commit import commit_instance, read_commit_rows
+from dicom_core.index.delete import bump_generation
+from dicom_core.index.commit import CommitRows, commit_instance, read_commit_rows
 from dicom_core.index.outbox import OUTBOX_PREFIX, ChangeAction
-from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.dicom_json import metadata_json
@@ -24,8 +25,8 @@ from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.qido.query import QidoResource
 from dicom_core.qido.service import SearchRequest, search_datasets
-from dicom_core.search_index.entries import IndexIntents
-from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
+from dicom_core.search_index.entries import IndexIntents, remove_index_entries
+from dicom_core.search_index.keys import ALL_STUDIES, instance_key, parse_entry
 from dicom_core.storage.clients import Storage
 from dicom_core.wado.metadata import MetadataRequest, series_metadata
 from tests.factories import make_dataset, make_instance, to_bytes
@@ -97,7 +98,8 @@ async def test_deleting_a_study_leaves_no_row_entry_or_blob(own: Storage, stow_p
     assert (await stow_parts(own, parts)).status == 200
     await delete_study(own, study)
     rows = [e async for e in own.studies.query_entities("PartitionKey eq @pk", parameters={"pk": study})]
-    assert [str(r["RowKey"]) for r in rows if not str(r["RowKey"]).startswith(OUTBOX_PREFIX)] == []
+    left = [str(r["RowKey"]) for r in rows if not str(r["RowKey"]).startswith(OUTBOX_PREFIX)]
+    assert left == [GENERATION_ROW]  # the generation marker stays, so a later store sees the delete happened
     assert await _found_studies(own, "PatientID=DEL-STUDY") == []
     assert await _consistent(own) == []
     assert [b.name async for b in own.files.list_blobs(name_starts_with=study)] == []
@@ -188,6 +190,53 @@ async def test_store_whose_entries_a_delete_removed_before_its_commit_writes_the
     await delete_study(own, study)  # removes the entries both stores rely on
     await commit_instance(own, record, upsert=False, hooks=intents)
     assert await _found_studies(own, "PatientID=DEL-REPAIR") == [study]
+
+
+async def test_store_whose_instance_entry_a_late_delete_removed_writes_it_again(own: Storage, stow_parts) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await stow_parts(own, [make_instance(study=study, series=series)])).status == 200
+    record = _record(study, series=series)
+    ids = record.stored.ids
+    intents = IndexIntents(own, record)
+    await intents.before_commit(await read_commit_rows(own, ids))  # the rows are there: its instance entry only
+    # A delete of this instance that read it before an earlier delete removed it: it removes the entry, changes
+    # the generation, then finds nothing to delete. The store's commit must not land without the entry.
+    await remove_index_entries(own, study, ids.series, ids.instance)
+    await bump_generation(own, study)
+    await commit_instance(own, record, upsert=False, hooks=intents)
+    key = instance_key(ids.instance)
+    assert await own.index.get_entity(key.partition, key.row_key("", study, ids.series, ids.instance))
+
+
+async def test_commit_after_a_delete_changed_the_generation_it_read_fails_and_writes_entries_again(
+    own: Storage, stow_parts
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await stow_parts(own, [make_instance(study=study, series=series)])).status == 200
+    record = _record(study, series=series)
+    ids = record.stored.ids
+    intents = IndexIntents(own, record)
+
+    class DeleteBetweenEntriesAndCommit:
+        """A delete's entry removal and generation change between the commit's read and its transaction."""
+
+        calls = 0
+
+        async def before_commit(self, rows: CommitRows) -> None:
+            await intents.before_commit(rows)
+            self.calls += 1
+            if self.calls == 1:
+                await remove_index_entries(own, study, ids.series, ids.instance)
+                await bump_generation(own, study)
+
+        async def after_commit(self, rows: CommitRows) -> None:
+            await intents.after_commit(rows)
+
+    hooks = DeleteBetweenEntriesAndCommit()
+    await commit_instance(own, record, upsert=False, hooks=hooks)
+    assert hooks.calls == 2  # the first transaction was refused: the marker it was conditioned on had changed
+    key = instance_key(ids.instance)
+    assert await own.index.get_entity(key.partition, key.row_key("", study, ids.series, ids.instance))
 
 
 async def test_study_that_a_store_kept_alive_during_a_series_delete_stays_listed(

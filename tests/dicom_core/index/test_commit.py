@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
 import pytest
+from azure.data.tables import UpdateMode
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index.reads import get_study_row, instance_rows, series_rows
-from dicom_core.index.commit import commit_instance
+from dicom_core.index.commit import InstanceExistsError, commit_instance
 from dicom_core.model.levels import Level
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
@@ -105,6 +107,63 @@ async def test_an_instance_table_storage_refuses_fails_alone_and_the_rest_of_its
     assert study_row is not None and study_row["InstanceCount"] == 5
     committed = {row["RowKey"] for row in await instance_rows(own_storage, study)}
     assert committed == {instance_row_key(series, record.stored.ids.instance) for record in good}
+
+
+def _counting_reads(storage: Storage) -> list[str]:
+    """Record the point reads and queries the study table receives."""
+    reads: list[str] = []
+    get, query = storage.studies.get_entity, storage.studies.query_entities
+
+    async def counting_get(partition, row, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(f"get {row}")
+        return await get(partition, row, **kwargs)
+
+    def counting_query(query_filter, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(f"query {kwargs.get('parameters', {}).get('low')}")
+        return query(query_filter, **kwargs)
+
+    storage.studies.get_entity = counting_get  # type: ignore[method-assign]
+    storage.studies.query_entities = counting_query  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_second_commit_into_a_study_reads_no_row(own_storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    reads = _counting_reads(own_storage)
+    await commit_instance(own_storage, _record(study, series), upsert=False)
+    assert reads == [f"query {STUDY_ROW}"]  # the study row and its marker: absent, so nothing else is read
+    reads.clear()
+    await commit_instance(own_storage, _record(study, series), upsert=False)
+    assert reads == []  # the first commit's answer gave the ETags; the new instance row is inserted unread
+    study_row = await get_study_row(own_storage, study)
+    assert study_row is not None and study_row["InstanceCount"] == 2
+
+
+async def test_a_stale_copy_of_the_rows_fails_its_transaction_and_the_commit_reads_them_again(
+    own_storage: Storage,
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    await commit_instance(own_storage, _record(study, series), upsert=False)
+    # Another process's writer changes the study row this process keeps a copy of.
+    await own_storage.studies.update_entity({"PartitionKey": str(study), "RowKey": STUDY_ROW, "Touched": True},
+                                            mode=UpdateMode.MERGE)
+    transactions = _counting_transactions(own_storage)
+    await commit_instance(own_storage, _record(study, series), upsert=False)
+    assert len(transactions) == 2  # refused (If-Match), then computed from a fresh read
+    study_row = await get_study_row(own_storage, study)
+    assert study_row is not None and study_row["InstanceCount"] == 2
+
+
+async def test_a_post_of_a_stored_instance_is_refused_by_the_insert(own_storage: Storage) -> None:
+    record = _record(generate_uid(), generate_uid())
+    await commit_instance(own_storage, record, upsert=False)
+    twin = dataclasses.replace(record, stored=StoredInstance(record.stored.ids, new_version()))
+    transactions = _counting_transactions(own_storage)
+    with pytest.raises(InstanceExistsError):
+        await commit_instance(own_storage, twin, upsert=False)
+    assert len(transactions) == 1  # the insert of the existing row was refused; the re-read found it
+    study_row = await get_study_row(own_storage, record.stored.ids.study)
+    assert study_row is not None and study_row["InstanceCount"] == 1
 
 
 def test_a_group_counts_every_instance_and_its_rows_take_the_last_instances_attributes() -> None:

@@ -123,7 +123,7 @@ async def test_versions_of_one_study_are_checked_with_one_range_query(
     query_all, get_row = blob_cleanup.query_all, blob_cleanup.get_row
 
     async def counting_query(table: Any, query: str, **kwargs: Any) -> Any:
-        reads.append(f"query {kwargs['parameters']['pk']}")
+        reads.append(f"query {kwargs['parameters'].get('pk', 'due entries')}")
         return await query_all(table, query, **kwargs)
 
     async def counting_get(storage: Storage, partition: str, *args: Any) -> Any:
@@ -136,6 +136,7 @@ async def test_versions_of_one_study_are_checked_with_one_range_query(
 
     assert (report.due, report.versions_deleted, report.entries_deleted) == (11, 30, 11)
     assert [read for read in reads if study in read] == [f"query {study}"]
+    assert reads.count("query due entries") == 1  # the 16 partitions of the entries: one query
 
 
 async def test_finished_entries_of_one_partition_are_deleted_in_one_transaction(
