@@ -86,7 +86,7 @@ run: install
 	app_pid=$$!
 	wait "$$app_pid"
 
-LINTED := dicom_core function_app.py local_host dicomweb_cli
+LINTED := dicom_core function_app.py local_host dicomweb_cli dimse_gateway
 
 # mypy reads its files and strictness from pyproject.toml.
 lint: install

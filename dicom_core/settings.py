@@ -119,7 +119,8 @@ class Settings:
         )
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def int_setting(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole-number setting, or ``default`` when unset."""
     raw = env.get(name)
     if not raw:
         return default
@@ -132,6 +133,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def list_setting(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """The items of a comma-separated setting, blanks dropped."""
     return tuple(item.strip() for item in (env.get(name) or "").split(",") if item.strip())
+
+
+_int = int_setting
+_list = list_setting

@@ -1,0 +1,108 @@
+"""The gateway's Application Entity: the services it accepts, its limits, and the server that runs it."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dimse_gateway.core_loop import CoreLoop
+from dimse_gateway.find import handle_find
+from dimse_gateway.pdu_limit import PduLimitedRequestHandler
+from dimse_gateway.retrieve import handle_get, handle_move
+from dimse_gateway.settings import GatewaySettings
+from dimse_gateway.store import handle_store
+
+LOGGER = logging.getLogger(__name__)
+QUERY_RETRIEVE = (
+    StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelGet,
+)
+
+
+def application_entity(settings: GatewaySettings) -> AE:
+    """The AE: Verification, Storage of every storage SOP Class in any transfer syntax, Query/Retrieve."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = settings.max_pdu_bytes
+    ae.acse_timeout = settings.acse_timeout_seconds
+    ae.dimse_timeout = settings.dimse_timeout_seconds
+    ae.network_timeout = settings.network_timeout_seconds
+    ae.connection_timeout = settings.network_timeout_seconds
+    ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        # Both roles: the SCP role for C-STORE, the SCU role for the C-STORE sub-operations of C-GET.
+        ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True,
+                                 scp_role=True)
+    for sop_class in QUERY_RETRIEVE:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    # C-MOVE's outgoing associations propose their contexts themselves (retrieve.contexts_for).
+    return ae
+
+
+def _ssl_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    if not settings.tls_certificate:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_certificate, settings.tls_key)
+    return context
+
+
+class Gateway:
+    """The running gateway: its storage loop and its association server (started, then stopped once)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.core = CoreLoop(settings.core)
+        try:
+            ae = application_entity(settings)
+            handlers: list[Any] = [
+                (evt.EVT_C_STORE, handle_store, [self.core]),
+                (evt.EVT_C_FIND, handle_find, [self.core, settings.ae_title]),
+                (evt.EVT_C_MOVE, handle_move, [self.core, settings.move_destinations]),
+                (evt.EVT_C_GET, handle_get, [self.core]),
+            ]
+            self.server = ThreadedAssociationServer(
+                ae, (settings.host, settings.port), settings.ae_title, ae.supported_contexts,
+                _ssl_context(settings), evt_handlers=handlers, request_handler=PduLimitedRequestHandler,
+            )
+        except BaseException:
+            self.core.close()
+            raise
+        self._thread = threading.Thread(target=self.server.serve_forever, name="dimse-acceptor", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the one asked for, or the one given for port 0)."""
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        """Start accepting associations in a thread of its own."""
+        self._thread.start()
+        LOGGER.info("DIMSE gateway %s listening on %s:%d", self.settings.ae_title, self.settings.host, self.port)
+
+    def stop(self) -> None:
+        """Stop accepting, abort the associations still open, close storage."""
+        try:
+            self.server.shutdown()
+            for association in self.server.active_associations:
+                association.abort()
+            self.server.server_close()
+        finally:
+            self.core.close()
