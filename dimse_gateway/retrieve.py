@@ -94,16 +94,22 @@ def read_dataset(core: CoreLoop, file: StoredFile) -> Dataset | None:
 
 
 def contexts_for(files: list[StoredFile]) -> list[PresentationContext]:
-    """Presentation contexts for sending ``files``: each SOP Class in the transfer syntaxes stored."""
-    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    """Presentation contexts for sending ``files``: each SOP Class in each stored transfer syntax, one per context.
+
+    A file is sent as stored where its own syntax is accepted; an uncompressed one also offers the other
+    little-endian syntax, which it is converted to where only that one is.
+    """
+    wanted: dict[tuple[str, str], None] = {}
     for file in files:
-        syntaxes = UNCOMPRESSED if file.transfer_syntax in UNCOMPRESSED else (file.transfer_syntax,)
-        wanted[(file.sop_class, tuple(syntaxes))] = None
+        wanted[(file.sop_class, file.transfer_syntax)] = None
+    for file in files:
+        if file.transfer_syntax in UNCOMPRESSED:
+            for syntax in UNCOMPRESSED:
+                wanted[(file.sop_class, syntax)] = None
     if len(wanted) > MAX_PRESENTATION_CONTEXTS:
         LOGGER.warning("A retrieve needs %d presentation contexts; offering the first %d", len(wanted),
                        MAX_PRESENTATION_CONTEXTS)
-    return [build_context(sop_class, list(syntaxes))
-            for sop_class, syntaxes in list(wanted)[:MAX_PRESENTATION_CONTEXTS]]
+    return [build_context(sop_class, syntax) for sop_class, syntax in list(wanted)[:MAX_PRESENTATION_CONTEXTS]]
 
 
 def handle_move(event: Event, core: CoreLoop, destinations: dict[str, Destination]) -> Iterator[Any]:

@@ -7,6 +7,7 @@ import ssl
 import threading
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -27,6 +28,9 @@ from dimse_gateway.settings import GatewaySettings
 from dimse_gateway.store import handle_store
 
 LOGGER = logging.getLogger(__name__)
+# pynetdicom accepts the first of its own syntaxes the peer proposes: explicit VR little endian first (what a C-GET
+# requester gets of an uncompressed file; a modality's own choice of compression is stored as received).
+SYNTAXES = [ExplicitVRLittleEndian, *(syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax != ExplicitVRLittleEndian)]
 QUERY_RETRIEVE = (
     StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove,
@@ -44,13 +48,13 @@ def application_entity(settings: GatewaySettings) -> AE:
     ae.network_timeout = settings.network_timeout_seconds
     ae.connection_timeout = settings.network_timeout_seconds
     ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification, SYNTAXES)
     for context in AllStoragePresentationContexts:
         # Both roles: the SCP role for C-STORE, the SCU role for the C-STORE sub-operations of C-GET.
-        ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True,
+        ae.add_supported_context(str(context.abstract_syntax), SYNTAXES, scu_role=True,
                                  scp_role=True)
     for sop_class in QUERY_RETRIEVE:
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(sop_class, SYNTAXES)
     # C-MOVE's outgoing associations propose their contexts themselves (retrieve.contexts_for).
     return ae
 
