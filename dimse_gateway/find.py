@@ -33,7 +33,7 @@ def search_results(core: CoreLoop, search: Search) -> Iterator[Dataset]:
     offset = 0
     while True:
         page = core.run(search_datasets(core.storage, SearchRequest(
-            resource=search.level.value, api_version=max(SUPPORTED_VERSIONS),
+            resource=search.level.resource, api_version=max(SUPPORTED_VERSIONS),
             query_string=f"{search.query_string}&limit={MAX_LIMIT}&offset={offset}")))
         if page.warning:
             LOGGER.warning("C-FIND search cut short: %s", page.warning)

@@ -27,12 +27,26 @@ _NOT_KEYS = frozenset({QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET})
 
 
 class QueryLevel(Enum):
-    """The Query/Retrieve levels and the QIDO resource that searches each."""
+    """The Query/Retrieve levels."""
 
-    PATIENT = QidoResource.ALL_STUDIES
-    STUDY = QidoResource.ALL_STUDIES
-    SERIES = QidoResource.ALL_SERIES
-    IMAGE = QidoResource.ALL_INSTANCES
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+    @property
+    def resource(self) -> QidoResource:
+        """The QIDO resource that searches the level (studies, grouped by patient, for PATIENT)."""
+        return _RESOURCES[self]
+
+    @property
+    def depth(self) -> int:
+        """How many of the study, series and instance UIDs name a result of the level."""
+        return {QueryLevel.SERIES: 2, QueryLevel.IMAGE: 3}.get(self, 1)
+
+
+_RESOURCES = {QueryLevel.PATIENT: QidoResource.ALL_STUDIES, QueryLevel.STUDY: QidoResource.ALL_STUDIES,
+              QueryLevel.SERIES: QidoResource.ALL_SERIES, QueryLevel.IMAGE: QidoResource.ALL_INSTANCES}
 
 
 class IdentifierError(ValueError):
@@ -74,7 +88,7 @@ def search_of(identifier: Dataset, *, patient_root: bool) -> Search:
     if raw_level not in QueryLevel.__members__ or (raw_level == "PATIENT" and not patient_root):
         raise IdentifierError(f"Query/Retrieve Level {raw_level!r} is not one of this information model's")
     level = QueryLevel[raw_level]
-    filterable = {tag for filter_level in level.value.filter_levels for tag in FILTER_TAGS[filter_level]}
+    filterable = {tag for filter_level in level.resource.filter_levels for tag in FILTER_TAGS[filter_level]}
     filters: dict[str, str] = {}
     local: list[KeyMatch] = []
     include: list[str] = []
@@ -90,15 +104,11 @@ def search_of(identifier: Dataset, *, patient_root: bool) -> Search:
         else:
             local.append(KeyMatch(element.tag, element.VR, values))
     # A search names each result's UIDs, whatever the identifier asks to return.
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")[:_depth(level)]:
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")[:level.depth]:
         if keyword not in include:
             include.append(keyword)
     query = urlencode([*filters.items(), ("includefield", ",".join(include))])
     return Search(level, query, tuple(local), keys)
-
-
-def _depth(level: QueryLevel) -> int:
-    return {QueryLevel.PATIENT: 1, QueryLevel.STUDY: 1, QueryLevel.SERIES: 2, QueryLevel.IMAGE: 3}[level]
 
 
 def _values(element: DataElement) -> tuple[str, ...]:
