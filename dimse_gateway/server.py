@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -40,6 +40,8 @@ QUERY_RETRIEVE = (
 
 def application_entity(settings: GatewaySettings) -> AE:
     """The AE: Verification, Storage of every storage SOP Class in any transfer syntax, Query/Retrieve."""
+    # A received dataset goes to a temporary file, as it came, rather than into memory (store.handle_store).
+    _config.STORE_RECV_CHUNKED_DATASET = True
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu_bytes

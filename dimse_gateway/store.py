@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
 from pydicom.dataset import Dataset
@@ -26,9 +25,11 @@ API_VERSION = max(SUPPORTED_VERSIONS)
 
 def handle_store(event: Event, core: CoreLoop) -> Dataset:
     """Store the instance of one C-STORE request and answer its status."""
-    encoded = event.encoded_dataset()  # Part-10: preamble, File Meta Information, the dataset as received
-    outcome = core.run(store_file(core.storage, io.BytesIO(encoded), len(encoded),
-                                  api_version=API_VERSION, upsert=True))
+    # pynetdicom wrote the dataset as received to a Part-10 file (STORE_RECV_CHUNKED_DATASET), not into memory.
+    path = event.dataset_path
+    with path.open("rb") as file:
+        outcome = core.run(store_file(core.storage, file, path.stat().st_size, api_version=API_VERSION,
+                                      upsert=True))
     return store_status(outcome)
 
 
