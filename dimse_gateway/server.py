@@ -13,6 +13,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dimse_gateway.commitment import handle_n_action
 from dimse_gateway.core_loop import CoreLoop
 from dimse_gateway.find import handle_find
 from dimse_gateway.pdu_limit import PduLimitedRequestHandler
@@ -39,7 +41,7 @@ QUERY_RETRIEVE = (
 
 
 def application_entity(settings: GatewaySettings) -> AE:
-    """The AE: Verification, Storage of every storage SOP Class in any transfer syntax, Query/Retrieve."""
+    """The AE: Verification, Storage of every storage SOP Class in any syntax, Storage Commitment, Query/Retrieve."""
     # A received dataset goes to a temporary file, as it came, rather than into memory (store.handle_store).
     _config.STORE_RECV_CHUNKED_DATASET = True
     ae = AE(ae_title=settings.ae_title)
@@ -55,6 +57,7 @@ def application_entity(settings: GatewaySettings) -> AE:
         # Both roles: the SCP role for C-STORE, the SCU role for the C-STORE sub-operations of C-GET.
         ae.add_supported_context(str(context.abstract_syntax), SYNTAXES, scu_role=True,
                                  scp_role=True)
+    ae.add_supported_context(StorageCommitmentPushModel, SYNTAXES)
     for sop_class in QUERY_RETRIEVE:
         ae.add_supported_context(sop_class, SYNTAXES)
     # C-MOVE's outgoing associations propose their contexts themselves (retrieve.contexts_for).
@@ -83,6 +86,7 @@ class Gateway:
                 (evt.EVT_C_FIND, handle_find, [self.core, settings.ae_title]),
                 (evt.EVT_C_MOVE, handle_move, [self.core, settings.move_destinations]),
                 (evt.EVT_C_GET, handle_get, [self.core]),
+                (evt.EVT_N_ACTION, handle_n_action, [self.core, settings.ae_title, settings.move_destinations]),
             ]
             self.server = ThreadedAssociationServer(
                 ae, (settings.host, settings.port), settings.ae_title, ae.supported_contexts,

@@ -14,6 +14,7 @@ from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
@@ -28,7 +29,7 @@ def associated(gateway: Gateway, calling_ae: str = MODALITY_AE, **kwargs: Any) -
     """An association with the gateway proposing storage, Q/R and Verification; released afterwards."""
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = [*StoragePresentationContexts[:120]]
-    for sop_class in (Verification, StudyRootQueryRetrieveInformationModelFind,
+    for sop_class in (Verification, StorageCommitmentPushModel, StudyRootQueryRetrieveInformationModelFind,
                       PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove):
         ae.add_requested_context(sop_class)
     association = ae.associate(gateway.host, gateway.port, ae_title=GATEWAY_AE, **kwargs)
