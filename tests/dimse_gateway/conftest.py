@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -42,11 +43,11 @@ def dcmtk() -> None:
                     pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def gateway(storage_env: dict[str, str], server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """The gateway on the HTTP server's storage, accepting MODALITY and STORESCP, moving to STORESCP."""
+@contextlib.contextmanager
+def running_gateway(storage_env: dict[str, str], folder: Path, **settings: str) -> Iterator[Gateway]:
+    """`python -m dimse_gateway` on free ports with the session's storage and ``settings`` (DICOMWEB_DIMSE_*)."""
     port, destination_port = free_ports(2)
-    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    log = folder / "gateway.log"
     env = {
         **os.environ, **storage_env, "PYTHONUNBUFFERED": "1",
         "DICOMWEB_DIMSE_AE_TITLE": GATEWAY_AE,
@@ -54,6 +55,7 @@ def gateway(storage_env: dict[str, str], server: str, tmp_path_factory: pytest.T
         "DICOMWEB_DIMSE_MOVE_DESTINATIONS": f"{ARCHIVE_AE}={LOOPBACK}:{destination_port}",
         "DICOMWEB_DIMSE_MAX_PDU_BYTES": str(MAX_PDU_BYTES),
         "DICOMWEB_DIMSE_HOST": LOOPBACK,
+        **settings,
     }
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "dimse_gateway", "--port", str(port)], cwd=REPO_ROOT,
@@ -63,3 +65,10 @@ def gateway(storage_env: dict[str, str], server: str, tmp_path_factory: pytest.T
         yield Gateway(LOOPBACK, port, destination_port, log)
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def gateway(storage_env: dict[str, str], server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway on the HTTP server's storage, accepting MODALITY and STORESCP, moving to STORESCP."""
+    with running_gateway(storage_env, tmp_path_factory.mktemp("gateway")) as running:
+        yield running
