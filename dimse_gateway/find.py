@@ -28,20 +28,27 @@ PATIENT_COUNTS = {"NumberOfPatientRelatedStudies": None, "NumberOfPatientRelated
 Response = tuple[int | Dataset, Dataset | None]
 
 
+class SearchCutShort(RuntimeError):
+    """The search stopped at its scan budget (no index serves its keys): the matches answered may be incomplete."""
+
+
 def search_results(core: CoreLoop, search: Search) -> Iterator[Dataset]:
-    """Every result of a search at its level (studies for PATIENT), in QIDO's order, read a page at a time."""
+    """Every result of a search at its level (studies for PATIENT), in QIDO's order, read a page at a time.
+
+    Raises SearchCutShort after the last result when QIDO's scan budget stopped the search.
+    """
     offset = 0
     while True:
         page = core.run(search_datasets(core.storage, SearchRequest(
             resource=search.level.resource, api_version=max(SUPPORTED_VERSIONS),
             query_string=f"{search.query_string}&limit={MAX_LIMIT}&offset={offset}")))
-        if page.warning:
-            LOGGER.warning("C-FIND search cut short: %s", page.warning)
         for result in page.datasets:
             dataset = Dataset.from_json(result)
             if search.matches(dataset):
                 yield dataset
-        if len(page.datasets) < MAX_LIMIT or page.warning:
+        if page.warning:
+            raise SearchCutShort("The search stopped at its scan budget: add a key an index serves")
+        if len(page.datasets) < MAX_LIMIT:
             return
         offset += MAX_LIMIT
 
@@ -61,6 +68,9 @@ def handle_find(event: Event, core: CoreLoop, ae_title: str) -> Iterator[Respons
             yield PENDING, _response(search, result, ae_title)
     except (IdentifierError, BadRequestError) as exc:
         yield failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+    except SearchCutShort as exc:
+        LOGGER.warning("C-FIND cut short: %s", exc)
+        yield failure(UNABLE_TO_PROCESS, str(exc)), None
     except Exception as exc:
         LOGGER.exception("C-FIND failed")
         yield failure(UNABLE_TO_PROCESS, str(exc)), None

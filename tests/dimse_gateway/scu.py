@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,19 +79,14 @@ def study_counts(server: str, study: str) -> tuple[int, int]:
     return int(result["00201206"]["Value"][0]), int(result["00201208"]["Value"][0])
 
 
-def dataset_bytes(path: Path) -> bytes:
+def part10_dataset_bytes(data: bytes) -> bytes:
     """The bytes of a Part-10 file after its File Meta Information (as every group length is written)."""
-    data = path.read_bytes()
     assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
     group_length = int.from_bytes(data[140:144], "little")
     return data[144 + group_length:]
 
 
-def get_url(url: str) -> int:
-    """The HTTP status of a GET."""
-    request = urllib.request.Request(url)
-    try:
-        with DIRECT.open(request, timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes of a Part-10 file on disk after its File Meta Information."""
+    return part10_dataset_bytes(path.read_bytes())
+

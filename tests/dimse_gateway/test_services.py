@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,8 +14,9 @@ from pynetdicom.sop_class import (
 )
 
 from tests.dimse_gateway.conftest import Gateway
-from tests.dimse_gateway.scu import associated, find, identifier, qido, study_counts
-from tests.factories import make_dataset
+from tests.dimse_gateway.scu import associated, find, identifier, part10_dataset_bytes, qido, study_counts
+from tests.factories import make_dataset, to_bytes
+from tests.processes import DIRECT
 
 
 def test_c_echo_succeeds(gateway: Gateway) -> None:
@@ -136,3 +138,15 @@ def test_c_move_to_an_unknown_destination_answers_a801(gateway: Gateway, searcha
             identifier("STUDY", StudyInstanceUID=searchable["study"]), "NOWHERE",
             StudyRootQueryRetrieveInformationModelMove)]
     assert statuses == [0xA801]
+
+
+def test_a_c_stored_instance_is_retrievable_by_wado_as_sent(gateway: Gateway, server: str) -> None:
+    dataset = make_dataset()
+    with associated(gateway) as association:
+        assert association.send_c_store(dataset).Status == 0x0000
+    url = (f"{server}/v2/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/"
+           f"{dataset.SOPInstanceUID}")
+    request = urllib.request.Request(url, headers={"Accept": "application/dicom; transfer-syntax=*"})
+    with DIRECT.open(request, timeout=30) as response:
+        retrieved = response.read()
+    assert part10_dataset_bytes(retrieved) == part10_dataset_bytes(to_bytes(dataset))
