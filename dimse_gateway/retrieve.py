@@ -71,7 +71,8 @@ def matching_files(core: CoreLoop, identifier: Dataset, *, patient_root: bool) -
 
 async def _files(storage: Storage, level: QueryLevel, uids: list[tuple[str, str, str]]) -> list[StoredFile]:
     if level is QueryLevel.IMAGE:
-        rows = await bounded_gather((get_row(storage, study, instance_row_key(series, instance), list(ROW_COLUMNS))
+        columns = ["RowKey", *ROW_COLUMNS]
+        rows = await bounded_gather((get_row(storage, study, instance_row_key(series, instance), columns)
                                      for study, series, instance in uids), limit=ROW_READS_IN_FLIGHT)
         return [StoredFile.of_row(study, row) for (study, _, _), row in zip(uids, rows, strict=True) if row]
     series_level = level is QueryLevel.SERIES

@@ -7,7 +7,13 @@ import ssl
 import threading
 from typing import Any
 
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -30,9 +36,15 @@ from dimse_gateway.settings import GatewaySettings
 from dimse_gateway.store import handle_store
 
 LOGGER = logging.getLogger(__name__)
-# pynetdicom accepts the first of its own syntaxes the peer proposes: explicit VR little endian first (what a C-GET
-# requester gets of an uncompressed file; a modality's own choice of compression is stored as received).
-SYNTAXES = [ExplicitVRLittleEndian, *(syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax != ExplicitVRLittleEndian)]
+# pynetdicom accepts the first of its own syntaxes that a peer's presentation context proposes. A modality
+# offering its compressed images beside uncompressed ones in one context sends them compressed if lossless (stored
+# as received, no work for it); else uncompressed, Explicit VR Little Endian first (also what a C-GET requester
+# offering several gets of an uncompressed file, as stored); lossy syntaxes only if nothing else is offered.
+_LOSSLESS = [UID(syntax) for syntax in ALL_TRANSFER_SYNTAXES
+             if UID(syntax).is_compressed and "Lossless" in UID(syntax).name and "Lossy" not in UID(syntax).name]
+_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+SYNTAXES = [*_LOSSLESS, *_UNCOMPRESSED,
+            *(syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax not in _LOSSLESS and syntax not in _UNCOMPRESSED)]
 QUERY_RETRIEVE = (
     StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove,
@@ -92,6 +104,7 @@ class Gateway:
                 ae, (settings.host, settings.port), settings.ae_title, ae.supported_contexts,
                 _ssl_context(settings), evt_handlers=handlers, request_handler=PduLimitedRequestHandler,
             )
+            ae._servers.append(self.server)  # as AE.start_server does (it cannot take a request handler)
         except BaseException:
             self.core.close()
             raise
@@ -110,9 +123,8 @@ class Gateway:
     def stop(self) -> None:
         """Stop accepting, abort the associations still open, close storage."""
         try:
-            self.server.shutdown()
+            self.server.shutdown()  # closes the listening socket too
             for association in self.server.active_associations:
                 association.abort()
-            self.server.server_close()
         finally:
             self.core.close()

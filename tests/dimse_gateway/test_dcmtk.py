@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 
 from tests.conftest import REPO_ROOT
 from tests.dimse_gateway.conftest import ARCHIVE_AE, GATEWAY_AE, MODALITY_AE, Gateway
@@ -144,3 +144,29 @@ def test_getscu_fetches_a_series_as_sent(sent: SentStudy, gateway: Gateway, tmp_
                   "-k", f"StudyInstanceUID={sent.study}", "-k", f"SeriesInstanceUID={sent.series[0]}"))
     expected = {uid for uid, path in sent.files.items() if dcmread(path).SeriesInstanceUID == sent.series[0]}
     assert_received_as_sent(tmp_path, sent, expected)
+
+
+def test_a_compressed_instance_is_stored_and_moved_as_received(gateway: Gateway, dcmtk: None, tmp_path: Path) -> None:
+    dataset = make_dataset(rows=32, columns=32)
+    dataset.compress(RLELossless)
+    sent_path = tmp_path / "rle.dcm"
+    dataset.save_as(sent_path, enforce_file_format=True)
+    # One context offering RLE and the uncompressed syntaxes: the gateway takes RLE, as the file is.
+    run_tool(*scu("storescu", gateway, "-xr", files=(str(sent_path),)))
+    received = tmp_path / "received"
+    received.mkdir()
+    log = tmp_path / "storescp.log"
+    with log.open("wb") as output:  # +xa: accept every transfer syntax DCMTK knows
+        process = subprocess.Popen(["storescp", "+xa", "-aet", ARCHIVE_AE, "-od", str(received),
+                                    str(gateway.destination_port)], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: accepts_connections(gateway.destination_port), process, "storescp", log)
+        run_tool(*scu("movescu", gateway, "-S", "-aem", ARCHIVE_AE, "-k", "QueryRetrieveLevel=IMAGE",
+                      "-k", f"StudyInstanceUID={dataset.StudyInstanceUID}",
+                      "-k", f"SeriesInstanceUID={dataset.SeriesInstanceUID}",
+                      "-k", f"SOPInstanceUID={dataset.SOPInstanceUID}"))
+    finally:
+        stop_process(process)
+    (moved,) = received.iterdir()
+    assert dcmread(moved).file_meta.TransferSyntaxUID == RLELossless
+    assert dataset_bytes(moved) == dataset_bytes(sent_path)
