@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -150,3 +151,13 @@ def test_a_c_stored_instance_is_retrievable_by_wado_as_sent(gateway: Gateway, se
     with DIRECT.open(request, timeout=30) as response:
         retrieved = response.read()
     assert part10_dataset_bytes(retrieved) == part10_dataset_bytes(to_bytes(dataset))
+
+
+def test_a_c_stored_instance_is_the_change_feeds_latest_entry(gateway: Gateway, server: str) -> None:
+    dataset = make_dataset()
+    with associated(gateway) as association:
+        assert association.send_c_store(dataset).Status == 0x0000
+    with DIRECT.open(f"{server}/v2/changefeed/latest", timeout=30) as response:
+        latest = json.loads(response.read())
+    assert (latest["sopInstanceUid"], latest["action"], latest["state"]) == (
+        dataset.SOPInstanceUID, "Create", "Current")
