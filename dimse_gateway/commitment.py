@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -17,22 +16,19 @@ from pynetdicom import AE, build_role
 from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from dicom_core.qido.query import QidoResource
-from dicom_core.qido.service import SearchRequest, search_datasets
-from dicom_core.wire.api_version import SUPPORTED_VERSIONS
 from dimse_gateway.core_loop import CoreLoop
+from dimse_gateway.find import search_results
+from dimse_gateway.identifiers import search_of
 from dimse_gateway.settings import Destination
+from dimse_gateway.statuses import INVALID_ARGUMENT, NO_SUCH_ACTION, SUCCESS
 
 LOGGER = logging.getLogger(__name__)
 WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
 REQUEST_STORAGE_COMMITMENT = 1  # Action Type ID
 ALL_COMMITTED, FAILURES_EXIST = 1, 2  # Event Type IDs
-SUCCESS = 0x0000
-NO_SUCH_ACTION = 0x0123
-INVALID_ARGUMENT = 0x0115
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
-# SOP Instance UIDs per search (a QIDO page holds 200 results).
+# SOP Instance UIDs per search.
 UIDS_PER_SEARCH = 100
 
 
@@ -68,16 +64,15 @@ def handle_n_action(event: Event, core: CoreLoop, ae_title: str,
 
 
 def committed_classes(core: CoreLoop, uids: list[str]) -> dict[str, str]:
-    """The SOP Class UID of each of ``uids`` that is stored."""
+    """The SOP Class UID of each of ``uids`` that is stored (an IMAGE-level search of them)."""
     found: dict[str, str] = {}
     for start in range(0, len(uids), UIDS_PER_SEARCH):
-        query = urlencode({"SOPInstanceUID": ",".join(uids[start:start + UIDS_PER_SEARCH]),
-                           "includefield": "SOPClassUID", "limit": "200"})
-        page = core.run(search_datasets(core.storage, SearchRequest(
-            resource=QidoResource.ALL_INSTANCES, api_version=max(SUPPORTED_VERSIONS), query_string=query)))
-        for result in page.datasets:
-            dataset = Dataset.from_json(result)
-            found[str(dataset.SOPInstanceUID)] = str(dataset.get("SOPClassUID", ""))
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.SOPInstanceUID = uids[start:start + UIDS_PER_SEARCH]
+        identifier.SOPClassUID = ""
+        for result in search_results(core, search_of(identifier, patient_root=False)):
+            found[str(result.SOPInstanceUID)] = str(result.get("SOPClassUID", ""))
     return found
 
 

@@ -12,8 +12,12 @@ from typing import Any, TypeVar
 
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.wire.api_version import SUPPORTED_VERSIONS
 
 T = TypeVar("T")
+# The API version whose rules the gateway stores and searches by: the newest, whose validation is lenient (what a
+# modality sends is stored unless the index cannot hold it).
+API_VERSION = max(SUPPORTED_VERSIONS)
 
 
 class CoreLoop:

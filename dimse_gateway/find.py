@@ -13,16 +13,11 @@ from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind  #
 from dicom_core.model.errors import BadRequestError
 from dicom_core.qido.query import MAX_LIMIT
 from dicom_core.qido.service import SearchRequest, search_datasets
-from dicom_core.wire.api_version import SUPPORTED_VERSIONS
-from dimse_gateway.core_loop import CoreLoop
+from dimse_gateway.core_loop import API_VERSION, CoreLoop
 from dimse_gateway.identifiers import IdentifierError, QueryLevel, Search, search_of
+from dimse_gateway.statuses import CANCELLED, DOES_NOT_MATCH_SOP_CLASS, PENDING, UNABLE_TO_PROCESS, failure
 
 LOGGER = logging.getLogger(__name__)
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-UNABLE_TO_PROCESS = 0xC001
-MAX_COMMENT_CHARS = 64
 PATIENT_COUNTS = {"NumberOfPatientRelatedStudies": None, "NumberOfPatientRelatedSeries": "NumberOfStudyRelatedSeries",
                   "NumberOfPatientRelatedInstances": "NumberOfStudyRelatedInstances"}
 Response = tuple[int | Dataset, Dataset | None]
@@ -40,7 +35,7 @@ def search_results(core: CoreLoop, search: Search) -> Iterator[Dataset]:
     offset = 0
     while True:
         page = core.run(search_datasets(core.storage, SearchRequest(
-            resource=search.level.resource, api_version=max(SUPPORTED_VERSIONS),
+            resource=search.level.resource, api_version=API_VERSION,
             query_string=f"{search.query_string}&limit={MAX_LIMIT}&offset={offset}")))
         for result in page.datasets:
             dataset = Dataset.from_json(result)
@@ -67,21 +62,13 @@ def handle_find(event: Event, core: CoreLoop, ae_title: str) -> Iterator[Respons
                 return
             yield PENDING, _response(search, result, ae_title)
     except (IdentifierError, BadRequestError) as exc:
-        yield failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+        yield failure(DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
     except SearchCutShort as exc:
         LOGGER.warning("C-FIND cut short: %s", exc)
         yield failure(UNABLE_TO_PROCESS, str(exc)), None
     except Exception as exc:
         LOGGER.exception("C-FIND failed")
         yield failure(UNABLE_TO_PROCESS, str(exc)), None
-
-
-def failure(code: int, comment: str) -> Dataset:
-    """A failure status with its ErrorComment."""
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:MAX_COMMENT_CHARS]
-    return status
 
 
 def _patients(studies: list[Dataset]) -> list[Dataset]:

@@ -32,16 +32,16 @@ from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
 from dimse_gateway.core_loop import CoreLoop
-from dimse_gateway.find import PENDING, search_results
+from dimse_gateway.find import search_results
 from dimse_gateway.identifiers import QueryLevel, search_of
 from dimse_gateway.settings import Destination
+from dimse_gateway.statuses import CANCELLED, PENDING
 
 LOGGER = logging.getLogger(__name__)
 ROW_COLUMNS = ("Version", "TransferSyntaxUid", "Size", "SopClassUid")
 ROW_READS_IN_FLIGHT = 16
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_PRESENTATION_CONTEXTS = 128
-CANCELLED = 0xFE00
 Response = tuple[int | Dataset, Dataset | None]
 
 
