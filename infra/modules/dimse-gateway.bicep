@@ -99,9 +99,10 @@ resource gateway 'Microsoft.App/containerApps@2024-03-01' = {
               periodSeconds: 30
             }
             {
+              // Each probe's connection holds an association slot until the gateway's ACSE timeout (30 s).
               type: 'Readiness'
               tcpSocket: { port: port }
-              periodSeconds: 10
+              periodSeconds: 30
             }
           ]
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ABORT_RQ
 
-from tests.dimse_gateway.conftest import GATEWAY_AE, MAX_PDU_BYTES, Gateway
+from tests.dimse_gateway.conftest import GATEWAY_AE, MAX_PDU_BYTES, Gateway, running_gateway
 from tests.dimse_gateway.scu import associated, qido, study_counts
 from tests.factories import make_dataset
 
@@ -105,3 +106,16 @@ def test_a_dataset_failing_validation_is_refused_and_not_stored(gateway: Gateway
     assert "StudyInstanceUID" in status.ErrorComment
     assert qido(server, f"instances?SOPInstanceUID={dataset.SOPInstanceUID}") == []
     assert still_serves(gateway)
+
+
+def test_associations_over_the_maximum_are_rejected_until_one_ends(
+    storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with running_gateway(storage_env, tmp_path_factory.mktemp("one-association"),
+                         DICOMWEB_DIMSE_MAX_ASSOCIATIONS="1", DICOMWEB_DIMSE_ACSE_TIMEOUT_SECONDS="2") as gateway:
+        with contextlib.ExitStack() as first:
+            # The start-up probe's connection sent no association request: it holds its slot for the ACSE timeout.
+            assert wait_for(lambda: first.enter_context(associated(gateway)).is_established)
+            with associated(gateway) as second:
+                assert second.is_rejected
+        assert wait_for(lambda: still_serves(gateway))
