@@ -99,10 +99,10 @@ resource gateway 'Microsoft.App/containerApps@2024-03-01' = {
               periodSeconds: 30
             }
             {
-              // Each probe's connection holds an association slot until the gateway's ACSE timeout (30 s).
+              // A probe's connection closes at once, and so frees the association slot it took (pdu_limit.py).
               type: 'Readiness'
               tcpSocket: { port: port }
-              periodSeconds: 30
+              periodSeconds: 10
             }
           ]
         }

@@ -112,10 +112,13 @@ def test_associations_over_the_maximum_are_rejected_until_one_ends(
     storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     with running_gateway(storage_env, tmp_path_factory.mktemp("one-association"),
-                         DICOMWEB_DIMSE_MAX_ASSOCIATIONS="1", DICOMWEB_DIMSE_ACSE_TIMEOUT_SECONDS="2") as gateway:
+                         DICOMWEB_DIMSE_MAX_ASSOCIATIONS="1") as gateway:
+        for _ in range(3):  # connections closed before an association request (the start-up probe's too)
+            socket.create_connection((gateway.host, gateway.port), timeout=WAIT_SECONDS).close()
+        started = time.monotonic()
         with contextlib.ExitStack() as first:
-            # The start-up probe's connection sent no association request: it holds its slot for the ACSE timeout.
             assert wait_for(lambda: first.enter_context(associated(gateway)).is_established)
+            assert time.monotonic() - started < WAIT_SECONDS  # their slots were free well before the ACSE timeout
             with associated(gateway) as second:
                 assert second.is_rejected
         assert wait_for(lambda: still_serves(gateway))
