@@ -19,9 +19,12 @@ def handle_store(event: Event, core: CoreLoop) -> Dataset:
     """Store the instance of one C-STORE request and answer its status."""
     # pynetdicom wrote the dataset as received to a Part-10 file (STORE_RECV_CHUNKED_DATASET), not into memory.
     path = event.dataset_path
+    size = path.stat().st_size
+    limit = core.storage.settings.max_part_bytes
+    if size > limit:  # STOW's limit on one instance (DICOMWEB_MAX_PART_BYTES)
+        return failure(OUT_OF_RESOURCES, f"The instance is over the limit of {limit} bytes")
     with path.open("rb") as file:
-        outcome = core.run(store_file(core.storage, file, path.stat().st_size, api_version=API_VERSION,
-                                      upsert=True))
+        outcome = core.run(store_file(core.storage, file, size, api_version=API_VERSION, upsert=True))
     return store_status(outcome)
 
 

@@ -122,3 +122,15 @@ def test_associations_over_the_maximum_are_rejected_until_one_ends(
             with associated(gateway) as second:
                 assert second.is_rejected
         assert wait_for(lambda: still_serves(gateway))
+
+
+def test_an_instance_over_the_size_limit_is_refused_and_not_stored(
+    storage_env: dict[str, str], server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with running_gateway(storage_env, tmp_path_factory.mktemp("small-parts"),
+                         DICOMWEB_MAX_PART_BYTES="4096") as gateway:
+        dataset = make_dataset(rows=64, columns=64)  # 8 KiB of pixels
+        with associated(gateway) as association:
+            status = association.send_c_store(dataset)
+    assert status.Status == 0xA700
+    assert qido(server, f"instances?SOPInstanceUID={dataset.SOPInstanceUID}") == []
