@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import threading
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     settings = GatewaySettings.from_environment()
     if args.port is not None:
-        settings = GatewaySettings(**{**vars(settings), "port": args.port})
+        settings = dataclasses.replace(settings, port=args.port)
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
