@@ -170,3 +170,10 @@ def test_a_compressed_instance_is_stored_and_moved_as_received(gateway: Gateway,
     (moved,) = received.iterdir()
     assert dcmread(moved).file_meta.TransferSyntaxUID == RLELossless
     assert dataset_bytes(moved) == dataset_bytes(sent_path)
+
+
+def test_getscu_fetches_a_patient_in_patient_root(sent: SentStudy, gateway: Gateway, tmp_path: Path) -> None:
+    run_tool(*scu("getscu", gateway, "-P", "-od", str(tmp_path), "-k", "QueryRetrieveLevel=PATIENT",
+                  "-k", f"PatientID={sent.patient_id}"))
+    received = {dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in tmp_path.iterdir()}
+    assert received == set(sent.files)
