@@ -1,10 +1,12 @@
 # Local development and CI commands for the DICOMweb function app.
 #   make run      install what is missing, start Azurite in the background and serve the app on http://localhost:7071/
-#                 with WORKERS processes (default: the CPU count; the timers run in one of them; WORKERS=1: one)
+#                 with WORKERS processes (default: the CPU count; the timers run in one of them; WORKERS=1: one),
+#                 and the DIMSE gateway (AE DICOMWEB) on port DIMSE_PORT (11112)
 #   make test     install what is missing, lint and type-check, and run the test suite (its fixtures start their own Azurite)
-#   make lint     ruff and mypy over dicom_core, function_app.py, local_host and dicomweb_cli
+#   make lint     ruff and mypy over dicom_core, function_app.py, local_host, dicomweb_cli and dimse_gateway
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
 #   make orthanc  install Debian's orthanc and orthanc-dicomweb where missing (as root; a real client in `make test`)
+#   make dcmtk    install Debian's dcmtk where missing (as root; the DIMSE gateway tests use its tools)
 #   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
 #   make clean    remove .venv, node_modules and .azurite
@@ -17,6 +19,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 7071
+DIMSE_PORT ?= 11112
 APP ?= function_app:app
 # Processes serving `make run` on the one port, as the Functions host runs several Python workers.
 WORKERS ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
@@ -35,7 +38,7 @@ AZURITE_PORTS := 10000 10001 10002
 AZURITE_ARGS := --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
     --tableHost 127.0.0.1 --tablePort 10002 --location $(AZURITE_DIR) --skipApiVersionCheck --loose --disableTelemetry
 
-.PHONY: install run lint test clean bench viewer test-viewer orthanc
+.PHONY: install run lint test clean bench viewer test-viewer orthanc dcmtk
 
 install: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -63,7 +66,9 @@ run: install
 	$(AZURITE) $(AZURITE_ARGS) >$(AZURITE_DIR)/azurite.log 2>&1 &
 	azurite_pid=$$!
 	app_pid=
+	gateway_pid=
 	stop() {
+		if [ -n "$$gateway_pid" ]; then kill "$$gateway_pid" 2>/dev/null || true; wait "$$gateway_pid" 2>/dev/null || true; fi
 		if [ -n "$$app_pid" ]; then kill "$$app_pid" 2>/dev/null || true; wait "$$app_pid" 2>/dev/null || true; fi
 		kill "$$azurite_pid" 2>/dev/null || true
 		wait "$$azurite_pid" 2>/dev/null || true
@@ -85,9 +90,11 @@ run: install
 	echo "DICOMweb server: http://localhost:$(PORT)/, $(WORKERS) worker process(es) (Ctrl-C stops it and Azurite)"
 	$(VENV_PYTHON) -m local_host --host $(HOST) --port $(PORT) --app $(APP) --workers $(WORKERS) &
 	app_pid=$$!
+	$(VENV_PYTHON) -m dimse_gateway --port $(DIMSE_PORT) &
+	gateway_pid=$$!
 	wait "$$app_pid"
 
-LINTED := dicom_core function_app.py local_host dicomweb_cli
+LINTED := dicom_core function_app.py local_host dicomweb_cli dimse_gateway
 
 # mypy reads its files and strictness from pyproject.toml.
 lint: install
@@ -95,7 +102,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 # The browser test needs a system Chromium: `make test-viewer` runs it (.ci/run runs both).
-test: lint $(CHECKOV_STAMP) orthanc
+test: lint $(CHECKOV_STAMP) orthanc dcmtk
 	$(VENV_PYTHON) -m pytest tests --ignore=tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)
 
 # Orthanc with its DICOMweb plugin is a real client in `make test` (tests/clients): Debian's packages, installed
@@ -111,6 +118,15 @@ orthanc:
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get install -y --no-install-recommends orthanc orthanc-dicomweb \
 			|| { apt-get update && apt-get install -y --no-install-recommends orthanc orthanc-dicomweb; }
+	fi
+
+# DCMTK's storescu, findscu, movescu, getscu and storescp drive the DIMSE gateway tests: Debian's dcmtk, installed
+# where missing (as root; elsewhere: sudo apt-get install dcmtk).
+dcmtk:
+	if ! command -v storescu >/dev/null; then
+		if [ "$$(id -u)" != 0 ]; then echo "DCMTK is missing: sudo apt-get install dcmtk" >&2; exit 1; fi
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y --no-install-recommends dcmtk || { apt-get update && apt-get install -y --no-install-recommends dcmtk; }
 	fi
 
 clean:

@@ -16,12 +16,13 @@ import argparse
 import contextlib
 import time
 
-from . import cold_start, frames, memory, metadata, qido, storage_requests, stow, transcoding, wado
+from . import cold_start, dimse, frames, memory, metadata, qido, storage_requests, stow, transcoding, wado
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
-OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido")
+OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido",
+              "dimse")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +40,8 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CT-like instances per STOW round (the study WADO and metadata read the last one)")
     parser.add_argument("--ct-side", type=int, default=512, help="rows = columns of the CT-like instances")
     parser.add_argument("--stow-batch", type=int, default=10, help="instances per multipart request")
+    parser.add_argument("--dimse-instances", type=int, default=500,
+                        help="CT-like instances per C-STORE and STOW round of the DIMSE gateway's benchmark")
     parser.add_argument("--stow-concurrency", default="1,4,16", help="requests in flight, comma list")
     parser.add_argument("--stow-rounds", type=int, default=1, help="rounds per concurrency (best one counts)")
     parser.add_argument("--wado-rounds", type=int, default=3)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                 frames.run(results, stack)
             elif name == "memory":
                 memory.run(results, stack)
+            elif name == "dimse":
+                dimse.run(results, stack)
             elif name == "transcoding":
                 transcoding.run(results, stack)
             elif name == "qido":

@@ -88,43 +88,45 @@ class Settings:
             blob_container=env.get("DICOMWEB_BLOB_CONTAINER") or defaults.blob_container,
             metadata_container=env.get("DICOMWEB_METADATA_CONTAINER") or defaults.metadata_container,
             table_prefix=env.get("DICOMWEB_TABLE_PREFIX") or defaults.table_prefix,
-            table_shards=_int(env, "DICOMWEB_TABLE_SHARDS", defaults.table_shards),
+            table_shards=int_setting(env, "DICOMWEB_TABLE_SHARDS", defaults.table_shards),
             public_base_url=(env.get("DICOMWEB_PUBLIC_BASE_URL") or "").rstrip("/"),
-            max_part_bytes=_int(env, "DICOMWEB_MAX_PART_BYTES", defaults.max_part_bytes),
-            spool_memory_bytes=_int(env, "DICOMWEB_SPOOL_MEMORY_BYTES", defaults.spool_memory_bytes),
-            store_concurrency=_int(env, "DICOMWEB_STORE_CONCURRENCY", defaults.store_concurrency),
-            max_transcode_bytes=_int(env, "DICOMWEB_MAX_TRANSCODE_BYTES", defaults.max_transcode_bytes),
+            max_part_bytes=int_setting(env, "DICOMWEB_MAX_PART_BYTES", defaults.max_part_bytes),
+            spool_memory_bytes=int_setting(env, "DICOMWEB_SPOOL_MEMORY_BYTES", defaults.spool_memory_bytes),
+            store_concurrency=int_setting(env, "DICOMWEB_STORE_CONCURRENCY", defaults.store_concurrency),
+            max_transcode_bytes=int_setting(env, "DICOMWEB_MAX_TRANSCODE_BYTES", defaults.max_transcode_bytes),
             blob_account_url=(env.get("DICOMWEB_BLOB_ACCOUNT_URL") or "").strip().rstrip("/"),
             table_account_url=(env.get("DICOMWEB_TABLE_ACCOUNT_URL") or "").strip().rstrip("/"),
-            health_timeout_seconds=_int(env, "DICOMWEB_HEALTH_TIMEOUT_SECONDS", defaults.health_timeout_seconds),
+            health_timeout_seconds=int_setting(env, "DICOMWEB_HEALTH_TIMEOUT_SECONDS", defaults.health_timeout_seconds),
             query_stats=_bool(env, "DICOMWEB_QUERY_STATS"),
-            query_scan_budget=_int(env, "DICOMWEB_QUERY_SCAN_BUDGET", defaults.query_scan_budget),
+            query_scan_budget=int_setting(env, "DICOMWEB_QUERY_SCAN_BUDGET", defaults.query_scan_budget),
             query_strict_parameters=_bool(env, "DICOMWEB_QUERY_STRICT_PARAMETERS"),
-            blob_cleanup_delay_seconds=_int(env, "DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS",
+            blob_cleanup_delay_seconds=int_setting(env, "DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS",
                                             defaults.blob_cleanup_delay_seconds),
-            cors_allowed_origins=_list(env, "DICOMWEB_CORS_ALLOWED_ORIGINS"),
+            cors_allowed_origins=list_setting(env, "DICOMWEB_CORS_ALLOWED_ORIGINS"),
             auth_mode=(env.get("DICOMWEB_AUTH_MODE") or defaults.auth_mode).strip().lower(),
             auth_tenant_id=(env.get("DICOMWEB_AUTH_TENANT_ID") or "").strip(),
             auth_authority=(env.get("DICOMWEB_AUTH_AUTHORITY") or "").strip().rstrip("/"),
-            auth_audiences=_list(env, "DICOMWEB_AUTH_AUDIENCE"),
+            auth_audiences=list_setting(env, "DICOMWEB_AUTH_AUDIENCE"),
             auth_reader_role=(env.get("DICOMWEB_AUTH_READER_ROLE") or defaults.auth_reader_role).strip(),
             auth_writer_role=(env.get("DICOMWEB_AUTH_WRITER_ROLE") or defaults.auth_writer_role).strip(),
-            auth_clock_skew_seconds=_int(env, "DICOMWEB_AUTH_CLOCK_SKEW_SECONDS", defaults.auth_clock_skew_seconds),
-            storage_retries=_int(env, "DICOMWEB_STORAGE_RETRIES", defaults.storage_retries),
-            storage_connect_timeout_seconds=_int(env, "DICOMWEB_STORAGE_CONNECT_TIMEOUT_SECONDS",
+            auth_clock_skew_seconds=int_setting(env, "DICOMWEB_AUTH_CLOCK_SKEW_SECONDS",
+                                                defaults.auth_clock_skew_seconds),
+            storage_retries=int_setting(env, "DICOMWEB_STORAGE_RETRIES", defaults.storage_retries),
+            storage_connect_timeout_seconds=int_setting(env, "DICOMWEB_STORAGE_CONNECT_TIMEOUT_SECONDS",
                                                  defaults.storage_connect_timeout_seconds),
-            storage_read_timeout_seconds=_int(env, "DICOMWEB_STORAGE_READ_TIMEOUT_SECONDS",
+            storage_read_timeout_seconds=int_setting(env, "DICOMWEB_STORAGE_READ_TIMEOUT_SECONDS",
                                               defaults.storage_read_timeout_seconds),
-            max_request_bytes=_int(env, "DICOMWEB_MAX_REQUEST_BYTES", defaults.max_request_bytes),
-            max_query_string_bytes=_int(env, "DICOMWEB_MAX_QUERY_STRING_BYTES", defaults.max_query_string_bytes),
-            max_header_bytes=_int(env, "DICOMWEB_MAX_HEADER_BYTES", defaults.max_header_bytes),
-            max_inflated_bytes=_int(env, "DICOMWEB_MAX_INFLATED_BYTES", defaults.max_inflated_bytes),
-            body_idle_timeout_seconds=_int(env, "DICOMWEB_BODY_IDLE_TIMEOUT_SECONDS",
+            max_request_bytes=int_setting(env, "DICOMWEB_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            max_query_string_bytes=int_setting(env, "DICOMWEB_MAX_QUERY_STRING_BYTES", defaults.max_query_string_bytes),
+            max_header_bytes=int_setting(env, "DICOMWEB_MAX_HEADER_BYTES", defaults.max_header_bytes),
+            max_inflated_bytes=int_setting(env, "DICOMWEB_MAX_INFLATED_BYTES", defaults.max_inflated_bytes),
+            body_idle_timeout_seconds=int_setting(env, "DICOMWEB_BODY_IDLE_TIMEOUT_SECONDS",
                                            defaults.body_idle_timeout_seconds),
         )
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def int_setting(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole-number setting, or ``default`` when unset."""
     raw = env.get(name)
     if not raw:
         return default
@@ -142,6 +144,7 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return (env.get(name) or "").strip().lower() in ("true", "1", "yes")
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def list_setting(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """The items of a comma-separated setting, blanks dropped."""
     return tuple(item.strip() for item in (env.get(name) or "").split(",") if item.strip())
+

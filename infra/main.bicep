@@ -193,6 +193,27 @@ module functionApp 'modules/functionapp.bicep' = {
   dependsOn: [identity]
 }
 
+@description('The DIMSE gateway image (dimse_gateway/Dockerfile, pushed to a registry); empty: no gateway is deployed. See docs/dimse.md.')
+param dimseGatewayImage string = ''
+
+module dimseGateway 'modules/dimse-gateway.bicep' = if (!empty(dimseGatewayImage)) {
+  name: 'dimse-gateway'
+  params: {
+    location: location
+    tags: tags
+    name: 'ca-dimse-${take(resourceToken, 20)}'
+    environmentName: 'cae-dicomweb-${resourceToken}'
+    image: dimseGatewayImage
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    blobEndpoint: storage.outputs.blobEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    blobContainer: blobContainer
+    metadataContainer: metadataContainer
+    tablePrefix: tablePrefix
+  }
+}
+
 @description('Base URL of the service: the API is at {SERVICE_URL}/v2 (and /v1).')
 output SERVICE_URL string = functionApp.outputs.url
 @description('The DICOMweb root to give clients (dicomweb --url, OHIF, dicomweb-client).')

@@ -116,6 +116,18 @@ def _answer_type(accept: str | None) -> str:
     )
 
 
+async def store_file(storage: Storage, file: BinaryIO, size: int, *, api_version: int, upsert: bool) -> StoreOutcome:
+    """Store one Part-10 file received outside HTTP (a DIMSE C-STORE): the same validation and commit as STOW-RS."""
+    request = StoreRequest(api_version=api_version, study_uid=None, content_type=DICOM, accept=DICOM_JSON,
+                           base_url="", upsert=upsert)
+
+    async def one_part() -> AsyncIterator[Part]:
+        yield Part(headers={}, content_type=DICOM, file=file, size=size)
+
+    [outcome] = await _store_parts(storage, request, one_part(), DICOM)
+    return outcome
+
+
 @dataclass(frozen=True)
 class _RequestWrites:
     """What one request writes once for all its parts (see request_writes.py)."""

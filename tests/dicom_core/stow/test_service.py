@@ -20,7 +20,7 @@ from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.errors import PayloadTooLargeError
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.stow.service import StoreRequest, store_instances
+from dicom_core.stow.service import StoreRequest, store_file, store_instances
 from tests.factories import make_instance, multipart_body
 
 BOUNDARY = "test-boundary"
@@ -148,3 +148,21 @@ async def test_a_refused_part_is_taken_out_of_its_requests_announcement(own: Sto
     assert await sequence_pending(own) == 1
     assert [e async for e in own.changes.query_entities("PartitionKey eq 'pending'")] == []
     assert await check_consistency(own) == []
+
+
+async def test_store_file_stores_one_part10_file_and_replaces_it_when_asked(storage: Storage) -> None:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    first = make_instance(study=study, series=series, sop=sop, StudyDescription="First")
+    second = make_instance(study=study, series=series, sop=sop, StudyDescription="Second")
+    stored = await store_file(storage, io.BytesIO(first), len(first), api_version=2, upsert=True)
+    replaced = await store_file(storage, io.BytesIO(second), len(second), api_version=2, upsert=True)
+    refused = await store_file(storage, io.BytesIO(first), len(first), api_version=2, upsert=False)
+    assert (stored.succeeded, replaced.succeeded, refused.failure_reason) == (True, True, 45070)
+    study_row = await storage.studies.get_entity(study, STUDY_ROW)
+    assert study_row["InstanceCount"] == 1
+
+
+async def test_store_file_refuses_a_file_failing_validation(storage: Storage) -> None:
+    data = b"\x00" * 128 + b"DICM" + b"\x00" * 64
+    outcome = await store_file(storage, io.BytesIO(data), len(data), api_version=2, upsert=True)
+    assert outcome.failure_reason == 43264 and outcome.ids is None

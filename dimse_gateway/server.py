@@ -1,0 +1,130 @@
+"""The gateway's Application Entity: the services it accepts, its limits, and the server that runs it."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dimse_gateway.commitment import handle_n_action
+from dimse_gateway.core_loop import CoreLoop
+from dimse_gateway.find import handle_find
+from dimse_gateway.pdu_limit import PduLimitedRequestHandler
+from dimse_gateway.retrieve import handle_get, handle_move
+from dimse_gateway.settings import GatewaySettings
+from dimse_gateway.store import handle_store
+
+LOGGER = logging.getLogger(__name__)
+# pynetdicom accepts the first of its own syntaxes that a peer's presentation context proposes. A modality
+# offering its compressed images beside uncompressed ones in one context sends them compressed if lossless (stored
+# as received, no work for it); else uncompressed, Explicit VR Little Endian first (also what a C-GET requester
+# offering several gets of an uncompressed file, as stored); lossy syntaxes only if nothing else is offered.
+_LOSSLESS = [UID(syntax) for syntax in ALL_TRANSFER_SYNTAXES
+             if UID(syntax).is_compressed and "Lossless" in UID(syntax).name and "Lossy" not in UID(syntax).name]
+_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+SYNTAXES = [*_LOSSLESS, *_UNCOMPRESSED,
+            *(syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax not in _LOSSLESS and syntax not in _UNCOMPRESSED)]
+QUERY_RETRIEVE = (
+    StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelGet,
+)
+
+
+def application_entity(settings: GatewaySettings) -> AE:
+    """The AE: Verification, Storage of every storage SOP Class in any syntax, Storage Commitment, Query/Retrieve."""
+    # A received dataset goes to a temporary file, as it came, rather than into memory (store.handle_store).
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = settings.max_pdu_bytes
+    ae.acse_timeout = settings.acse_timeout_seconds
+    ae.dimse_timeout = settings.dimse_timeout_seconds
+    ae.network_timeout = settings.network_timeout_seconds
+    ae.connection_timeout = settings.network_timeout_seconds
+    ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
+    ae.add_supported_context(Verification, SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        # Both roles: the SCP role for C-STORE, the SCU role for the C-STORE sub-operations of C-GET.
+        ae.add_supported_context(str(context.abstract_syntax), SYNTAXES, scu_role=True,
+                                 scp_role=True)
+    ae.add_supported_context(StorageCommitmentPushModel, SYNTAXES)
+    for sop_class in QUERY_RETRIEVE:
+        ae.add_supported_context(sop_class, SYNTAXES)
+    # C-MOVE's outgoing associations propose their contexts themselves (retrieve.contexts_for).
+    return ae
+
+
+def _ssl_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    if not settings.tls_certificate:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_certificate, settings.tls_key)
+    return context
+
+
+class Gateway:
+    """The running gateway: its storage loop and its association server (started, then stopped once)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.core = CoreLoop(settings.core)
+        try:
+            ae = application_entity(settings)
+            handlers: list[Any] = [
+                (evt.EVT_C_STORE, handle_store, [self.core]),
+                (evt.EVT_C_FIND, handle_find, [self.core, settings.ae_title]),
+                (evt.EVT_C_MOVE, handle_move, [self.core, settings.move_destinations]),
+                (evt.EVT_C_GET, handle_get, [self.core]),
+                (evt.EVT_N_ACTION, handle_n_action, [self.core, settings.ae_title, settings.move_destinations]),
+            ]
+            self.server = ThreadedAssociationServer(
+                ae, (settings.host, settings.port), settings.ae_title, ae.supported_contexts,
+                _ssl_context(settings), evt_handlers=handlers, request_handler=PduLimitedRequestHandler,
+            )
+            ae._servers.append(self.server)  # as AE.start_server does (it cannot take a request handler)
+        except BaseException:
+            self.core.close()
+            raise
+        self._thread = threading.Thread(target=self.server.serve_forever, name="dimse-acceptor", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the one asked for, or the one given for port 0)."""
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        """Start accepting associations in a thread of its own."""
+        self._thread.start()
+        LOGGER.info("DIMSE gateway %s listening on %s:%d", self.settings.ae_title, self.settings.host, self.port)
+
+    def stop(self) -> None:
+        """Stop accepting, abort the associations still open, close storage."""
+        try:
+            self.server.shutdown()  # closes the listening socket too
+            for association in self.server.active_associations:
+                association.abort()
+        finally:
+            self.core.close()
