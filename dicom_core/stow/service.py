@@ -124,7 +124,7 @@ async def store_file(storage: Storage, file: BinaryIO, size: int, *, api_version
     async def one_part() -> AsyncIterator[Part]:
         yield Part(headers={}, content_type=DICOM, file=file, size=size)
 
-    [outcome] = await _store_parts(storage, request, one_part(), DICOM)
+    [outcome] = await _store_parts(storage, request, one_part(), DICOM, _RequestWrites.of(storage))
     return outcome
 
 
