@@ -97,7 +97,7 @@ async def get_operation(storage: Storage, operation_id: str) -> Operation | None
 
 async def unfinished_operations(storage: Storage) -> list[Operation]:
     """Every operation not yet succeeded or failed, oldest first."""
-    entities = await query_all(await operations_table(storage), "PartitionKey eq @p and (Status eq @a or Status eq @b)",
+    entities = await query_all(await operations_table(storage), "PartitionKey eq @p and ( Status eq @a or Status eq @b )",
                                parameters={"p": PARTITION, "a": OperationStatus.NOT_STARTED.value,
                                            "b": OperationStatus.RUNNING.value})
     return sorted((_operation(entity) for entity in entities), key=lambda operation: operation.created)
