@@ -22,6 +22,7 @@ from dicom_core.storage.tables import etag_of, get_entity_or_none, query_all, un
 
 OPERATIONS_TABLE = "Operations"
 PARTITION = "operation"
+_UNFINISHED = "PartitionKey eq @p and ( Status eq @a or Status eq @b )"
 
 
 class OperationStatus(StrEnum):
@@ -97,7 +98,8 @@ async def get_operation(storage: Storage, operation_id: str) -> Operation | None
 
 async def unfinished_operations(storage: Storage) -> list[Operation]:
     """Every operation not yet succeeded or failed, oldest first."""
-    entities = await query_all(await operations_table(storage), "PartitionKey eq @p and ( Status eq @a or Status eq @b )",
+    # Spaces inside the parentheses: the SDK finds parameters by splitting the filter at spaces.
+    entities = await query_all(await operations_table(storage), _UNFINISHED,
                                parameters={"p": PARTITION, "a": OperationStatus.NOT_STARTED.value,
                                            "b": OperationStatus.RUNNING.value})
     return sorted((_operation(entity) for entity in entities), key=lambda operation: operation.created)

@@ -20,9 +20,9 @@ from dicom_core.extended_tags.indexing import queryable_tag, registered_tags, se
 from dicom_core.extended_tags.registry import QueryStatus, TagStatus, get_tag, tag_errors
 from dicom_core.extended_tags.service import add_tags, delete_tag
 from dicom_core.model.errors import BadRequestError
+from dicom_core.model.levels import Level
 from dicom_core.operations.records import OperationStatus, get_operation
 from dicom_core.operations.runner import Pace, run_operations
-from dicom_core.model.levels import Level
 from dicom_core.search_index.extended import IndexedTag, values_partition
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.tables import query_all
