@@ -14,7 +14,7 @@ from pydicom.tag import BaseTag
 from dicom_core.extended_tags.registry import ExtendedTag, QueryStatus, TagStatus, all_tags, error_count, record_errors
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import BadRequestError
-from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.model.identifiers import StoredInstance
 from dicom_core.search_index.extended import IndexingError, Match, find_matches, index_instance
 from dicom_core.search_index.extended_values import parse_filter
 from dicom_core.storage.clients import Storage
@@ -33,20 +33,18 @@ async def registered_tags(storage: Storage, *, fresh: bool = False) -> list[Exte
     return tags
 
 
-async def index_new_instance(
-    storage: Storage, metadata: JsonDataset, ids: InstanceIdentifiers,
-) -> list[IndexingError]:
+async def index_new_instance(storage: Storage, metadata: JsonDataset, stored: StoredInstance) -> list[IndexingError]:
     """Index a stored instance's values of every tag being added or ready; record and return invalid values.
 
-    The store path calls it with the instance's DICOM JSON once its blobs are written (before or after its
-    rows commit: a search checks what it finds). A v1 store may answer 409 when it returns errors.
+    The store path calls it with the instance's DICOM JSON and version, before its rows commit (a search keeps
+    only entries whose instance row has their version). A v1 store may answer 409 when it returns errors.
     """
     tags = [tag.indexed for tag in await registered_tags(storage) if tag.status is not TagStatus.DELETING]
     if not tags:
         return []
-    errors = await index_instance(storage, tags, metadata, ids)
+    errors = await index_instance(storage, tags, metadata, stored)
     for error in errors:
-        await record_errors(storage, error.tag.path, [(ids, error.message)])
+        await record_errors(storage, error.tag.path, [(stored.ids, error.message)])
     return errors
 
 

@@ -58,7 +58,7 @@ class ExtendedTag:
     @property
     def indexed(self) -> IndexedTag:
         """What indexing needs of the tag."""
-        return IndexedTag(self.path, self.vr, self.level)
+        return IndexedTag(self.path, self.vr, self.level, self.private_creator)
 
 
 @dataclass(frozen=True)

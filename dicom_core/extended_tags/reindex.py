@@ -102,7 +102,7 @@ async def _index_rows(storage: Storage, tags: list[ExtendedTag], rows: list[Tabl
         metadata = json.loads(document)
         for tag in tags:
             try:
-                entries += entries_of(tag.indexed, metadata, instance.ids)
+                entries += entries_of(instance, tag.indexed, metadata)
             except InvalidValueError as exc:
                 errors.setdefault(tag.path, []).append((instance.ids, str(exc)))
     await write_entries(storage, entries)

@@ -3,8 +3,10 @@
 Each tag has two partitions in the Index table. ``x.{path}|v`` holds one entry per (value, target) with the
 RowKey ``{encoded index form}!{target}``, so exact values, UID lists, wildcard prefixes and DA/DT/TM ranges
 are each one RowKey range; ``x.{path}|w`` holds one entry per word of a person name (fuzzy matching). The
-target is the study, ``study|series`` or ``study|series|instance`` of the tag's level. Entries are upserts of
-fixed keys, so writing an instance's entries again (a retried store, a resumed reindex) changes nothing.
+target is always the instance (``study|series|instance``) and the entry holds the instance's Version, so a
+search keeps only the entries whose instance row still has that version (an upsert or a delete since makes
+them stale) and then reduces them to the tag's level. Entries are upserts of fixed keys, so writing an
+instance's entries again (a retried store, a resumed reindex) changes nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from typing import Any
 
 from azure.data.tables import TableEntity
 
+from dicom_core.index.reads import get_row
+from dicom_core.index.rows import instance_row_key
 from dicom_core.model.dicom_json import JsonDataset
-from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.levels import Level
+from dicom_core.model.text import trim
 from dicom_core.search_index.extended_values import ExtendedFilter, InvalidValueError, index_value
 from dicom_core.search_index.keys import KEY_VALUE_CHARS, WORD_END, WORD_KEY_CHARS, encode_key, successor
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.partition_upserts import PartitionUpserts
 from dicom_core.storage.tables import query_all
 
@@ -28,15 +34,17 @@ _entries = PartitionUpserts(lambda storage: storage.index)
 _RANGE = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
 # The end of every key range: sorts after every encoded character.
 _KEY_END = "~"
+VERIFY_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
 class IndexedTag:
-    """An extended query tag as indexing needs it: its path (8 hex digits), VR and level."""
+    """An extended query tag as indexing needs it: its path (8 hex digits), VR, level and private creator."""
 
     path: str
     vr: str
     level: Level
+    private_creator: str | None = None
 
     @property
     def json_key(self) -> str:
@@ -71,18 +79,21 @@ def words_partition(tag: IndexedTag) -> str:
     return f"x.{tag.path}|w"
 
 
-def _target(tag: IndexedTag, ids: InstanceIdentifiers) -> str:
-    parts = {Level.STUDY: 1, Level.SERIES: 2, Level.INSTANCE: 3}[tag.level]
-    return "|".join((ids.study, ids.series, ids.instance)[:parts])
-
-
 def first_element_value(metadata: JsonDataset, tag: IndexedTag) -> Any | None:
-    """The first value of the tag's element in an instance's DICOM JSON, or None when absent or empty."""
+    """The first value of the tag's element in an instance's DICOM JSON, or None when absent or empty.
+
+    A private tag's element counts only in a block reserved by the tag's private creator.
+    """
+    if tag.private_creator is not None:
+        group, element = tag.path[:4], int(tag.path[4:], 16)
+        creator = metadata.get(f"{group}00{element >> 8:02X}", {}).get("Value") or [None]
+        if trim(str(creator[0] or "")) != tag.private_creator:
+            return None
     values = metadata.get(tag.json_key, {}).get("Value") or []
     return values[0] if values and values[0] not in (None, "") else None
 
 
-def entries_of(tag: IndexedTag, metadata: JsonDataset, ids: InstanceIdentifiers) -> list[dict[str, Any]]:
+def entries_of(stored: StoredInstance, tag: IndexedTag, metadata: JsonDataset) -> list[dict[str, Any]]:
     """The index entries of one instance for ``tag`` (none when the value is absent; InvalidValueError if bad)."""
     value = first_element_value(metadata, tag)
     if value is None:
@@ -90,10 +101,11 @@ def entries_of(tag: IndexedTag, metadata: JsonDataset, ids: InstanceIdentifiers)
     indexed = index_value(tag.vr, value)
     if not indexed.text:
         return []
-    target = _target(tag, ids)
-    entries = [{"PartitionKey": values_partition(tag), "Value": indexed.text,
+    ids = stored.ids
+    target = f"{ids.study}|{ids.series}|{ids.instance}"
+    entries = [{"PartitionKey": values_partition(tag), "Value": indexed.text, "Version": stored.version,
                 "RowKey": f"{encode_key(indexed.text[:KEY_VALUE_CHARS])}{WORD_END}{target}"}]
-    entries += [{"PartitionKey": words_partition(tag), "Value": word,
+    entries += [{"PartitionKey": words_partition(tag), "Value": word, "Version": stored.version,
                  "RowKey": f"{encode_key(word[:WORD_KEY_CHARS])}{WORD_END}{target}"} for word in set(indexed.words)]
     return entries
 
@@ -105,14 +117,14 @@ async def write_entries(storage: Storage, entries: list[dict[str, Any]]) -> None
 
 
 async def index_instance(
-    storage: Storage, tags: list[IndexedTag], metadata: JsonDataset, ids: InstanceIdentifiers,
+    storage: Storage, tags: list[IndexedTag], metadata: JsonDataset, stored: StoredInstance,
 ) -> list[IndexingError]:
     """Write the entries of one stored instance for ``tags``; the values that failed validation (not indexed)."""
     entries: list[dict[str, Any]] = []
     errors: list[IndexingError] = []
     for tag in tags:
         try:
-            entries += entries_of(tag, metadata, ids)
+            entries += entries_of(stored, tag, metadata)
         except InvalidValueError as exc:
             errors.append(IndexingError(tag, str(exc)))
     await write_entries(storage, entries)
@@ -139,14 +151,23 @@ async def _first(entities: Any, limit: int) -> Any:
 
 
 async def find_matches(storage: Storage, tag: IndexedTag, condition: ExtendedFilter) -> list[Match]:
-    """The studies, series or instances (by the tag's level) whose entries match ``condition``: key ranges only."""
+    """The studies, series or instances (by the tag's level) whose current value matches ``condition``.
+
+    Key ranges of the tag's partitions find the entries; a point read of each entry's instance row keeps
+    those whose instance still has the entry's version.
+    """
+    hits = await _current(storage, await _hits(storage, tag, condition))
+    return sorted({_at_level(hit.ids, tag.level) for hit in hits}, key=_order)
+
+
+async def _hits(storage: Storage, tag: IndexedTag, condition: ExtendedFilter) -> set[StoredInstance]:
     if condition.words:
-        found: set[Match] | None = None
+        found: set[StoredInstance] | None = None
         for word in condition.words:
             low = encode_key(word[:WORD_KEY_CHARS])
-            hits = {_match(row) for row in await _range(storage, words_partition(tag), low, successor(low))}
+            hits = {_hit(row) for row in await _range(storage, words_partition(tag), low, successor(low))}
             found = hits if found is None else found & hits
-        return sorted(found or set(), key=_order)
+        return found or set()
     rows: list[TableEntity] = []
     partition = values_partition(tag)
     if condition.exact:
@@ -162,18 +183,32 @@ async def find_matches(storage: Storage, tag: IndexedTag, condition: ExtendedFil
         low = encode_key(condition.prefix[:KEY_VALUE_CHARS])
         rows = [row for row in await _range(storage, partition, low, successor(low) if low else _KEY_END)
                 if condition.matches_pattern(str(row.get("Value", "")))]
-    return sorted({_match(row) for row in rows}, key=_order)
+    return {_hit(row) for row in rows}
+
+
+async def _current(storage: Storage, hits: set[StoredInstance]) -> list[StoredInstance]:
+    """The hits whose instance row still has the entry's version."""
+    ordered = sorted(hits, key=lambda hit: (hit.ids.study, hit.ids.series, hit.ids.instance))
+    rows = await bounded_gather((get_row(storage, hit.ids.study, instance_row_key(hit.ids.series, hit.ids.instance),
+                                          ["Version"]) for hit in ordered), limit=VERIFY_CONCURRENCY)
+    return [hit for hit, row in zip(ordered, rows, strict=True)
+            if row is not None and str(row.get("Version")) == hit.version]
 
 
 async def _range(storage: Storage, partition: str, low: str, high: str) -> list[TableEntity]:
     return await query_all(storage.index, _RANGE, parameters={"p": partition, "low": low, "high": high},
-                           select=["RowKey", "Value"])
+                           select=["RowKey", "Value", "Version"])
 
 
-def _match(row: TableEntity) -> Match:
-    target = str(row["RowKey"]).rsplit(WORD_END, 1)[1]
-    study, series, instance = (*target.split("|"), None, None)[:3]
-    return Match(str(study), series, instance)
+def _hit(row: TableEntity) -> StoredInstance:
+    study, series, instance = str(row["RowKey"]).rsplit(WORD_END, 1)[1].split("|", 2)
+    return StoredInstance(InstanceIdentifiers(study, series, instance), str(row.get("Version", "")))
+
+
+def _at_level(ids: InstanceIdentifiers, level: Level) -> Match:
+    if level is Level.STUDY:
+        return Match(ids.study)
+    return Match(ids.study, ids.series) if level is Level.SERIES else Match(ids.study, ids.series, ids.instance)
 
 
 def _order(match: Match) -> tuple[str, str, str]:
