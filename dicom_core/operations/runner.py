@@ -29,7 +29,7 @@ LOGGER = logging.getLogger(__name__)
 # A worker holds an operation this long past its last saved chunk; a chunk must take less.
 LEASE_SECONDS = 60.0
 # Between two chunks the worker sleeps this long, so concurrent stores and searches keep their pace.
-PAUSE_SECONDS = 0.25
+PAUSE_SECONDS = 0.5
 # One run of the timer works at most this long (the Functions timeout is 10 minutes).
 BUDGET_SECONDS = 240.0
 
