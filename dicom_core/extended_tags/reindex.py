@@ -8,13 +8,16 @@ recorded as an error; both are upserts of fixed keys, so a chunk redone after a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity
 
+from dicom_core.extended_tags.indexing import REGISTRY_SECONDS
 from dicom_core.extended_tags.registry import (
     ExtendedTag,
     QueryStatus,
@@ -43,6 +46,9 @@ DELETE_TAG = "deleteExtendedQueryTag"
 CHUNK_INSTANCES = 50
 READ_CONCURRENCY = 4  # metadata reads in flight: few, so concurrent stores and searches keep their pace
 _INSTANCE_ROWS = "RowKey gt 'instance|' and RowKey lt 'instance}'"
+# The walk starts this long after the tags were added: every store that began before then has read a registry
+# that holds them (its copy is at most `indexing.REGISTRY_SECONDS` old), so it indexes them itself.
+START_DELAY_SECONDS = 3 * REGISTRY_SECONDS
 
 
 def reindex_checkpoint(paths: list[str]) -> dict[str, Any]:
@@ -55,6 +61,8 @@ async def reindex_step(storage: Storage, operation: Operation) -> Step:
     point = dict(operation.checkpoint)
     if point["total"] is None:
         point["total"] = await _count_instances(storage)
+        waited = (datetime.now(UTC) - operation.created).total_seconds()
+        await asyncio.sleep(max(0.0, START_DELAY_SECONDS - waited))
         return Step(point, 0)
     tags = [tag for path in point["tags"] if (tag := await get_tag(storage, path)) is not None
             and tag.status is TagStatus.ADDING and tag.operation_id == operation.id]
