@@ -27,14 +27,17 @@ from dicom_core.edge import auth, cors, health, openapi
 from dicom_core.edge.public_url import public_base_url
 from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
 from dicom_core.edge.request_log import log_requests
+from dicom_core.extended_tags import service as tags_service
 from dicom_core.maintenance.blob_cleanup import run_cleanup
 from dicom_core.model.errors import DicomWebError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.uids import require_valid_uid
+from dicom_core.operations import service as operations_service
+from dicom_core.operations.runner import run_operations
 from dicom_core.qido import service as qido_service
 from dicom_core.qido.query import QidoResource
 from dicom_core.settings import Settings
-from dicom_core.storage.clients import shared_storage
+from dicom_core.storage.clients import Storage, shared_storage
 from dicom_core.storage.faults import storage_unavailable
 from dicom_core.stow import service as stow_service
 from dicom_core.wado import frames, metadata, retrieve
@@ -351,6 +354,61 @@ async def read_latest_change(req: Request) -> Response:
     _version(req)
     include_metadata = parse_latest_query(req.url.query)
     return _http(await changefeed_service.read_latest(await shared_storage(), include_metadata=include_metadata))
+
+
+# --- Extended query tags and long-running operations: the tag registry, operation status, the runner ---------
+
+def _base_url(req: Request, storage: Storage) -> str:
+    return storage.settings.public_base_url or str(req.base_url).rstrip("/")
+
+
+@app.route(route="v{version}/extendedquerytags", methods=["GET", "POST"])
+@dicomweb_edge
+async def extended_query_tags(req: Request) -> Response:
+    """GET lists the extended query tags (limit, offset); POST adds tags and answers 202 with their reindex."""
+    version, storage = _version(req), await shared_storage()
+    if req.method == "POST":
+        return _http(await tags_service.add_tags(storage, await req.body(), _base_url(req, storage), version))
+    return _http(await tags_service.list_tags(storage, req.url.query, _base_url(req, storage), version))
+
+
+@app.route(route="v{version}/extendedquerytags/{tag}", methods=["GET", "DELETE", "PATCH"])
+@dicomweb_edge
+async def extended_query_tag(req: Request) -> Response:
+    """One extended query tag: GET it, DELETE it (204, entries removed in the background), PATCH its QueryStatus."""
+    version, storage, tag = _version(req), await shared_storage(), req.path_params["tag"]
+    if req.method == "DELETE":
+        return _http(await tags_service.delete_tag(storage, tag))
+    if req.method == "PATCH":
+        return _http(await tags_service.patch_tag(storage, tag, await req.body(), _base_url(req, storage), version))
+    return _http(await tags_service.show_tag(storage, tag, _base_url(req, storage), version))
+
+
+@app.route(route="v{version}/extendedquerytags/{tag}/errors", methods=["GET"])
+@dicomweb_edge
+async def extended_query_tag_errors(req: Request) -> Response:
+    """The instances whose value of an extended query tag failed validation (limit, offset)."""
+    _version(req)
+    return _http(await tags_service.list_errors(await shared_storage(), req.path_params["tag"], req.url.query))
+
+
+@app.route(route="v{version}/operations/{operation}", methods=["GET"])
+@dicomweb_edge
+async def operation_status(req: Request) -> Response:
+    """A long-running operation: 202 while it runs, 200 once done, 404 unknown."""
+    version, storage = _version(req), await shared_storage()
+    return _http(await operations_service.operation_status(storage, req.path_params["operation"],
+                                                           _base_url(req, storage), version))
+
+
+# Every 10 seconds: work the unfinished operations in paced chunks (a run ends within its budget, minutes).
+OPERATIONS_SCHEDULE = "*/10 * * * * *"
+
+
+@app.timer_trigger(schedule=OPERATIONS_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=False)
+async def operations(timer: func.TimerRequest) -> None:
+    """Timer: advance every unfinished long-running operation (reindex, tag deletion) from its checkpoint."""
+    await run_operations(await shared_storage())
 
 
 # --- Operations: health check, OpenAPI document, CORS preflight, maintenance timer ----------------------------

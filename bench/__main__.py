@@ -16,13 +16,13 @@ import argparse
 import contextlib
 import time
 
-from . import cold_start, dimse, frames, memory, metadata, qido, storage_requests, stow, transcoding, wado
+from . import cold_start, dimse, frames, memory, metadata, qido, reindex, storage_requests, stow, transcoding, wado
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
 OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido",
-              "dimse")
+              "dimse", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +59,8 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--qido-small-studies", type=int, default=100)
     parser.add_argument("--qido-repeat", type=int, default=10)
     parser.add_argument("--qido-seeding", choices=("bulk", "store", "stow"), default="bulk")
+    parser.add_argument("--reindex-instances", type=int, default=1000,
+                        help="instances stored before a reindex, and again while one runs")
     parser.add_argument("--processes", type=int, default=2, help="seeding processes of the QIDO archive")
     options = parser.parse_args(argv)
     unknown = set(options.only.split(",")) - set(OPERATIONS)
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                 dimse.run(results, stack)
             elif name == "transcoding":
                 transcoding.run(results, stack)
+            elif name == "reindex":
+                reindex.run(results, stack)
             elif name == "qido":
                 qido.run(results, stack.azurite, studies=options.qido_studies, instances=options.qido_instances,
                          small_studies=options.qido_small_studies, repeat=options.qido_repeat,

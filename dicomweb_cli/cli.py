@@ -1,4 +1,4 @@
-"""The `dicomweb` command line: `upload`, `search` and `download` against any DICOMweb service."""
+"""The `dicomweb` command line: `upload`, `search`, `download` and `tags` against any DICOMweb service."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import tags
 from .download import DownloadError, download
 from .search import LEVELS, SearchError, SearchQuery, format_json, format_table, search
 from .transport import Endpoint, TransientError
@@ -63,7 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--series", help="only this SeriesInstanceUID")
     down.add_argument("-o", "--out", type=Path, default=Path("."),
                       help="folder receiving {study}/{series}/{instance}.dcm (default: the current one)")
+    _add_tags_parser(commands)
     return parser
+
+
+def _add_tags_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("tags", help="manage extended query tags (searchable extra attributes)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="make attributes searchable; stored data is reindexed in the background")
+    add.add_argument("paths", nargs="+", help="tags as 8 hex digits or keywords, e.g. StudyTime 00200013")
+    add.add_argument("--level", required=True, choices=("Study", "Series", "Instance"))
+    add.add_argument("--vr", help="the VR (required for a private tag)")
+    add.add_argument("--private-creator", help="the private creator (required for a private tag)")
+    add.add_argument("--wait", action="store_true", help="follow the reindex to its end with a progress bar")
+    listing = actions.add_parser("list", help="list the extended query tags")
+    errors = actions.add_parser("errors", help="list the instances whose value of a tag failed validation")
+    errors.add_argument("path")
+    for paged in (listing, errors):
+        paged.add_argument("--limit", type=_positive, default=100, help="at most this many (default: %(default)s)")
+        paged.add_argument("--offset", type=int, default=0, help="skip this many")
+    for name, text in (("show", "show one tag"), ("delete", "stop indexing a tag and remove its entries"),
+                       ("enable", "enable searches on a tag"), ("disable", "disable searches on a tag")):
+        actions.add_parser(name, help=text).add_argument("path")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _upload(endpoint, arguments)
         if arguments.command == "search":
             return _search(endpoint, arguments, parser)
+        if arguments.command == "tags":
+            return _tags(endpoint, arguments)
         return _download(endpoint, arguments)
-    except (AuthorizationError, TransientError, SearchError, DownloadError) as exc:
+    except (AuthorizationError, TransientError, SearchError, DownloadError, tags.TagsError) as exc:
         print(f"dicomweb {arguments.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -145,6 +169,30 @@ def _download(endpoint: Endpoint, arguments: argparse.Namespace) -> int:
     if summary.unreadable_parts:
         print(f"FAILED: {summary.unreadable_parts} parts were not DICOM files with valid UIDs.")
         return EXIT_FAILED
+    return 0
+
+
+def _tags(endpoint: Endpoint, arguments: argparse.Namespace) -> int:
+    action = arguments.action
+    if action == "add":
+        requests = [tags.TagRequest(path, arguments.level, arguments.vr, arguments.private_creator)
+                    for path in arguments.paths]
+        done = asyncio.run(tags.add_tags(endpoint, requests, wait=arguments.wait, progress=not arguments.no_progress))
+        print(tags.format_json(done))
+        return EXIT_FAILED if done.get("status") == "failed" else 0
+    if action == "list":
+        print(tags.format_tags(asyncio.run(tags.list_tags(endpoint, arguments.limit, arguments.offset))))
+    elif action == "errors":
+        print(tags.format_json(asyncio.run(tags.tag_errors(endpoint, arguments.path, arguments.limit,
+                                                           arguments.offset))))
+    elif action == "show":
+        print(tags.format_json(asyncio.run(tags.show_tag(endpoint, arguments.path))))
+    elif action == "delete":
+        asyncio.run(tags.delete_tag(endpoint, arguments.path))
+        print(f"Deleting {arguments.path}: its index entries are removed in the background.")
+    else:
+        updated = asyncio.run(tags.set_query_status(endpoint, arguments.path, action == "enable"))
+        print(tags.format_json(updated))
     return 0
 
 

@@ -27,6 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "wado": SHARED | {"wire", "storage", "index", "documents"},
     "qido": SHARED | {"wire", "storage", "index", "search_index"},
     "edge": SHARED | {"wire", "storage"},
+    "operations": SHARED | {"wire", "storage"},
+    "extended_tags": SHARED | {"wire", "storage", "index", "search_index", "operations"},
 }
 
 

@@ -1,0 +1,77 @@
+"""What the store and search paths call: index a new instance's extended tags, find matches for a filter on one.
+
+The registry is read at most once per ``REGISTRY_SECONDS`` per process: a store reads no extra row, and a tag
+added within that time is still indexed for the instance, because its reindex starts later than that.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pydicom.tag import BaseTag
+
+from dicom_core.extended_tags.registry import ExtendedTag, QueryStatus, TagStatus, all_tags, error_count, record_errors
+from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.errors import BadRequestError
+from dicom_core.model.identifiers import StoredInstance
+from dicom_core.search_index.extended import IndexingError, Match, find_matches, index_instance
+from dicom_core.search_index.extended_values import parse_filter
+from dicom_core.storage.clients import Storage
+
+REGISTRY_SECONDS = 2.0
+_cache: dict[int, tuple[float, Storage, list[ExtendedTag]]] = {}
+
+
+async def registered_tags(storage: Storage, *, fresh: bool = False) -> list[ExtendedTag]:
+    """The registered tags, read again when the process's copy is older than ``REGISTRY_SECONDS``."""
+    known = _cache.get(id(storage))
+    if not fresh and known is not None and known[1] is storage and time.monotonic() - known[0] < REGISTRY_SECONDS:
+        return known[2]
+    tags = await all_tags(storage)
+    _cache[id(storage)] = (time.monotonic(), storage, tags)
+    return tags
+
+
+async def index_new_instance(storage: Storage, metadata: JsonDataset, stored: StoredInstance) -> list[IndexingError]:
+    """Index a stored instance's values of every tag being added or ready; record and return invalid values.
+
+    The store path calls it with the instance's DICOM JSON and version, before its rows commit (a search keeps
+    only entries whose instance row has their version). A v1 store may answer 409 when it returns errors.
+    """
+    tags = [tag.indexed for tag in await registered_tags(storage) if tag.status is not TagStatus.DELETING]
+    if not tags:
+        return []
+    errors = await index_instance(storage, tags, metadata, stored)
+    for error in errors:
+        await record_errors(storage, error.tag.path, [(stored.ids, error.message)])
+    return errors
+
+
+@dataclass(frozen=True)
+class ExtendedSearch:
+    """The matches of a filter on an extended tag, and whether the tag has indexing errors (a response header)."""
+
+    tag: ExtendedTag
+    matches: list[Match]
+    erroneous: bool
+
+
+async def queryable_tag(storage: Storage, attribute: BaseTag, name: str) -> ExtendedTag | None:
+    """The registered tag a QIDO filter names, None when it is not registered; 400 while adding or disabled."""
+    path = f"{int(attribute):08X}"
+    tag = next((tag for tag in await registered_tags(storage) if tag.path == path), None)
+    if tag is None:
+        return None
+    if tag.status is not TagStatus.READY:
+        raise BadRequestError(f"AttributeId {name} is not queryable.")
+    if tag.query_status is QueryStatus.DISABLED:
+        raise BadRequestError(f"Query is disabled on specified attribute '{name}'.")
+    return tag
+
+
+async def search_extended(storage: Storage, tag: ExtendedTag, name: str, value: str, *, fuzzy: bool) -> ExtendedSearch:
+    """The studies, series or instances (the tag's level) whose value matches ``value``: index key ranges only."""
+    condition = parse_filter(tag.vr, name, value, fuzzy=fuzzy)
+    matches = await find_matches(storage, tag.indexed, condition)
+    return ExtendedSearch(tag, matches, await error_count(storage, tag.path) > 0)

@@ -1,0 +1,1 @@
+"""Long-running operations: a record per operation in Table Storage, its status, and a runner working it in chunks."""
