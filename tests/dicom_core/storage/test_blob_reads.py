@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from dicom_core.storage.blob_reads import Body, BodySource, blob_client, prefetched, read_range, spool_blob, stream_range
+from dicom_core.storage.blob_reads import (
+    Body,
+    BodySource,
+    blob_client,
+    prefetched,
+    read_range,
+    spool_blob,
+    stream_range,
+)
 from dicom_core.model.errors import NotFoundError
 from dicom_core.storage.clients import Storage
 

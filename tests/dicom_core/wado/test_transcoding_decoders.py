@@ -1,4 +1,4 @@
-"""Transcoding picks the fastest installed decoder per transfer syntax, not pydicom's first; grey RLE bypasses pydicom."""
+"""Transcoding picks the fastest installed decoder per syntax, not pydicom's first; grey RLE skips pydicom."""
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
