@@ -39,9 +39,10 @@ SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 # where 1 MB reads of the same 4 MB took 0.4 ms in all (measured).
 FILE_CHUNK_BYTES = 1024 * 1024
 
-# Blob clients kept per container: making one (its pipeline of policies) took 0.25 ms, more CPU than the rest
-# of a frame's read in this process; a container's blob clients share its connections.
-BLOB_CLIENTS = 1024
+# Blob clients kept per container, for the blobs read again and again (frames of the instances being viewed):
+# making one (its pipeline of policies) took 0.25 ms, more CPU than the rest of a frame's read in this
+# process, and each holds ~31 KB; a container's blob clients share its connections.
+BLOB_CLIENTS = 64
 
 Body = AsyncGenerator[bytes, None]  # closed (aclose) when a reader stops early
 BodySource = Callable[[], Body]
