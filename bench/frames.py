@@ -1,6 +1,9 @@
 """One frame of a large native multi-frame instance and of an encapsulated one, against one ranged blob read.
 
-The baseline reads the very bytes the server answers with: their offset is found in the stored file.
+The baseline reads the very bytes the server answers with: their offset is found in the stored file. Both
+are read over the same HTTP client library (aiohttp, the one the storage SDK uses), so that the ratio is the
+server's cost and not the difference between two clients (httpx's async client took ~1.8 ms more than aiohttp
+to read a 512 KB body from the same server, measured).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import asyncio
 import random
 import time
 
+import aiohttp
 import httpx
 from pydicom.uid import RLELossless
 
@@ -17,7 +21,7 @@ from .report import Results, Row
 from .stack import Stack
 from .stats import p50
 
-TARGET = 1.5
+TARGET = 1.3
 FRAME_ACCEPT = "application/octet-stream; transfer-syntax=*"
 
 
@@ -32,18 +36,20 @@ async def _measure(stack: Stack, instance: Instance, frames: int) -> tuple[list[
     url = f"{stack.url}/studies/{instance.study}/series/{instance.series}/instances/{instance.sop}/frames"
     rng = random.Random(5)
     server_ms, blob_ms, size = [], [], 0
-    async with httpx.AsyncClient(timeout=120) as client, stack.files() as container:
+    async with httpx.AsyncClient(timeout=120) as client:
         await _store(client, stack, instance)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as client, stack.files() as container:
         name = [blob.name async for blob in container.list_blobs(name_starts_with=f"{instance.study}/")][0]
         stored = await (await container.download_blob(name)).readall()
         for _ in range(stack.options.frames_repeat):
             number = rng.randrange(1, frames + 1)
             start = time.perf_counter()
-            response = await client.get(f"{url}/{number}", headers={"Accept": FRAME_ACCEPT})
+            async with client.get(f"{url}/{number}", headers={"Accept": FRAME_ACCEPT}) as response:
+                content = await response.read()
             server_ms.append((time.perf_counter() - start) * 1000)
-            if response.status_code != 200:
-                raise RuntimeError(f"frame {number} answered {response.status_code}: {response.text[:300]}")
-            offset, size = stored.find(response.content), len(response.content)
+            if response.status != 200:
+                raise RuntimeError(f"frame {number} answered {response.status}: {content[:300]!r}")
+            offset, size = stored.find(content), len(content)
             if offset < 0:
                 raise RuntimeError(f"frame {number}'s bytes are not in the stored file")
             start = time.perf_counter()

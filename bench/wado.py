@@ -18,7 +18,7 @@ from .report import Results, Row
 from .stack import Stack, StoredStudy
 from .stats import p50
 
-RATE_TARGET = 0.8
+RATE_TARGET = 0.9
 FIRST_BYTE_TARGET = 2.0
 ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 

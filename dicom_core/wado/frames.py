@@ -47,6 +47,9 @@ async def retrieve_frames(
     # The row and, when this process has read the instance before, its frames as of then are read at once:
     # those bytes are sent only if the row still names the version they are of (a version never changes).
     speculation = _speculate(storage, ids, frames, accept)
+    if speculation is not None:
+        # The frame reads go out first: they take longer than the row's, which then comes while they run.
+        await asyncio.sleep(0)
     try:
         row = await instance_row(storage, ids)
         if speculation is not None and speculation.version == str(row["Version"]):

@@ -108,6 +108,10 @@ async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: 
         transcoded = await _transcoded(storage, plan)
         size = transcoded.seek(0, os.SEEK_END)
         transcoded.seek(0)
+        if size <= SPOOL_MEMORY_BYTES and not representation.multipart:
+            # In memory already: sent in one write, not read back in chunks by a thread.
+            with transcoded:
+                return single_part_response(content_type, transcoded.read(), size)
         body: BodySource = functools.partial(stream_file, transcoded)
     else:
         body = functools.partial(instance_body, storage, plan)

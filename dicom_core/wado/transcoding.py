@@ -26,18 +26,18 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLSNearLossless,
+    RLELossless,
 )
 from pydicom.valuerep import VR
 
 from dicom_core.model.errors import NotAcceptableError
 from dicom_core.model.frames import native_frame_index
 from dicom_core.model.uids import normalize_uid
-from dicom_core.wado.decoders import plugin_option
+from dicom_core.storage.blob_reads import SPOOL_MEMORY_BYTES
+from dicom_core.wado.decoders import plugin_option, rle_frames
 
 ORIGINAL = "*"  # the transfer-syntax parameter value meaning "as stored"
 TRANSCODE_TARGETS: frozenset[UID] = frozenset({ExplicitVRLittleEndian, JPEG2000Lossless})
-# Transcoded files are kept in memory up to this size, then spooled to a temporary file.
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 
 _POSSIBLE = ", ".join([f"'{ORIGINAL}' (as stored)"] + [f"{uid} ({uid.name})" for uid in sorted(TRANSCODE_TARGETS)])
 _KNOWN_SYNTAXES = frozenset(AllTransferSyntaxes)
@@ -276,12 +276,8 @@ def _decompress(dataset: Dataset, stored: UID) -> list[np.ndarray]:
             raise NotAcceptableError(f"The pixel data cannot be decoded: {exc}") from exc
         _drop_offset_tables(dataset)
         return []
-    frames: list[np.ndarray] = []
-    properties: dict[str, Any] = {}  # the decoded pixels' photometric interpretation etc., as of the last frame
     try:
-        for pixels, frame_properties in get_decoder(stored).iter_array(dataset, as_rgb=True, **plugin_option(stored)):
-            frames.append(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")))
-            properties = frame_properties
+        frames, properties = _decoded_pixel_data(dataset, stored)
     except Exception as exc:  # decoders raise many exception types
         raise NotAcceptableError(f"The pixel data cannot be decoded: {exc}") from exc
     if not frames:
@@ -300,6 +296,19 @@ def _decompress(dataset: Dataset, stored: UID) -> list[np.ndarray]:
     element.VR = VR.OB if int(dataset.BitsAllocated) <= 8 else VR.OW
     element.is_undefined_length = False
     return frames if last else []
+
+
+def _decoded_pixel_data(dataset: Dataset, stored: UID) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Every frame decoded to little endian (as bytes, shaped or not), and the properties of the decoded pixels."""
+    if stored == RLELossless and (grey := rle_frames(dataset, number_of_frames(dataset))) is not None:
+        frames = [np.frombuffer(frame, dtype=np.uint8) for frame in grey]
+        return frames, {"photometric_interpretation": str(dataset.PhotometricInterpretation), "samples_per_pixel": 1}
+    frames = []
+    properties: dict[str, Any] = {}  # the decoded pixels' photometric interpretation etc., as of the last frame
+    for pixels, frame_properties in get_decoder(stored).iter_array(dataset, as_rgb=True, **plugin_option(stored)):
+        frames.append(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")))
+        properties = frame_properties
+    return frames, properties
 
 
 def _drop_offset_tables(dataset: Dataset) -> None:

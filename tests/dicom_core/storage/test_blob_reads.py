@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from dicom_core.storage.blob_reads import Body, BodySource, prefetched, spool_blob, stream_range
+from dicom_core.storage.blob_reads import (
+    Body,
+    BodySource,
+    blob_client,
+    prefetched,
+    read_range,
+    spool_blob,
+    stream_range,
+)
 from dicom_core.model.errors import NotFoundError
 from dicom_core.storage.clients import Storage
 
@@ -114,6 +122,20 @@ async def test_stream_range_reads_the_range_in_bounded_chunks(storage: Storage) 
     chunks = [chunk async for chunk in stream_range(storage.files, "blob-reads/ranged", 100, 250, chunk_bytes=64)]
     assert [len(chunk) for chunk in chunks] == [64, 64, 64, 58]
     assert b"".join(chunks) == data[100:350]
+
+
+async def test_a_blob_client_is_made_once_per_container_and_name(storage: Storage) -> None:
+    first = blob_client(storage.files, "blob-reads/kept")
+    assert blob_client(storage.files, "blob-reads/kept") is first
+    assert blob_client(storage.files, "blob-reads/other") is not first
+    assert blob_client(storage.metadata, "blob-reads/kept").container_name == storage.metadata.container_name
+
+
+async def test_a_kept_blob_client_reads_the_blob_as_it_is_now(storage: Storage) -> None:
+    await storage.files.upload_blob("blob-reads/rewritten", b"first", overwrite=True)
+    assert await read_range(storage.files, "blob-reads/rewritten", 0, 5) == b"first"
+    await storage.files.upload_blob("blob-reads/rewritten", b"again", overwrite=True)
+    assert await read_range(storage.files, "blob-reads/rewritten", 0, 5) == b"again"
 
 
 async def test_spool_blob_holds_the_whole_blob(storage: Storage) -> None:
