@@ -12,13 +12,17 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
-from tests.factories import make_instance, multipart_body
+from dicom_core.wire.media_types import parse_media_type
+from tests.factories import make_dataset, make_instance, multipart_body, to_bytes
 
 BOUNDARY = "edges-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 POLL_SECONDS = 30
+# A hung answer would outlast this many seconds without a byte; a truncated one ends well before.
+READ_TIMEOUT_SECONDS = 20
 
 
 class LoggingServer:
@@ -90,3 +94,42 @@ def test_nothing_of_an_abandoned_upload_is_visible(logging_server: LoggingServer
     retrieved = httpx.get(f"{base}/v2/studies/{study}/series/{series}/instances/{sop}",
                           headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30)
     assert retrieved.status_code == 404
+
+
+def _corrupt_jpeg_2000(**uids: str) -> bytes:
+    """An instance that says its pixels are JPEG 2000 but whose one fragment is no codestream."""
+    ds = make_dataset(transfer_syntax=JPEG2000Lossless, **uids)
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(range(256)) * 8])
+    ds["PixelData"].VR = "OB"
+    return to_bytes(ds)
+
+
+def test_a_later_part_that_cannot_be_transcoded_ends_the_multipart_answer(logging_server: LoggingServer) -> None:
+    study, series, prefix = generate_uid(), generate_uid(), generate_uid(prefix=None)  # 2.25.<n>: room for a suffix
+    good = [make_instance(study=study, series=series, sop=f"{prefix}.{n}") for n in (1, 2)]
+    corrupt = _corrupt_jpeg_2000(study=study, series=series, sop=f"{prefix}.3")  # the last part, in RowKey order
+    stored = httpx.post(f"{logging_server.base_url}/v2/studies", content=multipart_body([*good, corrupt], BOUNDARY),
+                        headers={"Content-Type": MULTIPART}, timeout=60)
+    assert stored.status_code == 200, stored.text
+
+    request_id = uuid.uuid4().hex
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
+    received, ended_by = b"", "the closing delimiter"
+    started = time.monotonic()
+    with httpx.stream("GET", f"{logging_server.base_url}/v2/studies/{study}/series/{series}",
+                      headers={"Accept": accept, "X-Request-Id": request_id},
+                      timeout=httpx.Timeout(60, read=READ_TIMEOUT_SECONDS)) as response:
+        assert response.status_code == 200
+        boundary = parse_media_type(response.headers["content-type"]).params["boundary"].encode()
+        try:
+            for chunk in response.iter_raw():
+                received += chunk
+        except httpx.RemoteProtocolError:
+            ended_by = "a dropped connection"
+    assert time.monotonic() - started < READ_TIMEOUT_SECONDS
+    assert ended_by == "a dropped connection"
+    assert b"--" + boundary + b"--" not in received
+    assert all(data in received for data in good)  # the parts before the failure arrived whole
+    log = logging_server.log.read_text(errors="replace")
+    failures = [line for line in log.splitlines() if f"The streamed answer of request {request_id} failed" in line]
+    assert len(failures) == 1 and "pixel data cannot be decoded" in failures[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from http import HTTPStatus
 
-
 # Not an IANA status: nginx's code for a request its client abandoned, which log tools know.
 CLIENT_CLOSED_REQUEST = 499
 
