@@ -27,6 +27,7 @@ from dicom_core.edge import auth, cors, health, openapi
 from dicom_core.edge.public_url import public_base_url
 from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
 from dicom_core.edge.request_log import log_requests
+from dicom_core.edge.streamed_answer import cut_short_on_failure
 from dicom_core.extended_tags import service as tags_service
 from dicom_core.maintenance.blob_cleanup import run_cleanup
 from dicom_core.model.errors import DicomWebError
@@ -104,11 +105,12 @@ def _with_cors(handler: Handler) -> Handler:
 
 
 def _http(result: ServiceResult) -> Response:
-    """The response of a service's result: a stream of chunks is streamed, bytes (or no body) sent whole."""
+    """The response of a service's result: a stream of chunks is streamed (its connection dropped if it fails
+    part-way), bytes (or no body) sent whole."""
     if result.body is None or isinstance(result.body, bytes):
         return Response(result.body, status_code=result.status, headers=result.headers, media_type=result.media_type)
-    return StreamingResponse(result.body, status_code=result.status, headers=result.headers,
-                             media_type=result.media_type)
+    return StreamingResponse(cut_short_on_failure(result.body), status_code=result.status,
+                             headers=result.headers, media_type=result.media_type)
 
 
 def _version(req: Request) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicom_core.settings import azurite_connection_string
+from tests.faults.proxy import StorageFaultProxy
 from tests.processes import LOOPBACK, accepts_connections, answers_http, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -368,3 +369,13 @@ def serve_on_restartable(
         return serve_app({**storage, **env}, tmp_path_factory.mktemp("restartable-server"))
 
     return start
+
+
+# --- Storage faults: a proxy in front of the session's Azurite that fails chosen requests (tests/faults) -------
+
+@pytest.fixture
+def storage_fault_proxy(azurite: Azurite) -> Iterator[StorageFaultProxy]:
+    """A started `tests.faults.proxy.StorageFaultProxy` in front of the session's Azurite, stopped after the test."""
+    proxy = StorageFaultProxy(azurite.host, azurite.blob_port, azurite.table_port).start()
+    yield proxy
+    proxy.stop()

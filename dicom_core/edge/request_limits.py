@@ -10,8 +10,11 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
+from starlette.requests import ClientDisconnect
+
 from dicom_core.model.errors import (
     BadRequestError,
+    ClientClosedRequestError,
     HeaderFieldsTooLargeError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -66,7 +69,8 @@ def check_request_head(limits: RequestLimits, query_string: str, headers: Iterab
 
 
 async def limited_body(chunks: AsyncIterator[bytes], limits: RequestLimits) -> AsyncIterator[bytes]:
-    """Yield the body's non-empty chunks; 413 once it passes the request limit, 408 when it stalls too long."""
+    """Yield the body's non-empty chunks; 413 once it passes the request limit, 408 when it stalls too long, 499
+    when the client goes away before the body is complete."""
     iterator = aiter(chunks)
     received = 0
     while True:
@@ -74,6 +78,9 @@ async def limited_body(chunks: AsyncIterator[bytes], limits: RequestLimits) -> A
             chunk = await asyncio.wait_for(anext(iterator), limits.body_idle_timeout_seconds)
         except StopAsyncIteration:
             return
+        except ClientDisconnect:  # Starlette's (and so FastAPI's, the Functions worker's) report of the disconnect
+            raise ClientClosedRequestError(
+                f"The client closed the connection after {received} bytes of the request body.") from None
         except TimeoutError:
             raise RequestTimeoutError(
                 f"The request body stopped arriving: nothing was received for {limits.body_idle_timeout_seconds:g} "

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from http import HTTPStatus
 
+# Not an IANA status: nginx's code for a request its client abandoned, which log tools know.
+CLIENT_CLOSED_REQUEST = 499
+
 
 class DicomWebError(Exception):
     """An error with the HTTP status, readable message and any headers (e.g. WWW-Authenticate) the client should get."""
@@ -53,6 +56,14 @@ class RequestTimeoutError(DicomWebError):
     """The client stopped sending its request body (408)."""
 
     status = HTTPStatus.REQUEST_TIMEOUT
+
+
+class ClientClosedRequestError(DicomWebError):
+    """The client closed the connection before its request body was complete (499, as nginx logs it).
+
+    Nobody reads the answer; the status marks the request as the client's abort in the request log."""
+
+    status = CLIENT_CLOSED_REQUEST
 
 
 class PayloadTooLargeError(DicomWebError):

@@ -52,16 +52,21 @@ async def coalesced(body: Body, size: int = COALESCE_BYTES) -> Body:
     pending: list[bytes] = []
     pending_bytes = 0
     first = True
-    async for chunk in body:
-        if first or (not pending and len(chunk) >= size):
-            first = False
-            yield chunk
-            continue
-        pending.append(chunk)
-        pending_bytes += len(chunk)
-        if pending_bytes >= size:
+    try:
+        async for chunk in body:
+            if first or (not pending and len(chunk) >= size):
+                first = False
+                yield chunk
+                continue
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= size:
+                yield b"".join(pending)
+                pending, pending_bytes = [], 0
+    except Exception:
+        if pending:  # the parts completed before a later one failed still reach the client
             yield b"".join(pending)
-            pending, pending_bytes = [], 0
+        raise
     if pending:
         yield b"".join(pending)
 

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from starlette.requests import ClientDisconnect
 
 from dicom_core.model.errors import (
-    BadRequestError, HeaderFieldsTooLargeError, PayloadTooLargeError, RequestTimeoutError, UriTooLongError,
+    CLIENT_CLOSED_REQUEST, BadRequestError, ClientClosedRequestError, HeaderFieldsTooLargeError,
+    PayloadTooLargeError, RequestTimeoutError, UriTooLongError,
 )
 from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
 
@@ -20,10 +22,13 @@ async def _collect(chunks: AsyncIterator[bytes]) -> bytes:
     return b"".join([chunk async for chunk in limited_body(chunks, LIMITS)])
 
 
-async def _chunks(*parts: bytes, stall_after: int | None = None) -> AsyncIterator[bytes]:
+async def _chunks(*parts: bytes, stall_after: int | None = None, gone_after: int | None = None
+                  ) -> AsyncIterator[bytes]:
     for index, part in enumerate(parts):
         if index == stall_after:
             await asyncio.sleep(3600)
+        if index == gone_after:
+            raise ClientDisconnect()  # as Starlette's Request.stream() reports the client going away
         yield part
 
 
@@ -69,3 +74,9 @@ async def test_body_over_the_limit_is_413_while_streaming() -> None:
 async def test_body_that_stalls_is_408() -> None:
     with pytest.raises(RequestTimeoutError):
         await _collect(_chunks(b"a", b"b", stall_after=1))
+
+
+async def test_client_that_disconnects_mid_body_is_499() -> None:
+    with pytest.raises(ClientClosedRequestError) as raised:
+        await _collect(_chunks(b"a", b"b", gone_after=1))
+    assert raised.value.status == CLIENT_CLOSED_REQUEST

@@ -1,0 +1,1 @@
+"""Fault injection for tests: a proxy in front of Azurite that fails chosen storage requests."""
