@@ -38,6 +38,7 @@ from dicom_core.storage.clients import shared_storage
 from dicom_core.storage.faults import storage_unavailable
 from dicom_core.stow import service as stow_service
 from dicom_core.wado import frames, metadata, retrieve
+from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wire.api_version import parse_api_version
 from dicom_core.wire.service_result import ServiceResult
 
@@ -234,8 +235,9 @@ async def retrieve_frames(req: Request) -> Response:
 
 async def _rendered(req: Request) -> Response:
     ids = _instance_ids(req)
+    parameters = RenderingParameters.from_query(req.query_params)
     return _http(await frames.retrieve_rendered(await shared_storage(), ids, req.path_params.get("frame"),
-                                                _accept(req), req.query_params.get("quality")))
+                                                _accept(req), parameters))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/rendered", methods=["GET"])
