@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 
 from dicom_core.model.errors import BadRequestError, NotAcceptableError
 from dicom_core.wado.rendering import GIF, IMAGE_MEDIA_TYPES, JPEG, PNG, render_frame
-from dicom_core.wado.rendering_parameters import RenderingParameters, Viewport, Window, WindowFunction
+from dicom_core.wado.rendering_parameters import DEFAULTS, RenderingParameters, Viewport, Window, WindowFunction
 from tests.factories import make_dataset, to_bytes
 
 
@@ -24,12 +24,12 @@ def _file(name: str) -> io.BufferedReader:
 
 
 def _render_file(name: str, frame: int = 1, media_type: str = PNG,
-                 parameters: RenderingParameters = RenderingParameters()) -> Image.Image:
+                 parameters: RenderingParameters = DEFAULTS) -> Image.Image:
     with _file(name) as source:
         return Image.open(io.BytesIO(render_frame(source, frame, media_type, parameters)))
 
 
-def _render(ds: Dataset, frame: int = 1, parameters: RenderingParameters = RenderingParameters()) -> np.ndarray:
+def _render(ds: Dataset, frame: int = 1, parameters: RenderingParameters = DEFAULTS) -> np.ndarray:
     """Render a generated dataset as PNG (lossless) and return its pixels."""
     return np.asarray(Image.open(io.BytesIO(render_frame(io.BytesIO(to_bytes(ds)), frame, PNG, parameters))))
 
