@@ -103,9 +103,7 @@ def parse_viewport(text: str | None) -> Viewport | None:
     """Parse `vw,vh[,sx,sy,sw,sh]` (None when absent); an empty sx or sy is 0, an empty sw or sh the image's."""
     if text is None:
         return None
-    items = [item.strip() for item in text.split(",")]
-    if len(items) not in (2, 6):
-        raise BadRequestError(f"The viewport '{text}' must be vw,vh or vw,vh,sx,sy,sw,sh.")
+    items = _items(text, "viewport", "vw,vh", "vw,vh,sx,sy,sw,sh")
     width, height = _whole(items[0], "viewport's vw"), _whole(items[1], "viewport's vh")
     if len(items) == 2:
         return Viewport(width, height)
@@ -118,9 +116,7 @@ def parse_window(text: str | None) -> Window | None:
     """Parse `center,width[,function]` (None when absent); the function's name is case-insensitive."""
     if text is None:
         return None
-    items = [item.strip() for item in text.split(",")]
-    if len(items) not in (2, 3):
-        raise BadRequestError(f"The window '{text}' must be center,width or center,width,function.")
+    items = _items(text, "window", "center,width", "center,width,function")
     center, width = _decimal(items[0], "window's center"), _decimal(items[1], "window's width")
     if len(items) == 2:
         return Window(center, width)
@@ -129,6 +125,14 @@ def parse_window(text: str | None) -> Window | None:
         raise BadRequestError(f"The window function '{items[2]}' must be one of "
                               f"{', '.join(function.value for function in WindowFunction)}.")
     return Window(center, width, WindowFunction(name))
+
+
+def _items(text: str, parameter: str, *forms: str) -> list[str]:
+    """The comma-separated items of a parameter, as many as one of its ``forms`` has."""
+    items = [item.strip() for item in text.split(",")]
+    if len(items) not in {form.count(",") + 1 for form in forms}:
+        raise BadRequestError(f"The {parameter} '{text}' must be {' or '.join(forms)}.")
+    return items
 
 
 def _whole(text: str, what: str) -> int:
