@@ -28,7 +28,7 @@ from dicom_core.storage.blobs import (
     thumbnail_blob_name,
 )
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.frames import parse_frame_list
+from dicom_core.wado.frames import NUMBER_OF_FRAMES, ROWS, parse_frame_list
 from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.negotiation import negotiate_rendered
 from dicom_core.wado.rendering import GIF, IMAGE_MEDIA_TYPES, JPEG, PNG, render_frame
@@ -41,11 +41,9 @@ THUMBNAIL_QUALITY = 90
 THUMBNAIL_MEDIA_TYPES = IMAGE_MEDIA_TYPES  # JPEG first: the default
 _EXTENSIONS = {JPEG: "jpg", PNG: "png", GIF: "gif"}
 _INSTANCE_SELECT = ["Version", "Size", "Attributes"]
-# DICOM JSON keys of the row attributes that order series and instances and say what an instance holds.
+# DICOM JSON keys of the row attributes that order series and instances.
 _SERIES_NUMBER = f"{tag_for_keyword('SeriesNumber'):08X}"
 _INSTANCE_NUMBER = f"{tag_for_keyword('InstanceNumber'):08X}"
-_ROWS = f"{tag_for_keyword('Rows'):08X}"
-_NUMBER_OF_FRAMES = f"{tag_for_keyword('NumberOfFrames'):08X}"
 
 
 async def study_thumbnail(storage: Storage, study: str, accept: str | None, viewport: str | None) -> ServiceResult:
@@ -85,7 +83,7 @@ async def instance_thumbnail(
     number = parse_frame_list(frame)[0] if frame is not None else None
     media_type, size = _negotiate(accept, viewport)
     row = await instance_row(storage, ids)
-    if _ROWS not in _attributes(row):
+    if ROWS not in _attributes(row):
         raise NotAcceptableError("The instance has no pixel data to show in a thumbnail.")
     if number is not None and number > _frames(row):
         raise NotFoundError(f"The specified frame cannot be found: the instance has {_frames(row)} frame(s), "
@@ -137,7 +135,7 @@ async def _keep(storage: Storage, stored: StoredInstance, name: str, image: byte
 
 def _middle_image(rows: Sequence[TableEntity]) -> TableEntity | None:
     """The middle instance by InstanceNumber among those with pixel data; None when none has."""
-    images = sorted((row for row in rows if _ROWS in _attributes(row)), key=_order(_INSTANCE_NUMBER))
+    images = sorted((row for row in rows if ROWS in _attributes(row)), key=_order(_INSTANCE_NUMBER))
     return images[(len(images) - 1) // 2] if images else None
 
 
@@ -152,7 +150,7 @@ def _position(key: str, row: TableEntity) -> tuple[int, float, str]:
 
 
 def _frames(row: TableEntity) -> int:
-    return max(1, int(_number(row, _NUMBER_OF_FRAMES) or 1))
+    return max(1, int(_number(row, NUMBER_OF_FRAMES) or 1))
 
 
 def _number(row: TableEntity, key: str) -> float | None:
