@@ -33,7 +33,8 @@ def _grey(values: list[int], **attributes: object) -> Dataset:
 
 
 @pytest.mark.parametrize(("query", "size"), [
-    ("", (20, 10)), ("?viewport=40,40", (40, 20)), ("?viewport=10,10", (10, 5)), ("?viewport=20,10,0,0,10,10", (10, 10)),
+    ("", (20, 10)), ("?viewport=40,40", (40, 20)), ("?viewport=10,10", (10, 5)),
+    ("?viewport=20,10,0,0,10,10", (10, 10)),
 ])
 def test_viewport_sizes_the_rendered_image(server: str, query: str, size: tuple[int, int]) -> None:
     path = _stored(server, make_dataset(rows=10, columns=20))

@@ -102,8 +102,8 @@ def test_study_thumbnail_shows_the_middle_series_middle_instance(server: str) ->
     datasets = []
     for series_number in (1, 2, 3):
         series = generate_uid()
-        datasets += [make_dataset(study=study, series=series, rows=10, InstanceNumber=number, SeriesNumber=series_number,
-                                  columns=40 if (series_number, number) == (2, 2) else 20) for number in (1, 2, 3)]
+        datasets += [make_dataset(study=study, series=series, rows=10, columns=40 if (series_number, number) == (2, 2)
+                                  else 20, InstanceNumber=number, SeriesNumber=series_number) for number in (1, 2, 3)]
     _store(server, *datasets)
     assert _image(_get(server, f"/v1/studies/{study}/thumbnail", "image/png")).size == (128, 32)
 
