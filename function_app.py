@@ -41,7 +41,8 @@ from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, shared_storage
 from dicom_core.storage.faults import storage_unavailable
 from dicom_core.stow import service as stow_service
-from dicom_core.wado import frames, metadata, retrieve
+from dicom_core.wado import frames, metadata, retrieve, thumbnails
+from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wire.api_version import parse_api_version
 from dicom_core.wire.service_result import ServiceResult
 
@@ -174,7 +175,7 @@ async def store_study_instances(req: Request) -> Response:
     return await _store(req)
 
 
-# --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered -------------------------------
+# --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered, thumbnails -------------------
 
 def _metadata_request(req: Request) -> metadata.MetadataRequest:
     return metadata.MetadataRequest(accept=_accept(req), accept_encoding=req.headers.get("accept-encoding"),
@@ -239,8 +240,9 @@ async def retrieve_frames(req: Request) -> Response:
 
 async def _rendered(req: Request) -> Response:
     ids = _instance_ids(req)
+    parameters = RenderingParameters.from_query(req.query_params)
     return _http(await frames.retrieve_rendered(await shared_storage(), ids, req.path_params.get("frame"),
-                                                _accept(req), req.query_params.get("quality")))
+                                                _accept(req), parameters))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/rendered", methods=["GET"])
@@ -256,6 +258,44 @@ async def retrieve_rendered_instance(req: Request) -> Response:
 async def retrieve_rendered_frame(req: Request) -> Response:
     """WADO-RS: one frame of an instance as image/jpeg or image/png."""
     return await _rendered(req)
+
+
+def _thumbnail_request(req: Request) -> tuple[str | None, str | None]:
+    return _accept(req), req.query_params.get("viewport")
+
+
+@app.route(route="v{version}/studies/{study}/thumbnail", methods=["GET"])
+@dicomweb_edge
+async def retrieve_study_thumbnail(req: Request) -> Response:
+    """WADO-RS: a small image of a study's middle series (beyond Azure)."""
+    study = _study_uid(req)
+    return _http(await thumbnails.study_thumbnail(await shared_storage(), study, *_thumbnail_request(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/thumbnail", methods=["GET"])
+@dicomweb_edge
+async def retrieve_series_thumbnail(req: Request) -> Response:
+    """WADO-RS: a small image of a series' middle instance (beyond Azure)."""
+    study, series = _study_uid(req), _series_uid(req)
+    return _http(await thumbnails.series_thumbnail(await shared_storage(), study, series, *_thumbnail_request(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/thumbnail", methods=["GET"])
+@dicomweb_edge
+async def retrieve_instance_thumbnail(req: Request) -> Response:
+    """WADO-RS: a small image of an instance's middle frame (beyond Azure)."""
+    ids = _instance_ids(req)
+    return _http(await thumbnails.instance_thumbnail(await shared_storage(), ids, None, *_thumbnail_request(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail",
+           methods=["GET"])
+@dicomweb_edge
+async def retrieve_frame_thumbnail(req: Request) -> Response:
+    """WADO-RS: a small image of one frame (beyond Azure)."""
+    ids = _instance_ids(req)
+    return _http(await thumbnails.instance_thumbnail(await shared_storage(), ids, req.path_params["frame"],
+                                                     *_thumbnail_request(req)))
 
 
 # --- Search (QIDO-RS): studies, series and instances, across the archive or in one study ---------------------

@@ -3,8 +3,8 @@
 `python -m dicom_core.maintenance.consistency` (settings from the environment, like the app) prints one line per finding
 and exits 1 when there is any. Findings:
 
-- ``orphan-blob``: a version's blob that no instance row references and no cleanup entry covers (it would stay
-  for ever);
+- ``orphan-blob``: a version's blob (a thumbnail too) that no instance row references and no cleanup entry covers
+  (it would stay for ever);
 - ``missing-blob``: an instance row whose ``.dcm``, ``.json`` (or ``.frames.json``) blob is gone;
 - ``series-count`` / ``study-count``: a series or study row whose InstanceCount, SeriesCount or ModalityCounts
   differ from its instance rows; ``empty-series`` / ``empty-study``: such a row without instances;
@@ -42,6 +42,7 @@ from dicom_core.index.rows import STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
 from dicom_core.settings import Settings
+from dicom_core.storage.blobs import THUMBNAIL_MARK
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.tables import get_entity_or_none, query_all
@@ -217,6 +218,9 @@ def _version_of(name: str) -> tuple[str, str, str, str] | None:
     parts = name.split("/")
     if len(parts) != 4:
         return None
+    stem, thumbnail, _ = parts[3].partition(THUMBNAIL_MARK)
+    if thumbnail:
+        return parts[0], parts[1], parts[2], stem
     for suffix in _VERSION_SUFFIXES:
         if parts[3].endswith(suffix):
             return parts[0], parts[1], parts[2], parts[3][: -len(suffix)]

@@ -1,5 +1,8 @@
 """Blob Storage layout of instances: `{study}/{series}/{instance}/{version}.dcm` plus metadata sidecars.
 
+The sidecars of a version (in the metadata container) are its DICOM JSON, its frame index when large, and the
+thumbnails made of it (`{version}.thumbnail.{variant}`, any number), all deleted with it.
+
 Also the blob reads where a missing blob is an answer (None), not an error.
 """
 
@@ -21,6 +24,7 @@ LOGGER = logging.getLogger(__name__)
 DICOM_CONTENT = ContentSettings(content_type="application/dicom")
 JSON_CONTENT = ContentSettings(content_type="application/json")
 UPLOAD_CONCURRENCY = 4
+THUMBNAIL_MARK = ".thumbnail."
 
 
 def _stem(stored: StoredInstance) -> str:
@@ -41,6 +45,16 @@ def metadata_blob_name(stored: StoredInstance) -> str:
 def frames_blob_name(stored: StoredInstance) -> str:
     """Name of the instance's frame index when it is too large for its Table row."""
     return f"{_stem(stored)}.frames.json"
+
+
+def thumbnail_blob_name(stored: StoredInstance, variant: str) -> str:
+    """Name of one thumbnail of the version (``variant``: its frame, size and format) in the metadata container."""
+    return f"{thumbnails_prefix(stored)}{variant}"
+
+
+def thumbnails_prefix(stored: StoredInstance) -> str:
+    """The start of the names of every thumbnail of the version."""
+    return f"{_stem(stored)}{THUMBNAIL_MARK}"
 
 
 async def put_instance_file(storage: Storage, stored: StoredInstance, file: BinaryIO, size: int) -> None:
@@ -71,6 +85,18 @@ async def delete_instance_blobs(storage: Storage, stored: StoredInstance) -> Non
         _delete(storage.metadata.delete_blob(metadata_blob_name(stored))),
         _delete(storage.metadata.delete_blob(frames_blob_name(stored))),
     )
+    # Thumbnails are listed after the file is gone: one made meanwhile is either listed here or deleted by its
+    # maker, which looks for the file after uploading it (thumbnails.py).
+    try:
+        names = [blob.name async for blob in storage.metadata.list_blobs(name_starts_with=thumbnails_prefix(stored))]
+    except ResourceNotFoundError:
+        return
+    await asyncio.gather(*(delete_blob_if_exists(storage.metadata, name) for name in names))
+
+
+async def delete_blob_if_exists(container: ContainerClient, name: str) -> None:
+    """Delete one blob; a missing one is fine."""
+    await _delete(container.delete_blob(name))
 
 
 async def _delete(operation: object) -> None:

@@ -27,6 +27,7 @@ from dicom_core.wado.instance_reads import instance_row, require_transcodable_si
 from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
 from dicom_core.wado.rendering import render_frame
+from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
 from dicom_core.wado.transcoding import frame_bytes, needs_transcoding
 from dicom_core.wire.service_result import ServiceResult
@@ -34,7 +35,6 @@ from dicom_core.wire.service_result import ServiceResult
 # DICOM JSON keys of the row's attributes that say how many frames an instance without frame index has.
 NUMBER_OF_FRAMES = f"{tag_for_keyword('NumberOfFrames'):08X}"
 ROWS = f"{tag_for_keyword('Rows'):08X}"
-DEFAULT_QUALITY = 100
 # Frames read speculatively, before the row says whether they are current, are held whole: up to this much.
 SPECULATIVE_BYTES = 8 * 1024 * 1024
 
@@ -164,19 +164,18 @@ async def _read_frame(storage: Storage, stored: StoredInstance, ranges: Sequence
 
 
 async def retrieve_rendered(
-    storage: Storage, ids: InstanceIdentifiers, frame: str | None, accept: str | None, quality: str | None
+    storage: Storage, ids: InstanceIdentifiers, frame: str | None, accept: str | None, parameters: RenderingParameters
 ) -> ServiceResult:
     """One frame (the first for an instance) rendered as image/jpeg or image/png."""
     if frame is not None and "," in frame:
         raise BadRequestError("Only one frame can be rendered at a time.")
     number = parse_frame_list(frame)[0] if frame is not None else 1
-    level = parse_quality(quality)
     media_type = negotiate_rendered(accept)
     row = await instance_row(storage, ids)
     _require_frames([number], await _frame_index(storage, row), row)
     size = int(row["Size"])
     require_transcodable_size(storage, size, "rendered")
-    render = functools.partial(render_frame, frame=number, media_type=media_type, quality=level)
+    render = functools.partial(render_frame, frame=number, media_type=media_type, parameters=parameters)
     image = await with_spooled_file(storage, stored_instance(ids.study, row), size, render)
     return ServiceResult(headers={CONTENT_TYPE: media_type}, body=image)
 
@@ -190,15 +189,6 @@ def parse_frame_list(text: str) -> list[int]:
             raise BadRequestError(f"The frame list '{text}' must be 1-based frame numbers separated by commas.")
         frames.append(int(item))
     return frames
-
-
-def parse_quality(text: str | None) -> int:
-    """Parse the `quality` query parameter: 1 to 100, default 100."""
-    if text is None:
-        return DEFAULT_QUALITY
-    if not text.strip().isdigit() or not 1 <= int(text) <= 100:
-        raise BadRequestError(f"The quality '{text}' must be a whole number from 1 to 100.")
-    return int(text)
 
 
 async def _frame_index(storage: Storage, row: TableEntity) -> FrameIndex | None:

@@ -139,18 +139,18 @@ def negotiate_as_stored(accept: str | None, resource: Resource) -> Representatio
     return negotiate(accept, resource, frozenset())
 
 
-def negotiate_rendered(accept: str | None) -> str:
-    """Choose image/jpeg or image/png for a rendered image; no Accept, `*/*` and `image/*` get JPEG."""
+def negotiate_rendered(accept: str | None, offered: tuple[str, ...] = RENDERED_MEDIA_TYPES) -> str:
+    """Choose one of the ``offered`` image types; no Accept, `*/*` and `image/*` get the first (JPEG)."""
     ranges = parse_accept(accept)
     if not ranges:
-        return RENDERED_MEDIA_TYPES[0]
+        return offered[0]
     for media in ranges:
         if media.quality > 0:
-            for rendered in RENDERED_MEDIA_TYPES:
+            for rendered in offered:
                 if media.matches(rendered):
                     return rendered
     raise NotAcceptableError(
-        f"The request headers are not acceptable: rendered images are {' or '.join(RENDERED_MEDIA_TYPES)}."
+        f"The request headers are not acceptable: rendered images are {' or '.join(offered)}."
     )
 
 

@@ -1,8 +1,14 @@
-"""Rendering one frame as a consumer image (JPEG or PNG) the way WADO-RS /rendered returns it."""
+"""Rendering one frame as a consumer image (JPEG, PNG or GIF) the way WADO-RS /rendered and /thumbnail return it.
+
+The rendered parameters (`rendering_parameters.py`) apply in the order of PS3.18 §8.3.5.1: the window (grey
+images only) maps stored values to display values, the viewport's region is cut out and scaled to fit, the
+quality applies to JPEG.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
@@ -13,13 +19,15 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 
 from dicom_core.model.errors import BadRequestError, NotAcceptableError
+from dicom_core.wado.rendering_parameters import DEFAULTS, RenderingParameters, Viewport, Window
 from dicom_core.wado.transcoding import DecodedFrame, check_frames, decode_frames, read_instance
 
 JPEG = "image/jpeg"
 PNG = "image/png"
-RENDERED_MEDIA_TYPES = (JPEG, PNG)
-_PILLOW_FORMATS = {JPEG: "JPEG", PNG: "PNG"}
-MIN_QUALITY, MAX_QUALITY = 1, 100
+GIF = "image/gif"
+RENDERED_MEDIA_TYPES = (JPEG, PNG)  # as Azure's /rendered
+IMAGE_MEDIA_TYPES = (JPEG, PNG, GIF)
+_PILLOW_FORMATS = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF"}
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _PALETTE = "PALETTE COLOR"
@@ -30,35 +38,61 @@ _VOI_KEYWORDS = ("WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequenc
 _FRAME_GROUP_SEQUENCES = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 
 
-def render_frame(source: BinaryIO, frame: int, media_type: str, quality: int = 100) -> bytes:
-    """Return the 1-based ``frame`` of the Part-10 file in ``source`` encoded as ``media_type`` (JPEG or PNG)."""
+def render_frame(
+    source: BinaryIO, frame: int, media_type: str, parameters: RenderingParameters = DEFAULTS
+) -> bytes:
+    """Return the 1-based ``frame`` of the Part-10 file in ``source`` rendered as ``media_type`` (JPEG, PNG, GIF)."""
     image_format = _PILLOW_FORMATS.get(media_type.strip().lower())
     if image_format is None:
         raise NotAcceptableError(
-            f"Instances cannot be rendered as '{media_type}'; possible are {', '.join(RENDERED_MEDIA_TYPES)}."
+            f"Instances cannot be rendered as '{media_type}'; possible are {', '.join(IMAGE_MEDIA_TYPES)}."
         )
-    if not MIN_QUALITY <= quality <= MAX_QUALITY:
-        raise BadRequestError(f"The quality must be a whole number from {MIN_QUALITY} to {MAX_QUALITY}.")
     dataset = read_instance(source)
     if "PixelData" not in dataset:
         raise NotAcceptableError("The instance has no pixel data to render.")
     check_frames(dataset, [frame])
     decoded = next(decode_frames(dataset, [frame]))
     output = io.BytesIO()
-    options = {"quality": quality} if image_format == "JPEG" else {}
+    options = {"quality": parameters.quality} if image_format == "JPEG" else {}
     try:
-        Image.fromarray(display_pixels(dataset, frame, decoded)).save(output, format=image_format, **options)
+        image = Image.fromarray(display_pixels(dataset, frame, decoded, parameters.window))
+        if parameters.viewport is not None:
+            image = fit_to_viewport(image, parameters.viewport)
+        image.save(output, format=image_format, **options)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OSError) as exc:
         # LUT attributes that don't add up, or an image too large for the format
         raise NotAcceptableError(f"Frame {frame} cannot be rendered: {exc}") from exc
     return output.getvalue()
 
 
-def display_pixels(dataset: Dataset, frame: int, decoded: DecodedFrame) -> np.ndarray:
-    """Map a decoded frame to 8-bit display values: (rows, columns) grey or (rows, columns, 3) RGB."""
+def fit_to_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
+    """Cut out the viewport's region (flipped where its extent is negative) and scale it to fit, aspect kept."""
+    columns, rows = image.size
+    x0, y0, x1, y1, flip_x, flip_y = 0.0, 0.0, float(columns), float(rows), False, False
+    if (region := viewport.region) is not None:
+        x0, y0 = region.x, region.y
+        x1 = float(columns) if region.width == math.inf else x0 + abs(region.width)
+        y1 = float(rows) if region.height == math.inf else y0 + abs(region.height)
+        flip_x, flip_y = region.width < 0, region.height < 0
+        if x1 > columns or y1 > rows or x0 >= x1 or y0 >= y1:
+            raise BadRequestError(f"The viewport's region {x0:g},{y0:g} to {x1:g},{y1:g} is not inside the "
+                                  f"image of {columns}x{rows} pixels.")
+    fitted = image.resize(viewport.fitted(x1 - x0, y1 - y0), Image.Resampling.LANCZOS, box=(x0, y0, x1, y1))
+    if flip_x:
+        fitted = fitted.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if flip_y:
+        fitted = fitted.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return fitted
+
+
+def display_pixels(dataset: Dataset, frame: int, decoded: DecodedFrame, window: Window | None = None) -> np.ndarray:
+    """Map a decoded frame to 8-bit display values: (rows, columns) grey or (rows, columns, 3) RGB.
+
+    A ``window`` replaces the grey image's own VOI LUT and windows; colour images have none.
+    """
     photometric = decoded.photometric_interpretation
     if photometric in _MONOCHROME:
-        grey = _grey_levels(dataset, frame, decoded.pixels)
+        grey = _grey_levels(dataset, frame, decoded.pixels, window)
         return 255 - grey if photometric == "MONOCHROME1" else grey
     if photometric == _PALETTE:
         rgb = apply_color_lut(decoded.pixels, dataset)[..., :3]  # drop a palette's alpha channel
@@ -69,16 +103,18 @@ def display_pixels(dataset: Dataset, frame: int, decoded: DecodedFrame) -> np.nd
     raise NotAcceptableError(f"Pixel data with Photometric Interpretation '{photometric}' cannot be rendered.")
 
 
-def _grey_levels(dataset: Dataset, frame: int, pixels: np.ndarray) -> np.ndarray:
-    """Apply the Modality LUT, then the VOI LUT or the first window, else the frame's min-max, to 0..255."""
+def _grey_levels(dataset: Dataset, frame: int, pixels: np.ndarray, window: Window | None) -> np.ndarray:
+    """Apply the Modality LUT, then ``window``, the VOI LUT or the first window, else the min-max, to 0..255."""
     luts = _frame_luts(dataset, frame)
     values = apply_modality_lut(pixels, luts)
+    if window is not None:
+        return _unit_to_8_bits(_apply_window(values, window.center, window.width, window.function))
     lut = luts.get("VOILUTSequence")
     if lut and lut[0].get("LUTDescriptor") and lut[0].get("LUTData") is not None:
         return _through_voi_lut(values, luts)
-    window = _first_window(luts)
-    if window is not None:
-        return _unit_to_8_bits(_apply_window(values, *window, str(luts.get("VOILUTFunction") or "LINEAR")))
+    own = _first_window(luts)
+    if own is not None:
+        return _unit_to_8_bits(_apply_window(values, *own, str(luts.get("VOILUTFunction") or "LINEAR")))
     low, high = float(np.min(values)), float(np.max(values))
     spread = (values.astype(np.float64) - low) / (high - low) if high > low else np.zeros(values.shape)
     return _unit_to_8_bits(spread)

@@ -12,11 +12,12 @@ from pydicom.uid import generate_uid
 
 from dicom_core.documents.series_documents import document_name
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, outbox_row_key
+from dicom_core.index.reads import instance_rows, stored_instance
 from dicom_core.index.rows import STUDY_ROW, series_row_key
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.search_index.keys import ALL_STUDIES
-from dicom_core.storage.blobs import instance_blob_name, put_json
+from dicom_core.storage.blobs import instance_blob_name, put_json, thumbnail_blob_name
 from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
@@ -44,6 +45,20 @@ async def test_blob_without_row_or_cleanup_entry_is_an_orphan(own: Storage, stow
     stray = StoredInstance(InstanceIdentifiers(study, series, generate_uid()), new_version())
     await own.files.upload_blob(instance_blob_name(stray), b"stray")
     assert await _kinds(own) == ["orphan-blob"]
+
+
+async def test_thumbnail_of_a_version_no_row_references_is_an_orphan(own: Storage, stow_parts) -> None:
+    study, series = await _stored(own, stow_parts)
+    stray = StoredInstance(InstanceIdentifiers(study, series, generate_uid()), new_version())
+    await own.metadata.upload_blob(thumbnail_blob_name(stray, "1.128x128.jpg"), b"stray")
+    assert await _kinds(own) == ["orphan-blob"]
+
+
+async def test_thumbnail_of_a_stored_version_is_no_finding(own: Storage, stow_parts) -> None:
+    study, series = await _stored(own, stow_parts)
+    row = (await instance_rows(own, study, series))[0]
+    await own.metadata.upload_blob(thumbnail_blob_name(stored_instance(study, row), "1.128x128.jpg"), b"image")
+    assert await check_consistency(own) == []
 
 
 async def test_instance_row_without_its_file_is_reported(own: Storage, stow_parts) -> None:

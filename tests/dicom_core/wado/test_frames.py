@@ -15,7 +15,7 @@ from dicom_core.wire.media_types import parse_media_type
 from dicom_core.wire.multipart import iter_parts
 from dicom_core.storage.clients import Storage
 from dicom_core.stow.service import StoreRequest, store_instances
-from dicom_core.wado.frames import parse_frame_list, parse_quality, retrieve_frames
+from dicom_core.wado.frames import parse_frame_list, retrieve_frames
 from tests.factories import make_dataset, to_bytes
 
 
@@ -32,17 +32,6 @@ def test_frame_list_parses(text: str, frames: list[int]) -> None:
 def test_bad_frame_list_is_400(text: str) -> None:
     with pytest.raises(BadRequestError):
         parse_frame_list(text)
-
-
-@pytest.mark.parametrize(("text", "quality"), [(None, 100), ("1", 1), ("100", 100), ("55", 55)])
-def test_quality_parses(text: str | None, quality: int) -> None:
-    assert parse_quality(text) == quality
-
-
-@pytest.mark.parametrize("text", ["0", "101", "-5", "high", ""])
-def test_bad_quality_is_400(text: str) -> None:
-    with pytest.raises(BadRequestError):
-        parse_quality(text)
 
 
 async def test_frames_of_an_index_kept_in_a_blob(storage: Storage) -> None:

@@ -14,7 +14,8 @@ from pydicom.pixels import apply_color_lut
 from pydicom.sequence import Sequence
 
 from dicom_core.model.errors import BadRequestError, NotAcceptableError
-from dicom_core.wado.rendering import JPEG, PNG, RENDERED_MEDIA_TYPES, render_frame
+from dicom_core.wado.rendering import GIF, IMAGE_MEDIA_TYPES, JPEG, PNG, render_frame
+from dicom_core.wado.rendering_parameters import DEFAULTS, RenderingParameters, Viewport, Window, WindowFunction
 from tests.factories import make_dataset, to_bytes
 
 
@@ -22,14 +23,15 @@ def _file(name: str) -> io.BufferedReader:
     return open(get_testdata_file(name), "rb")
 
 
-def _render_file(name: str, frame: int = 1, media_type: str = PNG, quality: int = 100) -> Image.Image:
+def _render_file(name: str, frame: int = 1, media_type: str = PNG,
+                 parameters: RenderingParameters = DEFAULTS) -> Image.Image:
     with _file(name) as source:
-        return Image.open(io.BytesIO(render_frame(source, frame, media_type, quality)))
+        return Image.open(io.BytesIO(render_frame(source, frame, media_type, parameters)))
 
 
-def _render(ds: Dataset, frame: int = 1) -> np.ndarray:
+def _render(ds: Dataset, frame: int = 1, parameters: RenderingParameters = DEFAULTS) -> np.ndarray:
     """Render a generated dataset as PNG (lossless) and return its pixels."""
-    return np.asarray(Image.open(io.BytesIO(render_frame(io.BytesIO(to_bytes(ds)), frame, PNG))))
+    return np.asarray(Image.open(io.BytesIO(render_frame(io.BytesIO(to_bytes(ds)), frame, PNG, parameters))))
 
 
 def _grey(values: list[int], **attributes: object) -> Dataset:
@@ -148,8 +150,8 @@ def test_one_bit_frame_renders_black_and_white() -> None:
 
 def test_lower_jpeg_quality_gives_a_smaller_image() -> None:
     with _file("CT_small.dcm") as source:
-        best = render_frame(source, 1, JPEG, 100)
-        rough = render_frame(source, 1, JPEG, 10)
+        best = render_frame(source, 1, JPEG, RenderingParameters(quality=100))
+        rough = render_frame(source, 1, JPEG, RenderingParameters(quality=10))
     assert len(rough) < len(best)
 
 
@@ -159,17 +161,16 @@ def test_frame_beyond_the_instance_raises_index_error(frame: int) -> None:
         render_frame(source, frame, JPEG)
 
 
-@pytest.mark.parametrize("media_type", ["image/jp2", "*/*", "image/gif"])
+@pytest.mark.parametrize("media_type", ["image/jp2", "*/*", "image/webp"])
 def test_other_media_types_are_not_acceptable(media_type: str) -> None:
     with _file("CT_small.dcm") as source, pytest.raises(NotAcceptableError) as raised:
         render_frame(source, 1, media_type)
-    assert all(possible in raised.value.message for possible in RENDERED_MEDIA_TYPES)
+    assert all(possible in raised.value.message for possible in IMAGE_MEDIA_TYPES)
 
 
-@pytest.mark.parametrize("quality", [0, 101])
-def test_quality_outside_1_to_100_is_a_bad_request(quality: int) -> None:
-    with _file("CT_small.dcm") as source, pytest.raises(BadRequestError):
-        render_frame(source, 1, JPEG, quality)
+def test_gif_is_rendered() -> None:
+    image = _render_file("CT_small.dcm", media_type=GIF)
+    assert (image.format, image.size) == ("GIF", (128, 128))
 
 
 def test_instance_without_pixel_data_is_not_acceptable() -> None:
@@ -180,3 +181,75 @@ def test_instance_without_pixel_data_is_not_acceptable() -> None:
 def test_pixel_data_that_cannot_be_decoded_is_not_acceptable() -> None:
     with _file("JPEG-lossy.dcm") as source, pytest.raises(NotAcceptableError, match="cannot be decoded"):
         render_frame(source, 1, JPEG)
+
+
+# --- the rendered parameters: window, viewport ---------------------------------------------------------------
+
+def test_window_parameter_replaces_the_instances_own_window() -> None:
+    ds = _grey([0, 100, 200], WindowCenter=1000, WindowWidth=10)
+    assert _render(ds, parameters=RenderingParameters(window=Window(100, 101))).tolist() == [[0, 129, 255]]
+
+
+def test_window_parameter_replaces_the_voi_lut() -> None:
+    lut = Dataset()
+    lut.LUTDescriptor = [4, 0, 8]
+    lut.LUTData = np.array([0, 255, 100, 0], dtype="<u2").tobytes()
+    ds = _grey([0, 1, 2, 3], VOILUTSequence=Sequence([lut]))
+    assert _render(ds, parameters=RenderingParameters(window=Window(1.5, 2))).tolist() == [[0, 128, 255, 255]]
+
+
+@pytest.mark.parametrize(("function", "expected"), [
+    (WindowFunction.LINEAR, [[0, 129, 255]]),  # (x - 99.5) / 99 + 0.5
+    (WindowFunction.LINEAR_EXACT, [[0, 128, 255]]),  # (x - 100) / 100 + 0.5
+    (WindowFunction.SIGMOID, [[30, 128, 225]]),  # 1 / (1 + exp(-4 (x - 100) / 100))
+])
+def test_window_parameter_function_is_applied(function: WindowFunction, expected: list[list[int]]) -> None:
+    ds = _grey([50, 100, 150])
+    assert _render(ds, parameters=RenderingParameters(window=Window(100, 100, function))).tolist() == expected
+
+
+def test_window_parameter_leaves_colour_images_alone() -> None:
+    windowed = _render_file("SC_rgb_rle.dcm", parameters=RenderingParameters(window=Window(10, 20)))
+    assert np.array_equal(np.asarray(windowed), np.asarray(_render_file("SC_rgb_rle.dcm")))
+
+
+def test_window_parameter_on_monochrome1_is_inverted_after() -> None:
+    ds = _grey([0, 100, 200], PhotometricInterpretation="MONOCHROME1")
+    assert _render(ds, parameters=RenderingParameters(window=Window(100, 101))).tolist() == [[255, 126, 0]]
+
+
+@pytest.mark.parametrize(("viewport", "size"), [
+    (Viewport(40, 40), (40, 20)),  # scaled up, aspect kept
+    (Viewport(10, 2), (4, 2)),  # scaled down to the tighter side
+    (Viewport(20, 10), (20, 10)),
+])
+def test_viewport_fits_the_image_keeping_its_aspect(viewport: Viewport, size: tuple[int, int]) -> None:
+    rendered = _render(make_dataset(rows=10, columns=20), parameters=RenderingParameters(viewport=viewport))
+    assert (rendered.shape[1], rendered.shape[0]) == size
+
+
+# A 4x4 image of 0..15 spans min to max: value v is shown as 17 v.
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2,2,0,0,2,2", [[0, 17], [68, 85]]),  # the top-left quadrant
+    ("2,2,2,2,,", [[170, 187], [238, 255]]),  # from 2,2 to the image's edges
+    ("2,2,0,0,-2,2", [[17, 0], [85, 68]]),  # a negative width flips left and right
+    ("2,2,0,0,2,-2", [[68, 85], [0, 17]]),  # a negative height flips top and bottom
+])
+def test_viewport_region_is_cut_out(text: str, expected: list[list[int]]) -> None:
+    parameters = RenderingParameters.from_query({"viewport": text})
+    assert _render(make_dataset(rows=4, columns=4), parameters=parameters).tolist() == expected
+
+
+@pytest.mark.parametrize("text", ["2,2,3,0,2,2", "2,2,0,0,5,4", "2,2,4,0,,"])
+def test_viewport_region_outside_the_image_is_a_bad_request(text: str) -> None:
+    with pytest.raises(BadRequestError, match="not inside the image"):
+        _render(make_dataset(rows=4, columns=4), parameters=RenderingParameters.from_query({"viewport": text}))
+
+
+def test_lower_quality_parameter_gives_a_smaller_jpeg_only() -> None:
+    sizes = {}
+    for media_type in (JPEG, PNG):
+        with _file("CT_small.dcm") as source:
+            sizes[media_type] = [len(render_frame(source, 1, media_type, RenderingParameters(quality=q)))
+                                 for q in (10, 100)]
+    assert sizes[JPEG][0] < sizes[JPEG][1] and sizes[PNG][0] == sizes[PNG][1]
