@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from dicom_core.documents.series_documents import remove_instance
+from dicom_core.documents.document_writes import remove_instance
 from dicom_core.index.delete import DeleteOutcome, DeleteScope, PlannedBatch, ScopeRows, delete_rows, read_scope
 from dicom_core.index.reads import get_series_row, get_study_row
 from dicom_core.maintenance.blob_cleanup import CleanupTarget, schedule_cleanup

@@ -35,11 +35,14 @@ from azure.storage.blob.aio import ContainerClient
 
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX
-from dicom_core.documents.series_documents import block_id, document_name, verified_properties
+from dicom_core.documents.series_documents import SEPARATOR, document_name, verified_properties
 from dicom_core.index.delete import is_data_row
+from dicom_core.index.instance_metadata import kept_in_row
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION, announcement_of
-from dicom_core.index.rows import STUDY_ROW
+from dicom_core.index.rows import ROW_METADATA, STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
+from dicom_core.model.dicom_json import first_value
+from dicom_core.model.tags import SOP_INSTANCE_UID
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
@@ -160,18 +163,22 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
 
 
 async def _check_documents(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
-    """Reconcile every series document as a reader would, then compare its blocks with the instance rows."""
+    """Reconcile every series document as a reader would, then compare its records with the instance rows."""
 
     async def check(study: str, series: str, row: TableEntity, rows: _Study) -> Finding | None:
-        expected = sorted(block_id(instance, str(r["Version"]))
-                          for (s, instance), r in rows.instances.items() if s == series)
+        instances = {instance: r for (s, instance), r in rows.instances.items() if s == series}
         await verified_properties(storage, study, series, str(row.metadata["etag"]))
         blob = storage.metadata.get_blob_client(document_name(study, series))
-        committed, _ = await blob.get_block_list("committed")
-        blocks = sorted(block.id for block in committed)
-        if blocks != expected:
+        data = await (await blob.download_blob()).readall()
+        records = [(line, first_value(json.loads(line), SOP_INSTANCE_UID) or "") for line in data.split(SEPARATOR)
+                   if line]
+        # A record of another version than its row's (where the row holds the JSON to compare with).
+        stale = [line for line, uid in records if uid in instances and kept_in_row(instances[uid])
+                 and line != str(instances[uid][ROW_METADATA]).encode()]
+        if sorted(uid for _, uid in records) != sorted(instances) or stale:
             return Finding("document-mismatch", document_name(study, series),
-                           f"{len(blocks)} blocks after reconciling, {len(expected)} instance rows")
+                           f"{len(records)} records after reconciling ({len(stale)} of another version), "
+                           f"{len(instances)} instance rows")
         return None
 
     results = await bounded_gather((check(study, series, row, rows) for study, rows in studies.items()
