@@ -16,16 +16,19 @@ else (a delete, a chain another process broke, a record inside a batch block to 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
 from dicom_core.documents.series_documents import (
+    LINKS_KEY,
+    SEPARATOR,
     STATE_KEY,
     UNVERIFIED,
     Conflict,
@@ -48,10 +51,11 @@ from dicom_core.storage.group_commit import GroupCommit
 LOGGER = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 40
-MAX_BATCH = 100  # changes of one document committed together
+MAX_BATCH = 100  # submissions (a request's changes of one document) committed together
 KNOWN_DOCUMENTS = 128  # documents whose last commit by this process is remembered (about 64 bytes a block)
 APPLIED_COMMITS = 4096  # transactions whose records this process wrote lately (each member of one submits them)
-_ABSENT = ""  # the state of a document that does not exist: exact for a series row not yet created
+MAX_AHEAD = 32  # transactions a document may hold ahead of its state (about 70 bytes of blob metadata each)
+_ABSENT = "absent"  # the state of a document that does not exist: exact for a series row not yet created
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class _Change:
     link: tuple[str | None, str] | None = None  # the series row ETag before (None: created) and after, if known
 
 
+_Links = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class _DocumentState:
     """A document's committed block list, its ETag (None: absent) and its state (what it is exact for)."""
@@ -74,14 +81,21 @@ class _DocumentState:
     etag: str | None
     blocks: list[str]
     state: str
+    ahead: _Links  # transactions added ahead of the state (hashed ETags before and after)
 
 
-async def add_committed(storage: Storage, landed: SeriesCommit, study: str, series: str) -> None:
-    """Put the records of the instances one landed transaction stored into a series into its document."""
-    records = {r.stored.ids.instance: (r.metadata_text.encode() + b"\n" if r.metadata_text else record(r.metadata))
-               for r in landed.records}
-    await _quietly_update(_Change(storage, study, series, records, replaced=landed.replaced,
-                                  link=(landed.before, landed.after)))
+async def add_committed(storage: Storage, study: str, landed: Sequence[SeriesCommit]) -> None:
+    """Put the records of the instances landed transactions stored into a study's series into their documents."""
+    changes: dict[str, dict[str, _Change]] = {}
+    for commit_ in landed:
+        if not commit_.records:
+            continue
+        series = commit_.records[0].stored.ids.series
+        records = {r.stored.ids.instance: r.metadata_text.encode() + SEPARATOR if r.metadata_text
+                   else record(r.metadata) for r in commit_.records}
+        changes.setdefault(series, {})[commit_.after] = _Change(
+            storage, study, series, records, replaced=commit_.replaced, link=(commit_.before, commit_.after))
+    await asyncio.gather(*(_quietly_update(*of_series.values()) for of_series in changes.values()))
 
 
 async def add_instance(storage: Storage, stored: StoredInstance, metadata: JsonDataset) -> None:
@@ -96,39 +110,43 @@ async def remove_instance(storage: Storage, ids: InstanceIdentifiers) -> None:
     await _quietly_update(_Change(storage, ids.study, ids.series, removed=frozenset({ids.instance})))
 
 
-async def _quietly_update(change: _Change) -> None:
+async def _quietly_update(*changes: _Change) -> None:
+    """Submit changes of one document together (one batch, unless others of this process wait too)."""
     # The instance is committed whatever happens here; a document left behind is repaired by its next reader.
+    first = changes[0]
     try:
-        await _document_writes.submit((id(change.storage), change.study, change.series), change)
+        await _document_writes.submit((id(first.storage), first.study, first.series), changes)
     except Exception:
         LOGGER.warning("The metadata document of series %s was not updated; its next reader will repair it",
-                       change.series, exc_info=True)
+                       first.series, exc_info=True)
 
 
-async def _flush(_key: object, batch: Sequence[_Change]) -> list[BaseException | None]:
+async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[BaseException | None]:
     """Commit the changes of ``batch`` as one block and one block list commit."""
-    first = batch[0]
+    first = batch[0][0]
     blob = first.storage.metadata.get_blob_client(document_name(first.study, first.series))
-    changes = _new_changes(blob.url, batch)
+    changes = _new_changes(blob.url, [change for submitted in batch for change in submitted])
     if not changes:
         return [None] * len(batch)
     state = _known.pop(blob.url, None)  # popped: a flush cancelled mid-commit leaves nothing stale behind
-    if state is None and changes and all(c.link is not None and c.link[0] is None for c in changes):
-        state = _DocumentState(None, [], _ABSENT)  # the series row was created by these: the document is new
+    if state is None and all(c.link is not None and c.link[0] is None for c in changes):
+        state = _DocumentState(None, [], _ABSENT, ())  # the series row was created by these: the document is new
     for attempt in range(MAX_ATTEMPTS):
         guessed = state is not None
         if state is None:
             state = await _read_state(blob)
-        ordered, exact_for = _chain(state.state, changes)
+        ordered, exact_for, ahead = _chain(state, changes)
         blocks, exact = _apply(state.blocks, ordered)
         records: dict[str, bytes] = {}
         for change in ordered:
             records.update(change.records)
             for instance in change.removed:
                 records.pop(instance, None)
-        metadata = {STATE_KEY: series_state(exact_for) if exact and exact_for is not None else UNVERIFIED}
-        if not records and blocks == state.blocks and metadata[STATE_KEY] == state.state:
+        new_state = exact_for if exact and exact_for is not None else UNVERIFIED
+        ahead = ahead if new_state != UNVERIFIED else ()
+        if not records and blocks == state.blocks and (new_state, ahead) == (state.state, state.ahead):
             break
+        metadata = {STATE_KEY: new_state, **({LINKS_KEY: " ".join(f"{b}>{a}" for b, a in ahead)} if ahead else {})}
         staged = batch_blocks(records.values())
         try:
             etag = await commit(blob, state.blocks, blocks + list(staged), staged, state.etag, metadata)
@@ -137,7 +155,7 @@ async def _flush(_key: object, batch: Sequence[_Change]) -> list[BaseException |
             if not guessed:  # a remembered or guessed state is merely old: read it again at once
                 await jittered_backoff(attempt)
             continue
-        state = _DocumentState(etag, blocks + list(staged), metadata[STATE_KEY])
+        state = _DocumentState(etag, blocks + list(staged), new_state, ahead)
         break
     else:
         raise TimeoutError(f"The metadata document of series {first.series} kept changing")
@@ -165,23 +183,32 @@ def _applied_key(url: str, change: _Change) -> tuple[str, str]:
     return (url, change.link[1] if change.link is not None else "")
 
 
-def _chain(state: str, changes: list[_Change]) -> tuple[list[_Change], str | None]:
-    """The changes in the order of the series row's ETags, and the last one, if they continue ``state`` unbroken."""
-    if any(change.link is None for change in changes):
-        return changes, None
-    pending = list(changes)
-    ordered: list[_Change] = []
-    current: str | None = None
-    while pending:
-        nexts = [c for c in pending if c.link is not None and _state_of(c.link[0]) == (state if current is None
-                                                                                      else series_state(current))]
-        if len(nexts) != 1:
-            return changes, None
-        ordered.append(nexts[0])
-        pending.remove(nexts[0])
-        assert nexts[0].link is not None
-        current = nexts[0].link[1]
-    return ordered, current
+def _chain(state: _DocumentState, changes: list[_Change]) -> tuple[list[_Change], str | None, _Links]:
+    """The changes in the order to apply them, the state they leave the document exact for, and the links ahead.
+
+    From the state the document is exact for, the changes' transactions (and those added ahead before) are
+    followed as long as each one's ETag before is the last one's after. Transactions that do not continue the
+    chain yet (one between is still to come, e.g. from a request that finishes later) may wait ahead when they
+    only store new instances: such changes commute with every other. Anything else: None, not exact.
+    """
+    if state.state == UNVERIFIED or any(change.link is None for change in changes):
+        return changes, None, ()
+    links: dict[str, tuple[str, _Change | None]] = {before: (after, None) for before, after in state.ahead}
+    for change in changes:
+        assert change.link is not None
+        before = _state_of(change.link[0])
+        if before in links:
+            return changes, None, ()  # two transactions from one ETag: not one chain
+        links[before] = (series_state(change.link[1]), change)
+    current, ordered = state.state, []
+    while current in links:
+        current, chained = links.pop(current)
+        if chained is not None:
+            ordered.append(chained)
+    waiting = [change for _, change in links.values() if change is not None]
+    if len(links) > MAX_AHEAD or any(change.replaced or change.removed for change in waiting):
+        return changes, None, ()
+    return ordered + waiting, current, tuple((before, after) for before, (after, _) in links.items())
 
 
 def _state_of(series_etag: str | None) -> str:
@@ -208,7 +235,7 @@ async def _read_state(blob: BlobClient) -> _DocumentState:
     """The committed block list, its ETag and the state it is exact for."""
     properties = await blob_properties_or_none(blob)
     if properties is None:
-        return _DocumentState(None, [], _ABSENT)
+        return _DocumentState(None, [], _ABSENT, ())
     headers: dict[str, Any] = {}
 
     def keep_headers(_response: object, deserialized: object, response_headers: dict[str, Any]) -> object:
@@ -218,15 +245,17 @@ async def _read_state(blob: BlobClient) -> _DocumentState:
     try:
         committed, _ = await blob.get_block_list("committed", cls=keep_headers)
     except ResourceNotFoundError:
-        return _DocumentState(None, [], _ABSENT)
+        return _DocumentState(None, [], _ABSENT, ())
     blocks = [block.id for block in committed]
     if not committed or not headers.get("ETag"):
         # Without committed blocks the answer's ETag is not the blob's (Azure leaves it out; Azurite names a blob
         # that holds only staged blocks): the properties' ETag, under which a commit meanwhile fails ours.
-        return _DocumentState(properties.etag, await committed_blocks(blob), UNVERIFIED)
-    same = headers["ETag"] == properties.etag  # else changed between the two reads: its state is not known
-    return _DocumentState(headers["ETag"], blocks, properties.metadata.get(STATE_KEY, UNVERIFIED) if same
-                          else UNVERIFIED)
+        return _DocumentState(properties.etag, await committed_blocks(blob), UNVERIFIED, ())
+    if headers["ETag"] != properties.etag:  # changed between the two reads: its state is not known
+        return _DocumentState(headers["ETag"], blocks, UNVERIFIED, ())
+    ahead = tuple(tuple(link.split(">", 1)) for link in properties.metadata.get(LINKS_KEY, "").split() if ">" in link)
+    return _DocumentState(headers["ETag"], blocks, properties.metadata.get(STATE_KEY, UNVERIFIED),
+                          cast(_Links, ahead))
 
 
 def _remember(url: str, state: _DocumentState) -> None:
@@ -240,4 +269,5 @@ def _remember(url: str, state: _DocumentState) -> None:
 _known: OrderedDict[str, _DocumentState] = OrderedDict()
 # The transactions (series row ETag after them) whose records this process committed lately, per document.
 _applied: OrderedDict[tuple[str, str], None] = OrderedDict()
-_document_writes: GroupCommit[tuple[int, str, str], _Change, None] = GroupCommit(_flush, max_items=MAX_BATCH)
+_document_writes: GroupCommit[tuple[int, str, str], tuple[_Change, ...], None] = GroupCommit(
+    _flush, max_items=MAX_BATCH)

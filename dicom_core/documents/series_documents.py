@@ -41,6 +41,8 @@ LOGGER = logging.getLogger(__name__)
 
 SEPARATOR = b"\n"
 STATE_KEY = "dicomwebseriesstate"
+# Transactions a writer added ahead of the state (`before>after` pairs of hashed ETags): the state is not exact then.
+LINKS_KEY = "dicomwebserieslinks"
 UNVERIFIED = "unverified"
 DOCUMENT_CONTENT = ContentSettings(content_type="application/x-ndjson")
 MAX_ATTEMPTS = 40
@@ -109,7 +111,7 @@ async def verified_properties(storage: Storage, study: str, series: str, series_
     current = series_etag
     for attempt in range(MAX_ATTEMPTS):
         properties = await blob_properties_or_none(blob)
-        if properties is not None and properties.metadata.get(STATE_KEY) in accepted:
+        if properties is not None and exact_state(properties.metadata) in accepted:
             return properties
         outcome = await _reconcile(storage, blob, study, series, current, properties)
         if isinstance(outcome, str):  # the series changed meanwhile: rebuild for its newer row, which is fine too
@@ -130,7 +132,12 @@ async def open_document(storage: Storage, study: str, series: str) -> StorageStr
 
 def is_current(document: StorageStreamDownloader[bytes], series_etag: str) -> bool:
     """Whether an opened document reflects the series row with ``series_etag`` (then it can be sent as it is)."""
-    return (document.properties.metadata or {}).get(STATE_KEY) == series_state(series_etag)
+    return exact_state(document.properties.metadata or {}) == series_state(series_etag)
+
+
+def exact_state(metadata: dict[str, str]) -> str | None:
+    """The series state a document's metadata says it is exact for, if it says so."""
+    return None if metadata.get(LINKS_KEY) else metadata.get(STATE_KEY)
 
 
 async def stream_opened(document: StorageStreamDownloader[bytes]) -> Body:

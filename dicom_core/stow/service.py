@@ -107,12 +107,17 @@ class _RequestWrites:
 
     cleanup: RequestCleanup
     feed: RequestFeed
+    landed: dict[str, list[SeriesCommit]]  # per study, the transactions its parts landed in (for the documents)
 
     @classmethod
     def of(cls, storage: Storage) -> _RequestWrites:
         """A new request's records, under a new id."""
         request = new_version()
-        return cls(RequestCleanup(storage, request), RequestFeed(storage, request))
+        return cls(RequestCleanup(storage, request), RequestFeed(storage, request), {})
+
+    async def write_documents(self, storage: Storage) -> None:
+        """Put what the request stored into its series metadata documents: one change per series document."""
+        await asyncio.gather(*(add_committed(storage, study, landed) for study, landed in self.landed.items()))
 
 
 async def _store_parts(
@@ -137,7 +142,7 @@ async def _store_parts(
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)
-        await _finish_announcement(writes.feed)
+        await asyncio.gather(_finish_announcement(writes.feed), writes.write_documents(storage))
     return list(outcomes)
 
 
@@ -215,11 +220,13 @@ async def _store_part(
         outcome.failure_reason = PROCESSING_FAILURE
         outcome.comments = ["The instance could not be stored because of a storage error; retry the request."]
         return outcome
-    # The series metadata document, for WADO-RS: the records of the whole transaction it landed in (each of its
-    # instances' stores submits them; the first one writes them). A replaced version's blobs go with its cleanup
-    # entry, later: a reader that looked up the old row a moment ago is still reading them.
+    # The series metadata document, for WADO-RS: the request writes the transactions its parts landed in at its end,
+    # in one change per document. A replaced version's blobs go with its cleanup entry, later: a reader that looked
+    # up the old row a moment ago is still reading them.
     if hooks.landed is not None:
-        await add_committed(storage, hooks.landed, stored.ids.study, stored.ids.series)
+        landed = writes.landed.setdefault(stored.ids.study, [])
+        if all(other is not hooks.landed for other in landed):
+            landed.append(hooks.landed)
     else:  # its transaction's answer was lost (it landed all the same): the document's next reader checks it
         await add_instance(storage, stored, validated.metadata)
     if validated.implicit_vr:
