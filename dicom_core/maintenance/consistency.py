@@ -5,13 +5,14 @@ and exits 1 when there is any. Findings:
 
 - ``orphan-blob``: a version's blob that no instance row references and no cleanup entry covers (it would stay
   for ever);
-- ``missing-blob``: an instance row whose ``.dcm``, ``.json`` (or ``.frames.json``) blob is gone;
+- ``missing-blob``: an instance row whose ``.dcm`` blob is gone, or its ``.json`` (when the row does not hold the
+  DICOM JSON) or ``.frames.json`` (when its frame index is in a blob);
 - ``series-count`` / ``study-count``: a series or study row whose InstanceCount, SeriesCount or ModalityCounts
   differ from its instance rows; ``empty-series`` / ``empty-study``: such a row without instances;
   ``instance-without-parent``: an instance row without its series or study row;
 - ``orphan-document``: a series metadata document without a series row and without a cleanup entry;
-  ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly
-  the versions of the series' instance rows;
+  ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly one
+  record of each of the series' instances (that of the row's version where the row holds the JSON);
 - ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
 - ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
   announced nor appended to the feed (its change would never reach the feed).
@@ -91,7 +92,9 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
         for (series, instance), row in rows.instances.items():
             stem = f"{uid}/{series}/{instance}/{row['Version']}"
             referenced.add((uid, series, instance, str(row["Version"])))
-            expected = [(files, f"{stem}.dcm"), (metadata, f"{stem}.json")]
+            expected = [(files, f"{stem}.dcm")]
+            if not kept_in_row(row):  # its DICOM JSON is in its own blob
+                expected.append((metadata, f"{stem}.json"))
             if row.get("FrameIndexInBlob"):
                 expected.append((metadata, f"{stem}.frames.json"))
             findings += [Finding("missing-blob", name, "the instance row references it") for names, name in expected
