@@ -129,8 +129,9 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
     if not changes:
         return [None] * len(batch)
     state = _known.pop(blob.url, None)  # popped: a flush cancelled mid-commit leaves nothing stale behind
-    if state is None and all(c.link is not None and c.link[0] is None for c in changes):
-        state = _DocumentState(None, [], _ABSENT, ())  # the series row was created by these: the document is new
+    if state is None and any(c.link is not None and c.link[0] is None for c in changes):
+        # One of these created the series row: the document is new (If-None-Match: * checks; else it is read).
+        state = _DocumentState(None, [], _ABSENT, ())
     for attempt in range(MAX_ATTEMPTS):
         guessed = state is not None
         if state is None:
