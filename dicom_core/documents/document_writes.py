@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
 from dicom_core.documents.series_documents import (
@@ -35,6 +36,7 @@ from dicom_core.documents.series_documents import (
     batch_blocks,
     commit,
     committed_blocks,
+    create,
     document_name,
     instance_prefix,
     record,
@@ -54,6 +56,8 @@ MAX_ATTEMPTS = 40
 MAX_BATCH = 100  # submissions (a request's changes of one document) committed together
 KNOWN_DOCUMENTS = 128  # documents whose last commit by this process is remembered (about 64 bytes a block)
 APPLIED_COMMITS = 4096  # transactions whose records this process wrote lately (each member of one submits them)
+# A new document's first batch up to this size is written by one Put Blob; the next batch stages it as a block.
+SINGLE_PUT_BYTES = 1024 * 1024
 MAX_AHEAD = 32  # transactions a document may hold ahead of its state (about 70 bytes of blob metadata each)
 _ABSENT = "absent"  # the state of a document that does not exist: exact for a series row not yet created
 
@@ -82,6 +86,7 @@ class _DocumentState:
     blocks: list[str]
     state: str
     ahead: _Links  # transactions added ahead of the state (hashed ETags before and after)
+    unblocked: bytes = b""  # the content of a document created by one Put Blob (in no block the list can name)
 
 
 async def add_committed(storage: Storage, study: str, landed: Sequence[SeriesCommit]) -> None:
@@ -132,6 +137,7 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
     if state is None and any(c.link is not None and c.link[0] is None for c in changes):
         # One of these created the series row: the document is new (If-None-Match: * checks; else it is read).
         state = _DocumentState(None, [], _ABSENT, ())
+    refused = False
     for attempt in range(MAX_ATTEMPTS):
         guessed = state is not None
         if state is None:
@@ -148,8 +154,14 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
         if not records and blocks == state.blocks and (new_state, ahead) == (state.state, state.ahead):
             break
         metadata = {STATE_KEY: new_state, **({LINKS_KEY: " ".join(f"{b}>{a}" for b, a in ahead)} if ahead else {})}
-        staged = batch_blocks(records.values())
+        whole = b"".join(records.values())
+        staged = batch_blocks([state.unblocked, *records.values()] if state.unblocked else records.values())
         try:
+            if state.etag is None and len(whole) <= SINGLE_PUT_BYTES and not refused:  # new: one Put Blob
+                refused = True  # once: a blob holding staged blocks only refuses it, unlike a block-list commit
+                etag = await create(blob, whole, metadata)
+                state = _DocumentState(etag, [], new_state, ahead, unblocked=whole)
+                break
             etag = await commit(blob, state.blocks, blocks + list(staged), staged, state.etag, metadata)
         except Conflict:
             state = None
@@ -250,13 +262,34 @@ async def _read_state(blob: BlobClient) -> _DocumentState:
     blocks = [block.id for block in committed]
     if not committed or not headers.get("ETag"):
         # Without committed blocks the answer's ETag is not the blob's (Azure leaves it out; Azurite names a blob
-        # that holds only staged blocks): the properties' ETag, under which a commit meanwhile fails ours.
-        return _DocumentState(properties.etag, await committed_blocks(blob), UNVERIFIED, ())
+        # that holds only staged blocks): the properties' ETag, under which a commit meanwhile fails ours. A
+        # document created by one Put Blob has content but no blocks: read it, to stage it with the next batch.
+        blocks = await committed_blocks(blob)
+        unblocked = await _content(blob, properties.etag) if not blocks and properties.size else b""
+        return _DocumentState(properties.etag, blocks, _state_of_properties(properties.metadata) if not blocks
+                              else UNVERIFIED, _ahead_of(properties.metadata) if not blocks else (), unblocked)
     if headers["ETag"] != properties.etag:  # changed between the two reads: its state is not known
         return _DocumentState(headers["ETag"], blocks, UNVERIFIED, ())
-    ahead = tuple(tuple(link.split(">", 1)) for link in properties.metadata.get(LINKS_KEY, "").split() if ">" in link)
-    return _DocumentState(headers["ETag"], blocks, properties.metadata.get(STATE_KEY, UNVERIFIED),
-                          cast(_Links, ahead))
+    return _DocumentState(headers["ETag"], blocks, _state_of_properties(properties.metadata),
+                          _ahead_of(properties.metadata))
+
+
+def _state_of_properties(metadata: dict[str, str]) -> str:
+    return metadata.get(STATE_KEY, UNVERIFIED)
+
+
+def _ahead_of(metadata: dict[str, str]) -> _Links:
+    return cast(_Links, tuple(tuple(link.split(">", 1)) for link in metadata.get(LINKS_KEY, "").split()
+                              if ">" in link))
+
+
+async def _content(blob: BlobClient, etag: str) -> bytes:
+    """A document's bytes as of ``etag`` (b"" if it changed since: the commit under that ETag then fails)."""
+    try:
+        downloader = await blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        return await downloader.readall()
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return b""
 
 
 def _remember(url: str, state: _DocumentState) -> None:

@@ -50,7 +50,8 @@ TRANSFER_CONCURRENCY = 16
 BLOCK_BYTES = 4 * 1024 * 1024  # records of one batch go into blocks of at most this size
 BATCH_PREFIX = "batch"  # not hexadecimal: a batch block's ID is never an instance block's
 _DIGEST_CHARS = 32  # two of them make a 64-character block ID, the most Blob Storage allows
-_RETRY_CODES = frozenset({"InvalidBlockList", "ConditionNotMet", "BlobAlreadyExists", "BlobModified"})
+# BlobNotFound: deleted since it was read (If-Match on a blob that is gone).
+_RETRY_CODES = frozenset({"InvalidBlockList", "ConditionNotMet", "BlobAlreadyExists", "BlobModified", "BlobNotFound"})
 
 
 def document_name(study: str, series: str) -> str:
@@ -186,7 +187,8 @@ async def _reconcile(
     missing = [entry for b, entry in wanted.items() if b not in covered]
     state = {STATE_KEY: series_state(series_etag)}
     try:
-        if not missing and kept == current and properties is not None:
+        # Only marked when its blocks are its whole content (a document created by one Put Blob has none).
+        if not missing and kept == current and properties is not None and (current or not properties.size):
             await blob.set_blob_metadata(state, etag=properties.etag, match_condition=MatchConditions.IfNotModified)
             return True
         records = await _records(storage, missing)
@@ -230,6 +232,17 @@ async def commit(
     except HttpResponseError as exc:
         if is_conflict(exc):
             raise Conflict from exc  # e.g. another writer's commit discarded our staged block
+        raise
+    return str(response["etag"])
+
+
+async def create(blob: BlobClient, data: bytes, metadata: dict[str, str]) -> str:
+    """Create the document with ``data`` in one Put Blob if it does not exist; return its ETag, or raise Conflict."""
+    try:
+        response = await blob.upload_blob(data, overwrite=False, content_settings=DOCUMENT_CONTENT, metadata=metadata)
+    except HttpResponseError as exc:
+        if is_conflict(exc):
+            raise Conflict from exc
         raise
     return str(response["etag"])
 

@@ -77,18 +77,20 @@ async def _state(storage: Storage, study: str, series: str) -> str:
 
 async def test_one_transactions_instances_are_one_block_and_one_commit(storage: Storage, commits) -> None:
     study, series = generate_uid(), generate_uid()
-    stored = [_stored(study, series) for _ in range(10)]
-    await add_committed(storage, study, [_landed(None, "e1", stored)])
+    stored = [_stored(study, series) for _ in range(11)]
+    await add_committed(storage, study, [_landed(None, "e1", stored[:1])])  # a new document: one Put Blob
+    await add_committed(storage, study, [_landed("e1", "e2", stored[1:])])
     assert len(await _blocks(storage, study, series)) == 1 and len(commits) == 1
     assert sorted(await _held(storage, study, series)) == sorted(s.ids.instance for s in stored)
 
 
 async def test_several_transactions_submitted_together_are_one_block_and_one_commit(storage: Storage, commits) -> None:
     study, series = generate_uid(), generate_uid()
-    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)]),
-                                         _landed("e1", "e2", [_stored(study, series) for _ in range(3)])])
+    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)])])
+    await add_committed(storage, study, [_landed("e1", "e2", [_stored(study, series)]),
+                                         _landed("e2", "e3", [_stored(study, series) for _ in range(3)])])
     assert len(await _blocks(storage, study, series)) == 1 and len(commits) == 1
-    assert await _state(storage, study, series) == series_state("e2")
+    assert await _state(storage, study, series) == series_state("e3")
 
 
 async def test_every_member_of_a_transaction_submitting_it_writes_its_records_once(storage: Storage) -> None:
@@ -193,14 +195,15 @@ async def test_cancelled_writers_do_not_lose_the_changes_of_the_others(storage: 
 
 async def test_a_change_made_by_another_process_after_our_commit_is_kept(storage: Storage) -> None:
     study, series = generate_uid(), generate_uid()
-    ours, theirs, next_one = (_stored(study, series) for _ in range(3))
+    ours, ours_too, theirs, next_one = (_stored(study, series) for _ in range(4))
     await add_instance(storage, ours, _metadata(ours))
+    await add_instance(storage, ours_too, _metadata(ours_too))  # now in a block
     blob = storage.metadata.get_blob_client(document_name(study, series))
     committed = await _blocks(storage, study, series)
     await blob.stage_block(block_id(theirs.ids.instance, theirs.version), record(_metadata(theirs)))
     await blob.commit_block_list([*committed, block_id(theirs.ids.instance, theirs.version)])
     await add_instance(storage, next_one, _metadata(next_one))
-    assert await _held(storage, study, series) == [ours.ids.instance, theirs.ids.instance, next_one.ids.instance]
+    assert await _held(storage, study, series) == [s.ids.instance for s in (ours, ours_too, theirs, next_one)]
 
 
 async def test_removing_an_instance_block_takes_it_out_and_leaves_the_document_unverified(storage: Storage) -> None:
@@ -239,4 +242,36 @@ async def test_a_new_series_over_a_leftover_document_is_not_exact(storage: Stora
     await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)])])
     # The series was deleted (its document left behind) and is stored again: its row is created anew.
     await add_committed(storage, study, [_landed(None, "f1", [_stored(study, series)])])
+    assert await _exact_state(storage, study, series) is None
+
+
+async def test_a_new_documents_first_batch_is_one_put_blob_and_the_next_batch_keeps_it(storage: Storage,
+                                                                                       commits) -> None:
+    study, series = generate_uid(), generate_uid()
+    first, second = _stored(study, series), _stored(study, series)
+    await add_committed(storage, study, [_landed(None, "e1", [first])])
+    assert commits == [] and await _blocks(storage, study, series) == []
+    assert await _exact_state(storage, study, series) == series_state("e1")
+    await add_committed(storage, study, [_landed("e1", "e2", [second])])
+    assert await _held(storage, study, series) == [first.ids.instance, second.ids.instance]
+    assert await _exact_state(storage, study, series) == series_state("e2")
+
+
+async def test_a_document_of_one_put_blob_written_by_another_process_is_kept(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    theirs, ours = _stored(study, series), _stored(study, series)
+    await storage.metadata.upload_blob(document_name(study, series), record(_metadata(theirs)),
+                                       metadata={STATE_KEY: series_state("e1")})
+    await add_committed(storage, study, [_landed("e1", "e2", [ours])])
+    assert await _held(storage, study, series) == [theirs.ids.instance, ours.ids.instance]
+    assert await _exact_state(storage, study, series) == series_state("e2")
+
+
+async def test_a_new_series_over_a_document_left_by_another_process_keeps_its_records(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    left, ours = _stored(study, series), _stored(study, series)
+    await storage.metadata.upload_blob(document_name(study, series), record(_metadata(left)),
+                                       metadata={STATE_KEY: series_state("old")})
+    await add_committed(storage, study, [_landed(None, "f1", [ours])])  # assumes a new document: refused, read
+    assert await _held(storage, study, series) == [left.ids.instance, ours.ids.instance]
     assert await _exact_state(storage, study, series) is None

@@ -83,9 +83,12 @@ async def test_a_store_leaves_its_series_document_exact_and_verified_without_a_r
 
 async def test_one_request_into_one_series_writes_one_block(storage: Storage) -> None:
     study, series = generate_uid(), generate_uid()
+    blob = storage.metadata.get_blob_client(document_name(study, series))
     await _store(storage, [make_instance(study=study, series=series) for _ in range(10)])
-    committed, _ = await storage.metadata.get_blob_client(document_name(study, series)).get_block_list("committed")
-    assert len(committed) == 1
+    assert len(await _held(storage, study, series)) == 10  # a new document: one Put Blob, no block
+    await _store(storage, [make_instance(study=study, series=series) for _ in range(10)])
+    committed, _ = await blob.get_block_list("committed")
+    assert len(committed) == 1 and len(await _held(storage, study, series)) == 20
 
 
 async def test_stores_one_after_another_keep_the_document_verified(storage: Storage) -> None:
