@@ -36,9 +36,9 @@ from dicom_core.documents.series_documents import (
     batch_blocks,
     commit,
     committed_blocks,
-    create,
     document_name,
     instance_prefix,
+    put_whole,
     record,
     series_state,
 )
@@ -56,8 +56,9 @@ MAX_ATTEMPTS = 40
 MAX_BATCH = 100  # submissions (a request's changes of one document) committed together
 KNOWN_DOCUMENTS = 128  # documents whose last commit by this process is remembered (about 64 bytes a block)
 APPLIED_COMMITS = 4096  # transactions whose records this process wrote lately (each member of one submits them)
-# A new document's first batch up to this size is written by one Put Blob; the next batch stages it as a block.
-SINGLE_PUT_BYTES = 1024 * 1024
+# A document without blocks is written whole by one Put Blob per batch up to this size; beyond, the next batch
+# stages its content as a block and it grows by blocks.
+WHOLE_PUT_BYTES = 256 * 1024
 MAX_AHEAD = 32  # transactions a document may hold ahead of its state (about 70 bytes of blob metadata each)
 _ABSENT = "absent"  # the state of a document that does not exist: exact for a series row not yet created
 
@@ -86,7 +87,7 @@ class _DocumentState:
     blocks: list[str]
     state: str
     ahead: _Links  # transactions added ahead of the state (hashed ETags before and after)
-    unblocked: bytes = b""  # the content of a document created by one Put Blob (in no block the list can name)
+    unblocked: bytes = b""  # the content of a document written whole by Put Blob (in no block the list can name)
 
 
 async def add_committed(storage: Storage, study: str, landed: Sequence[SeriesCommit]) -> None:
@@ -156,11 +157,13 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
         metadata = {STATE_KEY: new_state, **({LINKS_KEY: " ".join(f"{b}>{a}" for b, a in ahead)} if ahead else {})}
         whole = b"".join(records.values())
         staged = batch_blocks([state.unblocked, *records.values()] if state.unblocked else records.values())
+        content = state.unblocked + whole
         try:
-            if state.etag is None and len(whole) <= SINGLE_PUT_BYTES and not refused:  # new: one Put Blob
-                refused = True  # once: a blob holding staged blocks only refuses it, unlike a block-list commit
-                etag = await create(blob, whole, metadata)
-                state = _DocumentState(etag, [], new_state, ahead, unblocked=whole)
+            # A small document held whole (no blocks): written whole, one Put Blob instead of a block and a commit.
+            if not state.blocks and len(content) <= WHOLE_PUT_BYTES and not (state.etag is None and refused):
+                refused = state.etag is None  # once: a blob holding staged blocks only refuses If-None-Match: *
+                etag = await put_whole(blob, content, metadata, state.etag)
+                state = _DocumentState(etag, [], new_state, ahead, unblocked=content)
                 break
             etag = await commit(blob, state.blocks, blocks + list(staged), staged, state.etag, metadata)
         except Conflict:

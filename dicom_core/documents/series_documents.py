@@ -236,10 +236,14 @@ async def commit(
     return str(response["etag"])
 
 
-async def create(blob: BlobClient, data: bytes, metadata: dict[str, str]) -> str:
-    """Create the document with ``data`` in one Put Blob if it does not exist; return its ETag, or raise Conflict."""
+async def put_whole(blob: BlobClient, data: bytes, metadata: dict[str, str], etag: str | None) -> str:
+    """Write the whole document in one Put Blob if it still has ``etag`` (None: if it does not exist).
+
+    Return its new ETag; raise Conflict if another writer changed (or created, or deleted) it.
+    """
     try:
-        response = await blob.upload_blob(data, overwrite=False, content_settings=DOCUMENT_CONTENT, metadata=metadata)
+        response = await blob.upload_blob(data, overwrite=etag is not None, content_settings=DOCUMENT_CONTENT,
+                                          metadata=metadata, **(unchanged_since(etag) if etag is not None else {}))
     except HttpResponseError as exc:
         if is_conflict(exc):
             raise Conflict from exc

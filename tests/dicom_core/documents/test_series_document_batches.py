@@ -11,6 +11,7 @@ import pytest
 from azure.storage.blob.aio import BlobClient
 from pydicom.uid import generate_uid
 
+from dicom_core.documents import document_writes
 from dicom_core.documents.document_writes import add_committed, add_instance, remove_instance
 from dicom_core.documents.series_documents import (
     SEPARATOR,
@@ -28,6 +29,12 @@ from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, ne
 from dicom_core.storage.clients import Storage
 
 SOP_INSTANCE_UID = "00080018"
+
+
+@pytest.fixture
+def by_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents grow by blocks from their first batch (none is small enough to be written whole)."""
+    monkeypatch.setattr(document_writes, "WHOLE_PUT_BYTES", 0)
 
 
 @pytest.fixture
@@ -75,19 +82,20 @@ async def _state(storage: Storage, study: str, series: str) -> str:
     return str(properties.metadata[STATE_KEY])
 
 
-async def test_one_transactions_instances_are_one_block_and_one_commit(storage: Storage, commits) -> None:
+async def test_one_transactions_instances_are_one_block_and_one_commit(storage: Storage, commits, by_blocks) -> None:
     study, series = generate_uid(), generate_uid()
     stored = [_stored(study, series) for _ in range(11)]
-    await add_committed(storage, study, [_landed(None, "e1", stored[:1])])  # a new document: one Put Blob
-    await add_committed(storage, study, [_landed("e1", "e2", stored[1:])])
+    await add_committed(storage, study, [_landed(None, "e1", stored)])
     assert len(await _blocks(storage, study, series)) == 1 and len(commits) == 1
     assert sorted(await _held(storage, study, series)) == sorted(s.ids.instance for s in stored)
 
 
-async def test_several_transactions_submitted_together_are_one_block_and_one_commit(storage: Storage, commits) -> None:
+async def test_several_transactions_submitted_together_are_one_block_and_one_commit(
+    storage: Storage, commits, by_blocks,
+) -> None:
     study, series = generate_uid(), generate_uid()
-    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)])])
-    await add_committed(storage, study, [_landed("e1", "e2", [_stored(study, series)]),
+    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)]),
+                                         _landed("e1", "e2", [_stored(study, series)]),
                                          _landed("e2", "e3", [_stored(study, series) for _ in range(3)])])
     assert len(await _blocks(storage, study, series)) == 1 and len(commits) == 1
     assert await _state(storage, study, series) == series_state("e3")
@@ -193,11 +201,11 @@ async def test_cancelled_writers_do_not_lose_the_changes_of_the_others(storage: 
     assert stored[5].ids.instance not in held
 
 
-async def test_a_change_made_by_another_process_after_our_commit_is_kept(storage: Storage) -> None:
+async def test_a_change_made_by_another_process_after_our_commit_is_kept(storage: Storage, by_blocks) -> None:
     study, series = generate_uid(), generate_uid()
     ours, ours_too, theirs, next_one = (_stored(study, series) for _ in range(4))
     await add_instance(storage, ours, _metadata(ours))
-    await add_instance(storage, ours_too, _metadata(ours_too))  # now in a block
+    await add_instance(storage, ours_too, _metadata(ours_too))
     blob = storage.metadata.get_blob_client(document_name(study, series))
     committed = await _blocks(storage, study, series)
     await blob.stage_block(block_id(theirs.ids.instance, theirs.version), record(_metadata(theirs)))
@@ -245,18 +253,6 @@ async def test_a_new_series_over_a_leftover_document_is_not_exact(storage: Stora
     assert await _exact_state(storage, study, series) is None
 
 
-async def test_a_new_documents_first_batch_is_one_put_blob_and_the_next_batch_keeps_it(storage: Storage,
-                                                                                       commits) -> None:
-    study, series = generate_uid(), generate_uid()
-    first, second = _stored(study, series), _stored(study, series)
-    await add_committed(storage, study, [_landed(None, "e1", [first])])
-    assert commits == [] and await _blocks(storage, study, series) == []
-    assert await _exact_state(storage, study, series) == series_state("e1")
-    await add_committed(storage, study, [_landed("e1", "e2", [second])])
-    assert await _held(storage, study, series) == [first.ids.instance, second.ids.instance]
-    assert await _exact_state(storage, study, series) == series_state("e2")
-
-
 async def test_a_document_of_one_put_blob_written_by_another_process_is_kept(storage: Storage) -> None:
     study, series = generate_uid(), generate_uid()
     theirs, ours = _stored(study, series), _stored(study, series)
@@ -275,3 +271,24 @@ async def test_a_new_series_over_a_document_left_by_another_process_keeps_its_re
     await add_committed(storage, study, [_landed(None, "f1", [ours])])  # assumes a new document: refused, read
     assert await _held(storage, study, series) == [left.ids.instance, ours.ids.instance]
     assert await _exact_state(storage, study, series) is None
+
+
+async def test_a_small_document_is_written_whole_by_one_put_blob_per_batch(storage: Storage, commits) -> None:
+    study, series = generate_uid(), generate_uid()
+    stored = [_stored(study, series) for _ in range(3)]
+    for number, one in enumerate(stored):
+        await add_committed(storage, study, [_landed(f"e{number}" if number else None, f"e{number + 1}", [one])])
+    assert commits == [] and await _blocks(storage, study, series) == []
+    assert await _held(storage, study, series) == [s.ids.instance for s in stored]
+    assert await _exact_state(storage, study, series) == series_state("e3")
+
+
+async def test_a_document_outgrowing_a_whole_put_continues_in_blocks(storage: Storage, monkeypatch) -> None:
+    study, series = generate_uid(), generate_uid()
+    first, second = _stored(study, series), _stored(study, series)
+    await add_committed(storage, study, [_landed(None, "e1", [first])])
+    monkeypatch.setattr(document_writes, "WHOLE_PUT_BYTES", len(record(_metadata(first))))  # now too large
+    await add_committed(storage, study, [_landed("e1", "e2", [second])])
+    assert len(await _blocks(storage, study, series)) == 1
+    assert await _held(storage, study, series) == [first.ids.instance, second.ids.instance]
+    assert await _exact_state(storage, study, series) == series_state("e2")
