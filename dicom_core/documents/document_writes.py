@@ -1,10 +1,11 @@
-"""Writers of series metadata documents: each batch of changes of one document is one block and one commit.
+"""Writers of series metadata documents: each batch of changes of one document is one write.
 
-After a store's transaction landed, its series document gets the records of every instance the transaction
-stored there (`add_committed`); a delete takes instances out (`remove_instance`). The changes of one document
-that this process makes at the same time are one batch (group commit): their records are staged as one block
-(`series_documents.batch_blocks`), the block list read once (or taken from this process's last commit of the
-document) is changed, and committed once with If-Match (If-None-Match: * for a new document), retried on 412.
+After a request's transactions landed, their series documents get the records of every instance they stored
+there (`add_committed`); a delete takes instances out (`remove_instance`). The changes of one document that
+this process makes at the same time are one batch (group commit). A small document without blocks (every new
+one) is written whole by one Put Blob; a larger one gets the batch's records as one block
+(`series_documents.batch_blocks`) and one block-list commit, the list taken from this process's last write of
+the document (or read). Both with If-Match (If-None-Match: * for a new document), retried on 412.
 
 A batch keeps the document *verified*: when the document was exact for series row ETag E, and the batch's
 transactions took the series row from E through an unbroken chain of ETags to E' (each transaction's ETag

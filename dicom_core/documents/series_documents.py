@@ -1,8 +1,9 @@
 """Series metadata documents: every instance's DICOM JSON of a series in one block blob, kept current at store time.
 
 `{study}/{series}/metadata` in the metadata container holds one record per instance, its DICOM JSON followed
-by a newline (JSON text never contains a raw one). A writer's batch of records is one block (`batch…` IDs);
-documents written before hold one block per instance, whose ID names the instance and its version.
+by a newline (JSON text never contains a raw one). A small document is written whole (no blocks); a larger
+one holds a block (`batch…` IDs) per writer's batch. Documents written before hold one block per instance,
+whose ID names the instance and its version.
 
 The blob metadata `state` says what the document is exact for: the series row ETag (hashed) whose instances
 it holds, or `unverified`. Writers (`document_writes.py`) move it along the series row's ETags they
