@@ -28,6 +28,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
+from dicom_core.documents.known_documents import keep_written
 from dicom_core.documents.series_documents import (
     LINKS_KEY,
     SEPARATOR,
@@ -165,6 +166,9 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
                 refused = state.etag is None  # once: a blob holding staged blocks only refuses If-None-Match: *
                 etag = await put_whole(blob, content, metadata, state.etag)
                 state = _DocumentState(etag, [], new_state, ahead, unblocked=content)
+                last = ordered[-1].link if ordered else None
+                if new_state != UNVERIFIED and not ahead and last is not None:  # exact for the row after `last`
+                    keep_written(first.storage, first.study, first.series, last[1], content)
                 break
             etag = await commit(blob, state.blocks, blocks + list(staged), staged, state.etag, metadata)
         except Conflict:

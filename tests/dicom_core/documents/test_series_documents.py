@@ -10,6 +10,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.delete.service import delete_instance
 from dicom_core.documents import document_writes
+from dicom_core.documents.known_documents import known_document
 from dicom_core.documents.series_documents import (
     SEPARATOR, STATE_KEY, UNVERIFIED, batch_blocks, block_id, document_name, exact_state, record, series_state,
     stream_document, verified_properties,
@@ -244,3 +245,19 @@ async def test_a_missing_document_over_metadata_blobs_is_built_from_them(storage
     await _make_legacy(storage, study, series)
     await storage.metadata.delete_blob(document_name(study, series))
     assert _uids(await _read(storage, study, series)) == sorted(sops)
+
+
+async def test_a_small_document_written_whole_is_kept_for_its_first_read(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    await _store(storage, [make_instance(study=study, series=series) for _ in range(3)])
+    kept = known_document(storage, study, series, await _series_etag(storage, study, series))
+    assert kept == await (await storage.metadata.download_blob(document_name(study, series))).readall()
+
+
+async def test_a_document_kept_by_its_writer_is_not_sent_once_the_series_changed(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    await _store(storage, [make_instance(study=study, series=series)])
+    etag = await _series_etag(storage, study, series)
+    await storage.studies.update_entity({"PartitionKey": str(study), "RowKey": f"series|{series}"})  # another writer
+    assert known_document(storage, study, series, await _series_etag(storage, study, series)) is None
+    assert known_document(storage, study, series, etag) is not None
