@@ -18,9 +18,11 @@ else (a delete, a chain another process broke, a record inside a batch block to 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -45,8 +47,9 @@ from dicom_core.documents.series_documents import (
     series_state,
 )
 from dicom_core.index.commit import SeriesCommit
-from dicom_core.model.dicom_json import JsonDataset
+from dicom_core.model.dicom_json import JsonDataset, first_value
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.model.tags import SOP_INSTANCE_UID
 from dicom_core.storage.blobs import blob_properties_or_none
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
@@ -152,14 +155,19 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
             records.update(change.records)
             for instance in change.removed:
                 records.pop(instance, None)
+        unblocked = state.unblocked
+        if not exact and not state.blocks and unblocked:  # a document held whole: its old records can be taken out
+            unblocked, found = _without(unblocked, {i for c in ordered for i in c.records.keys() | c.removed})
+            exact = _apply(state.blocks, ordered, found)[1]
         new_state = exact_for if exact and exact_for is not None else UNVERIFIED
         ahead = ahead if new_state != UNVERIFIED else ()
-        if not records and blocks == state.blocks and (new_state, ahead) == (state.state, state.ahead):
+        if not records and blocks == state.blocks and unblocked == state.unblocked \
+                and (new_state, ahead) == (state.state, state.ahead):
             break
         metadata = {STATE_KEY: new_state, **({LINKS_KEY: " ".join(f"{b}>{a}" for b, a in ahead)} if ahead else {})}
         whole = b"".join(records.values())
-        staged = batch_blocks([state.unblocked, *records.values()] if state.unblocked else records.values())
-        content = state.unblocked + whole
+        staged = batch_blocks([unblocked, *records.values()] if unblocked else records.values())
+        content = unblocked + whole
         try:
             # A small document held whole (no blocks): written whole, one Put Blob instead of a block and a commit.
             if not state.blocks and len(content) <= WHOLE_PUT_BYTES and not (state.etag is None and refused):
@@ -236,8 +244,13 @@ def _state_of(series_etag: str | None) -> str:
     return _ABSENT if series_etag is None else series_state(series_etag)
 
 
-def _apply(blocks: list[str], changes: list[_Change]) -> tuple[list[str], bool]:
-    """The block list without the blocks the changes take out, and whether every change could be made exactly."""
+def _apply(
+    blocks: list[str], changes: list[_Change], taken_out: AbstractSet[str] = frozenset(),
+) -> tuple[list[str], bool]:
+    """The block list without the blocks the changes take out, and whether every change could be made exactly.
+
+    ``taken_out``: instances whose old records were taken out of a document held whole.
+    """
     exact = True
     added: set[str] = set()  # records of the batch replace each other exactly
     for change in changes:
@@ -245,7 +258,7 @@ def _apply(blocks: list[str], changes: list[_Change]) -> tuple[list[str], bool]:
             prefix = instance_prefix(instance)
             kept = [b for b in blocks if not b.startswith(prefix)]
             old_elsewhere = instance in change.removed or instance in change.replaced
-            if len(kept) == len(blocks) and old_elsewhere and instance not in added:
+            if len(kept) == len(blocks) and old_elsewhere and instance not in added | taken_out:
                 exact = False  # its old record is inside a batch block (or nowhere): the reader rebuilds
             blocks = kept
         added = (added | change.records.keys()) - change.removed
@@ -280,6 +293,20 @@ async def _read_state(blob: BlobClient) -> _DocumentState:
         return _DocumentState(headers["ETag"], blocks, UNVERIFIED, ())
     return _DocumentState(headers["ETag"], blocks, _state_of_properties(properties.metadata),
                           _ahead_of(properties.metadata))
+
+
+def _without(content: bytes, instances: set[str]) -> tuple[bytes, set[str]]:
+    """A whole document's records but those of ``instances``, and which of them it held."""
+    kept, found = [], set()
+    for line in content.split(SEPARATOR):
+        if not line:
+            continue
+        uid = first_value(json.loads(line), SOP_INSTANCE_UID) or ""
+        if uid in instances:
+            found.add(uid)
+        else:
+            kept.append(line + SEPARATOR)
+    return b"".join(kept), found
 
 
 def _state_of_properties(metadata: dict[str, str]) -> str:

@@ -157,7 +157,9 @@ async def test_an_upsert_ahead_of_a_gap_leaves_the_document_unverified(storage: 
     assert await _state(storage, study, series) == UNVERIFIED  # once unverified, only a reader makes it exact
 
 
-async def test_an_upsert_of_a_record_inside_a_batch_block_leaves_the_document_unverified(storage: Storage) -> None:
+async def test_an_upsert_of_a_record_inside_a_batch_block_leaves_the_document_unverified(
+    storage: Storage, by_blocks,
+) -> None:
     study, series = generate_uid(), generate_uid()
     stored = [_stored(study, series) for _ in range(2)]
     await add_committed(storage, study, [_landed(None, "e1", stored)])
@@ -292,3 +294,22 @@ async def test_a_document_outgrowing_a_whole_put_continues_in_blocks(storage: St
     assert len(await _blocks(storage, study, series)) == 1
     assert await _held(storage, study, series) == [first.ids.instance, second.ids.instance]
     assert await _exact_state(storage, study, series) == series_state("e2")
+
+
+async def test_an_upsert_into_a_document_held_whole_replaces_the_record_and_stays_verified(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    stored = [_stored(study, series) for _ in range(2)]
+    await add_committed(storage, study, [_landed(None, "e1", stored)])
+    newer = StoredInstance(stored[0].ids, new_version())
+    await add_committed(storage, study, [_landed("e1", "e2", [newer], frozenset({newer.ids.instance}))])
+    assert sorted(await _held(storage, study, series)) == sorted(s.ids.instance for s in stored)
+    assert await _exact_state(storage, study, series) == series_state("e2")
+
+
+async def test_removing_an_instance_from_a_document_held_whole_takes_its_record_out(storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    kept, removed = _stored(study, series), _stored(study, series)
+    await add_committed(storage, study, [_landed(None, "e1", [kept, removed])])
+    await remove_instance(storage, removed.ids)
+    assert await _held(storage, study, series) == [kept.ids.instance]
+    assert await _state(storage, study, series) == UNVERIFIED  # a delete's transaction is not known here
