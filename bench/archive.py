@@ -36,6 +36,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from dicom_core.index.commit import commit_instance
+from dicom_core.index.instance_metadata import row_metadata_text
 from dicom_core.index.rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import StoredInstance, new_version
@@ -140,13 +141,14 @@ async def _store_through_index(storage: Storage, study: PlannedStudy) -> None:
         if validated.failed or validated.ids is None:
             raise RuntimeError(f"planned instance {sop} does not validate: {validated.errors}")
         stored = StoredInstance(validated.ids, new_version())
+        text = json.dumps(validated.metadata, separators=(",", ":"))
         record = InstanceRecord(stored=stored, sop_class_uid=validated.sop_class_uid or "",
                                 transfer_syntax=str(parsed.transfer_syntax), size=parsed.size,
-                                metadata=validated.metadata)
+                                metadata=validated.metadata, metadata_text=row_metadata_text(text))
         for attempt in range(3):
             try:
-                await put_json(storage, metadata_blob_name(stored),
-                               json.dumps(validated.metadata, separators=(",", ":")).encode())
+                if not record.metadata_text:  # too long for the row, as the store does
+                    await put_json(storage, metadata_blob_name(stored), text.encode())
                 await write_index_intents(storage, record)
                 await commit_instance(storage, record, upsert=True)
                 break
@@ -190,13 +192,16 @@ def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], l
         metadata = deepcopy(metadata)
         metadata[SOP_INSTANCE_UID] = {"vr": "UI", "Value": [sop]}
         ids = replace(template.stored.ids, instance=sop)
-        record = replace(template, stored=StoredInstance(ids, new_version()), metadata=metadata)
+        text = json.dumps(metadata, separators=(",", ":"))
+        record = replace(template, stored=StoredInstance(ids, new_version()), metadata=metadata,
+                         metadata_text=row_metadata_text(text))
         current = [rows.get(key) for key in (STUDY_ROW, series_row_key(series), f"instance|{series}|{sop}")]
         operations = instance_operations(record, *(_as_entity(row) for row in current))
         for operation in operations:
             entity = dict(operation[1])
             rows[entity["RowKey"]] = entity
-        blobs[metadata_blob_name(record.stored)] = json.dumps(metadata, separators=(",", ":")).encode()
+        if not record.metadata_text:
+            blobs[metadata_blob_name(record.stored)] = text.encode()
     study_sort = inverted_time(created)
     study_row = rows[STUDY_ROW]
     modalities = set(json.loads(study_row["ModalityCounts"]))

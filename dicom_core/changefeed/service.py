@@ -16,16 +16,14 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from dicom_core.changefeed.feed_reads import FeedEntry, entries_after, entries_in_window, latest_entry
 from dicom_core.changefeed.query import ChangeFeedQuery
 from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.index.instance_metadata import metadata_of_version
 from dicom_core.index.outbox import ChangeAction
 from dicom_core.index.reads import get_instance
 from dicom_core.model.epoch import EPOCH as _EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.storage.blobs import metadata_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.wire.service_result import ServiceResult
 
@@ -119,11 +117,8 @@ def _json(value: Any) -> ServiceResult:
 
 
 async def _metadata(storage: Storage, stored: StoredInstance) -> Any:
-    try:
-        data = await (await storage.metadata.download_blob(metadata_blob_name(stored))).readall()
-    except ResourceNotFoundError:
-        return None  # replaced or deleted a moment ago
-    return json.loads(data)
+    data = await metadata_of_version(storage, stored)
+    return json.loads(data) if data is not None else None  # None: replaced or deleted a moment ago
 
 
 async def _sequence_quietly(storage: Storage) -> None:

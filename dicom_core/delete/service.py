@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from dicom_core.documents.series_documents import remove_instance
+from dicom_core.documents.document_writes import remove_instance
 from dicom_core.index.commit import forget_study
 from dicom_core.index.delete import (
     DeleteOutcome,

@@ -41,6 +41,12 @@ def has_known_document(storage: Storage, study: str, series: str) -> bool:
     return _known.get((storage.metadata.url, study, series)) is not None
 
 
+def keep_written(storage: Storage, study: str, series: str, series_etag: str, data: bytes) -> None:
+    """Keep the bytes a writer wrote whole, exact for the series row with ``series_etag`` (the next read sends them)."""
+    if len(data) <= MAX_DOCUMENT_BYTES:
+        _known.put((storage.metadata.url, study, series), KnownDocument(series_etag, data), len(data))
+
+
 async def remembered(storage: Storage, study: str, series: str, series_etag: str, document: Body) -> Body:
     """Yield ``document`` (one reflecting the series row with ``series_etag``) and keep a copy once read whole."""
     chunks: list[bytes] | None = []

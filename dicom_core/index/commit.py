@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -55,6 +55,17 @@ class InstanceExistsError(Exception):
 
 
 @dataclass(frozen=True)
+class SeriesCommit:
+    """What one landed transaction did to one series: its row's ETag before (None: created) and after, and the
+    instances it stored there (their earlier versions replaced where ``replaced`` names them)."""
+
+    before: str | None
+    after: str
+    records: tuple[InstanceRecord, ...]
+    replaced: frozenset[str]
+
+
+@dataclass(frozen=True)
 class CommitRows:
     """The study, series and instance rows a commit is computed from (None: absent), with their ETags."""
 
@@ -62,6 +73,7 @@ class CommitRows:
     series: TableEntity | None
     instance: TableEntity | None
     generation: TableEntity | None = None  # the study's generation marker
+    landed: SeriesCommit | None = None  # once committed: what the transaction did to the instance's series
 
     @property
     def generation_value(self) -> str:
@@ -220,7 +232,7 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
                 answers = await storage.recreating_missing(
                     functools.partial(storage.studies.submit_transaction, operations))
                 _remember(storage, study, rows, operations, answers)
-                outcomes.update((member, member.tried) for member in active)
+                outcomes.update(_landed(active, rows, operations, answers))
                 break
             except TableTransactionError as exc:
                 _known.discard(_study_key(storage, study))
@@ -243,6 +255,26 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
         timeout = TimeoutError(f"Could not commit into study {study}: it kept changing")
         outcomes.update((member, timeout) for member in active)
     return [outcomes[member] for member in members]
+
+
+def _landed(
+    members: Sequence[_Member], rows: _GroupRows, operations: Sequence[Any], answers: Sequence[Mapping[str, Any]],
+) -> Iterator[tuple[_Member, CommitRows]]:
+    """Each member's rows, with what the landed transaction did to its series (from the answers' ETags)."""
+    etags = {str(operation[1]["RowKey"]): str(answer.get("etag") or "")
+             for operation, answer in zip(operations, answers, strict=False)}
+    commits: dict[str, SeriesCommit | None] = {}
+    for uid in {member.series for member in members}:
+        after, row = etags.get(series_row_key(uid), ""), rows.series[uid]
+        ours = [member for member in members if member.series == uid]
+        commits[uid] = SeriesCommit(
+            before=str(row.metadata["etag"]) if row is not None else None, after=after,
+            records=tuple(member.record for member in ours),
+            replaced=frozenset(member.instance for member in ours if rows.instances[member.instance] is not None),
+        ) if after else None
+    for member in members:
+        assert member.tried is not None
+        yield member, replace(member.tried, landed=commits[member.series])
 
 
 async def _before_commit(member: _Member, rows: CommitRows) -> None:

@@ -29,6 +29,10 @@ GENERATION_ROW = "study|generation"
 MODALITY = "00080060"
 # A Table string property holds 32K UTF-16 characters; stay below with room for escaping.
 MAX_ATTRIBUTES_CHARS = 30_000
+# An instance's DICOM JSON up to this length is kept in its row (a Table string property holds 32K characters);
+# a longer one in its own blob.
+MAX_ROW_METADATA_CHARS = 30_000
+ROW_METADATA = "Metadata"
 MAX_TRANSACTION_OPERATIONS = 100
 
 
@@ -53,6 +57,7 @@ class InstanceRecord:
     metadata: JsonDataset
     frame_index: str = ""  # FrameIndex JSON, or "" when none or kept in a blob
     frame_index_in_blob: bool = False
+    metadata_text: str = ""  # the DICOM JSON when it is kept in the row ("": in its metadata blob)
     request: str = ""  # the change-feed announcement of the request storing it ("": an outbox row of its own)
 
     @property
@@ -69,7 +74,7 @@ class InstanceRecord:
     @property
     def row_chars(self) -> int:
         """Characters its instance row and its share of a change-feed outbox row add to a transaction, about."""
-        return len(self.instance_attributes) + len(self.frame_index) + 2_000
+        return len(self.instance_attributes) + len(self.frame_index) + len(self.metadata_text) + 2_000
 
 
 def attributes_property(metadata: JsonDataset, level: Level) -> str:
@@ -162,6 +167,7 @@ def _instance_row(record: InstanceRecord, instance: TableEntity | None, now: dat
         "TransferSyntaxUid": record.transfer_syntax, "Size": record.size, "Modality": record.modality,
         "Attributes": record.instance_attributes,
         "FrameIndex": record.frame_index, "FrameIndexInBlob": record.frame_index_in_blob,
+        ROW_METADATA: record.metadata_text,
         "CreatedAt": instance["CreatedAt"] if instance else now, "UpdatedAt": now,
     }
 

@@ -5,13 +5,14 @@ and exits 1 when there is any. Findings:
 
 - ``orphan-blob``: a version's blob (a thumbnail too) that no instance row references and no cleanup entry covers
   (it would stay for ever);
-- ``missing-blob``: an instance row whose ``.dcm``, ``.json`` (or ``.frames.json``) blob is gone;
+- ``missing-blob``: an instance row whose ``.dcm`` blob is gone, or its ``.json`` (when the row does not hold the
+  DICOM JSON) or ``.frames.json`` (when its frame index is in a blob);
 - ``series-count`` / ``study-count``: a series or study row whose InstanceCount, SeriesCount or ModalityCounts
   differ from its instance rows; ``empty-series`` / ``empty-study``: such a row without instances;
   ``instance-without-parent``: an instance row without its series or study row;
 - ``orphan-document``: a series metadata document without a series row and without a cleanup entry;
-  ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly
-  the versions of the series' instance rows;
+  ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly one
+  record of each of the series' instances (that of the row's version where the row holds the JSON);
 - ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
 - ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
   announced nor appended to the feed (its change would never reach the feed).
@@ -35,11 +36,14 @@ from azure.storage.blob.aio import ContainerClient
 
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX
-from dicom_core.documents.series_documents import block_id, document_name, verified_properties
+from dicom_core.documents.series_documents import SEPARATOR, document_name, verified_properties
 from dicom_core.index.delete import is_data_row
+from dicom_core.index.instance_metadata import kept_in_row
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION, announcement_of
-from dicom_core.index.rows import STUDY_ROW
+from dicom_core.index.rows import ROW_METADATA, STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
+from dicom_core.model.dicom_json import first_value
+from dicom_core.model.tags import SOP_INSTANCE_UID
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
 from dicom_core.settings import Settings
 from dicom_core.storage.blobs import THUMBNAIL_MARK
@@ -89,7 +93,9 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
         for (series, instance), row in rows.instances.items():
             stem = f"{uid}/{series}/{instance}/{row['Version']}"
             referenced.add((uid, series, instance, str(row["Version"])))
-            expected = [(files, f"{stem}.dcm"), (metadata, f"{stem}.json")]
+            expected = [(files, f"{stem}.dcm")]
+            if not kept_in_row(row):  # its DICOM JSON is in its own blob
+                expected.append((metadata, f"{stem}.json"))
             if row.get("FrameIndexInBlob"):
                 expected.append((metadata, f"{stem}.frames.json"))
             findings += [Finding("missing-blob", name, "the instance row references it") for names, name in expected
@@ -161,18 +167,22 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
 
 
 async def _check_documents(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
-    """Reconcile every series document as a reader would, then compare its blocks with the instance rows."""
+    """Reconcile every series document as a reader would, then compare its records with the instance rows."""
 
     async def check(study: str, series: str, row: TableEntity, rows: _Study) -> Finding | None:
-        expected = sorted(block_id(instance, str(r["Version"]))
-                          for (s, instance), r in rows.instances.items() if s == series)
+        instances = {instance: r for (s, instance), r in rows.instances.items() if s == series}
         await verified_properties(storage, study, series, str(row.metadata["etag"]))
         blob = storage.metadata.get_blob_client(document_name(study, series))
-        committed, _ = await blob.get_block_list("committed")
-        blocks = sorted(block.id for block in committed)
-        if blocks != expected:
+        data = await (await blob.download_blob()).readall()
+        records = [(line, first_value(json.loads(line), SOP_INSTANCE_UID) or "") for line in data.split(SEPARATOR)
+                   if line]
+        # A record of another version than its row's (where the row holds the JSON to compare with).
+        stale = [line for line, uid in records if uid in instances and kept_in_row(instances[uid])
+                 and line != str(instances[uid][ROW_METADATA]).encode()]
+        if sorted(uid for _, uid in records) != sorted(instances) or stale:
             return Finding("document-mismatch", document_name(study, series),
-                           f"{len(blocks)} blocks after reconciling, {len(expected)} instance rows")
+                           f"{len(records)} records after reconciling ({len(stale)} of another version), "
+                           f"{len(instances)} instance rows")
         return None
 
     results = await bounded_gather((check(study, series, row, rows) for study, rows in studies.items()

@@ -15,12 +15,12 @@ from azure.core.async_paging import AsyncPageIterator
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
+from dicom_core.index.instance_metadata import metadata_of_version
 from dicom_core.index.reads import get_row, instance_rows, series_rows
 from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.epoch import EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.storage.blobs import metadata_blob_name, read_blob_or_none
 from dicom_core.storage.clients import Storage
 
 T = TypeVar("T")
@@ -139,7 +139,7 @@ class SearchReads:
 
         async def read() -> JsonDataset:
             self.blobs += 1
-            data = await read_blob_or_none(self.storage.metadata, metadata_blob_name(stored))
+            data = await metadata_of_version(self.storage, stored)
             return json.loads(data) if data is not None else {}  # {}: replaced or deleted since the row was read
 
         ids = stored.ids

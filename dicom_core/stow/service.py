@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from dicom_core.documents.series_documents import add_instance
-from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
+from dicom_core.documents.document_writes import add_committed, add_instance
+from dicom_core.index.commit import CommitRows, InstanceExistsError, SeriesCommit, commit_instance
+from dicom_core.index.instance_metadata import row_metadata_text
 from dicom_core.index.rows import InstanceRecord
 from dicom_core.maintenance.blob_cleanup import CleanupTarget
 from dicom_core.model.errors import (
@@ -134,12 +135,17 @@ class _RequestWrites:
 
     cleanup: RequestCleanup
     feed: RequestFeed
+    landed: dict[str, list[SeriesCommit]]  # per study, the transactions its parts landed in (for the documents)
 
     @classmethod
     def of(cls, storage: Storage) -> _RequestWrites:
         """A new request's records, under a new id."""
         request = new_version()
-        return cls(RequestCleanup(storage, request), RequestFeed(storage, request))
+        return cls(RequestCleanup(storage, request), RequestFeed(storage, request), {})
+
+    async def write_documents(self, storage: Storage) -> None:
+        """Put what the request stored into its series metadata documents: one change per series document."""
+        await asyncio.gather(*(add_committed(storage, study, landed) for study, landed in self.landed.items()))
 
 
 async def _store_parts(
@@ -164,7 +170,7 @@ async def _store_parts(
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)
-        await _finish_announcement(writes.feed)
+        await asyncio.gather(_finish_announcement(writes.feed), writes.write_documents(storage))
     return list(outcomes)
 
 
@@ -203,22 +209,22 @@ async def _store_part(
                                                                                               new_version())
     frame_index = json.dumps(parsed.frame_index.to_json(), separators=(",", ":")) if parsed.frame_index else ""
     frame_index_in_blob = len(frame_index) > MAX_ROW_FRAME_INDEX_CHARS
+    metadata_json = json.dumps(validated.metadata, separators=(",", ":"))
     record = InstanceRecord(
         stored=stored, sop_class_uid=validated.sop_class_uid or "", transfer_syntax=str(parsed.transfer_syntax),
         size=parsed.size, metadata=validated.metadata,
         frame_index="" if frame_index_in_blob else frame_index, frame_index_in_blob=frame_index_in_blob,
-        request=writes.feed.announcement_for(validated.ids.study),
+        metadata_text=row_metadata_text(metadata_json), request=writes.feed.announcement_for(validated.ids.study),
     )
     announced = _Announced(writes.feed, stored.ids.study)
     try:
         # Before anything is uploaded: blobs a crash, a 45070 or a failed commit leaves behind get deleted.
         await writes.cleanup.cover([CleanupTarget.of_version(stored)])
-        uploads = [
-            put_json(storage, metadata_blob_name(stored),
-                     json.dumps(validated.metadata, separators=(",", ":")).encode()),
-        ]
+        uploads = []
         if stored is not staged:
             uploads.append(put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size))
+        if not record.metadata_text:  # too long for the instance row
+            uploads.append(put_json(storage, metadata_blob_name(stored), metadata_json.encode()))
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
         # The change feed's sequencer drops an announcement ANNOUNCEMENT_TIMEOUT after it was last written, unless
@@ -252,9 +258,15 @@ async def _store_part(
         outcome.failure_reason = PROCESSING_FAILURE
         outcome.comments = ["The instance could not be stored because of a storage error; retry the request."]
         return outcome
-    # The series metadata document, for WADO-RS. A replaced version's blobs go with its cleanup entry, later:
-    # a reader that looked up the old row a moment ago is still reading them.
-    await add_instance(storage, stored, validated.metadata)
+    # The series metadata document, for WADO-RS: the request writes the transactions its parts landed in at its end,
+    # in one change per document. A replaced version's blobs go with its cleanup entry, later: a reader that looked
+    # up the old row a moment ago is still reading them.
+    if hooks.landed is not None:
+        landed = writes.landed.setdefault(stored.ids.study, [])
+        if all(other is not hooks.landed for other in landed):
+            landed.append(hooks.landed)
+    else:  # its transaction's answer was lost (it landed all the same): the document's next reader checks it
+        await add_instance(storage, stored, validated.metadata)
     if validated.implicit_vr:
         outcome.warning_reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
     elif validated.warnings:
@@ -307,6 +319,7 @@ class _StoreCommitHooks:
         self._writes = writes
         self._own = CleanupTarget.of_version(stored)
         self._announced = announced
+        self.landed: SeriesCommit | None = None  # what the landed transaction did to the instance's series
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
@@ -315,6 +328,7 @@ class _StoreCommitHooks:
 
     async def after_commit(self, rows: CommitRows) -> None:
         """Repair index entries a racing delete removed from rows this commit created."""
+        self.landed = rows.landed
         await self._intents.after_commit(rows)
 
     async def _cleanup_before_commit(self, rows: CommitRows) -> None:

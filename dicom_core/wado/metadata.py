@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobProperties
 
 from dicom_core.documents.known_documents import has_known_document, known_document, remembered
@@ -27,11 +26,11 @@ from dicom_core.documents.series_documents import (
     stream_opened,
     verified_properties,
 )
+from dicom_core.index.instance_metadata import metadata_of_row
 from dicom_core.index.reads import get_series_row, get_study_row, series_rows, stored_instance
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.storage.blob_reads import Body, BodySource, prefetched
-from dicom_core.storage.blobs import metadata_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.wado.instance_reads import INSTANCE_NOT_FOUND, instance_row
 from dicom_core.wado.response import CONTENT_TYPE
@@ -120,10 +119,9 @@ async def instance_metadata(storage: Storage, ids: InstanceIdentifiers, request:
     tag = _entity_tag(stored.version)
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
-    try:
-        data = await (await storage.metadata.download_blob(metadata_blob_name(stored))).readall()
-    except ResourceNotFoundError as exc:
-        raise NotFoundError(INSTANCE_NOT_FOUND) from exc  # replaced or deleted meanwhile
+    data = await metadata_of_row(storage, stored, row)  # kept in the row, or (large or stored before) its blob
+    if data is None:
+        raise NotFoundError(INSTANCE_NOT_FOUND)  # replaced or deleted meanwhile
     return _json_response(_single(data + SEPARATOR), tag, request)
 
 

@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.sequencer import sequence_pending
-from dicom_core.index.rows import STUDY_ROW, series_row_key
+from dicom_core.index.rows import MAX_ROW_METADATA_CHARS, ROW_METADATA, STUDY_ROW, series_row_key
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.errors import PayloadTooLargeError
@@ -86,9 +86,22 @@ async def test_upsert_keeps_counts_and_moves_modality(storage: Storage) -> None:
     assert len(await _blob_names(storage, study)) == 2  # the replaced version stays for readers until cleanup
 
 
-async def test_metadata_sidecar_has_no_bulk_data(storage: Storage) -> None:
-    study = generate_uid()
-    assert (await _store(storage, [make_instance(study=study)])).status == 200
+async def test_metadata_is_kept_in_the_instance_row_without_bulk_data_and_without_a_blob(storage: Storage) -> None:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    assert (await _store(storage, [make_instance(study=study, series=series, sop=sop)])).status == 200
+    row = await storage.studies.get_entity(study, f"instance|{series}|{sop}")
+    metadata = json.loads(row[ROW_METADATA])
+    assert metadata["0020000D"]["Value"] == [study]
+    assert "7FE00010" not in metadata
+    assert [b.name async for b in storage.metadata.list_blobs(name_starts_with=study) if b.name.endswith(".json")] == []
+
+
+async def test_metadata_too_long_for_the_row_goes_to_its_own_blob(storage: Storage) -> None:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    data = make_instance(study=study, series=series, sop=sop, TextValue="x" * (MAX_ROW_METADATA_CHARS + 1))
+    assert (await _store(storage, [data])).status == 200
+    row = await storage.studies.get_entity(study, f"instance|{series}|{sop}")
+    assert row[ROW_METADATA] == ""
     [name] = [b.name async for b in storage.metadata.list_blobs(name_starts_with=study) if b.name.endswith(".json")]
     metadata = json.loads(await (await storage.metadata.download_blob(name)).readall())
     assert metadata["0020000D"]["Value"] == [study]
