@@ -29,6 +29,7 @@ from dicom_core.index.rows import (
     outbox_rows,
     series_row_key,
 )
+from dicom_core.index.study_copies import copy_operations, refresh_study_copies
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
@@ -142,7 +143,8 @@ def _fits(batch: Sequence[_Member], member: _Member) -> bool:
         return False
     # The series rows and the study row are written once each, with at most MAX_ATTRIBUTES_CHARS of attributes.
     rows_chars = sum(other.record.row_chars for other in batch) + member.record.row_chars
-    return rows_chars + (len(series) + 1) * (MAX_ATTRIBUTES_CHARS + 2_000) <= MAX_GROUP_CHARS
+    # A series row holds its own attributes and a copy of the study's.
+    return rows_chars + (2 * len(series) + 1) * (MAX_ATTRIBUTES_CHARS + 2_000) <= MAX_GROUP_CHARS
 
 
 def _study_key(storage: Storage, study: str) -> tuple[str, str, str]:
@@ -181,11 +183,15 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
                 break
             operations = group_operations([member.record for member in active], rows.study, rows.series,
                                           [rows.instances[member.instance] for member in active])
+            copies, copies_left = await copy_operations(storage, study, rows.study, operations)
+            operations += copies
             for member in active:
                 member.tried = rows.of(member)
             try:
                 await storage.recreating_missing(functools.partial(storage.studies.submit_transaction, operations))
                 outcomes.update((member, member.tried) for member in active)
+                if copies_left:
+                    await refresh_study_copies(storage, study)
                 break
             except TableTransactionError as exc:
                 if error_code(exc) not in RETRY_CODES:

@@ -21,9 +21,9 @@ from dicom_core.model.tags import (
     ACCESSION_NUMBER,
     MODALITIES_IN_STUDY,
     MODALITY,
+    NUMBER_OF_STUDY_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_SERIES,
     PATIENT_ID,
-    PATIENT_NAME,
-    REFERRING_PHYSICIAN_NAME,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_DATE,
@@ -37,17 +37,15 @@ from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
+    NAME_INDEXES,
     NAME_WORD_INDEXES,
+    PAIR_JOIN,
     SERIES_BY_MODALITY,
     SERIES_BY_UID,
     STUDIES_BY_ACCESSION,
     STUDIES_BY_DATE,
     STUDIES_BY_MODALITY,
     STUDIES_BY_PATIENT_ID,
-    STUDIES_BY_PATIENT_NAME,
-    STUDIES_BY_PATIENT_NAME_WORD,
-    STUDIES_BY_REFERRING,
-    STUDIES_BY_REFERRING_WORD,
     IndexEntry,
     inverted_date,
     parse_entry,
@@ -103,10 +101,11 @@ class IndexRange:
 
 @dataclass(frozen=True)
 class NameTerm:
-    """The folded word of a name condition whose entries hold every name it can match: whole, or a prefix."""
+    """The folded word (or leading word pair) of a name condition whose entries hold every name it can match."""
 
     word: str
     whole: bool
+    pair: bool = False  # a pair of the name's first two words (`word` is `{first}^{second}`)
 
 
 def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit, None]]:
@@ -152,16 +151,14 @@ def study_index_range(query: QidoQuery) -> IndexRange | None:
         condition = query.condition(tag)
         if condition is not None and condition.kind is MatchKind.EXACT:
             return IndexRange(partition_key(index, condition.value))
-    names = ((STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, PATIENT_NAME),
-             (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, REFERRING_PHYSICIAN_NAME))
-    for exact, _, tag in names:
+    for exact, _, _, tag in NAME_INDEXES:
         condition = query.condition(tag)
         if condition is not None and condition.kind is MatchKind.EXACT:
             return IndexRange(partition_key(exact, fold_person_name(condition.value)))
-    for _, words, tag in names:
+    for _, words, pairs, tag in NAME_INDEXES:
         term = name_term(query.condition(tag))
         if term is not None:
-            return IndexRange(*word_range(words, term.word, whole=term.whole))
+            return IndexRange(*word_range(pairs if term.pair else words, term.word, whole=term.whole))
     date = query.condition(STUDY_DATE)
     if date is not None:
         return IndexRange(
@@ -187,7 +184,12 @@ def name_term(condition: Condition | None) -> NameTerm | None:
         literal = fold(condition.value)
         literal = literal[:min((literal.index(char) for char in "*?" if char in literal), default=len(literal))]
         # A name matching 'DOE^J*' starts with 'DOE^J': DOE is one of its words, and one begins with J.
-        terms = [NameTerm(match.group(), whole=match.end() < len(literal)) for match in _WORD.finditer(literal)]
+        found = list(_WORD.finditer(literal))
+        terms = [NameTerm(match.group(), whole=match.end() < len(literal)) for match in found]
+        if len(found) >= 2 and found[0].start() == 0:
+            # The literal begins the name: its first word is the name's first, its second begins the second.
+            terms.append(NameTerm(PAIR_JOIN.join((found[0].group(), found[1].group())),
+                                  whole=found[1].end() < len(literal), pair=True))
         return max(terms, key=lambda term: (len(term.word), term.whole), default=None)
     return None
 
@@ -238,9 +240,11 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
 
 async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: str) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
+    full_study = needs_study_row(query)
     async for entries in _verification_slices(reads, IndexRange(partition)):
-        pairs = await asyncio.gather(*(_study_and_series(reads, entry.study, entry.series or "") for entry in entries))
-        for entry, (study, series) in zip(entries, pairs, strict=True):
+        pairs = await asyncio.gather(
+            *(_series_and_study(reads, entry.study, entry.series or "", full_study=full_study) for entry in entries))
+        for entry, (series, study) in zip(entries, pairs, strict=True):
             target = (entry.study, entry.series or "")
             if study is None or series is None or target in accepted:
                 continue
@@ -258,8 +262,22 @@ async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, 
         yield hit
 
 
-async def _study_and_series(reads: SearchReads, study: str, series: str) -> tuple[Row | None, Row | None]:
-    return await asyncio.gather(reads.study(study), reads.series(study, series))
+def needs_study_row(query: QidoQuery) -> bool:
+    """Tell whether results above study level need the study row itself, not the series row's copy of its
+    attributes: to match ModalitiesInStudy, or to answer it or a NumberOfStudyRelated* count."""
+    wanted = {*query.include_fields, *(condition.tag for condition in query.conditions)}
+    return bool(wanted & {MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES})
+
+
+async def _series_and_study(
+    reads: SearchReads, study: str, series: str, *, full_study: bool,
+) -> tuple[Row | None, Row | None]:
+    """A series row and its study's attributes: from the series row's copy, unless the study row is needed."""
+    if full_study:
+        series_row, study_row = await asyncio.gather(reads.series(study, series), reads.study(study))
+        return series_row, study_row
+    series_row = await reads.series(study, series)
+    return series_row, (None if series_row is None else await reads.study_of(study, series_row))
 
 
 async def _series_of_studies(
@@ -292,12 +310,13 @@ async def _instances_of_series(
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found: list[Hit] = []
+    full_study = needs_study_row(query)
     for uid in dict.fromkeys(uids):
         async for page in reads.index_pages(partition_key(INSTANCES_BY_UID, uid)):
             for entry in (parse_entry(entity) for entity in page.entities):
                 ids = InstanceIdentifiers(entry.study, entry.series or "", entry.instance or "")
-                instance = await reads.instance(ids)
-                study, series = await _study_and_series(reads, ids.study, ids.series)
+                instance, (series, study) = await asyncio.gather(
+                    reads.instance(ids), _series_and_study(reads, ids.study, ids.series, full_study=full_study))
                 if instance is None or study is None or series is None:
                     continue
                 if (_study_matches(query, study) and _matches_level(query, Level.SERIES, series)

@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.index.reads import get_row, instance_rows, series_rows
-from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY, STUDY_ROW, instance_row_key, series_row_key
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.epoch import EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
@@ -26,7 +26,7 @@ from dicom_core.storage.clients import Storage
 T = TypeVar("T")
 # Instance rows carry the frame index (up to 30,000 characters): a search never needs it.
 INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
-SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
+SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt"]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
 FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
 # Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known,
@@ -117,6 +117,17 @@ class SearchReads:
         """A series row, or None."""
         return await self._once(("series", study, series), lambda: self._point(study, series_row_key(series)))
 
+    async def study_of(self, study: str, series: Row) -> Row | None:
+        """The study attributes of a series row's study: its copy of them, or (a row without one) the study row.
+
+        A copy answers the study's Attributes only, not its counts or modalities.
+        """
+        copy = series.entity.get(STUDY_ATTRIBUTES_COPY)
+        if not copy:
+            return await self.study(study)
+        entity = TableEntity(PartitionKey=study, RowKey=STUDY_ROW, Attributes=copy)
+        return Row(entity, json.loads(str(copy)))
+
     async def instance(self, ids: InstanceIdentifiers) -> Row | None:
         """An instance row, or None."""
         key = ("instance", ids.study, ids.series, ids.instance)
@@ -157,7 +168,8 @@ class SearchReads:
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
-        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.wanted)), None
+        # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
+        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.demand())), None
         first_wanted, read = self.wanted, 0
         while not self.exhausted:
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
