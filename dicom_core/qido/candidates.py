@@ -11,57 +11,43 @@ entries however many names begin alike.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
+from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
 from dicom_core.model.tags import (
-    ACCESSION_NUMBER,
     MODALITIES_IN_STUDY,
     MODALITY,
     NUMBER_OF_STUDY_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_SERIES,
-    PATIENT_ID,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
-    STUDY_DATE,
     STUDY_INSTANCE_UID,
 )
-from dicom_core.model.text import fold, fold_person_name, name_words
+from dicom_core.qido.index_ranges import IndexRange, study_index_range
 from dicom_core.qido.matching import matches
-from dicom_core.qido.query import Condition, MatchKind, QidoQuery, QidoResource
+from dicom_core.qido.query import MatchKind, QidoQuery, QidoResource
 from dicom_core.qido.reads import FIRST_PAGE, Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
-    NAME_INDEXES,
-    NAME_WORD_INDEXES,
-    PAIR_JOIN,
     SERIES_BY_MODALITY,
     SERIES_BY_UID,
-    STUDIES_BY_ACCESSION,
-    STUDIES_BY_DATE,
-    STUDIES_BY_MODALITY,
-    STUDIES_BY_PATIENT_ID,
     IndexEntry,
-    inverted_date,
     parse_entry,
     partition_key,
     series_keys,
     study_row_keys,
     study_row_modalities,
-    word_range,
 )
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
 # A name word range of at most this many entries (fewer than the first page asks for) is answered newest first.
 NEWEST_FIRST_WORD_ENTRIES = FIRST_PAGE - 1
-# The words of a folded name: what `name_words` splits on ([\W_]+) is what separates them.
-_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -83,29 +69,6 @@ class Hit:
     def instance_uid(self) -> str | None:
         """The SOP instance UID, from the instance row."""
         return None if self.instance is None else self.instance.row_key.split("|")[2]
-
-
-@dataclass(frozen=True)
-class IndexRange:
-    """An index partition and, for dates and name words, the RowKey range to read."""
-
-    partition: str
-    low: str | None = None
-    high: str | None = None
-
-    @property
-    def by_word(self) -> bool:
-        """Tell whether the range holds name word entries (ordered by word, then newest first)."""
-        return self.partition.split("|", 1)[0] in NAME_WORD_INDEXES
-
-
-@dataclass(frozen=True)
-class NameTerm:
-    """The folded word (or leading word pair) of a name condition whose entries hold every name it can match."""
-
-    word: str
-    whole: bool
-    pair: bool = False  # a pair of the name's first two words (`word` is `{first}^{second}`)
 
 
 def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit, None]]:
@@ -135,6 +98,9 @@ def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGene
     series_uids = query.condition(SERIES_INSTANCE_UID)
     if series_uids is not None and query.condition(STUDY_INSTANCE_UID) is None:
         return SERIES_BY_UID, _series_by_uid(reads, query, series_uids.values)
+    index = None if query.condition(STUDY_INSTANCE_UID) is not None else study_index_range(query)
+    if index is not None and not needs_study_row(query):
+        return index.partition.split("|", 1)[0], _series_of_indexed_studies(reads, query, index)
     source, studies = _study_source(reads, query)
     if studies is not None:
         return source or "", _series_of_studies(reads, query, studies)
@@ -143,55 +109,6 @@ def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGene
         partition = partition_key(SERIES_BY_MODALITY, modality.value)
         return SERIES_BY_MODALITY, _series_from_index(reads, query, partition)
     return ALL_SERIES, _series_from_index(reads, query, ALL_SERIES)
-
-
-def study_index_range(query: QidoQuery) -> IndexRange | None:
-    """The index range serving the query's most selective indexed study-level filter, if any."""
-    for index, tag in ((STUDIES_BY_ACCESSION, ACCESSION_NUMBER), (STUDIES_BY_PATIENT_ID, PATIENT_ID)):
-        condition = query.condition(tag)
-        if condition is not None and condition.kind is MatchKind.EXACT:
-            return IndexRange(partition_key(index, condition.value))
-    for exact, _, _, tag in NAME_INDEXES:
-        condition = query.condition(tag)
-        if condition is not None and condition.kind is MatchKind.EXACT:
-            return IndexRange(partition_key(exact, fold_person_name(condition.value)))
-    for _, words, pairs, tag in NAME_INDEXES:
-        term = name_term(query.condition(tag))
-        if term is not None:
-            return IndexRange(*word_range(pairs if term.pair else words, term.word, whole=term.whole))
-    date = query.condition(STUDY_DATE)
-    if date is not None:
-        return IndexRange(
-            STUDIES_BY_DATE,
-            low=f"{inverted_date(date.high)}|" if date.high else None,
-            high=f"{inverted_date(date.low)}}}" if date.low else None,
-        )
-    modalities = query.condition(MODALITIES_IN_STUDY)
-    if modalities is not None and modalities.kind is MatchKind.EXACT:
-        return IndexRange(partition_key(STUDIES_BY_MODALITY, modalities.value))
-    return None
-
-
-def name_term(condition: Condition | None) -> NameTerm | None:
-    """The longest word every name matching a fuzzy or wildcard condition has (whole) or has a word begin with."""
-    if condition is None:
-        return None
-    if condition.kind is MatchKind.FUZZY:
-        # Each query word begins a word of the name.
-        return max((NameTerm(word, whole=False) for word in name_words(condition.value)),
-                   key=lambda term: len(term.word), default=None)
-    if condition.kind is MatchKind.WILDCARD:
-        literal = fold(condition.value)
-        literal = literal[:min((literal.index(char) for char in "*?" if char in literal), default=len(literal))]
-        # A name matching 'DOE^J*' starts with 'DOE^J': DOE is one of its words, and one begins with J.
-        found = list(_WORD.finditer(literal))
-        terms = [NameTerm(match.group(), whole=match.end() < len(literal)) for match in found]
-        if len(found) >= 2 and found[0].start() == 0:
-            # The literal begins the name: its first word is the name's first, its second begins the second.
-            terms.append(NameTerm(PAIR_JOIN.join((found[0].group(), found[1].group())),
-                                  whole=found[1].end() < len(literal), pair=True))
-        return max(terms, key=lambda term: (len(term.word), term.whole), default=None)
-    return None
 
 
 def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, AsyncGenerator[Hit, None] | None]:
@@ -291,6 +208,40 @@ async def _series_of_studies(
         reads.expanded("series", len(chunk), len(found))
         for series in found:
             yield series
+
+
+async def _series_of_indexed_studies(
+    reads: SearchReads, query: QidoQuery, index: IndexRange,
+) -> AsyncGenerator[Hit, None]:
+    """The series of the studies an index range serves, each entry verified against its series rows' copy of the
+    study attributes: no study row is read (unless none of the study's series rows has a copy)."""
+    reads.expanded("series")
+    accepted: set[str] = set()
+    async for entries in _verification_slices(reads, index):
+        lists = await asyncio.gather(*(reads.series_of(entry.study) for entry in entries))
+        studies = await asyncio.gather(*(_study_of_series_rows(reads, entry.study, rows)
+                                         for entry, rows in zip(entries, lists, strict=True)))
+        found: list[Hit] = []
+        parents = 0
+        for entry, rows, study in zip(entries, lists, studies, strict=True):
+            if study is None or entry.study in accepted or entry.key not in study_row_keys(study.entity):
+                continue
+            accepted.add(entry.study)
+            if _study_matches(query, study):
+                parents += 1
+                found += [Hit(entry.study, study=study, series=row) for row in newest_first(rows)
+                          if _matches_level(query, Level.SERIES, row)]
+        reads.expanded("series", parents, len(found))
+        for hit in found:
+            yield hit
+
+
+async def _study_of_series_rows(reads: SearchReads, study: str, rows: list[Row]) -> Row | None:
+    """The study's attributes from the first of its series rows that has a copy of them, else its study row."""
+    if not rows:
+        return None  # a study has a series row from its first commit on: no rows, no study
+    with_copy = next((row for row in rows if row.entity.get(STUDY_ATTRIBUTES_COPY)), rows[0])
+    return await reads.study_of(study, with_copy)
 
 
 async def _instances_of_series(
