@@ -144,7 +144,7 @@ def test_patient_lists_read_their_entries_and_rows_only(
 def test_lists_read_at_most_two_entities_per_result_asked_for(
     query_stats_server: str, patient: tuple[str, list[str]], level: str
 ) -> None:
-    for limit, offset in ((20, 0), (5, 20)):
+    for limit, offset in ((20, 0), (2, 1)):
         response = _get(query_stats_server, f"/v2/{level}?limit={limit}&offset={offset}")
         assert response.status_code == 200
         assert int(response.headers[ENTITIES_READ]) <= 2 * max(limit + offset, 16)

@@ -29,8 +29,7 @@ INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt
 SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt"]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
 FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
-# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known,
-# and the fewest entries a later index page asks for.
+# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known.
 FIRST_EXPANSION = 8
 POINT_READ_CONCURRENCY = 32
 
@@ -161,9 +160,10 @@ class SearchReads:
     ) -> AsyncIterator[IndexPage]:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
-        The first page is what the search still wants (a result costs its entry and its row: 2 entities), at
-        least FIRST_PAGE entries; each further page is what it still wants at the rate entries turned into
-        results so far (double the last page while none did), so a page costs about what it returns.
+        The first page is what the source still wants (for a search that expands its hits, FIRST_EXPANSION until
+        the fan-out is known), at least FIRST_PAGE entries; each further page is what it still wants at the rate
+        entries turned into results so far (double the last page while none did), so a page costs about what it
+        returns.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
@@ -187,7 +187,7 @@ class SearchReads:
             if not token:
                 return
             found = first_wanted - self.wanted  # results the pages so far turned into
-            size = min(MAX_PAGE, max(FIRST_EXPANSION, -(-self.wanted * read // found)) if found > 0 else size * 2)
+            size = min(MAX_PAGE, max(1, -(-self.wanted * read // found)) if found > 0 else size * 2)
 
     async def _point(self, partition: str, row_key: str) -> Row | None:
         async with self._slots:
