@@ -125,6 +125,31 @@ def test_every_search_reports_the_entities_it_read(query_stats_server: str, pati
     assert int(response.headers[ENTITIES_READ]) == 6  # three entries, three study rows
 
 
+@pytest.mark.parametrize(("level", "entities"), [
+    ("studies", 6),  # three entries, three study rows
+    ("series", 7),  # three entries, four series rows (which hold their study's attributes)
+    ("instances", 11),  # three entries, four series rows, four instance rows (one instance per series)
+])
+def test_patient_lists_read_their_entries_and_rows_only(
+    query_stats_server: str, patient: tuple[str, list[str]], level: str, entities: int
+) -> None:
+    patient_id, _ = patient
+    response = _get(query_stats_server, f"/v2/{level}?PatientID={patient_id}&includefield=PatientName")
+    assert int(response.headers[ENTITIES_READ]) == entities
+    first = [d for d in response.json() if d[STUDY_UID]["Value"][0] == patient[1][0]]
+    assert first and all(d["00100010"]["Value"][0]["Alphabetic"] == "Ohif^Olga" for d in first)
+
+
+@pytest.mark.parametrize("level", ["studies", "series"])
+def test_lists_read_at_most_two_entities_per_result_asked_for(
+    query_stats_server: str, patient: tuple[str, list[str]], level: str
+) -> None:
+    for limit, offset in ((20, 0), (2, 1)):
+        response = _get(query_stats_server, f"/v2/{level}?limit={limit}&offset={offset}")
+        assert response.status_code == 200
+        assert int(response.headers[ENTITIES_READ]) <= 2 * max(limit + offset, 16)
+
+
 def test_entities_read_header_is_off_by_default(server: str) -> None:
     response = _get(server, "/v2/studies?limit=1")
     assert response.status_code in (200, 204) and ENTITIES_READ not in response.headers

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-from azure.data.tables import TableEntity, TableTransactionError
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import (
@@ -33,6 +33,7 @@ from dicom_core.index.rows import (
     outbox_rows,
     series_row_key,
 )
+from dicom_core.index.study_copies import copy_operations, refresh_study_copies
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
@@ -184,7 +185,8 @@ def _fits(batch: Sequence[_Member], member: _Member) -> bool:
         return False
     # The series rows and the study row are written once each, with at most MAX_ATTRIBUTES_CHARS of attributes.
     rows_chars = sum(other.record.row_chars for other in batch) + member.record.row_chars
-    return rows_chars + (len(series) + 1) * (MAX_ATTRIBUTES_CHARS + 2_000) <= MAX_GROUP_CHARS
+    # A series row holds its own attributes and a copy of the study's.
+    return rows_chars + (2 * len(series) + 1) * (MAX_ATTRIBUTES_CHARS + 2_000) <= MAX_GROUP_CHARS
 
 
 def _study_key(storage: Storage, study: str) -> tuple[str, str, str]:
@@ -226,6 +228,8 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
             operations = group_operations([member.record for member in active], rows.study, rows.series,
                                           [rows.instances[member.instance] for member in active])
             operations.append(generation_operation(study, rows.generation))
+            copies, copies_left = await copy_operations(storage, study, rows.study, operations)
+            operations += copies
             for member in active:
                 member.tried = rows.of(member)
             try:
@@ -233,6 +237,8 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
                     functools.partial(storage.studies.submit_transaction, operations))
                 _remember(storage, study, rows, operations, answers)
                 outcomes.update(_landed(active, rows, operations, answers))
+                if copies_left:
+                    await refresh_study_copies(storage, study)
                 break
             except TableTransactionError as exc:
                 _known.discard(_study_key(storage, study))
@@ -354,9 +360,12 @@ def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequen
     if len(answers) != len(operations) or not all(answer.get("etag") for answer in answers):
         return  # an answer without an ETag per operation: the next commit reads the rows
     written: dict[str, TableEntity] = {}
+    partial: set[str] = set()  # series rows only merged into (a copy of the study attributes): not known whole
     for operation, answer in zip(operations, answers, strict=True):
         row_key = str(operation[1]["RowKey"])
-        if row_key in (STUDY_ROW, GENERATION_ROW) or row_key.startswith("series|"):
+        if len(operation) > 2 and operation[2].get("mode") == UpdateMode.MERGE:
+            partial.add(row_key.split("|", 1)[1])
+        elif row_key in (STUDY_ROW, GENERATION_ROW) or row_key.startswith("series|"):
             entity = TableEntity(operation[1])
             entity._metadata = {"etag": answer["etag"], "timestamp": None}
             written[row_key] = entity
@@ -364,6 +373,8 @@ def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequen
               **{uid: row for uid, row in rows.series.items() if row is not None}}
     series.update((row_key.split("|", 1)[1], row) for row_key, row in written.items()
                   if row_key.startswith("series|"))
+    for uid in partial:
+        series.pop(uid, None)
     if STUDY_ROW in written and GENERATION_ROW in written:
         _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
 

@@ -2,7 +2,10 @@
 
 One partition per study (PartitionKey = StudyInstanceUID) holds the study row, a row per series and a row per
 instance, each with the attributes QIDO answers with; counts and ModalityCounts are kept on the study and
-series rows. How the transaction is committed: `commit.py`.
+series rows. A series row also carries a copy of its study row's Attributes (`StudyAttributes`), so a series
+or instance result is answered without reading the study row; the transaction that changes the study's
+attributes brings the copies of the study's other series in step (`study_copies.py`). How the transaction is
+committed: `commit.py`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.data.tables import TableEntity
+from azure.data.tables import TableEntity, UpdateMode
 
 from dicom_core.index.outbox import Change, ChangeAction, outbox_operation, request_change_id
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import StoredInstance
 from dicom_core.model.levels import Level, row_attributes
-from dicom_core.storage.tables import Operation, etag_of, replace_if_unchanged
+from dicom_core.storage.tables import Operation, etag_of, replace_if_unchanged, unchanged_since
 
 STUDY_ROW = "study"
 # The study's generation marker: a delete changes its Generation after removing index entries, and every commit
@@ -34,6 +37,8 @@ MAX_ATTRIBUTES_CHARS = 30_000
 MAX_ROW_METADATA_CHARS = 30_000
 ROW_METADATA = "Metadata"
 MAX_TRANSACTION_OPERATIONS = 100
+# The series row's copy of its study row's Attributes ("" or absent: a row stored before copies were kept).
+STUDY_ATTRIBUTES_COPY = "StudyAttributes"
 
 
 def series_row_key(series: str) -> str:
@@ -92,9 +97,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-
-
-
 def group_operations(
     records: Sequence[InstanceRecord], study: TableEntity | None, series: dict[str, TableEntity | None],
     instances: Sequence[TableEntity | None],
@@ -118,14 +120,23 @@ def group_operations(
     operations += _outbox_operations(records, now)
     # The series and study rows take the attributes of the last record stored into them (computed once each).
     last_of_series = {record.stored.ids.series: record for record in records}
+    study_attributes = attributes_property(records[-1].metadata, Level.STUDY)
     for uid, record in last_of_series.items():
-        written = {**(series_now[uid] or {}), "Attributes": attributes_property(record.metadata, Level.SERIES)}
+        written = {**(series_now[uid] or {}), "Attributes": attributes_property(record.metadata, Level.SERIES),
+                   STUDY_ATTRIBUTES_COPY: study_attributes}
         row = series[uid]
         operations.append(("create", written) if row is None else replace_if_unchanged(written, etag_of(row)))
     assert study_now is not None
-    study_now = {**study_now, "Attributes": attributes_property(records[-1].metadata, Level.STUDY)}
+    study_now = {**study_now, "Attributes": study_attributes}
     operations.append(("create", study_now) if study is None else replace_if_unchanged(study_now, etag_of(study)))
     return operations
+
+
+def study_copy_update(study: str, series_row: TableEntity, study_attributes: str) -> Operation:
+    """An operation setting a series row's copy of the study attributes, only while the row is as read."""
+    written = {"PartitionKey": study, "RowKey": series_row["RowKey"],
+               STUDY_ATTRIBUTES_COPY: study_attributes}
+    return ("update", written, {"mode": UpdateMode.MERGE, **unchanged_since(etag_of(series_row))})
 
 
 def outbox_rows(records: Sequence[InstanceRecord]) -> int:

@@ -1,9 +1,11 @@
-"""Moving the search index's name entries to whole words: `python -m dicom_core.maintenance.reindex`.
+"""Bringing stored studies to the current search layout: `python -m dicom_core.maintenance.reindex`.
 
 Archives stored before name words were indexed whole hold one partition per word prefix of 1-6 characters
-(`s.pnw|{prefix}`, `s.refw|{prefix}`, RowKey `{sort}|{study}`), which searches no longer read. This writes every
-study's name word entries in the current layout from its study row (the Attributes it holds), with the sort key
-its first store claimed, then deletes the old partitions. Settings come from the environment, like the app's.
+(`s.pnw|{prefix}`, `s.refw|{prefix}`, RowKey `{sort}|{study}`), which searches no longer read, and no entries of
+a name's leading word pair (`s.pnpair`, `s.refpair`), which wildcard searches read. This writes every study's name
+word and word pair entries from its study row (the Attributes it holds), with the sort key its first store
+claimed, gives every series row its copy of the study's attributes (which lets a series or instance search
+skip the study row), then deletes the old partitions. Settings come from the environment, like the app's.
 Idempotent (upserts, and deletes of what it finds): run it again after a failure. With ``--keep-old`` the old
 partitions stay: run it so before deploying (the old version keeps answering name searches from them), and
 once more without it after (for the studies stored in between).
@@ -23,6 +25,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity, UpdateMode
 
 from dicom_core.index.rows import STUDY_ROW
+from dicom_core.index.study_copies import refresh_study_copies
 from dicom_core.search_index.entries import study_sort_key
 from dicom_core.search_index.keys import CLAIMS, NAME_WORD_INDEXES, study_row_keys
 from dicom_core.settings import Settings
@@ -46,6 +49,7 @@ class ReindexReport:
     entries_written: int
     old_entries_deleted: int
     requests: int
+    copies_written: int = 0
 
 
 @dataclass
@@ -56,6 +60,7 @@ class _Tally:
     written: int = 0
     deleted: int = 0
     requests: int = 0
+    copies: int = 0
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
@@ -65,6 +70,10 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
     held: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # partition -> RowKey -> entry not yet written
     async for page in _pages(storage.studies, "RowKey eq @row", {"row": STUDY_ROW}, ["PartitionKey", "Attributes"],
                              tally):
+        copied = await bounded_gather((refresh_study_copies(storage, str(row["PartitionKey"]), fill_missing=True)
+                                       for row in page), limit=_CONCURRENCY)
+        tally.copies += sum(copied)
+        tally.requests += 2 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied)
         for row in page:
             study = str(row["PartitionKey"])
             sort = claims.get(study)
@@ -81,7 +90,7 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
     if not keep_old:
         for index in LEGACY_WORD_INDEXES:
             await _delete_partitions(storage, index, tally)
-    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests)
+    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies)
 
 
 async def _claimed_sort_keys(storage: Storage, tally: _Tally) -> dict[str, str]:
@@ -146,7 +155,8 @@ async def _main(keep_old: bool) -> int:
     finally:
         await storage.close()
     print(f"{report.studies} studies: {report.entries_written} name word entries written, "
-          f"{report.old_entries_deleted} entries of the old layout deleted, {report.requests} storage requests")
+          f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
+          f"given their study's attributes, {report.requests} storage requests")
     return 0
 
 

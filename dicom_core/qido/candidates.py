@@ -11,59 +11,43 @@ entries however many names begin alike.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
+from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
 from dicom_core.model.tags import (
-    ACCESSION_NUMBER,
     MODALITIES_IN_STUDY,
     MODALITY,
-    PATIENT_ID,
-    PATIENT_NAME,
-    REFERRING_PHYSICIAN_NAME,
+    NUMBER_OF_STUDY_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_SERIES,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
-    STUDY_DATE,
     STUDY_INSTANCE_UID,
 )
-from dicom_core.model.text import fold, fold_person_name, name_words
+from dicom_core.qido.index_ranges import IndexRange, study_index_range
 from dicom_core.qido.matching import matches
-from dicom_core.qido.query import Condition, MatchKind, QidoQuery, QidoResource
+from dicom_core.qido.query import MatchKind, QidoQuery, QidoResource
 from dicom_core.qido.reads import FIRST_PAGE, Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
-    NAME_WORD_INDEXES,
     SERIES_BY_MODALITY,
     SERIES_BY_UID,
-    STUDIES_BY_ACCESSION,
-    STUDIES_BY_DATE,
-    STUDIES_BY_MODALITY,
-    STUDIES_BY_PATIENT_ID,
-    STUDIES_BY_PATIENT_NAME,
-    STUDIES_BY_PATIENT_NAME_WORD,
-    STUDIES_BY_REFERRING,
-    STUDIES_BY_REFERRING_WORD,
     IndexEntry,
-    inverted_date,
     parse_entry,
     partition_key,
     series_keys,
     study_row_keys,
     study_row_modalities,
-    word_range,
 )
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
 # A name word range of at most this many entries (fewer than the first page asks for) is answered newest first.
 NEWEST_FIRST_WORD_ENTRIES = FIRST_PAGE - 1
-# The words of a folded name: what `name_words` splits on ([\W_]+) is what separates them.
-_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -85,28 +69,6 @@ class Hit:
     def instance_uid(self) -> str | None:
         """The SOP instance UID, from the instance row."""
         return None if self.instance is None else self.instance.row_key.split("|")[2]
-
-
-@dataclass(frozen=True)
-class IndexRange:
-    """An index partition and, for dates and name words, the RowKey range to read."""
-
-    partition: str
-    low: str | None = None
-    high: str | None = None
-
-    @property
-    def by_word(self) -> bool:
-        """Tell whether the range holds name word entries (ordered by word, then newest first)."""
-        return self.partition.split("|", 1)[0] in NAME_WORD_INDEXES
-
-
-@dataclass(frozen=True)
-class NameTerm:
-    """The folded word of a name condition whose entries hold every name it can match: whole, or a prefix."""
-
-    word: str
-    whole: bool
 
 
 def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit, None]]:
@@ -136,6 +98,9 @@ def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGene
     series_uids = query.condition(SERIES_INSTANCE_UID)
     if series_uids is not None and query.condition(STUDY_INSTANCE_UID) is None:
         return SERIES_BY_UID, _series_by_uid(reads, query, series_uids.values)
+    index = None if query.condition(STUDY_INSTANCE_UID) is not None else study_index_range(query)
+    if index is not None and not needs_study_row(query):
+        return index.partition.split("|", 1)[0], _series_of_indexed_studies(reads, query, index)
     source, studies = _study_source(reads, query)
     if studies is not None:
         return source or "", _series_of_studies(reads, query, studies)
@@ -144,52 +109,6 @@ def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGene
         partition = partition_key(SERIES_BY_MODALITY, modality.value)
         return SERIES_BY_MODALITY, _series_from_index(reads, query, partition)
     return ALL_SERIES, _series_from_index(reads, query, ALL_SERIES)
-
-
-def study_index_range(query: QidoQuery) -> IndexRange | None:
-    """The index range serving the query's most selective indexed study-level filter, if any."""
-    for index, tag in ((STUDIES_BY_ACCESSION, ACCESSION_NUMBER), (STUDIES_BY_PATIENT_ID, PATIENT_ID)):
-        condition = query.condition(tag)
-        if condition is not None and condition.kind is MatchKind.EXACT:
-            return IndexRange(partition_key(index, condition.value))
-    names = ((STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, PATIENT_NAME),
-             (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, REFERRING_PHYSICIAN_NAME))
-    for exact, _, tag in names:
-        condition = query.condition(tag)
-        if condition is not None and condition.kind is MatchKind.EXACT:
-            return IndexRange(partition_key(exact, fold_person_name(condition.value)))
-    for _, words, tag in names:
-        term = name_term(query.condition(tag))
-        if term is not None:
-            return IndexRange(*word_range(words, term.word, whole=term.whole))
-    date = query.condition(STUDY_DATE)
-    if date is not None:
-        return IndexRange(
-            STUDIES_BY_DATE,
-            low=f"{inverted_date(date.high)}|" if date.high else None,
-            high=f"{inverted_date(date.low)}}}" if date.low else None,
-        )
-    modalities = query.condition(MODALITIES_IN_STUDY)
-    if modalities is not None and modalities.kind is MatchKind.EXACT:
-        return IndexRange(partition_key(STUDIES_BY_MODALITY, modalities.value))
-    return None
-
-
-def name_term(condition: Condition | None) -> NameTerm | None:
-    """The longest word every name matching a fuzzy or wildcard condition has (whole) or has a word begin with."""
-    if condition is None:
-        return None
-    if condition.kind is MatchKind.FUZZY:
-        # Each query word begins a word of the name.
-        return max((NameTerm(word, whole=False) for word in name_words(condition.value)),
-                   key=lambda term: len(term.word), default=None)
-    if condition.kind is MatchKind.WILDCARD:
-        literal = fold(condition.value)
-        literal = literal[:min((literal.index(char) for char in "*?" if char in literal), default=len(literal))]
-        # A name matching 'DOE^J*' starts with 'DOE^J': DOE is one of its words, and one begins with J.
-        terms = [NameTerm(match.group(), whole=match.end() < len(literal)) for match in _WORD.finditer(literal)]
-        return max(terms, key=lambda term: (len(term.word), term.whole), default=None)
-    return None
 
 
 def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, AsyncGenerator[Hit, None] | None]:
@@ -238,9 +157,11 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
 
 async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: str) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
+    full_study = needs_study_row(query)
     async for entries in _verification_slices(reads, IndexRange(partition)):
-        pairs = await asyncio.gather(*(_study_and_series(reads, entry.study, entry.series or "") for entry in entries))
-        for entry, (study, series) in zip(entries, pairs, strict=True):
+        pairs = await asyncio.gather(
+            *(_series_and_study(reads, entry.study, entry.series or "", full_study=full_study) for entry in entries))
+        for entry, (series, study) in zip(entries, pairs, strict=True):
             target = (entry.study, entry.series or "")
             if study is None or series is None or target in accepted:
                 continue
@@ -258,8 +179,22 @@ async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, 
         yield hit
 
 
-async def _study_and_series(reads: SearchReads, study: str, series: str) -> tuple[Row | None, Row | None]:
-    return await asyncio.gather(reads.study(study), reads.series(study, series))
+def needs_study_row(query: QidoQuery) -> bool:
+    """Tell whether results above study level need the study row itself, not the series row's copy of its
+    attributes: to match ModalitiesInStudy, or to answer it or a NumberOfStudyRelated* count."""
+    wanted = {*query.include_fields, *(condition.tag for condition in query.conditions)}
+    return bool(wanted & {MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES})
+
+
+async def _series_and_study(
+    reads: SearchReads, study: str, series: str, *, full_study: bool,
+) -> tuple[Row | None, Row | None]:
+    """A series row and its study's attributes: from the series row's copy, unless the study row is needed."""
+    if full_study:
+        series_row, study_row = await asyncio.gather(reads.series(study, series), reads.study(study))
+        return series_row, study_row
+    series_row = await reads.series(study, series)
+    return series_row, (None if series_row is None else await reads.study_of(study, series_row))
 
 
 async def _series_of_studies(
@@ -273,6 +208,40 @@ async def _series_of_studies(
         reads.expanded("series", len(chunk), len(found))
         for series in found:
             yield series
+
+
+async def _series_of_indexed_studies(
+    reads: SearchReads, query: QidoQuery, index: IndexRange,
+) -> AsyncGenerator[Hit, None]:
+    """The series of the studies an index range serves, each entry verified against its series rows' copy of the
+    study attributes: no study row is read (unless none of the study's series rows has a copy)."""
+    reads.expanded("series")
+    accepted: set[str] = set()
+    async for entries in _verification_slices(reads, index):
+        lists = await asyncio.gather(*(reads.series_of(entry.study) for entry in entries))
+        studies = await asyncio.gather(*(_study_of_series_rows(reads, entry.study, rows)
+                                         for entry, rows in zip(entries, lists, strict=True)))
+        found: list[Hit] = []
+        parents = 0
+        for entry, rows, study in zip(entries, lists, studies, strict=True):
+            if study is None or entry.study in accepted or entry.key not in study_row_keys(study.entity):
+                continue
+            accepted.add(entry.study)
+            if _study_matches(query, study):
+                parents += 1
+                found += [Hit(entry.study, study=study, series=row) for row in newest_first(rows)
+                          if _matches_level(query, Level.SERIES, row)]
+        reads.expanded("series", parents, len(found))
+        for hit in found:
+            yield hit
+
+
+async def _study_of_series_rows(reads: SearchReads, study: str, rows: list[Row]) -> Row | None:
+    """The study's attributes from the first of its series rows that has a copy of them, else its study row."""
+    if not rows:
+        return None  # a study has a series row from its first commit on: no rows, no study
+    with_copy = next((row for row in rows if row.entity.get(STUDY_ATTRIBUTES_COPY)), rows[0])
+    return await reads.study_of(study, with_copy)
 
 
 async def _instances_of_series(
@@ -292,12 +261,13 @@ async def _instances_of_series(
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found: list[Hit] = []
+    full_study = needs_study_row(query)
     for uid in dict.fromkeys(uids):
         async for page in reads.index_pages(partition_key(INSTANCES_BY_UID, uid)):
             for entry in (parse_entry(entity) for entity in page.entities):
                 ids = InstanceIdentifiers(entry.study, entry.series or "", entry.instance or "")
-                instance = await reads.instance(ids)
-                study, series = await _study_and_series(reads, ids.study, ids.series)
+                instance, (series, study) = await asyncio.gather(
+                    reads.instance(ids), _series_and_study(reads, ids.study, ids.series, full_study=full_study))
                 if instance is None or study is None or series is None:
                     continue
                 if (_study_matches(query, study) and _matches_level(query, Level.SERIES, series)

@@ -17,7 +17,7 @@ from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
 from dicom_core.index.reads import get_row, instance_rows, series_rows
-from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY, STUDY_ROW, instance_row_key, series_row_key
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.epoch import EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
@@ -26,11 +26,10 @@ from dicom_core.storage.clients import Storage
 T = TypeVar("T")
 # Instance rows carry the frame index (up to 30,000 characters): a search never needs it.
 INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
-SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
+SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt"]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
 FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
-# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known,
-# and the fewest entries a later index page asks for.
+# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known.
 FIRST_EXPANSION = 8
 POINT_READ_CONCURRENCY = 32
 
@@ -117,6 +116,17 @@ class SearchReads:
         """A series row, or None."""
         return await self._once(("series", study, series), lambda: self._point(study, series_row_key(series)))
 
+    async def study_of(self, study: str, series: Row) -> Row | None:
+        """The study attributes of a series row's study: its copy of them, or (a row without one) the study row.
+
+        A copy answers the study's Attributes only, not its counts or modalities.
+        """
+        copy = series.entity.get(STUDY_ATTRIBUTES_COPY)
+        if not copy:
+            return await self.study(study)
+        entity = TableEntity(PartitionKey=study, RowKey=STUDY_ROW, Attributes=copy)
+        return Row(entity, json.loads(str(copy)))
+
     async def instance(self, ids: InstanceIdentifiers) -> Row | None:
         """An instance row, or None."""
         key = ("instance", ids.study, ids.series, ids.instance)
@@ -150,14 +160,16 @@ class SearchReads:
     ) -> AsyncIterator[IndexPage]:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
-        The first page is what the search still wants (a result costs its entry and its row: 2 entities), at
-        least FIRST_PAGE entries; each further page is what it still wants at the rate entries turned into
-        results so far (double the last page while none did), so a page costs about what it returns.
+        The first page is what the source still wants (for a search that expands its hits, FIRST_EXPANSION until
+        the fan-out is known), at least FIRST_PAGE entries; each further page is what it still wants at the rate
+        entries turned into results so far (double the last page while none did), so a page costs about what it
+        returns.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
-        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.wanted)), None
+        # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
+        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.demand())), None
         first_wanted, read = self.wanted, 0
         while not self.exhausted:
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
@@ -175,7 +187,7 @@ class SearchReads:
             if not token:
                 return
             found = first_wanted - self.wanted  # results the pages so far turned into
-            size = min(MAX_PAGE, max(FIRST_EXPANSION, -(-self.wanted * read // found)) if found > 0 else size * 2)
+            size = min(MAX_PAGE, max(1, -(-self.wanted * read // found)) if found > 0 else size * 2)
 
     async def _point(self, partition: str, row_key: str) -> Row | None:
         async with self._slots:

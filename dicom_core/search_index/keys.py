@@ -30,6 +30,9 @@ STUDIES_BY_PATIENT_NAME = "s.pn"
 STUDIES_BY_PATIENT_NAME_WORD = "s.pnword"
 STUDIES_BY_REFERRING = "s.ref"
 STUDIES_BY_REFERRING_WORD = "s.refword"
+# A name's first two words joined by PAIR_JOIN, e.g. DOE^JOHN: 'Doe^Jo*' is then one range, not every DOE.
+STUDIES_BY_PATIENT_NAME_PAIR = "s.pnpair"
+STUDIES_BY_REFERRING_PAIR = "s.refpair"
 STUDIES_BY_DATE = "s.date"
 STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
@@ -38,9 +41,18 @@ SERIES_BY_MODALITY = "se.mod"
 INSTANCES_BY_UID = "i.uid"
 # Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
 UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
-# Name words: RowKey `{encoded word}!{sort}|{study}` in the partition of the word's first character.
-NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD})
+# Name words and word pairs: RowKey `{encoded word}!{sort}|{study}` in the partition of the word's first
+# character (a pair is one "word" `{first}^{second}`).
+NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD,
+                               STUDIES_BY_PATIENT_NAME_PAIR, STUDIES_BY_REFERRING_PAIR})
+# Joins the two words of a pair: name words hold letters and digits only, so it never occurs in a word.
+PAIR_JOIN = "^"
 CLAIMS = "claim"
+# The indexes of each person name attribute: whole names, words, leading word pairs.
+NAME_INDEXES = (
+    (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_PATIENT_NAME_PAIR, PATIENT_NAME),
+    (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, STUDIES_BY_REFERRING_PAIR, REFERRING_PHYSICIAN_NAME),
+)
 
 # Values are indexed by their first characters (keys hold 1 KiB; an encoded character takes up to 9).
 KEY_VALUE_CHARS = 100
@@ -123,13 +135,12 @@ def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexK
         value = first_value(attributes, tag)
         if value:
             keys.add(IndexKey(partition_key(index, value)))
-    for exact, words, tag in (
-        (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, PATIENT_NAME),
-        (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, REFERRING_PHYSICIAN_NAME),
-    ):
+    for exact, words, pairs, tag in NAME_INDEXES:
         forms = person_name_forms(attributes, tag)
         keys.update(IndexKey(partition_key(exact, fold_person_name(form))) for form in forms if fold_person_name(form))
         keys.update(word_key(words, word) for form in forms for word in name_words(form))
+        keys.update(word_key(pairs, PAIR_JOIN.join(form_words[:2]))
+                    for form_words in map(name_words, forms) if len(form_words) >= 2)
     date = first_value(attributes, STUDY_DATE)
     if date and len(date) >= 8 and date[:8].isdigit():
         keys.add(date_key(date[:8]))

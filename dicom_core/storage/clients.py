@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
@@ -45,11 +45,27 @@ class Storage:
     credential: AsyncTokenCredential | None = None
 
     async def ensure_created(self) -> None:
-        """Create the containers and tables if they do not exist (idempotent)."""
+        """Create the containers and tables if they do not exist (idempotent).
+
+        The tables are listed first (one request for every shard) and only the missing ones created, so
+        opening storage costs about the same however many shards there are.
+        """
+        existing = await self._existing_tables()
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
-            *(self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables),
+            *(self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables
+              if t.table_name not in existing),
         )
+
+    async def _existing_tables(self) -> set[str]:
+        """The names of this storage's tables that exist (none, when they cannot be listed)."""
+        names = sorted(table.table_name for table in self.tables)
+        low, high = names[0], names[-1]
+        try:
+            return {table.name async for table in self.table_service.query_tables(
+                "TableName ge @low and TableName le @high", parameters={"low": low, "high": high})}
+        except HttpResponseError:
+            return set()  # e.g. a role that may write entities but not list tables: create (or find) each
 
     async def close(self) -> None:
         """Close the underlying HTTP sessions."""

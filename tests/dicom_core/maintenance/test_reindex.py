@@ -1,4 +1,5 @@
-"""Moving name entries of the layout before (one partition per word prefix) to whole words, from the study rows."""
+"""Bringing an archive of the layout before (name entries per word prefix, no word pairs, series rows without
+their study's attributes) to the current one, from the study rows."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from azure.data.tables import UpdateMode
 
-from dicom_core.index.rows import STUDY_ROW
+from dicom_core.index.reads import series_rows
+from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY, STUDY_ROW
 from dicom_core.maintenance.reindex import LEGACY_WORD_INDEXES, reindex_names
 from dicom_core.model.dicom_json import person_name_forms
 from dicom_core.model.tags import PATIENT_NAME, REFERRING_PHYSICIAN_NAME
@@ -52,7 +55,16 @@ async def _to_old_layout(storage: Storage, study: str) -> int:
            for length in range(1, min(len(word), OLD_PREFIX_CHARS) + 1)}
     for partition in old:
         await storage.index.upsert_entity({"PartitionKey": partition, "RowKey": f"{sort}|{study}"})
+    for series in await series_rows(storage, study):
+        await storage.studies.upsert_entity({key: value for key, value in series.items()
+                                             if key != STUDY_ATTRIBUTES_COPY}, mode=UpdateMode.REPLACE)
     return len(old)
+
+
+async def _series_search(storage: Storage, series: str) -> tuple[str, int]:
+    """The PatientName a search of a series by UID answers, and the entities it read."""
+    response = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2, f"SeriesInstanceUID={series}"))
+    return response.datasets[0]["00100010"]["Value"][0]["Alphabetic"], response.entities_read
 
 
 async def _old_entries(storage: Storage) -> list[str]:
@@ -76,14 +88,18 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     studies = [str(first.StudyInstanceUID), str(second.StudyInstanceUID)]
     old = [await _to_old_layout(own, study) for study in studies]
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == []
+    assert await _series_search(own, str(first.SeriesInstanceUID)) == ("Oldlayout^Anna", 3)  # entry, series, study
 
     kept = await reindex_names(own, keep_old=True)
-    assert (kept.studies, kept.entries_written, kept.old_entries_deleted) == (2, 8, 0)
+    # Per study: two words and a word pair of each name; one series row given its copy.
+    assert (kept.studies, kept.entries_written, kept.old_entries_deleted, kept.copies_written) == (2, 12, 0, 2)
+    assert await _series_search(own, str(first.SeriesInstanceUID)) == ("Oldlayout^Anna", 2)  # entry, series
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
     assert len(await _old_entries(own)) == sum(old)
 
     report = await reindex_names(own)
-    assert (report.studies, report.entries_written, report.old_entries_deleted) == (2, 8, sum(old))
+    assert (report.studies, report.entries_written, report.old_entries_deleted, report.copies_written) == (
+        2, 12, sum(old), 0)
     assert await _old_entries(own) == []
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
     assert await _found(own, "PatientName=Oldlayout^A*") == studies[:1]
@@ -96,5 +112,6 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     completed = subprocess.run([sys.executable, "-m", "dicom_core.maintenance.reindex"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("2 studies: 8 name word entries written, 0 entries of the old layout deleted")
+    assert completed.stdout.startswith("2 studies: 12 name word entries written, 0 entries of the old layout deleted, "
+                                       "0 series rows given their study's attributes")
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]

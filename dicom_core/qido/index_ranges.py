@@ -1,0 +1,103 @@
+"""Which index range serves a search: the most selective indexed study-level filter of a query, and for person
+names the whole word, word prefix or leading word pair whose entries hold every name the condition can match."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dicom_core.model.tags import (
+    ACCESSION_NUMBER,
+    MODALITIES_IN_STUDY,
+    PATIENT_ID,
+    STUDY_DATE,
+)
+from dicom_core.model.text import fold, fold_person_name, name_words
+from dicom_core.qido.query import Condition, MatchKind, QidoQuery
+from dicom_core.search_index.keys import (
+    NAME_INDEXES,
+    NAME_WORD_INDEXES,
+    PAIR_JOIN,
+    STUDIES_BY_ACCESSION,
+    STUDIES_BY_DATE,
+    STUDIES_BY_MODALITY,
+    STUDIES_BY_PATIENT_ID,
+    inverted_date,
+    partition_key,
+    word_range,
+)
+
+# The words of a folded name: what `name_words` splits on ([\W_]+) is what separates them.
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class IndexRange:
+    """An index partition and, for dates and name words, the RowKey range to read."""
+
+    partition: str
+    low: str | None = None
+    high: str | None = None
+
+    @property
+    def by_word(self) -> bool:
+        """Tell whether the range holds name word entries (ordered by word, then newest first)."""
+        return self.partition.split("|", 1)[0] in NAME_WORD_INDEXES
+
+
+@dataclass(frozen=True)
+class NameTerm:
+    """The folded word (or leading word pair) of a name condition whose entries hold every name it can match."""
+
+    word: str
+    whole: bool
+    pair: bool = False  # a pair of the name's first two words (`word` is `{first}^{second}`)
+
+
+def study_index_range(query: QidoQuery) -> IndexRange | None:
+    """The index range serving the query's most selective indexed study-level filter, if any."""
+    for index, tag in ((STUDIES_BY_ACCESSION, ACCESSION_NUMBER), (STUDIES_BY_PATIENT_ID, PATIENT_ID)):
+        condition = query.condition(tag)
+        if condition is not None and condition.kind is MatchKind.EXACT:
+            return IndexRange(partition_key(index, condition.value))
+    for exact, _, _, tag in NAME_INDEXES:
+        condition = query.condition(tag)
+        if condition is not None and condition.kind is MatchKind.EXACT:
+            return IndexRange(partition_key(exact, fold_person_name(condition.value)))
+    for _, words, pairs, tag in NAME_INDEXES:
+        term = name_term(query.condition(tag))
+        if term is not None:
+            return IndexRange(*word_range(pairs if term.pair else words, term.word, whole=term.whole))
+    date = query.condition(STUDY_DATE)
+    if date is not None:
+        return IndexRange(
+            STUDIES_BY_DATE,
+            low=f"{inverted_date(date.high)}|" if date.high else None,
+            high=f"{inverted_date(date.low)}}}" if date.low else None,
+        )
+    modalities = query.condition(MODALITIES_IN_STUDY)
+    if modalities is not None and modalities.kind is MatchKind.EXACT:
+        return IndexRange(partition_key(STUDIES_BY_MODALITY, modalities.value))
+    return None
+
+
+def name_term(condition: Condition | None) -> NameTerm | None:
+    """The longest word every name matching a fuzzy or wildcard condition has (whole) or has a word begin with."""
+    if condition is None:
+        return None
+    if condition.kind is MatchKind.FUZZY:
+        # Each query word begins a word of the name.
+        return max((NameTerm(word, whole=False) for word in name_words(condition.value)),
+                   key=lambda term: len(term.word), default=None)
+    if condition.kind is MatchKind.WILDCARD:
+        literal = fold(condition.value)
+        literal = literal[:min((literal.index(char) for char in "*?" if char in literal), default=len(literal))]
+        # A name matching 'DOE^J*' starts with 'DOE^J': DOE is one of its words, and one begins with J.
+        found = list(_WORD.finditer(literal))
+        terms = [NameTerm(match.group(), whole=match.end() < len(literal)) for match in found]
+        if len(found) >= 2 and found[0].start() == 0:
+            # The literal begins the name: its first word is the name's first, its second begins the second.
+            terms.append(NameTerm(PAIR_JOIN.join((found[0].group(), found[1].group())),
+                                  whole=found[1].end() < len(literal), pair=True))
+        return max(terms, key=lambda term: (len(term.word), term.whole), default=None)
+    return None
