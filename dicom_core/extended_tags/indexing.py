@@ -15,7 +15,7 @@ from dicom_core.extended_tags.registry import ExtendedTag, QueryStatus, TagStatu
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import BadRequestError
 from dicom_core.model.identifiers import StoredInstance
-from dicom_core.search_index.extended import IndexingError, Match, find_matches, index_instance
+from dicom_core.search_index.extended import IndexingError, Match, find_matches, instance_entries, write_entries
 from dicom_core.search_index.extended_values import parse_filter
 from dicom_core.storage.clients import Storage
 
@@ -28,21 +28,28 @@ async def registered_tags(storage: Storage, *, fresh: bool = False) -> list[Exte
     known = _cache.get(id(storage))
     if not fresh and known is not None and known[1] is storage and time.monotonic() - known[0] < REGISTRY_SECONDS:
         return known[2]
+    started = time.monotonic()  # the copy is as old as the moment its read began
     tags = await all_tags(storage)
-    _cache[id(storage)] = (time.monotonic(), storage, tags)
+    _cache[id(storage)] = (started, storage, tags)
     return tags
 
 
-async def index_new_instance(storage: Storage, metadata: JsonDataset, stored: StoredInstance) -> list[IndexingError]:
+async def index_new_instance(
+    storage: Storage, metadata: JsonDataset, stored: StoredInstance, *, strict: bool = False,
+) -> list[IndexingError]:
     """Index a stored instance's values of every tag being added or ready; record and return invalid values.
 
     The store path calls it with the instance's DICOM JSON and version, before its rows commit (a search keeps
-    only entries whose instance row has their version). A v1 store may answer 409 when it returns errors.
+    only entries whose instance row has their version). ``strict`` (a v1 store, which refuses the instance when
+    a value is invalid): with an invalid value, nothing is written or recorded. No tag registered: no request.
     """
     tags = [tag.indexed for tag in await registered_tags(storage) if tag.status is not TagStatus.DELETING]
     if not tags:
         return []
-    errors = await index_instance(storage, tags, metadata, stored)
+    entries, errors = instance_entries(stored, tags, metadata)
+    if strict and errors:
+        return errors
+    await write_entries(storage, entries)
     for error in errors:
         await record_errors(storage, error.tag.path, [(stored.ids, error.message)])
     return errors
