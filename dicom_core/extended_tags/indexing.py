@@ -6,6 +6,7 @@ added within that time is still indexed for the instance, because its reindex st
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -21,16 +22,27 @@ from dicom_core.storage.clients import Storage
 
 REGISTRY_SECONDS = 2.0
 _cache: dict[int, tuple[float, Storage, list[ExtendedTag]]] = {}
+_reading: dict[int, tuple[Storage, asyncio.Task[list[ExtendedTag]]]] = {}
 
 
 async def registered_tags(storage: Storage, *, fresh: bool = False) -> list[ExtendedTag]:
-    """The registered tags, read again when the process's copy is older than ``REGISTRY_SECONDS``."""
+    """The registered tags, read again when the process's copy is older than ``REGISTRY_SECONDS``.
+
+    Concurrent callers that find the copy old share one read.
+    """
     known = _cache.get(id(storage))
     if not fresh and known is not None and known[1] is storage and time.monotonic() - known[0] < REGISTRY_SECONDS:
         return known[2]
-    started = time.monotonic()  # the copy is as old as the moment its read began
+    pending = _reading.get(id(storage))
+    if fresh or pending is None or pending[0] is not storage or pending[1].done():
+        pending = storage, asyncio.ensure_future(_read_registry(storage, time.monotonic()))
+        _reading[id(storage)] = pending
+    return await asyncio.shield(pending[1])  # a caller cancelled leaves the read to the others
+
+
+async def _read_registry(storage: Storage, started: float) -> list[ExtendedTag]:
     tags = await all_tags(storage)
-    _cache[id(storage)] = (started, storage, tags)
+    _cache[id(storage)] = (started, storage, tags)  # the copy is as old as the moment its read began
     return tags
 
 
