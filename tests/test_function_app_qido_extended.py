@@ -107,6 +107,10 @@ def _sops(archive: Archive, *names: str) -> set[str]:
     return {archive.instances[name].SOPInstanceUID for name in names}
 
 
+def _first_comment(item: dict[str, dict[str, list[dict[str, dict[str, list[str]]]]]]) -> str:
+    return item["00741048"]["Value"][0]["00000902"]["Value"][0]
+
+
 def test_a_tag_being_added_is_not_queryable(archive: Archive) -> None:
     assert archive.while_adding.status_code == 400 and "not queryable" in archive.while_adding.text
 
@@ -215,7 +219,7 @@ def test_a_v1_store_of_an_invalid_value_is_409_and_nothing_is_stored(archive: Ar
     assert refused.status_code == 409, refused.text
     [failed] = refused.json()["00081198"]["Value"]
     assert failed["00081197"]["Value"] == [43264]
-    assert "DICOM100: (0020,0013)" in failed["00741048"]["Value"][0]["00000902"]["Value"][0]
+    assert "DICOM100: (0020,0013)" in _first_comment(failed)
     assert httpx.get(f"{archive.server}/v2/studies/{bad.StudyInstanceUID}/metadata", timeout=30).status_code == 404
     assert _search(archive, "/studies?StudyID=V1-BAD").status_code == 204
 
@@ -225,7 +229,18 @@ def test_a_v2_store_of_an_invalid_value_is_stored_with_a_warning(archive: Archiv
     stored = _store(archive.server, [bad])
     assert stored.status_code == 202, stored.text
     [item] = stored.json()["00081199"]["Value"]
-    assert "DICOM100: (0020,0013)" in item["00741048"]["Value"][0]["00000902"]["Value"][0]
+    assert "DICOM100: (0020,0013)" in _first_comment(item)
     assert _uids(_search(archive, "/studies?StudyID=V2-BAD"), "0020000D") == {bad.StudyInstanceUID}
     errors = httpx.get(f"{archive.server}/v2/extendedquerytags/InstanceNumber/errors", timeout=30).json()
     assert bad.SOPInstanceUID in {error["sopInstanceUid"] for error in errors}
+
+
+def test_a_v1_store_of_a_value_invalid_for_its_vr_is_409_and_v2_stores_it_with_a_warning(archive: Archive) -> None:
+    with pytest.warns(UserWarning, match="VR TM"):  # pydicom's, as it is given the invalid value
+        invalid = _instance(generate_uid(), generate_uid(), StudyTime="240000")
+    refused = _store(archive.server, [invalid], version=1)
+    assert refused.status_code == 409, refused.text
+    [failed] = refused.json()["00081198"]["Value"]
+    assert "DICOM100: (0008,0030)" in _first_comment(failed)
+    stored = _store(archive.server, [invalid])
+    assert stored.status_code == 202, stored.text

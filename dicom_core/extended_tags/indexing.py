@@ -16,7 +16,14 @@ from dicom_core.extended_tags.registry import ExtendedTag, QueryStatus, TagStatu
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import BadRequestError
 from dicom_core.model.identifiers import StoredInstance
-from dicom_core.search_index.extended import IndexingError, Match, find_matches, instance_entries, write_entries
+from dicom_core.search_index.extended import (
+    IndexedTag,
+    IndexingError,
+    Match,
+    find_matches,
+    instance_entries,
+    write_entries,
+)
 from dicom_core.search_index.extended_values import parse_filter
 from dicom_core.storage.clients import Storage
 
@@ -55,7 +62,7 @@ async def index_new_instance(
     only entries whose instance row has their version). ``strict`` (a v1 store, which refuses the instance when
     a value is invalid): with an invalid value, nothing is written or recorded. No tag registered: no request.
     """
-    tags = [tag.indexed for tag in await registered_tags(storage) if tag.status is not TagStatus.DELETING]
+    tags = await _indexed_tags(storage)
     if not tags:
         return []
     entries, errors = instance_entries(stored, tags, metadata)
@@ -65,6 +72,15 @@ async def index_new_instance(
     for error in errors:
         await record_errors(storage, error.tag.path, [(stored.ids, error.message)])
     return errors
+
+
+async def indexed_attributes(storage: Storage) -> frozenset[BaseTag]:
+    """The attributes of the tags being added or ready: a v1 store refuses an instance with an invalid value of one."""
+    return frozenset(BaseTag(int(tag.path, 16)) for tag in await _indexed_tags(storage))
+
+
+async def _indexed_tags(storage: Storage) -> list[IndexedTag]:
+    return [tag.indexed for tag in await registered_tags(storage) if tag.status is not TagStatus.DELETING]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from pydicom.tag import BaseTag
 
 from dicom_core.documents.series_documents import add_instance
-from dicom_core.extended_tags.indexing import index_new_instance
+from dicom_core.extended_tags.indexing import index_new_instance, indexed_attributes
 from dicom_core.index.commit import CommitRows, InstanceExistsError, commit_instance
 from dicom_core.index.rows import InstanceRecord
 from dicom_core.maintenance.blob_cleanup import CleanupTarget
@@ -193,7 +193,8 @@ async def _store_part(
             parsed = await asyncio.to_thread(read_part10, part.file,
                                              max_inflated_bytes=storage.settings.max_inflated_bytes)
             validated = await asyncio.to_thread(
-                validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid
+                validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid,
+                extended=await indexed_attributes(storage) if request.api_version < 2 else frozenset(),
             )
     except InvalidPart10Error as exc:
         return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])
