@@ -231,8 +231,9 @@ def test_a_v2_store_of_an_invalid_value_is_stored_with_a_warning(archive: Archiv
     [item] = stored.json()["00081199"]["Value"]
     assert "DICOM100: (0020,0013)" in _first_comment(item)
     assert _uids(_search(archive, "/studies?StudyID=V2-BAD"), "0020000D") == {bad.StudyInstanceUID}
-    errors = httpx.get(f"{archive.server}/v2/extendedquerytags/InstanceNumber/errors", timeout=30).json()
-    assert bad.SOPInstanceUID in {error["sopInstanceUid"] for error in errors}
+    # As in Azure's service, a store's invalid value is a warning of its response, not an error of the tag.
+    found = _search(archive, "/instances?InstanceNumber=5")
+    assert "erroneous-dicom-attributes" not in found.headers
 
 
 def test_a_v1_store_of_a_value_invalid_for_its_vr_is_409_and_v2_stores_it_with_a_warning(archive: Archive) -> None:

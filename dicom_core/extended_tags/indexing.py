@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydicom.tag import BaseTag
 
-from dicom_core.extended_tags.registry import ExtendedTag, QueryStatus, TagStatus, all_tags, error_count, record_errors
+from dicom_core.extended_tags.registry import ExtendedTag, QueryStatus, TagStatus, all_tags, error_count
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import BadRequestError
 from dicom_core.model.identifiers import StoredInstance
@@ -56,21 +56,20 @@ async def _read_registry(storage: Storage, started: float) -> list[ExtendedTag]:
 async def index_new_instance(
     storage: Storage, metadata: JsonDataset, stored: StoredInstance, *, strict: bool = False,
 ) -> list[IndexingError]:
-    """Index a stored instance's values of every tag being added or ready; record and return invalid values.
+    """Index a stored instance's values of every tag being added or ready; return the invalid values (not indexed).
 
     The store path calls it with the instance's DICOM JSON and version, before its rows commit (a search keeps
     only entries whose instance row has their version). ``strict`` (a v1 store, which refuses the instance when
-    a value is invalid): with an invalid value, nothing is written or recorded. No tag registered: no request.
+    a value is invalid): with an invalid value, nothing is written. As in Azure's service, an invalid value of a
+    store is a warning of its response, not an error of the tag (those come from reindexing). No tag
+    registered: no request.
     """
     tags = await _indexed_tags(storage)
     if not tags:
         return []
     entries, errors = instance_entries(stored, tags, metadata)
-    if strict and errors:
-        return errors
-    await write_entries(storage, entries)
-    for error in errors:
-        await record_errors(storage, error.tag.path, [(stored.ids, error.message)])
+    if not (strict and errors):
+        await write_entries(storage, entries)
     return errors
 
 
