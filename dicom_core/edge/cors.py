@@ -17,7 +17,7 @@ ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
 ALLOWED_HEADERS = ("Accept", "Authorization", "Content-Type", "If-None-Match", "X-Request-Id",
                    "X-Ms-Client-Request-Id")
 EXPOSED_HEADERS = ("Content-Type", "ETag", "Warning", "Content-Location", "Location", "X-Request-Id",
-                   "Retry-After", "WWW-Authenticate")
+                   "Retry-After", "WWW-Authenticate", "erroneous-dicom-attributes")
 MAX_AGE_SECONDS = 7200  # the most Chromium honours
 VARY_HEADER = "Origin"
 

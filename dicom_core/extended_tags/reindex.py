@@ -29,15 +29,15 @@ from dicom_core.extended_tags.registry import (
     remove_tag,
     save_tag,
 )
+from dicom_core.index.instance_metadata import metadata_of_row
 from dicom_core.index.reads import stored_instance
-from dicom_core.index.rows import STUDY_ROW
+from dicom_core.index.rows import ROW_METADATA, STUDY_ROW
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
 from dicom_core.operations.records import Operation
 from dicom_core.operations.runner import Step, register_handler
 from dicom_core.search_index.extended import entries_of, remove_entries, write_entries
 from dicom_core.search_index.extended_values import InvalidValueError
-from dicom_core.storage.blobs import metadata_blob_name, read_blob_or_none
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
 
@@ -71,7 +71,7 @@ async def reindex_step(storage: Storage, operation: Operation) -> Step:
         await _finish(storage, tags)
         return Step(point, 100, done=True)
     pages = shards[point["shard"]].query_entities(
-        _INSTANCE_ROWS, select=["PartitionKey", "RowKey", "Version"], results_per_page=CHUNK_INSTANCES,
+        _INSTANCE_ROWS, select=["PartitionKey", "RowKey", "Version", ROW_METADATA], results_per_page=CHUNK_INSTANCES,
     ).by_page(continuation_token=point["token"])
     try:
         rows = [row async for row in await anext(pages)]
@@ -100,7 +100,7 @@ async def _count_instances(storage: Storage) -> int:
 async def _index_rows(storage: Storage, tags: list[ExtendedTag], rows: list[TableEntity]) -> int:
     """Index ``tags`` for the instances of ``rows``; how many values failed validation."""
     stored = [stored_instance(str(row["PartitionKey"]), row) for row in rows]
-    documents = await bounded_gather((read_blob_or_none(storage.metadata, metadata_blob_name(s)) for s in stored),
+    documents = await bounded_gather((metadata_of_row(storage, s, row) for s, row in zip(stored, rows, strict=True)),
                                      limit=READ_CONCURRENCY)
     entries: list[dict[str, Any]] = []
     errors: dict[str, list[tuple[InstanceIdentifiers, str]]] = {}

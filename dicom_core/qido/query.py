@@ -198,7 +198,7 @@ def parse_query(
                 f"Invalid query: attribute '{key}' has been specified more than once using different ID formats. "
                 "Each attribute is only allowed to be specified once."
             )
-        if _is_universal(value):
+        if is_universal(value):
             return_keys[tag] = None  # PS3.4 C.2.2.2.3/C.2.2.2.4: every entity matches; the attribute is returned
         elif _LEVEL_OF.get(tag) not in resource.filter_levels:
             parsed.ignored.append(key)
@@ -226,18 +226,17 @@ def parse_attribute_id(attribute_id: str) -> BaseTag | None:
 
 
 def _parameters(query_string: str) -> list[tuple[str, str]]:
-    """Decode the parameters the way dicomweb-client encodes them (quote_plus: '+' is a space, %5E is '^').
+    return [decode_parameter(part) for part in query_string.split("&") if part]
+
+
+def decode_parameter(part: str) -> tuple[str, str]:
+    """Decode one parameter the way dicomweb-client encodes it (quote_plus: '+' is a space, %5E is '^').
 
     The accept parameter's media types keep a '+' (application/dicom+json), as clients write it unencoded.
     """
-    pairs = []
-    for part in query_string.split("&"):
-        if not part:
-            continue
-        raw_key, _, raw_value = part.partition("=")
-        key = unquote_plus(raw_key).strip()
-        pairs.append((key, unquote(raw_value) if key.lower() == "accept" else unquote_plus(raw_value)))
-    return pairs
+    raw_key, _, raw_value = part.partition("=")
+    key = unquote_plus(raw_key).strip()
+    return key, unquote(raw_value) if key.lower() == "accept" else unquote_plus(raw_value)
 
 
 def _duplicate_message(key: str) -> str:
@@ -306,7 +305,7 @@ def _parse_include_fields(fields: list[str], strict: bool, ignored: list[str]) -
     return include_all, tuple(tags)
 
 
-def _is_universal(value: str) -> bool:
+def is_universal(value: str) -> bool:
     """An empty value or one of '*' only: universal matching (PS3.4 C.2.2.2.3, C.2.2.2.4)."""
     return not trim(value).strip().strip("*")
 

@@ -16,6 +16,7 @@ from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.errors import NotAcceptableError
 from dicom_core.qido.candidates import Hit, hits
 from dicom_core.qido.datasets import build_datasets
+from dicom_core.qido.extended_filters import ERRONEOUS_ATTRIBUTES_HEADER, narrow_query, take_extended_filters
 from dicom_core.qido.query import QidoResource, parse_query
 from dicom_core.qido.reads import SearchReads
 from dicom_core.storage.clients import Storage
@@ -52,12 +53,15 @@ class SearchResults:
     blobs_read: int
     source: str
     warning: str | None = None
+    erroneous: tuple[str, ...] = ()  # extended tags filtered on that have indexing errors
 
 
 async def search(storage: Storage, request: SearchRequest) -> ServiceResult:
     """Answer one QIDO-RS search: the DICOM JSON array of its results, 204 without; the entities read if configured."""
     results = await search_datasets(storage, request)
     headers = {"Warning": results.warning} if results.warning else {}
+    if results.erroneous:
+        headers[ERRONEOUS_ATTRIBUTES_HEADER] = ",".join(results.erroneous)
     if storage.settings.query_stats:
         headers[ENTITIES_READ_HEADER] = str(results.entities_read)
     if not results.datasets:
@@ -68,13 +72,17 @@ async def search(storage: Storage, request: SearchRequest) -> ServiceResult:
 
 async def search_datasets(storage: Storage, request: SearchRequest) -> SearchResults:
     """Run one QIDO-RS search: its results and what it read."""
+    strict = storage.settings.query_strict_parameters
+    extended = await take_extended_filters(storage, request.resource, request.query_string, strict=strict)
     query = parse_query(
-        request.resource, request.query_string, api_version=request.api_version,
-        study_uid=request.study_uid, series_uid=request.series_uid, strict=storage.settings.query_strict_parameters,
+        request.resource, extended.query_string, api_version=request.api_version,
+        study_uid=request.study_uid, series_uid=request.series_uid, strict=strict,
     )
     # The accept query parameter takes the place of the Accept header (PS3.18 §8.3.3.1).
     if not accepts(query.accept if query.accept is not None else request.accept, DICOM_JSON):
         raise NotAcceptableError(f"The request headers are not acceptable: QIDO-RS answers with {DICOM_JSON}.")
+    narrowed = await narrow_query(storage, query, extended)
+    query = narrowed.query
     wanted = query.offset + query.limit
     budget = storage.settings.query_scan_budget + ENTITIES_PER_RESULT * wanted
     reads = SearchReads(storage, budget=budget, wanted=wanted)
@@ -99,4 +107,4 @@ async def search_datasets(storage: Storage, request: SearchRequest) -> SearchRes
     datasets = await build_datasets(reads, query, page, f"{request.base_url}/v{request.api_version}")
     LOGGER.debug("QIDO %s via %s: %d results, %d entities and %d metadata blobs read",
                  request.resource.name, source, len(datasets), reads.entities, reads.blobs)
-    return SearchResults(datasets, reads.entities, reads.blobs, source, warning)
+    return SearchResults(datasets, reads.entities, reads.blobs, source, warning, narrowed.erroneous)

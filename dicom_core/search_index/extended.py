@@ -116,10 +116,10 @@ async def write_entries(storage: Storage, entries: list[dict[str, Any]]) -> None
         await _entries.upsert(storage, entries)
 
 
-async def index_instance(
-    storage: Storage, tags: list[IndexedTag], metadata: JsonDataset, stored: StoredInstance,
-) -> list[IndexingError]:
-    """Write the entries of one stored instance for ``tags``; the values that failed validation (not indexed)."""
+def instance_entries(
+    stored: StoredInstance, tags: list[IndexedTag], metadata: JsonDataset,
+) -> tuple[list[dict[str, Any]], list[IndexingError]]:
+    """The entries of one stored instance for ``tags``, and the values that failed validation (no entries)."""
     entries: list[dict[str, Any]] = []
     errors: list[IndexingError] = []
     for tag in tags:
@@ -127,6 +127,14 @@ async def index_instance(
             entries += entries_of(stored, tag, metadata)
         except InvalidValueError as exc:
             errors.append(IndexingError(tag, str(exc)))
+    return entries, errors
+
+
+async def index_instance(
+    storage: Storage, tags: list[IndexedTag], metadata: JsonDataset, stored: StoredInstance,
+) -> list[IndexingError]:
+    """Write the entries of one stored instance for ``tags``; the values that failed validation (not indexed)."""
+    entries, errors = instance_entries(stored, tags, metadata)
     await write_entries(storage, entries)
     return errors
 

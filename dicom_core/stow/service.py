@@ -9,11 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pydicom.tag import BaseTag
+
 from dicom_core.documents.document_writes import add_committed, add_instance
+from dicom_core.extended_tags.indexing import index_new_instance, indexed_attributes
 from dicom_core.index.commit import CommitRows, InstanceExistsError, SeriesCommit, commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
 from dicom_core.index.rows import InstanceRecord
 from dicom_core.maintenance.blob_cleanup import CleanupTarget
+from dicom_core.model.dicom_json import format_tag
 from dicom_core.model.errors import (
     BadRequestError,
     NotAcceptableError,
@@ -24,6 +28,7 @@ from dicom_core.model.errors import (
 from dicom_core.model.identifiers import StoredInstance, new_version
 from dicom_core.model.part10 import InvalidPart10Error, read_part10, stored_stream
 from dicom_core.search_index.entries import IndexIntents
+from dicom_core.search_index.extended import IndexingError
 from dicom_core.storage.blobs import (
     delete_instance_blobs,
     frames_blob_name,
@@ -44,7 +49,7 @@ from dicom_core.stow.response import (
     StoreOutcome,
     store_response,
 )
-from dicom_core.stow.validation import validate_instance
+from dicom_core.stow.validation import ERROR_PREFIX, validate_instance
 from dicom_core.wire.media_types import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, accepts, parse_media_type
 from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts
 from dicom_core.wire.service_result import ServiceResult
@@ -194,7 +199,8 @@ async def _store_part(
             parsed = await asyncio.to_thread(read_part10, part.file,
                                              max_inflated_bytes=storage.settings.max_inflated_bytes)
             validated = await asyncio.to_thread(
-                validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid
+                validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid,
+                extended=await indexed_attributes(storage) if request.api_version < 2 else frozenset(),
             )
     except InvalidPart10Error as exc:
         return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])
@@ -235,12 +241,24 @@ async def _store_part(
                 announced.start()
             await asyncio.gather(*uploads)
             announced.start()
+            # Extended query tags, after the uploads: the registry copy this reads is at most REGISTRY_SECONDS
+            # old as the commit starts, and a new tag's reindex walk starts 3 x that after the tag was added.
+            index_errors = await index_new_instance(storage, record.metadata, stored, strict=request.api_version < 2)
+            if index_errors and request.api_version < 2:
+                raise _InvalidIndexedValueError(index_errors)
             # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
             hooks = _StoreCommitHooks(IndexIntents(storage, record), writes, stored, announced)
             announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
         finally:
             await announced.stop()  # only still running if no attempt got as far as committing
+    except _InvalidIndexedValueError as exc:
+        # v1 refuses an instance whose value of an extended query tag does not fit the tag's VR (Azure: 409).
+        await delete_instance_blobs(storage, stored)
+        announced.not_committed()
+        outcome.failure_reason = VALIDATION_FAILURE
+        outcome.comments = exc.comments
+        return outcome
     except InstanceExistsError:
         # Never referenced by a row (the existing row names another version): safe to delete at once. The
         # request's cleanup entry still names it (it names the request's other versions too): deleting no blob.
@@ -271,9 +289,24 @@ async def _store_part(
         outcome.warning_reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
     elif validated.warnings:
         outcome.warning_reason = VALIDATION_WARNING
-    outcome.comments = validated.warnings
+    outcome.comments = validated.warnings + _indexing_comments(index_errors)
+    if index_errors and outcome.warning_reason is None:
+        outcome.warning_reason = VALIDATION_WARNING
     outcome.multi_valued_index = validated.multi_valued_index
     return outcome
+
+
+class _InvalidIndexedValueError(Exception):
+    """A v1 store's instance has a value of an extended query tag that does not fit the tag's VR."""
+
+    def __init__(self, errors: list[IndexingError]) -> None:
+        super().__init__("invalid extended query tag values")
+        self.comments = _indexing_comments(errors)
+
+
+def _indexing_comments(errors: list[IndexingError]) -> list[str]:
+    """Azure's comment of each invalid value of an extended query tag: ``DICOM100: (gggg,eeee) - message``."""
+    return [f"{ERROR_PREFIX}: {format_tag(BaseTag(int(e.tag.path, 16)))} - {e.message}" for e in errors]
 
 
 class _Announced:

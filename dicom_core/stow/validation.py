@@ -40,8 +40,13 @@ class ValidatedInstance:
         return bool(self.errors)
 
 
-def validate_instance(parsed: ParsedFile, *, api_version: int, url_study: str | None) -> ValidatedInstance:
-    """Validate a parsed instance for STOW under API ``api_version`` (1 strict, 2 lenient)."""
+def validate_instance(
+    parsed: ParsedFile, *, api_version: int, url_study: str | None, extended: frozenset[BaseTag] = frozenset(),
+) -> ValidatedInstance:
+    """Validate a parsed instance for STOW under API ``api_version`` (1 strict, 2 lenient).
+
+    ``extended``: the attributes of extended query tags, indexed like the default QIDO set.
+    """
     dataset = parsed.dataset
     uids = {tag: _uid(dataset, tag) for tag in REQUIRED_UIDS}
     # An explicit VR file may give a UID another VR (US 1 would read as the UID "1"): such a UID is invalid.
@@ -68,7 +73,7 @@ def validate_instance(parsed: ParsedFile, *, api_version: int, url_study: str | 
 
     def on_invalid(tag: BaseTag, vr: str, reason: str) -> None:
         comment = _comment(tag, reason)
-        if tag in CORE_TAGS or (api_version == 1 and tag in ALL_QUERYABLE):
+        if tag in CORE_TAGS or (api_version == 1 and (tag in ALL_QUERYABLE or tag in extended)):
             result.errors.append(comment)
         elif api_version >= 2:
             result.warnings.append(comment)

@@ -49,15 +49,29 @@ async def test_a_new_instance_is_searchable_at_once(own: Storage, stow_parts) ->
     assert (found.matches, found.erroneous) == ([Match(stored.ids.study)], False)
 
 
-async def test_an_invalid_value_of_a_new_instance_is_returned_and_flags_searches(own: Storage, stow_parts) -> None:
+async def test_an_invalid_value_of_a_new_instance_is_returned_not_indexed_and_no_error_of_the_tag(
+    own: Storage, stow_parts,
+) -> None:
     await _register(own, TagStatus.READY)
     stored = await _store(own, stow_parts, "OK")
     errors = await index_new_instance(own, _metadata("X" * 17), stored)
     assert [error.tag.path for error in errors] == [STUDY_ID]
     tag = await get_tag(own, STUDY_ID)
     assert tag is not None
-    found = await search_extended(own, tag, "StudyID", "OK", fuzzy=False)
-    assert found.erroneous
+    found = await search_extended(own, tag, "StudyID", "X" * 16 + "*", fuzzy=False)
+    assert (found.matches, found.erroneous) == ([], False)
+
+
+async def test_a_strict_store_writes_nothing_when_a_value_is_invalid(own: Storage, stow_parts) -> None:
+    await create_tags(own, [ExtendedTag(STUDY_ID, "SH", Level.STUDY, status=TagStatus.READY),
+                            ExtendedTag("00200013", "IS", Level.INSTANCE, status=TagStatus.READY)])
+    await registered_tags(own, fresh=True)
+    stored = await _store(own, stow_parts, "KEPT")
+    metadata = {**_metadata("STRICT-1"), "00200013": {"vr": "IS", "Value": [2**40]}}
+    assert len(await index_new_instance(own, metadata, stored, strict=True)) == 1
+    tag = await get_tag(own, STUDY_ID)
+    assert tag is not None
+    assert (await search_extended(own, tag, "StudyID", "STRICT-1", fuzzy=False)).matches == []
 
 
 async def test_a_tag_being_added_indexes_stores_but_refuses_searches(own: Storage, stow_parts) -> None:
