@@ -105,10 +105,8 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
     if outcomes and all(outcome.storage_unavailable for outcome in outcomes):
         # Nothing could be stored because storage is down: a retryable 503, not a 409 of 272s.
         raise StorageUnavailableError()
-    return store_response(
-        outcomes, api_version=request.api_version, study_uid=request.study_uid, base_url=request.base_url,
-        media_type=answer_type,
-    )
+    return store_response(outcomes, api_version=request.api_version, study_uid=request.study_uid,
+                          base_url=request.base_url, media_type=answer_type)
 
 
 def _answer_type(accept: str | None) -> str:
@@ -117,9 +115,7 @@ def _answer_type(accept: str | None) -> str:
         return DICOM_JSON
     if accepts(accept, DICOM_XML):
         return DICOM_XML
-    raise NotAcceptableError(
-        f"The request headers are not acceptable: STOW-RS answers with {DICOM_JSON} or {DICOM_XML}."
-    )
+    raise NotAcceptableError(f"The request headers are not acceptable: STOW answers with {DICOM_JSON} or {DICOM_XML}.")
 
 
 async def store_file(storage: Storage, file: BinaryIO, size: int, *, api_version: int, upsert: bool) -> StoreOutcome:
