@@ -6,6 +6,7 @@ without timers, as `python -m bench --only requests` does) instead of the sessio
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -38,10 +39,15 @@ def test_every_phase_counts_requests(two_runs: tuple[Count, Count]) -> None:
         assert all(request.operation for request in (*result.stored, *result.deferred))
 
 
+def _per_store(counts: Counter[str]) -> Counter[str]:
+    """The counts without the extended-tag registry reads: a process refreshes its copy by time, not per store."""
+    return Counter({kind: n for kind, n in counts.items() if "ExtendedTags" not in kind})
+
+
 def test_identical_stores_count_identical_requests(two_runs: tuple[Count, Count]) -> None:
     first, second = two_runs
-    assert breakdown(first.stored) == breakdown(second.stored)
-    assert breakdown(first.deferred) == breakdown(second.deferred)
+    assert _per_store(breakdown(first.stored)) == _per_store(breakdown(second.stored))
+    assert _per_store(breakdown(first.deferred)) == _per_store(breakdown(second.deferred))
 
 
 def test_the_instance_file_is_one_blob_put_per_instance(two_runs: tuple[Count, Count]) -> None:
