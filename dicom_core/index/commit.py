@@ -12,10 +12,9 @@ commit into the study reads nothing; a stale copy fails its If-Match and is read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -34,6 +33,7 @@ from dicom_core.index.rows import (
     series_row_key,
 )
 from dicom_core.index.study_copies import copy_operations, refresh_study_copies
+from dicom_core.index.study_lock import study_lock
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
@@ -386,31 +386,3 @@ def forget_study(storage: Storage, study: str) -> None:
 
 _group_commits: GroupCommit[tuple[str, str, str], _Member, object] = GroupCommit(
     _commit_group, max_items=MAX_GROUP_INSTANCES, fits=_fits)
-
-
-@contextlib.asynccontextmanager
-async def study_lock(storage: Storage, study: str) -> AsyncIterator[None]:
-    """Hold this process's lock of a study while reading its rows and committing a transaction computed from them.
-
-    Writers of one process into one study would only race each other for the study row's ETag (and retry);
-    queued, each commits at the first try. Writers in other processes still meet the ETag condition.
-    """
-    key = (id(asyncio.get_running_loop()), storage.studies.url, storage.studies.table_name, study)
-    entry = _study_locks.setdefault(key, _StudyLock())
-    entry.users += 1
-    try:
-        async with entry.lock:
-            yield
-    finally:
-        entry.users -= 1
-        if entry.users == 0:
-            del _study_locks[key]
-
-
-@dataclass
-class _StudyLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-_study_locks: dict[tuple[int, str, str, str], _StudyLock] = {}

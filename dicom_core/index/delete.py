@@ -20,10 +20,11 @@ from typing import Any
 
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
-from dicom_core.index.commit import RETRY_CODES, forget_study, study_lock
+from dicom_core.index.commit import RETRY_CODES, forget_study
 from dicom_core.index.outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
 from dicom_core.index.reads import get_row, stored_instance
 from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.index.study_lock import study_lock
 from dicom_core.model.identifiers import StoredInstance, new_version
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
