@@ -172,9 +172,10 @@ async def test_instance_lists_of_single_instance_series_read_three_entities_per_
 ) -> None:
     datasets, entities = await archive.search(INSTANCES, f"{query}&limit={limit}")
     # Each result costs its series' entry, its series row and its instance row (one instance per series); the
-    # first index page and the last slice verified may each reach up to FIRST_PAGE entries past the page.
+    # first index page and the last slice verified may each reach up to FIRST_PAGE entries past the page, and a
+    # series-level filter (Modality) pages its series entries once more past them (measured: 208 for 50).
     assert datasets
-    assert entities <= 3 * limit + 2 * FIRST_PAGE
+    assert entities <= 3 * limit + 4 * FIRST_PAGE
 
 
 async def test_patient_search_finds_every_study_of_the_patient(archive: Archive) -> None:
