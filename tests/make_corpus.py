@@ -1,6 +1,6 @@
 """Write tests/corpus/: bad STOW requests (malformed multipart bodies, broken Part-10 files) and bad query strings.
 
-Run `python tests/make_corpus.py` from the repository root after changing it, and check in its outputs with it;
+Run `python -m tests.make_corpus` from the repository root after changing it, and check in its outputs with it;
 `tests/test_bad_input_corpus.py` replays them. Everything is deterministic (fixed UIDs), so re-running it
 rewrites the same bytes.
 """
@@ -154,7 +154,7 @@ def _no_transfer_syntax() -> bytes:
 def multipart_requests() -> tuple[dict[str, bytes], list[BadRequest]]:
     """Malformed STOW bodies and headers: what to write, and the requests sending them."""
     good = _instance(20)
-    long_boundary = "b" * 71
+    long_boundary = "b" * 257
     files = {
         "no-close-delimiter.bin": _multipart(good, close=False),
         "no-opening-delimiter.bin": b"just some bytes without any delimiter\r\n",
@@ -175,7 +175,7 @@ def multipart_requests() -> tuple[dict[str, bytes], list[BadRequest]]:
                    "multipart/no-close-delimiter.bin", 400),
         BadRequest("multipart body without any delimiter", "/v2/studies", MULTIPART,
                    "multipart/no-opening-delimiter.bin", 400),
-        BadRequest("boundary of 71 characters (RFC 2046 allows 70)", "/v2/studies",
+        BadRequest("boundary of 257 characters (over the 256 accepted; RFC 2046 allows 70)", "/v2/studies",
                    f'multipart/related; type="application/dicom"; boundary={long_boundary}',
                    "multipart/long-boundary.bin", 400),
         BadRequest("part header line without a colon", "/v2/studies", MULTIPART,
