@@ -171,6 +171,13 @@ def test_series_results_carry_the_required_attributes(archive: Archive) -> None:
     assert series["00400275"]["Value"][0]["00401001"]["Value"] == ["RP-1"]
 
 
+def test_series_results_never_count_zero_study_instances(archive: Archive) -> None:
+    """PS3.18 §10.6.3: a study count in a series result is the study's, or absent (never a made-up 0)."""
+    results = archive.get(f"/v2/series?PatientID={archive.patient_id}").json()
+    counts = [d.get(key, {}).get("Value") for d in results for key in ("00201206", "00201208")]
+    assert len(results) == 3 and all(count is None or count[0] >= 1 for count in counts), counts
+
+
 def test_instance_results_carry_the_required_attributes(archive: Archive) -> None:
     """PS3.18 §10.6.3 Table 10.6.3-5: SOPClassUID, InstanceNumber, Rows, Columns, BitsAllocated, NumberOfFrames
     and RetrieveURL by default."""
