@@ -60,7 +60,7 @@ def archive(server: str) -> Archive:
     parts = [
         make_instance(study=studies["A"], series=series["A1"], sop=instance, frames=2, AccessionNumber="",
                       ReferringPhysicianName="", StudyTime="101500", StudyID="S-A", PatientSex="O",
-                      PatientBirthDate="19800101", TimezoneOffsetFromUTC="+0100", InstanceNumber="7",
+                      PatientBirthDate="19800101", TimezoneOffsetFromUTC="+0100", InstanceNumber="7", SeriesNumber="3",
                       TransducerData="50.80.103.002\\\\", PerformedProcedureStepStartDate="20240101",
                       PerformedProcedureStepStartTime="0930", RequestAttributesSequence=[_request_attributes()],
                       **common),
@@ -134,6 +134,12 @@ def test_limit_above_the_maximum_is_capped_with_a_warning(archive: Archive) -> N
     assert "exceeds the maximum of 200" in response.headers["Warning"]
 
 
+def test_limit_zero_answers_no_results(archive: Archive) -> None:
+    """PS3.18 §8.3.4.4.1: min(matches - offset, maximum, limit) results, none for limit=0 (204)."""
+    response = archive.get(f"/v2/studies?PatientID={archive.patient_id}&limit=0")
+    assert response.status_code == 204, response.text
+
+
 @pytest.mark.parametrize("limit", ["-1", "ten"])
 def test_negative_or_malformed_limit_is_400(archive: Archive, limit: str) -> None:
     """PS3.18 §8.3.4.4.1: only a malformed or negative limit is an error."""
@@ -165,6 +171,13 @@ def test_series_results_carry_the_required_attributes(archive: Archive) -> None:
     assert series["00400275"]["Value"][0]["00401001"]["Value"] == ["RP-1"]
 
 
+def test_series_results_never_count_zero_study_instances(archive: Archive) -> None:
+    """PS3.18 §10.6.3: a study count in a series result is the study's, or absent (never a made-up 0)."""
+    results = archive.get(f"/v2/series?PatientID={archive.patient_id}").json()
+    counts = [d.get(key, {}).get("Value") for d in results for key in ("00201206", "00201208")]
+    assert len(results) == 3 and all(count is None or count[0] >= 1 for count in counts), counts
+
+
 def test_instance_results_carry_the_required_attributes(archive: Archive) -> None:
     """PS3.18 §10.6.3 Table 10.6.3-5: SOPClassUID, InstanceNumber, Rows, Columns, BitsAllocated, NumberOfFrames
     and RetrieveURL by default."""
@@ -174,6 +187,49 @@ def test_instance_results_carry_the_required_attributes(archive: Archive) -> Non
     assert "00080016" in instance and instance["00080056"]["Value"] == ["ONLINE"]
     assert instance["00081190"]["Value"] == [f"{archive.server}/v2/studies/{archive.studies['A']}/series/"
                                              f"{archive.series['A1']}/instances/{archive.instance}"]
+
+
+# --- Required matching keys no index serves (PS3.18 Table 10.6.1-5), matched on the rows -----------------
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("StudyTime=1000-1100", {"A"}), ("StudyTime=101500", {"A"}), ("StudyTime=1100-", set()),
+    ("StudyTime=-10:15", {"A"}), ("StudyID=S-A", {"A"}), ("StudyID=s-*", {"A"}), ("StudyID=S-B", set()),
+])
+def test_study_time_and_study_id_are_matched(archive: Archive, query: str, expected: set[str]) -> None:
+    """PS3.18 Table 10.6.1-5 (StudyTime, StudyID required matching keys); PS3.4 C.2.2.2.5 TM range matching."""
+    response = archive.get(f"/v2/studies?PatientID={archive.patient_id}&{query}")
+    assert archive.labels(response) == expected
+    assert "Warning" not in response.headers
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("SeriesNumber=3", {"A1"}), ("SeriesNumber=03", {"A1"}), ("SeriesNumber=4", set()),
+    ("PerformedProcedureStepStartTime=0900-1000", {"A1"}), ("PerformedProcedureStepStartTime=1000-", set()),
+])
+def test_series_number_and_procedure_step_start_time_are_matched(archive: Archive, query: str,
+                                                                 expected: set[str]) -> None:
+    """PS3.18 Table 10.6.1-5 (SeriesNumber, PerformedProcedureStepStartTime required matching keys)."""
+    response = archive.get(f"/v2/series?PatientID={archive.patient_id}&{query}")
+    assert archive.labels(response, SERIES_UID) == expected
+    assert "Warning" not in response.headers
+
+
+@pytest.mark.parametrize(("query", "found"), [
+    ("InstanceNumber=7", True), ("InstanceNumber=8", False),
+    ("SOPClassUID=1.2.840.10008.5.1.4.1.1.7", True), ("SOPClassUID=1.2.840.10008.5.1.4.1.1.2", False),
+])
+def test_instance_number_and_sop_class_are_matched_within_a_series(archive: Archive, query: str, found: bool) -> None:
+    """PS3.18 Table 10.6.1-5 (InstanceNumber, SOPClassUID required matching keys), exact within a series."""
+    path = f"/v2/studies/{archive.studies['A']}/series/{archive.series['A1']}/instances?{query}"
+    response = archive.get(path)
+    assert response.status_code == (200 if found else 204) and "Warning" not in response.headers
+    if found:
+        assert [d[SOP_UID]["Value"][0] for d in response.json()] == [archive.instance]
+
+
+def test_a_malformed_time_is_400(archive: Archive) -> None:
+    """PS3.5 Table 6.2-1: a TM value is HHMMSS.FFFFFF or a leading part of it."""
+    assert archive.get("/v2/studies?StudyTime=2561").status_code == 400
 
 
 # --- Person names (PS3.4 C.2.2.2.4) ---------------------------------------------------------------------------
@@ -227,6 +283,7 @@ def strict_server(serve_with_env: Callable) -> Iterator[str]:
     ("query", "message"),
     [
         ("Modality=CT", "Invalid query: AttributeId Modality is not queryable."),
+        ("StudyTime=1030", "Invalid query: AttributeId StudyTime is not queryable."),
         ("nosuch=1", "Invalid query: unknown query parameter 'nosuch'."),
         ("limit=201", "The query parameter 'Limit' is invalid. The field Limit must be between 1 and 200."),
         ("PatientID=", "Invalid query: AttributeId 'PatientID' has empty string value that is not supported."),

@@ -211,7 +211,8 @@ def _computed(tag: BaseTag, study: Row | None, series: Row | None) -> dict[str, 
     }
     if tag in counts:
         row, name = counts[tag]
-        return None if row is None else {"vr": "IS", "Value": [int(row.entity.get(name) or 0)]}
+        # A series row's copy of the study attributes has no counts: no value rather than a wrong 0.
+        return None if row is None or name not in row.entity else {"vr": "IS", "Value": [int(row.entity[name] or 0)]}
     return None
 
 

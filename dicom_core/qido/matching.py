@@ -10,6 +10,7 @@ from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_fo
 from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.text import fold, fold_case, fold_person_name, name_words
 from dicom_core.qido.query import Condition, MatchKind
+from dicom_core.qido.row_filters import same_number, time_in_range
 
 
 def matches(condition: Condition, attributes: JsonDataset, modalities: Iterable[str] = ()) -> bool:
@@ -47,6 +48,8 @@ def wildcard_match(pattern: str, value: str, *, person_name: bool = False) -> bo
 
 def _matches_text(condition: Condition, value: str) -> bool:
     person_name = condition.vr == "PN"
+    if condition.kind is MatchKind.RANGE and condition.vr == "TM":
+        return time_in_range(value, condition.low, condition.high)
     if condition.kind is MatchKind.RANGE:
         date = value[:8]
         return (condition.low is None or date >= condition.low) and (condition.high is None or date <= condition.high)
@@ -58,6 +61,8 @@ def _matches_text(condition: Condition, value: str) -> bool:
         return wildcard_match(condition.value, value, person_name=person_name)
     if person_name:
         return fold_person_name(value) == fold_person_name(condition.value)
+    if condition.vr == "IS":
+        return same_number(value, condition.value)
     return fold_case(value) == fold_case(condition.value)
 
 

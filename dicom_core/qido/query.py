@@ -23,6 +23,7 @@ from dicom_core.model.levels import QUERYABLE, Level
 from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.text import trim
 from dicom_core.model.uids import is_valid_uid, normalize_uid
+from dicom_core.qido.row_filters import ROW_FILTER_TAGS, ROW_FILTERED, parse_time_range
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
@@ -50,7 +51,8 @@ FILTER_TAGS: dict[Level, tuple[BaseTag, ...]] = {
     Level.SERIES: QUERYABLE[Level.SERIES],
     Level.INSTANCE: QUERYABLE[Level.INSTANCE],
 }
-_LEVEL_OF = {tag: level for level, tags in FILTER_TAGS.items() for tag in tags}
+_LEVEL_OF = {tag: level for by_level in (FILTER_TAGS, ROW_FILTER_TAGS) for level, tags in by_level.items()
+             for tag in tags}
 
 
 class QidoResource(Enum):
@@ -321,7 +323,7 @@ def _filter_tag(resource: QidoResource, key: str, value: str, strict: bool) -> B
             "casing as they are case-sensitive. The conformance statement has a list of supported query parameters, "
             "attributes and the levels."
         )
-    if _LEVEL_OF.get(tag) not in resource.filter_levels:
+    if _LEVEL_OF.get(tag) not in resource.filter_levels or tag in ROW_FILTERED:  # Azure: extended query tags
         raise BadRequestError(
             f"Invalid query: AttributeId {key} is not queryable.  If the parameter is an attribute keyword, check the "
             "casing as they are case-sensitive. The conformance statement has a list of supported query parameters, "
@@ -337,6 +339,9 @@ def _parse_filter(tag: BaseTag, raw_value: str, fuzzy: bool) -> Condition:
     vr = Condition(tag, MatchKind.EXACT).vr
     if vr == "DA":
         return _parse_date_condition(tag, value)
+    if vr == "TM":
+        low, high = parse_time_range(tag, value)
+        return Condition(tag, MatchKind.RANGE, low=low, high=high)
     if vr == "UI":
         # A value that is no valid UID matches nothing stored (and never reaches a key).
         uids = (normalize_uid(uid.strip()) for uid in _UID_LIST_SEPARATORS.split(value))

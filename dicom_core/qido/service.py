@@ -92,7 +92,7 @@ async def search_datasets(storage: Storage, request: SearchRequest) -> SearchRes
     try:
         async for hit in stream:
             seen += 1
-            if seen > query.offset:
+            if seen > query.offset and len(page) < query.limit:  # limit=0 asks for no results
                 page.append(hit)
             reads.wanted = wanted - seen
             if len(page) >= query.limit or reads.exhausted:

@@ -212,3 +212,18 @@ async def test_unindexed_filter_scans_newest_first_within_the_budget(archive: Ar
     assert response.datasets == []
     assert budget <= response.entities_read <= budget + 2 * 10 + 1000
     assert response.warning is not None and response.warning.startswith("299 ")
+
+
+@pytest.mark.parametrize(("resource", "query"), [(STUDIES, "StudyID=nothing-has-this"),
+                                                 (INSTANCES, "InstanceNumber=987654")])
+async def test_a_required_key_alone_is_matched_on_rows_within_the_budget(archive: Archive, resource: QidoResource,
+                                                                        query: str) -> None:
+    """PS3.18 Table 10.6.1-5 keys no index serves are matched on the rows read: alone, the search stops at the
+    scan budget with a Warning: 299 (not the Warning of an ignored filter)."""
+    budget = 300
+    storage = replace(archive.storage, settings=replace(archive.storage.settings, query_scan_budget=budget))
+    response = await search_datasets(storage, SearchRequest(resource, 2, f"{query}&limit=10"))
+    assert response.datasets == []
+    assert budget <= response.entities_read <= budget + 2 * 10 + 1000
+    assert response.warning is not None and "stopped after reading" in response.warning
+    assert "ignored" not in response.warning

@@ -113,3 +113,27 @@ def test_exact_match_finds_the_ideographic_group_alone() -> None:
 
 def test_person_name_groups_are_the_non_empty_ones() -> None:
     assert person_name_groups(_pn("Doe^John", Ideographic="", Phonetic="ド"), PATIENT_NAME) == ["Doe^John", "ド"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "low", "high", "expected"),
+    [
+        ("103045", "1030", "1100", True), ("110059.5", "1030", "1100", True), ("110100", "1030", "1100", False),
+        ("102959", "1030", None, False), ("10:30:00", "1030", None, True), ("235959.999", None, "2359", True),
+        ("103045", "103045.5", None, False),
+    ],
+)
+def test_a_time_range_compares_each_bound_at_its_precision(stored: str, low: str | None, high: str | None,
+                                                           expected: bool) -> None:
+    """PS3.4 C.2.2.2.5: range matching of TM values (StudyTime, a required key of PS3.18 Table 10.6.1-5)."""
+    study_time = BaseTag(0x00080030)
+    condition = Condition(study_time, MatchKind.RANGE, low=low, high=high)
+    assert matches(condition, {"00080030": {"vr": "TM", "Value": [stored]}}) is expected
+
+
+@pytest.mark.parametrize(("wanted", "expected"), [("5", True), ("05", True), ("50", False)])
+def test_an_integer_string_matches_by_number(wanted: str, expected: bool) -> None:
+    """PS3.4 C.2.2.2.1 single value matching of InstanceNumber (IS), stored as a JSON number (PS3.18 F.2.3)."""
+    instance_number = BaseTag(0x00200013)
+    condition = Condition(instance_number, MatchKind.EXACT, (wanted,))
+    assert matches(condition, {"00200013": {"vr": "IS", "Value": [5]}}) is expected

@@ -198,10 +198,26 @@ def test_unknown_parameters_are_ignored_and_named_in_a_warning() -> None:
 
 def test_attributes_not_filterable_on_the_resource_are_ignored_and_returned() -> None:
     """PS3.18 §8.3: a matching key the origin server does not support is ignored; its attribute is a return key."""
-    query = _parse("Modality=CT&StudyTime=1200&PatientID=1")
+    query = _parse("Modality=CT&InstanceNumber=5&PatientID=1")
     assert [c.tag for c in query.conditions] == [PATIENT_ID]
-    assert query.return_keys == (BaseTag(0x00080060), BaseTag(0x00080030))
-    assert "ignored: Modality, StudyTime." in query.warnings[0]
+    assert query.return_keys == (BaseTag(0x00080060), BaseTag(0x00200013))
+    assert "ignored: Modality, InstanceNumber." in query.warnings[0]
+
+
+@pytest.mark.parametrize(("value", "low", "high"), [
+    ("1030", "1030", "1030"), ("0800-1200", "0800", "1200"), ("10:30-", "1030", None), ("-235959.5", None, "235959.5"),
+])
+def test_a_time_filter_is_a_range_of_its_bounds(value: str, low: str | None, high: str | None) -> None:
+    """PS3.18 Table 10.6.1-5 requires StudyTime matching; PS3.4 C.2.2.2.5: a TM value or range."""
+    condition = _parse(f"StudyTime={value}").conditions[0]
+    assert (condition.kind, condition.low, condition.high) == (MatchKind.RANGE, low, high)
+
+
+@pytest.mark.parametrize("value", ["25", "1261", "12-11", "noon", "-"])
+def test_an_invalid_time_filter_is_400(value: str) -> None:
+    """PS3.5 Table 6.2-1 (TM): HHMMSS.FFFFFF or a leading part of it; a range's first bound comes first."""
+    with pytest.raises(BadRequestError):
+        _parse(f"StudyTime={value}")
 
 
 @pytest.mark.parametrize("value", ["", "+", "*", "**", "%00"])
