@@ -193,8 +193,13 @@ async def _json(client: httpx.AsyncClient, path: str) -> list[dict]:
     return response.json() if response.status_code == 200 else []
 
 
+# Idle connections are dropped before the server's keep-alive timeout (uvicorn's 5 s), so that a request is never
+# sent on a connection the server is closing at that moment (httpx's default expiry is the same 5 s).
+KEEPALIVE = httpx.Limits(keepalive_expiry=2)
+
+
 def _client(base_url: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url, timeout=300)
+    return httpx.AsyncClient(base_url=base_url, timeout=300, limits=KEEPALIVE)
 
 
 @PER_PROCESS
