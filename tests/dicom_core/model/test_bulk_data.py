@@ -92,3 +92,19 @@ def test_malformed_ranges_are_refused() -> None:
     assert parse_range("12-34") == (12, 34)
     assert parse_range("12") is None
     assert parse_range("-1-2") is None
+
+
+def test_binary_attributes_two_sequences_deep_are_referenced_whatever_the_lengths() -> None:
+    for undefined in (False, True):
+        ds = make_binary_dataset()
+        inner = ds.WaveformSequence[0]
+        outer = pydicom.Dataset()
+        outer.AcquisitionContextSequence = [inner]
+        ds.WaveformSequence = [outer]
+        for element in (ds["WaveformSequence"], outer["AcquisitionContextSequence"]):
+            element.is_undefined_length = undefined
+            for item in element.value:
+                item.is_undefined_length_sequence_item = undefined
+        metadata, stored = _metadata(to_bytes(ds))
+        entry = metadata["54000100"]["Value"][0]["00400555"]["Value"][0]["54001010"]
+        assert _referenced(stored, entry) == inner.WaveformData
