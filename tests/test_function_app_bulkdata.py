@@ -133,3 +133,18 @@ def test_omit_setting_answers_metadata_without_binary_attributes(
             response = httpx.get(f"{omitting}{path}/metadata", headers={"Accept": DICOM_JSON})
             assert response.content == expected
 
+
+
+def test_bulk_data_uris_follow_the_forwarded_host(server: str, stored: Dataset) -> None:
+    response = httpx.get(f"{server}{_instance(stored)}/metadata",
+                         headers={"Accept": DICOM_JSON, "X-Forwarded-Host": "dicom.example.org",
+                                  "X-Forwarded-Proto": "https"})
+    assert _uri(response.json()[0], PIXEL_DATA).startswith(f"https://dicom.example.org{_instance(stored)}/bulkdata/")
+
+
+def test_search_leaves_binary_attributes_out(server: str, stored: Dataset) -> None:
+    response = httpx.get(f"{server}/v2/studies/{stored.StudyInstanceUID}/instances",
+                         params={"includefield": "00420011"}, headers={"Accept": DICOM_JSON})
+    assert response.status_code == 200
+    (result,) = response.json()
+    assert DOCUMENT not in result
