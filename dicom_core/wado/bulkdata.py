@@ -46,9 +46,9 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
     location = parse_range(request.location)
     if location is None or not request.version.isalnum():
         raise NotFoundError("The bulk data URI is not one this service handed out.")
-    multipart = _multipart(request.accept)
+    multipart = wants_multipart(request.accept)
     offset, length = location
-    selected = (0, length) if multipart else _selected(request.range, length)
+    selected = (0, length) if multipart else selected_range(request.range, length)
     if selected is None:
         return ServiceResult(status=HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
                              headers={"Content-Range": f"bytes */{length}"})
@@ -81,7 +81,7 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
     return ServiceResult(status=HTTPStatus.PARTIAL_CONTENT, headers=headers, body=body)
 
 
-def _multipart(accept: str | None) -> bool:
+def wants_multipart(accept: str | None) -> bool:
     """Whether the answer is multipart/related (single part when Accept allows application/octet-stream)."""
     ranges = parse_accept(accept)
     if not ranges:
@@ -93,7 +93,7 @@ def _multipart(accept: str | None) -> bool:
     raise NotAcceptableError(f"Bulk data is {OCTET_STREAM}, single part or multipart/related.")
 
 
-def _selected(header: str | None, length: int) -> tuple[int, int] | None:
+def selected_range(header: str | None, length: int) -> tuple[int, int] | None:
     """The (start, count) of the value a Range header selects: all of it without one, None when unsatisfiable."""
     match = _BYTES_RANGE.fullmatch((header or "").strip().replace(" ", ""))
     if match is None or not (match[1] or match[2]):
