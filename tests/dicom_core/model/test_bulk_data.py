@@ -9,7 +9,7 @@ from typing import Any
 
 import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from dicom_core.model.bulk_data import MARKER_SCHEME, parse_range, with_urls, without_bulk_data
 from dicom_core.model.dicom_json import metadata_json
@@ -108,3 +108,13 @@ def test_binary_attributes_two_sequences_deep_are_referenced_whatever_the_length
         metadata, stored = _metadata(to_bytes(ds))
         entry = metadata["54000100"]["Value"][0]["00400555"]["Value"][0]["54001010"]
         assert _referenced(stored, entry) == inner.WaveformData
+
+
+def test_a_deflated_file_leaves_large_binary_values_out() -> None:
+    ds = make_binary_dataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    metadata, _ = _metadata(buffer.getvalue())
+    assert "7FE00010" not in metadata  # offsets in the inflated stream are not offsets in the stored file
+    assert "InlineBinary" in metadata["00282000"]
