@@ -41,7 +41,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, shared_storage
 from dicom_core.storage.faults import storage_unavailable
 from dicom_core.stow import service as stow_service
-from dicom_core.wado import frames, metadata, retrieve, thumbnails
+from dicom_core.wado import bulkdata, frames, metadata, retrieve, thumbnails
 from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wire.api_version import parse_api_version
 from dicom_core.wire.service_result import ServiceResult
@@ -177,9 +177,12 @@ async def store_study_instances(req: Request) -> Response:
 
 # --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered, thumbnails -------------------
 
-def _metadata_request(req: Request) -> metadata.MetadataRequest:
+def _metadata_request(req: Request, storage: Storage) -> metadata.MetadataRequest:
+    settings = storage.settings
+    root = f"{public_base_url(settings.public_base_url, str(req.base_url), req.headers)}/v{_version(req)}"
     return metadata.MetadataRequest(accept=_accept(req), accept_encoding=req.headers.get("accept-encoding"),
-                                    if_none_match=req.headers.get("if-none-match"))
+                                    if_none_match=req.headers.get("if-none-match"),
+                                    bulk_root=None if settings.metadata_omit_bulk_data else root)
 
 
 @app.route(route="v{version}/studies/{study}", methods=["GET"])
@@ -211,7 +214,8 @@ async def retrieve_instance(req: Request) -> Response:
 async def retrieve_study_metadata(req: Request) -> Response:
     """WADO-RS: the DICOM JSON of every instance of a study."""
     study = _study_uid(req)
-    return _http(await metadata.study_metadata(await shared_storage(), study, _metadata_request(req)))
+    storage = await shared_storage()
+    return _http(await metadata.study_metadata(storage, study, _metadata_request(req, storage)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/metadata", methods=["GET"])
@@ -219,7 +223,8 @@ async def retrieve_study_metadata(req: Request) -> Response:
 async def retrieve_series_metadata(req: Request) -> Response:
     """WADO-RS: the DICOM JSON of every instance of a series."""
     study, series = _study_uid(req), _series_uid(req)
-    return _http(await metadata.series_metadata(await shared_storage(), study, series, _metadata_request(req)))
+    storage = await shared_storage()
+    return _http(await metadata.series_metadata(storage, study, series, _metadata_request(req, storage)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/metadata", methods=["GET"])
@@ -227,7 +232,8 @@ async def retrieve_series_metadata(req: Request) -> Response:
 async def retrieve_instance_metadata(req: Request) -> Response:
     """WADO-RS: the DICOM JSON of one instance."""
     ids = _instance_ids(req)
-    return _http(await metadata.instance_metadata(await shared_storage(), ids, _metadata_request(req)))
+    storage = await shared_storage()
+    return _http(await metadata.instance_metadata(storage, ids, _metadata_request(req, storage)))
 
 
 @app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", methods=["GET"])
@@ -236,6 +242,16 @@ async def retrieve_frames(req: Request) -> Response:
     """WADO-RS: frames of an instance (1-based comma list)."""
     ids = _instance_ids(req)
     return _http(await frames.retrieve_frames(await shared_storage(), ids, req.path_params["frames"], _accept(req)))
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/bulkdata/{stored}/{location}",
+           methods=["GET"])
+@dicomweb_edge
+async def retrieve_bulk_data(req: Request) -> Response:
+    """WADO-RS: the bytes of one binary attribute, as a BulkDataURI in metadata names them (Range honoured)."""
+    request = bulkdata.BulkDataRequest(_instance_ids(req), req.path_params["stored"], req.path_params["location"],
+                                       accept=_accept(req), range=req.headers.get("range"))
+    return _http(await bulkdata.retrieve_bulk_data(await shared_storage(), request))
 
 
 async def _rendered(req: Request) -> Response:

@@ -52,6 +52,8 @@ class Settings:
     # QIDO: answer unknown or unsupported parameters, empty values and a limit above 200 with Azure's 400s
     # (default: the standard's way, PS3.18 §8.3: ignored, universal matching, capped; each with a Warning).
     query_strict_parameters: bool = False
+    # Metadata: binary attributes as BulkDataURI / InlineBinary (the standard's way), or left out as Azure does.
+    metadata_omit_bulk_data: bool = False
     # Blobs an upsert or delete (or a failed store) leaves unreferenced are deleted this long afterwards.
     blob_cleanup_delay_seconds: int = 3600
     # Browser origins allowed to call the API (CORS; `*` for any); none: no CORS headers at all.
@@ -100,6 +102,7 @@ class Settings:
             query_stats=_bool(env, "DICOMWEB_QUERY_STATS"),
             query_scan_budget=int_setting(env, "DICOMWEB_QUERY_SCAN_BUDGET", defaults.query_scan_budget),
             query_strict_parameters=_bool(env, "DICOMWEB_QUERY_STRICT_PARAMETERS"),
+            metadata_omit_bulk_data=(env.get("DICOMWEB_METADATA_BULKDATA") or "").strip().lower() == "omit",
             blob_cleanup_delay_seconds=int_setting(env, "DICOMWEB_BLOB_CLEANUP_DELAY_SECONDS",
                                             defaults.blob_cleanup_delay_seconds),
             cors_allowed_origins=list_setting(env, "DICOMWEB_CORS_ALLOWED_ORIGINS"),

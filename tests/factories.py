@@ -67,3 +67,21 @@ def multipart_body(parts: list[bytes], boundary: str = "test-boundary", content_
         out += b"\r\n" + part + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out)
+
+
+def make_binary_dataset(**kwargs: Any) -> Dataset:
+    """Return :func:`make_dataset` (32x32 pixels) with an overlay, a waveform in a sequence, a PDF and an ICC profile."""
+    ds = make_dataset(rows=kwargs.pop("rows", 32), columns=kwargs.pop("columns", 32), **kwargs)
+    ds.add_new(0x60000010, "US", 128)  # OverlayRows
+    ds.add_new(0x60000011, "US", 128)  # OverlayColumns
+    ds.add_new(0x60003000, "OW", bytes(range(256)) * 8)  # OverlayData, 128x128 bits
+    waveform = Dataset()
+    waveform.NumberOfWaveformChannels = 1
+    waveform.NumberOfWaveformSamples = 1500
+    waveform.WaveformBitsAllocated = 16
+    waveform.WaveformData = np.arange(1500, dtype=np.int16).tobytes()
+    ds.WaveformSequence = [waveform]
+    ds.EncapsulatedDocument = b"%PDF-1.4\n" + b"x" * 3000 + b"\n%%EOF\n"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.ICCProfile = b"\x01\x02" * 50  # small: inline
+    return ds

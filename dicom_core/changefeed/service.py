@@ -22,6 +22,7 @@ from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.index.instance_metadata import metadata_of_version
 from dicom_core.index.outbox import ChangeAction
 from dicom_core.index.reads import get_instance
+from dicom_core.model.bulk_data import without_bulk_data
 from dicom_core.model.epoch import EPOCH as _EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
@@ -118,7 +119,8 @@ def _json(value: Any) -> ServiceResult:
 
 async def _metadata(storage: Storage, stored: StoredInstance) -> Any:
     data = await metadata_of_version(storage, stored)
-    return json.loads(data) if data is not None else None  # None: replaced or deleted a moment ago
+    # Binary attributes left out, as in Azure's change feed (stored metadata may hold BulkDataURI markers).
+    return json.loads(without_bulk_data(data)) if data is not None else None  # None: replaced or deleted meanwhile
 
 
 async def _sequence_quietly(storage: Storage) -> None:

@@ -13,9 +13,10 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName, validate_value
 
+from dicom_core.model.bulk_data import BulkReferences, items_base
 from dicom_core.model.text import trim
 
-# Like Azure's DICOM service: binary VRs never appear in metadata (no BulkDataURI, no InlineBinary).
+# Binary VRs: left out of metadata as Azure's DICOM service does, or inline / by BulkDataURI (model/bulk_data.py).
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -43,8 +44,15 @@ def format_tag(tag: BaseTag) -> str:
     return f"({tag.group:04X},{tag.element:04X})"
 
 
-def metadata_json(dataset: Dataset, on_invalid: InvalidElementHandler | None = None) -> JsonDataset:
-    """Return ``dataset`` as DICOM JSON without bulk data; invalid elements are reported and left out."""
+def metadata_json(
+    dataset: Dataset, on_invalid: InvalidElementHandler | None = None, bulk: BulkReferences | None = None,
+    base: int = 0,
+) -> JsonDataset:
+    """Return ``dataset`` as DICOM JSON; invalid elements are reported and left out.
+
+    Binary attributes are left out, unless ``bulk`` is given: then inline or by reference (BulkDataURI).
+    ``base``: where the values this dataset's offsets count from start in the file (a sequence's value).
+    """
     result: JsonDataset = {}
     for tag in sorted(dataset.keys()):
         tag = BaseTag(tag)
@@ -52,11 +60,16 @@ def metadata_json(dataset: Dataset, on_invalid: InvalidElementHandler | None = N
             continue  # group lengths are meaningless once re-encoded
         vr = element_vr(dataset, tag)
         if vr in BULK_VRS:
+            raw = dataset.get_item(tag, keep_deferred=True)
+            entry = bulk.element_json(raw, vr, base) if bulk is not None else None
+            if entry is not None:
+                result[f"{tag:08X}"] = entry
             continue
         try:
+            within = items_base(dataset.get_item(tag, keep_deferred=True), base) if bulk is not None else 0
             element = dataset[tag]
             if vr == "SQ":
-                items = [metadata_json(item, on_invalid) for item in element.value or []]
+                items = [metadata_json(item, on_invalid, bulk, within) for item in element.value or []]
                 result[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
                 continue
             problem = invalid_value_reason(element)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 import pydicom
@@ -15,6 +15,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from dicom_core.model.bulk_data import BulkReferences
 from dicom_core.model.frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, native_frame_index
 from dicom_core.model.tags import PIXEL_DATA
 
@@ -52,6 +53,7 @@ class ParsedFile:
     frame_index: FrameIndex | None  # offsets in the stored file (after any added preamble)
     size: int  # of the stored file
     added_preamble: bytes = b""
+    bulk: BulkReferences = field(default_factory=BulkReferences)  # binary attributes, filled as metadata is made
 
 
 def read_part10(file: BinaryIO, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ParsedFile:
@@ -81,10 +83,13 @@ def read_part10(file: BinaryIO, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATE
     if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated offsets are not file offsets
         _check_not_truncated(dataset, size)
     frame_index = _frame_index(dataset, UID(transfer_syntax), file)
+    bulk = BulkReferences(shift=len(PREAMBLE) if force else 0,
+                          offsets_valid=transfer_syntax != DeflatedExplicitVRLittleEndian,
+                          lengths=_encapsulated_length(dataset, frame_index))
     if not force:
-        return ParsedFile(dataset, UID(transfer_syntax), frame_index, size)
+        return ParsedFile(dataset, UID(transfer_syntax), frame_index, size, bulk=bulk)
     shifted = frame_index.shifted(len(PREAMBLE)) if frame_index else None
-    return ParsedFile(dataset, UID(transfer_syntax), shifted, size + len(PREAMBLE), PREAMBLE)
+    return ParsedFile(dataset, UID(transfer_syntax), shifted, size + len(PREAMBLE), PREAMBLE, bulk)
 
 
 class PrefixedReader(io.RawIOBase):
@@ -199,3 +204,13 @@ def _frame_index(dataset: Dataset, transfer_syntax: UID, file: BinaryIO) -> Fram
         )
     except (AttributeError, TypeError, ValueError):
         return None  # pixel description missing or malformed: frames will be decoded at retrieve time
+
+
+def _encapsulated_length(dataset: Dataset, frame_index: FrameIndex | None) -> dict[int, int]:
+    """The length of encapsulated pixel data (its items, up to the sequence delimiter) by its offset."""
+    raw = dataset.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in dataset else None
+    tell = getattr(raw, "value_tell", None)
+    if frame_index is None or frame_index.fragments is None or tell is None:
+        return {}
+    end = max(offset + length for frame in frame_index.fragments for offset, length in frame)
+    return {tell: end - tell}

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from pydicom.tag import BaseTag
 
+from dicom_core.model.bulk_data import BINARY_VRS
 from dicom_core.model.dicom_json import JsonDataset, json_key
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.levels import ROW_ATTRIBUTES, Level, tags_for_keywords
@@ -182,7 +183,7 @@ async def _dataset(reads: SearchReads, hit: Hit, tags: set[BaseTag], plan: dict[
             row = rows.get(level) if level is not None else None
             source = metadata if level is None else (row.attributes if row else {})
             element = source.get(json_key(tag))
-        if element is not None:
+        if element is not None and element.get("vr") not in BINARY_VRS:  # bulk data is not searched (as Azure)
             dataset[json_key(tag)] = element
     for tag, uid in ((STUDY_INSTANCE_UID, hit.study_uid), (SERIES_INSTANCE_UID, hit.series_uid),
                      (SOP_INSTANCE_UID, hit.instance_uid)):

@@ -209,6 +209,7 @@ async def _store_part(
     staged = staged_instance(part.file)  # a large part already in its blob, under the version chosen then
     stored = staged if staged is not None and staged.ids == validated.ids else StoredInstance(validated.ids,
                                                                                               new_version())
+    parsed.bulk.locate(stored)  # the markers name the version whose file holds the bytes
     frame_index = json.dumps(parsed.frame_index.to_json(), separators=(",", ":")) if parsed.frame_index else ""
     frame_index_in_blob = len(frame_index) > MAX_ROW_FRAME_INDEX_CHARS
     metadata_json = json.dumps(validated.metadata, separators=(",", ":"))

@@ -78,7 +78,7 @@ def validate_instance(
         elif api_version >= 2:
             result.warnings.append(comment)
 
-    result.metadata = metadata_json(dataset, on_invalid)
+    result.metadata = metadata_json(dataset, on_invalid, parsed.bulk)
     result.multi_valued_index = any(
         len(result.metadata.get(f"{tag:08X}", {}).get("Value", ())) > 1 for tag in ALL_QUERYABLE
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -28,6 +28,7 @@ from dicom_core.documents.series_documents import (
 )
 from dicom_core.index.instance_metadata import metadata_of_row
 from dicom_core.index.reads import get_series_row, get_study_row, series_rows, stored_instance
+from dicom_core.model.bulk_data import with_urls, without_bulk_data
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.storage.blob_reads import Body, BodySource, prefetched
@@ -55,6 +56,8 @@ class MetadataRequest:
     accept: str | None = None
     accept_encoding: str | None = None
     if_none_match: str | None = None
+    # Root of BulkDataURIs (`https://host/v2`), or None to leave binary attributes out (Azure's answer).
+    bulk_root: str | None = None
 
 
 async def study_metadata(storage: Storage, study: str, request: MetadataRequest) -> ServiceResult:
@@ -102,7 +105,7 @@ async def series_metadata(storage: Storage, study: str, series: str, request: Me
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
     if (known := known_document(storage, study, series, etag)) is not None:
-        return await _json_bytes_response(array_of(known), tag, request)
+        return await _json_bytes_response(array_of(_served(request)(known)), tag, request)
     if document is not None and is_current(document, etag):
         body = stream_opened(document)
     else:
@@ -193,7 +196,7 @@ def _not_modified(tag: str, request: MetadataRequest) -> ServiceResult:
 def _json_response(records: Body, tag: str, request: MetadataRequest) -> ServiceResult:
     gzip = _wants_gzip(request.accept_encoding)
     headers = {CONTENT_TYPE: DICOM_JSON, "ETag": _header_tag(tag, gzip), "Vary": "Accept-Encoding"}
-    body = json_array(records)
+    body = json_array(_by_records(records, _served(request)))
     if gzip:
         headers["Content-Encoding"] = GZIP
         body = gzipped(body)
@@ -208,6 +211,25 @@ async def _json_bytes_response(array: bytes, tag: str, request: MetadataRequest)
         headers["Content-Encoding"] = GZIP
         array = await asyncio.to_thread(_gzip, array) if len(array) > _INLINE_COMPRESS_BYTES else _gzip(array)
     return ServiceResult(headers=headers, body=array)
+
+
+def _served(request: MetadataRequest) -> Callable[[bytes], bytes]:
+    """How stored records are answered: markers made URLs under the request's root, or binary attributes left out."""
+    root = request.bulk_root
+    return without_bulk_data if root is None else lambda records: with_urls(records, root)
+
+
+async def _by_records(records: Body, transform: Callable[[bytes], bytes]) -> Body:
+    """Apply ``transform`` to whole records (chunks end anywhere; a marker may straddle two of them)."""
+    pending = b""
+    async for chunk in records:
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(SEPARATOR) + 1
+        pending = data[cut:]
+        if cut:
+            yield transform(data[:cut])
+    if pending:
+        yield transform(pending)
 
 
 def _gzip(data: bytes) -> bytes:

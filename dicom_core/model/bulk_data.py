@@ -1,0 +1,117 @@
+"""Binary attributes in DICOM JSON: small ones inline, the others as BulkDataURI markers naming their bytes.
+
+At store time each binary value larger than INLINE_MAX_BYTES becomes `{"vr": …, "BulkDataURI": "bulkdata:studies/
+{s}/series/{se}/instances/{i}/bulkdata/{version}/{offset}-{length}"}`: offset and length of the value in the stored
+file, under the version that file is stored as. Serving turns the marker into an absolute URL by replacing its
+prefix (`MARKER`), one `bytes.replace` per answer; nothing stored carries a host name.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import RawDataElement
+
+from dicom_core.model.identifiers import StoredInstance
+
+# Binary values up to this size are written inline (InlineBinary); larger ones by reference (BulkDataURI).
+INLINE_MAX_BYTES = 1024
+MARKER_SCHEME = "bulkdata:"
+# How a marker starts in stored JSON; `"` is escaped inside JSON strings, so this only matches the attribute itself.
+MARKER = b'"BulkDataURI":"' + MARKER_SCHEME.encode()
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# The one JSON VR of an ambiguous dictionary VR (implicit VR files): native pixel data and the like are OW there.
+_JSON_VR = {"OB or OW": "OW", "US or OW": "OW", "US or SS or OW": "OW"}
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_BINARY_JSON = re.compile(rb'"vr":"(?:O[BDFLVW]|UN)"')
+_RANGE = re.compile(r"([0-9]{1,15})-([0-9]{1,15})")
+
+
+@dataclass
+class BulkReferences:
+    """Collects the binary attributes of one parsed file while its DICOM JSON is made."""
+
+    shift: int = 0  # bytes the stored file has in front of the parsed one
+    offsets_valid: bool = True  # False for a deflated file: offsets in the inflated stream mean nothing stored
+    lengths: dict[int, int] = field(default_factory=dict)  # value offset -> length of undefined-length values
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+    def element_json(self, raw: Any, vr: str, base: int = 0) -> dict[str, Any] | None:
+        """The DICOM JSON of one binary element (raw, not read; offsets from ``base``), or None if unreferenceable."""
+        vr = _JSON_VR.get(vr, vr)
+        value, tell, length = getattr(raw, "value", None), _value_tell(raw), getattr(raw, "length", None)
+        if tell is not None:
+            tell += base
+        if length == _UNDEFINED_LENGTH:
+            length = len(value) if isinstance(value, bytes) else self.lengths.get(tell) if tell is not None else None
+        if isinstance(value, bytes) and len(value) <= INLINE_MAX_BYTES:
+            return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()} if value else {"vr": vr}
+        if tell is None or length is None or not self.offsets_valid:
+            return None
+        entry = {"vr": vr, "BulkDataURI": f"{tell + self.shift}-{length}"}
+        self.pending.append(entry)
+        return entry
+
+    def locate(self, stored: StoredInstance) -> None:
+        """Complete the markers with the instance and version whose stored file holds the bytes."""
+        prefix = MARKER_SCHEME + instance_path(stored)
+        for entry in self.pending:
+            entry["BulkDataURI"] = prefix + entry["BulkDataURI"]
+        self.pending = []
+
+
+def items_base(raw: Any, base: int) -> int:
+    """Where the offsets inside a sequence's items count from: pydicom reads a defined-length sequence from its
+    value's bytes (offsets relative to it), an undefined-length one from the file (offsets as its parent's)."""
+    tell = _value_tell(raw)
+    if isinstance(raw, RawDataElement):
+        defined = raw.length != _UNDEFINED_LENGTH
+    else:  # converted already (the sequence depth check reads every sequence)
+        defined = not getattr(raw, "is_undefined_length", True)
+    return base + tell if defined and tell is not None else base
+
+
+def _value_tell(raw: Any) -> int | None:
+    tell = getattr(raw, "value_tell", None)  # a RawDataElement
+    return tell if tell is not None else getattr(raw, "file_tell", None)  # or one already converted
+
+
+def instance_path(stored: StoredInstance) -> str:
+    """The path of an instance's bulk data, relative to the versioned root: `studies/…/bulkdata/{version}/`."""
+    ids = stored.ids
+    return f"studies/{ids.study}/series/{ids.series}/instances/{ids.instance}/bulkdata/{stored.version}/"
+
+
+def with_urls(document: bytes, root: str) -> bytes:
+    """Stored JSON with its markers made absolute URLs under ``root`` (`https://host/v2`)."""
+    return document.replace(MARKER, b'"BulkDataURI":"' + root.encode() + b"/")
+
+
+def parse_range(text: str) -> tuple[int, int] | None:
+    """The (offset, length) a URL's last segment `{offset}-{length}` names, or None when it is malformed."""
+    match = _RANGE.fullmatch(text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def without_bulk_data(records: bytes) -> bytes:
+    """Newline-separated JSON records with every binary attribute left out, as Azure's service answers them."""
+    if not _BINARY_JSON.search(records):
+        return records
+    return b"\n".join(_strip_record(line) if _BINARY_JSON.search(line) else line for line in records.split(b"\n"))
+
+
+def _strip_record(record: bytes) -> bytes:
+    return json.dumps(_strip(json.loads(record)), separators=(",", ":")).encode()
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strip(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {key: _strip(item) for key, item in value.items()
+            if not (isinstance(item, dict) and item.get("vr") in BINARY_VRS)}
