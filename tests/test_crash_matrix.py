@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -120,7 +120,8 @@ def _three_parts() -> Scenario:
     study, series = generate_uid(), generate_uid()
     sops = [generate_uid() for _ in range(3)]
     parts = [make_instance(study=study, series=series, sop=sop) for sop in sops]
-    return Scenario(tuple(Instance(study, series, sop, None, data, (), (C,)) for sop, data in zip(sops, parts)),
+    created = zip(sops, parts, strict=True)
+    return Scenario(tuple(Instance(study, series, sop, None, data, (), (C,)) for sop, data in created),
                     lambda base: None, lambda base: _stow(base, parts), 200)
 
 
@@ -140,8 +141,9 @@ def _delete_series() -> Scenario:
     kept, gone = generate_uid(), [generate_uid(), generate_uid()]
     other = make_instance(study=study, series=kept_series, sop=kept)
     parts = [make_instance(study=study, series=series, sop=sop) for sop in gone]
+    deleted = zip(gone, parts, strict=True)
     return Scenario((Instance(study, kept_series, kept, other, other, (C,), (C,)),
-                     *(Instance(study, series, sop, data, None, (C,), (C, D)) for sop, data in zip(gone, parts))),
+                     *(Instance(study, series, sop, data, None, (C,), (C, D)) for sop, data in deleted)),
                     lambda base: _stored(base, [other, *parts]),
                     lambda base: httpx.delete(f"{base}/v2/studies/{study}/series/{series}", timeout=120), 204)
 
@@ -198,7 +200,7 @@ def _recorded(operation: str, env: dict[str, str], start: Callable[[dict[str, st
 
 
 @pytest.fixture
-async def storage_of(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dict[str, str]], object]]:
+async def storage_of(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[Storage]]]:
     """Open the storage of a server's settings directly (not through the proxy); closed at teardown."""
     opened: list[Storage] = []
 
@@ -217,7 +219,7 @@ async def storage_of(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dic
 async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     operation: str, k: int, start_app_process: Callable[[dict[str, str]], AppProcess],
     fresh_env: Callable[[], dict[str, str]], storage_fault_proxy: StorageFaultProxy,
-    storage_of: Callable[[dict[str, str]], object],
+    storage_of: Callable[[dict[str, str]], Awaitable[Storage]],
 ) -> None:
     recording = _recorded(operation, fresh_env(), start_app_process, storage_fault_proxy)
     assert len(recording) == STEPS[operation], "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
@@ -240,7 +242,7 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     storage_fault_proxy.clear()
 
     restarted = start_app_process(env)
-    storage = await storage_of(env)  # type: ignore[misc]
+    storage = await storage_of(env)
     await sequence_pending(storage)
     await run_cleanup(storage, now=FAR_FUTURE)
     await sequence_pending(storage)
