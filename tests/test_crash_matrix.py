@@ -1,0 +1,301 @@
+"""Crash at every step: each write operation is killed (SIGKILL) right before its k-th storage request.
+
+For every operation the proxy (tests/faults/proxy.py) first records the storage requests one undisturbed run
+makes (N of them; the count is pinned below, so a change of the write path shows here). Then, per cell k, a
+fresh server stores the operation's starting state, is killed right before the operation's k-th request,
+and is restarted; maintenance runs as the timer would with the blob cleanup due (sequencer, cleanup,
+sequencer). Then for every instance the operation touches:
+
+- it is exactly as before the operation, or (always, when the operation was acknowledged) as after it;
+- present means retrievable byte-exact, searchable, in its series metadata, counted in its study, and in the
+  change feed once per acknowledged store; absent means none of these (and a Delete in the feed once it
+  was there);
+- the consistency checker finds nothing, and no cleanup entry (hence no unreferenced blob) is left.
+
+`make test` runs every k of the single-instance store and the first, middle and last k of the others;
+`CRASH_MATRIX=full` (`make test-crash`) runs every cell.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.changefeed.feed_reads import entries_after
+from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.index.outbox import ChangeAction
+from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
+from dicom_core.maintenance.consistency import check_consistency
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.wire.media_types import DICOM_JSON
+from tests.conftest import AppProcess
+from tests.factories import make_instance, multipart_body
+from tests.faults.proxy import Action, Fault, StorageFaultProxy
+
+BOUNDARY = "crash-boundary"
+MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+AS_STORED = "application/dicom; transfer-syntax=*"
+SOP_INSTANCE_UID = "00080018"
+NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
+FULL = os.environ.get("CRASH_MATRIX", "") == "full"
+QUIET_SECONDS = 1.0  # after the answer, time for any request the operation still makes
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance an operation touches: its UIDs, and the bytes stored before and after the operation."""
+
+    study: str
+    series: str
+    sop: str
+    before: bytes | None  # None: absent
+    after: bytes | None
+    feed_before: tuple[ChangeAction, ...]
+    feed_after: tuple[ChangeAction, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """An operation's instances and how to set it up and run it against a server."""
+
+    instances: tuple[Instance, ...]
+    setup: Callable[[str], None]
+    run: Callable[[str], httpx.Response]
+    acknowledged: int  # the status of its success
+
+
+def _stow(base_url: str, parts: list[bytes], method: str = "POST") -> httpx.Response:
+    return httpx.request(method, f"{base_url}/v2/studies", content=multipart_body(parts, BOUNDARY),
+                         headers={"Content-Type": MULTIPART, "Accept": DICOM_JSON}, timeout=120)
+
+
+def _stored(base_url: str, parts: list[bytes]) -> None:
+    response = _stow(base_url, parts)
+    assert response.status_code == 200, response.text
+
+
+def _open_storage(base_url: str) -> None:
+    """A first request, so that the server opens its storage (and creates its tables) before the operation."""
+    assert httpx.get(f"{base_url}/v2/studies", params={"StudyInstanceUID": "1.2.3"}, timeout=60).status_code == 204
+
+
+C, D = ChangeAction.CREATE, ChangeAction.DELETE  # an upsert appends a Create of its new version
+
+
+def _new_study() -> Scenario:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    data = make_instance(study=study, series=series, sop=sop)
+    return Scenario((Instance(study, series, sop, None, data, (), (C,)),),
+                    lambda base: None, lambda base: _stow(base, [data]), 200)
+
+
+def _existing_series() -> Scenario:
+    study, series, first, sop = generate_uid(), generate_uid(), generate_uid(), generate_uid()
+    old = make_instance(study=study, series=series, sop=first)
+    data = make_instance(study=study, series=series, sop=sop)
+    return Scenario((Instance(study, series, first, old, old, (C,), (C,)),
+                     Instance(study, series, sop, None, data, (), (C,))),
+                    lambda base: _stored(base, [old]), lambda base: _stow(base, [data]), 200)
+
+
+def _upsert() -> Scenario:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    old = make_instance(study=study, series=series, sop=sop)
+    new = make_instance(study=study, series=series, sop=sop, PatientName="Upserted^Patient")
+    return Scenario((Instance(study, series, sop, old, new, (C,), (C, C)),),
+                    lambda base: _stored(base, [old]), lambda base: _stow(base, [new], "PUT"), 200)
+
+
+def _three_parts() -> Scenario:
+    study, series = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    parts = [make_instance(study=study, series=series, sop=sop) for sop in sops]
+    created = zip(sops, parts, strict=True)
+    return Scenario(tuple(Instance(study, series, sop, None, data, (), (C,)) for sop, data in created),
+                    lambda base: None, lambda base: _stow(base, parts), 200)
+
+
+def _delete_instance() -> Scenario:
+    study, series, kept, gone = generate_uid(), generate_uid(), generate_uid(), generate_uid()
+    first = make_instance(study=study, series=series, sop=kept)
+    second = make_instance(study=study, series=series, sop=gone)
+    return Scenario((Instance(study, series, kept, first, first, (C,), (C,)),
+                     Instance(study, series, gone, second, None, (C,), (C, D))),
+                    lambda base: _stored(base, [first, second]),
+                    lambda base: httpx.delete(f"{base}/v2/studies/{study}/series/{series}/instances/{gone}",
+                                              timeout=120), 204)
+
+
+def _delete_series() -> Scenario:
+    study, kept_series, series = generate_uid(), generate_uid(), generate_uid()
+    kept, gone = generate_uid(), [generate_uid(), generate_uid()]
+    other = make_instance(study=study, series=kept_series, sop=kept)
+    parts = [make_instance(study=study, series=series, sop=sop) for sop in gone]
+    deleted = zip(gone, parts, strict=True)
+    return Scenario((Instance(study, kept_series, kept, other, other, (C,), (C,)),
+                     *(Instance(study, series, sop, data, None, (C,), (C, D)) for sop, data in deleted)),
+                    lambda base: _stored(base, [other, *parts]),
+                    lambda base: httpx.delete(f"{base}/v2/studies/{study}/series/{series}", timeout=120), 204)
+
+
+OPERATIONS: dict[str, Callable[[], Scenario]] = {
+    "store-new-study": _new_study, "store-existing-series": _existing_series, "upsert": _upsert,
+    "store-3-parts": _three_parts, "delete-instance": _delete_instance, "delete-series": _delete_series,
+}
+# Storage requests of one undisturbed run of each operation (asserted when recorded).
+STEPS = {"store-new-study": 21, "store-existing-series": 6, "upsert": 13, "store-3-parts": 26,
+         "delete-instance": 15, "delete-series": 27}
+XFAIL: dict[tuple[str, int], str] = {}
+
+
+def _cells() -> list[object]:
+    cells: list[object] = []
+    for operation, steps in STEPS.items():
+        every = FULL or operation == "store-new-study"
+        for k in sorted(range(1, steps + 1) if every else {1, (steps + 1) // 2, steps}):
+            reason = XFAIL.get((operation, k))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            cells.append(pytest.param(operation, k, id=f"{operation}-k{k}", marks=marks))
+    return cells
+
+
+@pytest.fixture
+def fresh_env(storage_fault_proxy: StorageFaultProxy) -> Callable[[], dict[str, str]]:
+    """Settings of a server on containers and tables of its own, whose storage requests pass through the proxy."""
+    def make() -> dict[str, str]:
+        suffix = uuid.uuid4().hex[:10]
+        return {"DICOMWEB_BLOB_CONTAINER": f"crs-{suffix}", "DICOMWEB_METADATA_CONTAINER": f"crsm-{suffix}",
+                "DICOMWEB_TABLE_PREFIX": f"crs{suffix}",
+                "DICOMWEB_STORAGE_CONNECTION_STRING": storage_fault_proxy.connection_string,
+                "AzureWebJobsStorage": storage_fault_proxy.connection_string}
+    return make
+
+
+_RECORDED: dict[str, list[tuple[str, str, str]]] = {}
+
+
+def _recorded(operation: str, env: dict[str, str], start: Callable[[dict[str, str]], AppProcess],
+              proxy: StorageFaultProxy) -> list[tuple[str, str, str]]:
+    """The storage requests of one undisturbed run of ``operation`` (recorded once per session)."""
+    if operation not in _RECORDED:
+        scenario = OPERATIONS[operation]()
+        server = start(env)
+        _open_storage(server.base_url)
+        scenario.setup(server.base_url)
+        mark = len(proxy.requests)
+        assert scenario.run(server.base_url).status_code == scenario.acknowledged
+        time.sleep(QUIET_SECONDS)
+        _RECORDED[operation] = proxy.requests[mark:]
+    return _RECORDED[operation]
+
+
+@pytest.fixture
+async def storage_of(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[Storage]]]:
+    """Open the storage of a server's settings directly (not through the proxy); closed at teardown."""
+    opened: list[Storage] = []
+
+    async def open_direct(env: dict[str, str]) -> Storage:
+        own = {key: value for key, value in env.items() if key.startswith("DICOMWEB_") and "CONNECTION" not in key}
+        storage = await open_storage(Settings.from_environment({**storage_env, **own}))
+        opened.append(storage)
+        return storage
+
+    yield open_direct
+    for storage in opened:
+        await storage.close()
+
+
+@pytest.mark.parametrize(("operation", "k"), _cells())
+async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
+    operation: str, k: int, start_app_process: Callable[[dict[str, str]], AppProcess],
+    fresh_env: Callable[[], dict[str, str]], storage_fault_proxy: StorageFaultProxy,
+    storage_of: Callable[[dict[str, str]], Awaitable[Storage]],
+) -> None:
+    recording = _recorded(operation, fresh_env(), start_app_process, storage_fault_proxy)
+    assert len(recording) == STEPS[operation], "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
+    service, method, target = recording[k - 1]
+    occurrence = sum(1 for s, m, _ in recording[:k] if (s, m) == (service, method))
+
+    env = fresh_env()
+    scenario = OPERATIONS[operation]()
+    victim = start_app_process(env)
+    _open_storage(victim.base_url)
+    scenario.setup(victim.base_url)
+    kill = storage_fault_proxy.inject(Fault(service, method, "", Action.KILL, k=occurrence, pid=victim.process.pid))
+    try:
+        status: int | None = scenario.run(victim.base_url).status_code
+    except httpx.HTTPError:
+        status = None
+    time.sleep(QUIET_SECONDS)
+    assert kill.fired.is_set(), f"request {k} ({method} {target}) was not made"
+    assert victim.process.wait(timeout=30) == -9
+    storage_fault_proxy.clear()
+
+    restarted = start_app_process(env)
+    storage = await storage_of(env)
+    await sequence_pending(storage)
+    await run_cleanup(storage, now=FAR_FUTURE)
+    await sequence_pending(storage)
+
+    acknowledged = status == scenario.acknowledged
+    feed = await entries_after(storage, 0, 1000)
+    for instance in scenario.instances:
+        seen = _observe(restarted.base_url, instance, [e.action for e in feed if e.instance == instance.sop])
+        expected_after = (instance.after, instance.feed_after)
+        allowed = [expected_after] if acknowledged else [(instance.before, instance.feed_before), expected_after]
+        assert seen in [_expected(instance, data, actions) for data, actions in allowed], (
+            f"{operation} killed before request {k} ({method} {target}), answered {status}: "
+            f"instance {instance.sop} is {seen}")
+    _assert_study_counted(restarted.base_url, scenario)
+    assert [str(f) for f in await check_consistency(storage)] == [], f"killed before {method} {target}"
+    assert await all_entries(storage) == []  # every blob left is referenced (the checker finds no orphan)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the restarted server shows of one instance."""
+
+    retrieved: bytes | None
+    searchable: bool
+    in_series_metadata: bool
+    feed: tuple[ChangeAction, ...]
+
+
+def _expected(instance: Instance, data: bytes | None, feed: tuple[ChangeAction, ...]) -> Seen:
+    return Seen(data, data is not None, data is not None, feed)
+
+
+def _observe(base_url: str, instance: Instance, feed: list[ChangeAction]) -> Seen:
+    path = f"{base_url}/v2/studies/{instance.study}/series/{instance.series}"
+    retrieved = httpx.get(f"{path}/instances/{instance.sop}", headers={"Accept": AS_STORED}, timeout=60)
+    assert retrieved.status_code in (200, 404), retrieved.text
+    found = httpx.get(f"{base_url}/v2/studies/{instance.study}/instances", params={"SOPInstanceUID": instance.sop},
+                      headers={"Accept": DICOM_JSON}, timeout=60)
+    assert found.status_code in (200, 204), found.text
+    metadata = httpx.get(f"{path}/metadata", headers={"Accept": DICOM_JSON}, timeout=60)
+    assert metadata.status_code in (200, 404), metadata.text
+    listed = {d[SOP_INSTANCE_UID]["Value"][0] for d in metadata.json()} if metadata.status_code == 200 else set()
+    return Seen(retrieved.content if retrieved.status_code == 200 else None,
+                found.status_code == 200 and bool(found.json()), instance.sop in listed, tuple(feed))
+
+
+def _assert_study_counted(base_url: str, scenario: Scenario) -> None:
+    """The study's NumberOfStudyRelatedInstances counts exactly the instances that are retrievable."""
+    study = scenario.instances[0].study
+    found = httpx.get(f"{base_url}/v2/instances", params={"StudyInstanceUID": study},
+                      headers={"Accept": DICOM_JSON}, timeout=60)
+    present = len(found.json()) if found.status_code == 200 else 0
+    studies = httpx.get(f"{base_url}/v2/studies", params={"StudyInstanceUID": study},
+                        headers={"Accept": DICOM_JSON}, timeout=60)
+    counted = studies.json()[0][NUMBER_OF_STUDY_RELATED_INSTANCES]["Value"][0] if studies.status_code == 200 else 0
+    assert counted == present, f"study counts {counted} instances, {present} are found"
