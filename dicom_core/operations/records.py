@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from dicom_core.storage.clients import Storage
-from dicom_core.storage.named_tables import named_table
+from dicom_core.storage.named_tables import existing_table, named_table
 from dicom_core.storage.tables import etag_of, get_entity_or_none, query_all, unchanged_since
 
 OPERATIONS_TABLE = "Operations"
@@ -99,9 +100,12 @@ async def get_operation(storage: Storage, operation_id: str) -> Operation | None
 async def unfinished_operations(storage: Storage) -> list[Operation]:
     """Every operation not yet succeeded or failed, oldest first."""
     # Spaces inside the parentheses: the SDK finds parameters by splitting the filter at spaces.
-    entities = await query_all(await operations_table(storage), _UNFINISHED,
-                               parameters={"p": PARTITION, "a": OperationStatus.NOT_STARTED.value,
-                                           "b": OperationStatus.RUNNING.value})
+    try:
+        entities = await query_all(existing_table(storage, OPERATIONS_TABLE), _UNFINISHED,
+                                   parameters={"p": PARTITION, "a": OperationStatus.NOT_STARTED.value,
+                                               "b": OperationStatus.RUNNING.value})
+    except ResourceNotFoundError:
+        return []  # no operation was ever started: the timer creates nothing
     return sorted((_operation(entity) for entity in entities), key=lambda operation: operation.created)
 
 

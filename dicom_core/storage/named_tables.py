@@ -26,3 +26,8 @@ async def named_table(storage: Storage, suffix: str) -> TableClient:
         client = storage.table_service.get_table_client(name)
         _clients[key] = (storage, client)
         return client
+
+
+def existing_table(storage: Storage, suffix: str) -> TableClient:
+    """The Table ``{prefix}{suffix}`` of ``storage`` without creating it (a read of a missing one raises not found)."""
+    return storage.table_service.get_table_client(table_name(storage.settings, suffix))

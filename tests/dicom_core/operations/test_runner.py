@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from dicom_core.operations.records import Operation, OperationStatus, create_operation, get_operation, save_operation
+from dicom_core.operations.records import (
+    OPERATIONS_TABLE,
+    Operation,
+    OperationStatus,
+    create_operation,
+    get_operation,
+    save_operation,
+)
 from dicom_core.operations.runner import Pace, Step, register_handler, run_operations
-from dicom_core.storage.clients import Storage
+from dicom_core.storage.clients import Storage, table_name
 
 COUNTING = "testCounting"
 FAILING = "testFailing"
@@ -72,3 +79,10 @@ async def test_a_handler_that_raises_fails_the_operation(own: Storage) -> None:
 async def test_an_unknown_or_malformed_id_is_none(own: Storage) -> None:
     assert await get_operation(own, "0" * 32) is None
     assert await get_operation(own, "not-a-guid") is None
+
+
+async def test_the_runner_creates_no_table_while_no_operation_was_ever_started(own: Storage) -> None:
+    """The timer runs every few seconds on every server: with nothing to do it must leave storage as it is."""
+    assert await run_operations(own, pace=FAST) == 0
+    names = [table.name async for table in own.table_service.list_tables()]
+    assert table_name(own.settings, OPERATIONS_TABLE) not in names
