@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom.dataelem import RawDataElement
 
+from dicom_core.model.frames import UNDEFINED_LENGTH
 from dicom_core.model.identifiers import StoredInstance
 
 # Binary values up to this size are written inline (InlineBinary); larger ones by reference (BulkDataURI).
@@ -23,7 +24,6 @@ INLINE_MAX_BYTES = 1024
 MARKER_SCHEME = "bulkdata:"
 # How a marker starts in stored JSON; `"` is escaped inside JSON strings, so this only matches the attribute itself.
 MARKER = b'"BulkDataURI":"' + MARKER_SCHEME.encode()
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 # The one JSON VR of an ambiguous dictionary VR (implicit VR files): native pixel data and the like are OW there.
 _JSON_VR = {"OB or OW": "OW", "US or OW": "OW", "US or SS or OW": "OW"}
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -46,7 +46,7 @@ class BulkReferences:
         value, tell, length = getattr(raw, "value", None), _value_tell(raw), getattr(raw, "length", None)
         if tell is not None:
             tell += base
-        if length == _UNDEFINED_LENGTH:
+        if length == UNDEFINED_LENGTH:
             length = len(value) if isinstance(value, bytes) else self.lengths.get(tell) if tell is not None else None
         if isinstance(value, bytes) and len(value) <= INLINE_MAX_BYTES:
             return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()} if value else {"vr": vr}
@@ -69,7 +69,7 @@ def items_base(raw: Any, base: int) -> int:
     value's bytes (offsets relative to it), an undefined-length one from the file (offsets as its parent's)."""
     tell = _value_tell(raw)
     if isinstance(raw, RawDataElement):
-        defined = raw.length != _UNDEFINED_LENGTH
+        defined = raw.length != UNDEFINED_LENGTH
     else:  # converted already (the sequence depth check reads every sequence)
         defined = not getattr(raw, "is_undefined_length", True)
     return base + tell if defined and tell is not None else base
