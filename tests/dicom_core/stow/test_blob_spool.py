@@ -71,6 +71,19 @@ async def test_a_large_part_is_stored_byte_for_byte_with_no_local_disk_file(own:
     assert await _stored_bytes(own, _ids(data)) == data
 
 
+async def test_a_part_of_1000_mib_is_stored_byte_for_byte_with_no_local_disk_file(
+    own: Storage, spool_dir: Path
+) -> None:
+    """The largest part the default limits admit (1 GiB per part and request) goes to its blob as it arrives."""
+    data = to_bytes(make_dataset(rows=1024, columns=1024, frames=500))
+    assert 1000 * MIB < len(data) < own.settings.max_part_bytes
+
+    assert await _store(own, multipart_body([data], BOUNDARY), chunk_size=MIB) == 200
+
+    assert list(spool_dir.iterdir()) == []
+    assert await _stored_bytes(own, _ids(data)) == data
+
+
 async def test_a_large_single_part_body_is_stored_with_no_local_disk_file(own: Storage, spool_dir: Path) -> None:
     data = to_bytes(make_dataset(**LARGE))
 
