@@ -13,6 +13,7 @@ from dicom_core.model.levels import ALL_QUERYABLE
 from dicom_core.search_index.extended_values import SUPPORTED_VRS
 from dicom_core.wire.media_types import DICOM_JSON
 from tests.factories import make_dataset, multipart_body, to_bytes
+from tests.operations import wait_for_operation
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 PRIVATE = "00091001"
@@ -29,14 +30,6 @@ def _store_archive(server: str, count: int) -> None:
                           headers={"Content-Type": MULTIPART, "Accept": DICOM_JSON}, timeout=120)
     assert response.status_code in (200, 202), response.text
 
-
-def _wait_done(href: str, timeout: float = 120) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = httpx.get(href, timeout=30)
-        if response.status_code != 202 or time.monotonic() > deadline:
-            return response
-        time.sleep(1)
 
 
 @pytest.mark.parametrize("body", [
@@ -95,7 +88,7 @@ def test_a_tag_added_to_stored_instances_is_reindexed_listed_patched_and_deleted
     busy = httpx.post(base, json=[{"path": "StudyTime", "level": "Study"}], timeout=30)
     assert busy.status_code == 409 and reference["id"] in busy.headers["location"]
 
-    done = _wait_done(reference["href"])
+    done = wait_for_operation(reference["href"])
     assert done.status_code == 200, done.text
     assert (done.json()["status"], done.json()["percentComplete"]) == ("succeeded", 100)
     tag = httpx.get(f"{base}/{PRIVATE}", timeout=30).json()

@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.wire.media_types import DICOM_JSON
 from tests.factories import make_dataset, multipart_body, to_bytes
+from tests.operations import wait_for_operation
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=test-boundary'
 STUDY_ID, STUDY_TIME, OPERATORS_NAME = "00200010", "00080030", "00081070"
@@ -47,14 +48,6 @@ def _store(server: str, datasets: list[Dataset], *, version: int = 2, method: st
                          headers={"Content-Type": MULTIPART, "Accept": DICOM_JSON}, timeout=60)
 
 
-def _wait_done(href: str, timeout: float = 120) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = httpx.get(href, timeout=30)
-        if response.status_code != 202 or time.monotonic() > deadline:
-            return response
-        time.sleep(1)
-
 
 @pytest.fixture(scope="module")
 def archive(isolated_server: str) -> Iterator[Archive]:
@@ -80,7 +73,7 @@ def archive(isolated_server: str) -> Iterator[Archive]:
     assert added.status_code == 202, added.text
     time.sleep(2.5)  # every registry copy of the server holds the new tags; the reindex has not begun
     while_adding = httpx.get(f"{isolated_server}/v2/studies?StudyID=ABC-1", timeout=30)
-    done = _wait_done(added.json()["href"])
+    done = wait_for_operation(added.json()["href"])
     assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
     time.sleep(2.5)  # the Ready status reaches the registry copies
     yield Archive(isolated_server, instances, while_adding)
