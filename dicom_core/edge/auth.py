@@ -15,13 +15,13 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import jwt
-
-from dicom_core.edge.jwks import JwksCache
 from dicom_core.model.errors import ForbiddenError, UnauthorizedError
 from dicom_core.settings import Settings
+
+if TYPE_CHECKING:
+    from dicom_core.edge.jwks import JwksCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class EntraAuthenticator:
 
     async def validate(self, token: str) -> dict[str, Any]:
         """The claims of a token whose signature, issuer, audience and validity period are right."""
+        import jwt  # PyJWT and cryptography load in mode entra only (start-up time)
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -156,6 +158,8 @@ def authenticator_for(settings: Settings) -> Authenticator:
                        extra_issuers=extra_issuers)
     LOGGER.info("DICOMWEB_AUTH_MODE is entra: bearer tokens of %s for %s; roles %s (read), %s (write)",
                 authority, ", ".join(rules.audiences), rules.reader_role, rules.writer_role)
+    from dicom_core.edge.jwks import JwksCache  # see EntraAuthenticator.validate
+
     return EntraAuthenticator(JwksCache(authority), rules)
 
 
