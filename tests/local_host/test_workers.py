@@ -103,8 +103,14 @@ def eventually(condition: Callable[[], bool], seconds: float, what: str) -> None
 
 
 def wait_for_workers(served: Served, count: int) -> set[int]:
-    """Wait until the supervisor has ``count`` children and they all answer; return their process ids."""
-    eventually(lambda: len(served.workers()) == count, 30, f"{count} workers")
+    """Wait until the supervisor has ``count`` children that all reported ready; return their process ids.
+
+    A worker killed before it reported ready is a failed start, which stops them all; so a test that kills one
+    waits for the supervisor's "Serving on" line, not only for the children to exist (a timer can run first).
+    """
+    ready = f"with {count} worker processes (pids "
+    eventually(lambda: len(served.workers()) == count and ready in served.log.read_text(errors="replace"), 60,
+               f"{count} workers ready")
     return served.workers()
 
 
