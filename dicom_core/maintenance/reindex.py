@@ -27,7 +27,7 @@ from azure.data.tables import TableEntity, UpdateMode
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.index.study_copies import refresh_study_copies
 from dicom_core.search_index.entries import study_sort_key
-from dicom_core.search_index.keys import CLAIMS, NAME_WORD_INDEXES, study_row_keys
+from dicom_core.search_index.keys import CLAIMS, VALUE_LED_INDEXES, study_row_keys
 from dicom_core.settings import Settings
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage, open_storage
@@ -64,7 +64,8 @@ class _Tally:
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
-    """Write every study's name word entries from its study row; then delete the old layout's (unless ``keep_old``)."""
+    """Write every study's name word, StudyID and StudyTime entries from its study row; then delete the old layout's
+    name entries (unless ``keep_old``)."""
     tally = _Tally()
     claims = await _claimed_sort_keys(storage, tally)
     held: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # partition -> RowKey -> entry not yet written
@@ -82,7 +83,7 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
                 tally.requests += 2
             tally.studies += 1
             for key in study_row_keys(row):
-                if key.index in NAME_WORD_INDEXES:
+                if key.index in VALUE_LED_INDEXES:
                     row_key = key.row_key(sort, study)
                     held[key.partition][row_key] = {"PartitionKey": key.partition, "RowKey": row_key}
         await _write(storage, held, tally, full_only=True)
@@ -154,7 +155,7 @@ async def _main(keep_old: bool) -> int:
         report = await reindex_names(storage, keep_old=keep_old)
     finally:
         await storage.close()
-    print(f"{report.studies} studies: {report.entries_written} name word entries written, "
+    print(f"{report.studies} studies: {report.entries_written} name word, StudyID and StudyTime entries written, "
           f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
           f"given their study's attributes, {report.requests} storage requests")
     return 0

@@ -16,6 +16,8 @@ PATIENT_NAME: BaseTag = Tag("PatientName")
 ACCESSION_NUMBER: BaseTag = Tag("AccessionNumber")
 REFERRING_PHYSICIAN_NAME: BaseTag = Tag("ReferringPhysicianName")
 STUDY_DATE: BaseTag = Tag("StudyDate")
+STUDY_TIME: BaseTag = Tag("StudyTime")
+STUDY_ID: BaseTag = Tag("StudyID")
 MODALITY: BaseTag = Tag("Modality")
 MODALITIES_IN_STUDY: BaseTag = Tag("ModalitiesInStudy")
 

@@ -11,19 +11,24 @@ from dicom_core.model.tags import (
     MODALITIES_IN_STUDY,
     PATIENT_ID,
     STUDY_DATE,
+    STUDY_ID,
+    STUDY_TIME,
 )
 from dicom_core.model.text import fold, fold_person_name, name_words
 from dicom_core.qido.query import Condition, MatchKind, QidoQuery
 from dicom_core.search_index.keys import (
     NAME_INDEXES,
-    NAME_WORD_INDEXES,
     PAIR_JOIN,
     STUDIES_BY_ACCESSION,
     STUDIES_BY_DATE,
     STUDIES_BY_MODALITY,
     STUDIES_BY_PATIENT_ID,
+    STUDIES_BY_STUDY_ID,
+    STUDIES_BY_TIME,
+    VALUE_LED_INDEXES,
     inverted_date,
     partition_key,
+    value_range,
     word_range,
 )
 
@@ -41,8 +46,9 @@ class IndexRange:
 
     @property
     def by_word(self) -> bool:
-        """Tell whether the range holds name word entries (ordered by word, then newest first)."""
-        return self.partition.split("|", 1)[0] in NAME_WORD_INDEXES
+        """Tell whether the range holds value-led entries (name words, StudyID, StudyTime: ordered by value, then
+        newest first)."""
+        return self.partition.split("|", 1)[0] in VALUE_LED_INDEXES
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,13 @@ def study_index_range(query: QidoQuery) -> IndexRange | None:
             low=f"{inverted_date(date.high)}|" if date.high else None,
             high=f"{inverted_date(date.low)}}}" if date.low else None,
         )
+    study_id = query.condition(STUDY_ID)
+    if study_id is not None and study_id.kind is MatchKind.EXACT and study_id.value.strip():
+        value = fold(study_id.value.strip())
+        return IndexRange(*value_range(STUDIES_BY_STUDY_ID, value, value, prefix=False))
+    time = query.condition(STUDY_TIME)
+    if time is not None and time.kind is MatchKind.RANGE:
+        return IndexRange(*value_range(STUDIES_BY_TIME, time.low, time.high))
     modalities = query.condition(MODALITIES_IN_STUDY)
     if modalities is not None and modalities.kind is MatchKind.EXACT:
         return IndexRange(partition_key(STUDIES_BY_MODALITY, modalities.value))

@@ -18,7 +18,15 @@ from datetime import datetime
 from azure.data.tables import TableEntity
 
 from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms
-from dicom_core.model.tags import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, REFERRING_PHYSICIAN_NAME, STUDY_DATE
+from dicom_core.model.tags import (
+    ACCESSION_NUMBER,
+    PATIENT_ID,
+    PATIENT_NAME,
+    REFERRING_PHYSICIAN_NAME,
+    STUDY_DATE,
+    STUDY_ID,
+    STUDY_TIME,
+)
 from dicom_core.model.text import fold, fold_person_name, name_words
 
 # Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
@@ -34,6 +42,11 @@ STUDIES_BY_REFERRING_WORD = "s.refword"
 STUDIES_BY_PATIENT_NAME_PAIR = "s.pnpair"
 STUDIES_BY_REFERRING_PAIR = "s.refpair"
 STUDIES_BY_DATE = "s.date"
+# StudyID and StudyTime (required matching keys of PS3.18): one partition each, the value leading the RowKey and
+# ended by VALUE_END, so an exact value, a time range or a prefix is one RowKey range, and the entries of the
+# studies one request stores share a partition.
+STUDIES_BY_STUDY_ID = "s.sid"
+STUDIES_BY_TIME = "s.time"
 STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
 SERIES_BY_UID = "se.uid"
@@ -45,6 +58,8 @@ UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
 # character (a pair is one "word" `{first}^{second}`).
 NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD,
                                STUDIES_BY_PATIENT_NAME_PAIR, STUDIES_BY_REFERRING_PAIR})
+# Indexes whose RowKey begins with the value and WORD_END: name words and the single-partition value indexes.
+VALUE_LED_INDEXES = NAME_WORD_INDEXES | {STUDIES_BY_STUDY_ID, STUDIES_BY_TIME}
 # Joins the two words of a pair: name words hold letters and digits only, so it never occurs in a word.
 PAIR_JOIN = "^"
 CLAIMS = "claim"
@@ -144,6 +159,12 @@ def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexK
     date = first_value(attributes, STUDY_DATE)
     if date and len(date) >= 8 and date[:8].isdigit():
         keys.add(date_key(date[:8]))
+    study_id = first_value(attributes, STUDY_ID)
+    if study_id and study_id.strip():
+        keys.add(value_key(STUDIES_BY_STUDY_ID, fold(study_id.strip())))
+    time = stored_time(first_value(attributes, STUDY_TIME))
+    if time:
+        keys.add(value_key(STUDIES_BY_TIME, time))
     keys.update(IndexKey(partition_key(STUDIES_BY_MODALITY, modality)) for modality in modalities if modality)
     return keys
 
@@ -152,6 +173,35 @@ def word_key(index: str, word: str) -> IndexKey:
     """The key of a (folded) name word's entry: the partition of its first character, the word leading the RowKey."""
     cut = word[:WORD_KEY_CHARS]
     return IndexKey(f"{index}|{encode_key(cut[:1])}", f"{encode_key(cut)}{WORD_END}")
+
+
+def value_key(index: str, value: str) -> IndexKey:
+    """The key of an entry of a single-partition value index: the value leading the RowKey."""
+    return IndexKey(index, f"{_value_text(value[:KEY_VALUE_CHARS])}{WORD_END}")
+
+
+def value_range(index: str, low: str | None, high: str | None, *, prefix: bool = True) -> tuple[str, str, str | None]:
+    """The partition and RowKey range [low, high) of a value index's entries from ``low`` through ``high``.
+
+    With ``prefix``, a bound is compared at its own length (a time ``1030`` takes in ``103059``); otherwise
+    ``high`` is one whole value.
+    """
+    start = _value_text(low) if low else ""
+    if high is None:
+        return index, start, None
+    end = _value_text(high[:KEY_VALUE_CHARS])
+    return index, start, successor(end if prefix else end + WORD_END)
+
+
+def _value_text(value: str) -> str:
+    """A value as it leads a RowKey: encoded, WORD_END included (a StudyID may hold one; a name word never does)."""
+    return encode_key(value).replace(WORD_END, "%21")
+
+
+def stored_time(value: str | None) -> str:
+    """A TM value as the time index keeps it (no colons, no spaces); empty when it is no time."""
+    time = (value or "").strip().replace(":", "")
+    return time if time[:2].isdigit() else ""
 
 
 def word_range(index: str, word: str, *, whole: bool) -> tuple[str, str, str]:
@@ -191,7 +241,7 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
     if index == STUDIES_BY_DATE:
         row_prefix, _, row = row.partition("|")
         row_prefix += "|"
-    elif index in NAME_WORD_INDEXES:
+    elif index in VALUE_LED_INDEXES:
         row_prefix, _, row = row.partition(WORD_END)
         row_prefix += WORD_END
     parts, sort_key = row.split("|"), ""

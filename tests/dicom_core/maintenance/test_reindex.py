@@ -22,7 +22,13 @@ from dicom_core.model.tags import PATIENT_NAME, REFERRING_PHYSICIAN_NAME
 from dicom_core.model.text import name_words
 from dicom_core.qido.query import QidoResource
 from dicom_core.qido.service import SearchRequest, search_datasets
-from dicom_core.search_index.keys import NAME_WORD_INDEXES, encode_key, study_row_keys
+from dicom_core.search_index.keys import (
+    NAME_WORD_INDEXES,
+    STUDIES_BY_STUDY_ID,
+    STUDIES_BY_TIME,
+    encode_key,
+    study_row_keys,
+)
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from tests.factories import make_dataset, to_bytes
@@ -112,6 +118,25 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     completed = subprocess.run([sys.executable, "-m", "dicom_core.maintenance.reindex"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("2 studies: 12 name word entries written, 0 entries of the old layout deleted, "
+    assert completed.stdout.startswith("2 studies: 12 name word, StudyID and StudyTime entries written, 0 entries of the old layout deleted, "
                                        "0 series rows given their study's attributes")
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
+
+
+async def test_studies_stored_before_the_study_id_and_time_index_are_found_after_the_migration(
+    own: Storage, stow_parts,
+) -> None:
+    ds = make_dataset(StudyID="MIGR!1", StudyTime="081500")
+    assert (await stow_parts(own, [to_bytes(ds)])).status == 200
+    study = str(ds.StudyInstanceUID)
+    row = await own.studies.get_entity(study, STUDY_ROW)
+    sort = str((await own.index.get_entity(f"claim|{study}", STUDY_ROW))["SortKey"])
+    for key in study_row_keys(row):
+        if key.index in {STUDIES_BY_STUDY_ID, STUDIES_BY_TIME}:
+            await own.index.delete_entity(key.partition, key.row_key(sort, study))
+    assert await _found(own, "StudyID=MIGR!1") == [] and await _found(own, "StudyTime=0815") == []
+
+    report = await reindex_names(own)
+    assert report.entries_written == 5  # the two words and the word pair of the PatientName, StudyID, StudyTime
+    assert await _found(own, "StudyID=MIGR!1") == [study]
+    assert await _found(own, "StudyTime=0800-0830") == [study]
