@@ -118,7 +118,8 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     completed = subprocess.run([sys.executable, "-m", "dicom_core.maintenance.reindex"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("2 studies: 12 name word, StudyID and StudyTime entries written, 0 entries of the old layout deleted, "
+    assert completed.stdout.startswith("2 studies: 12 name word, StudyID and StudyTime entries written, "
+                                       "0 entries of the old layout deleted, "
                                        "0 series rows given their study's attributes")
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
 
