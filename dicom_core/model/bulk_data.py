@@ -4,8 +4,9 @@ At store time each binary value larger than INLINE_MAX_BYTES becomes `{"vr": …
 {s}/series/{se}/instances/{i}/bulkdata/{version}/{offset}-{length}"}`: offset and length of the value in the stored
 file, under the version that file is stored as, and for a value with a media type of its own a suffix naming it
 (`{offset}-{length}.pdf`, `MEDIA_TYPES`): an encapsulated document by its MIMETypeOfEncapsulatedDocument, and the
-pixel data of a video transfer syntax, whose URI names the video stream (its one fragment) instead. Serving turns the marker into an absolute URL by replacing its
-prefix (`MARKER`), one `bytes.replace` per answer; nothing stored carries a host name.
+pixel data of a video transfer syntax, whose URI names the video stream (its one fragment) instead. Serving turns
+the marker into an absolute URL by replacing its prefix (`MARKER`), one `bytes.replace` per answer; nothing stored
+carries a host name.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.uid import MPEG2MPHL, MPEG2MPHLF, MPEG2MPML, MPEG2MPMLF, MPEGTransferSyntaxes
 
 from dicom_core.model.frames import UNDEFINED_LENGTH
-from dicom_core.model.identifiers import StoredInstance
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 
 # Binary values up to this size are written inline (InlineBinary); larger ones by reference (BulkDataURI).
 INLINE_MAX_BYTES = 1024
@@ -32,6 +33,7 @@ _JSON_VR = {"OB or OW": "OW", "US or OW": "OW", "US or SS or OW": "OW"}
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _BINARY_JSON = re.compile(rb'"vr":"(?:O[BDFLVW]|UN)"')
 _RANGE = re.compile(r"([0-9]{1,15})-([0-9]{1,15})(?:\.([a-z0-9]{1,8}))?")
+_PATH = re.compile(r"studies/([^/]+)/series/([^/]+)/instances/([^/]+)/bulkdata/([0-9A-Za-z]+)/([^/]+)")
 OCTET_STREAM = "application/octet-stream"
 # The media types a bulk data value is answered as besides application/octet-stream, by their URI suffix.
 MEDIA_TYPES = {
@@ -129,6 +131,15 @@ def instance_path(stored: StoredInstance) -> str:
     """The path of an instance's bulk data, relative to the versioned root: `studies/…/bulkdata/{version}/`."""
     ids = stored.ids
     return f"studies/{ids.study}/series/{ids.series}/instances/{ids.instance}/bulkdata/{stored.version}/"
+
+
+def parse_uri_path(path: str) -> tuple[StoredInstance, BulkLocation] | None:
+    """The version and location a BulkDataURI's path below the root names (what `instance_path` makes), or None."""
+    match = _PATH.fullmatch(path)
+    location = parse_location(match[5]) if match else None
+    if match is None or location is None:
+        return None
+    return StoredInstance(InstanceIdentifiers(match[1], match[2], match[3]), match[4]), location
 
 
 def with_urls(document: bytes, root: str) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, MPEG4HP41, generate_uid
+from pydicom.uid import MPEG2MPML, MPEG4HP41, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from dicom_core.model.bulk_data import MARKER_SCHEME, BulkLocation, parse_location, with_urls, without_bulk_data
 from dicom_core.model.dicom_json import metadata_json
