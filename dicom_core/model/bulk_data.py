@@ -174,3 +174,32 @@ def _strip(value: Any) -> Any:
         return value
     return {key: _strip(item) for key, item in value.items()
             if not (isinstance(item, dict) and item.get("vr") in BINARY_VRS)}
+
+
+def has_binary_attributes(record: bytes) -> bool:
+    """Whether stored DICOM JSON holds any binary attribute (inline or by reference), inside sequences too."""
+    return _BINARY_JSON.search(record) is not None
+
+
+def with_binary_of(record: dict[str, Any], parsed: dict[str, Any]) -> int:
+    """Copy into ``record`` the binary attributes of ``parsed`` (the same instance's JSON made from its file) that
+    it lacks, inside sequence items too where both have as many; return how many were copied."""
+    copied = 0
+    for key, value in parsed.items():
+        if not isinstance(value, dict):
+            continue
+        if value.get("vr") in BINARY_VRS:
+            if key not in record:
+                record[key] = value
+                copied += 1
+            continue
+        mine = record.get(key)
+        if value.get("vr") == "SQ" and isinstance(mine, dict) and mine.get("vr") == "SQ":
+            theirs, ours = value.get("Value") or [], mine.get("Value") or []
+            if len(theirs) == len(ours):
+                copied += sum(with_binary_of(item, other) for item, other in zip(ours, theirs, strict=True))
+    if copied:  # keep the tag order every other record has
+        ordered = sorted(record.items())
+        record.clear()
+        record.update(ordered)
+    return copied
