@@ -14,13 +14,14 @@ import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from dicom_core.index.reads import get_row
+from dicom_core.index.rows import instance_row_key
 from dicom_core.model.bulk_data import OCTET_STREAM, parse_location
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import Body, read_range, stream_range
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.instance_reads import instance_row
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response
 from dicom_core.wire.media_types import parse_accept, unwrap_multipart
 from dicom_core.wire.service_result import ServiceResult
@@ -61,8 +62,9 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
         early = asyncio.ensure_future(read_range(storage.files, blob, offset + start, count))
         await asyncio.sleep(0)  # the blob read goes out first: the row read is the shorter one
     try:
-        row = await instance_row(storage, request.ids)
-        if str(row["Version"]) != request.version or offset + length > int(row["Size"]):
+        ids = request.ids
+        row = await get_row(storage, ids.study, instance_row_key(ids.series, ids.instance), select=["Version", "Size"])
+        if row is None or str(row["Version"]) != request.version or offset + length > int(row["Size"]):
             raise NotFoundError(GONE)
         data = await early if early is not None else b"" if not count else None
     finally:
