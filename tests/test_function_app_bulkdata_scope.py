@@ -137,3 +137,12 @@ def test_other_values_answer_as_octet_stream(server: str, study: list[Dataset]) 
     response = httpx.get(uri, headers={"Accept": "*/*"})
     assert response.headers["content-type"] == "application/octet-stream"
     assert httpx.get(uri, headers={"Accept": "application/pdf"}).status_code == 406
+
+
+def test_a_scope_answers_only_the_values_of_the_types_accept_allows(server: str, study: list[Dataset]) -> None:
+    response = httpx.get(f"{server}{_path(study[0], 'series')}/bulkdata",
+                         headers={"Accept": 'multipart/related; type="application/pdf"'})
+    assert response.status_code == 200, response.text
+    parts = _parts(response)
+    assert sorted(body for _, body in parts) == sorted([study[0].EncapsulatedDocument, study[1].EncapsulatedDocument])
+    assert {headers["content-type"] for headers, _ in parts} == {"application/pdf"}

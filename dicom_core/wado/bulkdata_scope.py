@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dicom_core.model.bulk_data import BulkLocation, parse_uri_path
-from dicom_core.model.errors import NotFoundError
+from dicom_core.model.bulk_data import OCTET_STREAM, BulkLocation, parse_uri_path
+from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.tags import PIXEL_DATA
 from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, stream_range
@@ -50,20 +50,27 @@ class BulkPart:
 async def scope_bulk_data(
     storage: Storage, scope: Scope, root: str, accept: str | None, *, pixel_data_only: bool = False
 ) -> ServiceResult:
-    """Every bulk data value (or each instance's pixel data) of ``scope``, multipart/related; 404 if there is none."""
-    negotiated(accept)  # a 406 when Accept allows no bulk data at all
+    """Every bulk data value (or each instance's pixel data) of ``scope``, multipart/related, in the types Accept
+    allows (a value of a type it does not allow is left out); 404 if there is none, 406 if Accept allows none."""
     records = await _records(storage, scope, root)
     parts = [part for record in records for part in _parts(record, root, pixel_data_only)]
     if not parts:
         raise NotFoundError(f"The {_level(scope)} has no {'pixel data' if pixel_data_only else 'bulk data'}.")
     sources = []
     media_types = set()
+    refused: NotAcceptableError | None = None
     for part in parts:
-        media_type, _ = negotiated(accept, part.location.media_type)
+        try:
+            media_type, _ = negotiated(accept, part.location.media_type)
+        except NotAcceptableError as exc:
+            refused = exc
+            continue
         media_types.add(media_type)
         headers = {CONTENT_TYPE: media_type, CONTENT_LOCATION: part.uri}
         sources.append(PartSource(headers, _reader(storage, part), held_bytes(part.location.length)))
-    payload = media_types.pop() if len(media_types) == 1 else "application/octet-stream"
+    if not sources and refused is not None:
+        raise refused
+    payload = media_types.pop() if len(media_types) == 1 else OCTET_STREAM
     return multipart_response(payload, sources)
 
 
