@@ -11,7 +11,15 @@ import pydicom
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, MPEG4HP41, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from dicom_core.model.bulk_data import MARKER_SCHEME, BulkLocation, parse_location, with_urls, without_bulk_data
+from dicom_core.model.bulk_data import (
+    MARKER_SCHEME,
+    BulkLocation,
+    has_binary_attributes,
+    parse_location,
+    with_binary_of,
+    with_urls,
+    without_bulk_data,
+)
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.part10 import read_part10, stored_stream
@@ -142,3 +150,14 @@ def test_video_pixel_data_names_its_stream() -> None:
         entry = metadata["7FE00010"]
         assert entry["BulkDataURI"].endswith(suffix)
         assert _referenced(stored, entry) == stream
+
+
+def test_binary_attributes_are_copied_into_a_record_without_them_in_tag_order() -> None:
+    ds = make_binary_dataset()
+    made, _ = _metadata(to_bytes(ds))
+    old = metadata_json(pydicom.dcmread(io.BytesIO(to_bytes(ds)), defer_size=1024))  # as stored before bulk data
+    assert not has_binary_attributes(json.dumps(old).encode())
+    assert with_binary_of(old, made) == 5  # pixel data, overlay, document, ICC profile, and the waveform's data
+    assert old == made
+    assert list(old) == sorted(old)
+    assert with_binary_of(old, made) == 0
