@@ -41,7 +41,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, shared_storage
 from dicom_core.storage.faults import storage_unavailable
 from dicom_core.stow import service as stow_service
-from dicom_core.wado import bulkdata, frames, metadata, retrieve, thumbnails
+from dicom_core.wado import bulkdata, bulkdata_scope, frames, metadata, retrieve, thumbnails
 from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wire.api_version import parse_api_version
 from dicom_core.wire.service_result import ServiceResult
@@ -177,12 +177,14 @@ async def store_study_instances(req: Request) -> Response:
 
 # --- Retrieve (WADO-RS): studies, series, instances, metadata, frames, rendered, thumbnails -------------------
 
+def _versioned_root(req: Request, storage: Storage) -> str:
+    return f"{public_base_url(storage.settings.public_base_url, str(req.base_url), req.headers)}/v{_version(req)}"
+
+
 def _metadata_request(req: Request, storage: Storage) -> metadata.MetadataRequest:
-    settings = storage.settings
-    root = f"{public_base_url(settings.public_base_url, str(req.base_url), req.headers)}/v{_version(req)}"
+    root = None if storage.settings.metadata_omit_bulk_data else _versioned_root(req, storage)
     return metadata.MetadataRequest(accept=_accept(req), accept_encoding=req.headers.get("accept-encoding"),
-                                    if_none_match=req.headers.get("if-none-match"),
-                                    bulk_root=None if settings.metadata_omit_bulk_data else root)
+                                    if_none_match=req.headers.get("if-none-match"), bulk_root=root)
 
 
 @app.route(route="v{version}/studies/{study}", methods=["GET"])
@@ -252,6 +254,56 @@ async def retrieve_bulk_data(req: Request) -> Response:
     request = bulkdata.BulkDataRequest(_instance_ids(req), req.path_params["stored"], req.path_params["location"],
                                        accept=_accept(req), range=req.headers.get("range"))
     return _http(await bulkdata.retrieve_bulk_data(await shared_storage(), request))
+
+
+async def _scope_bulk_data(req: Request, pixel_data_only: bool) -> Response:
+    storage = await shared_storage()
+    scope = bulkdata_scope.Scope(_study_uid(req), _optional_uid(req, "series", "SeriesInstanceUID"),
+                                 _optional_uid(req, "instance", "SOPInstanceUID"))
+    return _http(await bulkdata_scope.scope_bulk_data(storage, scope, _versioned_root(req, storage), _accept(req),
+                                                      pixel_data_only=pixel_data_only))
+
+
+@app.route(route="v{version}/studies/{study}/bulkdata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_study_bulk_data(req: Request) -> Response:
+    """WADO-RS: every bulk data value of a study, multipart/related, each part at its BulkDataURI."""
+    return await _scope_bulk_data(req, pixel_data_only=False)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/bulkdata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_series_bulk_data(req: Request) -> Response:
+    """WADO-RS: every bulk data value of a series, multipart/related."""
+    return await _scope_bulk_data(req, pixel_data_only=False)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/bulkdata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_instance_bulk_data(req: Request) -> Response:
+    """WADO-RS: every bulk data value of an instance, multipart/related."""
+    return await _scope_bulk_data(req, pixel_data_only=False)
+
+
+@app.route(route="v{version}/studies/{study}/pixeldata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_study_pixel_data(req: Request) -> Response:
+    """WADO-RS: the pixel data of each instance of a study, multipart/related."""
+    return await _scope_bulk_data(req, pixel_data_only=True)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/pixeldata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_series_pixel_data(req: Request) -> Response:
+    """WADO-RS: the pixel data of each instance of a series, multipart/related."""
+    return await _scope_bulk_data(req, pixel_data_only=True)
+
+
+@app.route(route="v{version}/studies/{study}/series/{series}/instances/{instance}/pixeldata", methods=["GET"])
+@dicomweb_edge
+async def retrieve_instance_pixel_data(req: Request) -> Response:
+    """WADO-RS: the pixel data of an instance, multipart/related."""
+    return await _scope_bulk_data(req, pixel_data_only=True)
 
 
 async def _rendered(req: Request) -> Response:

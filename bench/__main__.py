@@ -16,13 +16,13 @@ import argparse
 import contextlib
 import time
 
-from . import cold_start, dimse, frames, memory, metadata, qido, reindex, storage_requests, stow, transcoding, wado
+from . import bulkdata, cold_start, dimse, frames, memory, metadata, qido, reindex, storage_requests, stow, transcoding, wado
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
-OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido",
-              "dimse", "reindex")
+OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "bulkdata", "memory", "transcoding",
+              "qido", "dimse", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                 (wado if name == "wado" else metadata).run(results, stack, stored)
             elif name == "frames":
                 frames.run(results, stack)
+            elif name == "bulkdata":
+                bulkdata.run(results, stack)
             elif name == "memory":
                 memory.run(results, stack)
             elif name == "dimse":

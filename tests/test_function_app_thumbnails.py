@@ -198,3 +198,22 @@ def test_thumbnail_of_an_instance_without_pixels_is_406(server: str) -> None:
     ds = make_dataset(Rows=None, Columns=None, PixelData=None)
     _store(server, ds)
     assert _get(server, _instance_path(ds) + "/thumbnail", "image/jpeg").status_code == 406
+
+
+def test_study_thumbnail_follows_a_store_that_changes_the_middle_series(server: str) -> None:
+    study = generate_uid()
+    _store(server, make_dataset(study=study, SeriesNumber=5, rows=10, columns=20))
+    for _ in range(2):  # the second answer comes from the blob this process remembers for the study
+        assert _image(_get(server, f"/v2/studies/{study}/thumbnail", "image/png")).size == (128, 64)
+    _store(server, make_dataset(study=study, SeriesNumber=1, rows=20, columns=10))  # now the middle series
+    assert _image(_get(server, f"/v2/studies/{study}/thumbnail", "image/png")).size == (64, 128)
+
+
+def test_study_thumbnail_of_a_deleted_study_is_404(server: str) -> None:
+    ds = make_dataset(rows=10, columns=20)
+    _store(server, ds)
+    path = f"/v2/studies/{ds.StudyInstanceUID}"
+    assert _get(server, f"{path}/thumbnail", "image/png").status_code == 200
+    assert _get(server, f"{path}/thumbnail", "image/png").status_code == 200
+    assert httpx.delete(server + path).status_code == 204
+    assert _get(server, f"{path}/thumbnail", "image/png").status_code == 404

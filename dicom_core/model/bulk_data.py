@@ -2,8 +2,11 @@
 
 At store time each binary value larger than INLINE_MAX_BYTES becomes `{"vr": …, "BulkDataURI": "bulkdata:studies/
 {s}/series/{se}/instances/{i}/bulkdata/{version}/{offset}-{length}"}`: offset and length of the value in the stored
-file, under the version that file is stored as. Serving turns the marker into an absolute URL by replacing its
-prefix (`MARKER`), one `bytes.replace` per answer; nothing stored carries a host name.
+file, under the version that file is stored as, and for a value with a media type of its own a suffix naming it
+(`{offset}-{length}.pdf`, `MEDIA_TYPES`): an encapsulated document by its MIMETypeOfEncapsulatedDocument, and the
+pixel data of a video transfer syntax, whose URI names the video stream (its one fragment) instead. Serving turns
+the marker into an absolute URL by replacing its prefix (`MARKER`), one `bytes.replace` per answer; nothing stored
+carries a host name.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataelem import RawDataElement
+from pydicom.uid import MPEG2MPHL, MPEG2MPHLF, MPEG2MPML, MPEG2MPMLF, MPEGTransferSyntaxes
 
 from dicom_core.model.frames import UNDEFINED_LENGTH
-from dicom_core.model.identifiers import StoredInstance
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 
 # Binary values up to this size are written inline (InlineBinary); larger ones by reference (BulkDataURI).
 INLINE_MAX_BYTES = 1024
@@ -28,7 +32,34 @@ MARKER = b'"BulkDataURI":"' + MARKER_SCHEME.encode()
 _JSON_VR = {"OB or OW": "OW", "US or OW": "OW", "US or SS or OW": "OW"}
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _BINARY_JSON = re.compile(rb'"vr":"(?:O[BDFLVW]|UN)"')
-_RANGE = re.compile(r"([0-9]{1,15})-([0-9]{1,15})")
+_RANGE = re.compile(r"([0-9]{1,15})-([0-9]{1,15})(?:\.([a-z0-9]{1,8}))?")
+_PATH = re.compile(r"studies/([^/]+)/series/([^/]+)/instances/([^/]+)/bulkdata/([0-9A-Za-z]+)/([^/]+)")
+OCTET_STREAM = "application/octet-stream"
+# The media types a bulk data value is answered as besides application/octet-stream, by their URI suffix.
+MEDIA_TYPES = {
+    "pdf": "application/pdf", "xml": "text/xml", "stl": "model/stl", "obj": "model/obj", "mtl": "model/mtl",
+    "mpeg2": "video/mpeg2", "mp4": "video/mp4",
+}
+_SUFFIXES = {media_type: suffix for suffix, media_type in MEDIA_TYPES.items()}
+_MPEG2 = frozenset({MPEG2MPML, MPEG2MPMLF, MPEG2MPHL, MPEG2MPHLF})  # the others are MPEG-4 AVC/H.264 or HEVC
+
+
+@dataclass(frozen=True)
+class BulkLocation:
+    """Where a BulkDataURI's bytes are in the stored file, and the media type they are answered as."""
+
+    offset: int
+    length: int
+    media_type: str = OCTET_STREAM
+
+
+@dataclass(frozen=True)
+class OwnMedia:
+    """A value answered as a media type of its own: its bytes (within the value, or the value) and the URI suffix."""
+
+    offset: int  # in the parsed file
+    length: int
+    suffix: str
 
 
 @dataclass
@@ -38,6 +69,7 @@ class BulkReferences:
     shift: int = 0  # bytes the stored file has in front of the parsed one
     offsets_valid: bool = True  # False for a deflated file: offsets in the inflated stream mean nothing stored
     lengths: dict[int, int] = field(default_factory=dict)  # value offset -> length of undefined-length values
+    media: dict[int, OwnMedia] = field(default_factory=dict)  # value offset -> values with a media type of their own
     pending: list[dict[str, Any]] = field(default_factory=list)
 
     def element_json(self, raw: Any, vr: str, base: int = 0) -> dict[str, Any] | None:
@@ -52,7 +84,10 @@ class BulkReferences:
             return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()} if value else {"vr": vr}
         if tell is None or length is None or not self.offsets_valid:
             return None
-        entry = {"vr": vr, "BulkDataURI": f"{tell + self.shift}-{length}"}
+        own = self.media.get(tell)
+        location = f"{tell + self.shift}-{length}" if own is None else \
+            f"{own.offset + self.shift}-{own.length}.{own.suffix}"
+        entry = {"vr": vr, "BulkDataURI": location}
         self.pending.append(entry)
         return entry
 
@@ -62,6 +97,18 @@ class BulkReferences:
         for entry in self.pending:
             entry["BulkDataURI"] = prefix + entry["BulkDataURI"]
         self.pending = []
+
+
+def document_suffix(mime_type: object) -> str | None:
+    """The URI suffix of an encapsulated document's MIMETypeOfEncapsulatedDocument, None for one not answered so."""
+    return _SUFFIXES.get(str(mime_type or "").strip().lower())
+
+
+def video_suffix(transfer_syntax: str) -> str | None:
+    """The URI suffix of pixel data in ``transfer_syntax`` (an MPEG-2, MPEG-4 AVC/H.264 or HEVC video), else None."""
+    if transfer_syntax not in MPEGTransferSyntaxes:
+        return None
+    return "mpeg2" if transfer_syntax in _MPEG2 else "mp4"
 
 
 def items_base(raw: Any, base: int) -> int:
@@ -86,15 +133,27 @@ def instance_path(stored: StoredInstance) -> str:
     return f"studies/{ids.study}/series/{ids.series}/instances/{ids.instance}/bulkdata/{stored.version}/"
 
 
+def parse_uri_path(path: str) -> tuple[StoredInstance, BulkLocation] | None:
+    """The version and location a BulkDataURI's path below the root names (what `instance_path` makes), or None."""
+    match = _PATH.fullmatch(path)
+    location = parse_location(match[5]) if match else None
+    if match is None or location is None:
+        return None
+    return StoredInstance(InstanceIdentifiers(match[1], match[2], match[3]), match[4]), location
+
+
 def with_urls(document: bytes, root: str) -> bytes:
     """Stored JSON with its markers made absolute URLs under ``root`` (`https://host/v2`)."""
     return document.replace(MARKER, b'"BulkDataURI":"' + root.encode() + b"/")
 
 
-def parse_range(text: str) -> tuple[int, int] | None:
-    """The (offset, length) a URL's last segment `{offset}-{length}` names, or None when it is malformed."""
+def parse_location(text: str) -> BulkLocation | None:
+    """What a URL's last segment `{offset}-{length}[.{suffix}]` names, or None when it is not one handed out."""
     match = _RANGE.fullmatch(text)
-    return (int(match[1]), int(match[2])) if match else None
+    if match is None or (match[3] is not None and match[3] not in MEDIA_TYPES):
+        return None
+    media_type = MEDIA_TYPES[match[3]] if match[3] else OCTET_STREAM
+    return BulkLocation(int(match[1]), int(match[2]), media_type)
 
 
 def without_bulk_data(records: bytes) -> bytes:
@@ -115,3 +174,32 @@ def _strip(value: Any) -> Any:
         return value
     return {key: _strip(item) for key, item in value.items()
             if not (isinstance(item, dict) and item.get("vr") in BINARY_VRS)}
+
+
+def has_binary_attributes(record: bytes) -> bool:
+    """Whether stored DICOM JSON holds any binary attribute (inline or by reference), inside sequences too."""
+    return _BINARY_JSON.search(record) is not None
+
+
+def with_binary_of(record: dict[str, Any], parsed: dict[str, Any]) -> int:
+    """Copy into ``record`` the binary attributes of ``parsed`` (the same instance's JSON made from its file) that
+    it lacks, inside sequence items too where both have as many; return how many were copied."""
+    copied = 0
+    for key, value in parsed.items():
+        if not isinstance(value, dict):
+            continue
+        if value.get("vr") in BINARY_VRS:
+            if key not in record:
+                record[key] = value
+                copied += 1
+            continue
+        mine = record.get(key)
+        if value.get("vr") == "SQ" and isinstance(mine, dict) and mine.get("vr") == "SQ":
+            theirs, ours = value.get("Value") or [], mine.get("Value") or []
+            if len(theirs) == len(ours):
+                copied += sum(with_binary_of(item, other) for item, other in zip(ours, theirs, strict=True))
+    if copied:  # keep the tag order every other record has
+        ordered = sorted(record.items())
+        record.clear()
+        record.update(ordered)
+    return copied

@@ -15,9 +15,9 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from dicom_core.model.bulk_data import BulkReferences
+from dicom_core.model.bulk_data import BulkReferences, OwnMedia, document_suffix, video_suffix
 from dicom_core.model.frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, native_frame_index
-from dicom_core.model.tags import PIXEL_DATA
+from dicom_core.model.tags import ENCAPSULATED_DOCUMENT, PIXEL_DATA
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -83,9 +83,11 @@ def read_part10(file: BinaryIO, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATE
     if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated offsets are not file offsets
         _check_not_truncated(dataset, size)
     frame_index = _frame_index(dataset, UID(transfer_syntax), file)
+    media = _own_media(dataset, UID(transfer_syntax), file)
+    lengths = _encapsulated_length(dataset, frame_index)
+    lengths.update({tell: own.offset + own.length - tell for tell, own in media.items() if tell not in lengths})
     bulk = BulkReferences(shift=len(PREAMBLE) if force else 0,
-                          offsets_valid=transfer_syntax != DeflatedExplicitVRLittleEndian,
-                          lengths=_encapsulated_length(dataset, frame_index))
+                          offsets_valid=transfer_syntax != DeflatedExplicitVRLittleEndian, lengths=lengths, media=media)
     if not force:
         return ParsedFile(dataset, UID(transfer_syntax), frame_index, size, bulk=bulk)
     shifted = frame_index.shifted(len(PREAMBLE)) if frame_index else None
@@ -204,6 +206,25 @@ def _frame_index(dataset: Dataset, transfer_syntax: UID, file: BinaryIO) -> Fram
         )
     except (AttributeError, TypeError, ValueError):
         return None  # pixel description missing or malformed: frames will be decoded at retrieve time
+
+
+def _own_media(dataset: Dataset, transfer_syntax: UID, file: BinaryIO) -> dict[int, OwnMedia]:
+    """The values answered as a media type of their own, by offset: the encapsulated document, and the video stream
+    of video pixel data when it is one fragment (a stream in several fragments is answered as the value)."""
+    media: dict[int, OwnMedia] = {}
+    document = dataset.get_item(ENCAPSULATED_DOCUMENT, keep_deferred=True) if ENCAPSULATED_DOCUMENT in dataset else None
+    suffix = document_suffix(dataset.get("MIMETypeOfEncapsulatedDocument"))
+    tell, length = getattr(document, "value_tell", None), getattr(document, "length", None)
+    if suffix and tell is not None and length not in (None, UNDEFINED_LENGTH):
+        media[tell] = OwnMedia(tell, length, suffix)
+    pixels = dataset.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in dataset else None
+    suffix, tell = video_suffix(transfer_syntax), getattr(pixels, "value_tell", None)
+    if suffix and tell is not None and getattr(pixels, "length", None) == UNDEFINED_LENGTH:
+        stream = encapsulated_frame_index(file, tell, 1)
+        if stream is not None and stream.fragments is not None and len(stream.fragments[0]) == 1:
+            ((offset, length),) = stream.fragments[0]
+            media[tell] = OwnMedia(offset, length, suffix)
+    return media
 
 
 def _encapsulated_length(dataset: Dataset, frame_index: FrameIndex | None) -> dict[int, int]:

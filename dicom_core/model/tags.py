@@ -29,3 +29,4 @@ INSTANCE_AVAILABILITY: BaseTag = Tag("InstanceAvailability")
 RETRIEVE_URL: BaseTag = Tag("RetrieveURL")
 
 PIXEL_DATA: BaseTag = Tag("PixelData")
+ENCAPSULATED_DOCUMENT: BaseTag = Tag("EncapsulatedDocument")

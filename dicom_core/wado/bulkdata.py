@@ -3,6 +3,8 @@
 The URI (model/bulk_data.py) names the stored file's version: the instance row is read alongside the ranged blob
 read of the value, and the bytes are answered only when the row still names that version, so a replaced or
 deleted instance answers 404, never another file's bytes. HTTP `Range` selects bytes of the value (206/416).
+A value with a media type of its own (an encapsulated PDF, a video stream) is answered as that type, or as
+application/octet-stream when Accept asks for it; single part, or multipart/related with that type.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from dicom_core.model.bulk_data import parse_range
+from dicom_core.index.reads import get_row
+from dicom_core.index.rows import instance_row_key
+from dicom_core.model.bulk_data import OCTET_STREAM, parse_location
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import Body, read_range, stream_range
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.instance_reads import instance_row
-from dicom_core.wado.negotiation import OCTET_STREAM
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response
 from dicom_core.wire.media_types import parse_accept, unwrap_multipart
 from dicom_core.wire.service_result import ServiceResult
@@ -42,12 +44,12 @@ class BulkDataRequest:
 
 
 async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> ServiceResult:
-    """The value's bytes as application/octet-stream, single part (Range honoured) or multipart/related."""
-    location = parse_range(request.location)
+    """The value's bytes as its media type, single part (Range honoured) or multipart/related."""
+    location = parse_location(request.location)
     if location is None or not request.version.isalnum():
         raise NotFoundError("The bulk data URI is not one this service handed out.")
-    multipart = wants_multipart(request.accept)
-    offset, length = location
+    media_type, multipart = negotiated(request.accept, location.media_type)
+    offset, length = location.offset, location.length
     selected = (0, length) if multipart else selected_range(request.range, length)
     if selected is None:
         return ServiceResult(status=HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
@@ -60,8 +62,9 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
         early = asyncio.ensure_future(read_range(storage.files, blob, offset + start, count))
         await asyncio.sleep(0)  # the blob read goes out first: the row read is the shorter one
     try:
-        row = await instance_row(storage, request.ids)
-        if str(row["Version"]) != request.version or offset + length > int(row["Size"]):
+        ids = request.ids
+        row = await get_row(storage, ids.study, instance_row_key(ids.series, ids.instance), select=["Version", "Size"])
+        if row is None or str(row["Version"]) != request.version or offset + length > int(row["Size"]):
             raise NotFoundError(GONE)
         data = await early if early is not None else b"" if not count else None
     finally:
@@ -72,25 +75,30 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
     if multipart:
         source = (lambda: _single(data)) if data is not None else \
             (lambda: stream_range(storage.files, blob, offset + start, count))
-        return multipart_response(OCTET_STREAM, [PartSource({CONTENT_TYPE: OCTET_STREAM}, source)])
+        return multipart_response(media_type, [PartSource({CONTENT_TYPE: media_type}, source)])
     body = data if data is not None else stream_range(storage.files, blob, offset + start, count)
-    headers = {**single_part_response(OCTET_STREAM, body, count).headers, "Accept-Ranges": "bytes"}
+    headers = {**single_part_response(media_type, body, count).headers, "Accept-Ranges": "bytes"}
     if (start, count) == (0, length):
         return ServiceResult(headers=headers, body=body)
     headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{length}"
     return ServiceResult(status=HTTPStatus.PARTIAL_CONTENT, headers=headers, body=body)
 
 
-def wants_multipart(accept: str | None) -> bool:
-    """Whether the answer is multipart/related (single part when Accept allows application/octet-stream)."""
+def negotiated(accept: str | None, own: str = OCTET_STREAM) -> tuple[str, bool]:
+    """The media type of the answer (``own``, or application/octet-stream if asked for) and whether it is
+    multipart/related; a 406 when Accept allows neither."""
     ranges = parse_accept(accept)
     if not ranges:
-        return False
+        return own, False
     for media in ranges:
         payload, multipart = unwrap_multipart(media)
-        if media.quality > 0 and payload.matches(OCTET_STREAM):
-            return multipart
-    raise NotAcceptableError(f"Bulk data is {OCTET_STREAM}, single part or multipart/related.")
+        if media.quality <= 0:
+            continue
+        for candidate in dict.fromkeys((own, OCTET_STREAM)):
+            if payload.matches(candidate):
+                return candidate, multipart
+    raise NotAcceptableError(f"This bulk data is {' or '.join(dict.fromkeys((own, OCTET_STREAM)))}, "
+                             "single part or multipart/related.")
 
 
 def selected_range(header: str | None, length: int) -> tuple[int, int] | None:

@@ -5,6 +5,11 @@ instance (by InstanceNumber), a multi-frame instance's middle frame. A thumbnail
 `viewport=vw,vh` says otherwise, and is JPEG unless Accept asks for PNG or GIF. Each is kept as a sidecar
 blob of the instance version it was made of (`storage/blobs.py`), so asking again costs the row lookups and
 one blob read, and a replaced or deleted version's thumbnails go with its blobs in the blob cleanup.
+
+A process also keeps the thumbnails it answered for studies (32 MB), each under the study row ETag read before
+choosing its image (every store, upsert and delete in the study changes that ETag): asking again reads the study
+row alone, one round trip, and answers the kept image while the ETag is unchanged. Another process reads the
+cached blob after the rows, as for series.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from azure.data.tables import TableEntity
 from azure.storage.blob import ContentSettings
 from pydicom.datadict import tag_for_keyword
 
-from dicom_core.index.reads import instance_rows, series_rows, stored_instance
+from dicom_core.index.reads import get_row, instance_rows, series_rows, stored_instance
+from dicom_core.index.rows import STUDY_ROW
 from dicom_core.model.errors import BadRequestError, NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blobs import (
@@ -28,6 +35,8 @@ from dicom_core.storage.blobs import (
     thumbnail_blob_name,
 )
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.lru_cache import LruCache
+from dicom_core.storage.tables import etag_of
 from dicom_core.wado.frames import NUMBER_OF_FRAMES, ROWS, parse_frame_list
 from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.negotiation import negotiate_rendered
@@ -44,19 +53,42 @@ _INSTANCE_SELECT = ["Version", "Size", "Attributes"]
 # DICOM JSON keys of the row attributes that order series and instances.
 _SERIES_NUMBER = f"{tag_for_keyword('SeriesNumber'):08X}"
 _INSTANCE_NUMBER = f"{tag_for_keyword('InstanceNumber'):08X}"
+MAX_STUDY_THUMBNAILS = 4096
+MAX_STUDY_THUMBNAIL_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StudyThumbnail:
+    """A study's thumbnail as this process answered it, and the study row ETag read before choosing it."""
+
+    study_etag: str
+    image: bytes
+
+
+# (metadata container, study, variant) -> the study's thumbnail
+_study_choices: LruCache[tuple[str, str, str], StudyThumbnail] = LruCache(MAX_STUDY_THUMBNAILS,
+                                                                          MAX_STUDY_THUMBNAIL_BYTES)
 
 
 async def study_thumbnail(storage: Storage, study: str, accept: str | None, viewport: str | None) -> ServiceResult:
     """The thumbnail of a study: its middle series' thumbnail, or the nearest series' that has images."""
     media_type, size = _negotiate(accept, viewport)
+    key = (storage.metadata.url, study, _variant(None, size, media_type))
+    row = await get_row(storage, study, STUDY_ROW, select=["RowKey"])  # its ETag is what counts
+    chosen = _study_choices.get(key)
+    if row is not None and chosen is not None and etag_of(row) == chosen.study_etag:
+        return ServiceResult(headers={CONTENT_TYPE: media_type}, body=chosen.image)
     series = sorted(await series_rows(storage, study, select=["Attributes"]), key=_order(_SERIES_NUMBER))
-    if not series:
+    if row is None or not series:
         raise NotFoundError("The specified study cannot be found.")
     middle = (len(series) - 1) // 2
     for position in sorted(range(len(series)), key=lambda position: abs(position - middle)):
         uid = str(series[position]["RowKey"]).split("|", 1)[1]
         if (image := _middle_image(await instance_rows(storage, study, uid, select=_INSTANCE_SELECT))) is not None:
-            return await _thumbnail(storage, study, image, None, media_type, size)
+            answer = await _thumbnail(storage, study, image, None, media_type, size)
+            if isinstance(answer.body, bytes):
+                _study_choices.put(key, StudyThumbnail(etag_of(row), answer.body), len(answer.body))
+            return answer
     raise NotAcceptableError("No instance of the study has pixel data to show in a thumbnail.")
 
 
@@ -104,8 +136,8 @@ async def _thumbnail(
 ) -> ServiceResult:
     """The cached thumbnail of the row's version, or a new one rendered and cached."""
     stored = stored_instance(study, row)
-    number = frame if frame is not None else (_frames(row) - 1) // 2 + 1
-    name = thumbnail_blob_name(stored, f"{number}.{size.width}x{size.height}.{_EXTENSIONS[media_type]}")
+    number = frame if frame is not None else _middle_frame(row)
+    name = thumbnail_blob_name(stored, _variant(number, size, media_type))
     headers = {CONTENT_TYPE: media_type}
     if (cached := await read_blob_or_none(storage.metadata, name)) is not None:
         return ServiceResult(headers=headers, body=cached)
@@ -131,6 +163,15 @@ async def _keep(storage: Storage, stored: StoredInstance, name: str, image: byte
     await storage.recreating_missing(upload)
     if await blob_properties_or_none(storage.files.get_blob_client(instance_blob_name(stored))) is None:
         await delete_blob_if_exists(storage.metadata, name)
+
+
+def _variant(frame: int | None, size: Viewport, media_type: str) -> str:
+    """The name of one thumbnail among those of a version (a study's choice: without its frame)."""
+    return f"{frame if frame is not None else 'study'}.{size.width}x{size.height}.{_EXTENSIONS[media_type]}"
+
+
+def _middle_frame(row: TableEntity) -> int:
+    return (_frames(row) - 1) // 2 + 1
 
 
 def _middle_image(rows: Sequence[TableEntity]) -> TableEntity | None:

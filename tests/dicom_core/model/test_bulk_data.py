@@ -9,9 +9,17 @@ from typing import Any
 
 import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import MPEG2MPML, MPEG4HP41, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from dicom_core.model.bulk_data import MARKER_SCHEME, parse_range, with_urls, without_bulk_data
+from dicom_core.model.bulk_data import (
+    MARKER_SCHEME,
+    BulkLocation,
+    has_binary_attributes,
+    parse_location,
+    with_binary_of,
+    with_urls,
+    without_bulk_data,
+)
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.part10 import read_part10, stored_stream
@@ -30,10 +38,9 @@ def _metadata(data: bytes) -> tuple[dict[str, Any], bytes]:
 def _referenced(stored: bytes, entry: dict[str, Any]) -> bytes:
     uri = entry["BulkDataURI"]
     assert uri.startswith(f"{MARKER_SCHEME}studies/1.2/series/1.3/instances/1.4/bulkdata/v1/")
-    found = parse_range(uri.rsplit("/", 1)[1])
+    found = parse_location(uri.rsplit("/", 1)[1])
     assert found is not None
-    offset, length = found
-    return stored[offset : offset + length]
+    return stored[found.offset : found.offset + found.length]
 
 
 def test_large_binary_attributes_reference_their_bytes_in_the_stored_file() -> None:
@@ -89,9 +96,11 @@ def test_markers_become_urls_under_the_root() -> None:
 
 
 def test_malformed_ranges_are_refused() -> None:
-    assert parse_range("12-34") == (12, 34)
-    assert parse_range("12") is None
-    assert parse_range("-1-2") is None
+    assert parse_location("12-34") == BulkLocation(12, 34, "application/octet-stream")
+    assert parse_location("12-34.pdf") == BulkLocation(12, 34, "application/pdf")
+    assert parse_location("12") is None
+    assert parse_location("-1-2") is None
+    assert parse_location("12-34.html") is None  # only the suffixes this service hands out
 
 
 def test_binary_attributes_two_sequences_deep_are_referenced_whatever_the_lengths() -> None:
@@ -118,3 +127,37 @@ def test_a_deflated_file_leaves_large_binary_values_out() -> None:
     metadata, _ = _metadata(buffer.getvalue())
     assert "7FE00010" not in metadata  # offsets in the inflated stream are not offsets in the stored file
     assert "InlineBinary" in metadata["00282000"]
+
+
+def test_an_encapsulated_document_is_named_with_its_media_type() -> None:
+    ds = make_binary_dataset()
+    metadata, stored = _metadata(to_bytes(ds))
+    uri = metadata["00420011"]["BulkDataURI"]
+    assert uri.endswith(".pdf")
+    assert _referenced(stored, metadata["00420011"]) == ds.EncapsulatedDocument
+    assert "." not in metadata["7FE00010"]["BulkDataURI"].rsplit("/", 1)[1]  # other values: octet-stream
+
+
+def test_video_pixel_data_names_its_stream() -> None:
+    stream = b"\x00\x00\x01\xb3" + bytes(range(256)) * 20
+    for transfer_syntax, suffix in ((MPEG4HP41, ".mp4"), (MPEG2MPML, ".mpeg2")):
+        ds = make_binary_dataset()
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+        ds.NumberOfFrames = 30
+        ds.PixelData = encapsulate([stream])
+        ds["PixelData"].VR = "OB"
+        metadata, stored = _metadata(to_bytes(ds))
+        entry = metadata["7FE00010"]
+        assert entry["BulkDataURI"].endswith(suffix)
+        assert _referenced(stored, entry) == stream
+
+
+def test_binary_attributes_are_copied_into_a_record_without_them_in_tag_order() -> None:
+    ds = make_binary_dataset()
+    made, _ = _metadata(to_bytes(ds))
+    old = metadata_json(pydicom.dcmread(io.BytesIO(to_bytes(ds)), defer_size=1024))  # as stored before bulk data
+    assert not has_binary_attributes(json.dumps(old).encode())
+    assert with_binary_of(old, made) == 5  # pixel data, overlay, document, ICC profile, and the waveform's data
+    assert old == made
+    assert list(old) == sorted(old)
+    assert with_binary_of(old, made) == 0

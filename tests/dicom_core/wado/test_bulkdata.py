@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wado.bulkdata import selected_range, wants_multipart
+from dicom_core.wado.bulkdata import negotiated, selected_range
 
 
 @pytest.mark.parametrize(("header", "expected"), [
@@ -35,9 +35,28 @@ def test_ranges_outside_the_value_are_unsatisfiable(header: str) -> None:
     ("multipart/related; type=application/octet-stream; q=0.5, application/octet-stream", False),
 ])
 def test_accept_chooses_single_part_or_multipart(accept: str | None, multipart: bool) -> None:
-    assert wants_multipart(accept) is multipart
+    assert negotiated(accept) == ("application/octet-stream", multipart)
 
 
 def test_other_media_types_are_not_acceptable() -> None:
     with pytest.raises(NotAcceptableError):
-        wants_multipart("application/dicom")
+        negotiated("application/dicom")
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    (None, ("application/pdf", False)),
+    ("*/*", ("application/pdf", False)),
+    ("application/pdf", ("application/pdf", False)),
+    ("application/octet-stream", ("application/octet-stream", False)),
+    ('multipart/related; type="application/pdf"', ("application/pdf", True)),
+    ("application/octet-stream; q=0.5, application/pdf", ("application/pdf", False)),
+])
+def test_a_document_answers_its_own_type_unless_octet_stream_is_asked_for(
+    accept: str | None, expected: tuple[str, bool],
+) -> None:
+    assert negotiated(accept, "application/pdf") == expected
+
+
+def test_a_video_is_not_answered_as_another_video_type() -> None:
+    with pytest.raises(NotAcceptableError):
+        negotiated("video/mpeg2", "video/mp4")
