@@ -24,10 +24,11 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity, UpdateMode
 
+from dicom_core.index.reads import series_rows
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.index.study_copies import refresh_study_copies
-from dicom_core.search_index.entries import study_sort_key
-from dicom_core.search_index.keys import CLAIMS, VALUE_LED_INDEXES, study_row_keys
+from dicom_core.search_index.entries import series_sort_key, study_sort_key
+from dicom_core.search_index.keys import CLAIMS, VALUE_LED_INDEXES, series_row_keys, study_row_keys
 from dicom_core.settings import Settings
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage, open_storage
@@ -64,8 +65,9 @@ class _Tally:
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
-    """Write every study's name word, StudyID and StudyTime entries from its study row; then delete the old layout's
-    name entries (unless ``keep_old``)."""
+    """Write every study's name word, StudyID and StudyTime entries from its study row, and its series' SeriesNumber
+    and procedure step start entries from their rows; then delete the old layout's name entries (unless
+    ``keep_old``)."""
     tally = _Tally()
     claims = await _claimed_sort_keys(storage, tally)
     held: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # partition -> RowKey -> entry not yet written
@@ -86,12 +88,33 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
                 if key.index in VALUE_LED_INDEXES:
                     row_key = key.row_key(sort, study)
                     held[key.partition][row_key] = {"PartitionKey": key.partition, "RowKey": row_key}
+        series_entries = await bounded_gather((_series_value_entries(storage, str(row["PartitionKey"]), tally)
+                                               for row in page), limit=_CONCURRENCY)
+        for entries in series_entries:
+            for entry in entries:
+                held[entry["PartitionKey"]][entry["RowKey"]] = entry
         await _write(storage, held, tally, full_only=True)
     await _write(storage, held, tally, full_only=False)
     if not keep_old:
         for index in LEGACY_WORD_INDEXES:
             await _delete_partitions(storage, index, tally)
     return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies)
+
+
+async def _series_value_entries(storage: Storage, study: str, tally: _Tally) -> list[dict[str, Any]]:
+    """The value-led entries (SeriesNumber, PerformedProcedureStepStartDate/Time) of a study's series rows."""
+    rows = await series_rows(storage, study, select=["RowKey", "Modality", "Attributes"])
+    tally.requests += 1
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        keys = [key for key in series_row_keys(row) if key.index in VALUE_LED_INDEXES]
+        if not keys:
+            continue
+        series = str(row["RowKey"]).split("|", 1)[1]
+        sort = await series_sort_key(storage, study, series)
+        tally.requests += 1
+        entries += [{"PartitionKey": key.partition, "RowKey": key.row_key(sort, study, series)} for key in keys]
+    return entries
 
 
 async def _claimed_sort_keys(storage: Storage, tally: _Tally) -> dict[str, str]:
@@ -155,7 +178,7 @@ async def _main(keep_old: bool) -> int:
         report = await reindex_names(storage, keep_old=keep_old)
     finally:
         await storage.close()
-    print(f"{report.studies} studies: {report.entries_written} name word, StudyID and StudyTime entries written, "
+    print(f"{report.studies} studies: {report.entries_written} value entries (name words, IDs, times) written, "
           f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
           f"given their study's attributes, {report.requests} storage requests")
     return 0

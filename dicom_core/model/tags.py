@@ -19,6 +19,9 @@ STUDY_DATE: BaseTag = Tag("StudyDate")
 STUDY_TIME: BaseTag = Tag("StudyTime")
 STUDY_ID: BaseTag = Tag("StudyID")
 MODALITY: BaseTag = Tag("Modality")
+SERIES_NUMBER: BaseTag = Tag("SeriesNumber")
+PPS_START_DATE: BaseTag = Tag("PerformedProcedureStepStartDate")
+PPS_START_TIME: BaseTag = Tag("PerformedProcedureStepStartTime")
 MODALITIES_IN_STUDY: BaseTag = Tag("ModalitiesInStudy")
 
 # Computed by QIDO

@@ -19,27 +19,25 @@ from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
 from dicom_core.model.tags import (
     MODALITIES_IN_STUDY,
-    MODALITY,
     NUMBER_OF_STUDY_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_SERIES,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
 )
-from dicom_core.qido.index_ranges import IndexRange, study_index_range
+from dicom_core.qido.index_ranges import IndexRange, series_index_range, study_index_range
 from dicom_core.qido.matching import matches
-from dicom_core.qido.query import MatchKind, QidoQuery, QidoResource
+from dicom_core.qido.query import QidoQuery, QidoResource
 from dicom_core.qido.reads import FIRST_PAGE, Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
-    SERIES_BY_MODALITY,
     SERIES_BY_UID,
     IndexEntry,
     parse_entry,
     partition_key,
-    series_keys,
+    series_row_keys,
     study_row_keys,
     study_row_modalities,
 )
@@ -104,11 +102,10 @@ def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGene
     source, studies = _study_source(reads, query)
     if studies is not None:
         return source or "", _series_of_studies(reads, query, studies)
-    modality = query.condition(MODALITY)
-    if modality is not None and modality.kind is MatchKind.EXACT:
-        partition = partition_key(SERIES_BY_MODALITY, modality.value)
-        return SERIES_BY_MODALITY, _series_from_index(reads, query, partition)
-    return ALL_SERIES, _series_from_index(reads, query, ALL_SERIES)
+    series_index = series_index_range(query)
+    if series_index is not None:
+        return series_index.partition.split("|", 1)[0], _series_from_index(reads, query, series_index)
+    return ALL_SERIES, _series_from_index(reads, query, IndexRange(ALL_SERIES))
 
 
 def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, AsyncGenerator[Hit, None] | None]:
@@ -155,17 +152,17 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
         yield hit
 
 
-async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: str) -> AsyncGenerator[Hit, None]:
+async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
     full_study = needs_study_row(query)
-    async for entries in _verification_slices(reads, IndexRange(partition)):
+    async for entries in _verification_slices(reads, index):
         pairs = await asyncio.gather(
             *(_series_and_study(reads, entry.study, entry.series or "", full_study=full_study) for entry in entries))
         for entry, (series, study) in zip(entries, pairs, strict=True):
             target = (entry.study, entry.series or "")
             if study is None or series is None or target in accepted:
                 continue
-            if entry.key not in series_keys(target[1], str(series.entity.get("Modality") or "")):
+            if entry.key not in series_row_keys(series.entity):
                 continue
             if _study_matches(query, study) and _matches_level(query, Level.SERIES, series):
                 accepted.add(target)
@@ -174,7 +171,7 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, partition: st
 
 async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found = [hit for uid in dict.fromkeys(uids)
-             async for hit in _series_from_index(reads, query, partition_key(SERIES_BY_UID, uid))]
+             async for hit in _series_from_index(reads, query, IndexRange(partition_key(SERIES_BY_UID, uid)))]
     for hit in _newest_first(found, lambda hit: hit.series):
         yield hit
 

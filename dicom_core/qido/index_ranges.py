@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from dicom_core.model.tags import (
     ACCESSION_NUMBER,
     MODALITIES_IN_STUDY,
+    MODALITY,
     PATIENT_ID,
+    PPS_START_DATE,
+    PPS_START_TIME,
+    SERIES_NUMBER,
     STUDY_DATE,
     STUDY_ID,
     STUDY_TIME,
@@ -19,6 +23,10 @@ from dicom_core.qido.query import Condition, MatchKind, QidoQuery
 from dicom_core.search_index.keys import (
     NAME_INDEXES,
     PAIR_JOIN,
+    SERIES_BY_MODALITY,
+    SERIES_BY_NUMBER,
+    SERIES_BY_PPS_DATE,
+    SERIES_BY_PPS_TIME,
     STUDIES_BY_ACCESSION,
     STUDIES_BY_DATE,
     STUDIES_BY_MODALITY,
@@ -28,6 +36,7 @@ from dicom_core.search_index.keys import (
     VALUE_LED_INDEXES,
     inverted_date,
     partition_key,
+    stored_number,
     value_range,
     word_range,
 )
@@ -91,6 +100,24 @@ def study_index_range(query: QidoQuery) -> IndexRange | None:
     modalities = query.condition(MODALITIES_IN_STUDY)
     if modalities is not None and modalities.kind is MatchKind.EXACT:
         return IndexRange(partition_key(STUDIES_BY_MODALITY, modalities.value))
+    return None
+
+
+def series_index_range(query: QidoQuery) -> IndexRange | None:
+    """The index range serving the query's most selective indexed series-level filter, if any."""
+    number = query.condition(SERIES_NUMBER)
+    if number is not None and number.kind is MatchKind.EXACT and stored_number(number.value):
+        value = stored_number(number.value)
+        return IndexRange(*value_range(SERIES_BY_NUMBER, value, value, prefix=False))
+    date = query.condition(PPS_START_DATE)
+    if date is not None and date.kind is MatchKind.RANGE:
+        return IndexRange(*value_range(SERIES_BY_PPS_DATE, date.low, date.high))
+    time = query.condition(PPS_START_TIME)
+    if time is not None and time.kind is MatchKind.RANGE:
+        return IndexRange(*value_range(SERIES_BY_PPS_TIME, time.low, time.high))
+    modality = query.condition(MODALITY)
+    if modality is not None and modality.kind is MatchKind.EXACT:
+        return IndexRange(partition_key(SERIES_BY_MODALITY, modality.value))
     return None
 
 

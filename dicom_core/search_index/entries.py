@@ -33,6 +33,7 @@ from dicom_core.search_index.keys import (
     instance_key,
     inverted_time,
     series_keys,
+    series_row_keys,
     study_keys,
     study_row_keys,
     study_row_modalities,
@@ -135,8 +136,8 @@ def _missing_keys(
     old_modalities = study_row_modalities(study_row) if study_row else set()
     new_study = study_keys(row_attributes(record.metadata, Level.STUDY), old_modalities | {record.modality} - {""})
     missing_study = new_study - (study_row_keys(study_row) if study_row else set())
-    new_series = series_keys(ids.series, record.modality)
-    old_series = series_keys(ids.series, str(series_row.get("Modality") or "")) if series_row else set()
+    new_series = series_keys(ids.series, record.modality, row_attributes(record.metadata, Level.SERIES))
+    old_series = series_row_keys(series_row) if series_row else set()
     return missing_study, new_series - old_series
 
 
@@ -159,7 +160,7 @@ async def restore_index_entries(storage: Storage, study: str, series: str | None
         elif row_key.startswith("series|"):
             sort = await _claim(storage, study, row_key, committed=True)
             uid = row_key.split("|", 1)[1]
-            entries += [_entry(key, sort, study, uid) for key in series_keys(uid, str(row.get("Modality") or ""))]
+            entries += [_entry(key, sort, study, uid) for key in series_row_keys(row)]
         elif row_key == STUDY_ROW:
             sort = await _claim(storage, study, STUDY_ROW, committed=True)
             entries += [_entry(key, sort, study) for key in study_row_keys(row)]
@@ -222,8 +223,7 @@ def _instance_entry(study: str, series: str, instance: str) -> tuple[str, str]:
 def _series_entries(study: str, row_key: str, row: TableEntity, claims: dict[str, str]) -> list[tuple[str, str]]:
     series = row_key.split("|", 1)[1]
     sort = claims.get(row_key, "")
-    keys = series_keys(series, str(row.get("Modality") or ""))
-    return [(key.partition, key.row_key(sort, study, series)) for key in keys]
+    return [(key.partition, key.row_key(sort, study, series)) for key in series_row_keys(row)]
 
 
 async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> int:
@@ -269,6 +269,11 @@ async def _upsert_once(storage: Storage, entry: dict[str, str], generation: str)
 async def study_sort_key(storage: Storage, study: str) -> str:
     """The sort key of a committed study: the one its first store claimed (a new claim when it has none)."""
     return await _claim(storage, study, STUDY_ROW, committed=True)
+
+
+async def series_sort_key(storage: Storage, study: str, series: str) -> str:
+    """The sort key of a committed series: the one its first store claimed (a new claim when it has none)."""
+    return await _claim(storage, study, series_row_key(series), committed=True)
 
 
 def _claim_partition(study: str) -> str:

@@ -22,7 +22,10 @@ from dicom_core.model.tags import (
     ACCESSION_NUMBER,
     PATIENT_ID,
     PATIENT_NAME,
+    PPS_START_DATE,
+    PPS_START_TIME,
     REFERRING_PHYSICIAN_NAME,
+    SERIES_NUMBER,
     STUDY_DATE,
     STUDY_ID,
     STUDY_TIME,
@@ -51,6 +54,10 @@ STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
 SERIES_BY_UID = "se.uid"
 SERIES_BY_MODALITY = "se.mod"
+# SeriesNumber and PerformedProcedureStepStartDate/Time: value-led, one partition each, like StudyID and StudyTime.
+SERIES_BY_NUMBER = "se.num"
+SERIES_BY_PPS_DATE = "se.ppsdate"
+SERIES_BY_PPS_TIME = "se.ppstime"
 INSTANCES_BY_UID = "i.uid"
 # Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
 UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
@@ -59,7 +66,8 @@ UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
 NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD,
                                STUDIES_BY_PATIENT_NAME_PAIR, STUDIES_BY_REFERRING_PAIR})
 # Indexes whose RowKey begins with the value and WORD_END: name words and the single-partition value indexes.
-VALUE_LED_INDEXES = NAME_WORD_INDEXES | {STUDIES_BY_STUDY_ID, STUDIES_BY_TIME}
+VALUE_LED_INDEXES = NAME_WORD_INDEXES | {STUDIES_BY_STUDY_ID, STUDIES_BY_TIME, SERIES_BY_NUMBER, SERIES_BY_PPS_DATE,
+                                         SERIES_BY_PPS_TIME}
 # Joins the two words of a pair: name words hold letters and digits only, so it never occurs in a word.
 PAIR_JOIN = "^"
 CLAIMS = "claim"
@@ -211,12 +219,36 @@ def word_range(index: str, word: str, *, whole: bool) -> tuple[str, str, str]:
     return f"{index}|{encode_key(cut[:1])}", low, successor(low)
 
 
-def series_keys(series: str, modality: str) -> set[IndexKey]:
-    """Every key under which a series with this Modality is found."""
+def series_keys(series: str, modality: str, attributes: JsonDataset | None = None) -> set[IndexKey]:
+    """Every key under which a series with this Modality and these series-level attributes is found."""
     keys = {IndexKey(ALL_SERIES), IndexKey(partition_key(SERIES_BY_UID, series))}
     if modality:
         keys.add(IndexKey(partition_key(SERIES_BY_MODALITY, modality)))
+    if attributes:
+        number = stored_number(first_value(attributes, SERIES_NUMBER))
+        if number:
+            keys.add(value_key(SERIES_BY_NUMBER, number))
+        date = (first_value(attributes, PPS_START_DATE) or "").strip()
+        if len(date) >= 8 and date[:8].isdigit():
+            keys.add(value_key(SERIES_BY_PPS_DATE, date[:8]))
+        time = stored_time(first_value(attributes, PPS_START_TIME))
+        if time:
+            keys.add(value_key(SERIES_BY_PPS_TIME, time))
     return keys
+
+
+def series_row_keys(row: TableEntity | dict[str, object]) -> set[IndexKey]:
+    """The keys a committed series row must be found under."""
+    series = str(row["RowKey"]).split("|", 1)[1]
+    return series_keys(series, str(row.get("Modality") or ""), json.loads(str(row.get("Attributes") or "{}")))
+
+
+def stored_number(value: object) -> str:
+    """An IS value as the number index keeps it (`03` is `3`); empty when it is no integer."""
+    try:
+        return str(int(str(value).strip())) if value is not None else ""
+    except ValueError:
+        return ""
 
 
 def instance_key(instance: str) -> IndexKey:

@@ -24,9 +24,11 @@ from dicom_core.qido.query import QidoResource
 from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.search_index.keys import (
     NAME_WORD_INDEXES,
+    SERIES_BY_NUMBER,
     STUDIES_BY_STUDY_ID,
     STUDIES_BY_TIME,
     encode_key,
+    series_row_keys,
     study_row_keys,
 )
 from dicom_core.settings import Settings
@@ -118,26 +120,40 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     completed = subprocess.run([sys.executable, "-m", "dicom_core.maintenance.reindex"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("2 studies: 12 name word, StudyID and StudyTime entries written, "
+    assert completed.stdout.startswith("2 studies: 12 value entries (name words, IDs, times) written, "
                                        "0 entries of the old layout deleted, "
                                        "0 series rows given their study's attributes")
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
 
 
-async def test_studies_stored_before_the_study_id_and_time_index_are_found_after_the_migration(
+async def test_studies_and_series_stored_before_the_value_indexes_are_found_after_the_migration(
     own: Storage, stow_parts,
 ) -> None:
-    ds = make_dataset(StudyID="MIGR!1", StudyTime="081500")
+    ds = make_dataset(StudyID="MIGR!1", StudyTime="081500", SeriesNumber="77")
     assert (await stow_parts(own, [to_bytes(ds)])).status == 200
-    study = str(ds.StudyInstanceUID)
+    study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
     row = await own.studies.get_entity(study, STUDY_ROW)
     sort = str((await own.index.get_entity(f"claim|{study}", STUDY_ROW))["SortKey"])
     for key in study_row_keys(row):
         if key.index in {STUDIES_BY_STUDY_ID, STUDIES_BY_TIME}:
             await own.index.delete_entity(key.partition, key.row_key(sort, study))
+    [series_row] = await series_rows(own, study)
+    series_sort = str((await own.index.get_entity(f"claim|{study}", f"series|{series}"))["SortKey"])
+    for key in series_row_keys(series_row):
+        if key.index == SERIES_BY_NUMBER:
+            await own.index.delete_entity(key.partition, key.row_key(series_sort, study, series))
     assert await _found(own, "StudyID=MIGR!1") == [] and await _found(own, "StudyTime=0815") == []
+    assert await _found_series(own, "SeriesNumber=77") == []
 
     report = await reindex_names(own)
-    assert report.entries_written == 5  # the two words and the word pair of the PatientName, StudyID, StudyTime
+    # The two words and the word pair of the PatientName, StudyID, StudyTime, SeriesNumber.
+    assert report.entries_written == 6
     assert await _found(own, "StudyID=MIGR!1") == [study]
     assert await _found(own, "StudyTime=0800-0830") == [study]
+    assert await _found_series(own, "SeriesNumber=77") == [series]
+
+
+async def _found_series(storage: Storage, query: str) -> list[str]:
+    response = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2, query))
+    assert response.warning is None
+    return [dataset["0020000E"]["Value"][0] for dataset in response.datasets]

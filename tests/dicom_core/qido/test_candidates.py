@@ -214,15 +214,20 @@ async def test_unindexed_filter_scans_newest_first_within_the_budget(archive: Ar
     assert response.warning is not None and response.warning.startswith("299 ")
 
 
-@pytest.mark.parametrize("query", ["StudyID=nothing-has-this", "StudyTime=235959.999"])
-async def test_study_id_and_study_time_alone_read_the_index_not_the_budget(archive: Archive, query: str) -> None:
-    """PS3.18 Table 10.6.1-5: StudyID and StudyTime are answered from their index entries, whatever the archive."""
-    response = await search_datasets(archive.storage, SearchRequest(STUDIES, 2, f"{query}&limit=10"))
+@pytest.mark.parametrize(("resource", "query"), [
+    (STUDIES, "StudyID=nothing-has-this"), (STUDIES, "StudyTime=235959.999"), (SERIES, "SeriesNumber=987654"),
+    (SERIES, "PerformedProcedureStepStartDate=19000101"), (INSTANCES, "PerformedProcedureStepStartTime=235959.999"),
+])
+async def test_indexed_required_keys_alone_read_the_index_not_the_budget(archive: Archive, resource: QidoResource,
+                                                                          query: str) -> None:
+    """PS3.18 Table 10.6.1-5: StudyID, StudyTime, SeriesNumber, PerformedProcedureStepStartDate/Time are answered
+    from their index entries, whatever the archive."""
+    response = await search_datasets(archive.storage, SearchRequest(resource, 2, f"{query}&limit=10"))
     assert response.datasets == [] and response.warning is None
     assert response.entities_read == 0
 
 
-@pytest.mark.parametrize(("resource", "query"), [(SERIES, "SeriesNumber=987654"),
+@pytest.mark.parametrize(("resource", "query"), [(INSTANCES, "SOPClassUID=1.2.3.987654"),
                                                  (INSTANCES, "InstanceNumber=987654")])
 async def test_a_required_key_alone_is_matched_on_rows_within_the_budget(archive: Archive, resource: QidoResource,
                                                                         query: str) -> None:
