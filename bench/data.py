@@ -41,7 +41,8 @@ def ct_pixels(side: int = CT_SIDE, frames: int = 1, seed: int = 0) -> bytes:
 def ct_dataset(study: str, series: str, number: int, pixels: bytes, side: int = CT_SIDE, frames: int = 1) -> Dataset:
     """A CT Image Storage dataset of ``side``² 16-bit pixels (12 stored) with the given pixel data."""
     ds = make_dataset(study=study, series=series, rows=side, columns=side, frames=1,
-                      PatientName="Bench^CT", PatientID="BENCH-CT", Modality="CT", InstanceNumber=number)
+                      PatientName="Bench^CT", PatientID="BENCH-CT", Modality="CT", InstanceNumber=number,
+                      StudyID="1", StudyTime="093000", SeriesNumber="2")
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
     ds.BitsStored, ds.HighBit = 12, 11
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1

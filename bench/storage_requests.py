@@ -127,6 +127,7 @@ def radiographs(count: int, seed: int = 0) -> list[bytes]:
         ds.PatientName = f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}"
         ds.ReferringPhysicianName = f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}"
         ds.StudyDate = (FIRST_DAY + timedelta(days=rng.randrange(DAYS))).strftime("%Y%m%d")
+        ds.StudyTime, ds.StudyID = f"{rng.randrange(7, 19):02d}{rng.randrange(60):02d}00", f"{number + 1}"
         ds.StudyDescription = "Chest PA" if number % 2 == 0 else "Knee AP"
         del ds.RescaleIntercept, ds.RescaleSlope
         instances.append(to_bytes(ds))
