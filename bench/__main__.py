@@ -16,13 +16,26 @@ import argparse
 import contextlib
 import time
 
-from . import cold_start, dimse, frames, memory, metadata, qido, reindex, storage_requests, stow, transcoding, wado
+from . import (
+    cold_start,
+    dimse,
+    dimse_requests,
+    frames,
+    memory,
+    metadata,
+    qido,
+    reindex,
+    storage_requests,
+    stow,
+    transcoding,
+    wado,
+)
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
 OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido",
-              "dimse", "reindex")
+              "dimse", "dimse_requests", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"== {name}", flush=True)
             if name == "requests":
                 storage_requests.run(results, options)
+                continue
+            if name == "dimse_requests":
+                results.sections.extend(dimse_requests.run(results, options))
                 continue
             if name == "cold_start":
                 cold_start.run(results, options)
