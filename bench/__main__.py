@@ -19,6 +19,7 @@ import time
 from . import (
     cold_start,
     dimse,
+    dimse_find,
     dimse_requests,
     frames,
     memory,
@@ -35,7 +36,7 @@ from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
 OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "memory", "transcoding", "qido",
-              "dimse", "dimse_requests", "reindex")
+              "dimse", "dimse_requests", "dimse_find", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +56,10 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stow-batch", type=int, default=10, help="instances per multipart request")
     parser.add_argument("--dimse-instances", type=int, default=500,
                         help="CT-like instances per C-STORE and STOW round of the DIMSE gateway's benchmark")
+    parser.add_argument("--dimse-find-studies", type=int, default=1000,
+                        help="studies of the C-FIND benchmark's archive (the archive-scale figure is 10,000)")
+    parser.add_argument("--dimse-find-instances", type=int, default=3000, help="instances of that archive")
+    parser.add_argument("--dimse-find-repeat", type=int, default=5, help="C-FINDs (and QIDO twins) per query kind")
     parser.add_argument("--stow-concurrency", default="1,4,16", help="requests in flight, comma list")
     parser.add_argument("--stow-rounds", type=int, default=1, help="rounds per concurrency (best one counts)")
     parser.add_argument("--wado-rounds", type=int, default=3)
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                 memory.run(results, stack)
             elif name == "dimse":
                 dimse.run(results, stack)
+            elif name == "dimse_find":
+                dimse_find.run(results, stack.azurite, options)
             elif name == "transcoding":
                 transcoding.run(results, stack)
             elif name == "reindex":

@@ -29,7 +29,13 @@ GATEWAY_AE = "DICOMWEB"
 ASSOCIATIONS = (1, 8)
 
 
-def start_gateway(azurite: Azurite, prefix: str = PREFIX) -> tuple[subprocess.Popen[bytes], int]:
+def gateway_log(azurite: Azurite, port: int) -> Path:
+    """Where the gateway started on ``port`` writes its log."""
+    return azurite.location / f"dimse-gateway-{port}.log"
+
+
+def start_gateway(azurite: Azurite, prefix: str = PREFIX, *, extra_env: dict[str, str] | None = None,
+                  log_level: str = "WARNING") -> tuple[subprocess.Popen[bytes], int]:
     """Start ``python -m dimse_gateway`` on a free port over ``azurite``'s storage under ``prefix``."""
     port = free_port()
     env = {
@@ -40,9 +46,10 @@ def start_gateway(azurite: Azurite, prefix: str = PREFIX) -> tuple[subprocess.Po
         "DICOMWEB_METADATA_CONTAINER": f"{prefix}-metadata",
         "DICOMWEB_DIMSE_HOST": "127.0.0.1",
         "DICOMWEB_DIMSE_MAX_ASSOCIATIONS": str(max(ASSOCIATIONS) * 2),
+        **(extra_env or {}),
     }
-    log = azurite.location / f"dimse-gateway-{port}.log"
-    process = subprocess.Popen([sys.executable, "-m", "dimse_gateway", "--port", str(port), "--log-level", "WARNING"],
+    log = gateway_log(azurite, port)
+    process = subprocess.Popen([sys.executable, "-m", "dimse_gateway", "--port", str(port), "--log-level", log_level],
                                cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         _wait_for_port(port, process, log)
