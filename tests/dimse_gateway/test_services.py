@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +17,10 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from dicom_core.documents.series_documents import document_name
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import open_storage
+from dimse_gateway.shared_stores import IDLE_SECONDS
 from tests.dimse_gateway.conftest import Gateway
 from tests.dimse_gateway.scu import associated, find, identifier, part10_dataset_bytes, qido, study_counts
 from tests.factories import make_dataset, to_bytes
@@ -207,3 +213,22 @@ def test_c_find_series_by_its_request_attributes_sequence(gateway: Gateway, code
     matches, _ = find(gateway, identifier("SERIES", StudyInstanceUID=coded["study"], RequestAttributesSequence=[key],
                                           SeriesInstanceUID=None))
     assert [m.SeriesInstanceUID for m in matches] == [coded["series"][0]]
+
+
+def test_the_series_document_of_c_stores_is_written_once_the_sending_stops(gateway: Gateway,
+                                                                           storage_env: dict[str, str]) -> None:
+    study, series = generate_uid(), generate_uid()
+    with associated(gateway) as association:
+        assert [association.send_c_store(make_dataset(study=study, series=series)).Status for _ in range(3)] == [0] * 3
+
+    async def document_exists() -> bool:
+        storage = await open_storage(Settings.from_environment(storage_env))
+        try:
+            return bool(await storage.metadata.get_blob_client(document_name(study, series)).exists())
+        finally:
+            await storage.close()
+
+    deadline = time.monotonic() + 10 * IDLE_SECONDS
+    while not asyncio.run(document_exists()):
+        assert time.monotonic() < deadline, "no series document after the gateway's store request went idle"
+        time.sleep(0.1)
