@@ -16,19 +16,38 @@ import argparse
 import contextlib
 import time
 
-from . import bulkdata, cold_start, dimse, frames, memory, metadata, qido, reindex, storage_requests, stow, transcoding, wado
+from . import (
+    bulkdata,
+    cold_start,
+    dimse,
+    dimse_find,
+    dimse_requests,
+    frames,
+    memory,
+    metadata,
+    qido,
+    reindex,
+    storage_requests,
+    stow,
+    transcoding,
+    wado,
+)
 from .environment import Azurite, Server
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
+# Sections run only when named: the C-FIND benchmark seeds an archive of its own (minutes at 1,000 studies).
+OPT_IN = ("dimse_find",)
 OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "bulkdata", "memory", "transcoding",
-              "qido", "dimse", "reindex")
+              "qido", "dimse", "dimse_requests", "dimse_find", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(OPERATIONS), help="comma list of: " + ", ".join(OPERATIONS))
+    parser.add_argument("--only", default=",".join(op for op in OPERATIONS if op not in OPT_IN),
+                        help="comma list of: " + ", ".join(OPERATIONS) + " (by default all but " + ", ".join(OPT_IN)
+                             + ")")
     parser.add_argument("--name", default="latest", help="results file name under bench/results/")
     parser.add_argument("--requests-instances", type=int, default=50,
                         help="instances of the storage-request counts into one series, and as new studies")
@@ -42,6 +61,10 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stow-batch", type=int, default=10, help="instances per multipart request")
     parser.add_argument("--dimse-instances", type=int, default=500,
                         help="CT-like instances per C-STORE and STOW round of the DIMSE gateway's benchmark")
+    parser.add_argument("--dimse-find-studies", type=int, default=1000,
+                        help="studies of the C-FIND benchmark's archive (the archive-scale figure is 10,000)")
+    parser.add_argument("--dimse-find-instances", type=int, default=3000, help="instances of that archive")
+    parser.add_argument("--dimse-find-repeat", type=int, default=5, help="C-FINDs (and QIDO twins) per query kind")
     parser.add_argument("--stow-concurrency", default="1,4,16", help="requests in flight, comma list")
     parser.add_argument("--stow-rounds", type=int, default=1, help="rounds per concurrency (best one counts)")
     parser.add_argument("--wado-rounds", type=int, default=3)
@@ -83,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
             if name == "requests":
                 storage_requests.run(results, options)
                 continue
+            if name == "dimse_requests":
+                results.sections.extend(dimse_requests.run(results, options))
+                continue
             if name == "cold_start":
                 cold_start.run(results, options)
                 continue
@@ -107,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
                 memory.run(results, stack)
             elif name == "dimse":
                 dimse.run(results, stack)
+            elif name == "dimse_find":
+                dimse_find.run(results, stack.azurite, options)
             elif name == "transcoding":
                 transcoding.run(results, stack)
             elif name == "reindex":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pynetdicom import AE, StoragePresentationContexts, _config
 
-from .environment import ROOT, _stop, _wait_for_port, free_port
+from .environment import ROOT, Azurite, _stop, _wait_for_port, free_port
 from .report import Results, Row
 from .stack import PREFIX, Stack
 from .stow import Files, _stow
@@ -29,19 +29,27 @@ GATEWAY_AE = "DICOMWEB"
 ASSOCIATIONS = (1, 8)
 
 
-def _start_gateway(stack: Stack) -> tuple[subprocess.Popen[bytes], int]:
+def gateway_log(azurite: Azurite, port: int) -> Path:
+    """Where the gateway started on ``port`` writes its log."""
+    return azurite.location / f"dimse-gateway-{port}.log"
+
+
+def start_gateway(azurite: Azurite, prefix: str = PREFIX, *, extra_env: dict[str, str] | None = None,
+                  log_level: str = "WARNING") -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``python -m dimse_gateway`` on a free port over ``azurite``'s storage under ``prefix``."""
     port = free_port()
     env = {
         **os.environ,
-        "DICOMWEB_STORAGE_CONNECTION_STRING": stack.azurite.connection_string,
-        "DICOMWEB_TABLE_PREFIX": PREFIX,
-        "DICOMWEB_BLOB_CONTAINER": f"{PREFIX}-files",
-        "DICOMWEB_METADATA_CONTAINER": f"{PREFIX}-metadata",
+        "DICOMWEB_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "DICOMWEB_TABLE_PREFIX": prefix,
+        "DICOMWEB_BLOB_CONTAINER": f"{prefix}-files",
+        "DICOMWEB_METADATA_CONTAINER": f"{prefix}-metadata",
         "DICOMWEB_DIMSE_HOST": "127.0.0.1",
         "DICOMWEB_DIMSE_MAX_ASSOCIATIONS": str(max(ASSOCIATIONS) * 2),
+        **(extra_env or {}),
     }
-    log = stack.azurite.location / f"dimse-gateway-{port}.log"
-    process = subprocess.Popen([sys.executable, "-m", "dimse_gateway", "--port", str(port), "--log-level", "WARNING"],
+    log = gateway_log(azurite, port)
+    process = subprocess.Popen([sys.executable, "-m", "dimse_gateway", "--port", str(port), "--log-level", log_level],
                                cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         _wait_for_port(port, process, log)
@@ -51,7 +59,7 @@ def _start_gateway(stack: Stack) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def _c_store(port: int, paths: list[Path], associations: int) -> tuple[float, int]:
+def c_store(port: int, paths: list[Path], associations: int) -> tuple[float, int]:
     """(seconds, instances not stored with status 0) of storing ``paths`` over ``associations`` at once."""
     _config.STORE_SEND_CHUNKED_DATASET = True
 
@@ -78,7 +86,7 @@ def run(results: Results, stack: Stack) -> None:
     options = stack.options
     files = Files(options.dimse_instances, options.ct_side, seed=1)
     mb = files.total_bytes / 1e6
-    process, port = _start_gateway(stack)
+    process, port = start_gateway(stack.azurite)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-dimse-") as folder:
             for associations in ASSOCIATIONS:
@@ -90,7 +98,7 @@ def run(results: Results, stack: Stack) -> None:
                     path = Path(folder) / f"{associations}-{index}.dcm"
                     path.write_bytes(data)
                     paths.append(path)
-                store_seconds, store_failed = _c_store(port, paths, associations)
+                store_seconds, store_failed = c_store(port, paths, associations)
                 for path in paths:
                     path.unlink()
                 store_rate, stow_rate = mb / store_seconds, mb / stow_seconds

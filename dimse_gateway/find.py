@@ -30,22 +30,30 @@ class SearchCutShort(RuntimeError):
 def search_results(core: CoreLoop, search: Search) -> Iterator[Dataset]:
     """Every result of a search at its level (studies for PATIENT), in QIDO's order, read a page at a time.
 
-    Raises SearchCutShort after the last result when QIDO's scan budget stopped the search.
+    Raises SearchCutShort after the last result when QIDO's scan budget stopped the search. With query stats on
+    (DICOMWEB_QUERY_STATS, as QIDO's X-DicomWeb-Entities-Read header), logs the entities its pages read.
     """
-    offset = 0
-    while True:
-        page = core.run(search_datasets(core.storage, SearchRequest(
-            resource=search.level.resource, api_version=API_VERSION,
-            query_string=f"{search.query_string}&limit={MAX_LIMIT}&offset={offset}")))
-        for result in page.datasets:
-            dataset = Dataset.from_json(result)
-            if search.matches(dataset):
-                yield dataset
-        if page.warning:
-            raise SearchCutShort("The search stopped at its scan budget: add a key an index serves")
-        if len(page.datasets) < MAX_LIMIT:
-            return
-        offset += MAX_LIMIT
+    offset = entities = matches = 0
+    try:
+        while True:
+            page = core.run(search_datasets(core.storage, SearchRequest(
+                resource=search.level.resource, api_version=API_VERSION,
+                query_string=f"{search.query_string}&limit={MAX_LIMIT}&offset={offset}")))
+            entities += page.entities_read
+            for result in page.datasets:
+                dataset = Dataset.from_json(result)
+                if search.matches(dataset):
+                    matches += 1
+                    yield dataset
+            if page.warning:
+                raise SearchCutShort("The search stopped at its scan budget: add a key an index serves")
+            if len(page.datasets) < MAX_LIMIT:
+                return
+            offset += MAX_LIMIT
+    finally:
+        if core.storage.settings.query_stats:
+            LOGGER.info("C-FIND at %s level: %d matches, %d entities read, %d page(s) of QIDO %s", search.level.name,
+                        matches, entities, offset // MAX_LIMIT + 1, search.query_string)
 
 
 def handle_find(event: Event, core: CoreLoop, ae_title: str) -> Iterator[Response]:

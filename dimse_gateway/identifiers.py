@@ -2,7 +2,11 @@
 
 PS3.4 C.2.2.2 matching: single value, wildcard (``*``, ``?``), range (DA, TM, DT), UID list and universal
 (an empty key, or ``*`` alone). A key the QIDO filters of the level cover becomes a filter; any other key with
-a value is matched here against what the search returns for it. Sequence keys are return keys.
+a value is matched here against what the search returns for it. A sequence key whose item has keys with values is
+matched here too (C.2.2.2.6: some item of the result's sequence matches every key of the key's first item), on the
+sequence the search returns: from the rows that keep it (ProcedureCodeSequence...) or the instance metadata. A
+sequence that only rows of a lower level keep (RequestAttributesSequence at STUDY level) is not returned at that
+level: its key is a return key only, as QIDO ignores a key it cannot match.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
+from dicom_core.model.levels import ROW_ATTRIBUTES, Level
 from dicom_core.qido.query import FILTER_TAGS, WILDCARDS, QidoResource
 
 QUERY_RETRIEVE_LEVEL: BaseTag = Tag("QueryRetrieveLevel")
@@ -69,12 +74,26 @@ class KeyMatch:
 
 
 @dataclass(frozen=True)
+class SequenceMatch:
+    """A sequence key with keys in its item: matched when one item of the result's sequence matches them all."""
+
+    tag: BaseTag
+    keys: tuple[KeyMatch | SequenceMatch, ...]
+
+    def matches(self, result: Dataset) -> bool:
+        """Whether some item of the result's sequence matches every key of the item."""
+        element = result.get(self.tag)
+        items = element.value if element is not None and element.VR == "SQ" and element.value else ()
+        return any(all(key.matches(item) for key in self.keys) for item in items)
+
+
+@dataclass(frozen=True)
 class Search:
     """An identifier as a search: its level, QIDO query string, the keys matched here and the keys to return."""
 
     level: QueryLevel
     query_string: str
-    local: tuple[KeyMatch, ...]
+    local: tuple[KeyMatch | SequenceMatch, ...]
     keys: tuple[DataElement, ...]
 
     def matches(self, result: Dataset) -> bool:
@@ -90,13 +109,18 @@ def search_of(identifier: Dataset, *, patient_root: bool) -> Search:
     level = QueryLevel[raw_level]
     filterable = {tag for filter_level in level.resource.filter_levels for tag in FILTER_TAGS[filter_level]}
     filters: dict[str, str] = {}
-    local: list[KeyMatch] = []
+    local: list[KeyMatch | SequenceMatch] = []
     include: list[str] = []
     keys = tuple(element for element in identifier if element.tag not in _NOT_KEYS and element.tag.group > 0x0002)
     for element in keys:
         keyword = element.keyword or f"{element.tag:08X}"
         include.append(keyword)
-        values = () if element.VR == "SQ" else _values(element)
+        if element.VR == "SQ":
+            sequence = _sequence_match(element)
+            if sequence is not None and not _kept_below(element.tag, level):
+                local.append(sequence)
+            continue
+        values = _values(element)
         if not values or values == ("*",):
             continue  # universal matching
         if element.tag in filterable:
@@ -109,6 +133,32 @@ def search_of(identifier: Dataset, *, patient_root: bool) -> Search:
             include.append(keyword)
     query = urlencode([*filters.items(), ("includefield", ",".join(include))])
     return Search(level, query, tuple(local), keys)
+
+
+def _sequence_match(element: DataElement) -> SequenceMatch | None:
+    """The match of a sequence key's first item; None when no key of it has a value (universal matching)."""
+    if not element.value:
+        return None
+    keys: list[KeyMatch | SequenceMatch] = []
+    for item_element in element.value[0]:
+        if item_element.VR == "SQ":
+            nested = _sequence_match(item_element)
+            if nested is not None:
+                keys.append(nested)
+            continue
+        values = _values(item_element)
+        if values and values != ("*",):
+            keys.append(KeyMatch(item_element.tag, item_element.VR, values))
+    return SequenceMatch(element.tag, tuple(keys)) if keys else None
+
+
+def _kept_below(tag: BaseTag, level: QueryLevel) -> bool:
+    """Whether only rows of levels below the query level keep the attribute (QIDO does not return it there)."""
+    result = level.resource.result_level
+    below = {Level.STUDY: (Level.SERIES, Level.INSTANCE), Level.SERIES: (Level.INSTANCE,)}.get(result, ())
+    own_and_above = [lvl for lvl in (Level.STUDY, Level.SERIES, Level.INSTANCE) if lvl not in below]
+    return any(tag in ROW_ATTRIBUTES[lvl] for lvl in below) and not any(tag in ROW_ATTRIBUTES[lvl]
+                                                                          for lvl in own_and_above)
 
 
 def _values(element: DataElement) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from dimse_gateway.find import handle_find
 from dimse_gateway.pdu_limit import PduLimitedRequestHandler
 from dimse_gateway.retrieve import handle_get, handle_move
 from dimse_gateway.settings import GatewaySettings
+from dimse_gateway.shared_stores import SharedStores
 from dimse_gateway.store import handle_store
 
 LOGGER = logging.getLogger(__name__)
@@ -91,10 +92,11 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.core = CoreLoop(settings.core)
+        self.stores = SharedStores(self.core.storage)
         try:
             ae = application_entity(settings)
             handlers: list[Any] = [
-                (evt.EVT_C_STORE, handle_store, [self.core]),
+                (evt.EVT_C_STORE, handle_store, [self.core, self.stores]),
                 (evt.EVT_C_FIND, handle_find, [self.core, settings.ae_title]),
                 (evt.EVT_C_MOVE, handle_move, [self.core, settings.move_destinations]),
                 (evt.EVT_C_GET, handle_get, [self.core]),
@@ -126,5 +128,6 @@ class Gateway:
             self.server.shutdown()  # closes the listening socket too
             for association in self.server.active_associations:
                 association.abort()
+            self.core.run(self.stores.close())  # the series documents of the last C-STOREs
         finally:
             self.core.close()

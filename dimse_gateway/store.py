@@ -1,4 +1,8 @@
-"""C-STORE: the received instance goes through STOW's validation and commit; a re-sent instance replaces the old one."""
+"""C-STORE: the received instance goes through STOW's validation and commit; a re-sent instance replaces the old one.
+
+The C-STOREs of all associations are stored as the parts of shared store requests (shared_stores.py); each is
+answered once its instance is committed.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,14 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from dicom_core.stow.response import PROCESSING_FAILURE, StoreOutcome
-from dicom_core.stow.service import store_file
-from dimse_gateway.core_loop import API_VERSION, CoreLoop
+from dimse_gateway.core_loop import CoreLoop
+from dimse_gateway.shared_stores import SharedStores
 from dimse_gateway.statuses import DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, SUCCESS, failure
 
 LOGGER = logging.getLogger(__name__)
 
 
-def handle_store(event: Event, core: CoreLoop) -> Dataset:
+def handle_store(event: Event, core: CoreLoop, stores: SharedStores) -> Dataset:
     """Store the instance of one C-STORE request and answer its status."""
     # pynetdicom wrote the dataset as received to a Part-10 file (STORE_RECV_CHUNKED_DATASET), not into memory.
     path = event.dataset_path
@@ -24,7 +28,7 @@ def handle_store(event: Event, core: CoreLoop) -> Dataset:
     if size > limit:  # STOW's limit on one instance (DICOMWEB_MAX_PART_BYTES)
         return failure(OUT_OF_RESOURCES, f"The instance is over the limit of {limit} bytes")
     with path.open("rb") as file:
-        outcome = core.run(store_file(core.storage, file, size, api_version=API_VERSION, upsert=True))
+        outcome = core.run(stores.store(file, size))
     return store_status(outcome)
 
 

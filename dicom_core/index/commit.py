@@ -119,6 +119,7 @@ def generation_operation(study: str, marker: TableEntity | None) -> Operation:
 
 async def commit_instance(
     storage: Storage, record: InstanceRecord, *, upsert: bool, hooks: CommitHooks | None = None,
+    expect_new: bool = False,
 ) -> StoredInstance | None:
     """Make an uploaded instance visible; return the version it replaced, if any.
 
@@ -126,10 +127,11 @@ async def commit_instance(
     together, in one transaction computed from one fresh read of their rows, under this process's lock of
     the study. ``hooks.before_commit`` sees the rows of every attempt before its transaction is submitted
     (the index intents are written then, and completed when a row changed since, e.g. a study deleted
-    meanwhile); ``hooks.after_commit`` the rows of the transaction that landed.
+    meanwhile); ``hooks.after_commit`` the rows of the transaction that landed. An upsert ``expect_new`` does not
+    read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it.
     """
     ids = record.stored.ids
-    member = _Member(storage, record, upsert, hooks)
+    member = _Member(storage, record, upsert, hooks, expect_new=expect_new)
     while True:
         landed = await _group_commits.submit(_study_key(storage, ids.study), member)
         if landed is not _COMMIT_ALONE:
@@ -149,6 +151,7 @@ class _Member:
     record: InstanceRecord
     upsert: bool
     hooks: CommitHooks | None
+    expect_new: bool = False  # an upsert assuming its instance row absent until its insert fails
     alone: bool = False  # committed in a transaction of its own (after its group's transaction failed)
     tried: CommitRows | None = None  # the rows of the last transaction it was part of, whose answer was lost
 
@@ -340,7 +343,7 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
     if study_row is None:
         return _GroupRows(None, generation, {uid: None for uid in uids}, instances)
     missing = [uid for uid in uids if uid not in series]
-    upserted = [member for member in members if member.upsert]
+    upserted = [member for member in members if member.upsert and not member.expect_new]
     read = await asyncio.gather(
         *(get_row(storage, study, series_row_key(uid)) for uid in missing),
         *(get_row(storage, study, instance_row_key(member.series, member.instance)) for member in upserted),

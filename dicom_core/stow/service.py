@@ -21,7 +21,6 @@ from dicom_core.model.dicom_json import format_tag
 from dicom_core.model.errors import (
     BadRequestError,
     NotAcceptableError,
-    PayloadTooLargeError,
     StorageUnavailableError,
     UnsupportedMediaTypeError,
 )
@@ -51,7 +50,7 @@ from dicom_core.stow.response import (
 )
 from dicom_core.stow.validation import ERROR_PREFIX, validate_instance
 from dicom_core.wire.media_types import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, accepts, parse_media_type
-from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts
+from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts, single_part
 from dicom_core.wire.service_result import ServiceResult
 
 LOGGER = logging.getLogger(__name__)
@@ -72,6 +71,7 @@ class StoreRequest:
     accept: str | None
     base_url: str
     upsert: bool = False
+    expect_new: bool = False  # an upsert of instances most likely new (index.commit.commit_instance)
 
 
 async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIterator[bytes]) -> ServiceResult:
@@ -85,7 +85,7 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
                         cover=lambda stored: writes.cleanup.cover([CleanupTarget.of_version(stored)]))
     body = spools.pump(body)
     if media.type == DICOM:
-        parts: AsyncIterator[Part] = _single_part(body, settings.max_part_bytes, spools.new_spool())
+        parts: AsyncIterator[Part] = single_part(body, settings.max_part_bytes, spools.new_spool())
         default_type: str | None = DICOM
     elif media.type == MULTIPART_RELATED:
         if "start" in media.params:
@@ -118,16 +118,27 @@ def _answer_type(accept: str | None) -> str:
     raise NotAcceptableError(f"The request headers are not acceptable: STOW answers with {DICOM_JSON} or {DICOM_XML}.")
 
 
-async def store_file(storage: Storage, file: BinaryIO, size: int, *, api_version: int, upsert: bool) -> StoreOutcome:
-    """Store one Part-10 file received outside HTTP (a DIMSE C-STORE): the same validation and commit as STOW-RS."""
-    request = StoreRequest(api_version=api_version, study_uid=None, content_type=DICOM, accept=DICOM_JSON,
-                           base_url="", upsert=upsert)
+class FileRequest:
+    """Part-10 files received outside HTTP (DIMSE C-STOREs) stored as the parts of one request, one file per call.
 
-    async def one_part() -> AsyncIterator[Part]:
-        yield Part(headers={}, content_type=DICOM, file=file, size=size)
+    Files stored at the same time share the request's writes before their commits, as a STOW request's parts do;
+    the series documents of what it stored are written when it closes (readers rebuild a document until then).
+    """
 
-    [outcome] = await _store_parts(storage, request, one_part(), DICOM, _RequestWrites.of(storage))
-    return outcome
+    def __init__(self, storage: Storage, *, api_version: int, upsert: bool) -> None:
+        self._storage = storage
+        self._request = StoreRequest(api_version=api_version, study_uid=None, content_type=DICOM, accept=DICOM_JSON,
+                                     base_url="", upsert=upsert, expect_new=True)
+        self._writes = _RequestWrites.of(storage)
+
+    async def store(self, file: BinaryIO, size: int) -> StoreOutcome:
+        """Store one file with STOW's validation; return once its instance is committed (or refused)."""
+        part = Part(headers={}, content_type=DICOM, file=file, size=size)
+        return await _store_part(self._storage, self._request, part, DICOM, self._writes)
+
+    async def close(self) -> None:
+        """After its last file: correct the change-feed announcement, write the series documents."""
+        await asyncio.gather(_finish_announcement(self._writes.feed), self._writes.write_documents(self._storage))
 
 
 @dataclass(frozen=True)
@@ -246,7 +257,7 @@ async def _store_part(
             # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
             hooks = _StoreCommitHooks(IndexIntents(storage, record), writes, stored, announced)
             announced.committing = True
-            await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
+            await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new)
         finally:
             await announced.stop()  # only still running if no attempt got as far as committing
     except _InvalidIndexedValueError as exc:
@@ -369,22 +380,6 @@ class _StoreCommitHooks:
             replaced = StoredInstance(self._own.stored.ids, str(rows.instance["Version"]))
             targets.append(CleanupTarget.of_version(replaced))
         await self._writes.cleanup.cover(targets)
-
-
-async def _single_part(body: AsyncIterator[bytes], max_bytes: int, file: BinaryIO) -> AsyncIterator[Part]:
-    """Spool a single-part application/dicom body into one Part, in ``file``."""
-    size = 0
-    try:
-        async for chunk in body:
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLargeError(f"The DICOM file is larger than the limit of {max_bytes} bytes.")
-            file.write(chunk)
-    except BaseException:
-        file.close()
-        raise
-    file.seek(0)
-    yield Part(headers={}, content_type=DICOM, file=file, size=size)
 
 
 async def _finish_announcement(feed: RequestFeed) -> None:

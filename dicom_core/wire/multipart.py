@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 from dicom_core.model.errors import BadRequestError, PayloadTooLargeError
+from dicom_core.wire.media_types import DICOM
 
 MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
@@ -257,3 +258,19 @@ def _parse_headers(block: bytes) -> dict[str, str]:
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
+
+
+async def single_part(body: AsyncIterator[bytes], max_bytes: int, file: BinaryIO) -> AsyncIterator[Part]:
+    """Spool a single-part application/dicom body into one Part, in ``file``."""
+    size = 0
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"The DICOM file is larger than the limit of {max_bytes} bytes.")
+            file.write(chunk)
+    except BaseException:
+        file.close()
+        raise
+    file.seek(0)
+    yield Part(headers={}, content_type=DICOM, file=file, size=size)

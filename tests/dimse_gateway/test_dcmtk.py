@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 
 from tests.conftest import REPO_ROOT
@@ -177,3 +178,22 @@ def test_getscu_fetches_a_patient_in_patient_root(sent: SentStudy, gateway: Gate
                   "-k", f"PatientID={sent.patient_id}"))
     received = {dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in tmp_path.iterdir()}
     assert received == set(sent.files)
+
+
+def test_findscu_matches_a_sequence_key_on_its_items(gateway: Gateway, dcmtk: None, tmp_path: Path) -> None:
+    study, patient_id = generate_uid(), f"SEQ-{generate_uid()[-8:]}"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "24627-2", "LN", "CT Chest"
+    path = tmp_path / "coded.dcm"
+    make_dataset(study=study, PatientID=patient_id, ProcedureCodeSequence=[code]).save_as(
+        path, enforce_file_format=True)
+    run_tool(*scu("storescu", gateway, files=(str(path),)))
+    keys = ("QueryRetrieveLevel=STUDY", f"PatientID={patient_id}", "StudyInstanceUID")
+    (tmp_path / "found").mkdir()
+    (tmp_path / "missed").mkdir()
+    found = findscu(gateway, tmp_path / "found", "-S", *keys, "ProcedureCodeSequence[0].CodeValue=24627-2",
+                    "ProcedureCodeSequence[0].CodingSchemeDesignator=LN")
+    missed = findscu(gateway, tmp_path / "missed", "-S", *keys, "ProcedureCodeSequence[0].CodeValue=24627-2",
+                     "ProcedureCodeSequence[0].CodingSchemeDesignator=DCM")
+    assert ([r.StudyInstanceUID for r in found], missed) == ([study], [])
+    assert found[0].ProcedureCodeSequence[0].CodeMeaning == "CT Chest"

@@ -68,3 +68,56 @@ def test_each_level_names_its_results_by_their_uids() -> None:
     search = search_of(identifier("SERIES"), patient_root=False)
     assert search.level is QueryLevel.SERIES
     assert parse_qs(search.query_string)["includefield"] == ["StudyInstanceUID,SeriesInstanceUID"]
+
+
+def _code(value: str, scheme: str = "LN", meaning: str = "") -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator = value, scheme
+    if meaning:
+        item.CodeMeaning = meaning
+    return item
+
+
+@pytest.mark.parametrize(("key", "matches"), [
+    (_code("24627-2", "LN"), True),  # every key of the item matches one item
+    (_code("24627-2", "DCM"), False),  # each key matches some item, no item matches both
+    (_code("", "", "*chest*"), False),  # wildcards match case-sensitively outside person names
+    (_code("", "", "*Chest*"), True),
+])
+def test_a_sequence_key_matches_when_one_item_matches_every_key_of_its_item(key: Dataset, matches: bool) -> None:
+    search = search_of(identifier("STUDY", ProcedureCodeSequence=[key]), patient_root=False)
+    result = Dataset()
+    result.ProcedureCodeSequence = [_code("30746-2", "DCM", "Knee"), _code("24627-2", "LN", "CT Chest")]
+    assert search.matches(result) is matches
+    assert search.matches(Dataset()) is False  # a result without the sequence does not match
+
+
+def test_a_sequence_key_without_values_is_a_return_key() -> None:
+    search = search_of(identifier("STUDY", ProcedureCodeSequence=[_code("", "")], ReferencedStudySequence=[]),
+                       patient_root=False)
+    assert search.local == ()
+    assert {"ProcedureCodeSequence", "ReferencedStudySequence"} <= set(
+        parse_qs(search.query_string)["includefield"][0].split(","))
+
+
+def test_nested_sequence_keys_are_matched_in_their_items() -> None:
+    request = Dataset()
+    request.RequestedProcedureID = "RP-1*"
+    request.ScheduledProtocolCodeSequence = [_code("P5", "99LOCAL")]
+    search = search_of(identifier("SERIES", RequestAttributesSequence=[request]), patient_root=False)
+    stored = Dataset()
+    stored.RequestedProcedureID = "RP-17"
+    stored.ScheduledProtocolCodeSequence = [_code("P4", "99LOCAL"), _code("P5", "99LOCAL")]
+    result = Dataset()
+    result.RequestAttributesSequence = [stored]
+    assert search.matches(result)
+    stored.ScheduledProtocolCodeSequence = [_code("P4", "99LOCAL")]
+    assert not search.matches(result)
+
+
+def test_a_sequence_only_lower_levels_keep_is_a_return_key_at_a_higher_level() -> None:
+    request = Dataset()
+    request.RequestedProcedureID = "RP-1"
+    search = search_of(identifier("STUDY", RequestAttributesSequence=[request]), patient_root=False)
+    assert search.local == ()  # QIDO returns no series attribute at STUDY level: not matched (documented)
+    assert len(search_of(identifier("SERIES", RequestAttributesSequence=[request]), patient_root=False).local) == 1

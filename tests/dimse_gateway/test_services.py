@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from dicom_core.documents.series_documents import document_name
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import open_storage
+from dimse_gateway.shared_stores import IDLE_SECONDS
 from tests.dimse_gateway.conftest import Gateway
 from tests.dimse_gateway.scu import associated, find, identifier, part10_dataset_bytes, qido, study_counts
 from tests.factories import make_dataset, to_bytes
@@ -161,3 +168,67 @@ def test_a_c_stored_instance_is_the_change_feeds_latest_entry(gateway: Gateway, 
         latest = json.loads(response.read())
     assert (latest["sopInstanceUid"], latest["action"], latest["state"]) == (
         dataset.SOPInstanceUID, "Create", "Current")
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+@pytest.fixture(scope="module")
+def coded(gateway: Gateway) -> dict[str, Any]:
+    """A study with a ProcedureCodeSequence, one series with a RequestAttributesSequence and one without."""
+    study, patient = generate_uid(), f"SEQ-{generate_uid()[-10:]}"
+    series = (generate_uid(), generate_uid())
+    request = Dataset()
+    request.RequestedProcedureID = "RP-4711"
+    request.ScheduledProcedureStepID = "SPS-1"
+    procedure = [_code("24627-2", "LN", "CT Chest"), _code("ZZ1", "99LOCAL", "Local chest protocol")]
+    datasets = [
+        make_dataset(study=study, series=series[0], PatientID=patient, ProcedureCodeSequence=procedure,
+                     RequestAttributesSequence=[request]),
+        make_dataset(study=study, series=series[1], PatientID=patient, ProcedureCodeSequence=procedure),
+    ]
+    with associated(gateway) as association:
+        assert [association.send_c_store(ds).Status for ds in datasets] == [0, 0]
+    return {"study": study, "patient": patient, "series": series}
+
+
+@pytest.mark.parametrize(("code", "scheme", "found"), [("24627-2", "LN", 1), ("24627-2", "99LOCAL", 0), ("", "99*", 1)])
+def test_c_find_study_by_an_item_of_its_procedure_code_sequence(gateway: Gateway, coded: dict[str, Any], code: str,
+                                                               scheme: str, found: int) -> None:
+    key = Dataset()
+    key.CodeValue, key.CodingSchemeDesignator, key.CodeMeaning = code, scheme, ""
+    matches, status = find(gateway, identifier("STUDY", PatientID=coded["patient"], ProcedureCodeSequence=[key],
+                                               StudyInstanceUID=None))
+    assert (status, [m.StudyInstanceUID for m in matches]) == (0x0000, [coded["study"]] * found)
+    if found:  # the sequence is returned with its items
+        assert [item.CodeValue for item in matches[0].ProcedureCodeSequence] == ["24627-2", "ZZ1"]
+
+
+def test_c_find_series_by_its_request_attributes_sequence(gateway: Gateway, coded: dict[str, Any]) -> None:
+    key = Dataset()
+    key.RequestedProcedureID = "RP-47*"
+    matches, _ = find(gateway, identifier("SERIES", StudyInstanceUID=coded["study"], RequestAttributesSequence=[key],
+                                          SeriesInstanceUID=None))
+    assert [m.SeriesInstanceUID for m in matches] == [coded["series"][0]]
+
+
+def test_the_series_document_of_c_stores_is_written_once_the_sending_stops(gateway: Gateway,
+                                                                           storage_env: dict[str, str]) -> None:
+    study, series = generate_uid(), generate_uid()
+    with associated(gateway) as association:
+        assert [association.send_c_store(make_dataset(study=study, series=series)).Status for _ in range(3)] == [0] * 3
+
+    async def document_exists() -> bool:
+        storage = await open_storage(Settings.from_environment(storage_env))
+        try:
+            return bool(await storage.metadata.get_blob_client(document_name(study, series)).exists())
+        finally:
+            await storage.close()
+
+    deadline = time.monotonic() + 10 * IDLE_SECONDS
+    while not asyncio.run(document_exists()):
+        assert time.monotonic() < deadline, "no series document after the gateway's store request went idle"
+        time.sleep(0.1)

@@ -14,13 +14,15 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.documents.series_documents import document_name
 from dicom_core.index.rows import MAX_ROW_METADATA_CHARS, ROW_METADATA, STUDY_ROW, series_row_key
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.errors import PayloadTooLargeError
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.stow.service import StoreRequest, store_file, store_instances
+from dicom_core.stow.response import StoreOutcome
+from dicom_core.stow.service import FileRequest, StoreRequest, store_instances
 from tests.factories import make_instance, multipart_body
 
 BOUNDARY = "test-boundary"
@@ -163,19 +165,48 @@ async def test_a_refused_part_is_taken_out_of_its_requests_announcement(own: Sto
     assert await check_consistency(own) == []
 
 
-async def test_store_file_stores_one_part10_file_and_replaces_it_when_asked(storage: Storage) -> None:
+async def _store_files(storage: Storage, files: list[bytes], *, upsert: bool = True) -> list[StoreOutcome]:
+    request = FileRequest(storage, api_version=2, upsert=upsert)
+    try:
+        return list(await asyncio.gather(*(request.store(io.BytesIO(data), len(data)) for data in files)))
+    finally:
+        await request.close()
+
+
+async def test_a_file_request_stores_a_part10_file_and_replaces_it_when_asked(storage: Storage) -> None:
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     first = make_instance(study=study, series=series, sop=sop, StudyDescription="First")
     second = make_instance(study=study, series=series, sop=sop, StudyDescription="Second")
-    stored = await store_file(storage, io.BytesIO(first), len(first), api_version=2, upsert=True)
-    replaced = await store_file(storage, io.BytesIO(second), len(second), api_version=2, upsert=True)
-    refused = await store_file(storage, io.BytesIO(first), len(first), api_version=2, upsert=False)
+    [stored] = await _store_files(storage, [first])
+    [replaced] = await _store_files(storage, [second])
+    [refused] = await _store_files(storage, [first], upsert=False)
     assert (stored.succeeded, replaced.succeeded, refused.failure_reason) == (True, True, 45070)
     study_row = await storage.studies.get_entity(study, STUDY_ROW)
     assert study_row["InstanceCount"] == 1
 
 
-async def test_store_file_refuses_a_file_failing_validation(storage: Storage) -> None:
+async def test_a_file_request_refuses_a_file_failing_validation(storage: Storage) -> None:
     data = b"\x00" * 128 + b"DICM" + b"\x00" * 64
-    outcome = await store_file(storage, io.BytesIO(data), len(data), api_version=2, upsert=True)
+    [outcome] = await _store_files(storage, [data])
     assert outcome.failure_reason == 43264 and outcome.ids is None
+
+
+async def test_files_of_one_file_request_reach_the_feed_and_are_kept_by_the_cleanup(own: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    outcomes = await _store_files(own, [make_instance(study=study, series=series) for _ in range(5)])
+
+    assert all(outcome.succeeded for outcome in outcomes)
+    assert await sequence_pending(own) == 5
+    assert (await run_cleanup(own, now=FAR_FUTURE)).kept == 5
+    assert await check_consistency(own) == []
+
+
+async def test_a_file_request_writes_its_series_documents_when_it_closes(own: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    request = FileRequest(own, api_version=2, upsert=True)
+    data = make_instance(study=study, series=series)
+    assert (await request.store(io.BytesIO(data), len(data))).succeeded
+    document = own.metadata.get_blob_client(document_name(study, series))
+    before = await document.exists()
+    await request.close()
+    assert (before, await document.exists()) == (False, True)
