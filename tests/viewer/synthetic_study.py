@@ -10,9 +10,16 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pack_bits
 from pydicom.uid import (
-    UID, CTImageStorage, EncapsulatedPDFStorage, ExplicitVRLittleEndian, JPEG2000Lossless,
-    MultiFrameGrayscaleWordSecondaryCaptureImageStorage, SecondaryCaptureImageStorage, SegmentationStorage,
-    UltrasoundMultiFrameImageStorage, generate_uid,
+    UID,
+    CTImageStorage,
+    EncapsulatedPDFStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
 )
 
 CT_SLICES = 8
@@ -195,7 +202,7 @@ def _pdf_series(common: dict[str, str]) -> SyntheticSeries:
 
 
 def minimal_pdf(text: str) -> bytes:
-    """A one-page PDF 1.4 showing ``text`` in Helvetica and 30 numbered lines (over 1 KiB: a BulkDataURI in metadata)."""
+    """A one-page PDF 1.4 showing ``text`` and 30 numbered lines (over 1 KiB: a BulkDataURI in metadata)."""
     lines = "".join(f" 0 -18 Td (Line {number} of the synthetic report.) Tj" for number in range(1, 31))
     stream = f"BT /F1 36 Tf 72 720 Td ({text}) Tj /F1 12 Tf{lines} ET".encode("ascii")
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
