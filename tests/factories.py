@@ -88,7 +88,7 @@ def make_binary_dataset(**kwargs: Any) -> Dataset:
 
 
 def h264_stream(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
-    """An H.264 elementary stream (Annex B, as PS3.5 §8.2.8 encapsulates it) of moving bars, encoded by PyAV."""
+    """An H.264 elementary stream (Annex B, as PS3.5 §8.2.8 encapsulates it) of a bar moving on a ramp, by PyAV."""
     import av  # noqa: PLC0415 - only video tests need FFmpeg's libraries
 
     output = io.BytesIO()
@@ -97,6 +97,7 @@ def h264_stream(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for number in range(frames):
             pixels = np.zeros((height, width, 3), dtype=np.uint8)
+            pixels[..., 1] = (np.arange(width) * 255 // width)[None, :]  # a green ramp behind the bar
             pixels[:, (number * 8) % width: (number * 8) % width + 8] = 255
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode(None))

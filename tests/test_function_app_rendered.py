@@ -180,3 +180,15 @@ def test_stored_h264_video_is_406_where_it_cannot_be_sent_as_is(
     path = _stored(server, make_video_dataset(frames=6))
     response = _get_rendered(server, path + "/rendered" + query, accept)
     assert response.status_code == 406 and message in response.text
+
+
+@pytest.mark.parametrize("accept", ["*/*", "video/*", ""])
+def test_stored_h264_video_is_rendered_as_mp4_by_default(server: str, accept: str) -> None:
+    path = _stored(server, make_video_dataset(frames=4))
+    response = httpx.get(server + path + "/rendered", headers={"Accept": accept} if accept else {}, timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+
+
+def test_multi_frame_image_is_still_jpeg_by_default(server: str) -> None:
+    path = _stored(server, _moving_bar(3))
+    assert _get_rendered(server, path + "/rendered", "*/*").headers["content-type"] == "image/jpeg"

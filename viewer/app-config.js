@@ -48,6 +48,8 @@ window.config = {
         // Metadata names each large binary attribute by a BulkDataURI (unless the server keeps Azure's omission):
         // the encapsulated PDF, overlays and the like are fetched from there, never by retrieving the instance.
         bulkDataURI: { enabled: true },
+        // A video (H.264/HEVC instance) plays from its /rendered resource, which answers it as MP4.
+        singlepart: 'video',
         dicomUploadEnabled: true,
       },
     },

@@ -27,7 +27,7 @@ from dicom_core.storage.clients import Storage
 from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
-from dicom_core.wado.rendered_video import MP4, render_video
+from dicom_core.wado.rendered_video import MP4, STORED_STREAMS, render_video
 from dicom_core.wado.rendering import GIF, IMAGE_MEDIA_TYPES, render_frame
 from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
@@ -174,8 +174,11 @@ async def retrieve_rendered(
     if frame is not None and "," in frame:
         raise BadRequestError("Only one frame can be rendered at a time.")
     number = parse_frame_list(frame)[0] if frame is not None else 1
-    media_type = negotiate_rendered(accept, IMAGE_MEDIA_TYPES if frame is not None else INSTANCE_RENDERED_MEDIA_TYPES)
     row = await instance_row(storage, ids)
+    offered = IMAGE_MEDIA_TYPES if frame is not None else INSTANCE_RENDERED_MEDIA_TYPES
+    if frame is None and str(row.get("TransferSyntaxUid", "")).strip() in STORED_STREAMS:
+        offered = (MP4, *IMAGE_MEDIA_TYPES)  # a video's own representation first: `*/*` (a <video> element) gets it
+    media_type = negotiate_rendered(accept, offered)
     count = _require_frames([number], await _frame_index(storage, row), row)
     size = int(row["Size"])
     require_transcodable_size(storage, size, "rendered")

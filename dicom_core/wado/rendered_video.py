@@ -40,6 +40,7 @@ _H264_STREAMS = frozenset({pydicom.uid.MPEG4HP41, pydicom.uid.MPEG4HP41F, pydico
 _HEVC_STREAMS = frozenset({pydicom.uid.HEVCMP51, pydicom.uid.HEVCM10P51})
 _MPEG2_STREAMS = frozenset({pydicom.uid.MPEG2MPML, pydicom.uid.MPEG2MPMLF, pydicom.uid.MPEG2MPHL,
                             pydicom.uid.MPEG2MPHLF})
+STORED_STREAMS = _H264_STREAMS | _HEVC_STREAMS  # instances whose rendered video is their own stream
 _MP4_TICKS = 90_000  # the MP4 track's time base, 1/90,000 s as MPEG streams count
 
 
@@ -49,7 +50,7 @@ def render_video(source: BinaryIO, media_type: str, parameters: RenderingParamet
     if "PixelData" not in dataset:
         raise NotAcceptableError("The instance has no pixel data to render.")
     syntax = transfer_syntax(dataset)
-    if syntax in _H264_STREAMS or syntax in _HEVC_STREAMS:
+    if syntax in STORED_STREAMS:
         if media_type != MP4:
             raise NotAcceptableError(f"The instance is a video stream: it is rendered as {MP4} only.")
         if parameters != DEFAULTS:

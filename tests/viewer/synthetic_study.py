@@ -1,4 +1,4 @@
-"""Synthetic studies for the viewer tests: CT slices, multi-frame, JPEG 2000, PDF, ultrasound cine and SEG instances."""
+"""Synthetic studies for the viewer tests: CT, multi-frame, JPEG 2000, PDF, ultrasound cine, SEG and video instances."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits
 from pydicom.uid import (
+    MPEG4HP41,
     UID,
     CTImageStorage,
     EncapsulatedPDFStorage,
@@ -19,8 +21,11 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     SegmentationStorage,
     UltrasoundMultiFrameImageStorage,
+    VideoPhotographicImageStorage,
     generate_uid,
 )
+
+from tests.factories import h264_stream
 
 CT_SLICES = 8
 CT_SIDE = 128
@@ -173,18 +178,21 @@ def _rings(side: int) -> np.ndarray:
 US_FRAMES = 10
 US_ROWS, US_COLUMNS = 96, 128
 SEGMENT_LABEL = "Bone ring"
+VIDEO_FRAMES, VIDEO_ROWS, VIDEO_COLUMNS = 30, 96, 128
 PDF_TEXT = "Synthetic report"
 
 
 def build_document_study(patient_name: str, patient_id: str) -> SyntheticStudy:
-    """Return a study of four series: 8 CT slices, an encapsulated PDF, an RGB ultrasound cine, a SEG of the CT."""
+    """Return a study of five series: 8 CT slices, an encapsulated PDF, an RGB ultrasound cine, a SEG of the CT
+    and an H.264 video."""
     study_uid = generate_uid()
     common = {"StudyInstanceUID": study_uid, "PatientName": patient_name, "PatientID": patient_id,
               "StudyDate": "20240302", "StudyTime": "111500", "AccessionNumber": "VIEW-2",
               "StudyDescription": "Viewer documents", "PatientBirthDate": "19700101", "PatientSex": "O"}
     ct = _ct_series(common)
     return SyntheticStudy(study_uid, patient_name, patient_id,
-                          (ct, _pdf_series(common), _ultrasound_series(common), _segmentation_series(common, ct)))
+                          (ct, _pdf_series(common), _ultrasound_series(common), _segmentation_series(common, ct),
+                           _video_series(common)))
 
 
 def _pdf_series(common: dict[str, str]) -> SyntheticSeries:
@@ -286,6 +294,21 @@ def _segmentation_series(common: dict[str, str], ct: SyntheticSeries) -> Synthet
     ds.PixelData = pack_bits(np.stack([ring] * len(slices)))
     ds["PixelData"].VR = "OB"
     return SyntheticSeries(series_uid, "Segmentation", (_part10(ds, ExplicitVRLittleEndian),))
+
+
+def _video_series(common: dict[str, str]) -> SyntheticSeries:
+    """A Video Photographic instance stored as MPEG-4 AVC/H.264: its Pixel Data fragment is the elementary stream."""
+    series_uid = generate_uid()
+    ds = _dataset(VideoPhotographicImageStorage, series_uid, common, modality="XC", series_number=5,
+                  description="Video", instance_number=1)
+    ds.NumberOfFrames, ds.FrameTime, ds.CineRate = VIDEO_FRAMES, 100, 10
+    ds.FrameIncrementPointer = 0x00181063  # Frame Time
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = VIDEO_ROWS, VIDEO_COLUMNS, 3
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_PARTIAL_420", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([h264_stream(VIDEO_FRAMES, VIDEO_COLUMNS, VIDEO_ROWS)], has_bot=True)
+    ds["PixelData"].VR = "OB"
+    return SyntheticSeries(series_uid, "Video", (_part10(ds, MPEG4HP41),))
 
 
 def _item(**attributes: object) -> Dataset:

@@ -37,7 +37,7 @@ BOUNDARY = "viewer-documents-boundary"
 VIEWPORT = '[data-cy="viewport-pane"]'
 SEGMENTATION_PANEL_BUTTON = '[data-cy="panelSegmentation-btn"]'
 PDF_OBJECT = 'object[type="application/pdf"]'
-CT, PDF, CINE, SEG = "CT phantom", "PDF report", "Ultrasound cine", "Segmentation"
+CT, PDF, CINE, SEG, VIDEO = "CT phantom", "PDF report", "Ultrasound cine", "Segmentation", "Video"
 
 
 @dataclass(repr=False)
@@ -52,6 +52,7 @@ class DocumentsWalk:
     ct_before_segmentation: RegionStatistics | None = None
     ct_with_segmentation: RegionStatistics | None = None
     segmentation_panel: str = ""
+    video: RegionStatistics | None = None
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,11 @@ def _walk_through(page: Page, result: DocumentsWalk) -> None:
     result.record.wait_until_quiet(page, DRAW_TIMEOUT_SECONDS)
     result.cine_frames = [first, _drawn(page, others=[first])]
     page.screenshot(path=ARTIFACTS / "cine.png")
+
+    _show_series(page, VIDEO)  # cornerstone's video viewport draws an off-page <video> into its canvas
+    result.video = _drawn(page, others=[result.cine_frames[-1]])
+    result.record.wait_until_quiet(page, DRAW_TIMEOUT_SECONDS)
+    page.screenshot(path=ARTIFACTS / "video.png")
 
     _show_series(page, SEG)
     yes = page.get_by_role("button", name="Yes")
@@ -194,6 +200,31 @@ def test_cine_frames_are_read_one_by_one(walk: DocumentsWalk) -> None:
     assert len(frames) >= 2
 
 
+# --- The video ----------------------------------------------------------------------------------------------
+
+def test_video_is_drawn(walk: DocumentsWalk) -> None:
+    assert walk.video is not None and walk.video.drawn, walk.video and walk.video.describe()
+
+
+def test_video_comes_from_the_rendered_resource(walk: DocumentsWalk) -> None:
+    series = f"/series/{_series_uid(walk, VIDEO)}/instances/"
+    reads = [r for r in _server_responses(walk) if series in r.path and r.path.endswith("/rendered")]
+    assert reads and all(r.status == 200 for r in reads), reads
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "OHIF 3.13 also asks for frames of the H.264 instance as stored (transfer-syntax=*), besides playing its "
+    "/rendered MP4; the frames of an MPEG stream are not encapsulated one by one (PS3.5 §8.2.7-8.2.8), so the "
+    "frames resource cannot cut one out without decoding the stream and answers 406"))
+def test_video_frames_the_viewer_asks_for_are_answered(walk: DocumentsWalk) -> None:
+    assert _video_frame_responses(walk) and all(r.status == 200 for r in _video_frame_responses(walk))
+
+
+def _video_frame_responses(walk: DocumentsWalk) -> list[SeenResponse]:
+    series = f"/series/{_series_uid(walk, VIDEO)}/instances/"
+    return [r for r in _server_responses(walk) if series in r.path and "/frames/" in r.path]
+
+
 # --- The segmentation ---------------------------------------------------------------------------------------
 
 def test_segmentation_panel_lists_the_segment(walk: DocumentsWalk) -> None:
@@ -213,7 +244,8 @@ def test_no_request_failed(walk: DocumentsWalk) -> None:
 
 
 def test_no_response_was_an_error(walk: DocumentsWalk) -> None:
-    errors = [(r.status, r.method, r.url) for r in walk.record.responses if r.status >= 400]
+    video_frames = _video_frame_responses(walk)  # the known 406s, see the xfail above
+    errors = [(r.status, r.method, r.url) for r in walk.record.responses if r.status >= 400 and r not in video_frames]
     assert errors == []
 
 
