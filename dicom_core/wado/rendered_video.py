@@ -105,6 +105,7 @@ def _h264_in_mp4(images: Iterable[Image.Image], milliseconds: float) -> bytes:
     with av.open(output, mode="w", format="mp4") as container:
         stream = container.add_stream("h264", rate=_frame_rate(milliseconds))
         stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast"}  # libx264: a quarter of the default preset's time
         for number, image in enumerate(images):
             if number == 0:  # 4:2:0 needs even sizes: an odd last row or column is left out
                 stream.width, stream.height = max(2, image.width & ~1), max(2, image.height & ~1)
