@@ -104,7 +104,7 @@ lint: install
 
 # The browser test needs a system Chromium: `make test-viewer` runs it (.ci/run runs both).
 test: lint $(CHECKOV_STAMP) orthanc dcmtk
-	$(VENV_PYTHON) -m pytest tests --ignore=tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)
+	$(VENV_PYTHON) -m pytest tests --ignore=tests/viewer/test_ohif_viewer.py --ignore=tests/viewer/test_ohif_documents.py $(PYTEST_ARGS)
 
 # Orthanc with its DICOMweb plugin is a real client in `make test` (tests/clients): Debian's packages, installed
 # as root where missing (CI runs as root); elsewhere install them yourself.
@@ -168,4 +168,4 @@ test-viewer: install
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get install -y --no-install-recommends chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 	fi
-	$(VENV_PYTHON) -m pytest tests/viewer/test_ohif_viewer.py $(PYTEST_ARGS)
+	$(VENV_PYTHON) -m pytest tests/viewer/test_ohif_viewer.py tests/viewer/test_ohif_documents.py $(PYTEST_ARGS)

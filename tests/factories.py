@@ -85,3 +85,36 @@ def make_binary_dataset(**kwargs: Any) -> Dataset:
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.ICCProfile = b"\x01\x02" * 50  # small: inline
     return ds
+
+
+def h264_stream(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
+    """An H.264 elementary stream (Annex B, as PS3.5 §8.2.8 encapsulates it) of a bar moving on a ramp, by PyAV."""
+    import av  # noqa: PLC0415 - only video tests need FFmpeg's libraries
+
+    output = io.BytesIO()
+    with av.open(output, mode="w", format="h264") as container:
+        stream = container.add_stream("h264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for number in range(frames):
+            pixels = np.zeros((height, width, 3), dtype=np.uint8)
+            pixels[..., 1] = (np.arange(width) * 255 // width)[None, :]  # a green ramp behind the bar
+            pixels[:, (number * 8) % width: (number * 8) % width + 8] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode(None))
+    return output.getvalue()
+
+
+def make_video_dataset(frames: int = 6, width: int = 64, height: int = 48, **attributes: Any) -> Dataset:
+    """A Video Endoscopic instance stored as MPEG-4 AVC/H.264 High Profile 4.1 holding :func:`h264_stream`."""
+    from pydicom.encaps import encapsulate  # noqa: PLC0415
+    from pydicom.uid import MPEG4HP41, VideoEndoscopicImageStorage  # noqa: PLC0415
+
+    ds = make_dataset(rows=height, columns=width, frames=frames, transfer_syntax=MPEG4HP41, **attributes)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = VideoEndoscopicImageStorage
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_PARTIAL_420", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.FrameTime = 100
+    ds.PixelData = encapsulate([h264_stream(frames, width, height)], has_bot=True)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds

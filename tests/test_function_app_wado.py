@@ -465,7 +465,7 @@ def test_rendered_lower_quality_is_smaller(server: str) -> None:
 @pytest.mark.parametrize(("suffix", "accept", "status"), [
     ("/rendered?quality=0", "image/jpeg", 400),
     ("/rendered?quality=abc", "image/jpeg", 400),
-    ("/rendered", "image/gif", 406),
+    ("/rendered", "image/webp", 406),
     ("/frames/2/rendered", "image/jpeg", 404),
 ])
 def test_rendered_refuses(server: str, suffix: str, accept: str, status: int) -> None:

@@ -45,8 +45,11 @@ window.config = {
         // Frames are asked for as `multipart/related; type=application/octet-stream; transfer-syntax=*`:
         // stored syntax, no transcoding. Unquoted values keep the Accept header CORS-safelisted.
         omitQuotationForMultipartRequest: true,
-        // Metadata leaves out binary attributes (as Azure's does) and names no BulkDataURI: nothing to fetch.
-        bulkDataURI: { enabled: false },
+        // Metadata names each large binary attribute by a BulkDataURI (unless the server keeps Azure's omission):
+        // the encapsulated PDF, overlays and the like are fetched from there, never by retrieving the instance.
+        bulkDataURI: { enabled: true },
+        // A video (H.264/HEVC instance) plays from its /rendered resource, which answers it as MP4.
+        singlepart: 'video',
         dicomUploadEnabled: true,
       },
     },

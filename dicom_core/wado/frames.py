@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 from azure.data.tables import TableEntity
 from pydicom.datadict import tag_for_keyword
@@ -26,7 +27,8 @@ from dicom_core.storage.clients import Storage
 from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
-from dicom_core.wado.rendering import render_frame
+from dicom_core.wado.rendered_video import MP4, STORED_STREAMS, render_video
+from dicom_core.wado.rendering import GIF, IMAGE_MEDIA_TYPES, render_frame
 from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
 from dicom_core.wado.transcoding import frame_bytes, needs_transcoding
@@ -35,6 +37,8 @@ from dicom_core.wire.service_result import ServiceResult
 # DICOM JSON keys of the row's attributes that say how many frames an instance without frame index has.
 NUMBER_OF_FRAMES = f"{tag_for_keyword('NumberOfFrames'):08X}"
 ROWS = f"{tag_for_keyword('Rows'):08X}"
+# An instance's rendered answers: its first frame as an image, or all its frames as a GIF or a video.
+INSTANCE_RENDERED_MEDIA_TYPES = (*IMAGE_MEDIA_TYPES, MP4)
 # Frames read speculatively, before the row says whether they are current, are held whole: up to this much.
 SPECULATIVE_BYTES = 8 * 1024 * 1024
 
@@ -166,16 +170,23 @@ async def _read_frame(storage: Storage, stored: StoredInstance, ranges: Sequence
 async def retrieve_rendered(
     storage: Storage, ids: InstanceIdentifiers, frame: str | None, accept: str | None, parameters: RenderingParameters
 ) -> ServiceResult:
-    """One frame (the first for an instance) rendered as image/jpeg or image/png."""
+    """One frame rendered as an image; an instance as its first frame, or as an animated GIF or video of all."""
     if frame is not None and "," in frame:
         raise BadRequestError("Only one frame can be rendered at a time.")
     number = parse_frame_list(frame)[0] if frame is not None else 1
-    media_type = negotiate_rendered(accept)
     row = await instance_row(storage, ids)
-    _require_frames([number], await _frame_index(storage, row), row)
+    offered = IMAGE_MEDIA_TYPES if frame is not None else INSTANCE_RENDERED_MEDIA_TYPES
+    if frame is None and str(row.get("TransferSyntaxUid", "")).strip() in STORED_STREAMS:
+        offered = (MP4, *IMAGE_MEDIA_TYPES)  # a video's own representation first: `*/*` (a <video> element) gets it
+    media_type = negotiate_rendered(accept, offered)
+    count = _require_frames([number], await _frame_index(storage, row), row)
     size = int(row["Size"])
     require_transcodable_size(storage, size, "rendered")
-    render = functools.partial(render_frame, frame=number, media_type=media_type, parameters=parameters)
+    render: Callable[[BinaryIO], bytes]
+    if frame is None and (media_type == MP4 or (media_type == GIF and count > 1)):
+        render = functools.partial(render_video, media_type=media_type, parameters=parameters)
+    else:
+        render = functools.partial(render_frame, frame=number, media_type=media_type, parameters=parameters)
     image = await with_spooled_file(storage, stored_instance(ids.study, row), size, render)
     return ServiceResult(headers={CONTENT_TYPE: media_type}, body=image)
 
@@ -200,7 +211,8 @@ async def _frame_index(storage: Storage, row: TableEntity) -> FrameIndex | None:
     return FrameIndex.from_json(json.loads(text)) if text else None
 
 
-def _require_frames(frames: Sequence[int], index: FrameIndex | None, row: TableEntity) -> None:
+def _require_frames(frames: Sequence[int], index: FrameIndex | None, row: TableEntity) -> int:
+    """The instance's number of frames; a 404 when one of ``frames`` is beyond it."""
     if index is not None:
         count = index.number_of_frames
     else:
@@ -212,6 +224,7 @@ def _require_frames(frames: Sequence[int], index: FrameIndex | None, row: TableE
     beyond = [frame for frame in frames if frame > count]
     if beyond:
         raise NotFoundError(f"The specified frame cannot be found: the instance has {count} frame(s), not {beyond[0]}.")
+    return count
 
 
 def _ranged_frame(storage: Storage, stored: StoredInstance, ranges: Sequence[tuple[int, int]]) -> BodySource:

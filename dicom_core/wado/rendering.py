@@ -54,15 +54,22 @@ def render_frame(
     decoded = next(decode_frames(dataset, [frame]))
     output = io.BytesIO()
     options = {"quality": parameters.quality} if image_format == "JPEG" else {}
+    image = frame_image(dataset, frame, decoded, parameters)
     try:
-        image = Image.fromarray(display_pixels(dataset, frame, decoded, parameters.window))
-        if parameters.viewport is not None:
-            image = fit_to_viewport(image, parameters.viewport)
         image.save(output, format=image_format, **options)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OSError) as exc:
-        # LUT attributes that don't add up, or an image too large for the format
+    except (ValueError, OSError) as exc:  # an image too large for the format
         raise NotAcceptableError(f"Frame {frame} cannot be rendered: {exc}") from exc
     return output.getvalue()
+
+
+def frame_image(dataset: Dataset, frame: int, decoded: DecodedFrame, parameters: RenderingParameters) -> Image.Image:
+    """The decoded 1-based ``frame`` as the image to show: display values, window and viewport applied."""
+    try:
+        image = Image.fromarray(display_pixels(dataset, frame, decoded, parameters.window))
+        return image if parameters.viewport is None else fit_to_viewport(image, parameters.viewport)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OSError) as exc:
+        # LUT attributes that don't add up
+        raise NotAcceptableError(f"Frame {frame} cannot be rendered: {exc}") from exc
 
 
 def fit_to_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
