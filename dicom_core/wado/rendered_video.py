@@ -13,6 +13,7 @@ import io
 import itertools
 from collections.abc import Iterable
 from fractions import Fraction
+from types import ModuleType
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
@@ -98,8 +99,18 @@ def _animated_gif(images: list[Image.Image], milliseconds: float) -> bytes:
     return output.getvalue()
 
 
+def pyav() -> ModuleType:
+    """PyAV (FFmpeg's libraries), imported when a video is asked for; 406 where it is not installed."""
+    try:
+        import av  # FFmpeg's libraries load only when a video is asked for
+    except ImportError:
+        raise NotAcceptableError(f"Rendering as {MP4} needs PyAV, which this deployment does not install "
+                                 "(docs/deploy.md, 'Rendered video'); ask for image/gif instead.") from None
+    return av
+
+
 def _h264_in_mp4(images: Iterable[Image.Image], milliseconds: float) -> bytes:
-    import av  # noqa: PLC0415 - FFmpeg's libraries load only when a video is asked for
+    av = pyav()
 
     output = io.BytesIO()
     with av.open(output, mode="w", format="mp4") as container:
@@ -117,7 +128,7 @@ def _h264_in_mp4(images: Iterable[Image.Image], milliseconds: float) -> bytes:
 
 
 def _stream_in_mp4(dataset: Dataset, stream_format: str) -> bytes:
-    import av  # noqa: PLC0415 - FFmpeg's libraries load only when a video is asked for
+    av = pyav()
 
     # The first item is the Basic Offset Table (empty for video); the stream is the fragments after it.
     elementary = b"".join(itertools.islice(generate_fragments(dataset.PixelData), 1, None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import av
 import numpy as np
@@ -13,6 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import HEVCMP51, MPEG2MPML
 
 from dicom_core.model.errors import NotAcceptableError
+from dicom_core.wado import rendered_video
 from dicom_core.wado.rendered_video import MP4, frame_milliseconds, render_video
 from dicom_core.wado.rendering import GIF
 from tests.factories import make_dataset, make_video_dataset, to_bytes
@@ -103,3 +105,9 @@ def test_instance_without_pixel_data_is_not_acceptable() -> None:
     del ds.PixelData
     with pytest.raises(NotAcceptableError, match="no pixel data"):
         render_video(io.BytesIO(to_bytes(ds)), GIF)
+
+
+def test_video_without_pyav_installed_is_406_naming_the_docs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets where PyAV is not installed
+    with pytest.raises(NotAcceptableError, match="deploy.md"):
+        rendered_video.pyav()
