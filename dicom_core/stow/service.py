@@ -239,7 +239,7 @@ async def _store_part(
             index_errors = await index_new_instance(storage, record.metadata, stored, strict=request.api_version < 2)
             if index_errors and request.api_version < 2:
                 raise _InvalidIndexedValueError(index_errors)
-            # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
+            # QIDO's index entries before the commit makes them true; the replaced version in the intent likewise.
             hooks = _StoreCommitHooks(IndexIntents(storage, record), announced)
             announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks)
