@@ -151,7 +151,7 @@ def store(counting: Counting, requests: Sequence[Sequence[bytes]]) -> None:
 
 
 def maintain(counting: Counting) -> tuple[ServedRequest, ...]:
-    """Run the deferred maintenance in this process (cleanup of every entry, the sequencer); its requests."""
+    """Run the deferred maintenance in this process (the sequencer, cleanup of every entry); its requests."""
     return asyncio.run(_maintain(counting))
 
 
@@ -159,8 +159,8 @@ async def _maintain(counting: Counting) -> tuple[ServedRequest, ...]:
     storage = await open_storage(counting.settings)  # its create-if-missing requests come before the mark
     try:
         start = await asyncio.to_thread(counting.log.settle)
+        await sequence_pending(storage)  # first: retiring intents may hand versions to the cleanup
         await run_cleanup(storage, now=FAR_FUTURE)
-        await sequence_pending(storage)
         end = await asyncio.to_thread(counting.log.settle)
     finally:
         await storage.close()

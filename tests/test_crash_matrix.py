@@ -3,14 +3,15 @@
 For every operation the proxy (tests/faults/proxy.py) first records the storage requests one undisturbed run
 makes (N of them; the count is pinned below, so a change of the write path shows here). Then, per cell k, a
 fresh server stores the operation's starting state, is killed right before the operation's k-th request,
-and is restarted; maintenance runs as the timer would with the blob cleanup due (sequencer, cleanup,
-sequencer). Then for every instance the operation touches:
+and is restarted; maintenance runs as the timer would once the operation's intent has timed out and the blob
+cleanup is due (sequencer, sequencer an announcement timeout later, cleanup, sequencer). Then for every instance
+the operation touches:
 
 - it is exactly as before the operation, or (always, when the operation was acknowledged) as after it;
 - present means retrievable byte-exact, searchable, in its series metadata, counted in its study, and in the
   change feed once per acknowledged store; absent means none of these (and a Delete in the feed once it
   was there);
-- the consistency checker finds nothing, and no cleanup entry (hence no unreferenced blob) is left.
+- the consistency checker finds nothing, and no intent and no cleanup entry (hence no unreferenced blob) is left.
 
 `make test` runs every k of the single-instance store and the first, middle and last k of the others;
 `CRASH_MATRIX=full` (`make test-crash`) runs every cell.
@@ -31,7 +32,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.feed_reads import entries_after
 from dicom_core.changefeed.sequencer import sequence_pending
-from dicom_core.index.outbox import ChangeAction
+from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, ChangeAction, pending_announcements
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.settings import Settings
@@ -47,6 +48,7 @@ AS_STORED = "application/dicom; transfer-syntax=*"
 SOP_INSTANCE_UID = "00080018"
 NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
 FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
+TIMED_OUT = datetime.now(UTC) + ANNOUNCEMENT_TIMEOUT + timedelta(days=1)  # every intent of the cell retired
 FULL = os.environ.get("CRASH_MATRIX", "") == "full"
 QUIET_SECONDS = 1.0  # after the answer, time for any request the operation still makes
 
@@ -153,7 +155,7 @@ OPERATIONS: dict[str, Callable[[], Scenario]] = {
     "store-3-parts": _three_parts, "delete-instance": _delete_instance, "delete-series": _delete_series,
 }
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
-STEPS = {"store-new-study": 21, "store-existing-series": 6, "upsert": 13, "store-3-parts": 26,
+STEPS = {"store-new-study": 20, "store-existing-series": 5, "upsert": 12, "store-3-parts": 25,
          "delete-instance": 15, "delete-series": 27}
 XFAIL: dict[tuple[str, int], str] = {}
 
@@ -244,6 +246,7 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     restarted = start_app_process(env)
     storage = await storage_of(env)
     await sequence_pending(storage)
+    await sequence_pending(storage, clock=lambda: TIMED_OUT)  # retires what the crash left, hands its targets over
     await run_cleanup(storage, now=FAR_FUTURE)
     await sequence_pending(storage)
 
@@ -258,6 +261,7 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
             f"instance {instance.sop} is {seen}")
     _assert_study_counted(restarted.base_url, scenario)
     assert [str(f) for f in await check_consistency(storage)] == [], f"killed before {method} {target}"
+    assert await pending_announcements(storage) == []
     assert await all_entries(storage) == []  # every blob left is referenced (the checker finds no orphan)
 
 

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
+from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT
 from dicom_core.maintenance.blob_cleanup import run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.settings import Settings
@@ -31,6 +33,7 @@ AS_STORED = "application/dicom; transfer-syntax=*"
 SOP_INSTANCE_UID = "00080018"
 NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
 FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
+TIMED_OUT = datetime.now(UTC) + ANNOUNCEMENT_TIMEOUT + timedelta(days=1)
 STUDIES_BATCH = {"service": "table", "method": "POST", "path": r"/\$batch(\?|$)", "body": "Studies"}
 
 
@@ -109,13 +112,15 @@ async def test_stow_killed_right_before_its_batch_is_invisible_and_left_to_the_c
     retrieved = httpx.get(f"{restarted.base_url}/v2/studies/{study}/series/{series}/instances/{sop}",
                           headers={"Accept": AS_STORED}, timeout=60)
     assert retrieved.status_code == 404
-    # The checker, as an operator runs it: the uploaded blob is covered by its cleanup entry, so no finding.
+    # The checker, as an operator runs it: the uploaded blob is covered by the request's intent, so no finding.
     checker = subprocess.run([sys.executable, "-m", "dicom_core.maintenance.consistency"], cwd=REPO_ROOT,
                              env={**os.environ, **storage_env, **own_env}, capture_output=True, text=True,
                              timeout=120, check=False)
     assert (checker.returncode, checker.stdout.strip()) == (0, "consistent: no findings"), checker.stdout
     uploaded = [b.name async for b in own_storage.files.list_blobs(name_starts_with=study)]
-    await run_cleanup(own_storage, now=FAR_FUTURE)  # once the cleanup is due, it removes what was uploaded
+    # Once the intent timed out, the sequencer hands its version to the cleanup, which removes what was uploaded.
+    await sequence_pending(own_storage, clock=lambda: TIMED_OUT)
+    await run_cleanup(own_storage, now=FAR_FUTURE)
     assert [b.name async for b in own_storage.files.list_blobs(name_starts_with=study)] == []
     assert [str(f) for f in await check_consistency(own_storage)] == []
     print(f"\nkilled before the $batch: {len(uploaded)} blob(s) uploaded, removed by the cleanup")

@@ -6,7 +6,9 @@ append is one entity-group transaction in the ``feed`` partition that updates th
 appends are serialized however many sequencers run: sequence numbers are 1, 2, 3, ... without gaps or repeats,
 and a reader that reads the counter first never sees entry n+1 without entry n. An outbox's ``done|{change id}``
 row says how many of its changes were appended. An announcement is deleted once every change it counts is in the
-feed, or once it is older than the timeout (no commit it covers can land any more). See docs/storage.md.
+feed, or once it is older than the timeout (no commit it covers can land any more); a STOW request's intent
+first hands the blobs it named that no appended change proves committed to the cleanup (``intent_retirement.py``).
+See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dicom_core.changefeed.feed_reads import (
     sequence_row_key,
     time_row_key,
 )
+from dicom_core.changefeed.intent_retirement import committed_versions, hand_over_targets
 from dicom_core.index.outbox import (
     OUTBOX_PREFIX,
     PENDING_PARTITION,
@@ -274,6 +277,8 @@ async def _clean_up(storage: Storage, announcements: list[Announcement], in_feed
             return True
         if announcement.changes is None:
             return False  # its one outbox row is not committed yet
+        if announcement.changes == 0:
+            return True  # an intent that counts no change (yet): its targets go to the cleanup
         # Some of its changes may have been appended by earlier runs (their outbox rows are gone): count them.
         try:
             return await _appended_changes(storage, announcement.change_id) >= announcement.changes
@@ -283,7 +288,12 @@ async def _clean_up(storage: Storage, announcements: list[Announcement], in_feed
             return False
 
     finished = await bounded_gather((done(announcement) for announcement in announcements), limit=READ_CONCURRENCY)
-    rows = [RowDelete(a.change_id, a.etag or None) for a, gone in zip(announcements, finished, strict=True) if gone]
+    retiring = [a for a, gone in zip(announcements, finished, strict=True) if gone]
+    with_targets = [a for a in retiring if a.targets or a.replaced]
+    handed = await hand_over_targets(storage, with_targets, committed_versions((o.study, o.changes) for o in in_feed),
+                                     now)
+    rows = [RowDelete(a.change_id, a.etag or None) for a in retiring
+            if not (a.targets or a.replaced) or a.change_id in handed]
     await _quietly(delete_rows(storage.changes, PENDING_PARTITION, rows), PENDING_PARTITION)
 
 

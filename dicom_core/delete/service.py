@@ -20,6 +20,7 @@ import logging
 from http import HTTPStatus
 
 from dicom_core.documents.document_writes import remove_instance
+from dicom_core.index.cleanup_entries import CleanupTarget, schedule_cleanup
 from dicom_core.index.commit import forget_study
 from dicom_core.index.delete import (
     DeleteOutcome,
@@ -31,7 +32,6 @@ from dicom_core.index.delete import (
     read_scope,
 )
 from dicom_core.index.reads import get_series_row, get_study_row
-from dicom_core.maintenance.blob_cleanup import CleanupTarget, schedule_cleanup
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.search_index.entries import remove_index_entries, restore_index_entries

@@ -7,13 +7,15 @@ reads only that small partition to find outbox rows, never scans the study parti
 outbox row into the global feed with the next sequence numbers.
 
 Two kinds of announcement. A *change* announcement (a batch of a delete) names one study and one outbox row,
-``change|{change_id}``. A *request* announcement (a STOW request) names every study the request may commit
-into (a request into many studies has an announcement per 100) and how many changes it announced in all; each
+``change|{change_id}``. A *request* announcement (a STOW request's *intent*) names every study the request may
+commit into (a request into many studies has an announcement per 100), how many changes it announced in all,
+and the blobs it uploads or replaces (cleanup targets, up to 100 of each: the request's cleanup record); each
 transaction of the request inserts one outbox row ``change|{request}|{part}`` with the changes of the request
-it commits. The request rewrites its announcement
-when it adds studies or changes, always before the commits they cover, so the sequencer can drop it once that
-many changes reached the feed. An announcement whose outbox rows never all appear (a commit failed or the
-writer crashed) is dropped once it is older than ``ANNOUNCEMENT_TIMEOUT``. See docs/storage.md.
+it commits. The request rewrites its intent when it adds studies, changes or targets, always before the
+uploads and commits they cover, so the sequencer can retire it once that many changes reached the feed: it
+hands the targets no appended change proves committed to the blob cleanup, then deletes the intent. An
+announcement whose outbox rows never all appear (a commit failed or the writer crashed) is retired once it is
+older than ``ANNOUNCEMENT_TIMEOUT``. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from azure.data.tables import TableEntity
 
+from dicom_core.index.cleanup_entries import CleanupTarget, parse_targets, targets_json
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.partition_upserts import PartitionUpserts
 from dicom_core.storage.tables import delete_entity_quietly
@@ -61,12 +64,15 @@ class Change:
 
 @dataclass(frozen=True)
 class RequestAnnouncement:
-    """What a request announced so far: the studies it may commit into, its number of changes, since when."""
+    """What a request announced so far: the studies it may commit into, its number of changes, since when, and
+    the blobs it uploads or replaces (to be cleaned up unless a change of it proves them committed)."""
 
     request: str
     studies: tuple[str, ...]
     changes: int
     announced_at: datetime
+    targets: tuple[CleanupTarget, ...] = ()  # versions it uploads: committed when one of its changes names them
+    replaced: tuple[CleanupTarget, ...] = ()  # versions its upserts replace: cleaned up in any case
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class Announcement:
     announced_at: datetime | None
     renewed_at: datetime | None
     etag: str
+    targets: tuple[CleanupTarget, ...] = ()
+    replaced: tuple[CleanupTarget, ...] = ()
 
     def expired(self, now: datetime) -> bool:
         """Whether no commit it covers can still land (it was last written longer ago than the timeout)."""
@@ -119,6 +127,8 @@ async def announce_requests(storage: Storage, announcements: Sequence[RequestAnn
         "PartitionKey": PENDING_PARTITION, "RowKey": announcement.request,
         "Studies": json.dumps(list(announcement.studies), separators=(",", ":")), "Changes": announcement.changes,
         "AnnouncedAt": announcement.announced_at, "RenewedAt": now,
+        **({"Targets": targets_json(announcement.targets)} if announcement.targets else {}),
+        **({"Replaced": targets_json(announcement.replaced)} if announcement.replaced else {}),
     } for announcement in announcements])
 
 
@@ -135,7 +145,15 @@ def parse_announcement(entity: TableEntity) -> Announcement:
         change_id=str(entity["RowKey"]), studies=studies, changes=int(changes) if changes is not None else None,
         announced_at=entity.get("AnnouncedAt"), renewed_at=entity.get("RenewedAt"),
         etag=str(entity.metadata.get("etag", "")),
+        targets=parse_targets(str(entity["Targets"])) if entity.get("Targets") else (),
+        replaced=parse_targets(str(entity["Replaced"])) if entity.get("Replaced") else (),
     )
+
+
+async def pending_announcements(storage: Storage) -> list[Announcement]:
+    """Every announcement not retired yet (the consistency checker reads the targets of intents)."""
+    return [parse_announcement(entity) async for entity in storage.changes.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": PENDING_PARTITION})]
 
 
 def outbox_operation(study: str, change_id: str, changes: Sequence[Change], at: datetime) -> tuple[str, dict[str, Any]]:

@@ -3,8 +3,8 @@
 `python -m dicom_core.maintenance.consistency` (settings from the environment, like the app) prints one line per finding
 and exits 1 when there is any. Findings:
 
-- ``orphan-blob``: a version's blob (a thumbnail too) that no instance row references and no cleanup entry covers
-  (it would stay for ever);
+- ``orphan-blob``: a version's blob (a thumbnail too) that no instance row references and no cleanup entry (nor a
+  STOW request's intent) covers (it would stay for ever);
 - ``missing-blob``: an instance row whose ``.dcm`` blob is gone, or its ``.json`` (when the row does not hold the
   DICOM JSON) or ``.frames.json`` (when its frame index is in a blob);
 - ``series-count`` / ``study-count``: a series or study row whose InstanceCount, SeriesCount or ModalityCounts
@@ -37,11 +37,18 @@ from azure.storage.blob.aio import ContainerClient
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX
 from dicom_core.documents.series_documents import SEPARATOR, document_name, verified_properties
+from dicom_core.index.cleanup_entries import CleanupKind
 from dicom_core.index.delete import is_data_row
 from dicom_core.index.instance_metadata import kept_in_row
-from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, OUTBOX_PREFIX, PENDING_PARTITION, announcement_of
+from dicom_core.index.outbox import (
+    ANNOUNCEMENT_TIMEOUT,
+    OUTBOX_PREFIX,
+    PENDING_PARTITION,
+    announcement_of,
+    pending_announcements,
+)
 from dicom_core.index.rows import ROW_METADATA, STUDY_ROW
-from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
+from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.dicom_json import first_value
 from dicom_core.model.tags import SOP_INSTANCE_UID
 from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
@@ -79,11 +86,13 @@ class _Study:
 async def check_consistency(storage: Storage, *, reconcile_documents: bool = True) -> list[Finding]:
     """Walk every row, blob, cleanup entry and `s.all` entry; return the findings (none when consistent)."""
     outboxes: list[TableEntity] = []
-    studies, files, metadata, cleanup, listed = await asyncio.gather(
+    studies, files, metadata, cleanup, intents, listed = await asyncio.gather(
         _studies(storage, outboxes), _blob_names(storage.files), _blob_names(storage.metadata),
-        all_entries(storage), _listed_studies(storage),
+        all_entries(storage), pending_announcements(storage), _listed_studies(storage),
     )
+    # A STOW request's intent (its announcement) is its cleanup record until the sequencer retires it.
     targets = [target for entry in cleanup for target in entry.targets]
+    targets += [target for intent in intents for target in (*intent.targets, *intent.replaced)]
     covered_versions = {(t.study, t.series, t.instance, t.version) for t in targets if t.kind is CleanupKind.VERSION}
     covered_documents = {(t.study, t.series) for t in targets if t.kind is CleanupKind.DOCUMENT}
     findings: list[Finding] = []

@@ -1,10 +1,10 @@
 """Coalesced Table upserts: the concurrent single-row writes of one partition go in one entity-group transaction.
 
-Every store writes a cleanup entry and a change announcement, one row each, into a few shared partitions. Each
-writer queues its rows (see group_commit.py) in one of a few lanes of the partition, the one with the fewest
-writers; whoever finds no transaction of its lane running submits everything queued there, up to the 100
-operations a transaction holds, one operation per row. So a writer that finds the partition idle writes at
-once (a single row without a transaction), and a busy partition takes a transaction per lane at a time. A row
+Every store writes its intent (a change announcement), a delete its cleanup entries, one row each, into a few
+shared partitions. Each writer queues its rows (see group_commit.py) in one of a few lanes of the partition, the
+one with the fewest writers; whoever finds no transaction of its lane running submits everything queued there,
+up to the 100 operations a transaction holds, one operation per row. So a writer that finds the partition idle
+writes at once (a single row without a transaction), and a busy partition takes a transaction per lane at a time. A row
 a transaction refuses fails alone: the transaction is submitted again without it.
 """
 

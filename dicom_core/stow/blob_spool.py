@@ -1,7 +1,7 @@
 """Large STOW parts straight into the staged blocks of their instance blob as they arrive: no local disk file.
 
 A part's first `spool_memory_bytes` stay in memory, as before. When it grows past them, its identifiers are read
-from that head (they come long before the pixel data); the part's version is chosen then, the request's cleanup entry
+from that head (they come long before the pixel data); the part's version is chosen then, the request's intent
 is made to name it (before any block exists), and from then on its bytes are staged as blocks of the instance's own
 blob while the body arrives, a preamble first if the file has none (what `stored_stream` would add). The blob is
 committed before the part is parsed, and reads (`read_part10`, in a thread) are ranged reads of it. So a large part
@@ -76,7 +76,7 @@ def staged_instance(file: BinaryIO) -> StoredInstance | None:
 
 async def commit_staged(file: BinaryIO) -> None:
     """Commit a part's staged blob, if it has one: before the part is read, and outside the request's parsing()
-    (the cleanup entry it may still write waits for every part being parsed)."""
+    (the intent write it may still make waits for every part being parsed)."""
     if isinstance(file, BlobSpool) and file.stored is not None:
         await file.commit()
 
@@ -143,7 +143,7 @@ class BlobSpool(io.RawIOBase):
     # --- Staging: the pump between chunks, and the first read ---------------------------------------------------
 
     async def stage_full_blocks(self) -> None:
-        """Stage every full block received so far (after making the request's cleanup entry name this version)."""
+        """Stage every full block received so far (after making the request's intent name this version)."""
         if self.stored is None or self._committed:
             return
         async with self._lock:

@@ -1,10 +1,10 @@
-"""What a STOW request writes once for all its parts: one cleanup entry and one change-feed announcement.
+"""How a STOW request writes records for all its parts at once, and its cleanup entries beyond its intent's room.
 
-Both must be written before what they cover: the cleanup entry before a part's blobs are uploaded (or an upsert
-replaces a version), the announcement before a part's commit. The parts of a request arrive one after another,
-so each is a record of the request that its parts extend: a part waits until a write naming it succeeded, and
-whichever part finds no write of the request running writes what every waiting part needs, at once. A request
-so writes each record once for the parts it stores at the same time (8), and again as later parts arrive, not
+A request's records (its intent, ``request_intents.py``; cleanup entries for targets its intent has no room for)
+must be written before what they cover. The parts of a request arrive one after another, so each is a record
+of the request that its parts extend: a part waits until a write naming it succeeded, and whichever part finds
+no write of the request running writes what every waiting part needs, at once (``Coalesced``). A request so
+writes each record once for the parts it stores at the same time (8), and again as later parts arrive, not
 once per part.
 """
 
@@ -18,13 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from dicom_core.index.outbox import (
-    ANNOUNCEMENT_TIMEOUT,
-    RequestAnnouncement,
-    announce_requests,
-    withdraw_announcement,
-)
-from dicom_core.maintenance.blob_cleanup import (
+from dicom_core.index.cleanup_entries import (
     MAX_ENTRY_TARGETS,
     CleanupEntry,
     CleanupTarget,
@@ -43,11 +37,6 @@ SETTLE_TURNS = 4
 EXTEND_SHARE = 0.1
 # A target named longer ago than this share of the delay is named again before a commit that references it.
 RENEW_SHARE = 0.5
-# The announcement is written again before a commit if its last write is older than this: the sequencer drops an
-# announcement ANNOUNCEMENT_TIMEOUT after its last write, and a commit takes far less than the rest.
-ANNOUNCEMENT_RENEWAL = ANNOUNCEMENT_TIMEOUT / 3
-# Studies one announcement names (about 7,000 characters of its Studies property at most).
-MAX_ANNOUNCED_STUDIES = 100
 
 
 class Coalesced(Generic[T]):
@@ -104,6 +93,31 @@ class Coalesced(Generic[T]):
             writing.set_result(None)
 
 
+class PartsBeingRead:
+    """The parts of a request being read now: its next write waits for them, so that it names them too."""
+
+    def __init__(self) -> None:
+        self._reading = 0
+        self._done = asyncio.Event()
+        self._done.set()
+
+    @contextlib.contextmanager
+    def parsing(self) -> Iterator[None]:
+        """Around reading a part."""
+        self._reading += 1
+        self._done.clear()
+        try:
+            yield
+        finally:
+            self._reading -= 1
+            if not self._reading:
+                self._done.set()
+
+    async def wait(self) -> None:
+        """Return once no part is being read."""
+        await self._done.wait()
+
+
 @dataclass(frozen=True)
 class _Written:
     """One cleanup entry of the request as last written, and when (monotonic seconds) it was started."""
@@ -115,28 +129,14 @@ class _Written:
 class RequestCleanup:
     """The cleanup entries of one STOW request: every version it uploads or replaces, in as few entries as possible."""
 
-    def __init__(self, storage: Storage, request: str) -> None:
+    def __init__(self, storage: Storage, request: str, reading: PartsBeingRead | None = None) -> None:
         self.storage = storage
         self.request = request
         self._current: _Written | None = None
         self._named: dict[CleanupTarget, float] = {}  # target -> start of the newest entry naming it
         self._entries = 0
-        self._parsing = 0
-        self._parsed = asyncio.Event()
-        self._parsed.set()
-        self._writes: Coalesced[CleanupTarget] = Coalesced(self._write, self._parsed.wait)
-
-    @contextlib.contextmanager
-    def parsing(self) -> Iterator[None]:
-        """Around reading a part: the request's next write waits for it, so that it can name its version too."""
-        self._parsing += 1
-        self._parsed.clear()
-        try:
-            yield
-        finally:
-            self._parsing -= 1
-            if not self._parsing:
-                self._parsed.set()
+        self.reading = reading or PartsBeingRead()
+        self._writes: Coalesced[CleanupTarget] = Coalesced(self._write, self.reading.wait)
 
     async def cover(self, targets: Sequence[CleanupTarget]) -> None:
         """Return once written entries name every target not named lately (before its blobs can go)."""
@@ -173,91 +173,3 @@ class RequestCleanup:
         for item in written:
             for target in item.entry.targets:
                 self._named[target] = max(self._named.get(target, item.started), item.started)
-
-
-class _Announcement:
-    """One announcement of a request: up to MAX_ANNOUNCED_STUDIES of its studies, as assigned and as written."""
-
-    def __init__(self, id: str) -> None:
-        self.id = id
-        self.studies: list[str] = []  # assigned to it so far (written with its next write)
-        self.written: RequestAnnouncement | None = None
-        self.written_at = 0.0  # monotonic seconds when its last write started
-        self.not_committed = 0
-
-
-@dataclass(frozen=True)
-class _Count:
-    """A change in the count of one announcement (0: only write it again)."""
-
-    announcement: _Announcement
-    changes: int
-
-
-class RequestFeed:
-    """The change-feed announcement of one STOW request: the studies it may commit into, and how many changes.
-
-    A request into more than MAX_ANNOUNCED_STUDIES studies has an announcement per that many (``{request}``,
-    then ``{request}-2``, ...), so that no announcement outgrows a Table property.
-    """
-
-    def __init__(self, storage: Storage, request: str) -> None:
-        self.storage = storage
-        self.request = request
-        self._announcements: list[_Announcement] = []
-        self._of_study: dict[str, _Announcement] = {}
-        self._writes: Coalesced[_Count] = Coalesced(self._write)
-
-    def announcement_for(self, study: str) -> str:
-        """The id of the announcement that covers the request's commits into ``study`` (its outbox rows name it)."""
-        announcement = self._of_study.get(study)
-        if announcement is None:
-            if not self._announcements or len(self._announcements[-1].studies) >= MAX_ANNOUNCED_STUDIES:
-                number = len(self._announcements) + 1
-                self._announcements.append(_Announcement(self.request if number == 1 else f"{self.request}-{number}"))
-            announcement = self._of_study[study] = self._announcements[-1]
-            announcement.studies.append(study)
-        return announcement.id
-
-    async def cover(self, study: str) -> None:
-        """Return once the announcement counts one more change, into ``study`` (before that change's commit)."""
-        self.announcement_for(study)
-        await self._writes.include([_Count(self._of_study[study], 1)])
-
-    async def renew(self, study: str) -> None:
-        """Write the announcement again if the sequencer could drop it before a commit starting now lands."""
-        announcement = self._of_study[study]
-        if time.monotonic() - announcement.written_at > ANNOUNCEMENT_RENEWAL.total_seconds():
-            await self._writes.include([_Count(announcement, 0)])
-
-    def not_committed(self, study: str) -> None:
-        """Count a change it announced whose commit certainly did not happen (refused, or never tried)."""
-        self._of_study[study].not_committed += 1
-
-    async def finish(self) -> None:
-        """After the last part: take the changes certainly not committed out of the count (or withdraw it)."""
-        corrections = []
-        for announcement in self._announcements:
-            if not announcement.not_committed or announcement.written is None:
-                continue
-            if announcement.not_committed >= announcement.written.changes:
-                await withdraw_announcement(self.storage, announcement.id)  # nothing it announced was committed
-            else:
-                corrections.append(_Count(announcement, -announcement.not_committed))
-            announcement.not_committed = 0
-        if corrections:
-            await self._writes.include(corrections)
-
-    async def _write(self, counts: list[_Count]) -> None:
-        now, started = datetime.now(UTC), time.monotonic()
-        changes: dict[str, int] = {}
-        for count in counts:
-            changes[count.announcement.id] = changes.get(count.announcement.id, 0) + count.changes
-        written = [(announcement, RequestAnnouncement(
-            announcement.id, tuple(announcement.studies),
-            (announcement.written.changes if announcement.written else 0) + changes[announcement.id],
-            announcement.written.announced_at if announcement.written else now,
-        )) for announcement in self._announcements if announcement.id in changes]
-        await announce_requests(self.storage, [state for _, state in written], now)
-        for announcement, state in written:
-            announcement.written, announcement.written_at = state, started

@@ -13,10 +13,10 @@ from pydicom.tag import BaseTag
 
 from dicom_core.documents.document_writes import add_committed, add_instance
 from dicom_core.extended_tags.indexing import index_new_instance, indexed_attributes
+from dicom_core.index.cleanup_entries import CleanupTarget
 from dicom_core.index.commit import CommitRows, InstanceExistsError, SeriesCommit, commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
 from dicom_core.index.rows import InstanceRecord
-from dicom_core.maintenance.blob_cleanup import CleanupTarget
 from dicom_core.model.dicom_json import format_tag
 from dicom_core.model.errors import (
     BadRequestError,
@@ -38,7 +38,7 @@ from dicom_core.storage.blobs import (
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
 from dicom_core.stow.blob_spool import BlobSpools, commit_staged, staged_instance
-from dicom_core.stow.request_writes import RequestCleanup, RequestFeed
+from dicom_core.stow.request_intents import PartIntent, RequestIntents
 from dicom_core.stow.response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     INSTANCE_EXISTS,
@@ -82,7 +82,7 @@ async def store_instances(storage: Storage, request: StoreRequest, body: AsyncIt
     writes = _RequestWrites.of(storage)
     # Large parts go straight into their blob's staged blocks as they arrive (blob_spool.py), not to local disk.
     spools = BlobSpools(storage, settings.spool_memory_bytes,
-                        cover=lambda stored: writes.cleanup.cover([CleanupTarget.of_version(stored)]))
+                        cover=lambda stored: writes.intents.name(stored.ids.study, [CleanupTarget.of_version(stored)]))
     body = spools.pump(body)
     if media.type == DICOM:
         parts: AsyncIterator[Part] = single_part(body, settings.max_part_bytes, spools.new_spool())
@@ -138,22 +138,20 @@ class FileRequest:
 
     async def close(self) -> None:
         """After its last file: correct the change-feed announcement, write the series documents."""
-        await asyncio.gather(_finish_announcement(self._writes.feed), self._writes.write_documents(self._storage))
+        await asyncio.gather(_finish_announcement(self._writes.intents), self._writes.write_documents(self._storage))
 
 
 @dataclass(frozen=True)
 class _RequestWrites:
-    """What one request writes once for all its parts (see request_writes.py)."""
+    """What one request writes once for all its parts (see request_intents.py)."""
 
-    cleanup: RequestCleanup
-    feed: RequestFeed
+    intents: RequestIntents
     landed: dict[str, list[SeriesCommit]]  # per study, the transactions its parts landed in (for the documents)
 
     @classmethod
     def of(cls, storage: Storage) -> _RequestWrites:
         """A new request's records, under a new id."""
-        request = new_version()
-        return cls(RequestCleanup(storage, request), RequestFeed(storage, request), {})
+        return cls(RequestIntents(storage, new_version()), {})
 
     async def write_documents(self, storage: Storage) -> None:
         """Put what the request stored into its series metadata documents: one change per series document."""
@@ -182,7 +180,7 @@ async def _store_parts(
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)
-        await asyncio.gather(_finish_announcement(writes.feed), writes.write_documents(storage))
+        await asyncio.gather(_finish_announcement(writes.intents), writes.write_documents(storage))
     return list(outcomes)
 
 
@@ -202,7 +200,7 @@ async def _store_part(
         return StoreOutcome(failure_reason=PROCESSING_FAILURE, storage_unavailable=is_storage_unavailable(exc),
                             comments=["The instance could not be stored because of a storage error; retry."])
     try:
-        with writes.cleanup.parsing():  # the request's next cleanup write waits for this part, to name it too
+        with writes.intents.parsing():  # the request's next intent write waits for this part, to name it too
             parsed = await asyncio.to_thread(read_part10, part.file,
                                              max_inflated_bytes=storage.settings.max_inflated_bytes)
             validated = await asyncio.to_thread(
@@ -228,12 +226,10 @@ async def _store_part(
         stored=stored, sop_class_uid=validated.sop_class_uid or "", transfer_syntax=str(parsed.transfer_syntax),
         size=parsed.size, metadata=validated.metadata,
         frame_index="" if frame_index_in_blob else frame_index, frame_index_in_blob=frame_index_in_blob,
-        metadata_text=row_metadata_text(metadata_json), request=writes.feed.announcement_for(validated.ids.study),
+        metadata_text=row_metadata_text(metadata_json), request=writes.intents.announcement_for(validated.ids.study),
     )
-    announced = _Announced(writes.feed, stored.ids.study)
+    announced = PartIntent(writes.intents, CleanupTarget.of_version(stored))
     try:
-        # Before anything is uploaded: blobs a crash, a 45070 or a failed commit leaves behind get deleted.
-        await writes.cleanup.cover([CleanupTarget.of_version(stored)])
         uploads = []
         if stored is not staged:
             uploads.append(put_instance_file(storage, stored, stored_stream(parsed, part.file), parsed.size))
@@ -241,12 +237,12 @@ async def _store_part(
             uploads.append(put_json(storage, metadata_blob_name(stored), metadata_json.encode()))
         if frame_index_in_blob:
             uploads.append(put_json(storage, frames_blob_name(stored), frame_index.encode()))
-        # The change feed's sequencer drops an announcement ANNOUNCEMENT_TIMEOUT after it was last written, unless
-        # it found every change it counts: a large file is announced after its upload (which may take longer than
-        # that), a small one beside it; a commit attempt long after the request's last write renews it.
+        # Before anything is uploaded, the intent names the version (blobs a crash, a 45070 or a failed commit
+        # leaves behind get deleted). The sequencer retires an intent ANNOUNCEMENT_TIMEOUT after its last write
+        # unless it found every change it counts: a large file's change is counted after its upload (which may
+        # take longer than that), a small one's at once; a commit attempt long after the last write renews it.
         try:
-            if parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES:
-                announced.start()
+            await announced.before_upload(count=parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES)
             await asyncio.gather(*uploads)
             announced.start()
             # Extended query tags, after the uploads: the registry copy this reads is at most REGISTRY_SECONDS
@@ -254,8 +250,8 @@ async def _store_part(
             index_errors = await index_new_instance(storage, record.metadata, stored, strict=request.api_version < 2)
             if index_errors and request.api_version < 2:
                 raise _InvalidIndexedValueError(index_errors)
-            # QIDO's index entries before the commit makes them true; the replaced version's cleanup entry likewise.
-            hooks = _StoreCommitHooks(IndexIntents(storage, record), writes, stored, announced)
+            # QIDO's index entries before the commit makes them true; the replaced version in the intent likewise.
+            hooks = _StoreCommitHooks(IndexIntents(storage, record), announced)
             announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new)
         finally:
@@ -263,15 +259,15 @@ async def _store_part(
     except _InvalidIndexedValueError as exc:
         # v1 refuses an instance whose value of an extended query tag does not fit the tag's VR (Azure: 409).
         await delete_instance_blobs(storage, stored)
-        announced.not_committed()
+        announced.not_committed(blobs_deleted=True)
         outcome.failure_reason = VALIDATION_FAILURE
         outcome.comments = exc.comments
         return outcome
     except InstanceExistsError:
-        # Never referenced by a row (the existing row names another version): safe to delete at once. The
-        # request's cleanup entry still names it (it names the request's other versions too): deleting no blob.
+        # Never referenced by a row (the existing row names another version): safe to delete at once, and the
+        # request's intent need not name it any more.
         await delete_instance_blobs(storage, stored)
-        announced.not_committed()  # its commit was refused
+        announced.not_committed(blobs_deleted=True)  # its commit was refused
         outcome.failure_reason = INSTANCE_EXISTS
         outcome.comments = [f"The instance {stored.ids.instance} already exists; use PUT to replace it."]
         return outcome
@@ -279,13 +275,13 @@ async def _store_part(
         outcome.storage_unavailable = is_storage_unavailable(exc)
         if not announced.committing:
             announced.not_committed()
-        # The blobs stay for the cleanup entry: a commit whose answer was lost may have landed after all.
+        # The blobs stay for the intent's cleanup: a commit whose answer was lost may have landed after all.
         LOGGER.exception("Storing instance %s failed", stored.ids.instance)
         outcome.failure_reason = PROCESSING_FAILURE
         outcome.comments = ["The instance could not be stored because of a storage error; retry the request."]
         return outcome
     # The series metadata document, for WADO-RS: the request writes the transactions its parts landed in at its end,
-    # in one change per document. A replaced version's blobs go with its cleanup entry, later: a reader that looked
+    # in one change per document. A replaced version's blobs go with the intent's cleanup, later: a reader that looked
     # up the old row a moment ago is still reading them.
     if hooks.landed is not None:
         landed = writes.landed.setdefault(stored.ids.study, [])
@@ -317,74 +313,31 @@ def _indexing_comments(errors: list[IndexingError]) -> list[str]:
     return [f"{ERROR_PREFIX}: {format_tag(BaseTag(int(e.tag.path, 16)))} - {e.message}" for e in errors]
 
 
-class _Announced:
-    """One part's change in its request's announcement: written beside or after its uploads, awaited by its commit."""
-
-    def __init__(self, feed: RequestFeed, study: str) -> None:
-        self.feed = feed
-        self.study = study
-        self.committing = False  # commit_instance was called: from then on, whether it landed is uncertain
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Have the request's announcement count this change (once)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.feed.cover(self.study))
-
-    async def before_commit(self) -> None:
-        """Wait until the announcement counts this change and is fresh enough for a commit starting now."""
-        assert self._task is not None
-        await self._task
-        await self.feed.renew(self.study)
-
-    def not_committed(self) -> None:
-        """This change's commit certainly did not happen: the request takes it out of its count at the end."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled() and task.exception() is None:
-            self.feed.not_committed(self.study)
-
-    async def stop(self) -> None:
-        """Cancel the announcement's write if no commit attempt waited for it."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 class _StoreCommitHooks:
-    """Around each commit attempt of a store: announcement, index intents and cleanup entries (see commit_instance)."""
+    """Around each commit attempt of a store: the request's intent and the index intents (see commit_instance)."""
 
-    def __init__(self, intents: IndexIntents, writes: _RequestWrites, stored: StoredInstance,
-                 announced: _Announced) -> None:
+    def __init__(self, intents: IndexIntents, announced: PartIntent) -> None:
         self._intents = intents
-        self._writes = writes
-        self._own = CleanupTarget.of_version(stored)
         self._announced = announced
         self.landed: SeriesCommit | None = None  # what the landed transaction did to the instance's series
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
-        await asyncio.gather(self._announced.before_commit(), self._intents.before_commit(rows),
-                             self._cleanup_before_commit(rows))
+        # The version this attempt would replace is named before the transaction can unreference it.
+        own = self._announced.own.stored
+        replaced = (CleanupTarget.of_version(StoredInstance(own.ids, str(rows.instance["Version"])))
+                    if rows.instance is not None else None)
+        await asyncio.gather(self._announced.before_commit(replaced), self._intents.before_commit(rows))
 
     async def after_commit(self, rows: CommitRows) -> None:
         """Repair index entries a racing delete removed from rows this commit created."""
         self.landed = rows.landed
         await self._intents.after_commit(rows)
 
-    async def _cleanup_before_commit(self, rows: CommitRows) -> None:
-        # The version this attempt would replace; and the own version again if the request's entry naming it
-        # could fall due before the commit (it would delete blobs about to be referenced).
-        targets = [self._own]
-        if rows.instance is not None:
-            replaced = StoredInstance(self._own.stored.ids, str(rows.instance["Version"]))
-            targets.append(CleanupTarget.of_version(replaced))
-        await self._writes.cleanup.cover(targets)
 
-
-async def _finish_announcement(feed: RequestFeed) -> None:
+async def _finish_announcement(intents: RequestIntents) -> None:
     try:
-        await feed.finish()
+        await intents.finish()
     except Exception:
         LOGGER.warning("Could not take refused parts out of the request's change-feed announcement; the sequencer "
                        "drops it after the announcement timeout", exc_info=True)

@@ -18,7 +18,8 @@ from dicom_core.index.delete import bump_generation
 from dicom_core.index.commit import CommitRows, commit_instance, read_commit_rows
 from dicom_core.index.outbox import OUTBOX_PREFIX, ChangeAction
 from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
-from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries, run_cleanup
+from dicom_core.index.cleanup_entries import CleanupKind
+from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.errors import NotFoundError

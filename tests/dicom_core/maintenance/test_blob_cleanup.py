@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.data.tables.aio import TableClient
 from pydicom.uid import generate_uid
 
-from dicom_core.maintenance import blob_cleanup
-from dicom_core.maintenance.blob_cleanup import (
+from dicom_core.changefeed.sequencer import sequence_pending
+from dicom_core.index.cleanup_entries import (
     CleanupTarget,
-    all_entries,
-    due_entries,
     entity_of,
     entry_for,
     entry_of,
     parse_entry,
-    run_cleanup,
     schedule_cleanup,
     write_entries,
 )
+from dicom_core.index.outbox import pending_announcements
+from dicom_core.maintenance import blob_cleanup
+from dicom_core.maintenance.blob_cleanup import all_entries, due_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.storage.blobs import instance_blob_name, metadata_blob_name, put_json
 from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 def _version() -> StoredInstance:
@@ -51,6 +51,8 @@ async def test_blobs_of_a_store_that_never_committed_are_covered_then_deleted(ow
 
 async def test_entry_of_a_committed_version_is_dropped_and_its_blobs_kept(own: Storage, stow_parts) -> None:
     assert (await stow_parts(own, [make_instance()])).status == 200
+    [intent] = await pending_announcements(own)
+    await write_entries(own, [entry_of("committed", intent.targets, datetime.now(UTC))])
     before = await _names(own)
     report = await run_cleanup(own, now=FAR_FUTURE)
     assert (report.kept, report.versions_deleted) == (1, 0)
@@ -63,6 +65,8 @@ async def test_upsert_keeps_the_replaced_version_until_cleanup(own: Storage, sto
     assert (await stow_parts(own, [make_instance(study=study, series=series, sop=sop)])).status == 200
     assert (await stow_parts(own, [make_instance(study=study, series=series, sop=sop)], upsert=True)).status == 200
     assert len([b async for b in own.files.list_blobs()]) == 2  # a reader may still be reading the old one
+    await sequence_pending(own)  # retires the upsert's intent: the replaced version goes to a cleanup entry
+    assert len([b async for b in own.files.list_blobs()]) == 2
     await run_cleanup(own, now=FAR_FUTURE)
     [left] = [b.name async for b in own.files.list_blobs()]
     row = await own.studies.get_entity(study, f"instance|{series}|{sop}")
@@ -71,7 +75,7 @@ async def test_upsert_keeps_the_replaced_version_until_cleanup(own: Storage, sto
 
 
 async def test_entries_not_yet_due_are_not_read(own: Storage) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await schedule_cleanup(own, [CleanupTarget.of_version(_version())], now=now)
     delay = timedelta(seconds=own.settings.blob_cleanup_delay_seconds)
     assert await due_entries(own, now + delay - timedelta(seconds=1)) == []
@@ -80,8 +84,8 @@ async def test_entries_not_yet_due_are_not_read(own: Storage) -> None:
 
 def test_row_keys_sort_by_due_time() -> None:
     target = CleanupTarget.of_version(_version())
-    early = entry_for(target, datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
-    late = entry_for(target, datetime(2024, 1, 2, 3, 4, 5, 7, tzinfo=timezone.utc))
+    early = entry_for(target, datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    late = entry_for(target, datetime(2024, 1, 2, 3, 4, 5, 7, tzinfo=UTC))
     assert early.partition == late.partition
     assert early.row < late.row
 
@@ -96,12 +100,12 @@ async def test_an_entry_naming_several_versions_keeps_the_committed_and_deletes_
 ) -> None:
     study, series = generate_uid(), generate_uid()
     assert (await stow_parts(own, [make_instance(study=study, series=series) for _ in range(2)])).status == 200
-    committed = [target for entry in await all_entries(own) for target in entry.targets]
+    committed = [target for intent in await pending_announcements(own) for target in intent.targets]
     strays = [StoredInstance(InstanceIdentifiers(study, series, generate_uid()), new_version()), _version()]
     for stray in strays:
         await _upload(own, stray)
     targets = [*committed, *(CleanupTarget.of_version(stray) for stray in strays)]
-    await write_entries(own, [entry_of("several", targets, datetime.now(timezone.utc))])
+    await write_entries(own, [entry_of("several", targets, datetime.now(UTC))])
 
     report = await run_cleanup(own, now=FAR_FUTURE)
 
@@ -118,7 +122,7 @@ async def test_versions_of_one_study_are_checked_with_one_range_query(
     targets = [CleanupTarget.of_version(StoredInstance(InstanceIdentifiers(study, series, generate_uid()),
                                                        new_version())) for _ in range(30)]
     await schedule_cleanup(own, targets[:10])  # entries in the format of before: one version each
-    await write_entries(own, [entry_of("request", targets[10:], datetime.now(timezone.utc))])
+    await write_entries(own, [entry_of("request", targets[10:], datetime.now(UTC))])
     reads: list[str] = []
     query_all, get_row = blob_cleanup.query_all, blob_cleanup.get_row
 
@@ -174,7 +178,7 @@ async def test_an_entry_deleted_meanwhile_does_not_keep_the_others(own: Storage)
 
 def test_entries_of_both_formats_read_back() -> None:
     targets = [CleanupTarget.of_version(_version()), CleanupTarget.of_document(generate_uid(), generate_uid())]
-    due = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    due = datetime(2024, 1, 2, tzinfo=UTC)
     several = entry_of("r-1", targets, due)
     assert parse_entry(entity_of(several)) == several
     assert parse_entry(entity_of(entry_for(targets[1], due))) == entry_for(targets[1], due)

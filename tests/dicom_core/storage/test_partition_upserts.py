@@ -12,7 +12,8 @@ from azure.data.tables.aio import TableClient
 from pydicom.uid import generate_uid
 
 from dicom_core.index.outbox import PENDING_PARTITION, announce_changes
-from dicom_core.maintenance.blob_cleanup import CleanupTarget, all_entries, schedule_cleanup
+from dicom_core.index.cleanup_entries import CleanupTarget, schedule_cleanup
+from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.partition_upserts import LANES, PartitionUpserts

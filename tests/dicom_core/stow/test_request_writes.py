@@ -1,27 +1,21 @@
-"""A STOW request's own records: one cleanup entry and one change-feed announcement, extended by its parts."""
+"""A STOW request's records written once for its parts, and its cleanup entries (beyond its intent's room)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 from pydicom.uid import generate_uid
 
-from dicom_core.index.outbox import PENDING_PARTITION
-from dicom_core.maintenance.blob_cleanup import MAX_ENTRY_TARGETS, CleanupTarget, all_entries
+from dicom_core.index.cleanup_entries import MAX_ENTRY_TARGETS, CleanupTarget
+from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.storage.clients import Storage
-from dicom_core.stow.request_writes import MAX_ANNOUNCED_STUDIES, Coalesced, RequestCleanup, RequestFeed
+from dicom_core.stow.request_writes import Coalesced, RequestCleanup
 
 
 def _target(study: str | None = None) -> CleanupTarget:
     ids = InstanceIdentifiers(study or generate_uid(), generate_uid(), generate_uid())
     return CleanupTarget.of_version(StoredInstance(ids, new_version()))
-
-
-async def _announcements(storage: Storage) -> dict[str, tuple[list[str], int]]:
-    rows = storage.changes.query_entities("PartitionKey eq @pk", parameters={"pk": PENDING_PARTITION})
-    return {str(row["RowKey"]): (json.loads(row["Studies"]), row["Changes"]) async for row in rows}
 
 
 async def test_parts_waiting_at_one_moment_share_one_write() -> None:
@@ -73,31 +67,3 @@ async def test_a_version_named_lately_is_not_written_again(own: Storage) -> None
     before = await all_entries(own)
     await cleanup.cover([target])  # a commit attempt's check: named a moment ago, nothing to write
     assert await all_entries(own) == before
-
-
-async def test_a_request_into_many_studies_has_an_announcement_per_hundred(own: Storage) -> None:
-    request = new_version()
-    feed = RequestFeed(own, request)
-    studies = [str(generate_uid()) for _ in range(MAX_ANNOUNCED_STUDIES + 20)]
-    await asyncio.gather(*(feed.cover(study) for study in studies))
-    await feed.cover(studies[-1])
-
-    announced = await _announcements(own)
-    assert announced == {request: (studies[:MAX_ANNOUNCED_STUDIES], MAX_ANNOUNCED_STUDIES),
-                         f"{request}-2": (studies[MAX_ANNOUNCED_STUDIES:], 21)}
-    assert feed.announcement_for(studies[-1]) == f"{request}-2"
-
-
-async def test_changes_certainly_not_committed_leave_the_count_at_the_end(own: Storage) -> None:
-    request, study, other = new_version(), str(generate_uid()), str(generate_uid())
-    feed = RequestFeed(own, request)
-    await asyncio.gather(feed.cover(study), feed.cover(study), feed.cover(other))
-    feed.not_committed(study)
-    await feed.finish()
-    assert await _announcements(own) == {request: ([study, other], 2)}
-
-    refused = RequestFeed(own, new_version())
-    await refused.cover(study)
-    refused.not_committed(study)
-    await refused.finish()
-    assert list(await _announcements(own)) == [request]  # nothing of it was committed: withdrawn

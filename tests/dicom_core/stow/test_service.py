@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydicom import dcmread
@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.documents.series_documents import document_name
+from dicom_core.index.outbox import Announcement, parse_announcement
 from dicom_core.index.rows import MAX_ROW_METADATA_CHARS, ROW_METADATA, STUDY_ROW, series_row_key
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
@@ -28,7 +29,7 @@ from tests.factories import make_instance, multipart_body
 BOUNDARY = "test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 BASE = "http://test"
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 async def _chunks(data: bytes, size: int = 7919) -> AsyncIterator[bytes]:
@@ -120,34 +121,46 @@ async def test_deleted_container_is_created_again(unit_settings: Settings) -> No
         await own.close()
 
 
-async def test_a_request_writes_one_cleanup_entry_and_one_announcement(own: Storage) -> None:
+async def _pending(storage: Storage) -> list[Announcement]:
+    return [parse_announcement(e) async for e in storage.changes.query_entities("PartitionKey eq 'pending'")]
+
+
+async def test_a_request_writes_one_intent_naming_its_versions_and_counting_its_changes(own: Storage) -> None:
     study, series = generate_uid(), generate_uid()
     assert (await _store(own, [make_instance(study=study, series=series) for _ in range(5)])).status == 200
     rows = [e async for e in own.studies.query_entities(
         "PartitionKey eq @pk and RowKey ge 'instance|' and RowKey lt 'instance}'", parameters={"pk": study})]
 
-    [entry] = await all_entries(own)
-    assert {target.version for target in entry.targets} == {str(row["Version"]) for row in rows}
-    [announcement] = [e async for e in own.changes.query_entities("PartitionKey eq 'pending'")]
-    assert (json.loads(announcement["Studies"]), announcement["Changes"]) == ([study], 5)
+    assert await all_entries(own) == []  # no cleanup entry: the intent is the request's cleanup record
+    [intent] = await _pending(own)
+    assert {target.version for target in intent.targets} == {str(row["Version"]) for row in rows}
+    assert (intent.studies, intent.changes) == ((study,), 5)
+
+
+async def test_retiring_a_committed_requests_intent_leaves_no_cleanup_work(own: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await _store(own, [make_instance(study=study, series=series) for _ in range(5)])).status == 200
     assert await sequence_pending(own) == 5
-    assert (await run_cleanup(own, now=FAR_FUTURE)).kept == 5
-    assert await all_entries(own) == []
+    assert await _pending(own) == []
+    assert await all_entries(own) == []  # every version it named was proven committed by its change
 
 
-async def test_an_upsert_names_the_versions_it_replaces_in_its_cleanup_entry(own: Storage) -> None:
+async def test_an_upsert_names_the_versions_it_replaces_in_its_intent(own: Storage) -> None:
     study, series = generate_uid(), generate_uid()
     sops = [generate_uid() for _ in range(3)]
     assert (await _store(own, [make_instance(study=study, series=series, sop=sop) for sop in sops])).status == 200
-    old = {target for entry in await all_entries(own) for target in entry.targets}
+    [first] = await _pending(own)
+    assert await sequence_pending(own) == 3
     replaced = await _store(own, [make_instance(study=study, series=series, sop=sop) for sop in sops], upsert=True)
     assert replaced.status == 200
 
-    [entry] = [entry for entry in await all_entries(own) if set(entry.targets) != old]
-    assert len(entry.targets) == 6 and old < set(entry.targets)  # its own 3 versions and the 3 it replaced
-
+    [intent] = await _pending(own)
+    assert len(intent.targets) == 3 and set(intent.replaced) == set(first.targets)  # its own 3, the 3 replaced
+    assert await sequence_pending(own) == 3
+    [entry] = await all_entries(own)  # retired: the replaced versions are no change of it, so handed over
+    assert set(entry.targets) == set(first.targets)
     report = await run_cleanup(own, now=FAR_FUTURE)
-    assert (report.kept, report.versions_deleted) == (3, 3)
+    assert (report.kept, report.versions_deleted) == (0, 3)
     assert len(await _blob_names(own, study)) == 3
 
 
