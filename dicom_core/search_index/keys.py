@@ -1,10 +1,12 @@
 """Keys of the secondary index table: which partition and RowKey an index entry of a study, series or instance has.
 
 Each searchable value gets its own partition (`{index}|{folded, encoded value}`) and each entry's RowKey starts
-with an inverted sort key, so a newest-first page is one RowKey range read; lookups by UID hold one entry per
-target. Words of person names are entries of their own: one partition per first character and the whole word
-leading the RowKey, so the words beginning with any prefix are one RowKey range. Pure functions of the stored
-attributes; writing and removing entries is `entries.py`.
+with an inverted sort key, so a newest-first page is one RowKey range read. Words of person names are entries of
+their own: one partition per first character and the whole word leading the RowKey, so the words beginning with
+any prefix are one RowKey range. Lookups by series or SOP instance UID hold one entry per target in the partition
+of the UID's root (the UID without its last component), the UID leading the RowKey: the instances of a series
+(and the series of one source) share a root, so the entries of a request share a transaction. Pure functions of
+the stored attributes; writing and removing entries is `entries.py`.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ STUDIES_BY_REFERRING_PAIR = "s.refpair"
 STUDIES_BY_DATE = "s.date"
 STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
-SERIES_BY_UID = "se.uid"
+SERIES_BY_UID = "se.root"
 SERIES_BY_MODALITY = "se.mod"
-INSTANCES_BY_UID = "i.uid"
-# Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
-UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
+INSTANCES_BY_UID = "i.root"
+# Lookups by UID: partition `{index}|{root of the UID}`, RowKey `{uid}|{the rest of the target}`, no sort key.
+UID_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
+# The layout before (one partition per UID, RowKey the target): read beside the new one until the reindex
+# (maintenance/reindex.py) moved its entries, then deleted.
+LEGACY_UID_INDEXES = {SERIES_BY_UID: "se.uid", INSTANCES_BY_UID: "i.uid"}
 # Name words and word pairs: RowKey `{encoded word}!{sort}|{study}` in the partition of the word's first
 # character (a pair is one "word" `{first}^{second}`).
 NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD,
@@ -80,7 +85,11 @@ class IndexKey:
     def row_key(self, sort_key: str, *uids: str) -> str:
         """The RowKey of the entry for the target ``uids`` (study[, series[, instance]])."""
         target = "|".join(uids)
-        return target if self.index in UNSORTED_INDEXES else f"{self.row_prefix}{sort_key}|{target}"
+        if self.index in UID_INDEXES:  # the looked-up UID (the target's last) leads, as row_prefix
+            return self.row_prefix + "|".join(uids[:-1])
+        if self.index in LEGACY_UID_INDEXES.values():
+            return target
+        return f"{self.row_prefix}{sort_key}|{target}"
 
 
 @dataclass(frozen=True)
@@ -161,9 +170,30 @@ def word_range(index: str, word: str, *, whole: bool) -> tuple[str, str, str]:
     return f"{index}|{encode_key(cut[:1])}", low, successor(low)
 
 
+def uid_root(uid: str) -> str:
+    """A UID without its last component ("" for a UID of one component)."""
+    return uid.rpartition(".")[0]
+
+
+def uid_key(index: str, uid: str) -> IndexKey:
+    """The key of a UID lookup entry (SERIES_BY_UID, INSTANCES_BY_UID): the partition of the UID's root."""
+    return IndexKey(partition_key(index, uid_root(uid)), f"{encode_key(uid)}|")
+
+
+def legacy_uid_key(index: str, uid: str) -> IndexKey:
+    """The key the layout before gave a UID lookup entry: a partition of its own."""
+    return IndexKey(partition_key(LEGACY_UID_INDEXES[index], uid))
+
+
+def uid_ranges(index: str, uid: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    """The partition and RowKey range [low, high) of the entries of ``uid``: this layout's, then the one before's."""
+    key, legacy = uid_key(index, uid), legacy_uid_key(index, uid)
+    return (key.partition, key.row_prefix, successor(key.row_prefix)), (legacy.partition, None, None)
+
+
 def series_keys(series: str, modality: str) -> set[IndexKey]:
     """Every key under which a series with this Modality is found."""
-    keys = {IndexKey(ALL_SERIES), IndexKey(partition_key(SERIES_BY_UID, series))}
+    keys = {IndexKey(ALL_SERIES), uid_key(SERIES_BY_UID, series)}
     if modality:
         keys.add(IndexKey(partition_key(SERIES_BY_MODALITY, modality)))
     return keys
@@ -171,7 +201,7 @@ def series_keys(series: str, modality: str) -> set[IndexKey]:
 
 def instance_key(instance: str) -> IndexKey:
     """The key under which an instance is found by its SOPInstanceUID."""
-    return IndexKey(partition_key(INSTANCES_BY_UID, instance))
+    return uid_key(INSTANCES_BY_UID, instance)
 
 
 def study_row_modalities(row: TableEntity | dict[str, object]) -> set[str]:
@@ -188,6 +218,11 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
     """Parse an index entry back into its key, target and sort key."""
     partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
     index, row_prefix = partition.split("|", 1)[0], ""
+    if index in UID_INDEXES:
+        uid, _, rest = row.partition("|")
+        study, *middle = rest.split("|")
+        key = IndexKey(partition, f"{uid}|")
+        return IndexEntry(key, study, middle[0], uid) if middle else IndexEntry(key, study, uid)
     if index == STUDIES_BY_DATE:
         row_prefix, _, row = row.partition("|")
         row_prefix += "|"
@@ -195,7 +230,7 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
         row_prefix, _, row = row.partition(WORD_END)
         row_prefix += WORD_END
     parts, sort_key = row.split("|"), ""
-    if index not in UNSORTED_INDEXES:
+    if index not in LEGACY_UID_INDEXES.values():
         sort_key, parts = parts[0], parts[1:]
     series, instance = (*parts[1:], None, None)[:2]
     return IndexEntry(IndexKey(partition, row_prefix), parts[0], series, instance, sort_key)

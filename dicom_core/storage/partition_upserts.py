@@ -51,9 +51,13 @@ class _Upsert:
 class PartitionUpserts:
     """Upserts (replacing) rows of one table; concurrent upserts of a partition share a transaction."""
 
-    def __init__(self, table: Callable[[Storage], TableClient], *, lanes: int = LANES) -> None:
+    def __init__(self, table: Callable[[Storage], TableClient], *, lanes: int = LANES,
+                 linger: tuple[float, float] = (0.0, 0.0)) -> None:
         self._table = table
         self._lanes = lanes
+        # Seconds the first writer of an idle partition waits for others: alone, and while other partitions are
+        # being written (by concurrent stores, whose rows of this partition may be a moment away).
+        self._linger = linger
         self._writes: GroupCommit[tuple[int, str, int], _Upsert, None] = GroupCommit(
             self._flush, max_items=MAX_OPERATIONS, fits=_new_row)
         self._writers: dict[tuple[int, str, int], int] = {}  # writers queued or writing, per lane
@@ -85,9 +89,10 @@ class PartitionUpserts:
         """Write one row with the other rows queued in the least busy lane of its partition."""
         lanes = [(id(storage), partition, lane) for lane in range(self._lanes)]
         key = min(lanes, key=lambda lane: self._writers.get(lane, 0))
+        linger = self._linger[len(self._writers) > (key in self._writers)]
         self._writers[key] = self._writers.get(key, 0) + 1
         try:
-            await self._writes.submit(key, _Upsert(storage, entity))
+            await self._writes.submit(key, _Upsert(storage, entity), linger=linger)
         finally:
             self._writers[key] -= 1
             if not self._writers[key]:
