@@ -8,7 +8,9 @@ claimed, gives every series row its copy of the study's attributes (which lets a
 skip the study row), then deletes the old partitions. Archives stored before lookups by series and SOP instance
 UID were kept per UID root hold a partition per UID (`se.uid|{series}`, `i.uid|{instance}`), which searches still
 read beside the new ones: this writes every series and instance row's entry in the partition of its UID's root
-(from one scan of the row keys) and deletes the old partitions. Settings come from the environment, like the app's.
+(from one scan of the row keys) and deletes the old partitions, and those of whole names (`s.pn|{name}`,
+`s.ref|{name}`), which searches no longer read (an exact name is found by its word pair). Settings come from the
+environment, like the app's.
 Idempotent (upserts, and deletes of what it finds): run it again after a failure. With ``--keep-old`` the old
 partitions stay: run it so before deploying (the old version keeps answering name searches from them), and
 once more without it after (for the studies stored in between).
@@ -33,6 +35,7 @@ from dicom_core.search_index.entries import study_sort_key
 from dicom_core.search_index.keys import (
     CLAIMS,
     INSTANCES_BY_UID,
+    LEGACY_EXACT_NAME_INDEXES,
     LEGACY_UID_INDEXES,
     NAME_WORD_INDEXES,
     SERIES_BY_UID,
@@ -104,7 +107,7 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
     tally.written += await _write(storage, held, tally, full_only=False)
     await _write_uid_entries(storage, tally)
     if not keep_old:
-        for index in (*LEGACY_WORD_INDEXES, *LEGACY_UID_INDEXES.values()):
+        for index in (*LEGACY_WORD_INDEXES, *LEGACY_EXACT_NAME_INDEXES, *LEGACY_UID_INDEXES.values()):
             await _delete_partitions(storage, index, tally)
     return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies, tally.uid_entries)
 

@@ -21,16 +21,14 @@ from azure.data.tables import TableEntity
 
 from dicom_core.model.dicom_json import JsonDataset, first_value, person_name_forms
 from dicom_core.model.tags import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, REFERRING_PHYSICIAN_NAME, STUDY_DATE
-from dicom_core.model.text import fold, fold_person_name, name_words
+from dicom_core.model.text import fold, name_words
 
 # Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
 # 'i.' at instances.
 ALL_STUDIES = "s.all"
 STUDIES_BY_PATIENT_ID = "s.pid"
 STUDIES_BY_ACCESSION = "s.acc"
-STUDIES_BY_PATIENT_NAME = "s.pn"
 STUDIES_BY_PATIENT_NAME_WORD = "s.pnword"
-STUDIES_BY_REFERRING = "s.ref"
 STUDIES_BY_REFERRING_WORD = "s.refword"
 # A name's first two words joined by PAIR_JOIN, e.g. DOE^JOHN: 'Doe^Jo*' is then one range, not every DOE.
 STUDIES_BY_PATIENT_NAME_PAIR = "s.pnpair"
@@ -53,11 +51,15 @@ NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRIN
 # Joins the two words of a pair: name words hold letters and digits only, so it never occurs in a word.
 PAIR_JOIN = "^"
 CLAIMS = "claim"
-# The indexes of each person name attribute: whole names, words, leading word pairs.
+# The indexes of each person name attribute: words, leading word pairs. An exact name is found by its word pair
+# (or its word, when it has one), a superset that verification narrows.
 NAME_INDEXES = (
-    (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_PATIENT_NAME_PAIR, PATIENT_NAME),
-    (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, STUDIES_BY_REFERRING_PAIR, REFERRING_PHYSICIAN_NAME),
+    (STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_PATIENT_NAME_PAIR, PATIENT_NAME),
+    (STUDIES_BY_REFERRING_WORD, STUDIES_BY_REFERRING_PAIR, REFERRING_PHYSICIAN_NAME),
 )
+# Whole names had partitions of their own (`s.pn|{name}`, `s.ref|{name}`) before: no search reads them, the
+# reindex deletes them.
+LEGACY_EXACT_NAME_INDEXES = ("s.pn", "s.ref")
 
 # Values are indexed by their first characters (keys hold 1 KiB; an encoded character takes up to 9).
 KEY_VALUE_CHARS = 100
@@ -144,9 +146,8 @@ def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexK
         value = first_value(attributes, tag)
         if value:
             keys.add(IndexKey(partition_key(index, value)))
-    for exact, words, pairs, tag in NAME_INDEXES:
+    for words, pairs, tag in NAME_INDEXES:
         forms = person_name_forms(attributes, tag)
-        keys.update(IndexKey(partition_key(exact, fold_person_name(form))) for form in forms if fold_person_name(form))
         keys.update(word_key(words, word) for form in forms for word in name_words(form))
         keys.update(word_key(pairs, PAIR_JOIN.join(form_words[:2]))
                     for form_words in map(name_words, forms) if len(form_words) >= 2)

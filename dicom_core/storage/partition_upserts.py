@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.group_commit import GroupCommit
 
@@ -29,6 +31,7 @@ OWN_TRANSACTION_ROWS = 25
 OWN_TRANSACTION_CONCURRENCY = 16
 LANES = 4  # transactions of one partition in flight at once (rows of different writers never conflict)
 
+TRANSACTION_ATTEMPTS = 3  # sends of a transaction whose connection failed
 REFUSED_ENTITY_STATUS = 400  # the service refused one operation of the transaction (it names which)
 MISSING_TABLE = "TableNotFound"
 
@@ -128,7 +131,15 @@ class PartitionUpserts:
             return
         operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
         try:
-            await storage.recreating_missing(lambda: table.submit_transaction(operations))
+            for attempt in range(TRANSACTION_ATTEMPTS):
+                try:
+                    await storage.recreating_missing(lambda: table.submit_transaction(operations))
+                    break
+                except (ServiceRequestError, ServiceResponseError):
+                    # The SDK retries a single upsert (a PUT), not a transaction (a POST); upserts may be repeated.
+                    if attempt == TRANSACTION_ATTEMPTS - 1:
+                        raise
+                    await jittered_backoff(attempt)
         except TableTransactionError as exc:
             # A transaction reports a missing table as its own error, which recreating_missing does not know.
             if error_code(exc) != MISSING_TABLE:

@@ -149,7 +149,7 @@ async def _legacy_uid_entries(storage: Storage) -> list[str]:
             if str(entity["PartitionKey"]).startswith(tuple(f"{index}|" for index in LEGACY_UID_INDEXES.values()))]
 
 
-async def test_series_and_instances_of_the_uid_layout_before_are_found_before_and_after_the_migration(
+async def test_uid_lookups_of_the_layout_before_are_found_before_and_after_the_migration(
     own: Storage, stow_parts
 ) -> None:
     study, series = generate_uid(), generate_uid()
@@ -157,6 +157,7 @@ async def test_series_and_instances_of_the_uid_layout_before_are_found_before_an
     parts = [to_bytes(make_dataset(study=study, series=series, sop=sop)) for sop in instances]
     assert (await stow_parts(own, parts)).status == 200
     await _to_old_uid_layout(own, study, series, instances)
+    await own.index.upsert_entity({"PartitionKey": "s.pn|OLD^NAME", "RowKey": f"0|{study}"})  # a whole name's
     assert len(await _legacy_uid_entries(own)) == 3
     assert await _found_by_uids(own, series, instances[0]) == ([series], instances[:1])  # read from the old layout
 
@@ -165,8 +166,10 @@ async def test_series_and_instances_of_the_uid_layout_before_are_found_before_an
     assert await _found_by_uids(own, series, instances[0]) == ([series], instances[:1])  # in both layouts: once
 
     report = await reindex_names(own)
-    assert (report.uid_entries_written, report.old_entries_deleted) == (3, 3)
+    assert (report.uid_entries_written, report.old_entries_deleted) == (3, 4)
     assert await _legacy_uid_entries(own) == []
+    assert [entity async for entity in own.index.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": "s.pn|OLD^NAME"})] == []
     assert await _found_by_uids(own, series, instances[1]) == ([series], instances[1:])
     assert await check_consistency(own) == []
     again = await reindex_names(own)
