@@ -158,7 +158,8 @@ async def _store_through_index(storage: Storage, study: PlannedStudy) -> None:
 
 
 SOP_INSTANCE_UID = "00080018"
-# Index partitions that hold one study's entries only; the others are shared by many studies.
+# Index partitions written with each study (its UIDs' roots, its accession number, its claims); the others are
+# gathered from many studies and written at the end.
 STUDY_OWN_PARTITIONS = (f"{INSTANCES_BY_UID}|", f"{SERIES_BY_UID}|", f"{STUDIES_BY_ACCESSION}|", f"{CLAIMS}|")
 TRANSACTION_MAX = 100
 REQUESTS_AT_ONCE = 32

@@ -14,6 +14,10 @@ and exits 1 when there is any. Findings:
   ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly one
   record of each of the series' instances (that of the row's version where the row holds the JSON);
 - ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
+  ``series-not-indexed`` / ``instance-not-indexed`` (only with ``--uid-entries``): a series or instance row
+  without its entry for a search by SeriesInstanceUID or SOPInstanceUID (in the partition of the UID's root, or
+  of the layout before the reindex). A delete removes entries before rows, so one interrupted in between
+  leaves such rows until it is repeated: a finding of an archive, not of the guarantees a crash keeps;
 - ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
   announced nor appended to the feed (its change would never reach the feed).
 
@@ -51,7 +55,14 @@ from dicom_core.index.rows import ROW_METADATA, STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.dicom_json import first_value
 from dicom_core.model.tags import SOP_INSTANCE_UID
-from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
+from dicom_core.search_index.keys import (
+    ALL_STUDIES,
+    INSTANCES_BY_UID,
+    SERIES_BY_UID,
+    legacy_uid_key,
+    parse_entry,
+    uid_key,
+)
 from dicom_core.settings import Settings
 from dicom_core.storage.blobs import THUMBNAIL_MARK
 from dicom_core.storage.clients import Storage, open_storage
@@ -83,7 +94,8 @@ class _Study:
     instances: dict[tuple[str, str], TableEntity] = field(default_factory=dict)  # (series, instance) -> row
 
 
-async def check_consistency(storage: Storage, *, reconcile_documents: bool = True) -> list[Finding]:
+async def check_consistency(storage: Storage, *, reconcile_documents: bool = True,
+                            uid_entries: bool = False) -> list[Finding]:
     """Walk every row, blob, cleanup entry and `s.all` entry; return the findings (none when consistent)."""
     outboxes: list[TableEntity] = []
     studies, files, metadata, cleanup, intents, listed = await asyncio.gather(
@@ -119,10 +131,36 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
         if series not in studies.get(study, _Study()).series and (study, series) not in covered_documents:
             findings.append(Finding("orphan-document", document_name(study, series),
                                     "the series has no row and no cleanup entry covers the document"))
+    if uid_entries:
+        findings += await _check_uid_entries(storage, studies)
     findings += await _check_outboxes(storage, outboxes)
     if reconcile_documents:
         findings += await _check_documents(storage, studies)
     return findings
+
+
+async def _check_uid_entries(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
+    """Series and instance rows that a search by their UID misses: no entry in either layout."""
+    targets: list[tuple[str, tuple[str, ...]]] = [  # (index, target UIDs; the looked-up UID last)
+        *((SERIES_BY_UID, (study, series)) for study, rows in studies.items() for series in rows.series),
+        *((INSTANCES_BY_UID, (study, *ids)) for study, rows in studies.items() for ids in rows.instances)]
+    keys = [uid_key(index, ids[-1]) for index, ids in targets]
+    pages = await bounded_gather((query_all(storage.index, "PartitionKey eq @pk", parameters={"pk": partition},
+                                            select=["PartitionKey", "RowKey"])
+                                  for partition in {key.partition for key in keys}), limit=_DOCUMENT_CONCURRENCY)
+    found = {(str(entry["PartitionKey"]), str(entry["RowKey"])) for page in pages for entry in page}
+
+    async def legacy_entry(index: str, ids: tuple[str, ...]) -> Finding | None:
+        key = legacy_uid_key(index, ids[-1])
+        if await get_entity_or_none(storage.index, key.partition, key.row_key("", *ids), ["RowKey"]) is not None:
+            return None
+        level = "series" if index == SERIES_BY_UID else "instance"
+        return Finding(f"{level}-not-indexed", "/".join(ids), f"no {index} index entry")
+
+    results = await bounded_gather((legacy_entry(index, ids) for (index, ids), key in zip(targets, keys, strict=True)
+                                    if (key.partition, key.row_key("", *ids)) not in found),
+                                   limit=_DOCUMENT_CONCURRENCY)
+    return [finding for finding in results if finding is not None]
 
 
 async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list[Finding]:
@@ -246,10 +284,10 @@ def _version_of(name: str) -> tuple[str, str, str, str] | None:
     return None
 
 
-async def _main(reconcile_documents: bool) -> int:
+async def _main(reconcile_documents: bool, uid_entries: bool) -> int:
     storage = await open_storage(Settings.from_environment())
     try:
-        findings = await check_consistency(storage, reconcile_documents=reconcile_documents)
+        findings = await check_consistency(storage, reconcile_documents=reconcile_documents, uid_entries=uid_entries)
     finally:
         await storage.close()
     for finding in findings:
@@ -264,8 +302,10 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--no-reconcile", action="store_true",
                         help="do not reconcile series metadata documents (which writes them) before comparing")
+    parser.add_argument("--uid-entries", action="store_true",
+                        help="also check that every series and instance row has its entry for a search by its UID")
     arguments = parser.parse_args(argv)
-    sys.exit(asyncio.run(_main(not arguments.no_reconcile)))
+    sys.exit(asyncio.run(_main(not arguments.no_reconcile, arguments.uid_entries)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,12 @@ Archives stored before name words were indexed whole hold one partition per word
 a name's leading word pair (`s.pnpair`, `s.refpair`), which wildcard searches read. This writes every study's name
 word and word pair entries from its study row (the Attributes it holds), with the sort key its first store
 claimed, gives every series row its copy of the study's attributes (which lets a series or instance search
-skip the study row), then deletes the old partitions. Settings come from the environment, like the app's.
+skip the study row), then deletes the old partitions. Archives stored before lookups by series and SOP instance
+UID were kept per UID root hold a partition per UID (`se.uid|{series}`, `i.uid|{instance}`), which searches still
+read beside the new ones: this writes every series and instance row's entry in the partition of its UID's root
+(from one scan of the row keys) and deletes the old partitions, and those of whole names (`s.pn|{name}`,
+`s.ref|{name}`), which searches no longer read (an exact name is found by its word pair). Settings come from the
+environment, like the app's.
 Idempotent (upserts, and deletes of what it finds): run it again after a failure. With ``--keep-old`` the old
 partitions stay: run it so before deploying (the old version keeps answering name searches from them), and
 once more without it after (for the studies stored in between).
@@ -28,13 +33,25 @@ from dicom_core.index.reads import series_rows
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.index.study_copies import refresh_study_copies
 from dicom_core.search_index.entries import series_sort_key, study_sort_key
-from dicom_core.search_index.keys import CLAIMS, VALUE_LED_INDEXES, series_row_keys, study_row_keys
+from dicom_core.search_index.keys import (
+    CLAIMS,
+    INSTANCES_BY_UID,
+    LEGACY_EXACT_NAME_INDEXES,
+    LEGACY_UID_INDEXES,
+    SERIES_BY_UID,
+    VALUE_LED_INDEXES,
+    series_row_keys,
+    study_row_keys,
+    uid_key,
+)
 from dicom_core.settings import Settings
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.sharded_table import ShardedTable
 
+# The kinds of rows (the first part of their RowKey) that are found by their UID.
+INSTANCE_PREFIX, SERIES_PREFIX = "instance", "series"
 # The name word indexes of the layout before: one partition per word prefix of 1-6 characters.
 LEGACY_WORD_INDEXES = ("s.pnw", "s.refw")
 TRANSACTION_MAX = 100  # operations of one entity-group transaction
@@ -51,6 +68,7 @@ class ReindexReport:
     old_entries_deleted: int
     requests: int
     copies_written: int = 0
+    uid_entries_written: int = 0
 
 
 @dataclass
@@ -62,6 +80,7 @@ class _Tally:
     deleted: int = 0
     requests: int = 0
     copies: int = 0
+    uid_entries: int = 0
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
@@ -93,12 +112,31 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
         for entries in series_entries:
             for entry in entries:
                 held[entry["PartitionKey"]][entry["RowKey"]] = entry
-        await _write(storage, held, tally, full_only=True)
-    await _write(storage, held, tally, full_only=False)
+        tally.written += await _write(storage, held, tally, full_only=True)
+    tally.written += await _write(storage, held, tally, full_only=False)
+    await _write_uid_entries(storage, tally)
     if not keep_old:
-        for index in LEGACY_WORD_INDEXES:
+        for index in (*LEGACY_WORD_INDEXES, *LEGACY_EXACT_NAME_INDEXES, *LEGACY_UID_INDEXES.values()):
             await _delete_partitions(storage, index, tally)
-    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies)
+    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies, tally.uid_entries)
+
+
+async def _write_uid_entries(storage: Storage, tally: _Tally) -> None:
+    """Upsert every series and instance row's entry in the partition of its UID's root, from one key scan."""
+    held: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    rows = {"low": f"{INSTANCE_PREFIX}|", "high": f"{SERIES_PREFIX}}}"}  # instance|… < outbox… < series|…
+    async for page in _pages(storage.studies, "RowKey ge @low and RowKey lt @high", rows, ["PartitionKey", "RowKey"],
+                             tally):
+        for row in page:
+            kind, *uids = str(row["RowKey"]).split("|")
+            index = {INSTANCE_PREFIX: INSTANCES_BY_UID, SERIES_PREFIX: SERIES_BY_UID}.get(kind)
+            if index is None or not uids:
+                continue
+            key = uid_key(index, uids[-1])
+            row_key = key.row_key("", str(row["PartitionKey"]), *uids)
+            held[key.partition][row_key] = {"PartitionKey": key.partition, "RowKey": row_key}
+        tally.uid_entries += await _write(storage, held, tally, full_only=True)
+    tally.uid_entries += await _write(storage, held, tally, full_only=False)
 
 
 async def _series_value_entries(storage: Storage, study: str, tally: _Tally) -> list[dict[str, Any]]:
@@ -127,8 +165,8 @@ async def _claimed_sort_keys(storage: Storage, tally: _Tally) -> dict[str, str]:
 
 
 async def _write(storage: Storage, held: dict[str, dict[str, dict[str, Any]]], tally: _Tally, *,
-                 full_only: bool) -> None:
-    """Upsert the held entries in transactions of one partition each (only full ones when ``full_only``)."""
+                 full_only: bool) -> int:
+    """Upsert the held entries in transactions of one partition each (only full ones when ``full_only``); count them."""
     batches: list[list[dict[str, Any]]] = []
     for partition, by_row in held.items():
         entries = list(by_row.values())
@@ -137,7 +175,7 @@ async def _write(storage: Storage, held: dict[str, dict[str, dict[str, Any]]], t
         held[partition] = {str(entry["RowKey"]): entry for entry in entries[cut:]}
     await bounded_gather((_upsert(storage, batch) for batch in batches), limit=_CONCURRENCY)
     tally.requests += len(batches)
-    tally.written += sum(map(len, batches))
+    return sum(map(len, batches))
 
 
 async def _upsert(storage: Storage, batch: list[dict[str, Any]]) -> None:
@@ -180,7 +218,8 @@ async def _main(keep_old: bool) -> int:
         await storage.close()
     print(f"{report.studies} studies: {report.entries_written} value entries (name words, IDs, times) written, "
           f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
-          f"given their study's attributes, {report.requests} storage requests")
+          f"given their study's attributes, {report.uid_entries_written} series and instance UID entries written, "
+          f"{report.requests} storage requests")
     return 0
 
 

@@ -35,11 +35,12 @@ from dicom_core.search_index.keys import (
     INSTANCES_BY_UID,
     SERIES_BY_UID,
     IndexEntry,
+    legacy_uid_key,
     parse_entry,
-    partition_key,
     series_row_keys,
     study_row_keys,
     study_row_modalities,
+    uid_ranges,
 )
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
@@ -152,8 +153,9 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
         yield hit
 
 
-async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
-    accepted: set[tuple[str, str]] = set()
+async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange, *,
+                             accepted: set[tuple[str, str]] | None = None) -> AsyncGenerator[Hit, None]:
+    accepted = set() if accepted is None else accepted
     full_study = needs_study_row(query)
     async for entries in _verification_slices(reads, index):
         pairs = await asyncio.gather(
@@ -162,7 +164,8 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexR
             target = (entry.study, entry.series or "")
             if study is None or series is None or target in accepted:
                 continue
-            if entry.key not in series_row_keys(series.entity):
+            keys = series_row_keys(series.entity)
+            if entry.key not in keys and entry.key != legacy_uid_key(SERIES_BY_UID, target[1]):
                 continue
             if _study_matches(query, study) and _matches_level(query, Level.SERIES, series):
                 accepted.add(target)
@@ -170,8 +173,9 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexR
 
 
 async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
-    found = [hit for uid in dict.fromkeys(uids)
-             async for hit in _series_from_index(reads, query, IndexRange(partition_key(SERIES_BY_UID, uid)))]
+    accepted: set[tuple[str, str]] = set()  # a series found in both layouts (before the reindex) is found once
+    found = [hit for uid in dict.fromkeys(uids) for index in uid_ranges(SERIES_BY_UID, uid)
+             async for hit in _series_from_index(reads, query, IndexRange(*index), accepted=accepted)]
     for hit in _newest_first(found, lambda hit: hit.series):
         yield hit
 
@@ -259,17 +263,18 @@ async def _instances_of_series(
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     found: list[Hit] = []
     full_study = needs_study_row(query)
-    for uid in dict.fromkeys(uids):
-        async for page in reads.index_pages(partition_key(INSTANCES_BY_UID, uid)):
-            for entry in (parse_entry(entity) for entity in page.entities):
-                ids = InstanceIdentifiers(entry.study, entry.series or "", entry.instance or "")
-                instance, (series, study) = await asyncio.gather(
-                    reads.instance(ids), _series_and_study(reads, ids.study, ids.series, full_study=full_study))
-                if instance is None or study is None or series is None:
-                    continue
-                if (_study_matches(query, study) and _matches_level(query, Level.SERIES, series)
-                        and _matches_level(query, Level.INSTANCE, instance)):
-                    found.append(Hit(ids.study, study=study, series=series, instance=instance))
+    targets = {  # an instance found in both layouts (before the reindex) is found once
+        InstanceIdentifiers(entry.study, entry.series or "", entry.instance or ""): None
+        for uid in dict.fromkeys(uids) for index in uid_ranges(INSTANCES_BY_UID, uid)
+        async for page in reads.index_pages(*index) for entry in map(parse_entry, page.entities)}
+    for ids in targets:
+        instance, (series, study) = await asyncio.gather(
+            reads.instance(ids), _series_and_study(reads, ids.study, ids.series, full_study=full_study))
+        if instance is None or study is None or series is None:
+            continue
+        if (_study_matches(query, study) and _matches_level(query, Level.SERIES, series)
+                and _matches_level(query, Level.INSTANCE, instance)):
+            found.append(Hit(ids.study, study=study, series=series, instance=instance))
     for hit in _newest_first(found, lambda hit: hit.instance):
         yield hit
 

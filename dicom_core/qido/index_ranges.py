@@ -18,7 +18,7 @@ from dicom_core.model.tags import (
     STUDY_ID,
     STUDY_TIME,
 )
-from dicom_core.model.text import fold, fold_person_name, name_words
+from dicom_core.model.text import fold, name_words
 from dicom_core.qido.query import Condition, MatchKind, QidoQuery
 from dicom_core.search_index.keys import (
     NAME_INDEXES,
@@ -75,12 +75,9 @@ def study_index_range(query: QidoQuery) -> IndexRange | None:
         condition = query.condition(tag)
         if condition is not None and condition.kind is MatchKind.EXACT:
             return IndexRange(partition_key(index, condition.value))
-    for exact, _, _, tag in NAME_INDEXES:
-        condition = query.condition(tag)
-        if condition is not None and condition.kind is MatchKind.EXACT:
-            return IndexRange(partition_key(exact, fold_person_name(condition.value)))
-    for _, words, pairs, tag in NAME_INDEXES:
-        term = name_term(query.condition(tag))
+    conditions = [(words, pairs, query.condition(tag)) for words, pairs, tag in NAME_INDEXES]
+    for words, pairs, condition in sorted(conditions, key=lambda named: not _exact(named[2])):
+        term = name_term(condition)
         if term is not None:
             return IndexRange(*word_range(pairs if term.pair else words, term.word, whole=term.whole))
     date = query.condition(STUDY_DATE)
@@ -121,10 +118,20 @@ def series_index_range(query: QidoQuery) -> IndexRange | None:
     return None
 
 
+def _exact(condition: Condition | None) -> bool:
+    return condition is not None and condition.kind is MatchKind.EXACT
+
+
 def name_term(condition: Condition | None) -> NameTerm | None:
-    """The longest word every name matching a fuzzy or wildcard condition has (whole) or has a word begin with."""
+    """The longest word every name matching a fuzzy or wildcard condition has (whole) or has a word begin with;
+    for an exact name, its leading word pair (or its one word), whole."""
     if condition is None:
         return None
+    if condition.kind is MatchKind.EXACT:
+        words = name_words(condition.value)
+        if len(words) >= 2:
+            return NameTerm(PAIR_JOIN.join(words[:2]), whole=True, pair=True)
+        return NameTerm(words[0], whole=True) if words else None
     if condition.kind is MatchKind.FUZZY:
         # Each query word begins a word of the name.
         return max((NameTerm(word, whole=False) for word in name_words(condition.value)),

@@ -38,6 +38,7 @@ from dicom_core.search_index.keys import (
     study_row_keys,
     study_row_modalities,
 )
+from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.partition_upserts import PartitionUpserts
@@ -53,9 +54,13 @@ _WRITE_CONCURRENCY = 16
 RECENT_SECONDS = 30.0
 _RECENT_MAX = 20_000
 _recent: dict[tuple[int, str, str, str, str], tuple[float, str, asyncio.Future[None]]] = {}
+# How long the first writer of an idle index partition waits before it writes: for the entries of the other
+# instances of its commit (which arrive within microseconds), and, while other partitions are being written, for
+# those of concurrent stores (the other parts of a request reach their commit a few milliseconds apart).
+INDEX_LINGER_SECONDS = (0.002, 0.02)
 # Concurrent stores' entries of one partition (every new study's ALL_STUDIES entry, say) share a transaction: one
 # lane, so whoever finds the partition idle writes alone and everyone arriving meanwhile writes together next.
-_index_rows = PartitionUpserts(lambda storage: storage.index, lanes=1)
+_index_rows = PartitionUpserts(lambda storage: storage.index, lanes=1, linger=INDEX_LINGER_SECONDS)
 
 async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
     """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
@@ -227,11 +232,14 @@ def _series_entries(study: str, row_key: str, row: TableEntity, claims: dict[str
 
 
 async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> int:
+    """Delete ``entries``, those of one partition (the instances of a series by UID) in shared transactions."""
     loop, table = id(asyncio.get_running_loop()), storage.index
+    by_partition: dict[str, list[RowDelete]] = {}
     for partition, row in entries:
         _recent.pop((loop, table.url, table.table_name, partition, row), None)
-    await bounded_gather((storage.index.delete_entity(partition, row) for partition, row in entries),
-                         limit=_WRITE_CONCURRENCY)
+        by_partition.setdefault(partition, []).append(RowDelete(row))
+    await bounded_gather((delete_rows(storage.index, partition, list(dict.fromkeys(rows)))
+                          for partition, rows in by_partition.items()), limit=_WRITE_CONCURRENCY)
     return len(entries)
 
 

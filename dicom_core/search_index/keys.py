@@ -1,10 +1,12 @@
 """Keys of the secondary index table: which partition and RowKey an index entry of a study, series or instance has.
 
 Each searchable value gets its own partition (`{index}|{folded, encoded value}`) and each entry's RowKey starts
-with an inverted sort key, so a newest-first page is one RowKey range read; lookups by UID hold one entry per
-target. Words of person names are entries of their own: one partition per first character and the whole word
-leading the RowKey, so the words beginning with any prefix are one RowKey range. Pure functions of the stored
-attributes; writing and removing entries is `entries.py`.
+with an inverted sort key, so a newest-first page is one RowKey range read. Words of person names are entries of
+their own: one partition per first character and the whole word leading the RowKey, so the words beginning with
+any prefix are one RowKey range. Lookups by series or SOP instance UID hold one entry per target in the partition
+of the UID's root (the UID without its last component), the UID leading the RowKey: the instances of a series
+(and the series of one source) share a root, so the entries of a request share a transaction. Pure functions of
+the stored attributes; writing and removing entries is `entries.py`.
 """
 
 from __future__ import annotations
@@ -30,16 +32,14 @@ from dicom_core.model.tags import (
     STUDY_ID,
     STUDY_TIME,
 )
-from dicom_core.model.text import fold, fold_person_name, name_words
+from dicom_core.model.text import fold, name_words
 
 # Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
 # 'i.' at instances.
 ALL_STUDIES = "s.all"
 STUDIES_BY_PATIENT_ID = "s.pid"
 STUDIES_BY_ACCESSION = "s.acc"
-STUDIES_BY_PATIENT_NAME = "s.pn"
 STUDIES_BY_PATIENT_NAME_WORD = "s.pnword"
-STUDIES_BY_REFERRING = "s.ref"
 STUDIES_BY_REFERRING_WORD = "s.refword"
 # A name's first two words joined by PAIR_JOIN, e.g. DOE^JOHN: 'Doe^Jo*' is then one range, not every DOE.
 STUDIES_BY_PATIENT_NAME_PAIR = "s.pnpair"
@@ -52,15 +52,18 @@ STUDIES_BY_STUDY_ID = "s.sid"
 STUDIES_BY_TIME = "s.time"
 STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
-SERIES_BY_UID = "se.uid"
+SERIES_BY_UID = "se.root"
 SERIES_BY_MODALITY = "se.mod"
 # SeriesNumber and PerformedProcedureStepStartDate/Time: value-led, one partition each, like StudyID and StudyTime.
 SERIES_BY_NUMBER = "se.num"
 SERIES_BY_PPS_DATE = "se.ppsdate"
 SERIES_BY_PPS_TIME = "se.ppstime"
-INSTANCES_BY_UID = "i.uid"
-# Lookups by UID hold one entry per target; their RowKey is the target alone, no sort key.
-UNSORTED_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
+INSTANCES_BY_UID = "i.root"
+# Lookups by UID: partition `{index}|{root of the UID}`, RowKey `{uid}|{the rest of the target}`, no sort key.
+UID_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
+# The layout before (one partition per UID, RowKey the target): read beside the new one until the reindex
+# (maintenance/reindex.py) moved its entries, then deleted.
+LEGACY_UID_INDEXES = {SERIES_BY_UID: "se.uid", INSTANCES_BY_UID: "i.uid"}
 # Name words and word pairs: RowKey `{encoded word}!{sort}|{study}` in the partition of the word's first
 # character (a pair is one "word" `{first}^{second}`).
 NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD,
@@ -71,11 +74,15 @@ VALUE_LED_INDEXES = NAME_WORD_INDEXES | {STUDIES_BY_STUDY_ID, STUDIES_BY_TIME, S
 # Joins the two words of a pair: name words hold letters and digits only, so it never occurs in a word.
 PAIR_JOIN = "^"
 CLAIMS = "claim"
-# The indexes of each person name attribute: whole names, words, leading word pairs.
+# The indexes of each person name attribute: words, leading word pairs. An exact name is found by its word pair
+# (or its word, when it has one), a superset that verification narrows.
 NAME_INDEXES = (
-    (STUDIES_BY_PATIENT_NAME, STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_PATIENT_NAME_PAIR, PATIENT_NAME),
-    (STUDIES_BY_REFERRING, STUDIES_BY_REFERRING_WORD, STUDIES_BY_REFERRING_PAIR, REFERRING_PHYSICIAN_NAME),
+    (STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_PATIENT_NAME_PAIR, PATIENT_NAME),
+    (STUDIES_BY_REFERRING_WORD, STUDIES_BY_REFERRING_PAIR, REFERRING_PHYSICIAN_NAME),
 )
+# Whole names had partitions of their own (`s.pn|{name}`, `s.ref|{name}`) before: no search reads them, the
+# reindex deletes them.
+LEGACY_EXACT_NAME_INDEXES = ("s.pn", "s.ref")
 
 # Values are indexed by their first characters (keys hold 1 KiB; an encoded character takes up to 9).
 KEY_VALUE_CHARS = 100
@@ -103,7 +110,11 @@ class IndexKey:
     def row_key(self, sort_key: str, *uids: str) -> str:
         """The RowKey of the entry for the target ``uids`` (study[, series[, instance]])."""
         target = "|".join(uids)
-        return target if self.index in UNSORTED_INDEXES else f"{self.row_prefix}{sort_key}|{target}"
+        if self.index in UID_INDEXES:  # the looked-up UID (the target's last) leads, as row_prefix
+            return self.row_prefix + "|".join(uids[:-1])
+        if self.index in LEGACY_UID_INDEXES.values():
+            return target
+        return f"{self.row_prefix}{sort_key}|{target}"
 
 
 @dataclass(frozen=True)
@@ -158,9 +169,8 @@ def study_keys(attributes: JsonDataset, modalities: Iterable[str]) -> set[IndexK
         value = first_value(attributes, tag)
         if value:
             keys.add(IndexKey(partition_key(index, value)))
-    for exact, words, pairs, tag in NAME_INDEXES:
+    for words, pairs, tag in NAME_INDEXES:
         forms = person_name_forms(attributes, tag)
-        keys.update(IndexKey(partition_key(exact, fold_person_name(form))) for form in forms if fold_person_name(form))
         keys.update(word_key(words, word) for form in forms for word in name_words(form))
         keys.update(word_key(pairs, PAIR_JOIN.join(form_words[:2]))
                     for form_words in map(name_words, forms) if len(form_words) >= 2)
@@ -219,9 +229,30 @@ def word_range(index: str, word: str, *, whole: bool) -> tuple[str, str, str]:
     return f"{index}|{encode_key(cut[:1])}", low, successor(low)
 
 
+def uid_root(uid: str) -> str:
+    """A UID without its last component ("" for a UID of one component)."""
+    return uid.rpartition(".")[0]
+
+
+def uid_key(index: str, uid: str) -> IndexKey:
+    """The key of a UID lookup entry (SERIES_BY_UID, INSTANCES_BY_UID): the partition of the UID's root."""
+    return IndexKey(partition_key(index, uid_root(uid)), f"{encode_key(uid)}|")
+
+
+def legacy_uid_key(index: str, uid: str) -> IndexKey:
+    """The key the layout before gave a UID lookup entry: a partition of its own."""
+    return IndexKey(partition_key(LEGACY_UID_INDEXES[index], uid))
+
+
+def uid_ranges(index: str, uid: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    """The partition and RowKey range [low, high) of the entries of ``uid``: this layout's, then the one before's."""
+    key, legacy = uid_key(index, uid), legacy_uid_key(index, uid)
+    return (key.partition, key.row_prefix, successor(key.row_prefix)), (legacy.partition, None, None)
+
+
 def series_keys(series: str, modality: str, attributes: JsonDataset | None = None) -> set[IndexKey]:
     """Every key under which a series with this Modality and these series-level attributes is found."""
-    keys = {IndexKey(ALL_SERIES), IndexKey(partition_key(SERIES_BY_UID, series))}
+    keys = {IndexKey(ALL_SERIES), uid_key(SERIES_BY_UID, series)}
     if modality:
         keys.add(IndexKey(partition_key(SERIES_BY_MODALITY, modality)))
     if attributes:
@@ -253,7 +284,7 @@ def stored_number(value: object) -> str:
 
 def instance_key(instance: str) -> IndexKey:
     """The key under which an instance is found by its SOPInstanceUID."""
-    return IndexKey(partition_key(INSTANCES_BY_UID, instance))
+    return uid_key(INSTANCES_BY_UID, instance)
 
 
 def study_row_modalities(row: TableEntity | dict[str, object]) -> set[str]:
@@ -270,6 +301,11 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
     """Parse an index entry back into its key, target and sort key."""
     partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
     index, row_prefix = partition.split("|", 1)[0], ""
+    if index in UID_INDEXES:
+        uid, _, rest = row.partition("|")
+        study, *middle = rest.split("|")
+        key = IndexKey(partition, f"{uid}|")
+        return IndexEntry(key, study, middle[0], uid) if middle else IndexEntry(key, study, uid)
     if index == STUDIES_BY_DATE:
         row_prefix, _, row = row.partition("|")
         row_prefix += "|"
@@ -277,7 +313,7 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
         row_prefix, _, row = row.partition(WORD_END)
         row_prefix += WORD_END
     parts, sort_key = row.split("|"), ""
-    if index not in UNSORTED_INDEXES:
+    if index not in LEGACY_UID_INDEXES.values():
         sort_key, parts = parts[0], parts[1:]
     series, instance = (*parts[1:], None, None)[:2]
     return IndexEntry(IndexKey(partition, row_prefix), parts[0], series, instance, sort_key)

@@ -46,15 +46,21 @@ class GroupCommit(Generic[K, T, R]):
         self._fits = fits
         self._queues: dict[tuple[int, K], _Queue[T, R]] = {}
 
-    async def submit(self, key: K, item: T) -> R:
-        """Queue ``item`` under ``key`` and return its result once a batch holding it was applied."""
+    async def submit(self, key: K, item: T, *, linger: float = 0.0) -> R:
+        """Queue ``item`` under ``key`` and return its result once a batch holding it was applied.
+
+        A writer that finds ``key`` idle waits ``linger`` seconds for others to queue before it applies the batch.
+        """
         queue_key = (id(asyncio.get_running_loop()), key)
         queue = self._queues.setdefault(queue_key, _Queue())
         entry: _Entry[T, R] = _Entry(item, asyncio.get_running_loop().create_future())
         queue.pending.append(entry)
+        idle = queue.users == 0
         queue.users += 1
         try:
             async with queue.lock:
+                if idle and linger:
+                    await asyncio.sleep(linger)
                 while not entry.future.done():
                     await self._apply(key, queue, self._take(queue), entry)
             return entry.future.result()

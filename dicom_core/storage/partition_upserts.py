@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.group_commit import GroupCommit
 
@@ -29,6 +31,7 @@ OWN_TRANSACTION_ROWS = 25
 OWN_TRANSACTION_CONCURRENCY = 16
 LANES = 4  # transactions of one partition in flight at once (rows of different writers never conflict)
 
+TRANSACTION_ATTEMPTS = 3  # sends of a transaction whose connection failed
 REFUSED_ENTITY_STATUS = 400  # the service refused one operation of the transaction (it names which)
 MISSING_TABLE = "TableNotFound"
 
@@ -51,9 +54,13 @@ class _Upsert:
 class PartitionUpserts:
     """Upserts (replacing) rows of one table; concurrent upserts of a partition share a transaction."""
 
-    def __init__(self, table: Callable[[Storage], TableClient], *, lanes: int = LANES) -> None:
+    def __init__(self, table: Callable[[Storage], TableClient], *, lanes: int = LANES,
+                 linger: tuple[float, float] = (0.0, 0.0)) -> None:
         self._table = table
         self._lanes = lanes
+        # Seconds the first writer of an idle partition waits for others: alone, and while other partitions are
+        # being written (by concurrent stores, whose rows of this partition may be a moment away).
+        self._linger = linger
         self._writes: GroupCommit[tuple[int, str, int], _Upsert, None] = GroupCommit(
             self._flush, max_items=MAX_OPERATIONS, fits=_new_row)
         self._writers: dict[tuple[int, str, int], int] = {}  # writers queued or writing, per lane
@@ -85,9 +92,10 @@ class PartitionUpserts:
         """Write one row with the other rows queued in the least busy lane of its partition."""
         lanes = [(id(storage), partition, lane) for lane in range(self._lanes)]
         key = min(lanes, key=lambda lane: self._writers.get(lane, 0))
+        linger = self._linger[len(self._writers) > (key in self._writers)]
         self._writers[key] = self._writers.get(key, 0) + 1
         try:
-            await self._writes.submit(key, _Upsert(storage, entity))
+            await self._writes.submit(key, _Upsert(storage, entity), linger=linger)
         finally:
             self._writers[key] -= 1
             if not self._writers[key]:
@@ -123,7 +131,15 @@ class PartitionUpserts:
             return
         operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
         try:
-            await storage.recreating_missing(lambda: table.submit_transaction(operations))
+            for attempt in range(TRANSACTION_ATTEMPTS):
+                try:
+                    await storage.recreating_missing(lambda: table.submit_transaction(operations))
+                    break
+                except (ServiceRequestError, ServiceResponseError):
+                    # The SDK retries a single upsert (a PUT), not a transaction (a POST); upserts may be repeated.
+                    if attempt == TRANSACTION_ATTEMPTS - 1:
+                        raise
+                    await jittered_backoff(attempt)
         except TableTransactionError as exc:
             # A transaction reports a missing table as its own error, which recreating_missing does not know.
             if error_code(exc) != MISSING_TABLE:

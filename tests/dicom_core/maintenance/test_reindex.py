@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from azure.data.tables import UpdateMode
+from pydicom.uid import generate_uid
 
 from dicom_core.index.reads import series_rows
 from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY, STUDY_ROW
+from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.reindex import LEGACY_WORD_INDEXES, reindex_names
 from dicom_core.model.dicom_json import person_name_forms
 from dicom_core.model.tags import PATIENT_NAME, REFERRING_PHYSICIAN_NAME
@@ -23,13 +25,18 @@ from dicom_core.model.text import name_words
 from dicom_core.qido.query import QidoResource
 from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.search_index.keys import (
+    INSTANCES_BY_UID,
+    LEGACY_UID_INDEXES,
     NAME_WORD_INDEXES,
     SERIES_BY_NUMBER,
+    SERIES_BY_UID,
     STUDIES_BY_STUDY_ID,
     STUDIES_BY_TIME,
     encode_key,
+    legacy_uid_key,
     series_row_keys,
     study_row_keys,
+    uid_key,
 )
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
@@ -157,3 +164,51 @@ async def _found_series(storage: Storage, query: str) -> list[str]:
     response = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2, query))
     assert response.warning is None
     return [dataset["0020000E"]["Value"][0] for dataset in response.datasets]
+
+
+async def _to_old_uid_layout(storage: Storage, study: str, series: str, instances: list[str]) -> None:
+    """Replace a stored series' UID lookup entries with those of the layout before: a partition per UID."""
+    for index, ids in [(SERIES_BY_UID, (study, series)), *((INSTANCES_BY_UID, (study, series, sop)) for sop in instances)]:
+        key, legacy = uid_key(index, ids[-1]), legacy_uid_key(index, ids[-1])
+        await storage.index.delete_entity(key.partition, key.row_key("", *ids))
+        await storage.index.upsert_entity({"PartitionKey": legacy.partition, "RowKey": legacy.row_key("", *ids)})
+
+
+async def _found_by_uids(storage: Storage, series: str, sop: str) -> tuple[list[str], list[str]]:
+    """The series a search by SeriesInstanceUID finds, and the instances a search by SOPInstanceUID finds."""
+    found_series = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2, f"SeriesInstanceUID={series}"))
+    found_instances = await search_datasets(storage, SearchRequest(QidoResource.ALL_INSTANCES, 2, f"SOPInstanceUID={sop}"))
+    return ([dataset["0020000E"]["Value"][0] for dataset in found_series.datasets],
+            [dataset["00080018"]["Value"][0] for dataset in found_instances.datasets])
+
+
+async def _legacy_uid_entries(storage: Storage) -> list[str]:
+    return [str(entity["PartitionKey"]) async for entity in storage.index.list_entities(select=["PartitionKey"])
+            if str(entity["PartitionKey"]).startswith(tuple(f"{index}|" for index in LEGACY_UID_INDEXES.values()))]
+
+
+async def test_uid_lookups_of_the_layout_before_are_found_before_and_after_the_migration(
+    own: Storage, stow_parts
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    instances = [generate_uid() for _ in range(2)]
+    parts = [to_bytes(make_dataset(study=study, series=series, sop=sop)) for sop in instances]
+    assert (await stow_parts(own, parts)).status == 200
+    await _to_old_uid_layout(own, study, series, instances)
+    await own.index.upsert_entity({"PartitionKey": "s.pn|OLD^NAME", "RowKey": f"0|{study}"})  # a whole name's
+    assert len(await _legacy_uid_entries(own)) == 3
+    assert await _found_by_uids(own, series, instances[0]) == ([series], instances[:1])  # read from the old layout
+
+    kept = await reindex_names(own, keep_old=True)
+    assert (kept.uid_entries_written, kept.old_entries_deleted) == (3, 0)
+    assert await _found_by_uids(own, series, instances[0]) == ([series], instances[:1])  # in both layouts: once
+
+    report = await reindex_names(own)
+    assert (report.uid_entries_written, report.old_entries_deleted) == (3, 4)
+    assert await _legacy_uid_entries(own) == []
+    assert [entity async for entity in own.index.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": "s.pn|OLD^NAME"})] == []
+    assert await _found_by_uids(own, series, instances[1]) == ([series], instances[1:])
+    assert await check_consistency(own, uid_entries=True) == []
+    again = await reindex_names(own)
+    assert (again.uid_entries_written, again.old_entries_deleted) == (3, 0)

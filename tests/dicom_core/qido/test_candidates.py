@@ -49,10 +49,11 @@ def _index(query: str) -> str | None:
     [
         ("PatientID=P1&AccessionNumber=A1&PatientName=Doe", "s.acc|A1"),
         ("PatientName=Doe^John&PatientID=p1", "s.pid|P1"),
-        ("PatientName=Doe^John&StudyDate=20200101", "s.pn|DOE^JOHN"),
+        ("PatientName=Doe^John&StudyDate=20200101", 's.pnpair|D [DOE^JOHN!, DOE^JOHN")'),
+        ("PatientName=doe&StudyDate=20200101", 's.pnword|D [DOE!, DOE")'),
         ("PatientName=jo+ander&fuzzymatching=true", "s.pnword|A [ANDER, ANDES)"),
         ("PatientName=Christopherson&fuzzymatching=true", "s.pnword|C [CHRISTOPHERSON, CHRISTOPHERSOO)"),
-        ("PatientName=Doe^J*&ReferringPhysicianName=Lee", "s.ref|LEE"),
+        ("PatientName=Doe^J*&ReferringPhysicianName=Lee", 's.refword|L [LEE!, LEE")'),
         ("PatientName=Doe^J*", "s.pnpair|D [DOE^J, DOE^K)"),
         ("PatientName=Doe^Johns*", "s.pnpair|D [DOE^JOHNS, DOE^JOHNT)"),
         ("PatientName=Doe^Johns^*", "s.pnpair|D [DOE^JOHNS!, DOE^JOHNS\")"),

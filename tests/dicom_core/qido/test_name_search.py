@@ -3,8 +3,7 @@
 Three target names share their first 6, 8 and 12 characters with every one of NEIGHBOURS names (`ZQABCDEFGHIJ0000^Pat`
 ... `ZQABCDEFGHIJ4999^Pat`). Seeding that many studies through the store path would take minutes, so the study
 rows and their name entries are written directly, computed by the index's own key functions (`study_keys`,
-`IndexKey.row_key`), as bench/archive.py seeds. Only the name entries are written: the neighbours' exact-name
-entries live in partitions of their own (one per whole name) and are left out, the targets' are written.
+`IndexKey.row_key`), as bench/archive.py seeds. Only the name entries (words and word pairs) are written.
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ from dicom_core.qido.query import QidoResource
 from dicom_core.qido.service import SearchRequest, SearchResults, search_datasets
 from dicom_core.search_index.keys import (
     NAME_WORD_INDEXES,
-    STUDIES_BY_PATIENT_NAME,
-    STUDIES_BY_REFERRING,
     inverted_time,
     study_keys,
 )
@@ -76,7 +73,7 @@ def _study_row(uid: str, name: str, created: datetime) -> dict[str, object]:
             "CreatedAt": created, "UpdatedAt": created}
 
 
-async def _seed(storage: Storage, names: dict[str, str], exact: set[str]) -> dict[str, str]:
+async def _seed(storage: Storage, names: dict[str, str]) -> dict[str, str]:
     """Write a study row and its name entries per first word and name, one minute apart, newest last."""
     words = list(names)
     uids = {word: str(generate_uid()) for word in words}
@@ -94,8 +91,7 @@ async def _seed(storage: Storage, names: dict[str, str], exact: set[str]) -> dic
         row = _study_row(uids[word], names[word], created)
         rows.append(row)
         for key in study_keys(json.loads(str(row["Attributes"])), {"OT"}):
-            if key.index in NAME_WORD_INDEXES or (word in exact and key.index in (STUDIES_BY_PATIENT_NAME,
-                                                                                 STUDIES_BY_REFERRING)):
+            if key.index in NAME_WORD_INDEXES:
                 shared[key.partition].append({"PartitionKey": key.partition,
                                               "RowKey": key.row_key(inverted_time(created), uids[word])})
     batches = [entries[start:start + 100] for entries in shared.values() for start in range(0, len(entries), 100)]
@@ -115,7 +111,7 @@ async def names(unit_settings: Settings) -> AsyncIterator[NameArchive]:
     half = NEIGHBOURS // 2
     words = [*neighbours[:half], *TARGETS.values(), *neighbours[half:]]
     names = {word: f"{word}^Pat" for word in words} | {word: name for word, name in TWO_WORDS_ALIKE.items()}
-    uids = await _seed(storage, names, exact=set(TARGETS.values()))
+    uids = await _seed(storage, names)
     yield NameArchive(storage, uids)
     await storage.close()
 

@@ -23,8 +23,8 @@ from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
 from dicom_core.search_index.entries import remove_index_entries, write_index_intents
 from dicom_core.search_index.keys import (
-    ALL_SERIES, ALL_STUDIES, IndexKey, date_key, encode_key, instance_key, inverted_date, inverted_time, parse_entry,
-    partition_key, study_keys,
+    ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_UID, IndexKey, date_key, encode_key, instance_key,
+    inverted_date, inverted_time, parse_entry, partition_key, series_keys, study_keys, uid_key, uid_ranges,
 )
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
@@ -52,6 +52,14 @@ async def other_host(unit_settings: Settings) -> AsyncIterator[Storage]:
 
 async def _entries(storage: Storage, partition: str) -> list[dict]:
     return [dict(e) async for e in storage.index.query_entities("PartitionKey eq @pk", parameters={"pk": partition})]
+
+
+async def _uid_entries(storage: Storage, index: str, uid: str) -> list[dict]:
+    """The entries of ``uid`` in a UID lookup index: a RowKey range of its root's partition."""
+    partition, low, high = uid_ranges(index, uid)[0]
+    return [dict(e) async for e in storage.index.query_entities(
+        "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+        parameters={"pk": partition, "low": low, "high": high})]
 
 
 async def _targets(storage: Storage, partition: str) -> list[str]:
@@ -90,6 +98,7 @@ def test_later_moments_and_dates_sort_first() -> None:
         (date_key("20200922"), ("1.2",)),
         (IndexKey(ALL_SERIES), ("1.2", "1.3")),
         (instance_key("1.4"), ("1.2", "1.3", "1.4")),
+        (uid_key(SERIES_BY_UID, "1.3.5"), ("1.2", "1.3.5")),
     ],
 )
 def test_entries_parse_back_into_key_and_target(key: IndexKey, uids: tuple[str, ...]) -> None:
@@ -97,13 +106,23 @@ def test_entries_parse_back_into_key_and_target(key: IndexKey, uids: tuple[str, 
     assert (entry.key, (entry.study, entry.series, entry.instance)[: len(uids)]) == (key, uids)
 
 
+def test_uids_of_one_root_share_a_partition_and_each_is_a_range_of_its_own() -> None:
+    first, second, longer = instance_key("1.2.40.7"), instance_key("1.2.40.8"), instance_key("1.2.40.71")
+    assert first.partition == second.partition == longer.partition == f"{INSTANCES_BY_UID}|1.2.40"
+    (partition, low, high), _ = uid_ranges(INSTANCES_BY_UID, "1.2.40.7")
+    assert partition == first.partition
+    assert low <= first.row_key("", "1.9", "1.8", "1.2.40.7") < high
+    assert not low <= longer.row_key("", "1.9", "1.8", "1.2.40.71") < high
+    assert uid_key(SERIES_BY_UID, "1.2.40.7") in series_keys("1.2.40.7", "CT")
+
+
 def test_study_keys_cover_each_indexed_attribute() -> None:
     ds = make_dataset(PatientID="P/1", AccessionNumber="A1", PatientName="Doe^Jo", ReferringPhysicianName="Lee",
                       StudyDate="20200922")
     keys = {(key.partition, key.row_prefix) for key in study_keys(metadata_json(ds), {"CT"})}
     assert keys == {
-        ("s.all", ""), ("s.date", "79799077|"), ("s.pid|P%2F1", ""), ("s.acc|A1", ""), ("s.pn|DOE^JO", ""),
-        ("s.pnword|D", "DOE!"), ("s.pnword|J", "JO!"), ("s.pnpair|D", "DOE^JO!"), ("s.ref|LEE", ""),
+        ("s.all", ""), ("s.date", "79799077|"), ("s.pid|P%2F1", ""), ("s.acc|A1", ""),
+        ("s.pnword|D", "DOE!"), ("s.pnword|J", "JO!"), ("s.pnpair|D", "DOE^JO!"),
         ("s.refword|L", "LEE!"), ("s.mod|CT", ""),
     }
 
@@ -134,6 +153,34 @@ async def test_another_instance_of_a_stored_series_writes_only_its_instance_entr
     assert written == [instance_key(sop).partition]
 
 
+async def test_the_instance_entries_of_one_request_share_transactions(
+    index_storage: Storage, other_host: Storage, stow_parts
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    assert (await stow_parts(index_storage, [make_instance(study=study, series=series)])).status == 200
+    root = generate_uid()[:50]
+    sops = [f"{root}.{number}" for number in range(1, 11)]  # as a scanner numbers them: one root
+    partition = instance_key(sops[0]).partition
+    writes: list[int] = []  # entries per write of the instances' partition
+    upsert, transact = other_host.index.upsert_entity, other_host.index.submit_transaction
+
+    async def counting_upsert(entity, **kwargs):
+        writes.extend([1] if entity["PartitionKey"] == partition else [])
+        return await upsert(entity, **kwargs)
+
+    async def counting_transaction(operations, **kwargs):
+        writes.extend([len(operations)] if operations[0][1]["PartitionKey"] == partition else [])
+        return await transact(operations, **kwargs)
+
+    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    other_host.index.submit_transaction = counting_transaction  # type: ignore[method-assign]
+    parts = [make_instance(study=study, series=series, sop=sop) for sop in sops]
+    assert (await stow_parts(other_host, parts)).status == 200
+    assert sum(writes) == len(sops)
+    assert len(writes) < len(sops) / 2, writes
+    assert [len(await _uid_entries(other_host, INSTANCES_BY_UID, sop)) for sop in sops] == [1] * len(sops)
+
+
 async def test_a_new_study_writes_one_entry_per_name_word_and_reads_none_back(
     index_storage: Storage, other_host: Storage, stow_parts
 ) -> None:
@@ -161,15 +208,14 @@ async def test_a_new_study_writes_one_entry_per_name_word_and_reads_none_back(
         ("s.pnword", "%E5%A4%AA%E9%83%8E!"), ("s.refword", "LEE!"), ("s.refword", "ANNA!"),
         ("s.pnpair", "DOE^JOHN!"), ("s.refpair", "LEE^ANNA!"),
     ])
-    exact = sorted(entry["PartitionKey"] for entry in written if entry["PartitionKey"].startswith(("s.pn|", "s.ref|")))
-    assert exact == ["s.pn|DOE^JOHN PAUL", "s.pn|DOE^JOHN PAUL=%E5%B1%B1%E7%94%B0^%E5%A4%AA%E9%83%8E",
-                     "s.ref|LEE^ANNA^LEE"]
-    # Every entry once: the study's (7 words, 2 word pairs, 3 exact names, all, patient ID, date, modality),
-    # 3 series, 1 instance; none is read back (the commit is conditioned on the study's generation instead).
-    assert len(written) == len({(e["PartitionKey"], e["RowKey"]) for e in written}) == 16 + 3 + 1
+    # Every entry once: the study's (7 words, 2 word pairs, all, patient ID, date, modality; exact names are found
+    # by their word pair), 3 series, 1 instance; none is read back (the commit is conditioned on the study's
+    # generation instead).
+    assert len(written) == len({(e["PartitionKey"], e["RowKey"]) for e in written}) == 13 + 3 + 1
     assert read_back == []
     for query in ("PatientName=%E5%A4%AA&fuzzymatching=true", "PatientName=Doe^John+Paul=%E5%B1%B1*",
-                  "PatientName=doe^john+paul=%E5%B1%B1%E7%94%B0^%E5%A4%AA%E9%83%8E", "ReferringPhysicianName=*^Anna*"):
+                  "PatientName=doe^john+paul=%E5%B1%B1%E7%94%B0^%E5%A4%AA%E9%83%8E", "PatientName=Doe^John+Paul",
+                  "ReferringPhysicianName=*^Anna*", "ReferringPhysicianName=lee^anna^lee"):
         assert await _studies_with(index_storage, query) == [ds.StudyInstanceUID], query
 
 
@@ -234,7 +280,8 @@ async def test_removing_an_instance_removes_its_entry_only(index_storage: Storag
     ds = make_dataset(PatientID="SIDX-RM-INSTANCE")
     assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
     await remove_index_entries(index_storage, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-    assert await _entries(index_storage, instance_key(ds.SOPInstanceUID).partition) == []
+    assert await _uid_entries(index_storage, INSTANCES_BY_UID, ds.SOPInstanceUID) == []
+    assert len(await _uid_entries(index_storage, SERIES_BY_UID, ds.SeriesInstanceUID)) == 1
     assert await _targets(index_storage, partition_key("s.pid", "SIDX-RM-INSTANCE")) == [ds.StudyInstanceUID]
 
 
@@ -243,9 +290,10 @@ async def test_removing_a_series_removes_its_entries_and_its_instances(index_sto
     parts = [make_dataset(study=study, series=removed, Modality="SR"), make_dataset(study=study, series=kept)]
     assert (await stow_parts(index_storage, [to_bytes(ds) for ds in parts])).status == 200
     await remove_index_entries(index_storage, study, removed)
-    assert await _entries(index_storage, partition_key("se.uid", removed)) == []
-    assert await _entries(index_storage, instance_key(parts[0].SOPInstanceUID).partition) == []
-    assert await _entries(index_storage, partition_key("se.uid", kept)) != []
+    assert await _uid_entries(index_storage, SERIES_BY_UID, removed) == []
+    assert await _uid_entries(index_storage, INSTANCES_BY_UID, parts[0].SOPInstanceUID) == []
+    assert await _uid_entries(index_storage, SERIES_BY_UID, kept) != []
+    assert await _uid_entries(index_storage, INSTANCES_BY_UID, parts[1].SOPInstanceUID) != []
     claims = [e["RowKey"] for e in await _entries(index_storage, f"claim|{study}")]
     assert sorted(claims) == sorted([STUDY_ROW, series_row_key(kept)])
 
