@@ -5,7 +5,8 @@ Archives stored before name words were indexed whole hold one partition per word
 a name's leading word pair (`s.pnpair`, `s.refpair`), which wildcard searches read. This writes every study's name
 word and word pair entries from its study row (the Attributes it holds), with the sort key its first store
 claimed, gives every series row its copy of the study's attributes (which lets a series or instance search
-skip the study row), then deletes the old partitions. Settings come from the environment, like the app's.
+skip the study row) and of its latest instance row (which lets an instance search skip the instance row of a
+single-instance series), then deletes the old partitions. Settings come from the environment, like the app's.
 Idempotent (upserts, and deletes of what it finds): run it again after a failure. With ``--keep-old`` the old
 partitions stay: run it so before deploying (the old version keeps answering name searches from them), and
 once more without it after (for the studies stored in between).
@@ -24,6 +25,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity, UpdateMode
 
+from dicom_core.index.instance_copies import fill_last_instance_copies
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.index.study_copies import refresh_study_copies
 from dicom_core.search_index.entries import study_sort_key
@@ -50,6 +52,7 @@ class ReindexReport:
     old_entries_deleted: int
     requests: int
     copies_written: int = 0
+    instance_copies_written: int = 0
 
 
 @dataclass
@@ -61,6 +64,7 @@ class _Tally:
     deleted: int = 0
     requests: int = 0
     copies: int = 0
+    instance_copies: int = 0
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
@@ -72,8 +76,11 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
                              tally):
         copied = await bounded_gather((refresh_study_copies(storage, str(row["PartitionKey"]), fill_missing=True)
                                        for row in page), limit=_CONCURRENCY)
+        filled = await bounded_gather((fill_last_instance_copies(storage, str(row["PartitionKey"]))
+                                       for row in page), limit=_CONCURRENCY)
         tally.copies += sum(copied)
-        tally.requests += 2 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied)
+        tally.instance_copies += sum(filled)
+        tally.requests += 4 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied) + sum(filled)
         for row in page:
             study = str(row["PartitionKey"])
             sort = claims.get(study)
@@ -90,7 +97,8 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
     if not keep_old:
         for index in LEGACY_WORD_INDEXES:
             await _delete_partitions(storage, index, tally)
-    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies)
+    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies,
+                         tally.instance_copies)
 
 
 async def _claimed_sort_keys(storage: Storage, tally: _Tally) -> dict[str, str]:
@@ -156,7 +164,8 @@ async def _main(keep_old: bool) -> int:
         await storage.close()
     print(f"{report.studies} studies: {report.entries_written} name word entries written, "
           f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
-          f"given their study's attributes, {report.requests} storage requests")
+          f"given their study's attributes, {report.instance_copies_written} their latest instance row's, "
+          f"{report.requests} storage requests")
     return 0
 
 
