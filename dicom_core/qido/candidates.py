@@ -331,13 +331,16 @@ async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:
 async def _chunks(reads: SearchReads, stage: str, source: AsyncIterator[Hit]) -> AsyncIterator[list[Hit]]:
     """Group ``source`` into lists of about what the search still wants of it, to expand them concurrently."""
     chunk: list[Hit] = []
+    children = 0
     async for item in source:
         chunk.append(item)
-        reads.waiting(stage, len(chunk))
+        count = item.series.entity.get("InstanceCount") if stage == "instances" and item.series else None
+        children = children + int(count) if count and children >= 0 else -1  # -1: some unknown
+        reads.waiting(stage, len(chunk), max(0, children))
         if len(chunk) >= max(1, min(reads.demand(stage), 32)):
             reads.waiting(stage, 0)
             yield chunk
-            chunk = []
+            chunk, children = [], 0
     reads.waiting(stage, 0)
     if chunk:
         yield chunk

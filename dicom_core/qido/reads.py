@@ -90,7 +90,8 @@ class SearchReads:
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
     _expansions: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage -> (parents, children)
-    _waiting: dict[str, int] = field(default_factory=dict)  # stage -> parents gathered, not yet expanded
+    # stage -> (parents gathered, not yet expanded; their children as their rows count them, 0 if unknown)
+    _waiting: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def exhausted(self) -> bool:
@@ -110,27 +111,34 @@ class SearchReads:
                 return math.ceil(max(0.0, wanted) / max(1.0, fan_out * children / parents)) if parents else \
                     min(self.wanted, FIRST_EXPANSION)
             if parents == 0:
-                return max(0, min(self.wanted, FIRST_EXPANSION) - self._waiting.get(name, 0))
+                return max(0, min(self.wanted, FIRST_EXPANSION) - self._waiting.get(name, (0, 0))[0])
+            wanted -= self._waiting_results(name, fan_out)
             fan_out *= children / parents
-            wanted -= self._waiting.get(name, 0) * max(1.0, fan_out)
         return math.ceil(max(0.0, wanted) / max(1.0, fan_out))
 
     def outstanding(self) -> int:
         """Results still wanted, less those the parents waiting in expansion stages are expected to make."""
         fan_out, wanted = 1.0, float(self.wanted)
         for name, (parents, children) in self._expansions.items():
+            wanted -= self._waiting_results(name, fan_out)
             fan_out *= children / parents if parents else 1.0
-            wanted -= self._waiting.get(name, 0) * max(1.0, fan_out)
         return max(0, math.ceil(wanted))
+
+    def _waiting_results(self, stage: str, fan_out: float) -> float:
+        """Results the parents waiting in ``stage`` are expected to make (``fan_out``: of the stages after it)."""
+        parents, known = self._waiting.get(stage, (0, 0))
+        expanded_parents, expanded_children = self._expansions.get(stage, (0, 0))
+        children = float(known) if known or not expanded_parents else parents * expanded_children / expanded_parents
+        return max(float(parents), children) * max(1.0, fan_out)
 
     def expanded(self, stage: str, parents: int = 0, children: int = 0) -> None:
         """Count the results an expansion stage made of its parents (none yet: the stage starts)."""
         before = self._expansions.get(stage, (0, 0))
         self._expansions[stage] = (before[0] + parents, before[1] + children)
 
-    def waiting(self, stage: str, parents: int) -> None:
-        """Note how many parents wait in ``stage`` to be expanded together."""
-        self._waiting[stage] = parents
+    def waiting(self, stage: str, parents: int, children: int = 0) -> None:
+        """Note how many parents wait in ``stage`` to be expanded together, and their children if known (0: not)."""
+        self._waiting[stage] = (parents, children)
 
     async def study(self, study: str) -> Row | None:
         """The study row, or None."""
