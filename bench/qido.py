@@ -10,6 +10,7 @@ Azurite answers a query by scanning its whole table, so that floor grows with th
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
@@ -168,17 +169,23 @@ def measure_kinds(targets: list[Target], repeat: int, seed: int = 2) -> dict[str
     return figures
 
 
+def table_shards() -> int:
+    """The shard count of the archives (DICOMWEB_TABLE_SHARDS, which the server reads too; else the default)."""
+    from dicom_core.settings import Settings, int_setting
+
+    return int_setting(os.environ, "DICOMWEB_TABLE_SHARDS", Settings.table_shards)
+
+
 def storage_floor_ms(target: Target, repeat: int) -> list[float]:
     """Latencies of one SDK query of a one-entity index partition (an AccessionNumber's)."""
     async def measure() -> list[float]:
         from azure.data.tables.aio import TableServiceClient
 
-        from dicom_core.settings import Settings
         from dicom_core.storage.sharded_table import ShardedTable
 
         latencies = []
         rng = random.Random(3)
-        shards = Settings(storage_connection_string=target.connection_string).table_shards  # as the archive's seeding
+        shards = table_shards()  # as the archive's seeding
         async with TableServiceClient.from_connection_string(target.connection_string) as service, \
                 ShardedTable.of_service(service, target.index_table, shards) as table:
             for _ in range(repeat):
@@ -219,11 +226,10 @@ def connection_table(connection_string: str, name: str) -> TableClient:
 
 def count_entities(connection_string: str, name: str) -> int:
     """How many entities a table holds in all its shards (reads them all: for reporting the archive's size)."""
-    from dicom_core.settings import Settings
     from dicom_core.storage.sharded_table import shard_names
 
     total = 0
-    for shard in shard_names(name, Settings(storage_connection_string=connection_string).table_shards):
+    for shard in shard_names(name, table_shards()):
         with connection_table(connection_string, shard) as table:
             total += sum(1 for _ in table.list_entities(select=["PartitionKey"]))
     return total
@@ -257,7 +263,8 @@ def run(results: Results, azurite: Azurite, *, studies: int, instances: int, sma
             count, total = sizes[prefix]
             if seed:
                 settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix,
-                                    blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata")
+                                    blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata",
+                                    table_shards=table_shards())
                 seeded = seed_archive(settings, count, total, seed=seeds[prefix], processes=processes,
                                       mode=large_mode if prefix == "large" else small_mode)
                 note = (f"{labels[prefix]} / {seeded.instances:,} instances seeded in-process ({seeded.mode} mode, "
@@ -273,7 +280,8 @@ def run(results: Results, azurite: Azurite, *, studies: int, instances: int, sma
                 # A bulk seeding whose other processes failed: that process's studies are the complete ones.
                 archive = type(archive)(archive.studies[share[0]::share[1]])
             if present_only and share is None:
-                settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix)
+                settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix,
+                                    table_shards=table_shards())
                 archive = asyncio.run(present_studies(settings, archive))
                 labels[prefix] = f"{len(archive.studies):,} studies"
                 note = (f"{prefix} archive: {len(archive.studies):,} studies / {archive.instance_count:,} instances "

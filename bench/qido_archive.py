@@ -8,6 +8,7 @@ Takes 30-60 minutes at the defaults on a 2-core machine.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +34,12 @@ def main() -> None:
     parser.add_argument("--present-only", action="store_true",
                         help="with --attach: measure the planned studies that were written (seeding cut short)")
     parser.add_argument("--share", metavar="K/N", help="with --attach: query only the studies of seeding share K of N")
+    parser.add_argument("--shards", type=int, help="DICOMWEB_TABLE_SHARDS of both archives (else the environment's, "
+                        "else the default)")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = parser.parse_args()
+    if args.shards:
+        os.environ["DICOMWEB_TABLE_SHARDS"] = str(args.shards)  # the server's, the seeding's and the floor's
     results = Results(options={k: v for k, v in vars(args).items() if k not in ("note", "name")})
     results.notes += args.note
     started = time.perf_counter()

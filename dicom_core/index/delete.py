@@ -23,7 +23,14 @@ from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from dicom_core.index.commit import RETRY_CODES, forget_study
 from dicom_core.index.outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
 from dicom_core.index.reads import get_row, stored_instance
-from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.index.rows import (
+    GENERATION_ROW,
+    LAST_INSTANCE,
+    STUDY_ROW,
+    instance_row_key,
+    series_row_key,
+    without_last_instance,
+)
 from dicom_core.index.study_lock import study_lock
 from dicom_core.model.identifiers import StoredInstance, new_version
 from dicom_core.storage.clients import Storage
@@ -202,6 +209,8 @@ def _batch_operations(
             operations.append(("delete", _keys(series), _if_match(series)))
         else:
             updated = {**series, "InstanceCount": int(series["InstanceCount"]) - len(instance_rows), "UpdatedAt": now}
+            if any(str(row["RowKey"]).endswith(f"|{series.get(LAST_INSTANCE)}") for row in instance_rows):
+                updated = without_last_instance(updated)  # its copy would answer for a deleted instance
             operations.append(replace_if_unchanged(updated, etag_of(series)))
     removes_study = False
     if study is not None:

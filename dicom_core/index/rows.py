@@ -39,6 +39,11 @@ ROW_METADATA = "Metadata"
 MAX_TRANSACTION_OPERATIONS = 100
 # The series row's copy of its study row's Attributes ("" or absent: a row stored before copies were kept).
 STUDY_ATTRIBUTES_COPY = "StudyAttributes"
+# The series row's copy of the instance row its last commit wrote (UID, and the row's properties of the same
+# name after the prefix), so a search answers a single-instance series without reading its instance row. A delete
+# of that instance drops the copy (`delete.py`); absent: a row stored before copies were kept.
+LAST_INSTANCE = "LastInstance"
+LAST_INSTANCE_PROPERTIES = ("Version", "Attributes", "CreatedAt", "UpdatedAt")
 
 
 def series_row_key(series: str) -> str:
@@ -109,10 +114,11 @@ def group_operations(
     study_now: dict[str, Any] | None = study
     series_now: dict[str, dict[str, Any] | None] = dict(series)
     operations: list[Operation] = []
+    last_instance: dict[str, dict[str, Any]] = {}
     for record, instance in zip(records, instances, strict=True):
         ids = record.stored.ids
         new_instance, new_series = instance is None, series_now[ids.series] is None
-        instance_row = _instance_row(record, instance, now)
+        instance_row = last_instance[ids.series] = _instance_row(record, instance, now)
         series_now[ids.series] = _series_row(record, series_now[ids.series], new_instance, now)
         study_now = _study_row(record, study_now, instance, new_series, now)
         operations.append(("create", instance_row) if instance is None
@@ -123,13 +129,24 @@ def group_operations(
     study_attributes = attributes_property(records[-1].metadata, Level.STUDY)
     for uid, record in last_of_series.items():
         written = {**(series_now[uid] or {}), "Attributes": attributes_property(record.metadata, Level.SERIES),
-                   STUDY_ATTRIBUTES_COPY: study_attributes}
+                   STUDY_ATTRIBUTES_COPY: study_attributes, **last_instance_copy(last_instance[uid])}
         row = series[uid]
         operations.append(("create", written) if row is None else replace_if_unchanged(written, etag_of(row)))
     assert study_now is not None
     study_now = {**study_now, "Attributes": study_attributes}
     operations.append(("create", study_now) if study is None else replace_if_unchanged(study_now, etag_of(study)))
     return operations
+
+
+def last_instance_copy(instance_row: dict[str, Any]) -> dict[str, Any]:
+    """The series row's properties copying ``instance_row`` (see LAST_INSTANCE)."""
+    return {LAST_INSTANCE: str(instance_row["RowKey"]).rsplit("|", 1)[1],
+            **{LAST_INSTANCE + name: instance_row[name] for name in LAST_INSTANCE_PROPERTIES}}
+
+
+def without_last_instance(series_row: dict[str, Any]) -> dict[str, Any]:
+    """The series row without its copy of an instance row."""
+    return {name: value for name, value in series_row.items() if not name.startswith(LAST_INSTANCE)}
 
 
 def study_copy_update(study: str, series_row: TableEntity, study_attributes: str) -> Operation:

@@ -5,7 +5,8 @@ Archives stored before name words were indexed whole hold one partition per word
 a name's leading word pair (`s.pnpair`, `s.refpair`), which wildcard searches read. This writes every study's name
 word and word pair entries from its study row (the Attributes it holds), with the sort key its first store
 claimed, gives every series row its copy of the study's attributes (which lets a series or instance search
-skip the study row), then deletes the old partitions. Archives stored before lookups by series and SOP instance
+skip the study row) and of its latest instance row (which lets an instance search skip the instance row of a
+single-instance series), then deletes the old partitions. Archives stored before lookups by series and SOP instance
 UID were kept per UID root hold a partition per UID (`se.uid|{series}`, `i.uid|{instance}`), which searches still
 read beside the new ones: this writes every series and instance row's entry in the partition of its UID's root
 (from one scan of the row keys) and deletes the old partitions, and those of whole names (`s.pn|{name}`,
@@ -29,6 +30,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity, UpdateMode
 
+from dicom_core.index.instance_copies import fill_last_instance_copies
 from dicom_core.index.reads import series_rows
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.index.study_copies import refresh_study_copies
@@ -69,6 +71,7 @@ class ReindexReport:
     requests: int
     copies_written: int = 0
     uid_entries_written: int = 0
+    instance_copies_written: int = 0
 
 
 @dataclass
@@ -81,6 +84,7 @@ class _Tally:
     requests: int = 0
     copies: int = 0
     uid_entries: int = 0
+    instance_copies: int = 0
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
@@ -94,8 +98,11 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
                              tally):
         copied = await bounded_gather((refresh_study_copies(storage, str(row["PartitionKey"]), fill_missing=True)
                                        for row in page), limit=_CONCURRENCY)
+        filled = await bounded_gather((fill_last_instance_copies(storage, str(row["PartitionKey"]))
+                                       for row in page), limit=_CONCURRENCY)
         tally.copies += sum(copied)
-        tally.requests += 2 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied)
+        tally.instance_copies += sum(filled)
+        tally.requests += 4 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied) + sum(filled)
         for row in page:
             study = str(row["PartitionKey"])
             sort = claims.get(study)
@@ -118,7 +125,8 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
     if not keep_old:
         for index in (*LEGACY_WORD_INDEXES, *LEGACY_EXACT_NAME_INDEXES, *LEGACY_UID_INDEXES.values()):
             await _delete_partitions(storage, index, tally)
-    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies, tally.uid_entries)
+    return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies, tally.uid_entries,
+                         tally.instance_copies)
 
 
 async def _write_uid_entries(storage: Storage, tally: _Tally) -> None:
@@ -218,7 +226,8 @@ async def _main(keep_old: bool) -> int:
         await storage.close()
     print(f"{report.studies} studies: {report.entries_written} value entries (name words, IDs, times) written, "
           f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
-          f"given their study's attributes, {report.uid_entries_written} series and instance UID entries written, "
+          f"given their study's attributes, {report.instance_copies_written} their latest instance row's, "
+          f"{report.uid_entries_written} series and instance UID entries written, "
           f"{report.requests} storage requests")
     return 0
 

@@ -202,7 +202,7 @@ async def _series_of_studies(
     reads: SearchReads, query: QidoQuery, studies: AsyncIterator[Hit]
 ) -> AsyncGenerator[Hit, None]:
     reads.expanded("series")
-    async for chunk in _chunks(studies, lambda: reads.demand("series")):
+    async for chunk in _chunks(reads, "series", studies):
         lists = await asyncio.gather(*(reads.series_of(hit.study_uid) for hit in chunk))
         found = [Hit(hit.study_uid, study=hit.study, series=row) for hit, rows in zip(chunk, lists, strict=True)
                  for row in newest_first(rows) if _matches_level(query, Level.SERIES, row)]
@@ -249,15 +249,23 @@ async def _instances_of_series(
     reads: SearchReads, query: QidoQuery, series: AsyncIterator[Hit], *, series_uid: str | None = None
 ) -> AsyncGenerator[Hit, None]:
     reads.expanded("instances")
-    async for chunk in _chunks(series, lambda: reads.demand("instances")):
-        lists = await asyncio.gather(
-            *(reads.instances_of(hit.study_uid, series_uid or hit.series_uid) for hit in chunk))
+    async for chunk in _chunks(reads, "instances", series):
+        lists = await asyncio.gather(*(_instance_rows(reads, hit, series_uid) for hit in chunk))
         found = [Hit(hit.study_uid, study=hit.study, series=hit.series, instance=row)
                  for hit, rows in zip(chunk, lists, strict=True)
                  for row in newest_first(rows) if _matches_level(query, Level.INSTANCE, row)]
         reads.expanded("instances", len(chunk), len(found))
         for instance in found:
             yield instance
+
+
+async def _instance_rows(reads: SearchReads, hit: Hit, series_uid: str | None) -> list[Row]:
+    """The instance rows of a hit's series: the series row's copy when it has one instance, else a range read."""
+    if hit.series is not None and int(hit.series.entity.get("InstanceCount") or 0) == 1:
+        only = reads.last_instance(hit.study_uid, hit.series)
+        if only is not None:
+            return [only]
+    return await reads.instances_of(hit.study_uid, series_uid or hit.series_uid)
 
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
@@ -290,7 +298,7 @@ async def _verification_slices(reads: SearchReads, index: IndexRange) -> AsyncIt
     async for entries in _index_entries(reads, index):
         start = 0
         while start < len(entries):
-            size = max(MIN_SLICE, reads.demand())
+            size = reads.demand() or MIN_SLICE  # none: the estimates fell short, the search still pulls
             yield entries[start:start + size]
             start += size
 
@@ -322,13 +330,19 @@ async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:
     yield hit
 
 
-async def _chunks(source: AsyncIterator[Hit], size: Callable[[], int]) -> AsyncIterator[list[Hit]]:
+async def _chunks(reads: SearchReads, stage: str, source: AsyncIterator[Hit]) -> AsyncIterator[list[Hit]]:
     """Group ``source`` into lists of about what the search still wants of it, to expand them concurrently."""
     chunk: list[Hit] = []
+    children = 0
     async for item in source:
         chunk.append(item)
-        if len(chunk) >= max(1, min(size(), 32)):
+        count = item.series.entity.get("InstanceCount") if stage == "instances" and item.series else None
+        children = children + int(count) if count and children >= 0 else -1  # -1: some unknown
+        reads.waiting(stage, len(chunk), max(0, children))
+        if len(chunk) >= max(1, min(reads.demand(stage), 32)):
+            reads.waiting(stage, 0)
             yield chunk
-            chunk = []
+            chunk, children = [], 0
+    reads.waiting(stage, 0)
     if chunk:
         yield chunk

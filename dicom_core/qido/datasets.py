@@ -219,7 +219,7 @@ def _computed(tag: BaseTag, study: Row | None, series: Row | None) -> dict[str, 
 
 async def _representative_metadata(reads: SearchReads, hit: Hit) -> JsonDataset:
     """The metadata of the result's instance, or of its series' or study's most recently stored instance."""
-    row = hit.instance
+    row = hit.instance or (None if hit.series is None else reads.last_instance(hit.study_uid, hit.series))
     if row is None:
         rows = await reads.instances_of(hit.study_uid, hit.series_uid)
         row = max(rows, key=lambda r: r.updated, default=None)

@@ -17,7 +17,14 @@ from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
 from dicom_core.index.reads import get_row, instance_rows, series_rows
-from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY, STUDY_ROW, instance_row_key, series_row_key
+from dicom_core.index.rows import (
+    LAST_INSTANCE,
+    LAST_INSTANCE_PROPERTIES,
+    STUDY_ATTRIBUTES_COPY,
+    STUDY_ROW,
+    instance_row_key,
+    series_row_key,
+)
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.epoch import EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
@@ -26,7 +33,8 @@ from dicom_core.storage.clients import Storage
 T = TypeVar("T")
 # Instance rows carry the frame index (up to 30,000 characters): a search never needs it.
 INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt"]
-SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt"]
+SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt",
+                  LAST_INSTANCE, *(LAST_INSTANCE + name for name in LAST_INSTANCE_PROPERTIES)]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
 FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
 # Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known.
@@ -82,6 +90,8 @@ class SearchReads:
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
     _expansions: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage -> (parents, children)
+    # stage -> (parents gathered, not yet expanded; their children as their rows count them, 0 if unknown)
+    _waiting: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def exhausted(self) -> bool:
@@ -92,21 +102,43 @@ class SearchReads:
         """Parents an expansion ``stage`` still wants (hits of the source, when None): results over the fan-out.
 
         Stages start in order from the results up (instances of series, then series of studies), so the
-        parents of a stage yield results through it and the stages started before it.
+        parents of a stage yield results through it and the stages started before it. Parents waiting in the
+        stages before ``stage`` (all stages, when None) count as the results they are expected to make.
         """
-        fan_out = 1.0
+        fan_out, wanted = 1.0, float(self.wanted)
         for name, (parents, children) in self._expansions.items():
-            if parents == 0:
-                return min(self.wanted, FIRST_EXPANSION)
-            fan_out *= children / parents
             if name == stage:
-                break
-        return math.ceil(self.wanted / max(1.0, fan_out))
+                return math.ceil(max(0.0, wanted) / max(1.0, fan_out * children / parents)) if parents else \
+                    min(self.wanted, FIRST_EXPANSION)
+            if parents == 0:
+                return max(0, min(self.wanted, FIRST_EXPANSION) - self._waiting.get(name, (0, 0))[0])
+            wanted -= self._waiting_results(name, fan_out)
+            fan_out *= children / parents
+        return math.ceil(max(0.0, wanted) / max(1.0, fan_out))
+
+    def outstanding(self) -> int:
+        """Results still wanted, less those the parents waiting in expansion stages are expected to make."""
+        fan_out, wanted = 1.0, float(self.wanted)
+        for name, (parents, children) in self._expansions.items():
+            wanted -= self._waiting_results(name, fan_out)
+            fan_out *= children / parents if parents else 1.0
+        return max(0, math.ceil(wanted))
+
+    def _waiting_results(self, stage: str, fan_out: float) -> float:
+        """Results the parents waiting in ``stage`` are expected to make (``fan_out``: of the stages after it)."""
+        parents, known = self._waiting.get(stage, (0, 0))
+        expanded_parents, expanded_children = self._expansions.get(stage, (0, 0))
+        children = float(known) if known or not expanded_parents else parents * expanded_children / expanded_parents
+        return max(float(parents), children) * max(1.0, fan_out)
 
     def expanded(self, stage: str, parents: int = 0, children: int = 0) -> None:
         """Count the results an expansion stage made of its parents (none yet: the stage starts)."""
         before = self._expansions.get(stage, (0, 0))
         self._expansions[stage] = (before[0] + parents, before[1] + children)
+
+    def waiting(self, stage: str, parents: int, children: int = 0) -> None:
+        """Note how many parents wait in ``stage`` to be expanded together, and their children if known (0: not)."""
+        self._waiting[stage] = (parents, children)
 
     async def study(self, study: str) -> Row | None:
         """The study row, or None."""
@@ -136,6 +168,16 @@ class SearchReads:
         """Every series row of a study."""
         return await self._once(
             ("series-of", study), lambda: self._range(series_rows(self.storage, study, select=SERIES_COLUMNS)))
+
+    def last_instance(self, study: str, series: Row) -> Row | None:
+        """The instance row a series row copies (its last stored instance), or None when it has no copy."""
+        uid = series.entity.get(LAST_INSTANCE)
+        if not uid:
+            return None
+        entity = TableEntity(PartitionKey=study, RowKey=instance_row_key(series.row_key.split("|", 1)[1], str(uid)),
+                             Modality=series.entity.get("Modality") or "",
+                             **{name: series.entity.get(LAST_INSTANCE + name) for name in LAST_INSTANCE_PROPERTIES})
+        return _row(entity)
 
     async def instances_of(self, study: str, series: str | None = None) -> list[Row]:
         """The instance rows of a series, or of a whole study."""
@@ -170,7 +212,7 @@ class SearchReads:
         parameters = {"pk": partition, "low": low, "high": high}
         # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
         size, token = min(MAX_PAGE, max(FIRST_PAGE, self.demand())), None
-        first_wanted, read = self.wanted, 0
+        first_wanted, read = self.outstanding(), 0
         while not self.exhausted:
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
@@ -186,8 +228,9 @@ class SearchReads:
                 yield IndexPage(page, last=not token)
             if not token:
                 return
-            found = first_wanted - self.wanted  # results the pages so far turned into
-            size = min(MAX_PAGE, max(1, -(-self.wanted * read // found)) if found > 0 else size * 2)
+            outstanding = self.outstanding()
+            found = first_wanted - outstanding  # results the pages so far turned (or are expected to turn) into
+            size = min(MAX_PAGE, max(1, -(-outstanding * read // found)) if found > 0 else size * 2)
 
     async def _point(self, partition: str, row_key: str) -> Row | None:
         async with self._slots:

@@ -17,12 +17,15 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
 from dicom_core.settings import Settings
+from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.sharded_table import ShardedTable
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Tables created at once when storage is opened: 130 at once (64 shards) made a loaded Azurite reset connections.
+TABLES_CREATED_AT_ONCE = 16
 _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
 
 
@@ -51,10 +54,17 @@ class Storage:
         opening storage costs about the same however many shards there are.
         """
         existing = await self._existing_tables()
+        for table in (self.studies, self.index):
+            shards = {shard.table_name for shard in table.shards}
+            if existing & shards and not shards <= existing:
+                LOGGER.warning(
+                    "%s has %d of its %d shards (DICOMWEB_TABLE_SHARDS changed?): partitions stored under the old "
+                    "count are not found until `python -m dicom_core.maintenance.reshard` moves them",
+                    table.table_name, len(existing & shards), len(shards))
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
-            *(self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables
-              if t.table_name not in existing),
+            bounded_gather((self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables
+                            if t.table_name not in existing), limit=TABLES_CREATED_AT_ONCE),
         )
 
     async def _existing_tables(self) -> set[str]:

@@ -16,7 +16,7 @@ from azure.data.tables import UpdateMode
 from pydicom.uid import generate_uid
 
 from dicom_core.index.reads import series_rows
-from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY, STUDY_ROW
+from dicom_core.index.rows import LAST_INSTANCE, STUDY_ATTRIBUTES_COPY, STUDY_ROW
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.reindex import LEGACY_WORD_INDEXES, reindex_names
 from dicom_core.model.dicom_json import person_name_forms
@@ -72,7 +72,8 @@ async def _to_old_layout(storage: Storage, study: str) -> int:
         await storage.index.upsert_entity({"PartitionKey": partition, "RowKey": f"{sort}|{study}"})
     for series in await series_rows(storage, study):
         await storage.studies.upsert_entity({key: value for key, value in series.items()
-                                             if key != STUDY_ATTRIBUTES_COPY}, mode=UpdateMode.REPLACE)
+                                             if key != STUDY_ATTRIBUTES_COPY and not key.startswith(LAST_INSTANCE)},
+                                            mode=UpdateMode.REPLACE)
     return len(old)
 
 
@@ -80,6 +81,13 @@ async def _series_search(storage: Storage, series: str) -> tuple[str, int]:
     """The PatientName a search of a series by UID answers, and the entities it read."""
     response = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2, f"SeriesInstanceUID={series}"))
     return response.datasets[0]["00100010"]["Value"][0]["Alphabetic"], response.entities_read
+
+
+async def _instance_search(storage: Storage, series: str) -> tuple[str, int]:
+    """The SOPInstanceUID an instance search of a series by UID answers, and the entities it read."""
+    response = await search_datasets(storage, SearchRequest(QidoResource.ALL_INSTANCES, 2,
+                                                            f"SeriesInstanceUID={series}"))
+    return response.datasets[0]["00080018"]["Value"][0], response.entities_read
 
 
 async def _old_entries(storage: Storage) -> list[str]:
@@ -104,17 +112,20 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     old = [await _to_old_layout(own, study) for study in studies]
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == []
     assert await _series_search(own, str(first.SeriesInstanceUID)) == ("Oldlayout^Anna", 3)  # entry, series, study
+    assert await _instance_search(own, str(first.SeriesInstanceUID)) == (str(first.SOPInstanceUID), 4)  # and instance
 
     kept = await reindex_names(own, keep_old=True)
-    # Per study: two words and a word pair of each name; one series row given its copy.
-    assert (kept.studies, kept.entries_written, kept.old_entries_deleted, kept.copies_written) == (2, 12, 0, 2)
+    # Per study: two words and a word pair of each name; one series row given its copies.
+    assert (kept.studies, kept.entries_written, kept.old_entries_deleted, kept.copies_written,
+            kept.instance_copies_written) == (2, 12, 0, 2, 2)
     assert await _series_search(own, str(first.SeriesInstanceUID)) == ("Oldlayout^Anna", 2)  # entry, series
+    assert await _instance_search(own, str(first.SeriesInstanceUID)) == (str(first.SOPInstanceUID), 2)
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
     assert len(await _old_entries(own)) == sum(old)
 
     report = await reindex_names(own)
-    assert (report.studies, report.entries_written, report.old_entries_deleted, report.copies_written) == (
-        2, 12, sum(old), 0)
+    assert (report.studies, report.entries_written, report.old_entries_deleted, report.copies_written,
+            report.instance_copies_written) == (2, 12, sum(old), 0, 0)
     assert await _old_entries(own) == []
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
     assert await _found(own, "PatientName=Oldlayout^A*") == studies[:1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -82,6 +83,18 @@ async def test_every_shard_is_a_table_of_the_storage_and_exists(own: Storage) ->
                      f"{base}Changes", f"{base}Cleanup"}
     existing = {table.name async for table in own.table_service.list_tables()}
     assert names <= existing
+
+
+async def test_opening_with_more_shards_than_the_tables_have_warns_to_reshard(
+    own: Storage, caplog: pytest.LogCaptureFixture,
+) -> None:
+    more = await open_storage(replace(own.settings, table_shards=SHARDS + 2))
+    await more.close()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("has 4 of its 6 shards" in message and "reshard" in message for message in warnings), warnings
+    again = await open_storage(replace(own.settings, table_shards=SHARDS + 2))
+    await again.close()
+    assert len([record for record in caplog.records if "reshard" in record.getMessage()]) == 2  # once per table
 
 
 async def test_a_transaction_lands_in_its_partitions_shard_only(own: Storage) -> None:
