@@ -85,6 +85,27 @@ async def run_operations(storage: Storage, *, worker: str | None = None, pace: P
     return chunks
 
 
+_background: set[asyncio.Task[int]] = set()
+
+
+def run_in_background(storage: Storage) -> None:
+    """Start working the unfinished operations in this process now (the request that created one need not wait for
+    the timer); a run already going in this process is enough."""
+    if any(not task.done() for task in _background):
+        return
+    task = asyncio.ensure_future(_run_logged(storage))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _run_logged(storage: Storage) -> int:
+    try:
+        return await run_operations(storage)
+    except Exception:
+        LOGGER.exception("Working the operations in the background failed")
+        return 0
+
+
 async def _claim(storage: Storage, operation: Operation, worker: str, pace: Pace) -> Operation | None:
     now = datetime.now(UTC)
     if operation.lease_owner not in ("", worker) and operation.lease_until and operation.lease_until > now:
