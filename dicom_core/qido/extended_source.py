@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from azure.core.async_paging import AsyncPageIterator
@@ -33,6 +33,7 @@ from dicom_core.qido.reads import MAX_PAGE, Row, SearchReads, newest_first
 from dicom_core.search_index.extended import (
     ENTRY_COLUMNS,
     EntryRange,
+    entry_element,
     entry_instance,
     entry_match,
     entry_matches,
@@ -80,8 +81,10 @@ async def extended_hits(reads: SearchReads, query: QidoQuery, driving: DrivingFi
             found = await asyncio.gather(*(_results(reads, query, tag.level, row) for row in chunk))
             rate.entries += len(chunk)
             rate.results += sum(map(len, found))
-            for hit in (hit for hits in found for hit in hits):
-                yield hit
+            for row, hits in zip(chunk, found, strict=True):
+                element = entry_element(row)  # the value the filter matched: the result answers it, reading no blob
+                for hit in hits:
+                    yield replace(hit, known={tag.json_key: element}) if element else hit
 
 
 async def _entry_pages(reads: SearchReads, ranges: list[EntryRange], rate: _Rate) -> AsyncIterator[list[TableEntity]]:

@@ -12,6 +12,7 @@ instance's entries again (a retried store, a resumed reindex) changes nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,8 @@ _RANGE = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
 # The end of every key range: sorts after every encoded character.
 _KEY_END = "~"
 VERIFY_CONCURRENCY = 16
-ENTRY_COLUMNS = ["RowKey", "Value", "Name", "Version"]
+MAX_ELEMENT_CHARS = 4000
+ENTRY_COLUMNS = ["RowKey", "Value", "Name", "Version", "Element"]
 _PARTS = {Level.STUDY: 1, Level.SERIES: 2, Level.INSTANCE: 3}
 
 
@@ -111,10 +113,17 @@ def entries_of(stored: StoredInstance, tag: IndexedTag, metadata: JsonDataset) -
     if not indexed.text:
         return []
     target = level_target(stored.ids, tag.level)
+    # The element as stored: a search answers the filtered attribute with it, reading no metadata (a long one is
+    # left out, and read from the metadata then).
+    stored_element = metadata[tag.json_key]
+    element = json.dumps({"vr": stored_element.get("vr", tag.vr), "Value": stored_element["Value"]},
+                         separators=(",", ":"))
+    element = element if len(element) <= MAX_ELEMENT_CHARS else ""
     entries = [{"PartitionKey": values_partition(tag), "Value": indexed.text, "Version": stored.version,
-                "RowKey": f"{encode_key(indexed.text[:KEY_VALUE_CHARS])}{WORD_END}{target}"}]
+                "Element": element, "RowKey": f"{encode_key(indexed.text[:KEY_VALUE_CHARS])}{WORD_END}{target}"}]
     entries += [{"PartitionKey": words_partition(tag), "Value": word, "Name": indexed.text, "Version": stored.version,
-                 "RowKey": f"{encode_key(word[:WORD_KEY_CHARS])}{WORD_END}{target}"} for word in set(indexed.words)]
+                 "Element": element, "RowKey": f"{encode_key(word[:WORD_KEY_CHARS])}{WORD_END}{target}"}
+                for word in set(indexed.words)]
     return entries
 
 
@@ -224,6 +233,12 @@ def entry_instance(row: TableEntity) -> StoredInstance | None:
     if len(parts) != 3:
         return None
     return StoredInstance(InstanceIdentifiers(*parts), str(row.get("Version", "")))
+
+
+def entry_element(row: TableEntity) -> JsonDataset:
+    """The DICOM JSON element an entry was made of, by the tag's key ({} for an entry written without it)."""
+    element = row.get("Element")
+    return {} if not element else json.loads(str(element))
 
 
 def entry_match(row: TableEntity) -> Match:

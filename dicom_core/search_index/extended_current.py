@@ -47,6 +47,12 @@ def is_pointer(row_key: str) -> bool:
     return row_key.startswith(POINTER_PREFIX)
 
 
+def pointer_row(partition: str, target: str, version: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pointer row naming ``entries`` (one instance's, of ``version``) as the current entries of ``target``."""
+    keys = sorted(str(entry["RowKey"]) for entry in entries)
+    return {"PartitionKey": partition, "RowKey": POINTER_PREFIX + target, "Version": version, "Keys": json.dumps(keys)}
+
+
 async def set_current(storage: Storage, partition: str, target: str, version: str,
                       entries: list[dict[str, Any]]) -> None:
     """Make ``entries`` (one instance's, of ``version``) the entries of ``target`` in ``partition``, unless a later
@@ -73,8 +79,7 @@ async def _set(storage: Storage, key: tuple[str, str, str], version: str, entrie
     for _ in range(_ATTEMPTS):
         if pointer.version > version or (pointer.etag is not None and pointer.keys == keys):
             return
-        row = {"PartitionKey": partition, "RowKey": POINTER_PREFIX + target, "Version": version,
-               "Keys": json.dumps(keys)}
+        row = pointer_row(partition, target, version, entries)
         operations: list[Operation] = [("create", row) if pointer.etag is None
                                        else replace_if_unchanged(row, pointer.etag)]
         operations += [("upsert", entry, {"mode": UpdateMode.REPLACE}) for entry in entries]
