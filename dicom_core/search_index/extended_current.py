@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ from dicom_core.storage.tables import Operation, get_entity_or_none, replace_if_
 
 POINTER_PREFIX = "~}"
 MAX_KNOWN_POINTERS = 4096
+# A pointer this process wrote is taken as current this long: more instances of the study (series) with the same
+# value write nothing. Past it, the same value is written again under If-Match, which finds a change made since by
+# another process (a process that changed it within the time is not seen: its value stays until the next change).
+TRUST_SECONDS = 30.0
 _ATTEMPTS = 6
 _known: LruCache[tuple[str, str, str], _Pointer] = LruCache(MAX_KNOWN_POINTERS)
 _locks: dict[tuple[str, str, str], tuple[asyncio.Lock, int]] = {}  # a lock per target, and its users
@@ -40,6 +45,7 @@ class _Pointer:
     version: str
     keys: tuple[str, ...]
     etag: str | None  # None: no pointer row (as far as this process knows)
+    at: float = 0.0  # when this process wrote or read it (time.monotonic())
 
 
 def is_pointer(row_key: str) -> bool:
@@ -56,7 +62,8 @@ def pointer_row(partition: str, target: str, version: str, entries: list[dict[st
 async def set_current(storage: Storage, partition: str, target: str, version: str,
                       entries: list[dict[str, Any]]) -> None:
     """Make ``entries`` (one instance's, of ``version``) the entries of ``target`` in ``partition``, unless a later
-    version's are; a process keeps the pointers it wrote, so storing more instances of one value writes nothing."""
+    version's are; a process keeps the pointers it wrote (TRUST_SECONDS), so storing more instances of one value
+    writes nothing."""
     key = (storage.index.url, partition, target)
     lock, users = _locks.get(key) or (asyncio.Lock(), 0)
     _locks[key] = lock, users + 1
@@ -77,7 +84,8 @@ async def _set(storage: Storage, key: tuple[str, str, str], version: str, entrie
     pointer = _known.get(key) or _Pointer("", (), None)
     stale: set[str] = set()  # old keys a failed transaction showed missing: deleted by no one
     for _ in range(_ATTEMPTS):
-        if pointer.version > version or (pointer.etag is not None and pointer.keys == keys):
+        recent = time.monotonic() - pointer.at < TRUST_SECONDS
+        if pointer.version > version or (pointer.etag is not None and pointer.keys == keys and recent):
             return
         row = pointer_row(partition, target, version, entries)
         operations: list[Operation] = [("create", row) if pointer.etag is None
@@ -89,13 +97,13 @@ async def _set(storage: Storage, key: tuple[str, str, str], version: str, entrie
             answers = await storage.recreating_missing(functools.partial(storage.index.submit_transaction, operations))
         except TableTransactionError:
             fresh = await _read(storage, partition, target)
-            if fresh == pointer:
+            if (fresh.version, fresh.keys, fresh.etag) == (pointer.version, pointer.keys, pointer.etag):
                 stale.update(pointer.keys)  # the pointer did not change: an old entry was missing
             pointer = fresh
             continue
         etag = answers[0].get("etag") if answers else None
         if etag:
-            _known.put(key, _Pointer(version, keys, str(etag)))
+            _known.put(key, _Pointer(version, keys, str(etag), time.monotonic()))
         else:
             _known.discard(key)  # an answer without an ETag: the next write reads the pointer
         return
@@ -110,4 +118,4 @@ async def _read(storage: Storage, partition: str, target: str) -> _Pointer:
     if row is None:
         return _Pointer("", (), None)
     return _Pointer(str(row.get("Version") or ""), tuple(json.loads(str(row.get("Keys") or "[]"))),
-                    str(row.metadata["etag"]))
+                    str(row.metadata["etag"]), time.monotonic())  # just read: current
