@@ -35,6 +35,7 @@ from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, Se
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from dicom_core.extended_tags.indexing import index_new_instance
 from dicom_core.extended_tags.registry import ExtendedTag, TagStatus, create_tags
 from dicom_core.index.commit import commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
@@ -158,6 +159,7 @@ async def _store_through_index(storage: Storage, study: PlannedStudy) -> None:
                 if not record.metadata_text:  # too long for the row, as the store does
                     await put_json(storage, metadata_blob_name(stored), text.encode())
                 await write_index_intents(storage, record)
+                await index_new_instance(storage, record.metadata, stored)  # extended tags, as the store does
                 await commit_instance(storage, record, upsert=True)
                 break
             except ServiceRequestError:
