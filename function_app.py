@@ -34,7 +34,7 @@ from dicom_core.model.errors import DicomWebError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.uids import require_valid_uid
 from dicom_core.operations import service as operations_service
-from dicom_core.operations.runner import run_operations
+from dicom_core.operations.runner import run_in_background, run_operations
 from dicom_core.qido import service as qido_service
 from dicom_core.qido.query import QidoResource
 from dicom_core.settings import Settings
@@ -478,7 +478,10 @@ async def extended_query_tags(req: Request) -> Response:
     """GET lists the extended query tags (limit, offset); POST adds tags and answers 202 with their reindex."""
     version, storage = _version(req), await shared_storage()
     if req.method == "POST":
-        return _http(await tags_service.add_tags(storage, await req.body(), _base_url(req, storage), version))
+        added = await tags_service.add_tags(storage, await req.body(), _base_url(req, storage), version)
+        if added.status == HTTPStatus.ACCEPTED:
+            run_in_background(storage)  # the reindex starts now; the operations timer resumes what this run leaves
+        return _http(added)
     return _http(await tags_service.list_tags(storage, req.url.query, _base_url(req, storage), version))
 
 
@@ -488,7 +491,10 @@ async def extended_query_tag(req: Request) -> Response:
     """One extended query tag: GET it, DELETE it (204, entries removed in the background), PATCH its QueryStatus."""
     version, storage, tag = _version(req), await shared_storage(), req.path_params["tag"]
     if req.method == "DELETE":
-        return _http(await tags_service.delete_tag(storage, tag))
+        deleted = await tags_service.delete_tag(storage, tag)
+        if deleted.status == HTTPStatus.NO_CONTENT:
+            run_in_background(storage)  # the tag's entries are removed now
+        return _http(deleted)
     if req.method == "PATCH":
         return _http(await tags_service.patch_tag(storage, tag, await req.body(), _base_url(req, storage), version))
     return _http(await tags_service.show_tag(storage, tag, _base_url(req, storage), version))
@@ -511,8 +517,10 @@ async def operation_status(req: Request) -> Response:
                                                            _base_url(req, storage), version))
 
 
-# Every 10 seconds: work the unfinished operations in paced chunks (a run ends within its budget, minutes).
-OPERATIONS_SCHEDULE = "*/10 * * * * *"
+# Work the unfinished operations in paced chunks (a run ends within its budget, minutes). The schedule is an app
+# setting (docs/configuration.md; default every 5 minutes, with the maintenance timer): the request that creates
+# an operation starts it at once, so the timer only resumes work a run left, and never wakes an idle app often.
+OPERATIONS_SCHEDULE = "%DICOMWEB_OPERATIONS_SCHEDULE%"
 
 
 @app.timer_trigger(schedule=OPERATIONS_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=False)

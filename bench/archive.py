@@ -35,13 +35,18 @@ from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, Se
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from dicom_core.extended_tags.indexing import index_new_instance
+from dicom_core.extended_tags.registry import ExtendedTag, TagStatus, create_tags
 from dicom_core.index.commit import commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
 from dicom_core.index.rows import STUDY_ROW, InstanceRecord, instance_operations, series_row_key
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import StoredInstance, new_version
+from dicom_core.model.levels import Level
 from dicom_core.model.part10 import read_part10
 from dicom_core.search_index.entries import write_index_intents
+from dicom_core.search_index.extended import entries_of
+from dicom_core.search_index.extended_current import pointer_row
 from dicom_core.search_index.keys import (
     CLAIMS,
     INSTANCES_BY_UID,
@@ -69,6 +74,9 @@ MODALITIES = ["CT", "MR", "US", "CR", "DX", "MG", "PT", "NM"]
 FIRST_DAY = date(2010, 1, 1)
 DAYS = 5000
 BOUNDARY = "bench-archive"
+# An extended query tag of every archive, registered Ready before seeding: a study's StudyID, one of 40 values.
+EXTENDED_TAG = ExtendedTag("00200010", "SH", Level.STUDY, status=TagStatus.READY)
+STUDY_ID_VALUES = 40
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ def plan_archive(studies: int, instances: int, seed: int = 1) -> Archive:
             StudyDate=(FIRST_DAY + timedelta(days=rng.randrange(DAYS))).strftime("%Y%m%d"),
             ReferringPhysicianName=f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}",
             StudyDescription=f"Study {i % 50}",
+            StudyID=f"BS{i % STUDY_ID_VALUES:02d}",
         )
         series = [_uid(rng) for _ in range(rng.randint(1, min(3, per_study)))]
         study = PlannedStudy(
@@ -150,6 +159,7 @@ async def _store_through_index(storage: Storage, study: PlannedStudy) -> None:
                 if not record.metadata_text:  # too long for the row, as the store does
                     await put_json(storage, metadata_blob_name(stored), text.encode())
                 await write_index_intents(storage, record)
+                await index_new_instance(storage, record.metadata, stored)  # extended tags, as the store does
                 await commit_instance(storage, record, upsert=True)
                 break
             except ServiceRequestError:
@@ -188,6 +198,7 @@ def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], l
     templates = {series: _series_template(study, series) for series in study.modalities}
     rows: dict[str, dict] = {}
     blobs: dict[str, bytes] = {}
+    record = None
     for series, sop in study.instances:
         template, metadata = templates[series]
         metadata = deepcopy(metadata)
@@ -218,7 +229,21 @@ def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], l
     for series, sop in study.instances:
         key = instance_key(sop)
         entries.append({"PartitionKey": key.partition, "RowKey": key.row_key("", study.uid, series, sop)})
+    if record is not None:  # the extended tag's entries: the latest stored instance's value, and their pointer
+        extended = entries_of(record.stored, EXTENDED_TAG.indexed, record.metadata)
+        if extended:
+            entries += [*extended, pointer_row(extended[0]["PartitionKey"], study.uid, record.stored.version,
+                                               extended)]
     return list(rows.values()), entries + claims, blobs
+
+
+async def register_extended_tag(settings: Settings) -> None:
+    """Register EXTENDED_TAG as Ready in ``settings``' storage, before seeding: stores index it at once."""
+    storage = await open_storage(settings)
+    try:
+        await create_tags(storage, [EXTENDED_TAG])
+    finally:
+        await storage.close()
 
 
 class _Row(dict):

@@ -102,6 +102,11 @@ QUERY_KINDS: dict[str, QueryKind] = {
                     "&limit=101&includefield=00081030,00080060"),
     "studies, no index: StudyDescription (limit 10, scan)": lambda a, rng: _q(
         "/studies", f"StudyDescription=Study%20{rng.randrange(50)}&limit=10"),
+    "studies, extended tag StudyID exact (limit 25)": lambda a, rng: _q(
+        "/studies", f"StudyID={rng.choice(a.values('StudyID'))}&limit=25"),
+    "studies, extended tag StudyID wildcard 'BS1*' (limit 25)": lambda a, rng: _q("/studies", "StudyID=BS1*&limit=25"),
+    "series, extended study tag StudyID (limit 25)": lambda a, rng: _q(
+        "/series", f"StudyID={rng.choice(a.values('StudyID'))}&limit=25"),
     "series, unfiltered (limit 100)": lambda a, rng: _q("/series", "limit=100"),
     "series, Modality (limit 100)": lambda a, rng: _q("/series", f"Modality={rng.choice(MODALITIES)}&limit=100"),
     "series, PatientID": lambda a, rng: _q("/series", f"PatientID={rng.choice(a.values('PatientID'))}"),
@@ -250,7 +255,7 @@ def run(results: Results, azurite: Azurite, *, studies: int, instances: int, sma
     """
     from dicom_core.settings import Settings
 
-    from .archive import plan_archive, present_studies, seed_archive
+    from .archive import plan_archive, present_studies, register_extended_tag, seed_archive
     from .environment import Server
 
     labels = {"large": f"{studies:,} studies", "small": f"{small_studies:,} studies"}
@@ -265,6 +270,7 @@ def run(results: Results, azurite: Azurite, *, studies: int, instances: int, sma
                 settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix,
                                     blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata",
                                     table_shards=table_shards())
+                asyncio.run(register_extended_tag(settings))
                 seeded = seed_archive(settings, count, total, seed=seeds[prefix], processes=processes,
                                       mode=large_mode if prefix == "large" else small_mode)
                 note = (f"{labels[prefix]} / {seeded.instances:,} instances seeded in-process ({seeded.mode} mode, "

@@ -71,6 +71,9 @@ param blobSoftDeleteDays int = 7
 @maxValue(730)
 param logRetentionDays int = 30
 
+@description('NCRONTAB schedule of the operations timer (DICOMWEB_OPERATIONS_SCHEDULE), which resumes long-running operations (reindex, tag deletion) a run left; the request that creates one starts it at once. Every 5 minutes by default, with the maintenance timer: a shorter one wakes an idle Flex Consumption app that often.')
+param operationsSchedule string = '0 */5 * * * *'
+
 @description('Prefix of the Table names (DICOMWEB_TABLE_PREFIX): letters and digits.')
 param tablePrefix string = 'dicomweb'
 
@@ -187,6 +190,7 @@ module functionApp 'modules/functionapp.bicep' = {
       DICOMWEB_AUTH_AUDIENCE: join(entraAudiences, ',')
       DICOMWEB_AUTH_READER_ROLE: readerRole
       DICOMWEB_AUTH_WRITER_ROLE: writerRole
+      DICOMWEB_OPERATIONS_SCHEDULE: operationsSchedule
     }
   }
   // The host starts with identity-based storage: its roles must exist before it does.

@@ -3,7 +3,8 @@
 Schedules have the six fields of Azure Functions' NCRONTAB: second, minute, hour, day, month, day of week.
 Each field is `*`, a number, a range `a-b`, a step `*/n` or `a-b/n`, or a comma list of those (no month or day
 names). Times are UTC (the Functions host's default). A day-of-month and a day-of-week field both restricted
-must both match.
+must both match. A schedule may name an app setting, ``%NAME%``, resolved from the environment as the host
+resolves it from the app settings (an unset one is an error, as there).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 # (lowest, highest) of each field, in order.
 _FIELDS = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_SETTING = re.compile(r"%([A-Za-z0-9_.:-]+)%")
 _SEARCH_DAYS = 366 * 8  # far enough for any schedule that has a next occurrence (Feb 29 on a given weekday)
 
 
@@ -114,14 +118,25 @@ class TimerFunction:
     run_on_startup: bool = False
 
 
-def timer_functions(function_app: Any) -> list[TimerFunction]:
-    """Return the timer-triggered functions of ``function_app``."""
+def resolve_settings(expression: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Replace each ``%NAME%`` of a binding expression by the app setting's value (ValueError when unset)."""
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) not in environ:
+            raise ValueError(f"{expression!r} names the app setting {match.group(1)}, which is not set")
+        return environ[match.group(1)]
+
+    return _SETTING.sub(value, expression)
+
+
+def timer_functions(function_app: Any, environ: Mapping[str, str] = os.environ) -> list[TimerFunction]:
+    """Return the timer-triggered functions of ``function_app``, their schedules' app settings resolved."""
     found = []
     for function in registered_functions(function_app):
         trigger = function.get_trigger()
         if isinstance(trigger, TimerTrigger):
             found.append(TimerFunction(
-                name=function.get_function_name(), schedule=parse_schedule(trigger.schedule),
+                name=function.get_function_name(), schedule=parse_schedule(resolve_settings(trigger.schedule, environ)),
                 handler=function.get_user_function(), argument=trigger.name,
                 run_on_startup=bool(trigger.run_on_startup),
             ))

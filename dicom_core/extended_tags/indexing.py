@@ -108,4 +108,9 @@ async def search_extended(storage: Storage, tag: ExtendedTag, name: str, value: 
     """The studies, series or instances (the tag's level) whose value matches ``value``: index key ranges only."""
     condition = parse_filter(tag.vr, name, value, fuzzy=fuzzy)
     matches = await find_matches(storage, tag.indexed, condition)
-    return ExtendedSearch(tag, matches, await error_count(storage, tag.path) > 0)
+    return ExtendedSearch(tag, matches, await has_errors(storage, tag))
+
+
+async def has_errors(storage: Storage, tag: ExtendedTag) -> bool:
+    """Tell whether the tag has indexing errors (a search on it answers with the erroneous attributes header)."""
+    return await error_count(storage, tag.path) > 0

@@ -2,8 +2,9 @@
 
 Reindex walks every instance row of the Studies table, shard after shard, a page of ``CHUNK_INSTANCES`` rows
 per chunk; its checkpoint holds the shard, the page's continuation token and the counts. Each instance's value
-is read from its metadata blob (one read), checked against the VR, and indexed (`search_index.extended`) or
-recorded as an error; both are upserts of fixed keys, so a chunk redone after a crash changes nothing.
+is read from its row's copy of its metadata (or its metadata blob), checked against the VR, and indexed
+(`search_index.extended`: a study's or series's value is the latest stored instance's, whichever chunk meets it
+first) or recorded as an error; both are writes of fixed keys, so a chunk redone after a crash changes nothing.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ async def reindex_step(storage: Storage, operation: Operation) -> Step:
         waited = (datetime.now(UTC) - operation.created).total_seconds()
         await asyncio.sleep(max(0.0, START_DELAY_SECONDS - waited))
         return Step(point, 0)
-    tags = [tag for path in point["tags"] if (tag := await get_tag(storage, path)) is not None
-            and tag.status is TagStatus.ADDING and tag.operation_id == operation.id]
+    tags = [tag for tag in await asyncio.gather(*(get_tag(storage, path) for path in point["tags"]))
+            if tag is not None and tag.status is TagStatus.ADDING and tag.operation_id == operation.id]
     shards = storage.studies.shards
     if point["shard"] >= len(shards) or not tags:
         await _finish(storage, tags)

@@ -23,6 +23,8 @@ from azure.core.exceptions import ResourceModifiedError
 
 from dicom_core.operations.records import Operation, OperationStatus, save_operation, unfinished_operations
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import jittered_backoff
+from dicom_core.storage.faults import is_storage_unavailable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ LEASE_SECONDS = 60.0
 PAUSE_SECONDS = 0.5
 # One run of the timer works at most this long (the Functions timeout is 10 minutes).
 BUDGET_SECONDS = 240.0
+# A chunk that storage fails (unreachable, 5xx) is retried this many times in a row before the operation fails.
+MAX_OUTAGES = 5
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,27 @@ async def run_operations(storage: Storage, *, worker: str | None = None, pace: P
     return chunks
 
 
+_background: set[asyncio.Task[int]] = set()
+
+
+def run_in_background(storage: Storage) -> None:
+    """Start working the unfinished operations in this process now (the request that created one need not wait for
+    the timer); a run already going in this process is enough."""
+    if any(not task.done() for task in _background):
+        return
+    task = asyncio.ensure_future(_run_logged(storage))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _run_logged(storage: Storage) -> int:
+    try:
+        return await run_operations(storage)
+    except Exception:
+        LOGGER.exception("Working the operations in the background failed")
+        return 0
+
+
 async def _claim(storage: Storage, operation: Operation, worker: str, pace: Pace) -> Operation | None:
     now = datetime.now(UTC)
     if operation.lease_owner not in ("", worker) and operation.lease_until and operation.lease_until > now:
@@ -98,11 +123,18 @@ async def _claim(storage: Storage, operation: Operation, worker: str, pace: Pace
 
 
 async def _work(storage: Storage, operation: Operation, pace: Pace, deadline: float) -> int:
-    handler, chunks = _handlers[operation.type], 0
+    handler, chunks, outages = _handlers[operation.type], 0, 0
     while time.monotonic() < deadline:
         try:
             step = await handler(storage, operation)
-        except Exception:
+            outages = 0
+        except Exception as exc:
+            if is_storage_unavailable(exc) and outages < MAX_OUTAGES:
+                # Storage did not answer (the SDK retried already): the chunk is redone from its checkpoint.
+                outages += 1
+                LOGGER.warning("Operation %s: storage unavailable (%s); retrying its chunk", operation.id, exc)
+                await jittered_backoff(outages, max_seconds=10.0)
+                continue
             LOGGER.exception("Operation %s failed", operation.id)
             step = Step(operation.checkpoint, operation.percent_complete, done=True, failed=True)
         status = (OperationStatus.FAILED if step.failed else OperationStatus.SUCCEEDED) if step.done \

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dicom_core.index.rows import STUDY_ATTRIBUTES_COPY
+from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.levels import Level
 from dicom_core.model.tags import (
@@ -57,6 +58,7 @@ class Hit:
     study: Row | None = None
     series: Row | None = None
     instance: Row | None = None
+    known: JsonDataset = field(default_factory=dict)  # attributes its source read with it (an extended tag's value)
 
     @property
     def series_uid(self) -> str | None:

@@ -174,8 +174,9 @@ def _source_plan(query: QidoQuery, tags: Iterable[BaseTag]) -> dict[BaseTag, Lev
 async def _dataset(reads: SearchReads, hit: Hit, tags: set[BaseTag], plan: dict[BaseTag, Level | None]) -> JsonDataset:
     rows = await _rows(reads, hit, set(plan.values()))
     metadata: JsonDataset = {}
-    if None in plan.values():
+    if any(level is None and json_key(tag) not in hit.known for tag, level in plan.items()):
         metadata = await _representative_metadata(reads, hit)
+    metadata = {**metadata, **hit.known}
     dataset: JsonDataset = {}
     for tag, level in plan.items():
         element = _computed(tag, rows.get(Level.STUDY), rows.get(Level.SERIES))

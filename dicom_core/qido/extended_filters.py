@@ -1,6 +1,7 @@
 """Filters on extended query tags: taken out of the query string before it is parsed, answered from the tags'
 index entries (`extended_tags.indexing`), and turned into UID conditions of the tag's level that the candidates
-already serve (intersected with the query's own UID filters).
+already serve (intersected with the query's own UID filters); the first filter of a cross-study search without
+UID filters instead drives the search, its entries read page by page (`extended_source`).
 
 A filter on a registered tag is taken when the tag's level is one the resource filters on (a tag is filtered
 at its level and below); otherwise, and for a key given twice, the parameter stays in the query string and
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from pydicom.tag import BaseTag
 
-from dicom_core.extended_tags.indexing import queryable_tag, registered_tags, search_extended
+from dicom_core.extended_tags.indexing import has_errors, queryable_tag, registered_tags, search_extended
 from dicom_core.extended_tags.registry import ExtendedTag
 from dicom_core.model.levels import Level
 from dicom_core.model.tags import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
@@ -30,10 +31,13 @@ from dicom_core.qido.query import (
     parse_attribute_id,
 )
 from dicom_core.search_index.extended import Match
+from dicom_core.search_index.extended_values import ExtendedFilter as ValueFilter
+from dicom_core.search_index.extended_values import parse_filter
 from dicom_core.storage.clients import Storage
 
 ERRONEOUS_ATTRIBUTES_HEADER = "erroneous-dicom-attributes"
 _BUILT_IN = frozenset(tag for tags in FILTER_TAGS.values() for tag in tags)
+_PAGED_RESOURCES = (QidoResource.ALL_STUDIES, QidoResource.ALL_SERIES, QidoResource.ALL_INSTANCES)
 _UID_OF_LEVEL = {Level.STUDY: STUDY_INSTANCE_UID, Level.SERIES: SERIES_INSTANCE_UID, Level.INSTANCE: SOP_INSTANCE_UID}
 
 
@@ -56,11 +60,21 @@ class ExtendedFilters:
 
 
 @dataclass(frozen=True)
+class DrivingFilter:
+    """The extended filter whose entries a search reads page by page (`qido.extended_source`)."""
+
+    tag: ExtendedTag
+    condition: ValueFilter
+
+
+@dataclass(frozen=True)
 class NarrowedQuery:
-    """A query with its extended filters as UID conditions, and the filters whose tag has indexing errors."""
+    """A query with its extended filters as UID conditions (but the driving one, if any), and the filters whose
+    tag has indexing errors."""
 
     query: QidoQuery
     erroneous: tuple[str, ...] = ()
+    driving: DrivingFilter | None = None
 
 
 async def take_extended_filters(
@@ -92,12 +106,20 @@ async def take_extended_filters(
 
 
 async def narrow_query(storage: Storage, query: QidoQuery, filters: ExtendedFilters) -> NarrowedQuery:
-    """Answer each extended filter from its index entries and add its matches to ``query`` as a UID condition."""
+    """Answer the extended filters from their index entries: the first drives a cross-study search that names no
+    UIDs (its entries are read as the page needs them); the others' matches are added as UID conditions."""
     if not filters.filters:
         return NarrowedQuery(query)
     conditions = {condition.tag: condition for condition in query.conditions}
     erroneous: list[str] = []
-    for item in filters.filters:
+    driving = None
+    rest = list(filters.filters)
+    if query.resource in _PAGED_RESOURCES and not any(tag in conditions for tag in _UID_OF_LEVEL.values()):
+        first = rest.pop(0)
+        driving = DrivingFilter(first.tag, parse_filter(first.tag.vr, first.name, first.value, fuzzy=query.fuzzy))
+        if await has_errors(storage, first.tag):
+            erroneous.append(first.name)
+    for item in rest:
         found = await search_extended(storage, item.tag, item.name, item.value, fuzzy=query.fuzzy)
         if found.erroneous:
             erroneous.append(item.name)
@@ -109,7 +131,7 @@ async def narrow_query(storage: Storage, query: QidoQuery, filters: ExtendedFilt
         conditions[uid_tag] = Condition(uid_tag, MatchKind.ANY_OF, uids)
     returned = tuple(dict.fromkeys((*query.return_keys, *(item.attribute for item in filters.filters))))
     return NarrowedQuery(replace(query, conditions=tuple(conditions.values()), return_keys=returned),
-                         tuple(erroneous))
+                         tuple(erroneous), driving)
 
 
 def _uid_at(match: Match, level: Level) -> str | None:

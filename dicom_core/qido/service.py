@@ -17,6 +17,7 @@ from dicom_core.model.errors import NotAcceptableError
 from dicom_core.qido.candidates import Hit, hits
 from dicom_core.qido.datasets import build_datasets
 from dicom_core.qido.extended_filters import ERRONEOUS_ATTRIBUTES_HEADER, narrow_query, take_extended_filters
+from dicom_core.qido.extended_source import extended_hits
 from dicom_core.qido.query import QidoResource, parse_query
 from dicom_core.qido.reads import SearchReads
 from dicom_core.storage.clients import Storage
@@ -86,7 +87,8 @@ async def search_datasets(storage: Storage, request: SearchRequest) -> SearchRes
     wanted = query.offset + query.limit
     budget = storage.settings.query_scan_budget + ENTITIES_PER_RESULT * wanted
     reads = SearchReads(storage, budget=budget, wanted=wanted)
-    source, stream = hits(reads, query)
+    source, stream = (("extended tag", extended_hits(reads, query, narrowed.driving)) if narrowed.driving
+                      else hits(reads, query))
     page: list[Hit] = []
     seen = 0
     try:

@@ -2,15 +2,17 @@
 
 Each tag has two partitions in the Index table. ``x.{path}|v`` holds one entry per (value, target) with the
 RowKey ``{encoded index form}!{target}``, so exact values, UID lists, wildcard prefixes and DA/DT/TM ranges
-are each one RowKey range; ``x.{path}|w`` holds one entry per word of a person name (fuzzy matching). The
-target is always the instance (``study|series|instance``) and the entry holds the instance's Version, so a
-search keeps only the entries whose instance row still has that version (an upsert or a delete since makes
-them stale) and then reduces them to the tag's level. Entries are upserts of fixed keys, so writing an
+are each one RowKey range; ``x.{path}|w`` holds one entry per word of a person name (fuzzy matching), with the
+whole name. The target is the tag's level: the instance (``study|series|instance``) for an instance-level tag,
+whose entries hold the instance's Version, so a search keeps only those whose instance row still has it (an
+upsert or a delete since makes them stale); the study or ``study|series`` for a study- or series-level tag,
+which has the value of the latest stored instance and exactly its entries (`extended_current`). Writing an
 instance's entries again (a retried store, a resumed reindex) changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,8 @@ from dicom_core.index.rows import instance_row_key
 from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.levels import Level
-from dicom_core.model.text import trim
+from dicom_core.model.text import name_words, trim
+from dicom_core.search_index.extended_current import is_pointer, set_current
 from dicom_core.search_index.extended_values import ExtendedFilter, InvalidValueError, index_value
 from dicom_core.search_index.keys import KEY_VALUE_CHARS, WORD_END, WORD_KEY_CHARS, encode_key, successor
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
@@ -35,6 +38,9 @@ _RANGE = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
 # The end of every key range: sorts after every encoded character.
 _KEY_END = "~"
 VERIFY_CONCURRENCY = 16
+MAX_ELEMENT_CHARS = 4000
+ENTRY_COLUMNS = ["RowKey", "Value", "Name", "Version", "Element"]
+_PARTS = {Level.STUDY: 1, Level.SERIES: 2, Level.INSTANCE: 3}
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,11 @@ def first_element_value(metadata: JsonDataset, tag: IndexedTag) -> Any | None:
     return values[0] if values and values[0] not in (None, "") else None
 
 
+def level_target(ids: InstanceIdentifiers, level: Level) -> str:
+    """What an entry of a tag of ``level`` points at: the study, ``study|series`` or ``study|series|instance``."""
+    return "|".join((ids.study, ids.series, ids.instance)[:_PARTS[level]])
+
+
 def entries_of(stored: StoredInstance, tag: IndexedTag, metadata: JsonDataset) -> list[dict[str, Any]]:
     """The index entries of one instance for ``tag`` (none when the value is absent; InvalidValueError if bad)."""
     value = first_element_value(metadata, tag)
@@ -101,19 +112,38 @@ def entries_of(stored: StoredInstance, tag: IndexedTag, metadata: JsonDataset) -
     indexed = index_value(tag.vr, value)
     if not indexed.text:
         return []
-    ids = stored.ids
-    target = f"{ids.study}|{ids.series}|{ids.instance}"
+    target = level_target(stored.ids, tag.level)
+    # The element as stored: a search answers the filtered attribute with it, reading no metadata (a long one is
+    # left out, and read from the metadata then).
+    stored_element = metadata[tag.json_key]
+    element = json.dumps({"vr": stored_element.get("vr", tag.vr), "Value": stored_element["Value"]},
+                         separators=(",", ":"))
+    element = element if len(element) <= MAX_ELEMENT_CHARS else ""
     entries = [{"PartitionKey": values_partition(tag), "Value": indexed.text, "Version": stored.version,
-                "RowKey": f"{encode_key(indexed.text[:KEY_VALUE_CHARS])}{WORD_END}{target}"}]
-    entries += [{"PartitionKey": words_partition(tag), "Value": word, "Version": stored.version,
-                 "RowKey": f"{encode_key(word[:WORD_KEY_CHARS])}{WORD_END}{target}"} for word in set(indexed.words)]
+                "Element": element, "RowKey": f"{encode_key(indexed.text[:KEY_VALUE_CHARS])}{WORD_END}{target}"}]
+    entries += [{"PartitionKey": words_partition(tag), "Value": word, "Name": indexed.text, "Version": stored.version,
+                 "Element": element, "RowKey": f"{encode_key(word[:WORD_KEY_CHARS])}{WORD_END}{target}"}
+                for word in set(indexed.words)]
     return entries
 
 
 async def write_entries(storage: Storage, entries: list[dict[str, Any]]) -> None:
-    """Upsert index entries (those of a partition together, in transactions)."""
-    if entries:
-        await _entries.upsert(storage, entries)
+    """Write index entries: an instance's upserted (those of a partition together, in transactions), a study's or
+    series's as its current entries (`extended_current`), the latest version of each study or series winning."""
+    per_instance = [entry for entry in entries if _target(str(entry["RowKey"])).count("|") == 2]
+    if per_instance:
+        await _entries.upsert(storage, per_instance)
+    latest: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in entries:
+        key = (str(entry["PartitionKey"]), _target(str(entry["RowKey"])))
+        if key[1].count("|") < 2:
+            held = latest.setdefault(key, [])
+            if held and held[0]["Version"] < entry["Version"]:
+                held.clear()
+            if not held or held[0]["Version"] == entry["Version"]:
+                held.append(entry)
+    await bounded_gather((set_current(storage, partition, target, str(held[0]["Version"]), held)
+                          for (partition, target), held in latest.items()), limit=VERIFY_CONCURRENCY)
 
 
 def instance_entries(
@@ -158,40 +188,81 @@ async def _first(entities: Any, limit: int) -> Any:
             return
 
 
-async def find_matches(storage: Storage, tag: IndexedTag, condition: ExtendedFilter) -> list[Match]:
-    """The studies, series or instances (by the tag's level) whose current value matches ``condition``.
+@dataclass(frozen=True)
+class EntryRange:
+    """A RowKey range [low, high) of a tag's partition holding every entry that can match a filter."""
 
-    Key ranges of the tag's partitions find the entries; a point read of each entry's instance row keeps
-    those whose instance still has the entry's version.
-    """
-    hits = await _current(storage, await _hits(storage, tag, condition))
-    return sorted({_at_level(hit.ids, tag.level) for hit in hits}, key=_order)
+    partition: str
+    low: str
+    high: str
 
 
-async def _hits(storage: Storage, tag: IndexedTag, condition: ExtendedFilter) -> set[StoredInstance]:
+def entry_ranges(tag: IndexedTag, condition: ExtendedFilter) -> list[EntryRange]:
+    """The key ranges whose entries (checked with `entry_matches`) are the matches of ``condition``, in order."""
     if condition.words:
-        found: set[StoredInstance] | None = None
-        for word in condition.words:
-            low = encode_key(word[:WORD_KEY_CHARS])
-            hits = {_hit(row) for row in await _range(storage, words_partition(tag), low, successor(low))}
-            found = hits if found is None else found & hits
-        return found or set()
-    rows: list[TableEntity] = []
+        low = encode_key(max(condition.words, key=len)[:WORD_KEY_CHARS])
+        return [EntryRange(words_partition(tag), low, successor(low))]
     partition = values_partition(tag)
     if condition.exact:
-        for value in dict.fromkeys(condition.exact):
-            low = encode_key(value[:KEY_VALUE_CHARS])
-            rows += [row for row in await _range(storage, partition, low + WORD_END, successor(low + WORD_END))
-                     if row.get("Value") == value]
-    elif condition.is_range:
+        lows = [encode_key(value[:KEY_VALUE_CHARS]) + WORD_END for value in dict.fromkeys(condition.exact)]
+        return [EntryRange(partition, low, successor(low)) for low in sorted(set(lows))]
+    if condition.is_range:
         low = encode_key(condition.low) if condition.low else ""
-        high = successor(encode_key(condition.high)) if condition.high else _KEY_END
-        rows = await _range(storage, partition, low, high)
-    else:
-        low = encode_key(condition.prefix[:KEY_VALUE_CHARS])
-        rows = [row for row in await _range(storage, partition, low, successor(low) if low else _KEY_END)
-                if condition.matches_pattern(str(row.get("Value", "")))]
-    return {_hit(row) for row in rows}
+        return [EntryRange(partition, low, successor(encode_key(condition.high)) if condition.high else _KEY_END)]
+    low = encode_key(condition.prefix[:KEY_VALUE_CHARS])
+    return [EntryRange(partition, low, successor(low) if low else _KEY_END)]
+
+
+def entry_matches(condition: ExtendedFilter, row: TableEntity) -> bool:
+    """Tell whether an entry read from one of ``condition``'s ranges is a match (keys hold value prefixes only)."""
+    if is_pointer(str(row["RowKey"])):
+        return False
+    value = str(row.get("Value", ""))
+    if condition.words:
+        name = row.get("Name")
+        words = name_words(str(name)) if name else [value]
+        return all(any(word.startswith(wanted) for word in words) for wanted in condition.words)
+    if condition.exact:
+        return value in condition.exact
+    return condition.is_range or condition.matches_pattern(value)
+
+
+def entry_instance(row: TableEntity) -> StoredInstance | None:
+    """The instance and version of an entry of an instance-level tag (None for a study's or series's entry)."""
+    parts = _target(str(row["RowKey"])).split("|")
+    if len(parts) != 3:
+        return None
+    return StoredInstance(InstanceIdentifiers(*parts), str(row.get("Version", "")))
+
+
+def entry_element(row: TableEntity) -> JsonDataset:
+    """The DICOM JSON element an entry was made of, by the tag's key ({} for an entry written without it)."""
+    element = row.get("Element")
+    return {} if not element else json.loads(str(element))
+
+
+def entry_match(row: TableEntity) -> Match:
+    """The study, series or instance an entry points at."""
+    parts = _target(str(row["RowKey"])).split("|")
+    return Match(parts[0], *parts[1:])
+
+
+async def find_matches(storage: Storage, tag: IndexedTag, condition: ExtendedFilter) -> list[Match]:
+    """Every study, series or instance (by the tag's level) whose current value matches ``condition``.
+
+    Key ranges of the tag's partitions find the entries; for an instance-level tag, a point read of each entry's
+    instance row keeps those whose instance still has the entry's version.
+    """
+    rows = [row for part in entry_ranges(tag, condition) for row in await _range(storage, part)
+            if entry_matches(condition, row)]
+    if tag.level is not Level.INSTANCE:
+        return sorted({entry_match(row) for row in rows}, key=_order)
+    hits = {hit for row in rows if (hit := entry_instance(row)) is not None}
+    return sorted({_instance_match(hit) for hit in await _current(storage, hits)}, key=_order)
+
+
+def _instance_match(hit: StoredInstance) -> Match:
+    return Match(hit.ids.study, hit.ids.series, hit.ids.instance)
 
 
 async def _current(storage: Storage, hits: set[StoredInstance]) -> list[StoredInstance]:
@@ -203,20 +274,13 @@ async def _current(storage: Storage, hits: set[StoredInstance]) -> list[StoredIn
             if row is not None and str(row.get("Version")) == hit.version]
 
 
-async def _range(storage: Storage, partition: str, low: str, high: str) -> list[TableEntity]:
-    return await query_all(storage.index, _RANGE, parameters={"p": partition, "low": low, "high": high},
-                           select=["RowKey", "Value", "Version"])
+async def _range(storage: Storage, part: EntryRange) -> list[TableEntity]:
+    return await query_all(storage.index, _RANGE, parameters={"p": part.partition, "low": part.low, "high": part.high},
+                           select=ENTRY_COLUMNS)
 
 
-def _hit(row: TableEntity) -> StoredInstance:
-    study, series, instance = str(row["RowKey"]).rsplit(WORD_END, 1)[1].split("|", 2)
-    return StoredInstance(InstanceIdentifiers(study, series, instance), str(row.get("Version", "")))
-
-
-def _at_level(ids: InstanceIdentifiers, level: Level) -> Match:
-    if level is Level.STUDY:
-        return Match(ids.study)
-    return Match(ids.study, ids.series) if level is Level.SERIES else Match(ids.study, ids.series, ids.instance)
+def _target(row_key: str) -> str:
+    return row_key.rsplit(WORD_END, 1)[1]
 
 
 def _order(match: Match) -> tuple[str, str, str]:

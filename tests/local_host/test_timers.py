@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import azure.functions as func
 import pytest
 
-from local_host.timers import TimerFunction, parse_schedule, run_timers, timer_functions
+from local_host.timers import TimerFunction, parse_schedule, resolve_settings, run_timers, timer_functions
 
 UTC = timezone.utc
 
@@ -46,6 +46,22 @@ def test_timer_functions_of_the_app_are_found_with_their_schedule() -> None:
 
     [timer] = timer_functions(app)
     assert (timer.name, timer.argument, timer.schedule.expression) == ("tick", "timer", "0 */5 * * * *")
+
+
+def test_a_schedule_naming_an_app_setting_takes_its_value() -> None:
+    app = func.FunctionApp()
+
+    @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer")
+    async def tick(timer: func.TimerRequest) -> None:
+        """A demo timer on a schedule from an app setting."""
+
+    [timer] = timer_functions(app, {"TICK_SCHEDULE": "0 0 * * * *"})
+    assert timer.schedule.expression == "0 0 * * * *"
+
+
+def test_a_schedule_naming_an_unset_app_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="UNSET_SCHEDULE"):
+        resolve_settings("%UNSET_SCHEDULE%", {})
 
 
 async def test_a_due_timer_is_called_with_a_timer_request() -> None:

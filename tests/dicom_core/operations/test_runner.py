@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from azure.core.exceptions import ServiceResponseError
+
 from dicom_core.operations.records import (
     OPERATIONS_TABLE,
     Operation,
@@ -18,6 +20,7 @@ from dicom_core.storage.clients import Storage, table_name
 
 COUNTING = "testCounting"
 FAILING = "testFailing"
+FLAKY = "testFlaky"
 FAST = Pace(pause_seconds=0.0)
 
 
@@ -30,8 +33,19 @@ async def _fail(storage: Storage, operation: Operation) -> Step:
     raise RuntimeError("this operation cannot be worked")
 
 
+_outages = {"left": 2}
+
+
+async def _unavailable_twice(storage: Storage, operation: Operation) -> Step:
+    if _outages["left"]:
+        _outages["left"] -= 1
+        raise ServiceResponseError("storage dropped the connection")
+    return await _count_to_five(storage, operation)
+
+
 register_handler(COUNTING, _count_to_five)
 register_handler(FAILING, _fail)
+register_handler(FLAKY, _unavailable_twice)
 
 
 async def test_an_operation_runs_chunk_by_chunk_to_succeeded(own: Storage) -> None:
@@ -74,6 +88,14 @@ async def test_a_handler_that_raises_fails_the_operation(own: Storage) -> None:
     await run_operations(own, pace=FAST)
     failed = await get_operation(own, created.id)
     assert failed is not None and failed.status is OperationStatus.FAILED
+
+
+async def test_a_chunk_that_storage_fails_is_retried_from_its_checkpoint(own: Storage) -> None:
+    created = await create_operation(own, FLAKY, [], {"done": 0})
+    await run_operations(own, pace=FAST)
+    finished = await get_operation(own, created.id)
+    assert finished is not None and (finished.status, finished.checkpoint) == (OperationStatus.SUCCEEDED, {"done": 5})
+    assert _outages["left"] == 0
 
 
 async def test_an_unknown_or_malformed_id_is_none(own: Storage) -> None:

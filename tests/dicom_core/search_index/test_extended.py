@@ -123,11 +123,21 @@ async def test_removing_a_tag_leaves_none_of_its_entries(own: Storage, stow_part
 async def test_an_entry_of_a_replaced_or_deleted_instance_is_not_a_match(own: Storage, stow_parts) -> None:
     replaced, deleted = await _stored(own, stow_parts), await _stored(own, stow_parts)
     for stored in (replaced, deleted):
-        await index_instance(own, [STUDY_ID], _metadata(**{"00200010": ("SH", ["STALE"])}), stored)
+        await index_instance(own, [INSTANCE_NUMBER], _metadata(**{"00200013": ("IS", [77])}), stored)
     part = make_instance(study=replaced.ids.study, series=replaced.ids.series, sop=replaced.ids.instance)
     assert (await stow_parts(own, [part], upsert=True)).status == 200
     assert (await delete_instance(own, deleted.ids)).status == 204
-    assert await _find(own, STUDY_ID, "STALE") == []
+    assert await _find(own, INSTANCE_NUMBER, "77") == []
+
+
+async def test_a_study_has_the_value_of_its_latest_instance_that_has_one(own: Storage, stow_parts) -> None:
+    first, later = await _stored(own, stow_parts), await _stored(own, stow_parts)
+    later = StoredInstance(InstanceIdentifiers(first.ids.study, later.ids.series, later.ids.instance), later.version)
+    await index_instance(own, [STUDY_ID], _metadata(**{"00200010": ("SH", ["LATER"])}), later)
+    await index_instance(own, [STUDY_ID], _metadata(**{"00200010": ("SH", ["FIRST"])}), first)  # reindexed late
+    await index_instance(own, [STUDY_ID], {}, StoredInstance(first.ids, "f" * 24))  # a newer one without a value
+    assert await _find(own, STUDY_ID, "FIRST") == []
+    assert await _find(own, STUDY_ID, "LATER") == [Match(first.ids.study)]
 
 
 async def test_a_private_tag_counts_only_in_its_creators_block(own: Storage, stow_parts) -> None:
