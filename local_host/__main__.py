@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from local_host.functions import load_function_app
 from local_host.routes import build_app
-from local_host.settings import apply_local_settings, find_settings_file, read_route_prefix
+from local_host.settings import SAMPLE_SETTINGS_FILE, SETTINGS_FILE, load_settings_files, read_route_prefix
 from local_host.timers import TimerFunction, run_timers, timer_functions
 from local_host.workers import WorkerRole, serve_worker, supervise
 
@@ -77,12 +77,15 @@ def main(argv: list[str] | None = None) -> None:
 
     first = role is None or role.index == 0  # the process that tells what it serves, and runs the timers
     root = Path.cwd()
-    settings_file = find_settings_file(root)
-    applied = [] if settings_file is None else apply_local_settings(settings_file, os.environ)
-    if first and settings_file is None:
+    loaded = load_settings_files(root, os.environ)
+    if first and loaded.file is None:
         logger.info("No local.settings.json or local.settings.sample.json in %s", root)
-    elif first and settings_file is not None:
-        logger.info("Loaded %d setting(s) from %s; the environment keeps the rest", len(applied), settings_file.name)
+    elif first and loaded.file is not None:
+        logger.info("Loaded %d setting(s) from %s; the environment keeps the rest", len(loaded.applied),
+                    loaded.file.name)
+    if first and loaded.from_sample:
+        logger.warning("%s lacks %s: using the value(s) of %s", SETTINGS_FILE, ", ".join(loaded.from_sample),
+                       SAMPLE_SETTINGS_FILE)
 
     # The settings are in os.environ before the app module is imported: it may read them at import time.
     function_app = load_function_app(arguments.app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,27 @@ def find_settings_file(root: Path) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Which settings file was read, the names it set, and those the sample set because the file lacks them."""
+
+    file: Path | None
+    applied: list[str]
+    from_sample: list[str]
+
+
+def load_settings_files(root: Path, environ: MutableMapping[str, str]) -> LoadedSettings:
+    """Apply local.settings.json (else the sample) under ``root``; then the sample's values it lacks.
+
+    A local.settings.json copied before a setting was added (a timer's `%NAME%` schedule) keeps working.
+    """
+    path = find_settings_file(root)
+    applied = [] if path is None else apply_local_settings(path, environ)
+    sample = root / SAMPLE_SETTINGS_FILE
+    from_sample = apply_local_settings(sample, environ) if path not in (None, sample) and sample.is_file() else []
+    return LoadedSettings(path, applied, from_sample)
 
 
 def apply_local_settings(path: Path, environ: MutableMapping[str, str]) -> list[str]:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from local_host.functions import http_functions
 from local_host.routes import RouteTemplateError, build_app, translate_template
-from local_host.settings import apply_local_settings, find_settings_file, read_route_prefix
+from local_host.settings import apply_local_settings, find_settings_file, load_settings_files, read_route_prefix
 
 
 def paths(template: str, prefix: str = "") -> list[str]:
@@ -313,6 +313,21 @@ def test_sample_is_used_without_local_settings(tmp_path: Path) -> None:
     apply_local_settings(find_settings_file(tmp_path), environ)
     assert environ == {"A": "sample", "EMPTY": "set"}
     assert find_settings_file(tmp_path / "nowhere") is None
+
+
+def test_settings_a_local_file_lacks_come_from_the_sample(tmp_path: Path) -> None:
+    write_settings(tmp_path / "local.settings.sample.json", {"A": "sample", "NEW": "sample"})
+    write_settings(tmp_path / "local.settings.json", {"A": "local"})
+    environ: dict[str, str] = {}
+    loaded = load_settings_files(tmp_path, environ)
+    assert environ == {"A": "local", "NEW": "sample"}
+    assert (loaded.applied, loaded.from_sample) == (["A"], ["NEW"])
+
+
+def test_a_local_file_without_a_sample_is_read_alone(tmp_path: Path) -> None:
+    write_settings(tmp_path / "local.settings.json", {"A": "local"})
+    environ: dict[str, str] = {}
+    assert load_settings_files(tmp_path, environ).from_sample == [] and environ == {"A": "local"}
 
 
 def test_encrypted_settings_are_refused(tmp_path: Path) -> None:
