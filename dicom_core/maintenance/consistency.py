@@ -14,10 +14,14 @@ and exits 1 when there is any. Findings:
   ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly one
   record of each of the series' instances (that of the row's version where the row holds the JSON);
 - ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
+  ``series-not-listed`` / ``instance-not-listed``: a series row without its ``se.all`` entry, an instance row
+  without its ``i.uid`` entry (a delete that died after removing entries leaves such rows);
 - ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
   announced nor appended to the feed (its change would never reach the feed).
 
-Storage should be quiet while it runs: a store or delete in flight can show up as a finding.
+Storage should be quiet while it runs: a store or delete in flight can show up as a finding. ``--repair`` repairs
+what it finds (``repair.py``), prints one ``repaired:`` line per subject and the findings left, and exits 1 when
+any is left.
 """
 
 from __future__ import annotations
@@ -44,12 +48,12 @@ from dicom_core.index.rows import ROW_METADATA, STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import CleanupKind, all_entries
 from dicom_core.model.dicom_json import first_value
 from dicom_core.model.tags import SOP_INSTANCE_UID
-from dicom_core.search_index.keys import ALL_STUDIES, parse_entry
+from dicom_core.search_index.keys import ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, parse_entry
 from dicom_core.settings import Settings
 from dicom_core.storage.blobs import THUMBNAIL_MARK
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.storage.concurrency import bounded_gather
-from dicom_core.storage.tables import get_entity_or_none, query_all
+from dicom_core.storage.tables import get_entity_or_none
 
 _VERSION_SUFFIXES = (".frames.json", ".dcm", ".json")
 _DOCUMENT_CONCURRENCY = 8
@@ -81,7 +85,7 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
     outboxes: list[TableEntity] = []
     studies, files, metadata, cleanup, listed = await asyncio.gather(
         _studies(storage, outboxes), _blob_names(storage.files), _blob_names(storage.metadata),
-        all_entries(storage), _listed_studies(storage),
+        all_entries(storage), _listed(storage),
     )
     targets = [target for entry in cleanup for target in entry.targets]
     covered_versions = {(t.study, t.series, t.instance, t.version) for t in targets if t.kind is CleanupKind.VERSION}
@@ -101,7 +105,7 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
             findings += [Finding("missing-blob", name, "the instance row references it") for names, name in expected
                          if name not in names]
     for name in sorted(files | metadata):
-        version = _version_of(name)
+        version = version_of_blob(name)
         if version is not None and version not in referenced and version not in covered_versions:
             findings.append(Finding("orphan-blob", name,
                                     "no instance row references it and no cleanup entry covers it"))
@@ -135,12 +139,14 @@ async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list
     return findings
 
 
-def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
+def _check_rows(uid: str, rows: _Study, listed: set[tuple[str, ...]]) -> list[Finding]:
     findings = []
     per_series = Counter(series for series, _ in rows.instances)
     for series, row in sorted(rows.series.items()):
         count = per_series.get(series, 0)
         subject = f"{uid}/{series}"
+        if count and (uid, series) not in listed:
+            findings.append(Finding("series-not-listed", subject, f"no {ALL_SERIES} index entry"))
         if count == 0:
             findings.append(Finding("empty-series", subject, "a series row without instance rows"))
         elif int(row["InstanceCount"]) != count:
@@ -150,6 +156,9 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
         if series not in rows.series or rows.study is None:
             findings.append(Finding("instance-without-parent", f"{uid}/{series}/{instance}",
                                     "its series row or study row is missing"))
+        elif (uid, series, instance) not in listed:
+            findings.append(Finding("instance-not-listed", f"{uid}/{series}/{instance}",
+                                    f"no {INSTANCES_BY_UID} index entry"))
     if rows.study is None:
         return findings
     if not rows.instances:
@@ -161,7 +170,7 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
     recorded = (int(rows.study["InstanceCount"]), int(rows.study["SeriesCount"]), kept)
     if actual != recorded:
         findings.append(Finding("study-count", uid, f"row says instances/series/modalities {recorded}, rows {actual}"))
-    if uid not in listed:
+    if (uid,) not in listed:
         findings.append(Finding("study-not-listed", uid, f"no {ALL_STUDIES} index entry"))
     return findings
 
@@ -218,12 +227,24 @@ async def _blob_names(container: ContainerClient) -> set[str]:
         return set()
 
 
-async def _listed_studies(storage: Storage) -> set[str]:
-    return {parse_entry(entry).study for entry in await query_all(
-        storage.index, "PartitionKey eq @pk", parameters={"pk": ALL_STUDIES}, select=["PartitionKey", "RowKey"])}
+async def _listed(storage: Storage) -> set[tuple[str, ...]]:
+    """The targets of the `s.all`, `se.all` and `i.uid` entries: (study,), (study, series), (study, series, instance).
+
+    One walk of the index table (an `i.uid` entry has a partition of its own, and the table is sharded).
+    """
+    listed: set[tuple[str, ...]] = set()
+    try:
+        async for entity in storage.index.list_entities(select=["PartitionKey", "RowKey"]):
+            index = str(entity["PartitionKey"]).split("|", 1)[0]
+            if index in (ALL_STUDIES, ALL_SERIES, INSTANCES_BY_UID):
+                entry = parse_entry(entity)
+                listed.add(tuple(uid for uid in (entry.study, entry.series, entry.instance) if uid is not None))
+    except ResourceNotFoundError:
+        pass
+    return listed
 
 
-def _version_of(name: str) -> tuple[str, str, str, str] | None:
+def version_of_blob(name: str) -> tuple[str, str, str, str] | None:
     """(study, series, instance, version) of a version's blob name, or None for other blobs."""
     parts = name.split("/")
     if len(parts) != 4:
@@ -237,10 +258,18 @@ def _version_of(name: str) -> tuple[str, str, str, str] | None:
     return None
 
 
-async def _main(reconcile_documents: bool) -> int:
+async def _main(reconcile_documents: bool, repair: bool) -> int:
     storage = await open_storage(Settings.from_environment())
     try:
         findings = await check_consistency(storage, reconcile_documents=reconcile_documents)
+        if repair and findings:
+            # Imported here: the repair module builds on this one (and `python -m` runs this one as __main__).
+            from dicom_core.maintenance.repair import repair_findings
+
+            report = await repair_findings(storage, findings, limit=len(findings))
+            for done in report.repaired:
+                print(done)
+            findings = report.left
     finally:
         await storage.close()
     for finding in findings:
@@ -250,13 +279,16 @@ async def _main(reconcile_documents: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: check the storage the environment's settings name; exit 1 on findings."""
+    """Command line: check the storage the environment's settings name (and repair it); exit 1 on findings left."""
     parser = argparse.ArgumentParser(prog="python -m dicom_core.maintenance.consistency",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--no-reconcile", action="store_true",
                         help="do not reconcile series metadata documents (which writes them) before comparing")
+    parser.add_argument("--repair", action="store_true",
+                        help="repair what can be repaired (as the repair timer does), print what was repaired and "
+                             "the findings left")
     arguments = parser.parse_args(argv)
-    sys.exit(asyncio.run(_main(not arguments.no_reconcile)))
+    sys.exit(asyncio.run(_main(not arguments.no_reconcile, arguments.repair)))
 
 
 if __name__ == "__main__":
