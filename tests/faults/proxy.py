@@ -11,7 +11,8 @@ What it does to that request (`Action`):
 - ``SERVER_BUSY``: answered 503 with the ``ServerBusy`` error body and headers Azure Storage sends;
 - ``TIMEOUT``: held unanswered (and not forwarded) until the client gives up;
 - ``RESPONSE_LOST``: forwarded and answered by Azurite (the write landed), then the connection is reset;
-- ``KILL``: the process ``pid`` is sent SIGKILL, then the connection is reset (nothing forwarded).
+- ``KILL``: the process ``pid`` is sent SIGKILL, then the connection is reset (nothing forwarded);
+- ``HOLD``: held until the fault's ``release`` event is set (a writer stalled mid-request), then forwarded.
 
 Usage (the ``storage_fault_proxy`` fixture of tests/conftest.py starts one per test)::
 
@@ -44,6 +45,7 @@ LOOPBACK = "127.0.0.1"
 SERVICES = ("blob", "table")
 _HEAD_END = b"\r\n\r\n"
 _NO_BODY_STATUSES = {204, 304}
+HOLD_LIMIT_SECONDS = 120  # a HOLD never outlives a test that forgot to release it
 
 
 class Action(enum.Enum):
@@ -54,6 +56,7 @@ class Action(enum.Enum):
     TIMEOUT = "timeout"
     RESPONSE_LOST = "response-lost"
     KILL = "kill"
+    HOLD = "hold"
 
 
 @dataclass(eq=False)
@@ -69,6 +72,7 @@ class Fault:
     pid: int | None = None
     seen: int = 0
     fired: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)  # ends a HOLD
 
     def matches(self, service: str, request: _Request) -> bool:
         """Tell whether ``request`` to ``service`` is one of this fault's operation."""
@@ -174,6 +178,9 @@ class StorageFaultProxy:
                 if action is Action.TIMEOUT:
                     await reader.read()  # until the client closes the connection
                     return
+                if action is Action.HOLD:
+                    assert fault is not None
+                    await asyncio.to_thread(fault.release.wait, HOLD_LIMIT_SECONDS)
                 if action is Action.SERVER_BUSY:
                     writer.write(_server_busy(service))
                     await writer.drain()
