@@ -20,6 +20,9 @@ Usage (the ``storage_fault_proxy`` fixture of tests/conftest.py starts one per t
     ...  # drive the server
     assert busy.fired.is_set()
 
+`throttle(rate, actions, seed)` strikes, besides, each request with probability ``rate`` with one of ``actions``
+(throttled storage: 10 % of requests answered 503 ``ServerBusy`` or reset); `throttle(0)` stops it.
+
 It runs its own event loop in a daemon thread, so synchronous tests drive it; `requests` records every
 request it saw as (service, method, decoded target).
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import random
 import re
 import signal
 import socket
@@ -101,6 +105,8 @@ class StorageFaultProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="storage-fault-proxy", daemon=True)
         self._servers: list[asyncio.Server] = []
+        self._throttle: tuple[float, tuple[Action, ...], random.Random] = (0.0, (), random.Random())
+        self.throttled: list[tuple[str, str, str, Action]] = []  # (service, method, target, action) struck at random
 
     @property
     def connection_string(self) -> str:
@@ -135,6 +141,11 @@ class StorageFaultProxy:
             self._faults.append(fault)
         return fault
 
+    def throttle(self, rate: float, actions: tuple[Action, ...] = (), seed: int = 0) -> None:
+        """Strike every request with probability ``rate`` with one of ``actions`` (at random, from ``seed``)."""
+        with self._lock:
+            self._throttle = (rate, actions, random.Random(seed))
+
     def clear(self) -> None:
         """Disarm every fault."""
         with self._lock:
@@ -151,6 +162,11 @@ class StorageFaultProxy:
                 fault.seen += 1
                 if fault.seen == fault.k and striking is None:
                     striking = fault
+            rate, actions, chance = self._throttle
+            if striking is None and rate > 0 and chance.random() < rate:
+                action = chance.choice(actions)
+                self.throttled.append((service, request.method, request.target, action))
+                striking = Fault(service, request.method, "", action)
             if striking is not None:
                 striking.fired.set()
             return striking
