@@ -110,6 +110,10 @@ async def test_writers_and_a_delete_on_throttled_storage_lose_nothing_acknowledg
         struck = len(storage_fault_proxy.throttled)
         print(f"{struck} of {len(storage_fault_proxy.requests)} storage requests struck; answers "
               f"{sorted(r.status_code for r in answers)}")
+        for response in answers:
+            if response.status_code not in (200, 204):
+                print(response.request.method, response.status_code, response.headers.get("retry-after"),
+                      response.text[:600])
         assert struck > 0
         assert [problem for problem in map(_unexpected, answers) if problem] == []
         delete_answer = (await client.delete(f"/v2/studies/{study}/series/{doomed}")).status_code

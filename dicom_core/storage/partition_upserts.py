@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.group_commit import GroupCommit
 
@@ -123,7 +125,16 @@ class PartitionUpserts:
             return
         operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
         try:
-            await storage.recreating_missing(lambda: table.submit_transaction(operations))
+            for attempt in range(storage.settings.storage_retries + 1):
+                try:
+                    await storage.recreating_missing(lambda: table.submit_transaction(operations))
+                    break
+                except (ServiceRequestError, ServiceResponseError):
+                    # The SDK does not retry a POST whose connection broke (the answer may be lost after the write
+                    # landed); upserts are idempotent, so this does.
+                    if attempt == storage.settings.storage_retries:
+                        raise
+                    await jittered_backoff(attempt)
         except TableTransactionError as exc:
             # A transaction reports a missing table as its own error, which recreating_missing does not know.
             if error_code(exc) != MISSING_TABLE:
