@@ -7,7 +7,8 @@
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
 #   make orthanc  install Debian's orthanc and orthanc-dicomweb where missing (as root; a real client in `make test`)
 #   make dcmtk    install Debian's dcmtk where missing (as root; the DIMSE gateway tests use its tools)
-#   make test-crash  the full crash matrix: every store and delete killed before each of its storage requests (104 cells, ~12 min)
+#   make test-crash  the full crash matrix: every store and delete killed before each of its storage requests (108 cells, ~12 min),
+#                    every step of the sequencer, cleanup and faulted-store cells, and the throttled scenario at full size
 #   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale
 #   make clean    remove .venv, node_modules and .azurite
@@ -137,7 +138,7 @@ BENCH_ARGS ?=
 
 # `make test` runs a reduced crash matrix (tests/test_crash_matrix.py); CRASH_MATRIX=full runs every cell.
 test-crash: install
-	CRASH_MATRIX=full $(VENV_PYTHON) -m pytest tests/test_crash_matrix.py $(PYTEST_ARGS)
+	CRASH_MATRIX=full $(VENV_PYTHON) -m pytest tests/test_crash_matrix.py tests/test_crash_faults.py tests/test_throttled_storage.py $(PYTEST_ARGS)
 
 # Starts its own Azurite and server on free ports (bench/environment.py); results in bench/results/.
 # The archive-scale QIDO run (10,000 studies / 100,000 instances, 30-60 min): $(VENV_PYTHON) -m bench.qido_archive

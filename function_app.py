@@ -21,7 +21,6 @@ from azurefunctions.extensions.http.fastapi import (  # type: ignore[import-unty
 
 from dicom_core.changefeed import service as changefeed_service
 from dicom_core.changefeed.query import parse_feed_query, parse_latest_query
-from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.delete import service as delete_service
 from dicom_core.edge import auth, cors, health, openapi
 from dicom_core.edge.public_url import public_base_url
@@ -29,7 +28,8 @@ from dicom_core.edge.request_limits import RequestLimits, check_request_head, li
 from dicom_core.edge.request_log import log_requests
 from dicom_core.edge.streamed_answer import cut_short_on_failure
 from dicom_core.extended_tags import service as tags_service
-from dicom_core.maintenance.blob_cleanup import run_cleanup
+from dicom_core.maintenance.repair import run_repair
+from dicom_core.maintenance.routine import run_maintenance
 from dicom_core.model.errors import DicomWebError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.model.uids import require_valid_uid
@@ -556,15 +556,19 @@ async def cors_preflight(req: Request) -> Response:
     return _http(ServiceResult(HTTPStatus.NO_CONTENT, headers))
 
 
-# Every 5 minutes: delete the blobs nothing references any more, and sequence the change feed.
+# Every 5 minutes: delete the blobs nothing references any more, sequence the change feed, prune what it no
+# longer needs. Every hour: check the archive and repair what the checker finds (docs/storage.md).
 MAINTENANCE_SCHEDULE = "0 */5 * * * *"  # NCRONTAB: second minute hour day month day-of-week
+REPAIR_SCHEDULE = "0 17 * * * *"
 
 
 @app.timer_trigger(schedule=MAINTENANCE_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
 async def maintenance(timer: func.TimerRequest) -> None:
-    """Timer: run the due blob cleanup entries, then move committed change-feed outbox rows into the feed."""
-    storage = await shared_storage()
-    try:
-        await run_cleanup(storage)
-    finally:
-        await sequence_pending(storage)
+    """Timer: due blob cleanup, then the change feed's sequencer, then pruning of done rows and stale entries."""
+    await run_maintenance(await shared_storage())
+
+
+@app.timer_trigger(schedule=REPAIR_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+async def repair(timer: func.TimerRequest) -> None:
+    """Timer: run the consistency checker and repair its findings (bounded per run; the rest next hour)."""
+    await run_repair(await shared_storage())

@@ -4,8 +4,8 @@ For every operation the proxy (tests/faults/proxy.py) first records the storage 
 makes (N of them; the count is pinned below, so a change of the write path shows here). Then, per cell k, a
 fresh server stores the operation's starting state, is killed right before the operation's k-th request,
 and is restarted; maintenance runs as the timer would once the operation's intent has timed out and the blob
-cleanup is due (sequencer, sequencer an announcement timeout later, cleanup, sequencer). Then for every instance
-the operation touches:
+cleanup is due (sequencer, sequencer an announcement timeout later, cleanup, sequencer, repair). Then for every
+instance the operation touches:
 
 - it is exactly as before the operation, or (always, when the operation was acknowledged) as after it;
 - present means retrievable byte-exact, searchable, in its series metadata, counted in its study, and in the
@@ -35,6 +35,7 @@ from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, ChangeAction, pending_announcements
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
+from dicom_core.maintenance.repair import run_repair
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.wire.media_types import DICOM_JSON
@@ -249,6 +250,7 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     await sequence_pending(storage, clock=lambda: TIMED_OUT)  # retires what the crash left, hands its targets over
     await run_cleanup(storage, now=FAR_FUTURE)
     await sequence_pending(storage)
+    await run_repair(storage)  # the hourly repair timer: e.g. entries a delete removed before it died
 
     acknowledged = status == scenario.acknowledged
     feed = await entries_after(storage, 0, 1000)

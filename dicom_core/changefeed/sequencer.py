@@ -198,8 +198,6 @@ def _fitting(outboxes: list[Outbox]) -> list[Outbox]:
     return chosen
 
 
-
-
 def _append_operations(
     counter: FeedCounter, outboxes: list[Outbox], through: dict[str, int], done: Sequence[TableEntity | None],
     now_us: int,
@@ -256,11 +254,7 @@ async def _clean_up(storage: Storage, announcements: list[Announcement], in_feed
     Outbox rows go in a transaction per study partition, announcements in transactions in ``pending``, each
     with If-Match: a request that announced more changes meanwhile keeps its announcement.
     """
-    by_study: dict[str, list[RowDelete]] = {}
-    for outbox in in_feed:
-        by_study.setdefault(outbox.study, []).append(RowDelete(OUTBOX_PREFIX + outbox.change_id))
-    await bounded_gather((_quietly(delete_rows(storage.studies, study, rows), study)
-                          for study, rows in by_study.items()), limit=READ_CONCURRENCY)
+    await _delete_outboxes(storage, in_feed)
     appended: dict[str, int] = {}
     for outbox in in_feed:
         key = announcement_of(outbox.change_id)
@@ -295,6 +289,27 @@ async def _clean_up(storage: Storage, announcements: list[Announcement], in_feed
     rows = [RowDelete(a.change_id, a.etag or None) for a in retiring
             if not (a.targets or a.replaced) or a.change_id in handed]
     await _quietly(delete_rows(storage.changes, PENDING_PARTITION, rows), PENDING_PARTITION)
+
+
+async def sequence_outbox_rows(storage: Storage, rows: Sequence[TableEntity], *, clock: Clock = utc_now) -> int:
+    """Append committed outbox rows that no announcement covers any more (their writer stalled past the window).
+
+    The done rows keep it exactly once, as for announced rows; return how many changes were appended.
+    """
+    outboxes = [Outbox(str(row["RowKey"])[len(OUTBOX_PREFIX):], str(row["PartitionKey"]),
+                       _parse_changes(str(row["Changes"]))) for row in rows]
+    appended, in_feed = await _append(storage, outboxes, clock)
+    await _delete_outboxes(storage, in_feed)
+    return appended
+
+
+async def _delete_outboxes(storage: Storage, in_feed: list[Outbox]) -> None:
+    """Delete the outbox rows whose changes are all in the feed, a transaction per study partition."""
+    by_study: dict[str, list[RowDelete]] = {}
+    for outbox in in_feed:
+        by_study.setdefault(outbox.study, []).append(RowDelete(OUTBOX_PREFIX + outbox.change_id))
+    await bounded_gather((_quietly(delete_rows(storage.studies, study, rows), study)
+                          for study, rows in by_study.items()), limit=READ_CONCURRENCY)
 
 
 async def _appended_changes(storage: Storage, request: str) -> int:

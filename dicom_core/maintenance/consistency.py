@@ -14,14 +14,16 @@ and exits 1 when there is any. Findings:
   ``document-mismatch``: a series document that, once reconciled as a reader would, does not hold exactly one
   record of each of the series' instances (that of the row's version where the row holds the JSON);
 - ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
-  ``series-not-indexed`` / ``instance-not-indexed`` (only with ``--uid-entries``): a series or instance row
-  without its entry for a search by SeriesInstanceUID or SOPInstanceUID (in the partition of the UID's root, or
-  of the layout before the reindex). A delete removes entries before rows, so one interrupted in between
-  leaves such rows until it is repeated: a finding of an archive, not of the guarantees a crash keeps;
+  ``series-not-listed`` / ``instance-not-listed``: a series row without its ``se.all`` entry, an instance row
+  without its entry for a search by SOPInstanceUID (in the partition of the UID's root, or of the layout before
+  the reindex; a delete that died after removing entries leaves such rows); ``series-not-indexed`` (only with
+  ``--uid-entries``): a series row without its entry for a search by SeriesInstanceUID;
 - ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
   announced nor appended to the feed (its change would never reach the feed).
 
-Storage should be quiet while it runs: a store or delete in flight can show up as a finding.
+Storage should be quiet while it runs: a store or delete in flight can show up as a finding. ``--repair`` repairs
+what it finds (``repair.py``), prints one ``repaired:`` line per subject and the findings left, and exits 1 when
+any is left.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.dicom_json import first_value
 from dicom_core.model.tags import SOP_INSTANCE_UID
 from dicom_core.search_index.keys import (
+    ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
+    LEGACY_UID_INDEXES,
     SERIES_BY_UID,
     legacy_uid_key,
     parse_entry,
@@ -100,7 +104,7 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
     outboxes: list[TableEntity] = []
     studies, files, metadata, cleanup, intents, listed = await asyncio.gather(
         _studies(storage, outboxes), _blob_names(storage.files), _blob_names(storage.metadata),
-        all_entries(storage), pending_announcements(storage), _listed_studies(storage),
+        all_entries(storage), pending_announcements(storage), _listed(storage),
     )
     # A STOW request's intent (its announcement) is its cleanup record until the sequencer retires it.
     targets = [target for entry in cleanup for target in entry.targets]
@@ -122,7 +126,7 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
             findings += [Finding("missing-blob", name, "the instance row references it") for names, name in expected
                          if name not in names]
     for name in sorted(files | metadata):
-        version = _version_of(name)
+        version = version_of_blob(name)
         if version is not None and version not in referenced and version not in covered_versions:
             findings.append(Finding("orphan-blob", name,
                                     "no instance row references it and no cleanup entry covers it"))
@@ -140,10 +144,9 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
 
 
 async def _check_uid_entries(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
-    """Series and instance rows that a search by their UID misses: no entry in either layout."""
+    """Series rows that a search by their UID misses: no entry in either layout (instances: ``_listed``)."""
     targets: list[tuple[str, tuple[str, ...]]] = [  # (index, target UIDs; the looked-up UID last)
-        *((SERIES_BY_UID, (study, series)) for study, rows in studies.items() for series in rows.series),
-        *((INSTANCES_BY_UID, (study, *ids)) for study, rows in studies.items() for ids in rows.instances)]
+        (SERIES_BY_UID, (study, series)) for study, rows in studies.items() for series in rows.series]
     keys = [uid_key(index, ids[-1]) for index, ids in targets]
     pages = await bounded_gather((query_all(storage.index, "PartitionKey eq @pk", parameters={"pk": partition},
                                             select=["PartitionKey", "RowKey"])
@@ -182,12 +185,14 @@ async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list
     return findings
 
 
-def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
+def _check_rows(uid: str, rows: _Study, listed: set[tuple[str, ...]]) -> list[Finding]:
     findings = []
     per_series = Counter(series for series, _ in rows.instances)
     for series, row in sorted(rows.series.items()):
         count = per_series.get(series, 0)
         subject = f"{uid}/{series}"
+        if count and (uid, series) not in listed:
+            findings.append(Finding("series-not-listed", subject, f"no {ALL_SERIES} index entry"))
         if count == 0:
             findings.append(Finding("empty-series", subject, "a series row without instance rows"))
         elif int(row["InstanceCount"]) != count:
@@ -197,6 +202,9 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
         if series not in rows.series or rows.study is None:
             findings.append(Finding("instance-without-parent", f"{uid}/{series}/{instance}",
                                     "its series row or study row is missing"))
+        elif (uid, series, instance) not in listed:
+            findings.append(Finding("instance-not-listed", f"{uid}/{series}/{instance}",
+                                    f"no {INSTANCES_BY_UID} index entry"))
     if rows.study is None:
         return findings
     if not rows.instances:
@@ -208,7 +216,7 @@ def _check_rows(uid: str, rows: _Study, listed: set[str]) -> list[Finding]:
     recorded = (int(rows.study["InstanceCount"]), int(rows.study["SeriesCount"]), kept)
     if actual != recorded:
         findings.append(Finding("study-count", uid, f"row says instances/series/modalities {recorded}, rows {actual}"))
-    if uid not in listed:
+    if (uid,) not in listed:
         findings.append(Finding("study-not-listed", uid, f"no {ALL_STUDIES} index entry"))
     return findings
 
@@ -265,12 +273,23 @@ async def _blob_names(container: ContainerClient) -> set[str]:
         return set()
 
 
-async def _listed_studies(storage: Storage) -> set[str]:
-    return {parse_entry(entry).study for entry in await query_all(
-        storage.index, "PartitionKey eq @pk", parameters={"pk": ALL_STUDIES}, select=["PartitionKey", "RowKey"])}
+async def _listed(storage: Storage) -> set[tuple[str, ...]]:
+    """The targets of the `s.all`, `se.all` and SOP instance UID entries (`i.root`, and `i.uid` of the layout before):
+    (study,), (study, series), (study, series, instance). One walk of the index table (it is sharded).
+    """
+    listed: set[tuple[str, ...]] = set()
+    try:
+        async for entity in storage.index.list_entities(select=["PartitionKey", "RowKey"]):
+            index = str(entity["PartitionKey"]).split("|", 1)[0]
+            if index in (ALL_STUDIES, ALL_SERIES, INSTANCES_BY_UID, LEGACY_UID_INDEXES[INSTANCES_BY_UID]):
+                entry = parse_entry(entity)
+                listed.add(tuple(uid for uid in (entry.study, entry.series, entry.instance) if uid is not None))
+    except ResourceNotFoundError:
+        pass
+    return listed
 
 
-def _version_of(name: str) -> tuple[str, str, str, str] | None:
+def version_of_blob(name: str) -> tuple[str, str, str, str] | None:
     """(study, series, instance, version) of a version's blob name, or None for other blobs."""
     parts = name.split("/")
     if len(parts) != 4:
@@ -284,10 +303,18 @@ def _version_of(name: str) -> tuple[str, str, str, str] | None:
     return None
 
 
-async def _main(reconcile_documents: bool, uid_entries: bool) -> int:
+async def _main(reconcile_documents: bool, uid_entries: bool, repair: bool) -> int:
     storage = await open_storage(Settings.from_environment())
     try:
         findings = await check_consistency(storage, reconcile_documents=reconcile_documents, uid_entries=uid_entries)
+        if repair and findings:
+            # Imported here: the repair module builds on this one (and `python -m` runs this one as __main__).
+            from dicom_core.maintenance.repair import repair_findings
+
+            report = await repair_findings(storage, findings, limit=len(findings))
+            for done in report.repaired:
+                print(done)
+            findings = report.left
     finally:
         await storage.close()
     for finding in findings:
@@ -297,15 +324,18 @@ async def _main(reconcile_documents: bool, uid_entries: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: check the storage the environment's settings name; exit 1 on findings."""
+    """Command line: check the storage the environment's settings name (and repair it); exit 1 on findings left."""
     parser = argparse.ArgumentParser(prog="python -m dicom_core.maintenance.consistency",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--no-reconcile", action="store_true",
                         help="do not reconcile series metadata documents (which writes them) before comparing")
     parser.add_argument("--uid-entries", action="store_true",
-                        help="also check that every series and instance row has its entry for a search by its UID")
+                        help="also check that every series row has its entry for a search by its UID")
+    parser.add_argument("--repair", action="store_true",
+                        help="repair what can be repaired (as the repair timer does), print what was repaired and "
+                             "the findings left")
     arguments = parser.parse_args(argv)
-    sys.exit(asyncio.run(_main(not arguments.no_reconcile, arguments.uid_entries)))
+    sys.exit(asyncio.run(_main(not arguments.no_reconcile, arguments.uid_entries, arguments.repair)))
 
 
 if __name__ == "__main__":

@@ -131,13 +131,14 @@ class PartitionUpserts:
             return
         operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
         try:
-            for attempt in range(TRANSACTION_ATTEMPTS):
+            for attempt in range(storage.settings.storage_retries + 1):
                 try:
                     await storage.recreating_missing(lambda: table.submit_transaction(operations))
                     break
                 except (ServiceRequestError, ServiceResponseError):
-                    # The SDK retries a single upsert (a PUT), not a transaction (a POST); upserts may be repeated.
-                    if attempt == TRANSACTION_ATTEMPTS - 1:
+                    # The SDK does not retry a POST whose connection broke (the answer may be lost after the write
+                    # landed); upserts are idempotent, so this does.
+                    if attempt == storage.settings.storage_retries:
                         raise
                     await jittered_backoff(attempt)
         except TableTransactionError as exc:

@@ -11,13 +11,17 @@ What it does to that request (`Action`):
 - ``SERVER_BUSY``: answered 503 with the ``ServerBusy`` error body and headers Azure Storage sends;
 - ``TIMEOUT``: held unanswered (and not forwarded) until the client gives up;
 - ``RESPONSE_LOST``: forwarded and answered by Azurite (the write landed), then the connection is reset;
-- ``KILL``: the process ``pid`` is sent SIGKILL, then the connection is reset (nothing forwarded).
+- ``KILL``: the process ``pid`` is sent SIGKILL, then the connection is reset (nothing forwarded);
+- ``HOLD``: held until the fault's ``release`` event is set (a writer stalled mid-request), then forwarded.
 
 Usage (the ``storage_fault_proxy`` fixture of tests/conftest.py starts one per test)::
 
     busy = proxy.inject(Fault("table", "POST", r"/\\$batch$", Action.SERVER_BUSY, body=r"Studies"))
     ...  # drive the server
     assert busy.fired.is_set()
+
+`throttle(rate, actions, seed)` strikes, besides, each request with probability ``rate`` with one of ``actions``
+(throttled storage: 10 % of requests answered 503 ``ServerBusy`` or reset); `throttle(0)` stops it.
 
 It runs its own event loop in a daemon thread, so synchronous tests drive it; `requests` records every
 request it saw as (service, method, decoded target).
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import random
 import re
 import signal
 import socket
@@ -44,6 +49,7 @@ LOOPBACK = "127.0.0.1"
 SERVICES = ("blob", "table")
 _HEAD_END = b"\r\n\r\n"
 _NO_BODY_STATUSES = {204, 304}
+HOLD_LIMIT_SECONDS = 120  # a HOLD never outlives a test that forgot to release it
 
 
 class Action(enum.Enum):
@@ -54,6 +60,7 @@ class Action(enum.Enum):
     TIMEOUT = "timeout"
     RESPONSE_LOST = "response-lost"
     KILL = "kill"
+    HOLD = "hold"
 
 
 @dataclass(eq=False)
@@ -69,6 +76,7 @@ class Fault:
     pid: int | None = None
     seen: int = 0
     fired: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)  # ends a HOLD
 
     def matches(self, service: str, request: _Request) -> bool:
         """Tell whether ``request`` to ``service`` is one of this fault's operation."""
@@ -97,6 +105,8 @@ class StorageFaultProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="storage-fault-proxy", daemon=True)
         self._servers: list[asyncio.Server] = []
+        self._throttle: tuple[float, tuple[Action, ...], random.Random] = (0.0, (), random.Random())
+        self.throttled: list[tuple[str, str, str, Action]] = []  # (service, method, target, action) struck at random
 
     @property
     def connection_string(self) -> str:
@@ -131,6 +141,11 @@ class StorageFaultProxy:
             self._faults.append(fault)
         return fault
 
+    def throttle(self, rate: float, actions: tuple[Action, ...] = (), seed: int = 0) -> None:
+        """Strike every request with probability ``rate`` with one of ``actions`` (at random, from ``seed``)."""
+        with self._lock:
+            self._throttle = (rate, actions, random.Random(seed))
+
     def clear(self) -> None:
         """Disarm every fault."""
         with self._lock:
@@ -147,6 +162,11 @@ class StorageFaultProxy:
                 fault.seen += 1
                 if fault.seen == fault.k and striking is None:
                     striking = fault
+            rate, actions, chance = self._throttle
+            if striking is None and rate > 0 and chance.random() < rate:
+                action = chance.choice(actions)
+                self.throttled.append((service, request.method, request.target, action))
+                striking = Fault(service, request.method, "", action)
             if striking is not None:
                 striking.fired.set()
             return striking
@@ -174,6 +194,9 @@ class StorageFaultProxy:
                 if action is Action.TIMEOUT:
                     await reader.read()  # until the client closes the connection
                     return
+                if action is Action.HOLD:
+                    assert fault is not None
+                    await asyncio.to_thread(fault.release.wait, HOLD_LIMIT_SECONDS)
                 if action is Action.SERVER_BUSY:
                     writer.write(_server_busy(service))
                     await writer.drain()

@@ -117,3 +117,20 @@ def test_a_fault_can_match_the_tables_a_batch_writes(azurite, storage_fault_prox
     finally:
         for table in (studies, other):
             service.delete_table(table.table_name)
+
+
+def test_throttling_strikes_about_its_rate_of_requests_with_its_actions(
+    containers, storage_fault_proxy: StorageFaultProxy
+) -> None:
+    proxied, _ = containers
+    storage_fault_proxy.throttle(0.25, (Action.SERVER_BUSY,), seed=7)
+    failed = 0
+    for n in range(80):
+        try:
+            proxied.upload_blob(f"t/{n}.dcm", b"x")
+        except HttpResponseError as exc:
+            assert (exc.status_code, exc.error_code) == (503, "ServerBusy")
+            failed += 1
+    storage_fault_proxy.throttle(0)
+    proxied.upload_blob("t/last.dcm", b"x")
+    assert failed == len(storage_fault_proxy.throttled) and 8 <= failed <= 35

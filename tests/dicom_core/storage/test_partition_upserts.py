@@ -76,3 +76,23 @@ async def test_many_entries_of_one_call_are_written_when_the_table_was_deleted(o
     study = generate_uid()
     entries = await schedule_cleanup(own, [CleanupTarget.of_version(_version(study)) for _ in range(150)])
     assert len({entry.row for entry in await all_entries(own)}) == len(entries) == 150
+
+
+async def test_a_transaction_whose_answer_was_lost_is_sent_again(own: Storage, storage_fault_proxy) -> None:
+    from dataclasses import replace
+
+    from dicom_core.storage.clients import open_storage
+    from tests.faults.proxy import Action, Fault
+
+    proxied = await open_storage(replace(own.settings, storage_connection_string=storage_fault_proxy.connection_string))
+    lost = storage_fault_proxy.inject(Fault("table", "POST", r"/\$batch$", Action.RESPONSE_LOST,
+                                            body=rf"{own.settings.table_prefix}Changes"))
+    rows = [{"PartitionKey": "lost-answers", "RowKey": str(n), "N": n} for n in range(30)]  # a transaction
+    try:
+        await PartitionUpserts(lambda storage: storage.changes).upsert(proxied, rows)
+    finally:
+        await proxied.close()
+
+    assert lost.fired.is_set()
+    written = [e async for e in own.changes.query_entities("PartitionKey eq 'lost-answers'")]
+    assert sorted(e["N"] for e in written) == list(range(30))

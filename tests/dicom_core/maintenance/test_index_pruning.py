@@ -1,0 +1,61 @@
+"""Pruning stale index entries: entries no row accounts for go once old; valid and young entries stay."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from pydicom.uid import generate_uid
+
+from dicom_core.maintenance.consistency import check_consistency
+from dicom_core.maintenance.index_pruning import CURSOR_PARTITION, STALE_AFTER, prune_index_entries
+from dicom_core.search_index.keys import STUDIES_BY_PATIENT_NAME_WORD, IndexKey, instance_key, word_key
+from dicom_core.storage.clients import Storage
+from tests.factories import make_instance
+
+LATER = datetime.now(timezone.utc) + STALE_AFTER + timedelta(minutes=5)
+
+
+async def _entries(storage: Storage) -> set[tuple[str, str]]:
+    return {(str(e["PartitionKey"]), str(e["RowKey"])) async for e in storage.index.list_entities()
+            if e["PartitionKey"] != CURSOR_PARTITION}
+
+
+async def _stored(storage: Storage, stow_parts, name: str, *, upsert: bool = False,
+                  uids: tuple[str, str, str] | None = None) -> tuple[str, str, str]:
+    study, series, sop = uids or (str(generate_uid()), str(generate_uid()), str(generate_uid()))
+    result = await stow_parts(storage, [make_instance(study=study, series=series, sop=sop, PatientName=name)],
+                              upsert=upsert)
+    assert result.status == 200
+    return study, series, sop
+
+
+def _has(entries: set[tuple[str, str]], key: IndexKey) -> bool:
+    return any(partition == key.partition and row.startswith(key.row_prefix) for partition, row in entries)
+
+
+async def test_entries_of_a_value_an_upsert_replaced_are_pruned(own: Storage, stow_parts) -> None:
+    uids = await _stored(own, stow_parts, "Old^Name")
+    await _stored(own, stow_parts, "New^Name", upsert=True, uids=uids)
+    old_word = word_key(STUDIES_BY_PATIENT_NAME_WORD, "OLD")
+    assert _has(await _entries(own), old_word)
+
+    pruned = await prune_index_entries(own, now=LATER)
+
+    entries = await _entries(own)
+    assert pruned > 0 and not _has(entries, old_word)
+    assert _has(entries, word_key(STUDIES_BY_PATIENT_NAME_WORD, "NEW"))
+    assert await check_consistency(own) == []
+    assert await prune_index_entries(own, now=LATER) == 0
+
+
+async def test_an_entry_of_an_instance_never_committed_is_pruned_once_old(own: Storage, stow_parts) -> None:
+    study, series, _ = await _stored(own, stow_parts, "Some^One")
+    key = instance_key(str(generate_uid()))
+    intent = {"PartitionKey": key.partition, "RowKey": key.row_key("", study, series, "1.2.3")}
+    await own.index.upsert_entity(intent)
+    valid = await _entries(own) - {(intent["PartitionKey"], intent["RowKey"])}
+
+    assert await prune_index_entries(own) == 0  # young: it may be an intent whose commit is a moment away
+    assert await prune_index_entries(own, now=LATER) == 1
+
+    assert await _entries(own) == valid
