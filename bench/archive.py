@@ -35,7 +35,7 @@ from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, Se
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from dicom_core.extended_tags.indexing import index_new_instance
+from dicom_core.extended_tags.indexing import index_new_instance, registered_tags
 from dicom_core.extended_tags.registry import ExtendedTag, TagStatus, create_tags
 from dicom_core.index.commit import commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
@@ -55,6 +55,7 @@ from dicom_core.search_index.keys import (
     instance_key,
     inverted_time,
     series_keys,
+    series_row_keys,
     study_keys,
     study_row_keys,
 )
@@ -189,7 +190,8 @@ def _series_template(study: PlannedStudy, series: str) -> tuple[InstanceRecord, 
     return record, validated.metadata
 
 
-def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], list[dict], dict[str, bytes]]:
+def bulk_entities(study: PlannedStudy, created: datetime, *,
+                  extended_tag: bool = True) -> tuple[list[dict], list[dict], dict[str, bytes]]:
     """The study partition's rows, the index entries and the metadata blobs that storing ``study`` leaves.
 
     Rows come from the commit's own row operations applied instance after instance (as `commit_instance`
@@ -221,15 +223,15 @@ def bulk_entities(study: PlannedStudy, created: datetime) -> tuple[list[dict], l
                for key in study_keys(json.loads(study_row["Attributes"]), modalities)]
     claims = [{"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": STUDY_ROW, "SortKey": study_sort,
                "ClaimedAt": created}]
-    for series, modality in study.modalities.items():
+    for series in study.modalities:
         claims.append({"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": series_row_key(series),
                        "SortKey": study_sort, "ClaimedAt": created})
         entries += [{"PartitionKey": key.partition, "RowKey": key.row_key(study_sort, study.uid, series)}
-                    for key in series_keys(series, modality)]
+                    for key in series_row_keys(rows[series_row_key(series)])]
     for series, sop in study.instances:
         key = instance_key(sop)
         entries.append({"PartitionKey": key.partition, "RowKey": key.row_key("", study.uid, series, sop)})
-    if record is not None:  # the extended tag's entries: the latest stored instance's value, and their pointer
+    if record is not None and extended_tag:  # its entries: the latest stored instance's value, and their pointer
         extended = entries_of(record.stored, EXTENDED_TAG.indexed, record.metadata)
         if extended:
             entries += [*extended, pointer_row(extended[0]["PartitionKey"], study.uid, record.stored.version,
@@ -266,6 +268,9 @@ async def _seed_bulk(storage: Storage, studies: list[PlannedStudy], first_index:
     """
     studies_at_once, requests = asyncio.Semaphore(in_flight), asyncio.Semaphore(REQUESTS_AT_ONCE)
     start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    # The extended tag's entries only where it is registered (bench/qido.py registers it; the store path indexes
+    # what the registry holds).
+    extended_tag = any(tag.path == EXTENDED_TAG.path for tag in await registered_tags(storage))
     shared: dict[str, list[dict]] = defaultdict(list)
 
     async def transact(table: TableClient, entities: list[dict]) -> None:
@@ -301,7 +306,7 @@ async def _seed_bulk(storage: Storage, studies: list[PlannedStudy], first_index:
                 return
             if shared_only:
                 return
-        rows, entries, blobs = bulk_entities(study, created)
+        rows, entries, blobs = bulk_entities(study, created, extended_tag=extended_tag)
         own: dict[str, list[dict]] = defaultdict(list)
         for entry in entries:
             partition = entry["PartitionKey"]
