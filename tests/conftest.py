@@ -7,13 +7,14 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dicom_core.settings import azurite_connection_string
+from dicom_core.settings import Settings, azurite_connection_string
+from dicom_core.storage.clients import Storage, open_storage
 from tests.faults.proxy import StorageFaultProxy
 from tests.processes import LOOPBACK, accepts_connections, answers_http, stop_process, wait_until
 
@@ -379,3 +380,19 @@ def storage_fault_proxy(azurite: Azurite) -> Iterator[StorageFaultProxy]:
     proxy = StorageFaultProxy(azurite.host, azurite.blob_port, azurite.table_port).start()
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture
+async def storage_of(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[Storage]]]:
+    """Open the storage of a server's settings directly (not through the fault proxy); closed at teardown."""
+    opened: list[Storage] = []
+
+    async def open_direct(env: dict[str, str]) -> Storage:
+        own = {key: value for key, value in env.items() if key.startswith("DICOMWEB_") and "CONNECTION" not in key}
+        storage = await open_storage(Settings.from_environment({**storage_env, **own}))
+        opened.append(storage)
+        return storage
+
+    yield open_direct
+    for storage in opened:
+        await storage.close()

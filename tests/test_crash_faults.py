@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,9 +30,8 @@ from dicom_core.index.outbox import PENDING_PARTITION, ChangeAction
 from dicom_core.index.reads import instance_rows, stored_instance
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
-from dicom_core.settings import Settings
 from dicom_core.storage.blobs import instance_blob_name
-from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.clients import Storage
 from dicom_core.wire.media_types import DICOM_JSON
 from tests.conftest import AppProcess
 from tests.factories import make_instance, multipart_body
@@ -80,21 +79,6 @@ def _env(prefix: str, connection_string: str) -> dict[str, str]:
             "DICOMWEB_TABLE_PREFIX": f"{prefix}{suffix}", "DICOMWEB_STORAGE_CONNECTION_STRING": connection_string}
 
 
-@pytest.fixture
-async def direct(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[Storage]]]:
-    """Open a server's storage directly (not through the proxy); closed at teardown."""
-    opened: list[Storage] = []
-
-    async def open_direct(env: dict[str, str]) -> Storage:
-        own = {k: v for k, v in env.items() if k.startswith("DICOMWEB_") and "CONNECTION" not in k}
-        storage = await open_storage(Settings.from_environment({**storage_env, **own}))
-        opened.append(storage)
-        return storage
-
-    yield open_direct
-    for storage in opened:
-        await storage.close()
-
 
 def _stow(base_url: str, parts: list[bytes], method: str = "POST") -> httpx.Response:
     return httpx.request(method, f"{base_url}/v2/studies", content=multipart_body(parts, BOUNDARY),
@@ -105,11 +89,11 @@ def _stow(base_url: str, parts: list[bytes], method: str = "POST") -> httpx.Resp
                          ids=["server-busy", "reset", "response-lost"])
 async def test_a_fault_at_any_step_of_a_store_leaves_it_whole_or_absent_and_never_a_500(
     action: Action, start_app_process: Callable[[dict[str, str]], AppProcess],
-    storage_fault_proxy: StorageFaultProxy, direct,
+    storage_fault_proxy: StorageFaultProxy, storage_of,
 ) -> None:
     env = _env("flt", storage_fault_proxy.connection_string)
     server = start_app_process(env).base_url
-    storage = await direct(env)
+    storage = await storage_of(env)
     assert httpx.get(f"{server}/v2/studies", params={"StudyInstanceUID": "1.2.3"}, timeout=60).status_code == 204
     assert _stow(server, [make_instance()]).status_code == 200  # the first store creates what later ones find
     time.sleep(QUIET_SECONDS)
@@ -195,11 +179,11 @@ async def _cleanup_setup(storage: Storage, stow_parts) -> tuple[str, str, bytes]
 
 @pytest.mark.parametrize("step", ["sequencer", "cleanup"])
 async def test_a_maintenance_step_killed_at_any_request_is_finished_by_the_next_run(
-    step: str, storage_fault_proxy: StorageFaultProxy, direct, stow_parts,
+    step: str, storage_fault_proxy: StorageFaultProxy, storage_of, stow_parts,
 ) -> None:
     async def prepared() -> tuple[dict[str, str], Storage, tuple[str, str, bytes] | None]:
         env = _env("kls", storage_fault_proxy.connection_string)
-        storage = await direct(env)
+        storage = await storage_of(env)
         if step == "sequencer":
             await _sequencer_setup(storage, stow_parts)
             return env, storage, None

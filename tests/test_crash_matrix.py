@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,8 +36,7 @@ from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, ChangeAction, pending_
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.repair import run_repair
-from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.storage.clients import Storage
 from dicom_core.wire.media_types import DICOM_JSON
 from tests.conftest import AppProcess
 from tests.factories import make_instance, multipart_body
@@ -201,21 +200,6 @@ def _recorded(operation: str, env: dict[str, str], start: Callable[[dict[str, st
         _RECORDED[operation] = proxy.requests[mark:]
     return _RECORDED[operation]
 
-
-@pytest.fixture
-async def storage_of(storage_env: dict[str, str]) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[Storage]]]:
-    """Open the storage of a server's settings directly (not through the proxy); closed at teardown."""
-    opened: list[Storage] = []
-
-    async def open_direct(env: dict[str, str]) -> Storage:
-        own = {key: value for key, value in env.items() if key.startswith("DICOMWEB_") and "CONNECTION" not in key}
-        storage = await open_storage(Settings.from_environment({**storage_env, **own}))
-        opened.append(storage)
-        return storage
-
-    yield open_direct
-    for storage in opened:
-        await storage.close()
 
 
 @pytest.mark.parametrize(("operation", "k"), _cells())
