@@ -13,7 +13,10 @@ from dicom_core.storage.clients import Storage
 from tests.dicom_core.changefeed.feed_support import all_entries, store, uid
 from tests.factories import make_instance
 
-LATER = datetime.now(timezone.utc) + PRUNE_AFTER + timedelta(hours=1)
+
+def _later() -> datetime:
+    """A moment past the prune age of rows written now (taken when used: a long run imports tests early)."""
+    return datetime.now(timezone.utc) + PRUNE_AFTER + timedelta(hours=1)
 
 
 async def _done_rows(storage: Storage) -> list[str]:
@@ -30,7 +33,7 @@ async def test_old_done_rows_of_sequenced_outboxes_are_pruned_and_the_feed_stays
     feed = await all_entries(feed_storage)
     assert len(await _done_rows(feed_storage)) == 3
 
-    assert await prune_done_rows(feed_storage, now=LATER) == 3
+    assert await prune_done_rows(feed_storage, now=_later()) == 3
 
     assert await _done_rows(feed_storage) == [] and await all_entries(feed_storage) == feed
 
@@ -53,7 +56,7 @@ async def test_a_done_row_whose_outbox_row_is_still_there_is_kept_so_it_is_not_a
     assert await sequence_outbox_rows(feed_storage, [row]) == 1
     await feed_storage.studies.create_entity(row)  # as if the outbox row's delete had failed
 
-    assert await prune_done_rows(feed_storage, now=LATER) == 0
+    assert await prune_done_rows(feed_storage, now=_later()) == 0
     assert await sequence_outbox_rows(feed_storage, [row]) == 0
     assert len(await all_entries(feed_storage)) == 1
 
@@ -63,5 +66,5 @@ async def test_a_run_prunes_at_most_its_limit(feed_storage: Storage, stow_parts)
         await store(stow_parts, feed_storage, [make_instance()])
     await sequence_pending(feed_storage)
 
-    assert await prune_done_rows(feed_storage, now=LATER, limit=2) == 2
-    assert await prune_done_rows(feed_storage, now=LATER, limit=2) == 1
+    assert await prune_done_rows(feed_storage, now=_later(), limit=2) == 2
+    assert await prune_done_rows(feed_storage, now=_later(), limit=2) == 1

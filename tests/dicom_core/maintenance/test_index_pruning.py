@@ -12,7 +12,10 @@ from dicom_core.search_index.keys import STUDIES_BY_PATIENT_NAME_WORD, IndexKey,
 from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
-LATER = datetime.now(timezone.utc) + STALE_AFTER + timedelta(minutes=5)
+
+def _later() -> datetime:
+    """A moment past the stale age of entries written now (taken when used: a long run imports tests early)."""
+    return datetime.now(timezone.utc) + STALE_AFTER + timedelta(minutes=5)
 
 
 async def _entries(storage: Storage) -> set[tuple[str, str]]:
@@ -39,13 +42,13 @@ async def test_entries_of_a_value_an_upsert_replaced_are_pruned(own: Storage, st
     old_word = word_key(STUDIES_BY_PATIENT_NAME_WORD, "OLD")
     assert _has(await _entries(own), old_word)
 
-    pruned = await prune_index_entries(own, now=LATER)
+    pruned = await prune_index_entries(own, now=_later())
 
     entries = await _entries(own)
     assert pruned > 0 and not _has(entries, old_word)
     assert _has(entries, word_key(STUDIES_BY_PATIENT_NAME_WORD, "NEW"))
     assert await check_consistency(own) == []
-    assert await prune_index_entries(own, now=LATER) == 0
+    assert await prune_index_entries(own, now=_later()) == 0
 
 
 async def test_an_entry_of_an_instance_never_committed_is_pruned_once_old(own: Storage, stow_parts) -> None:
@@ -56,6 +59,6 @@ async def test_an_entry_of_an_instance_never_committed_is_pruned_once_old(own: S
     valid = await _entries(own) - {(intent["PartitionKey"], intent["RowKey"])}
 
     assert await prune_index_entries(own) == 0  # young: it may be an intent whose commit is a moment away
-    assert await prune_index_entries(own, now=LATER) == 1
+    assert await prune_index_entries(own, now=_later()) == 1
 
     assert await _entries(own) == valid
