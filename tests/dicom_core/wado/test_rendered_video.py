@@ -14,7 +14,6 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import HEVCMP51, MPEG2MPML
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wado import rendered_video
 from dicom_core.wado.rendered_video import MP4, frame_milliseconds, render_video
 from dicom_core.wado.rendering import GIF
 from tests.factories import make_dataset, make_video_dataset, to_bytes
@@ -108,6 +107,7 @@ def test_instance_without_pixel_data_is_not_acceptable() -> None:
 
 
 def test_video_without_pyav_installed_is_406_naming_the_docs(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = to_bytes(make_video_dataset(frames=2))
     monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets where PyAV is not installed
     with pytest.raises(NotAcceptableError, match="deploy.md"):
-        rendered_video.pyav()
+        render_video(io.BytesIO(data), MP4)

@@ -22,8 +22,10 @@ from pydicom.uid import (
 )
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wado.transcoding import (
-    ORIGINAL, TRANSCODE_TARGETS, can_decode, check_transcodable, frame_bytes, needs_transcoding, transcode_instance,
+from dicom_core.wado.frame_bytes import frame_bytes
+from dicom_core.wado.transcoding import transcode_instance
+from dicom_core.wado.transfer_syntaxes import (
+    ORIGINAL, TRANSCODE_TARGETS, can_decode, check_transcodable, needs_transcoding,
 )
 from tests.factories import make_dataset, to_bytes
 
@@ -66,7 +68,7 @@ def _transcode(name: str, target: str) -> Dataset:
 
 def _frames(name: str, frames: list[int], target: str) -> list[bytes]:
     with open(_path(name), "rb") as source:
-        return frame_bytes(source, frames, target)
+        return frame_bytes(source, frames, target).frames
 
 
 def _pixels(name: str) -> np.ndarray:
@@ -251,7 +253,7 @@ def test_undecodable_stored_syntax_is_not_acceptable_but_as_stored_is() -> None:
 
 def test_native_frames_are_slices_of_the_pixel_data() -> None:
     data = to_bytes(make_dataset(rows=4, columns=6, frames=3))
-    frames = frame_bytes(io.BytesIO(data), [3, 1], ExplicitVRLittleEndian)
+    frames = frame_bytes(io.BytesIO(data), [3, 1], ExplicitVRLittleEndian).frames
     pixels = dcmread(io.BytesIO(data)).PixelData
     assert frames == [pixels[96:144], pixels[0:48]]
 
@@ -272,7 +274,7 @@ def test_one_bit_frames_are_packed_from_a_byte_boundary() -> None:
     ds = make_dataset(rows=3, columns=3, frames=3)
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
     ds.PixelData = pack_bits(bits)
-    frames = frame_bytes(io.BytesIO(to_bytes(ds)), [1, 2, 3], ExplicitVRLittleEndian)
+    frames = frame_bytes(io.BytesIO(to_bytes(ds)), [1, 2, 3], ExplicitVRLittleEndian).frames
     assert frames == [pack_bits(bits[i * 9 : (i + 1) * 9], pad=False) for i in range(3)]
 
 
