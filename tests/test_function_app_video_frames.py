@@ -8,7 +8,6 @@ from pathlib import Path
 
 import av
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
