@@ -21,7 +21,7 @@ from dicom_core.index.reads import stored_instance
 from dicom_core.model.errors import BadRequestError, NotAcceptableError, NotFoundError
 from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_range, stream_range
+from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_spanned, stream_range
 from dicom_core.storage.blobs import frames_blob_name, instance_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.wado.frame_bytes import frame_bytes
@@ -236,14 +236,8 @@ def _ranged_frame(storage: Storage, stored: StoredInstance, ranges: Sequence[tup
         offset, length = ranges[0]
         return lambda: stream_range(storage.files, name, offset, length)
 
-    async def fragments() -> Body:
-        # The fragments of one frame lie close together: one read of the span, item headers cut out.
-        start = ranges[0][0]
-        span = await read_range(storage.files, name, start, ranges[-1][0] + ranges[-1][1] - start)
-        for offset, length in ranges:
-            yield span[offset - start : offset - start + length]
-
-    return fragments
+    # The fragments of one frame lie close together: one read of the span, item headers cut out.
+    return lambda: read_spanned(storage.files, name, ranges)
 
 
 def _bytes_body(content: bytes) -> BodySource:
