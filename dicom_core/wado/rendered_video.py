@@ -25,7 +25,6 @@ from dicom_core.wado.rendering_parameters import DEFAULTS, RenderingParameters
 from dicom_core.wado.video_streams import (
     H264_STREAMS,
     HEVC_STREAMS,
-    MPEG2_STREAMS,
     elementary_stream,
     pyav,
     stream_format,
@@ -55,8 +54,6 @@ def render_video(source: BinaryIO, media_type: str, parameters: RenderingParamet
             raise NotAcceptableError("A stored video stream is sent as it is: viewport, window and quality "
                                      "cannot be applied to it; ask without them.")
         return _stream_in_mp4(dataset, stream_format(syntax))
-    if syntax in MPEG2_STREAMS:
-        raise NotAcceptableError("MPEG-2 video cannot be rendered; retrieve its bulk data as video/mpeg2.")
     frames = range(1, number_of_frames(dataset) + 1)
     images = (frame_image(dataset, number, decoded, parameters)
               for number, decoded in zip(frames, decode_frames(dataset, frames), strict=True))
