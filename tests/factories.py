@@ -87,13 +87,16 @@ def make_binary_dataset(**kwargs: Any) -> Dataset:
     return ds
 
 
-def h264_stream(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
-    """An H.264 elementary stream (Annex B, as PS3.5 §8.2.8 encapsulates it) of a bar moving on a ramp, by PyAV."""
+def h264_stream(frames: int = 6, width: int = 64, height: int = 48, codec: str = "h264") -> bytes:
+    """An H.264 elementary stream (Annex B, as PS3.5 §8.2.8 encapsulates it) of a bar moving on a ramp, by PyAV.
+
+    ``codec="mpeg2video"`` makes an MPEG-2 video elementary stream of the same pictures instead.
+    """
     import av  # noqa: PLC0415 - only video tests need FFmpeg's libraries
 
     output = io.BytesIO()
-    with av.open(output, mode="w", format="h264") as container:
-        stream = container.add_stream("h264", rate=10)
+    with av.open(output, mode="w", format=codec) as container:
+        stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for number in range(frames):
             pixels = np.zeros((height, width, 3), dtype=np.uint8)
@@ -104,17 +107,21 @@ def h264_stream(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
     return output.getvalue()
 
 
-def make_video_dataset(frames: int = 6, width: int = 64, height: int = 48, **attributes: Any) -> Dataset:
-    """A Video Endoscopic instance stored as MPEG-4 AVC/H.264 High Profile 4.1 holding :func:`h264_stream`."""
+def make_video_dataset(
+    frames: int = 6, width: int = 64, height: int = 48, codec: str = "h264", **attributes: Any
+) -> Dataset:
+    """A Video Endoscopic instance stored as MPEG-4 AVC/H.264 High Profile 4.1 (or MPEG-2 Main Profile / Main Level
+    for ``codec="mpeg2video"``) holding :func:`h264_stream`."""
     from pydicom.encaps import encapsulate  # noqa: PLC0415
-    from pydicom.uid import MPEG4HP41, VideoEndoscopicImageStorage  # noqa: PLC0415
+    from pydicom.uid import MPEG2MPML, MPEG4HP41, VideoEndoscopicImageStorage  # noqa: PLC0415
 
-    ds = make_dataset(rows=height, columns=width, frames=frames, transfer_syntax=MPEG4HP41, **attributes)
+    syntax = MPEG2MPML if codec == "mpeg2video" else MPEG4HP41
+    ds = make_dataset(rows=height, columns=width, frames=frames, transfer_syntax=syntax, **attributes)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = VideoEndoscopicImageStorage
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_PARTIAL_420", 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.FrameTime = 100
-    ds.PixelData = encapsulate([h264_stream(frames, width, height)], has_bot=True)
+    ds.PixelData = encapsulate([h264_stream(frames, width, height, codec)], has_bot=True)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     return ds

@@ -132,6 +132,40 @@ def test_video_pixel_data_answers_its_stream_as_video_mp4_with_ranges(server: st
     assert httpx.get(uri, headers={"Range": f"bytes={len(VIDEO_STREAM)}-"}).status_code == 416
 
 
+@pytest.fixture(scope="module")
+def split_video(server: str) -> Dataset:
+    """A video instance whose stream is split over three fragments."""
+    video = make_binary_dataset()
+    video.file_meta.TransferSyntaxUID = MPEG4HP41
+    video.NumberOfFrames = 25
+    video.PixelData = encapsulate([VIDEO_STREAM], fragments_per_frame=3)
+    video["PixelData"].VR = "OB"
+    response = httpx.post(f"{server}/v2/studies", content=multipart_body([to_bytes(video)]),
+                          headers={"Content-Type": STORE_TYPE, "Accept": DICOM_JSON}, timeout=60)
+    assert response.status_code == 200, response.text
+    return video
+
+
+def test_a_video_stream_split_over_fragments_answers_as_one_video_mp4(server: str, split_video: Dataset) -> None:
+    uri = _metadata(server, split_video)[PIXEL_DATA]["BulkDataURI"]
+    whole = httpx.get(uri, headers={"Accept": "video/mp4"})
+    assert (whole.status_code, whole.headers["content-type"], whole.content) == (200, "video/mp4", VIDEO_STREAM)
+    parts = _parts(httpx.get(uri, headers={"Accept": 'multipart/related; type="video/mp4"'}))
+    assert [(headers["content-type"], body) for headers, body in parts] == [("video/mp4", VIDEO_STREAM)]
+
+
+def test_a_range_across_fragments_of_a_split_stream(server: str, split_video: Dataset) -> None:
+    uri = _metadata(server, split_video)[PIXEL_DATA]["BulkDataURI"]
+    scrub = httpx.get(uri, headers={"Range": "bytes=1000-3999"})  # the fragments are about 1,370 bytes each
+    assert (scrub.status_code, scrub.content) == (206, VIDEO_STREAM[1000:4000])
+    assert scrub.headers["content-range"] == f"bytes 1000-3999/{len(VIDEO_STREAM)}"
+
+
+def test_pixeldata_of_a_split_stream_is_the_stream(server: str, split_video: Dataset) -> None:
+    response = httpx.get(f"{server}{_path(split_video, 'instance')}/pixeldata", timeout=60)
+    assert [body for _, body in _parts(response)] == [VIDEO_STREAM]
+
+
 def test_other_values_answer_as_octet_stream(server: str, study: list[Dataset]) -> None:
     uri = _metadata(server, study[0])[OVERLAY_DATA]["BulkDataURI"]
     response = httpx.get(uri, headers={"Accept": "*/*"})

@@ -4,7 +4,8 @@ At store time each binary value larger than INLINE_MAX_BYTES becomes `{"vr": …
 {s}/series/{se}/instances/{i}/bulkdata/{version}/{offset}-{length}"}`: offset and length of the value in the stored
 file, under the version that file is stored as, and for a value with a media type of its own a suffix naming it
 (`{offset}-{length}.pdf`, `MEDIA_TYPES`): an encapsulated document by its MIMETypeOfEncapsulatedDocument, and the
-pixel data of a video transfer syntax, whose URI names the video stream (its one fragment) instead. Serving turns
+pixel data of a video transfer syntax, whose URI names the video stream instead: its one fragment, or the lengths of
+the fragments it is split over, which lie one item header apart (`{offset}-{length}_{length}….mp4`). Serving turns
 the marker into an absolute URL by replacing its prefix (`MARKER`), one `bytes.replace` per answer; nothing stored
 carries a host name.
 """
@@ -23,6 +24,9 @@ from pydicom.uid import MPEG2MPHL, MPEG2MPHLF, MPEG2MPML, MPEG2MPMLF, MPEGTransf
 from dicom_core.model.frames import UNDEFINED_LENGTH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 
+# A video stream split over more fragments than this is referenced as its items (the URI would grow too long).
+MAX_PIECES = 64
+ITEM_HEADER_BYTES = 8  # (FFFE,E000) and a 4-byte length before each fragment
 # Binary values up to this size are written inline (InlineBinary); larger ones by reference (BulkDataURI).
 INLINE_MAX_BYTES = 1024
 MARKER_SCHEME = "bulkdata:"
@@ -32,7 +36,7 @@ MARKER = b'"BulkDataURI":"' + MARKER_SCHEME.encode()
 _JSON_VR = {"OB or OW": "OW", "US or OW": "OW", "US or SS or OW": "OW"}
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _BINARY_JSON = re.compile(rb'"vr":"(?:O[BDFLVW]|UN)"')
-_RANGE = re.compile(r"([0-9]{1,15})-([0-9]{1,15})(?:\.([a-z0-9]{1,8}))?")
+_RANGE = re.compile(rf"([0-9]{{1,15}})-([0-9]{{1,15}}(?:_[0-9]{{1,15}}){{0,{MAX_PIECES - 1}}})(?:\.([a-z0-9]{{1,8}}))?")
 _PATH = re.compile(r"studies/([^/]+)/series/([^/]+)/instances/([^/]+)/bulkdata/([0-9A-Za-z]+)/([^/]+)")
 OCTET_STREAM = "application/octet-stream"
 # The media types a bulk data value is answered as besides application/octet-stream, by their URI suffix.
@@ -51,6 +55,19 @@ class BulkLocation:
     offset: int
     length: int
     media_type: str = OCTET_STREAM
+    pieces: tuple[int, ...] = ()  # a stream split over fragments: their lengths, one item header apart
+
+    def file_ranges(self, start: int, count: int) -> list[tuple[int, int]]:
+        """The (offset, length) ranges of the stored file holding ``count`` bytes of the value from ``start``."""
+        if not self.pieces:
+            return [(self.offset + start, count)] if count else []
+        ranges, position, end = [], self.offset, start + count
+        for piece in self.pieces:
+            low, high = max(start, 0), min(end, piece)
+            if low < high:
+                ranges.append((position + low, high - low))
+            start, end, position = start - piece, end - piece, position + piece + ITEM_HEADER_BYTES
+        return ranges
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,13 @@ class OwnMedia:
     """A value answered as a media type of its own: its bytes (within the value, or the value) and the URI suffix."""
 
     offset: int  # in the parsed file
-    length: int
+    lengths: tuple[int, ...]  # one, or the fragments of a stream, each after the previous one's end and an item header
     suffix: str
+
+    @property
+    def end(self) -> int:
+        """Where its last byte ends in the parsed file."""
+        return self.offset + sum(self.lengths) + ITEM_HEADER_BYTES * (len(self.lengths) - 1)
 
 
 @dataclass
@@ -86,7 +108,7 @@ class BulkReferences:
             return None
         own = self.media.get(tell)
         location = f"{tell + self.shift}-{length}" if own is None else \
-            f"{own.offset + self.shift}-{own.length}.{own.suffix}"
+            f"{own.offset + self.shift}-{'_'.join(map(str, own.lengths))}.{own.suffix}"
         entry = {"vr": vr, "BulkDataURI": location}
         self.pending.append(entry)
         return entry
@@ -148,12 +170,16 @@ def with_urls(document: bytes, root: str) -> bytes:
 
 
 def parse_location(text: str) -> BulkLocation | None:
-    """What a URL's last segment `{offset}-{length}[.{suffix}]` names, or None when it is not one handed out."""
+    """What a URL's last segment `{offset}-{length}[_{length}…][.{suffix}]` names, or None when it is not one handed
+    out (several lengths only for a video stream)."""
     match = _RANGE.fullmatch(text)
     if match is None or (match[3] is not None and match[3] not in MEDIA_TYPES):
         return None
     media_type = MEDIA_TYPES[match[3]] if match[3] else OCTET_STREAM
-    return BulkLocation(int(match[1]), int(match[2]), media_type)
+    lengths = tuple(int(length) for length in match[2].split("_"))
+    if len(lengths) > 1 and not media_type.startswith("video/"):
+        return None
+    return BulkLocation(int(match[1]), sum(lengths), media_type, lengths if len(lengths) > 1 else ())
 
 
 def without_bulk_data(records: bytes) -> bytes:

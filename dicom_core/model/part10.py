@@ -15,7 +15,14 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from dicom_core.model.bulk_data import BulkReferences, OwnMedia, document_suffix, video_suffix
+from dicom_core.model.bulk_data import (
+    ITEM_HEADER_BYTES,
+    MAX_PIECES,
+    BulkReferences,
+    OwnMedia,
+    document_suffix,
+    video_suffix,
+)
 from dicom_core.model.frames import UNDEFINED_LENGTH, FrameIndex, encapsulated_frame_index, native_frame_index
 from dicom_core.model.tags import ENCAPSULATED_DOCUMENT, PIXEL_DATA
 
@@ -85,7 +92,7 @@ def read_part10(file: BinaryIO, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATE
     frame_index = _frame_index(dataset, UID(transfer_syntax), file)
     media = _own_media(dataset, UID(transfer_syntax), file)
     lengths = _encapsulated_length(dataset, frame_index)
-    lengths.update({tell: own.offset + own.length - tell for tell, own in media.items() if tell not in lengths})
+    lengths.update({tell: own.end - tell for tell, own in media.items() if tell not in lengths})
     bulk = BulkReferences(shift=len(PREAMBLE) if force else 0,
                           offsets_valid=transfer_syntax != DeflatedExplicitVRLittleEndian, lengths=lengths, media=media)
     if not force:
@@ -210,20 +217,22 @@ def _frame_index(dataset: Dataset, transfer_syntax: UID, file: BinaryIO) -> Fram
 
 def _own_media(dataset: Dataset, transfer_syntax: UID, file: BinaryIO) -> dict[int, OwnMedia]:
     """The values answered as a media type of their own, by offset: the encapsulated document, and the video stream
-    of video pixel data when it is one fragment (a stream in several fragments is answered as the value)."""
+    of video pixel data (in up to MAX_PIECES fragments; one in more is answered as the value, its items)."""
     media: dict[int, OwnMedia] = {}
     document = dataset.get_item(ENCAPSULATED_DOCUMENT, keep_deferred=True) if ENCAPSULATED_DOCUMENT in dataset else None
     suffix = document_suffix(dataset.get("MIMETypeOfEncapsulatedDocument"))
     tell, length = getattr(document, "value_tell", None), getattr(document, "length", None)
     if suffix and tell is not None and length not in (None, UNDEFINED_LENGTH):
-        media[tell] = OwnMedia(tell, length, suffix)
+        media[tell] = OwnMedia(tell, (length,), suffix)
     pixels = dataset.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in dataset else None
     suffix, tell = video_suffix(transfer_syntax), getattr(pixels, "value_tell", None)
     if suffix and tell is not None and getattr(pixels, "length", None) == UNDEFINED_LENGTH:
         stream = encapsulated_frame_index(file, tell, 1)
-        if stream is not None and stream.fragments is not None and len(stream.fragments[0]) == 1:
-            ((offset, length),) = stream.fragments[0]
-            media[tell] = OwnMedia(offset, length, suffix)
+        pieces = stream.fragments[0] if stream is not None and stream.fragments is not None else ()
+        contiguous = all(offset == previous + length + ITEM_HEADER_BYTES
+                         for (previous, length), (offset, _) in zip(pieces, pieces[1:], strict=False))
+        if pieces and len(pieces) <= MAX_PIECES and contiguous:
+            media[tell] = OwnMedia(pieces[0][0], tuple(length for _, length in pieces), suffix)
     return media
 
 

@@ -16,7 +16,7 @@ import itertools
 import tempfile
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import BinaryIO, cast
 
 from azure.core import MatchConditions
@@ -87,6 +87,23 @@ async def stream_range(
         size = min(chunk_bytes, end - offset)
         yield await read_range(container, name, offset, size)
         offset += size
+
+
+async def read_spanned(container: ContainerClient, name: str, ranges: Sequence[tuple[int, int]]) -> Body:
+    """Yield the bytes of each of ``ranges`` (in file order, close together) from one ranged GET of their span."""
+    if not ranges:
+        return
+    start = ranges[0][0]
+    span = await read_range(container, name, start, ranges[-1][0] + ranges[-1][1] - start)
+    for offset, length in ranges:
+        yield span[offset - start : offset - start + length]
+
+
+async def stream_ranges(container: ContainerClient, name: str, ranges: Iterable[tuple[int, int]]) -> Body:
+    """Yield the bytes of each of ``ranges`` in turn, each in bounded ranged GETs (`stream_range`)."""
+    for offset, length in ranges:
+        async for chunk in stream_range(container, name, offset, length):
+            yield chunk
 
 
 async def stream_blob(container: ContainerClient, name: str, size: int) -> Body:

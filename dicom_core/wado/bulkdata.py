@@ -3,6 +3,7 @@
 The URI (model/bulk_data.py) names the stored file's version: the instance row is read alongside the ranged blob
 read of the value, and the bytes are answered only when the row still names that version, so a replaced or
 deleted instance answers 404, never another file's bytes. HTTP `Range` selects bytes of the value (206/416).
+A video stream split over several fragments is answered as one body, the item headers between them left out.
 A value with a media type of its own (an encapsulated PDF, a video stream) is answered as that type, or as
 application/octet-stream when Accept asks for it; single part, or multipart/related with that type.
 """
@@ -19,7 +20,7 @@ from dicom_core.index.rows import instance_row_key
 from dicom_core.model.bulk_data import OCTET_STREAM, parse_location
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.storage.blob_reads import Body, read_range, stream_range
+from dicom_core.storage.blob_reads import Body, read_range, read_spanned, stream_ranges
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response
@@ -57,9 +58,11 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
     start, count = selected
     stored = StoredInstance(request.ids, request.version)
     blob = instance_blob_name(stored)
+    ranges = location.file_ranges(start, count)  # one, or the pieces of a video stream split over fragments
     early = None
     if 0 < count <= SPECULATIVE_BYTES:
-        early = asyncio.ensure_future(read_range(storage.files, blob, offset + start, count))
+        early = asyncio.ensure_future(read_range(storage.files, blob, *ranges[0]) if len(ranges) == 1
+                                      else _joined(read_spanned(storage.files, blob, ranges)))
         await asyncio.sleep(0)  # the blob read goes out first: the row read is the shorter one
     try:
         ids = request.ids
@@ -73,10 +76,9 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
             if early.done() and not early.cancelled():
                 early.exception()  # retrieved: a read of a replaced file may fail, and is not answered anyway
     if multipart:
-        source = (lambda: _single(data)) if data is not None else \
-            (lambda: stream_range(storage.files, blob, offset + start, count))
+        source = (lambda: _single(data)) if data is not None else (lambda: stream_ranges(storage.files, blob, ranges))
         return multipart_response(media_type, [PartSource({CONTENT_TYPE: media_type}, source)])
-    body = data if data is not None else stream_range(storage.files, blob, offset + start, count)
+    body = data if data is not None else stream_ranges(storage.files, blob, ranges)
     headers = {**single_part_response(media_type, body, count).headers, "Accept-Ranges": "bytes"}
     if (start, count) == (0, length):
         return ServiceResult(headers=headers, body=body)
@@ -118,3 +120,7 @@ def selected_range(header: str | None, length: int) -> tuple[int, int] | None:
 
 async def _single(data: bytes) -> Body:
     yield data
+
+
+async def _joined(chunks: Body) -> bytes:
+    return b"".join([chunk async for chunk in chunks])

@@ -17,7 +17,7 @@ from dicom_core.model.bulk_data import OCTET_STREAM, BulkLocation, parse_uri_pat
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.tags import PIXEL_DATA
-from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, stream_range
+from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, stream_ranges
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.wado.bulkdata import negotiated
@@ -120,7 +120,7 @@ def _reader(storage: Storage, part: BulkPart) -> BodySource:
     blob = instance_blob_name(part.stored)
 
     def read() -> Body:
-        return stream_range(storage.files, blob, part.location.offset, part.location.length)
+        return stream_ranges(storage.files, blob, part.location.file_ranges(0, part.location.length))
     return read
 
 

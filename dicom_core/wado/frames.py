@@ -21,9 +21,10 @@ from dicom_core.index.reads import stored_instance
 from dicom_core.model.errors import BadRequestError, NotAcceptableError, NotFoundError
 from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
-from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_range, stream_range
+from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_spanned, stream_range
 from dicom_core.storage.blobs import frames_blob_name, instance_blob_name
 from dicom_core.storage.clients import Storage
+from dicom_core.wado.frame_bytes import frame_bytes
 from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
@@ -31,7 +32,8 @@ from dicom_core.wado.rendered_video import MP4, STORED_STREAMS, render_video
 from dicom_core.wado.rendering import GIF, IMAGE_MEDIA_TYPES, render_frame
 from dicom_core.wado.rendering_parameters import RenderingParameters
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
-from dicom_core.wado.transcoding import frame_bytes, needs_transcoding
+from dicom_core.wado.transfer_syntaxes import needs_transcoding
+from dicom_core.wado.video_streams import is_video_stream
 from dicom_core.wire.service_result import ServiceResult
 
 # DICOM JSON keys of the row's attributes that say how many frames an instance without frame index has.
@@ -71,7 +73,8 @@ async def _frames_of_row(
     stored_syntax = str(row["TransferSyntaxUid"])
     representation = negotiate(accept, Resource.FRAMES, frozenset({stored_syntax}))
     _require_single_part(representation, frames)
-    index = await _frame_index(storage, row)
+    # A video's fragments are pieces of one stream, not frames: its frames are decoded from the whole file.
+    index = None if is_video_stream(stored_syntax) else await _frame_index(storage, row)
     _require_frames(frames, index, row)
     stored = stored_instance(ids.study, row)
     asked = representation.transfer_syntax
@@ -233,14 +236,8 @@ def _ranged_frame(storage: Storage, stored: StoredInstance, ranges: Sequence[tup
         offset, length = ranges[0]
         return lambda: stream_range(storage.files, name, offset, length)
 
-    async def fragments() -> Body:
-        # The fragments of one frame lie close together: one read of the span, item headers cut out.
-        start = ranges[0][0]
-        span = await read_range(storage.files, name, start, ranges[-1][0] + ranges[-1][1] - start)
-        for offset, length in ranges:
-            yield span[offset - start : offset - start + length]
-
-    return fragments
+    # The fragments of one frame lie close together: one read of the span, item headers cut out.
+    return lambda: read_spanned(storage.files, name, ranges)
 
 
 def _bytes_body(content: bytes) -> BodySource:
@@ -256,4 +253,5 @@ async def _decoded_frames(
     """Read the whole file and return (transfer syntax, frame bytes): transcoded, or as stored without an index."""
     target = stored_syntax if asked == AS_STORED else asked
     decode = functools.partial(frame_bytes, frames=frames, target=target)
-    return frame_syntax(target), await with_spooled_file(storage, stored, size, decode)
+    contents = await with_spooled_file(storage, stored, size, decode)
+    return frame_syntax(contents.transfer_syntax), contents.frames

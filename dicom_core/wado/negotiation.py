@@ -31,7 +31,8 @@ from pydicom.uid import (
 
 from dicom_core.model.errors import NotAcceptableError
 from dicom_core.wado.rendering import JPEG, RENDERED_MEDIA_TYPES
-from dicom_core.wado.transcoding import ORIGINAL, TRANSCODE_TARGETS, can_decode, check_transcodable
+from dicom_core.wado.transfer_syntaxes import ORIGINAL, TRANSCODE_TARGETS, can_decode, check_transcodable
+from dicom_core.wado.video_streams import is_video_stream
 from dicom_core.wire.media_types import ANY, DICOM, MediaType, parse_accept, parse_media_type, unwrap_multipart
 
 OCTET_STREAM = "application/octet-stream"
@@ -197,6 +198,9 @@ def _feasible(rep: Representation, resource: Resource, stored_syntaxes: frozense
     if rep.transfer_syntax == AS_STORED:
         return True
     if resource is Resource.FRAMES:
+        if rep.transfer_syntax == ExplicitVRLittleEndian and stored_syntaxes \
+                and all(map(is_video_stream, stored_syntaxes)):
+            return True  # frames of a video are decoded (or a 406 says how to install the decoder)
         stored_syntaxes = frozenset(map(frame_syntax, stored_syntaxes))
     return all(stored == rep.transfer_syntax or (rep.transfer_syntax in TRANSCODE_TARGETS and can_decode(stored))
                for stored in stored_syntaxes)

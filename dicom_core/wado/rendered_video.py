@@ -10,22 +10,25 @@ encodes and muxes.
 from __future__ import annotations
 
 import io
-import itertools
 from collections.abc import Iterable
 from fractions import Fraction
-from types import ModuleType
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import pydicom.uid
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_fragments
 
 from dicom_core.model.errors import NotAcceptableError
+from dicom_core.wado.pixel_decoding import decode_frames, number_of_frames, read_instance, transfer_syntax
 from dicom_core.wado.rendering import GIF, frame_image
 from dicom_core.wado.rendering_parameters import DEFAULTS, RenderingParameters
-from dicom_core.wado.transcoding import decode_frames, number_of_frames, read_instance, transfer_syntax
+from dicom_core.wado.video_streams import (
+    H264_STREAMS,
+    HEVC_STREAMS,
+    elementary_stream,
+    pyav,
+    stream_format,
+)
 
 if TYPE_CHECKING:
     from av.packet import Packet
@@ -34,14 +37,7 @@ if TYPE_CHECKING:
 MP4 = "video/mp4"
 VIDEO_MEDIA_TYPES = (GIF, MP4)
 DEFAULT_FRAME_MILLISECONDS = 100.0  # 10 frames a second when the instance says nothing
-_H264_STREAMS = frozenset({pydicom.uid.MPEG4HP41, pydicom.uid.MPEG4HP41F, pydicom.uid.MPEG4HP41BD,
-                           pydicom.uid.MPEG4HP41BDF, pydicom.uid.MPEG4HP422D, pydicom.uid.MPEG4HP422DF,
-                           pydicom.uid.MPEG4HP423D, pydicom.uid.MPEG4HP423DF, pydicom.uid.MPEG4HP42STEREO,
-                           pydicom.uid.MPEG4HP42STEREOF})
-_HEVC_STREAMS = frozenset({pydicom.uid.HEVCMP51, pydicom.uid.HEVCM10P51})
-_MPEG2_STREAMS = frozenset({pydicom.uid.MPEG2MPML, pydicom.uid.MPEG2MPMLF, pydicom.uid.MPEG2MPHL,
-                            pydicom.uid.MPEG2MPHLF})
-STORED_STREAMS = _H264_STREAMS | _HEVC_STREAMS  # instances whose rendered video is their own stream
+STORED_STREAMS = H264_STREAMS | HEVC_STREAMS  # instances whose rendered video is their own stream
 _MP4_TICKS = 90_000  # the MP4 track's time base, 1/90,000 s as MPEG streams count
 
 
@@ -57,9 +53,7 @@ def render_video(source: BinaryIO, media_type: str, parameters: RenderingParamet
         if parameters != DEFAULTS:
             raise NotAcceptableError("A stored video stream is sent as it is: viewport, window and quality "
                                      "cannot be applied to it; ask without them.")
-        return _stream_in_mp4(dataset, "hevc" if syntax in _HEVC_STREAMS else "h264")
-    if syntax in _MPEG2_STREAMS:
-        raise NotAcceptableError("MPEG-2 video cannot be rendered; retrieve its bulk data as video/mpeg2.")
+        return _stream_in_mp4(dataset, stream_format(syntax))
     frames = range(1, number_of_frames(dataset) + 1)
     images = (frame_image(dataset, number, decoded, parameters)
               for number, decoded in zip(frames, decode_frames(dataset, frames), strict=True))
@@ -99,19 +93,8 @@ def _animated_gif(images: list[Image.Image], milliseconds: float) -> bytes:
     return output.getvalue()
 
 
-def pyav() -> ModuleType:
-    """PyAV (FFmpeg's libraries), imported when a video is asked for; 406 where it is not installed."""
-    try:
-        import av  # FFmpeg's libraries load only when a video is asked for
-    except ImportError:
-        raise NotAcceptableError(f"Rendering as {MP4} needs PyAV, which this deployment does not install "
-                                 "(docs/deploy.md, 'Rendered video'); ask for image/gif instead.") from None
-    return av
-
-
 def _h264_in_mp4(images: Iterable[Image.Image], milliseconds: float) -> bytes:
-    av = pyav()
-
+    av = pyav(f"Rendering as {MP4}")
     output = io.BytesIO()
     with av.open(output, mode="w", format="mp4") as container:
         stream = container.add_stream("h264", rate=_frame_rate(milliseconds))
@@ -127,15 +110,13 @@ def _h264_in_mp4(images: Iterable[Image.Image], milliseconds: float) -> bytes:
     return output.getvalue()
 
 
-def _stream_in_mp4(dataset: Dataset, stream_format: str) -> bytes:
-    av = pyav()
-
-    # The first item is the Basic Offset Table (empty for video); the stream is the fragments after it.
-    elementary = b"".join(itertools.islice(generate_fragments(dataset.PixelData), 1, None))
+def _stream_in_mp4(dataset: Dataset, demuxer: str | None) -> bytes:
+    av = pyav(f"Rendering as {MP4}")
+    elementary = elementary_stream(dataset)
     ticks = max(1, round(frame_milliseconds(dataset) * _MP4_TICKS / 1000))
     output = io.BytesIO()
     try:
-        with av.open(io.BytesIO(elementary), mode="r", format=stream_format) as source, \
+        with av.open(io.BytesIO(elementary), mode="r", format=demuxer) as source, \
                 av.open(output, mode="w", format="mp4") as container:
             video = source.streams.video[0]
             packets = [packet for packet in source.demux(video) if packet.size]

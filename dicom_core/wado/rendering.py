@@ -19,8 +19,8 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 
 from dicom_core.model.errors import BadRequestError, NotAcceptableError
+from dicom_core.wado.pixel_decoding import DecodedFrame, check_frames, decode_frames, read_instance
 from dicom_core.wado.rendering_parameters import DEFAULTS, RenderingParameters, Viewport, Window
-from dicom_core.wado.transcoding import DecodedFrame, check_frames, decode_frames, read_instance
 
 JPEG = "image/jpeg"
 PNG = "image/png"

@@ -26,7 +26,8 @@ from dicom_core.storage.clients import Storage
 from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, negotiate, negotiate_as_stored
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
-from dicom_core.wado.transcoding import check_transcodable, needs_transcoding, transcode_instance
+from dicom_core.wado.transcoding import transcode_instance
+from dicom_core.wado.transfer_syntaxes import check_transcodable, needs_transcoding
 from dicom_core.wire.media_types import DICOM
 from dicom_core.wire.service_result import ServiceResult
 

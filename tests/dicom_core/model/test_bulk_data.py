@@ -40,7 +40,7 @@ def _referenced(stored: bytes, entry: dict[str, Any]) -> bytes:
     assert uri.startswith(f"{MARKER_SCHEME}studies/1.2/series/1.3/instances/1.4/bulkdata/v1/")
     found = parse_location(uri.rsplit("/", 1)[1])
     assert found is not None
-    return stored[found.offset : found.offset + found.length]
+    return b"".join(stored[offset : offset + length] for offset, length in found.file_ranges(0, found.length))
 
 
 def test_large_binary_attributes_reference_their_bytes_in_the_stored_file() -> None:
@@ -150,6 +150,28 @@ def test_video_pixel_data_names_its_stream() -> None:
         entry = metadata["7FE00010"]
         assert entry["BulkDataURI"].endswith(suffix)
         assert _referenced(stored, entry) == stream
+
+
+def test_a_video_stream_split_over_fragments_names_their_lengths() -> None:
+    stream = b"\x00\x00\x01\xb3" + bytes(range(256)) * 20
+    ds = make_binary_dataset()
+    ds.file_meta.TransferSyntaxUID = MPEG4HP41
+    ds.NumberOfFrames = 30
+    ds.PixelData = encapsulate([stream], fragments_per_frame=3)
+    ds["PixelData"].VR = "OB"
+    metadata, stored = _metadata(to_bytes(ds))
+    location = metadata["7FE00010"]["BulkDataURI"].rsplit("/", 1)[1]
+    assert location.endswith(".mp4") and location.count("_") == 2
+    assert _referenced(stored, metadata["7FE00010"]) == stream
+
+
+def test_pieces_of_a_split_stream_map_value_bytes_to_file_ranges() -> None:
+    location = parse_location("100-10_5_7.mp4")
+    assert location == BulkLocation(100, 22, "video/mp4", (10, 5, 7))
+    assert location.file_ranges(0, 22) == [(100, 10), (118, 5), (131, 7)]  # 8-byte item headers between them
+    assert location.file_ranges(8, 6) == [(108, 2), (118, 4)]
+    assert location.file_ranges(21, 1) == [(137, 1)]
+    assert parse_location("100-10_5.pdf") is None  # only a video stream is split
 
 
 def test_binary_attributes_are_copied_into_a_record_without_them_in_tag_order() -> None:

@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import HEVCMP51, MPEG2MPML
+from pydicom.uid import HEVCMP51
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wado import rendered_video
 from dicom_core.wado.rendered_video import MP4, frame_milliseconds, render_video
 from dicom_core.wado.rendering import GIF
 from tests.factories import make_dataset, make_video_dataset, to_bytes
@@ -86,11 +85,12 @@ def test_stored_hevc_stream_is_put_in_mp4() -> None:
         assert len(list(container.decode(video=0))) == 5
 
 
-def test_mpeg2_video_is_not_acceptable() -> None:
-    ds = make_video_dataset(frames=3)
-    ds.file_meta.TransferSyntaxUID = MPEG2MPML
-    with pytest.raises(NotAcceptableError, match="MPEG-2"):
-        render_video(io.BytesIO(to_bytes(ds)), MP4)
+def test_mpeg2_video_is_decoded_and_rendered_as_h264_mp4_or_gif() -> None:
+    data = to_bytes(make_video_dataset(frames=3, codec="mpeg2video"))
+    with av.open(io.BytesIO(render_video(io.BytesIO(data), MP4))) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.video[0].frames == 3
+    assert Image.open(io.BytesIO(render_video(io.BytesIO(data), GIF))).n_frames == 3
 
 
 def test_a_stream_ffmpeg_cannot_read_is_not_acceptable() -> None:
@@ -108,6 +108,7 @@ def test_instance_without_pixel_data_is_not_acceptable() -> None:
 
 
 def test_video_without_pyav_installed_is_406_naming_the_docs(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = to_bytes(make_video_dataset(frames=2))
     monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets where PyAV is not installed
     with pytest.raises(NotAcceptableError, match="deploy.md"):
-        rendered_video.pyav()
+        render_video(io.BytesIO(data), MP4)

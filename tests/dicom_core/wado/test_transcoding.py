@@ -16,14 +16,27 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import (
-    UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, HTJ2KLossless,
-    ImplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1,
-    JPEGLSLossless, JPEGLSNearLossless, MPEG2MPML, RLELossless,
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
 )
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.wado.transcoding import (
-    ORIGINAL, TRANSCODE_TARGETS, can_decode, check_transcodable, frame_bytes, needs_transcoding, transcode_instance,
+from dicom_core.wado.frame_bytes import frame_bytes
+from dicom_core.wado.transcoding import transcode_instance
+from dicom_core.wado.transfer_syntaxes import (
+    ORIGINAL,
+    TRANSCODE_TARGETS,
 )
 from tests.factories import make_dataset, to_bytes
 
@@ -66,7 +79,7 @@ def _transcode(name: str, target: str) -> Dataset:
 
 def _frames(name: str, frames: list[int], target: str) -> list[bytes]:
     with open(_path(name), "rb") as source:
-        return frame_bytes(source, frames, target)
+        return frame_bytes(source, frames, target).frames
 
 
 def _pixels(name: str) -> np.ndarray:
@@ -217,41 +230,9 @@ def test_unreadable_source_is_not_acceptable() -> None:
         transcode_instance(io.BytesIO(b"not a DICOM file"), ExplicitVRLittleEndian)
 
 
-@pytest.mark.parametrize(("stored", "requested", "expected"), [
-    (JPEG2000Lossless, ORIGINAL, False),
-    (JPEG2000Lossless, JPEG2000Lossless, False),
-    (ExplicitVRLittleEndian, f"{ExplicitVRLittleEndian}\x00", False),
-    (JPEG2000Lossless, ExplicitVRLittleEndian, True),
-    (ImplicitVRLittleEndian, ExplicitVRLittleEndian, True),
-])
-def test_needs_transcoding_only_when_the_bytes_change(stored: str, requested: str, expected: bool) -> None:
-    assert needs_transcoding(stored, requested) is expected
-
-
-@pytest.mark.parametrize(("syntax", "expected"), [
-    (ExplicitVRBigEndian, True), (DeflatedExplicitVRLittleEndian, True), (JPEGLSNearLossless, True),
-    (HTJ2KLossless, True), (RLELossless, True), (MPEG2MPML, False), ("1.2.3.4", False),
-])
-def test_can_decode(syntax: str, expected: bool) -> None:
-    assert can_decode(syntax) is expected
-
-
-def test_unsupported_target_is_not_acceptable_and_names_what_is_possible() -> None:
-    with pytest.raises(NotAcceptableError) as raised:
-        check_transcodable(ExplicitVRLittleEndian, JPEGBaseline8Bit)
-    assert all(possible in raised.value.message for possible in ("'*'", ExplicitVRLittleEndian, JPEG2000Lossless))
-
-
-def test_undecodable_stored_syntax_is_not_acceptable_but_as_stored_is() -> None:
-    check_transcodable(MPEG2MPML, ORIGINAL)
-    check_transcodable(MPEG2MPML, MPEG2MPML)
-    with pytest.raises(NotAcceptableError, match="transfer-syntax=\\*"):
-        check_transcodable(MPEG2MPML, ExplicitVRLittleEndian)
-
-
 def test_native_frames_are_slices_of_the_pixel_data() -> None:
     data = to_bytes(make_dataset(rows=4, columns=6, frames=3))
-    frames = frame_bytes(io.BytesIO(data), [3, 1], ExplicitVRLittleEndian)
+    frames = frame_bytes(io.BytesIO(data), [3, 1], ExplicitVRLittleEndian).frames
     pixels = dcmread(io.BytesIO(data)).PixelData
     assert frames == [pixels[96:144], pixels[0:48]]
 
@@ -272,7 +253,7 @@ def test_one_bit_frames_are_packed_from_a_byte_boundary() -> None:
     ds = make_dataset(rows=3, columns=3, frames=3)
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
     ds.PixelData = pack_bits(bits)
-    frames = frame_bytes(io.BytesIO(to_bytes(ds)), [1, 2, 3], ExplicitVRLittleEndian)
+    frames = frame_bytes(io.BytesIO(to_bytes(ds)), [1, 2, 3], ExplicitVRLittleEndian).frames
     assert frames == [pack_bits(bits[i * 9 : (i + 1) * 9], pad=False) for i in range(3)]
 
 
