@@ -176,6 +176,12 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """The current resident set size (VmRSS) of a process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -23,9 +23,16 @@ from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import SPOOL_MEMORY_BYTES, Body, BodySource, held_bytes, stream_blob, stream_file
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
+from dicom_core.storage.streamed_blob import streamed_blob
+from dicom_core.wado.instance_reads import (
+    instance_row,
+    require_transcodable_size,
+    row_frame_index,
+    with_spooled_file,
+)
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, negotiate, negotiate_as_stored
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
+from dicom_core.wado.rle_streaming import Transcoded, streamable_index, transcode_streamed
 from dicom_core.wado.transcoding import check_transcodable, needs_transcoding, transcode_instance
 from dicom_core.wire.media_types import DICOM
 from dicom_core.wire.service_result import ServiceResult
@@ -103,18 +110,26 @@ async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: 
     plan = plan_instance(storage, ids.study, row, representation)
     content_type = typed(DICOM, plan.syntax)
     size = plan.size
-    if plan.transcoded:
+    body: BodySource = functools.partial(instance_body, storage, plan)
+    transcoded: BinaryIO | Transcoded | None = None
+    if plan.transcoded and (index := streamable_index(plan.stored_syntax, plan.syntax, row_frame_index(row))):
+        # Decoded while it downloads (wado.rle_streaming): the answer starts once the header is written.
+        chunks = streamed_blob(storage.files, instance_blob_name(plan.stored), plan.size)
+        transcoded = await transcode_streamed(chunks, index, plan.size,
+                                              functools.partial(transcode_instance, target=plan.syntax))
+    elif plan.transcoded:
         # One instance is transcoded before answering, so that a failure is a 406, not a cut-off body.
         transcoded = await _transcoded(storage, plan)
+    if isinstance(transcoded, Transcoded):
+        size, body = transcoded.size, transcoded.body
+    elif transcoded is not None:
         size = transcoded.seek(0, os.SEEK_END)
         transcoded.seek(0)
         if size <= SPOOL_MEMORY_BYTES and not representation.multipart:
             # In memory already: sent in one write, not read back in chunks by a thread.
             with transcoded:
                 return single_part_response(content_type, transcoded.read(), size)
-        body: BodySource = functools.partial(stream_file, transcoded)
-    else:
-        body = functools.partial(instance_body, storage, plan)
+        body = functools.partial(stream_file, transcoded)
     if representation.multipart:
         return multipart_response(DICOM, [PartSource({CONTENT_TYPE: content_type}, body)])
     # Also for a transcoded file: a chunked body had the server copy every chunk once more to frame it.
