@@ -18,9 +18,11 @@ from dicom_core.model.frames import encapsulated_frame_index
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.stow.service import StoreRequest, store_instances
-from dicom_core.wado.retrieve import retrieve_instance
+from dicom_core.wado.retrieve import retrieve_instance, retrieve_series
 from dicom_core.wado.rle_streaming import Transcoded, streamable_index, transcode_streamed
 from dicom_core.wado.transcoding import transcode_instance
+from dicom_core.wire.media_types import parse_media_type
+from dicom_core.wire.multipart import iter_parts
 from tests.factories import make_dataset, to_bytes
 
 TRANSCODED = f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
@@ -31,6 +33,15 @@ def _rle(frames: int = 3, rows: int = 16, columns: int = 16, bits: int = 16, **a
     if bits == 8:
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
         ds.PixelData = (np.arange(rows * columns * frames) % 251).astype(np.uint8).tobytes()
+    ds.compress(RLELossless)
+    return ds
+
+
+def _colour(**attributes: object) -> Dataset:
+    ds = make_dataset(rows=8, columns=8, frames=2, **attributes)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = bytes(i % 256 for i in range(8 * 8 * 3 * 2))
     ds.compress(RLELossless)
     return ds
 
@@ -104,6 +115,24 @@ async def test_the_instance_is_read_in_two_storage_requests(own: Storage, storag
         ("table", "GET"), ("blob", "GET")]
 
 
+async def test_a_series_of_rle_instances_is_answered_part_by_part_as_whole_file_transcodes_would(
+        storage: Storage) -> None:
+    first = _rle()
+    second = _rle(bits=8, study=first.StudyInstanceUID, series=first.SeriesInstanceUID)
+    colour = _colour(study=first.StudyInstanceUID, series=first.SeriesInstanceUID)  # transcoded whole
+    for ds in (first, second, colour):
+        await _store(storage, ds)
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
+    response = await retrieve_series(storage, first.StudyInstanceUID, first.SeriesInstanceUID, accept)
+    boundary = parse_media_type(response.headers["Content-Type"]).params["boundary"]
+    parts = [dcmread(part.file) async for part in iter_parts(response.body, boundary,  # type: ignore[arg-type]
+                                                               max_part_bytes=1 << 24)]
+    assert len(parts) == 3
+    parts = {str(part.SOPInstanceUID): part for part in parts}
+    for ds in (first, second, colour):
+        assert parts[ds.SOPInstanceUID] == _whole(to_bytes(ds))
+
+
 async def test_the_first_frame_is_sent_before_the_file_has_arrived() -> None:
     data = to_bytes(_rle(frames=4, rows=64, columns=64))
     index = _index(data)
@@ -127,12 +156,7 @@ async def test_the_first_frame_is_sent_before_the_file_has_arrived() -> None:
 
 
 async def test_a_colour_instance_is_transcoded_whole_from_the_same_read() -> None:
-    colour = make_dataset(rows=8, columns=8, frames=2)
-    colour.SamplesPerPixel, colour.PhotometricInterpretation, colour.PlanarConfiguration = 3, "RGB", 0
-    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
-    colour.PixelData = bytes(i % 256 for i in range(8 * 8 * 3 * 2))
-    colour.compress(RLELossless)
-    data = to_bytes(colour)
+    data = to_bytes(_colour())
     result = await transcode_streamed(_body(data), _index(data), len(data),  # type: ignore[arg-type]
                                       lambda source: transcode_instance(source, ExplicitVRLittleEndian))
     assert not isinstance(result, Transcoded)
