@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the selected operations and write the results."""
     options = _options(argv)
     only = options.only.split(",")
+    if "stow" in only:  # wado and metadata read the study stow stores (storing it twice would answer 409)
+        only.remove("stow")
+        only.insert(min([only.index(name) for name in ("wado", "metadata") if name in only] + [len(only)]), "stow")
     results = Results(options={key: value for key, value in vars(options).items() if key != "name"})
     started = time.perf_counter()
     with contextlib.ExitStack() as running:
