@@ -32,20 +32,29 @@ def plugin_option(syntax: UID) -> dict[str, Any]:
     return {"decoding_plugin": plugin} if plugin else {}
 
 
+# Bits Allocated of grey RLE Lossless data that pylibjpeg-rle decodes to native bytes directly.
+RLE_NATIVE_BITS = (8, 16, 32)
+
+
 def rle_frames(dataset: Dataset, number_of_frames: int) -> Iterator[bytearray] | None:
     """Each frame of grey 8/16/32-bit RLE Lossless pixel data as native little endian bytes; None for other data.
 
     The bytes are the decoded values as stored (bits above Bits Stored untouched): pydicom's iter_array, which
     also masks or sign-extends them into arrays, took twice as long for 8 frames of 512² (measured).
     """
-    from rle.utils import decode_pixel_data  # on first use: the app's start does without it
-
     bits = int(dataset.get("BitsAllocated") or 0)
-    if int(dataset.get("SamplesPerPixel") or 1) != 1 or bits not in (8, 16, 32):
+    if int(dataset.get("SamplesPerPixel") or 1) != 1 or bits not in RLE_NATIVE_BITS:
         return None
     rows, columns = int(dataset.Rows), int(dataset.Columns)
     offsets = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths) \
         if "ExtendedOffsetTable" in dataset else None
     fragments = generate_frames(dataset.PixelData, number_of_frames=number_of_frames, extended_offsets=offsets)
-    return (cast(bytearray, decode_pixel_data(frame, version=2, rows=rows, columns=columns, bits_allocated=bits))
-            for frame in fragments)
+    return (rle_frame(frame, rows, columns, bits) for frame in fragments)
+
+
+def rle_frame(data: bytes, rows: int, columns: int, bits_allocated: int) -> bytearray:
+    """One grey RLE Lossless frame (its fragments joined) as native little endian bytes, values as stored."""
+    from rle.utils import decode_pixel_data  # on first use: the app's start does without it
+
+    return cast(bytearray, decode_pixel_data(data, version=2, rows=rows, columns=columns,
+                                             bits_allocated=bits_allocated))

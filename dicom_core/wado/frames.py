@@ -25,7 +25,12 @@ from dicom_core.storage.blob_reads import Body, BodySource, held_bytes, read_spa
 from dicom_core.storage.blobs import frames_blob_name, instance_blob_name
 from dicom_core.storage.clients import Storage
 from dicom_core.wado.frame_bytes import frame_bytes
-from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
+from dicom_core.wado.instance_reads import (
+    instance_row,
+    require_transcodable_size,
+    row_frame_index,
+    with_spooled_file,
+)
 from dicom_core.wado.known_frames import KnownFrames, known_frames, remember_frames
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, frame_syntax, negotiate, negotiate_rendered
 from dicom_core.wado.rendered_video import MP4, STORED_STREAMS, render_video
@@ -210,8 +215,7 @@ async def _frame_index(storage: Storage, row: TableEntity) -> FrameIndex | None:
         name = frames_blob_name(stored_instance(row["PartitionKey"], row))
         data = await (await storage.metadata.download_blob(name)).readall()
         return FrameIndex.from_json(json.loads(data))
-    text = row.get("FrameIndex") or ""
-    return FrameIndex.from_json(json.loads(text)) if text else None
+    return row_frame_index(row)
 
 
 def _require_frames(frames: Sequence[int], index: FrameIndex | None, row: TableEntity) -> int:

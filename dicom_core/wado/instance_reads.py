@@ -7,6 +7,7 @@ Its row (or the 404), the limit on files read whole, and the whole file spooled 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
@@ -14,6 +15,7 @@ from azure.data.tables import TableEntity
 
 from dicom_core.index.reads import get_instance
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
+from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import spool_blob
 from dicom_core.storage.blobs import instance_blob_name
@@ -30,6 +32,12 @@ async def instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntit
     if row is None:
         raise NotFoundError(INSTANCE_NOT_FOUND)
     return row
+
+
+def row_frame_index(row: TableEntity) -> FrameIndex | None:
+    """The frame index kept in the instance row, if it is there (large ones are kept in a blob of their own)."""
+    text = row.get("FrameIndex") or ""
+    return FrameIndex.from_json(json.loads(text)) if text else None
 
 
 def require_transcodable_size(storage: Storage, size: int, doing: str) -> None:

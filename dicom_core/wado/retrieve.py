@@ -12,26 +12,35 @@ import contextlib
 import functools
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from azure.data.tables import TableEntity
 
 from dicom_core.index.reads import instance_row_batches, instance_rows, stored_instance
 from dicom_core.model.errors import NotFoundError
+from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import SPOOL_MEMORY_BYTES, Body, BodySource, held_bytes, stream_blob, stream_file
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
-from dicom_core.wado.instance_reads import instance_row, require_transcodable_size, with_spooled_file
+from dicom_core.storage.streamed_blob import streamed_blob
+from dicom_core.wado.instance_reads import (
+    instance_row,
+    require_transcodable_size,
+    row_frame_index,
+    with_spooled_file,
+)
 from dicom_core.wado.negotiation import AS_STORED, Representation, Resource, negotiate, negotiate_as_stored
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response, typed
+from dicom_core.wado.rle_streaming import Transcoded, streamable_index, transcode_streamed
 from dicom_core.wado.transcoding import transcode_instance
 from dicom_core.wado.transfer_syntaxes import check_transcodable, needs_transcoding
 from dicom_core.wire.media_types import DICOM
 from dicom_core.wire.service_result import ServiceResult
 
 ROW_COLUMNS = ("Version", "TransferSyntaxUid", "Size")
+FRAME_INDEX = "FrameIndex"  # read too where instances may be transcoded: RLE is then decoded while it downloads
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class InstancePlan:
     size: int
     stored_syntax: str
     syntax: str  # the transfer syntax of the bytes sent
+    streamed_index: FrameIndex | None = None  # set when it is transcoded while it downloads (wado.rle_streaming)
 
     @property
     def transcoded(self) -> bool:
@@ -70,7 +80,7 @@ async def _retrieve_instances(
     not_found = f"The specified {resource.value} cannot be found."
     representation = negotiate_as_stored(accept, resource)
     if representation is None:  # the answer depends on the stored syntaxes: every row first
-        rows = await instance_rows(storage, study, series, select=ROW_COLUMNS)
+        rows = await instance_rows(storage, study, series, select=(*ROW_COLUMNS, FRAME_INDEX))
         if not rows:
             raise NotFoundError(not_found)
         return _multipart(storage, study, rows, accept, resource)
@@ -104,18 +114,23 @@ async def retrieve_instance(storage: Storage, ids: InstanceIdentifiers, accept: 
     plan = plan_instance(storage, ids.study, row, representation)
     content_type = typed(DICOM, plan.syntax)
     size = plan.size
-    if plan.transcoded:
+    body: BodySource = functools.partial(instance_body, storage, plan)
+    transcoded: BinaryIO | Transcoded | None = None
+    if plan.streamed_index is not None:  # the answer starts once the header is written
+        transcoded = await _streamed(storage, plan)
+    elif plan.transcoded:
         # One instance is transcoded before answering, so that a failure is a 406, not a cut-off body.
         transcoded = await _transcoded(storage, plan)
+    if isinstance(transcoded, Transcoded):
+        size, body = transcoded.size, transcoded.body
+    elif transcoded is not None:
         size = transcoded.seek(0, os.SEEK_END)
         transcoded.seek(0)
         if size <= SPOOL_MEMORY_BYTES and not representation.multipart:
             # In memory already: sent in one write, not read back in chunks by a thread.
             with transcoded:
                 return single_part_response(content_type, transcoded.read(), size)
-        body: BodySource = functools.partial(stream_file, transcoded)
-    else:
-        body = functools.partial(instance_body, storage, plan)
+        body = functools.partial(stream_file, transcoded)
     if representation.multipart:
         return multipart_response(DICOM, [PartSource({CONTENT_TYPE: content_type}, body)])
     # Also for a transcoded file: a chunked body had the server copy every chunk once more to frame it.
@@ -131,6 +146,8 @@ def plan_instance(storage: Storage, study: str, row: TableEntity, representation
     if plan.transcoded:
         check_transcodable(stored_syntax, asked)
         require_transcodable_size(storage, plan.size, "transcoded")
+        if (index := streamable_index(stored_syntax, plan.syntax, row_frame_index(row))) is not None:
+            return replace(plan, streamed_index=index)
     return plan
 
 
@@ -140,8 +157,19 @@ async def instance_body(storage: Storage, plan: InstancePlan) -> Body:
         async for chunk in stream_blob(storage.files, instance_blob_name(plan.stored), plan.size):
             yield chunk
         return
-    async for chunk in stream_file(await _transcoded(storage, plan)):
-        yield chunk
+    transcoded = await _streamed(storage, plan) if plan.streamed_index is not None else await _transcoded(storage, plan)
+    body = transcoded.body() if isinstance(transcoded, Transcoded) else stream_file(transcoded)
+    async with contextlib.aclosing(body):  # stops its download when the answer stops early
+        async for chunk in body:
+            yield chunk
+
+
+async def _streamed(storage: Storage, plan: InstancePlan) -> Transcoded | BinaryIO:
+    """Transcode while the one GET of the stored file arrives (the whole file where frames cannot be)."""
+    assert plan.streamed_index is not None
+    chunks = streamed_blob(storage.files, instance_blob_name(plan.stored), plan.size)
+    return await transcode_streamed(chunks, plan.streamed_index, plan.size,
+                                    functools.partial(transcode_instance, target=plan.syntax))
 
 
 async def _transcoded(storage: Storage, plan: InstancePlan) -> BinaryIO:
