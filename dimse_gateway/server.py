@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 import threading
@@ -119,6 +120,10 @@ class Gateway:
 
     def start(self) -> None:
         """Start accepting associations in a thread of its own."""
+        # pynetdicom's server runs a full garbage collection every 30 s, which walked the ~100,000 objects of the
+        # imports and the storage clients (0.5 s on a loaded machine, every association stalled): they live as long
+        # as the process, so collections leave them out.
+        gc.freeze()
         self._thread.start()
         LOGGER.info("DIMSE gateway %s listening on %s:%d", self.settings.ae_title, self.settings.host, self.port)
 
