@@ -382,6 +382,12 @@ def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequen
         _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
 
 
+def known_generation(storage: Storage, study: str) -> str | None:
+    """The study's generation in this process's copy of its rows (None: no copy); the next commit assumes it."""
+    known = _known.get(_study_key(storage, study))
+    return str(known.generation.get("Generation") or "") if known is not None else None
+
+
 def forget_study(storage: Storage, study: str) -> None:
     """Drop this process's copy of a study's rows (a delete changed them)."""
     _known.discard(_study_key(storage, study))

@@ -23,7 +23,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
-from dicom_core.index.commit import CommitRows, read_commit_rows
+from dicom_core.index.commit import CommitRows, known_generation, read_commit_rows
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
 from dicom_core.model.levels import Level, row_attributes
@@ -91,6 +91,19 @@ class IndexIntents:
         self._instance_written = False
         self._generation: str | None = None  # the study's generation the entries were written under
         self._rewrite = False
+        self._early: str | None = None  # the generation the instance's entry was written under during the upload
+
+    async def during_upload(self) -> None:
+        """Write the instance's entry while the blobs upload, if this process knows the study's generation.
+
+        The entry depends on no row, only on the generation it is written under (taken before it is written): the
+        first commit attempt that reads the same generation need not write it again; one that reads another does.
+        """
+        ids = self._record.stored.ids
+        generation = known_generation(self._storage, ids.study)
+        if generation is not None:
+            await _upsert(self._storage, _entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance))
+            self._early = generation
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write the entries that ``rows`` (about to be committed over) do not account for."""
@@ -121,7 +134,7 @@ class IndexIntents:
         once = first and not self._rewrite
         writes = [_upsert_once(self._storage, entry, generation) if once else _upsert(self._storage, entry)
                   for entry in entries]
-        if first:
+        if first and (self._rewrite or self._early != generation):
             writes.append(_upsert(self._storage, instance_entry))
         await bounded_gather(writes, limit=_WRITE_CONCURRENCY)
         self._study.update(study_entries)

@@ -229,6 +229,7 @@ async def _store_part(
         metadata_text=row_metadata_text(metadata_json), request=writes.intents.announcement_for(validated.ids.study),
     )
     announced = PartIntent(writes.intents, CleanupTarget.of_version(stored))
+    index_intents = IndexIntents(storage, record)
     try:
         uploads = []
         if stored is not staged:
@@ -243,7 +244,7 @@ async def _store_part(
         # take longer than that), a small one's at once; a commit attempt long after the last write renews it.
         try:
             await announced.before_upload(count=parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES)
-            await asyncio.gather(*uploads)
+            await asyncio.gather(*uploads, index_intents.during_upload())
             announced.start()
             # Extended query tags, after the uploads: the registry copy this reads is at most REGISTRY_SECONDS
             # old as the commit starts, and a new tag's reindex walk starts 3 x that after the tag was added.
@@ -251,7 +252,7 @@ async def _store_part(
             if index_errors and request.api_version < 2:
                 raise _InvalidIndexedValueError(index_errors)
             # QIDO's index entries before the commit makes them true; the replaced version in the intent likewise.
-            hooks = _StoreCommitHooks(IndexIntents(storage, record), announced)
+            hooks = _StoreCommitHooks(index_intents, announced)
             announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new)
         finally:

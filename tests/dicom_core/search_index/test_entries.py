@@ -17,18 +17,18 @@ from dicom_core.search_index import entries as search_index
 
 from dicom_core.search_index import keys as search_index_keys
 from dicom_core.model.dicom_json import metadata_json
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index.commit import commit_instance
 from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
-from dicom_core.search_index.entries import remove_index_entries, write_index_intents
+from dicom_core.search_index.entries import IndexIntents, remove_index_entries, write_index_intents
 from dicom_core.search_index.keys import (
     ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_UID, IndexKey, date_key, encode_key, instance_key,
     inverted_date, inverted_time, parse_entry, partition_key, series_keys, study_keys, uid_key, uid_ranges,
 )
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
 from tests.factories import make_dataset, make_instance, to_bytes
 
 PREFIX_SETTINGS = {"table_prefix": "sidx", "blob_container": "sidx-files", "metadata_container": "sidx-metadata"}
@@ -226,6 +226,55 @@ async def test_intents_are_in_place_before_the_commit_and_unseen_until_it(index_
     assert await _studies_with(index_storage, "PatientID=SIDX-INTENT") == []
     await commit_instance(index_storage, record, upsert=False)
     assert await _studies_with(index_storage, "PatientID=SIDX-INTENT") == [record.stored.ids.study]
+
+
+async def _instance_entry_during_upload(storage: Storage, stow_parts) -> tuple[InstanceRecord, IndexIntents]:
+    """An instance of a series this process stored into, its entry written as during its upload."""
+    study, series = generate_uid(), generate_uid()
+    assert (await stow_parts(storage, [make_instance(study=study, series=series)])).status == 200
+    record = _record(study=study, series=series)
+    intents = IndexIntents(storage, record)
+    await intents.during_upload()
+    assert len(await _uid_entries(storage, INSTANCES_BY_UID, record.stored.ids.instance)) == 1
+    return record, intents
+
+
+async def test_an_instance_entry_written_during_the_upload_is_not_written_again_at_the_commit(
+    other_host: Storage, stow_parts
+) -> None:
+    record, intents = await _instance_entry_during_upload(other_host, stow_parts)
+    partition = instance_key(record.stored.ids.instance).partition
+    written: list[str] = []
+    upsert, transact = other_host.index.upsert_entity, other_host.index.submit_transaction
+
+    async def counting_upsert(entity, **kwargs):
+        written.append(entity["PartitionKey"])
+        return await upsert(entity, **kwargs)
+
+    async def counting_transaction(operations, **kwargs):
+        written.extend(operation[1]["PartitionKey"] for operation in operations)
+        return await transact(operations, **kwargs)
+
+    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    other_host.index.submit_transaction = counting_transaction  # type: ignore[method-assign]
+    await commit_instance(other_host, record, upsert=False, hooks=intents)
+    assert partition not in written
+    assert len(await _uid_entries(other_host, INSTANCES_BY_UID, record.stored.ids.instance)) == 1
+
+
+async def test_an_instance_entry_a_delete_removed_after_the_upload_is_written_again(
+    other_host: Storage, stow_parts
+) -> None:
+    record, intents = await _instance_entry_during_upload(other_host, stow_parts)
+    ids = record.stored.ids
+    # A delete in another process removes the entry, then gives the study a new generation (this process's copy of
+    # the study's rows still holds the old one).
+    entry = (await _uid_entries(other_host, INSTANCES_BY_UID, ids.instance))[0]
+    await other_host.index.delete_entity(entry["PartitionKey"], entry["RowKey"])
+    await other_host.studies.upsert_entity({"PartitionKey": ids.study, "RowKey": GENERATION_ROW,
+                                            "Generation": new_version()})
+    await commit_instance(other_host, record, upsert=False, hooks=intents)
+    assert len(await _uid_entries(other_host, INSTANCES_BY_UID, ids.instance)) == 1
 
 
 async def test_first_stores_racing_into_a_new_study_agree_on_one_sort_key(
