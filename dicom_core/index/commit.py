@@ -119,7 +119,7 @@ def generation_operation(study: str, marker: TableEntity | None) -> Operation:
 
 async def commit_instance(
     storage: Storage, record: InstanceRecord, *, upsert: bool, hooks: CommitHooks | None = None,
-    expect_new: bool = False,
+    expect_new: bool = False, new_study: bool = False,
 ) -> StoredInstance | None:
     """Make an uploaded instance visible; return the version it replaced, if any.
 
@@ -128,10 +128,11 @@ async def commit_instance(
     the study. ``hooks.before_commit`` sees the rows of every attempt before its transaction is submitted
     (the index intents are written then, and completed when a row changed since, e.g. a study deleted
     meanwhile); ``hooks.after_commit`` the rows of the transaction that landed. An upsert ``expect_new`` does not
-    read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it.
+    read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it. A
+    ``new_study`` (its claims were just created) reads no row at all: its inserts fail if the study exists.
     """
     ids = record.stored.ids
-    member = _Member(storage, record, upsert, hooks, expect_new=expect_new)
+    member = _Member(storage, record, upsert, hooks, expect_new=expect_new, new_study=new_study)
     while True:
         landed = await _group_commits.submit(_study_key(storage, ids.study), member)
         if landed is not _COMMIT_ALONE:
@@ -152,6 +153,7 @@ class _Member:
     upsert: bool
     hooks: CommitHooks | None
     expect_new: bool = False  # an upsert assuming its instance row absent until its insert fails
+    new_study: bool = False  # assuming its study's rows absent until an insert fails
     alone: bool = False  # committed in a transaction of its own (after its group's transaction failed)
     tried: CommitRows | None = None  # the rows of the last transaction it was part of, whose answer was lost
 
@@ -337,6 +339,8 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
         ))
         return _GroupRows(study_row, generation, dict(zip(uids, rest[:len(uids)], strict=True)),
                           {member.instance: row for member, row in zip(members, rest[len(uids):], strict=True)})
+    elif all(member.new_study for member in members):
+        study_row, generation = None, None  # their claims were just created: the transaction's inserts check it
     else:
         study_row, generation = await read_study_rows(storage, study)
     instances: dict[str, TableEntity | None] = {member.instance: None for member in members}
@@ -380,6 +384,11 @@ def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequen
         series.pop(uid, None)
     if STUDY_ROW in written and GENERATION_ROW in written:
         _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
+
+
+def knows_study(storage: Storage, study: str) -> bool:
+    """Whether this process holds a copy of a study's rows (its commits then read nothing)."""
+    return _known.get(_study_key(storage, study)) is not None
 
 
 def forget_study(storage: Storage, study: str) -> None:

@@ -91,6 +91,20 @@ class IndexIntents:
         self._instance_written = False
         self._generation: str | None = None  # the study's generation the entries were written under
         self._rewrite = False
+        self._claimed: tuple[str, str] | None = None  # the sort keys claim_new_study claimed
+        self._claim_failed = False  # claim_new_study found the study or series claimed already
+
+    async def claim_new_study(self) -> bool:
+        """Claim the study's and series' sort keys as a new study's, before the commit; True if both were unclaimed.
+
+        A committed study always has its claim (a delete removes it with the entries, before the rows), so a study
+        whose claims this creates is not committed: its commit need not read the study's rows
+        (`commit_instance(new_study=True)`); if it was after all, the commit's inserts fail and it reads them.
+        """
+        ids = self._record.stored.ids
+        self._claimed = await _claim_new_study(self._storage, ids.study, ids.series)
+        self._claim_failed = self._claimed is None
+        return self._claimed is not None
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write the entries that ``rows`` (about to be committed over) do not account for."""
@@ -99,13 +113,18 @@ class IndexIntents:
         if self._generation is not None and generation != self._generation:
             # A delete may have removed any entry written so far: all of them are written again, for certain.
             self._study, self._series, self._instance_written, self._rewrite = {}, {}, False, True
+            self._claimed, self._claim_failed = None, False  # and the claims
         missing_study, missing_series = _missing_keys(self._record, rows.study, rows.series)
         study_todo, series_todo = missing_study - set(self._study), missing_series - set(self._series)
         first = not self._instance_written
         if not (study_todo or series_todo or first):
             return
         new_study = study_todo and series_todo and rows.study is None and rows.series is None
-        claimed = await _claim_new_study(self._storage, ids.study, ids.series) if new_study else None
+        claimed = None
+        if new_study and self._claimed is not None:
+            claimed = self._claimed  # made by claim_new_study just before this commit, under the same generation
+        elif new_study and not self._claim_failed:
+            claimed = await _claim_new_study(self._storage, ids.study, ids.series)
         study_sort, series_sort = claimed or await asyncio.gather(
             _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
             _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
@@ -288,8 +307,29 @@ def _claim_partition(study: str) -> str:
     return f"{CLAIMS}|{study}"
 
 
+# Claims of new studies being made by this process: the parts of one request into one new study share one.
+_claiming: dict[tuple[int, str, str, str, str], asyncio.Future[tuple[str, str] | None]] = {}
+
+
 async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
-    """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed."""
+    """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed.
+
+    Concurrent callers of this process for one study and series share one attempt (and its answer).
+    """
+    table = storage.index
+    key = (id(asyncio.get_running_loop()), table.url, table.table_name, study, series)
+    running = _claiming.get(key)
+    if running is not None:
+        return await asyncio.shield(running)
+    future = _claiming[key] = asyncio.ensure_future(_create_claims(storage, study, series))
+    try:
+        return await asyncio.shield(future)
+    finally:
+        if _claiming.get(key) is future:
+            del _claiming[key]
+
+
+async def _create_claims(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
     now = datetime.now(UTC)
     claims = [{"PartitionKey": _claim_partition(study), "RowKey": row_key, "SortKey": inverted_time(now),
                "ClaimedAt": now} for row_key in (STUDY_ROW, series_row_key(series))]
