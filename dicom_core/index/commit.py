@@ -119,7 +119,7 @@ def generation_operation(study: str, marker: TableEntity | None) -> Operation:
 
 async def commit_instance(
     storage: Storage, record: InstanceRecord, *, upsert: bool, hooks: CommitHooks | None = None,
-    expect_new: bool = False, new_study: bool = False,
+    expect_new: bool = False, new_study: bool = False, linger: float = 0.0,
 ) -> StoredInstance | None:
     """Make an uploaded instance visible; return the version it replaced, if any.
 
@@ -130,11 +130,13 @@ async def commit_instance(
     meanwhile); ``hooks.after_commit`` the rows of the transaction that landed. An upsert ``expect_new`` does not
     read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it. A
     ``new_study`` (its claims were just created) reads no row at all: its inserts fail if the study exists.
+    A commit that finds its study idle waits ``linger`` seconds for others (the parts of its request, released
+    together) to join its transaction.
     """
     ids = record.stored.ids
     member = _Member(storage, record, upsert, hooks, expect_new=expect_new, new_study=new_study)
     while True:
-        landed = await _group_commits.submit(_study_key(storage, ids.study), member)
+        landed = await _group_commits.submit(_study_key(storage, ids.study), member, linger=linger)
         if landed is not _COMMIT_ALONE:
             break
         member.alone = True  # its group's transaction failed for good: find out whether this instance is why

@@ -126,9 +126,10 @@ class IndexIntents:
         elif new_study and not self._claim_failed:
             claimed = await _claim_new_study(self._storage, ids.study, ids.series)
         study_sort, series_sort = claimed or await asyncio.gather(
-            _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
-            _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
-            if series_todo else _none(),
+            _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None,
+                   claimed=self._claim_failed) if study_todo else _none(),
+            _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None,
+                   claimed=self._claim_failed and not rows.study) if series_todo else _none(),
         )
         study_entries = {key: _entry(key, study_sort or "", ids.study) for key in study_todo}
         series_entries = {key: _entry(key, series_sort or "", ids.study, ids.series) for key in series_todo}
@@ -307,26 +308,31 @@ def _claim_partition(study: str) -> str:
     return f"{CLAIMS}|{study}"
 
 
-# Claims of new studies being made by this process: the parts of one request into one new study share one.
-_claiming: dict[tuple[int, str, str, str, str], asyncio.Future[tuple[str, str] | None]] = {}
+# Claims of new studies this process made in the last RECENT_SECONDS, or is making: (event loop, account, table,
+# study, series) -> (when, the claim). The parts of one request into one new study share one.
+_claiming: dict[tuple[int, str, str, str, str], tuple[float, asyncio.Future[tuple[str, str] | None]]] = {}
 
 
 async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
     """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed.
 
-    Concurrent callers of this process for one study and series share one attempt (and its answer).
+    Callers of this process for one study and series share one attempt and, for RECENT_SECONDS, the claims it
+    created (a delete that removed them meanwhile changed the study's generation: the commit relying on them
+    fails on its marker and claims again).
     """
     table = storage.index
     key = (id(asyncio.get_running_loop()), table.url, table.table_name, study, series)
-    running = _claiming.get(key)
-    if running is not None:
-        return await asyncio.shield(running)
-    future = _claiming[key] = asyncio.ensure_future(_create_claims(storage, study, series))
-    try:
-        return await asyncio.shield(future)
-    finally:
-        if _claiming.get(key) is future:
-            del _claiming[key]
+    now = time.monotonic()
+    known = _claiming.get(key)
+    if known is not None and now - known[0] < RECENT_SECONDS and not (
+            known[1].done() and (known[1].cancelled() or known[1].exception() or known[1].result() is None)):
+        return await asyncio.shield(known[1])
+    if len(_claiming) >= _RECENT_MAX:
+        for old in [k for k, (moment, _) in _claiming.items() if now - moment >= RECENT_SECONDS]:
+            del _claiming[old]
+    future = asyncio.ensure_future(_create_claims(storage, study, series))
+    _claiming[key] = (now, future)
+    return await asyncio.shield(future)
 
 
 async def _create_claims(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
@@ -341,14 +347,14 @@ async def _create_claims(storage: Storage, study: str, series: str) -> tuple[str
     return str(claims[0]["SortKey"]), str(claims[1]["SortKey"])
 
 
-async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool) -> str:
+async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool, claimed: bool = False) -> str:
     """Return the sort key of a study (or series): the one the first store claimed, or a new claim.
 
     Every store that races to create a study agrees on one sort key this way; the study row's CreatedAt is
-    only fixed later, by whichever commit creates the row.
+    only fixed later, by whichever commit creates the row. ``claimed``: the claim most likely exists (read first).
     """
     partition = _claim_partition(study)
-    likely_new = not committed
+    likely_new = not committed and not claimed
     for _ in range(5):
         now = datetime.now(UTC)
         claim = {"PartitionKey": partition, "RowKey": row_key, "SortKey": inverted_time(now), "ClaimedAt": now}

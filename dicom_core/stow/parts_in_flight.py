@@ -16,6 +16,9 @@ from collections.abc import Callable
 
 # The longest a part that reached its commit waits for the request's other parts (a large part still uploading).
 COMMIT_WAIT_SECONDS = 1.0
+# How long the first of the parts released together waits for the others to join its study's transaction (they
+# run right after it, in the same turn of the event loop).
+COMMIT_LINGER_SECONDS = 0.001
 
 
 class PartsInFlight:

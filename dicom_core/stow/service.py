@@ -39,7 +39,7 @@ from dicom_core.storage.blobs import (
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
 from dicom_core.stow.blob_spool import BlobSpools, commit_staged, staged_instance
-from dicom_core.stow.parts_in_flight import PartInFlight, PartsInFlight
+from dicom_core.stow.parts_in_flight import COMMIT_LINGER_SECONDS, PartInFlight, PartsInFlight
 from dicom_core.stow.request_intents import PartIntent, RequestIntents
 from dicom_core.stow.response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -269,7 +269,7 @@ async def _store_part(
                 await flight.ready_to_commit()
             announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new,
-                                  new_study=new_study)
+                                  new_study=new_study, linger=COMMIT_LINGER_SECONDS if flight is not None else 0.0)
         finally:
             await announced.stop()  # only still running if no attempt got as far as committing
     except _InvalidIndexedValueError as exc:
