@@ -123,8 +123,8 @@ class IndexIntents:
         claimed = None
         if new_study and self._claimed is not None:
             claimed = self._claimed  # made by claim_new_study just before this commit, under the same generation
-        elif new_study and not self._claim_failed:
-            claimed = await _claim_new_study(self._storage, ids.study, ids.series)
+        elif new_study and not self._claim_failed:  # after a delete (a new generation), claims made afresh
+            claimed = await _claim_new_study(self._storage, ids.study, ids.series, reuse=not self._rewrite)
         study_sort, series_sort = claimed or await asyncio.gather(
             _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None,
                    claimed=self._claim_failed) if study_todo else _none(),
@@ -205,6 +205,8 @@ async def remove_index_entries(
         if series is None:
             raise ValueError("An instance is identified by its study, series and SOP instance UIDs")
         return await _delete_entries(storage, [_instance_entry(study, series, instance)])
+    for made in [key for key in _claiming if key[3] == study and series in (None, key[4])]:
+        del _claiming[made]  # this process claims afresh after the delete
     claims = {
         str(claim["RowKey"]): str(claim["SortKey"])
         async for claim in storage.index.query_entities(
@@ -313,7 +315,8 @@ def _claim_partition(study: str) -> str:
 _claiming: dict[tuple[int, str, str, str, str], tuple[float, asyncio.Future[tuple[str, str] | None]]] = {}
 
 
-async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
+async def _claim_new_study(storage: Storage, study: str, series: str, *, reuse: bool = True,
+                           ) -> tuple[str, str] | None:
     """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed.
 
     Callers of this process for one study and series share one attempt and, for RECENT_SECONDS, the claims it
@@ -324,7 +327,7 @@ async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[s
     key = (id(asyncio.get_running_loop()), table.url, table.table_name, study, series)
     now = time.monotonic()
     known = _claiming.get(key)
-    if known is not None and now - known[0] < RECENT_SECONDS and not (
+    if reuse and known is not None and now - known[0] < RECENT_SECONDS and not (
             known[1].done() and (known[1].cancelled() or known[1].exception() or known[1].result() is None)):
         return await asyncio.shield(known[1])
     if len(_claiming) >= _RECENT_MAX:

@@ -18,6 +18,7 @@ from dicom_core.search_index import entries as search_index
 from dicom_core.search_index import keys as search_index_keys
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
+from dicom_core.delete.service import delete_study
 from dicom_core.index.commit import commit_instance
 from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
@@ -315,3 +316,14 @@ async def test_study_rows_read_back_keys_the_store_wrote(index_storage: Storage,
     row = await index_storage.studies.get_entity(ds.StudyInstanceUID, STUDY_ROW)
     stored = metadata_json(dcmread(io.BytesIO(to_bytes(ds))))
     assert search_index_keys.study_row_keys(row) == study_keys(stored, json.loads(row["ModalityCounts"]))
+
+
+async def test_a_study_deleted_and_stored_again_gets_claims_of_its_own(index_storage: Storage, stow_parts) -> None:
+    ds = make_dataset(PatientID="SIDX-AGAIN")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    first = await index_storage.index.get_entity(f"claim|{ds.StudyInstanceUID}", STUDY_ROW)
+    await delete_study(index_storage, ds.StudyInstanceUID)
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    again = await index_storage.index.get_entity(f"claim|{ds.StudyInstanceUID}", STUDY_ROW)
+    assert again["SortKey"] < first["SortKey"]  # claimed afresh after the delete: sorts as newer
+    assert await _studies_with(index_storage, "PatientID=SIDX-AGAIN") == [ds.StudyInstanceUID]
