@@ -129,21 +129,19 @@ async def commit_instance(
     (the index intents are written then, and completed when a row changed since, e.g. a study deleted
     meanwhile); ``hooks.after_commit`` the rows of the transaction that landed. An upsert ``expect_new`` does not
     read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it. A
-    ``new_study`` (its claims were just created) reads no row at all: its inserts fail if the study exists.
-    A commit that finds its study idle waits ``linger`` seconds for others (the parts of its request, released
-    together) to join its transaction.
+    ``new_study`` (claims just created) reads no row: its inserts fail if the study exists. ``linger``: seconds a
+    commit finding its study idle waits for others (its request's parts) to join its transaction.
     """
-    ids = record.stored.ids
     member = _Member(storage, record, upsert, hooks, expect_new=expect_new, new_study=new_study)
     while True:
-        landed = await _group_commits.submit(_study_key(storage, ids.study), member, linger=linger)
+        landed = await _group_commits.submit(_study_key(storage, record.stored.ids.study), member, linger=linger)
         if landed is not _COMMIT_ALONE:
             break
         member.alone = True  # its group's transaction failed for good: find out whether this instance is why
     assert isinstance(landed, CommitRows)
     if hooks is not None:
         await hooks.after_commit(landed)
-    return StoredInstance(ids, str(landed.instance["Version"])) if landed.instance is not None else None
+    return StoredInstance(record.stored.ids, str(landed.instance["Version"])) if landed.instance is not None else None
 
 
 @dataclass(eq=False)
@@ -155,7 +153,7 @@ class _Member:
     upsert: bool
     hooks: CommitHooks | None
     expect_new: bool = False  # an upsert assuming its instance row absent until its insert fails
-    new_study: bool = False  # assuming its study's rows absent until an insert fails
+    new_study: bool = False  # likewise every row of its study
     alone: bool = False  # committed in a transaction of its own (after its group's transaction failed)
     tried: CommitRows | None = None  # the rows of the last transaction it was part of, whose answer was lost
 
@@ -341,8 +339,8 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
         ))
         return _GroupRows(study_row, generation, dict(zip(uids, rest[:len(uids)], strict=True)),
                           {member.instance: row for member, row in zip(members, rest[len(uids):], strict=True)})
-    elif all(member.new_study for member in members):
-        study_row, generation = None, None  # their claims were just created: the transaction's inserts check it
+    elif all(member.new_study for member in members):  # their claims were just created: the inserts check it
+        study_row, generation = None, None
     else:
         study_row, generation = await read_study_rows(storage, study)
     instances: dict[str, TableEntity | None] = {member.instance: None for member in members}
