@@ -155,7 +155,7 @@ OPERATIONS: dict[str, Callable[[], Scenario]] = {
     "store-3-parts": _three_parts, "delete-instance": _delete_instance, "delete-series": _delete_series,
 }
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
-STEPS = {"store-new-study": 19, "store-existing-series": 5, "upsert": 11, "store-3-parts": 23,
+STEPS = {"store-new-study": 18, "store-existing-series": 5, "upsert": 11, "store-3-parts": 20,
          "delete-instance": 15, "delete-series": 26}
 XFAIL: dict[tuple[str, int], str] = {}
 

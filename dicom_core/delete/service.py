@@ -21,7 +21,6 @@ from http import HTTPStatus
 
 from dicom_core.documents.document_writes import remove_instance
 from dicom_core.index.cleanup_entries import CleanupTarget, schedule_cleanup
-from dicom_core.index.commit import forget_study
 from dicom_core.index.delete import (
     DeleteOutcome,
     DeleteScope,
@@ -31,6 +30,7 @@ from dicom_core.index.delete import (
     delete_rows,
     read_scope,
 )
+from dicom_core.index.known_studies import forget_study
 from dicom_core.index.reads import get_series_row, get_study_row
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers

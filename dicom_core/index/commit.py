@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError
 
+from dicom_core.index.known_studies import forget_study, known_study, remember_rows, study_key
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import (
     GENERATION_ROW,
@@ -39,7 +40,6 @@ from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.group_commit import GroupCommit
-from dicom_core.storage.lru_cache import LruCache
 from dicom_core.storage.tables import Operation, etag_of, query_all, replace_if_unchanged
 
 MAX_COMMIT_ATTEMPTS = 60
@@ -47,7 +47,6 @@ MAX_LOST_COMMIT_ANSWERS = 3
 # A row created, changed or deleted (by a delete) since it was read: read again and retry.
 RETRY_CODES = frozenset({"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"})
 # Studies whose rows this process committed last, kept with their ETags (a study row, its marker, its series rows).
-MAX_KNOWN_STUDIES = 4_096
 _STUDY_RANGE = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
 
 
@@ -119,7 +118,7 @@ def generation_operation(study: str, marker: TableEntity | None) -> Operation:
 
 async def commit_instance(
     storage: Storage, record: InstanceRecord, *, upsert: bool, hooks: CommitHooks | None = None,
-    expect_new: bool = False,
+    expect_new: bool = False, new_study: bool = False, linger: float = 0.0,
 ) -> StoredInstance | None:
     """Make an uploaded instance visible; return the version it replaced, if any.
 
@@ -128,19 +127,20 @@ async def commit_instance(
     the study. ``hooks.before_commit`` sees the rows of every attempt before its transaction is submitted
     (the index intents are written then, and completed when a row changed since, e.g. a study deleted
     meanwhile); ``hooks.after_commit`` the rows of the transaction that landed. An upsert ``expect_new`` does not
-    read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it.
+    read its instance row first: its insert fails if the row exists, and the retry reads it and replaces it. A
+    ``new_study`` (claims just created) reads no row: its inserts fail if the study exists. ``linger``: seconds a
+    commit finding its study idle waits for others (its request's parts) to join its transaction.
     """
-    ids = record.stored.ids
-    member = _Member(storage, record, upsert, hooks, expect_new=expect_new)
+    member = _Member(storage, record, upsert, hooks, expect_new=expect_new, new_study=new_study)
     while True:
-        landed = await _group_commits.submit(_study_key(storage, ids.study), member)
+        landed = await _group_commits.submit(study_key(storage, record.stored.ids.study), member, linger=linger)
         if landed is not _COMMIT_ALONE:
             break
         member.alone = True  # its group's transaction failed for good: find out whether this instance is why
     assert isinstance(landed, CommitRows)
     if hooks is not None:
         await hooks.after_commit(landed)
-    return StoredInstance(ids, str(landed.instance["Version"])) if landed.instance is not None else None
+    return StoredInstance(record.stored.ids, str(landed.instance["Version"])) if landed.instance is not None else None
 
 
 @dataclass(eq=False)
@@ -152,6 +152,7 @@ class _Member:
     upsert: bool
     hooks: CommitHooks | None
     expect_new: bool = False  # an upsert assuming its instance row absent until its insert fails
+    new_study: bool = False  # likewise every row of its study
     alone: bool = False  # committed in a transaction of its own (after its group's transaction failed)
     tried: CommitRows | None = None  # the rows of the last transaction it was part of, whose answer was lost
 
@@ -190,10 +191,6 @@ def _fits(batch: Sequence[_Member], member: _Member) -> bool:
     rows_chars = sum(other.record.row_chars for other in batch) + member.record.row_chars
     # A series row holds its own attributes and a copy of the study's.
     return rows_chars + (2 * len(series) + 1) * (MAX_ATTRIBUTES_CHARS + 2_000) <= MAX_GROUP_CHARS
-
-
-def _study_key(storage: Storage, study: str) -> tuple[str, str, str]:
-    return (storage.studies.url, storage.studies.table_name, study)
 
 
 async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -> list[object]:
@@ -238,20 +235,20 @@ async def _commit_group(key: tuple[str, str, str], members: Sequence[_Member]) -
             try:
                 answers = await storage.recreating_missing(
                     functools.partial(storage.studies.submit_transaction, operations))
-                _remember(storage, study, rows, operations, answers)
+                remember_rows(storage, study, rows.series, operations, answers)
                 outcomes.update(_landed(active, rows, operations, answers))
                 if copies_left:
                     await refresh_study_copies(storage, study)
                 break
             except TableTransactionError as exc:
-                _known.discard(_study_key(storage, study))
+                forget_study(storage, study)
                 if error_code(exc) not in RETRY_CODES:
                     for member in active:
                         member.tried = None  # refused as a whole: certainly not landed
                         outcomes[member] = _COMMIT_ALONE if len(active) > 1 else exc
                     break
             except (ServiceRequestError, ServiceResponseError) as exc:
-                _known.discard(_study_key(storage, study))
+                forget_study(storage, study)
                 # The connection broke around the $batch (seen on a loaded Azurite): it may or may not have landed.
                 # The next attempt's read tells (the rows name these versions), so retrying is safe; a few times only.
                 lost_answers += 1
@@ -305,18 +302,6 @@ class _GroupRows:
         return CommitRows(self.study, self.series[member.series], self.instances[member.instance], self.generation)
 
 
-@dataclass(frozen=True)
-class _Known:
-    """A study's rows as this process's last commit into it left them, with the ETags the commit's answer gave."""
-
-    study: TableEntity
-    generation: TableEntity
-    series: dict[str, TableEntity]
-
-
-_known: LruCache[tuple[str, str, str], _Known] = LruCache(MAX_KNOWN_STUDIES)
-
-
 async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Member], *, fresh: bool) -> _GroupRows:
     """The rows of a group's transaction: all read when ``fresh``; else this process's copy where it has one.
 
@@ -324,7 +309,7 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
     it fails if it exists, and the retry reads it), and so is every row of a study whose row is absent.
     """
     uids = sorted({member.series for member in members})
-    known = None if fresh else _known.get(_study_key(storage, study))
+    known = None if fresh else known_study(storage, study)
     study_row: TableEntity | None
     generation: TableEntity | None
     series: dict[str, TableEntity] = {}
@@ -337,6 +322,8 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
         ))
         return _GroupRows(study_row, generation, dict(zip(uids, rest[:len(uids)], strict=True)),
                           {member.instance: row for member, row in zip(members, rest[len(uids):], strict=True)})
+    elif all(member.new_study for member in members):  # their claims were just created: the inserts check it
+        study_row, generation = None, None
     else:
         study_row, generation = await read_study_rows(storage, study)
     instances: dict[str, TableEntity | None] = {member.instance: None for member in members}
@@ -352,45 +339,6 @@ async def _read_group_rows(storage: Storage, study: str, members: Sequence[_Memb
     series_rows.update(zip(missing, read[:len(missing)], strict=True))
     instances.update((member.instance, row) for member, row in zip(upserted, read[len(missing):], strict=True))
     return _GroupRows(study_row, generation, series_rows, instances)
-
-
-def _remember(storage: Storage, study: str, rows: _GroupRows, operations: Sequence[Operation],
-              answers: Sequence[Mapping[str, Any]]) -> None:
-    """Keep the study row, marker and series rows a transaction wrote, with the ETags of its answer."""
-    key = _study_key(storage, study)
-    kept = _known.get(key)  # its other series rows: unchanged by this transaction
-    _known.discard(key)
-    if len(answers) != len(operations) or not all(answer.get("etag") for answer in answers):
-        return  # an answer without an ETag per operation: the next commit reads the rows
-    written: dict[str, TableEntity] = {}
-    partial: set[str] = set()  # series rows only merged into (a copy of the study attributes): not known whole
-    for operation, answer in zip(operations, answers, strict=True):
-        row_key = str(operation[1]["RowKey"])
-        if len(operation) > 2 and operation[2].get("mode") == UpdateMode.MERGE:
-            partial.add(row_key.split("|", 1)[1])
-        elif row_key in (STUDY_ROW, GENERATION_ROW) or row_key.startswith("series|"):
-            entity = TableEntity(operation[1])
-            entity._metadata = {"etag": answer["etag"], "timestamp": None}
-            written[row_key] = entity
-    series = {**(kept.series if kept is not None else {}),
-              **{uid: row for uid, row in rows.series.items() if row is not None}}
-    series.update((row_key.split("|", 1)[1], row) for row_key, row in written.items()
-                  if row_key.startswith("series|"))
-    for uid in partial:
-        series.pop(uid, None)
-    if STUDY_ROW in written and GENERATION_ROW in written:
-        _known.put(key, _Known(written[STUDY_ROW], written[GENERATION_ROW], series))
-
-
-def known_generation(storage: Storage, study: str) -> str | None:
-    """The study's generation in this process's copy of its rows (None: no copy); the next commit assumes it."""
-    known = _known.get(_study_key(storage, study))
-    return str(known.generation.get("Generation") or "") if known is not None else None
-
-
-def forget_study(storage: Storage, study: str) -> None:
-    """Drop this process's copy of a study's rows (a delete changed them)."""
-    _known.discard(_study_key(storage, study))
 
 
 _group_commits: GroupCommit[tuple[str, str, str], _Member, object] = GroupCommit(

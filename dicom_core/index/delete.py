@@ -20,7 +20,8 @@ from typing import Any
 
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 
-from dicom_core.index.commit import RETRY_CODES, forget_study
+from dicom_core.index.commit import RETRY_CODES
+from dicom_core.index.known_studies import forget_study
 from dicom_core.index.outbox import OUTBOX_PREFIX, Change, ChangeAction, announce_changes, outbox_operation
 from dicom_core.index.reads import get_row, stored_instance
 from dicom_core.index.rows import (

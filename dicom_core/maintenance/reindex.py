@@ -34,7 +34,7 @@ from dicom_core.index.instance_copies import fill_last_instance_copies
 from dicom_core.index.reads import series_rows
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.index.study_copies import refresh_study_copies
-from dicom_core.search_index.entries import series_sort_key, study_sort_key
+from dicom_core.search_index.claims import series_sort_key, study_sort_key
 from dicom_core.search_index.keys import (
     CLAIMS,
     INSTANCES_BY_UID,

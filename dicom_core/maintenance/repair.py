@@ -34,8 +34,9 @@ from azure.data.tables import TableEntity, TableTransactionError
 from dicom_core.changefeed.sequencer import sequence_outbox_rows
 from dicom_core.documents.series_documents import STATE_KEY, UNVERIFIED, document_name, verified_properties
 from dicom_core.index.cleanup_entries import CleanupKind, CleanupTarget, schedule_cleanup
-from dicom_core.index.commit import RETRY_CODES, forget_study
+from dicom_core.index.commit import RETRY_CODES
 from dicom_core.index.delete import DeleteScope, ScopeRows, bump_generation, read_scope
+from dicom_core.index.known_studies import forget_study
 from dicom_core.index.reads import get_row, get_study_row
 from dicom_core.index.rows import series_row_key
 from dicom_core.maintenance.consistency import Finding, check_consistency, version_of_blob

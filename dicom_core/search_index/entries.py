@@ -14,24 +14,20 @@ whose commit is a moment away. See docs/storage.md.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
-from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
+from azure.data.tables import TableEntity
 
-from dicom_core.index.commit import CommitRows, known_generation, read_commit_rows
+from dicom_core.index.commit import CommitRows, read_commit_rows
+from dicom_core.index.known_studies import known_generation
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
 from dicom_core.model.levels import Level, row_attributes
+from dicom_core.search_index.claims import claim_new_study, claim_partition, claim_sort_key, forget_claims
 from dicom_core.search_index.keys import (
-    CLAIMS,
     IndexKey,
     instance_key,
-    inverted_time,
     series_keys,
     series_row_keys,
     study_keys,
@@ -42,12 +38,9 @@ from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.partition_upserts import PartitionUpserts
-from dicom_core.storage.tables import get_entity_or_none
 
 LOGGER = logging.getLogger(__name__)
 
-# A claim older than this whose study (or series) never got committed is taken over by the next first store.
-CLAIM_TTL = timedelta(hours=1)
 _WRITE_CONCURRENCY = 16
 # Entries this process upserted in the last RECENT_SECONDS, or is upserting: (event loop, account, table,
 # PartitionKey, RowKey) -> (when, the study's generation before the upsert started, the upsert).
@@ -92,6 +85,8 @@ class IndexIntents:
         self._generation: str | None = None  # the study's generation the entries were written under
         self._rewrite = False
         self._early: str | None = None  # the generation the instance's entry was written under during the upload
+        self._claimed: tuple[str, str] | None = None  # the sort keys claim_new_study claimed
+        self._claim_failed = False  # claim_new_study found the study or series claimed already
 
     async def during_upload(self) -> None:
         """Write the instance's entry while the blobs upload, if this process knows the study's generation.
@@ -105,6 +100,18 @@ class IndexIntents:
             await _upsert(self._storage, _entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance))
             self._early = generation
 
+    async def claim_new_study(self) -> bool:
+        """Claim the study's and series' sort keys as a new study's, before the commit; True if both were unclaimed.
+
+        A committed study always has its claim (a delete removes it with the entries, before the rows), so a study
+        whose claims this creates is not committed: its commit need not read the study's rows
+        (`commit_instance(new_study=True)`); if it was after all, the commit's inserts fail and it reads them.
+        """
+        ids = self._record.stored.ids
+        self._claimed = await claim_new_study(self._storage, ids.study, ids.series)
+        self._claim_failed = self._claimed is None
+        return self._claimed is not None
+
     async def before_commit(self, rows: CommitRows) -> None:
         """Write the entries that ``rows`` (about to be committed over) do not account for."""
         ids = self._record.stored.ids
@@ -112,17 +119,23 @@ class IndexIntents:
         if self._generation is not None and generation != self._generation:
             # A delete may have removed any entry written so far: all of them are written again, for certain.
             self._study, self._series, self._instance_written, self._rewrite = {}, {}, False, True
+            self._claimed, self._claim_failed = None, False  # and the claims
         missing_study, missing_series = _missing_keys(self._record, rows.study, rows.series)
         study_todo, series_todo = missing_study - set(self._study), missing_series - set(self._series)
         first = not self._instance_written
         if not (study_todo or series_todo or first):
             return
         new_study = study_todo and series_todo and rows.study is None and rows.series is None
-        claimed = await _claim_new_study(self._storage, ids.study, ids.series) if new_study else None
+        claimed = None
+        if new_study and self._claimed is not None:
+            claimed = self._claimed  # made by claim_new_study just before this commit, under the same generation
+        elif new_study and not self._claim_failed:  # after a delete (a new generation), claims made afresh
+            claimed = await claim_new_study(self._storage, ids.study, ids.series, reuse=not self._rewrite)
         study_sort, series_sort = claimed or await asyncio.gather(
-            _claim(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None) if study_todo else _none(),
-            _claim(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None)
-            if series_todo else _none(),
+            claim_sort_key(self._storage, ids.study, STUDY_ROW, committed=rows.study is not None,
+                   claimed=self._claim_failed) if study_todo else _none(),
+            claim_sort_key(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None,
+                   claimed=self._claim_failed and not rows.study) if series_todo else _none(),
         )
         study_entries = {key: _entry(key, study_sort or "", ids.study) for key in study_todo}
         series_entries = {key: _entry(key, series_sort or "", ids.study, ids.series) for key in series_todo}
@@ -176,11 +189,11 @@ async def restore_index_entries(storage: Storage, study: str, series: str | None
         if row_key.startswith("instance|"):
             entries.append(_entry(instance_key(row_key.split("|")[2]), "", study, *row_key.split("|")[1:]))
         elif row_key.startswith("series|"):
-            sort = await _claim(storage, study, row_key, committed=True)
+            sort = await claim_sort_key(storage, study, row_key, committed=True)
             uid = row_key.split("|", 1)[1]
             entries += [_entry(key, sort, study, uid) for key in series_row_keys(row)]
         elif row_key == STUDY_ROW:
-            sort = await _claim(storage, study, STUDY_ROW, committed=True)
+            sort = await claim_sort_key(storage, study, STUDY_ROW, committed=True)
             entries += [_entry(key, sort, study) for key in study_row_keys(row)]
     await bounded_gather((_upsert(storage, entry) for entry in entries), limit=_WRITE_CONCURRENCY)
     return len(entries)
@@ -198,10 +211,11 @@ async def remove_index_entries(
         if series is None:
             raise ValueError("An instance is identified by its study, series and SOP instance UIDs")
         return await _delete_entries(storage, [_instance_entry(study, series, instance)])
+    forget_claims(study, series)  # this process claims afresh after the delete
     claims = {
         str(claim["RowKey"]): str(claim["SortKey"])
         async for claim in storage.index.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": _claim_partition(study)}, select=["RowKey", "SortKey"])
+            "PartitionKey eq @pk", parameters={"pk": claim_partition(study)}, select=["RowKey", "SortKey"])
     }
     entries: list[tuple[str, str]] = []
     for row in await _rows_in_scope(storage, study, series):
@@ -214,7 +228,7 @@ async def remove_index_entries(
             sort = claims.get(STUDY_ROW, "")
             entries.extend((key.partition, key.row_key(sort, study)) for key in study_row_keys(row))
     claim_rows = [series_row_key(series)] if series is not None else list(claims)
-    entries.extend((_claim_partition(study), row_key) for row_key in claim_rows)
+    entries.extend((claim_partition(study), row_key) for row_key in claim_rows)
     return await _delete_entries(storage, entries)
 
 
@@ -285,68 +299,6 @@ async def _upsert_once(storage: Storage, entry: dict[str, str], generation: str)
             del _recent[old]
     _recent[key] = (now, generation, future)
     await future
-
-
-async def study_sort_key(storage: Storage, study: str) -> str:
-    """The sort key of a committed study: the one its first store claimed (a new claim when it has none)."""
-    return await _claim(storage, study, STUDY_ROW, committed=True)
-
-
-async def series_sort_key(storage: Storage, study: str, series: str) -> str:
-    """The sort key of a committed series: the one its first store claimed (a new claim when it has none)."""
-    return await _claim(storage, study, series_row_key(series), committed=True)
-
-
-def _claim_partition(study: str) -> str:
-    return f"{CLAIMS}|{study}"
-
-
-async def _claim_new_study(storage: Storage, study: str, series: str) -> tuple[str, str] | None:
-    """Claim the sort keys of a new study and its first series in one transaction; None if either is claimed."""
-    now = datetime.now(UTC)
-    claims = [{"PartitionKey": _claim_partition(study), "RowKey": row_key, "SortKey": inverted_time(now),
-               "ClaimedAt": now} for row_key in (STUDY_ROW, series_row_key(series))]
-    try:
-        await storage.recreating_missing(functools.partial(
-            storage.index.submit_transaction, [("create", claim) for claim in claims]))
-    except (TableTransactionError, ServiceRequestError):
-        return None  # claimed already (or the answer was lost): each claim is read or made on its own
-    return str(claims[0]["SortKey"]), str(claims[1]["SortKey"])
-
-
-async def _claim(storage: Storage, study: str, row_key: str, *, committed: bool) -> str:
-    """Return the sort key of a study (or series): the one the first store claimed, or a new claim.
-
-    Every store that races to create a study agrees on one sort key this way; the study row's CreatedAt is
-    only fixed later, by whichever commit creates the row.
-    """
-    partition = _claim_partition(study)
-    likely_new = not committed
-    for _ in range(5):
-        now = datetime.now(UTC)
-        claim = {"PartitionKey": partition, "RowKey": row_key, "SortKey": inverted_time(now), "ClaimedAt": now}
-        if likely_new:
-            try:
-                await storage.recreating_missing(functools.partial(storage.index.create_entity, claim))
-                return str(claim["SortKey"])
-            except (ResourceExistsError, ServiceRequestError):
-                pass  # a create is a POST, which the SDK does not retry; reading tells whether it landed
-        existing = await get_entity_or_none(storage.index, partition, row_key)
-        if existing is None:
-            likely_new = True
-            continue
-        if committed or now - existing["ClaimedAt"] < CLAIM_TTL:
-            return str(existing["SortKey"])
-        # An old claim whose study was never committed (its first store crashed): start afresh.
-        try:
-            await storage.index.update_entity(
-                claim, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-            return str(claim["SortKey"])
-        except ResourceModifiedError:
-            likely_new = False
-    raise TimeoutError(f"Could not claim a sort key for {study} {row_key}")
 
 
 async def _none() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from dicom_core.extended_tags.indexing import index_new_instance, indexed_attrib
 from dicom_core.index.cleanup_entries import CleanupTarget
 from dicom_core.index.commit import CommitRows, InstanceExistsError, SeriesCommit, commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
+from dicom_core.index.known_studies import knows_study
 from dicom_core.index.rows import InstanceRecord
 from dicom_core.model.dicom_json import format_tag
 from dicom_core.model.errors import (
@@ -38,6 +40,7 @@ from dicom_core.storage.blobs import (
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
 from dicom_core.stow.blob_spool import BlobSpools, commit_staged, staged_instance
+from dicom_core.stow.parts_in_flight import COMMIT_LINGER_SECONDS, PartInFlight, PartsInFlight
 from dicom_core.stow.request_intents import PartIntent, RequestIntents
 from dicom_core.stow.response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -162,21 +165,26 @@ async def _store_parts(
     storage: Storage, request: StoreRequest, parts: AsyncIterator[Part], default_type: str | None,
     writes: _RequestWrites,
 ) -> list[StoreOutcome]:
-    # At most `store_concurrency` parts are spooled and being stored while the next one is received.
+    # At most `store_concurrency` parts are spooled and being uploaded while the next one is received; a part
+    # uploaded waits for its commit without its slot (parts_in_flight.py).
     slots = asyncio.Semaphore(storage.settings.store_concurrency)
+    in_flight = PartsInFlight()
     tasks: list[asyncio.Task[StoreOutcome]] = []
 
-    async def store(part: Part) -> StoreOutcome:
+    async def store(part: Part, flight: PartInFlight) -> StoreOutcome:
         try:
-            return await _store_part(storage, request, part, default_type, writes)
+            return await _store_part(storage, request, part, default_type, writes, flight)
         finally:
-            part.close()
-            slots.release()
+            flight.finished()
+
+    def release(part: Part) -> None:
+        part.close()
+        slots.release()
 
     try:
         async for part in parts:
             await slots.acquire()
-            tasks.append(asyncio.create_task(store(part)))
+            tasks.append(asyncio.create_task(store(part, in_flight.join(functools.partial(release, part)))))
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)
@@ -186,6 +194,7 @@ async def _store_parts(
 
 async def _store_part(
     storage: Storage, request: StoreRequest, part: Part, default_type: str | None, writes: _RequestWrites,
+    flight: PartInFlight | None = None,
 ) -> StoreOutcome:
     part_type = parse_media_type(part.content_type).type if part.content_type else default_type
     if part_type != DICOM:
@@ -245,6 +254,8 @@ async def _store_part(
         try:
             await announced.before_upload(count=parsed.size <= EARLY_ANNOUNCEMENT_MAX_BYTES)
             await asyncio.gather(*uploads, index_intents.during_upload())
+            if flight is not None:
+                flight.uploaded()
             announced.start()
             # Extended query tags, after the uploads: the registry copy this reads is at most REGISTRY_SECONDS
             # old as the commit starts, and a new tag's reindex walk starts 3 x that after the tag was added.
@@ -253,8 +264,13 @@ async def _store_part(
                 raise _InvalidIndexedValueError(index_errors)
             # QIDO's index entries before the commit makes them true; the replaced version in the intent likewise.
             hooks = _StoreCommitHooks(index_intents, announced)
+            # A study this process has no rows of is claimed first: if it is new, its commit reads no row.
+            new_study = not knows_study(storage, stored.ids.study) and await index_intents.claim_new_study()
+            if flight is not None:  # the request's parts commit together: their index entries share transactions
+                await flight.ready_to_commit()
             announced.committing = True
-            await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new)
+            await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new,
+                                  new_study=new_study, linger=COMMIT_LINGER_SECONDS if flight is not None else 0.0)
         finally:
             await announced.stop()  # only still running if no attempt got as far as committing
     except _InvalidIndexedValueError as exc:

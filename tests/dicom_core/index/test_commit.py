@@ -15,6 +15,7 @@ from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.index.reads import get_study_row, instance_rows, series_rows
 from dicom_core.index.commit import InstanceExistsError, commit_instance
+from dicom_core.index.known_studies import forget_study
 from dicom_core.model.levels import Level
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
@@ -135,6 +136,26 @@ async def test_a_second_commit_into_a_study_reads_no_row(own_storage: Storage) -
     reads.clear()
     await commit_instance(own_storage, _record(study, series), upsert=False)
     assert reads == []  # the first commit's answer gave the ETags; the new instance row is inserted unread
+    study_row = await get_study_row(own_storage, study)
+    assert study_row is not None and study_row["InstanceCount"] == 2
+
+
+async def test_a_commit_into_a_study_claimed_as_new_reads_no_row(own_storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    reads = _counting_reads(own_storage)
+    await commit_instance(own_storage, _record(study, series), upsert=False, new_study=True)
+    assert reads == []  # every row and the marker are created: the inserts fail if the study existed
+    study_row = await get_study_row(own_storage, study)
+    assert study_row is not None and study_row["InstanceCount"] == 1
+
+
+async def test_a_study_wrongly_assumed_new_is_read_and_committed_into(own_storage: Storage) -> None:
+    study, series = generate_uid(), generate_uid()
+    await commit_instance(own_storage, _record(study, series), upsert=False)
+    forget_study(own_storage, study)  # as a process that never committed into it
+    transactions = _counting_transactions(own_storage)
+    await commit_instance(own_storage, _record(study, series), upsert=False, new_study=True)
+    assert len(transactions) == 2  # the inserts refused (the study exists), then computed from a fresh read
     study_row = await get_study_row(own_storage, study)
     assert study_row is not None and study_row["InstanceCount"] == 2
 

@@ -18,9 +18,11 @@ from dicom_core.search_index import entries as search_index
 from dicom_core.search_index import keys as search_index_keys
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
+from dicom_core.delete.service import delete_study
 from dicom_core.index.commit import commit_instance
 from dicom_core.qido.service import SearchRequest, search_datasets
 from dicom_core.qido.query import QidoResource
+from dicom_core.search_index.claims import CLAIM_TTL
 from dicom_core.search_index.entries import IndexIntents, remove_index_entries, write_index_intents
 from dicom_core.search_index.keys import (
     ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_UID, IndexKey, date_key, encode_key, instance_key,
@@ -317,7 +319,7 @@ async def test_upsert_that_changes_patient_id_moves_the_study_between_ids(index_
 async def test_old_claim_of_a_study_never_committed_is_taken_over(index_storage: Storage) -> None:
     record = _record(PatientID="SIDX-CLAIM")
     partition = f"claim|{record.stored.ids.study}"
-    long_ago = datetime.now(timezone.utc) - search_index.CLAIM_TTL - timedelta(minutes=5)
+    long_ago = datetime.now(timezone.utc) - CLAIM_TTL - timedelta(minutes=5)
     await index_storage.index.upsert_entity({"PartitionKey": partition, "RowKey": STUDY_ROW,
                                              "SortKey": inverted_time(long_ago), "ClaimedAt": long_ago})
     await write_index_intents(index_storage, record)
@@ -364,3 +366,14 @@ async def test_study_rows_read_back_keys_the_store_wrote(index_storage: Storage,
     row = await index_storage.studies.get_entity(ds.StudyInstanceUID, STUDY_ROW)
     stored = metadata_json(dcmread(io.BytesIO(to_bytes(ds))))
     assert search_index_keys.study_row_keys(row) == study_keys(stored, json.loads(row["ModalityCounts"]))
+
+
+async def test_a_study_deleted_and_stored_again_gets_claims_of_its_own(index_storage: Storage, stow_parts) -> None:
+    ds = make_dataset(PatientID="SIDX-AGAIN")
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    first = await index_storage.index.get_entity(f"claim|{ds.StudyInstanceUID}", STUDY_ROW)
+    await delete_study(index_storage, ds.StudyInstanceUID)
+    assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
+    again = await index_storage.index.get_entity(f"claim|{ds.StudyInstanceUID}", STUDY_ROW)
+    assert again["SortKey"] < first["SortKey"]  # claimed afresh after the delete: sorts as newer
+    assert await _studies_with(index_storage, "PatientID=SIDX-AGAIN") == [ds.StudyInstanceUID]

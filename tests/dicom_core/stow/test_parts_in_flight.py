@@ -1,0 +1,54 @@
+"""The parts of a request in flight: each waits before its commit for the parts received before it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from dicom_core.stow import parts_in_flight
+from dicom_core.stow.parts_in_flight import PartsInFlight
+
+
+async def test_a_part_ready_to_commit_waits_until_the_other_received_part_is_ready_too() -> None:
+    parts = PartsInFlight()
+    first, second = parts.join(lambda: None), parts.join(lambda: None)
+    waiting = asyncio.ensure_future(first.ready_to_commit())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await second.ready_to_commit()
+    await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_part_that_failed_no_longer_holds_the_others_back() -> None:
+    parts = PartsInFlight()
+    first, second = parts.join(lambda: None), parts.join(lambda: None)
+    waiting = asyncio.ensure_future(first.ready_to_commit())
+    await asyncio.sleep(0.05)
+    second.finished()
+    await asyncio.wait_for(waiting, 1)
+
+
+async def test_the_wait_for_a_part_still_uploading_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts_in_flight, "COMMIT_WAIT_SECONDS", 0.1)
+    parts = PartsInFlight()
+    first, _still_uploading = parts.join(lambda: None), parts.join(lambda: None)
+    started = time.monotonic()
+    await first.ready_to_commit()
+    assert 0.09 <= time.monotonic() - started < 1
+
+
+async def test_a_parts_slot_is_given_back_once_after_its_upload() -> None:
+    released: list[int] = []
+    part = PartsInFlight().join(lambda: released.append(1))
+    part.uploaded()
+    part.finished()
+    assert released == [1]
+
+
+async def test_a_lone_part_commits_without_waiting() -> None:
+    part = PartsInFlight().join(lambda: None)
+    started = time.monotonic()
+    await part.ready_to_commit()
+    assert time.monotonic() - started < 0.05
