@@ -192,6 +192,9 @@ OPERATIONS: dict[str, Callable[[], Scenario]] = {
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
 STEPS = {"store-new-study": 18, "store-existing-series": 5, "upsert": 11, "store-3-parts": 22,
          "store-10-parts": 49, "delete-instance": 15, "delete-series": 26, "delete-study-150": 35}
+# Operations whose request count varies between runs, by at most this much: the parts of one request commit in
+# group transactions of whatever is queued at the moment (timing), so they take one transaction or two.
+VARIABLE_STEPS = {"store-10-parts": 2}
 # The steps `make test` strikes of the large operations: the first and last `ends`, and every `every`-th.
 SAMPLED = {"store-10-parts": (2, 16), "delete-study-150": (1, 12)}  # (ends, every)
 XFAIL: dict[tuple[str, int], str] = {}
@@ -256,7 +259,10 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     storage_of: Callable[[dict[str, str]], Awaitable[Storage]],
 ) -> None:
     recording = _recorded(operation, fresh_env(), start_app_process, storage_fault_proxy)
-    assert len(recording) == STEPS[operation], "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
+    spread = VARIABLE_STEPS.get(operation, 0)
+    assert abs(len(recording) - STEPS[operation]) <= spread, "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
+    if k > len(recording):
+        pytest.skip(f"this run of {operation} made {len(recording)} storage requests")
     service, method, target = recording[k - 1]
     occurrence = sum(1 for s, m, _ in recording[:k] if (s, m) == (service, method))
 
@@ -272,8 +278,13 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     except httpx.HTTPError:
         status = None
     time.sleep(QUIET_SECONDS)
-    assert kill.fired.is_set(), f"request {k} ({method} {target}) was not made"
-    assert victim.process.wait(timeout=30) == -9
+    if kill.fired.is_set():
+        assert victim.process.wait(timeout=30) == -9
+    else:  # fewer requests than recorded this time (VARIABLE_STEPS): the operation ran undisturbed
+        assert operation in VARIABLE_STEPS, f"request {k} ({method} {target}) was not made"
+        assert status == scenario.acknowledged
+        victim.process.kill()
+        victim.process.wait(timeout=30)
     storage_fault_proxy.clear()
 
     restarted = start_app_process(env)
