@@ -196,7 +196,7 @@ STEPS = {"store-new-study": 18, "store-existing-series": 5, "upsert": 11, "store
 # group transactions of whatever is queued at the moment (timing), so they take one transaction or two.
 VARIABLE_STEPS = {"store-10-parts": 2}
 # The steps `make test` strikes of the large operations: the first and last `ends`, and every `every`-th.
-SAMPLED = {"store-10-parts": (2, 16), "delete-study-150": (1, 12)}  # (ends, every)
+SAMPLED = {"store-10-parts": (1, 16), "delete-study-150": (1, 18)}  # (ends, every)
 XFAIL: dict[tuple[str, int], str] = {}
 
 
