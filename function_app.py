@@ -557,7 +557,7 @@ async def cors_preflight(req: Request) -> Response:
 
 
 # Every 5 minutes: delete the blobs nothing references any more, sequence the change feed, prune what it no
-# longer needs. Every hour: check the archive and repair what the checker finds (docs/storage.md).
+# longer needs. Every hour: check the next window of the archive and repair what it finds (docs/storage.md).
 MAINTENANCE_SCHEDULE = "0 */5 * * * *"  # NCRONTAB: second minute hour day month day-of-week
 REPAIR_SCHEDULE = "0 17 * * * *"
 
@@ -570,5 +570,5 @@ async def maintenance(timer: func.TimerRequest) -> None:
 
 @app.timer_trigger(schedule=REPAIR_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
 async def repair(timer: func.TimerRequest) -> None:
-    """Timer: run the consistency checker and repair its findings (bounded per run; the rest next hour)."""
+    """Timer: check the next window of the archive (a durable cursor) and repair its findings (bounded per run)."""
     await run_repair(await shared_storage())

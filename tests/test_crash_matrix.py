@@ -13,16 +13,19 @@ instance the operation touches:
   was there);
 - the consistency checker finds nothing, and no intent and no cleanup entry (hence no unreferenced blob) is left.
 
-`make test` runs every k of the single-instance store and the first, middle and last k of the others;
-`CRASH_MATRIX=full` (`make test-crash`) runs every cell.
+`make test` runs every k of the single-instance store, the first, middle and last k of the other small
+operations, and a sample of the 10-part store and of the delete of a 150-instance study (first and last
+steps, every n-th: `SAMPLED`); `CRASH_MATRIX=full` (`make test-crash`) runs every cell.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,6 +54,12 @@ FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 TIMED_OUT = datetime.now(UTC) + ANNOUNCEMENT_TIMEOUT + timedelta(days=1)  # every intent of the cell retired
 FULL = os.environ.get("CRASH_MATRIX", "") == "full"
 QUIET_SECONDS = 1.0  # after the answer, time for any request the operation still makes
+# Reads of the extended-tag registry are no steps: a process reads it again when its copy is 2 s old, so whether
+# an operation reads it depends on the machine's speed; a kill before a read leaves what a kill before the next
+# request leaves.
+NOT_A_REGISTRY_READ = r"^(?!.*ExtendedTags\(\))"
+OBSERVERS = 4  # concurrent retrieves when observing an operation's instances
+SEARCH_PAGE = 200  # QIDO's largest page
 
 
 @dataclass(frozen=True)
@@ -150,21 +159,61 @@ def _delete_series() -> Scenario:
                     lambda base: httpx.delete(f"{base}/v2/studies/{study}/series/{series}", timeout=120), 204)
 
 
+def _ten_parts() -> Scenario:
+    """One request of 10 instances into a new study, in two series."""
+    study, series = generate_uid(), [generate_uid(), generate_uid()]
+    created = [(series[n % 2], generate_uid()) for n in range(10)]
+    parts = [make_instance(study=study, series=uid, sop=sop) for uid, sop in created]
+    return Scenario(tuple(Instance(study, uid, sop, None, data, (), (C,))
+                          for (uid, sop), data in zip(created, parts, strict=True)),
+                    lambda base: None, lambda base: _stow(base, parts), 200)
+
+
+def _delete_large_study() -> Scenario:
+    """A study of 150 instances in three series of 50 (stored 50 per request), deleted in one request."""
+    study = generate_uid()
+    stored = [(series, generate_uid()) for series in (generate_uid() for _ in range(3)) for _ in range(50)]
+    parts = [make_instance(study=study, series=series, sop=sop) for series, sop in stored]
+
+    def setup(base: str) -> None:
+        for start in range(0, len(parts), 50):
+            _stored(base, parts[start:start + 50])
+
+    return Scenario(tuple(Instance(study, series, sop, data, None, (C,), (C, D))
+                          for (series, sop), data in zip(stored, parts, strict=True)),
+                    setup, lambda base: httpx.delete(f"{base}/v2/studies/{study}", timeout=300), 204)
+
+
 OPERATIONS: dict[str, Callable[[], Scenario]] = {
     "store-new-study": _new_study, "store-existing-series": _existing_series, "upsert": _upsert,
-    "store-3-parts": _three_parts, "delete-instance": _delete_instance, "delete-series": _delete_series,
+    "store-3-parts": _three_parts, "store-10-parts": _ten_parts, "delete-instance": _delete_instance,
+    "delete-series": _delete_series, "delete-study-150": _delete_large_study,
 }
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
 STEPS = {"store-new-study": 18, "store-existing-series": 5, "upsert": 11, "store-3-parts": 20,
-         "delete-instance": 15, "delete-series": 26}
+         "store-10-parts": 49, "delete-instance": 15, "delete-series": 26, "delete-study-150": 35}
+# Operations whose request count varies between runs, by at most this much: the parts of one request commit in
+# group transactions of whatever is queued at the moment (timing), so they take one transaction or two.
+VARIABLE_STEPS = {"store-10-parts": 2}
+# The steps `make test` strikes of the large operations: the first and last `ends`, and every `every`-th.
+SAMPLED = {"store-10-parts": (1, 16), "delete-study-150": (1, 18)}  # (ends, every)
 XFAIL: dict[tuple[str, int], str] = {}
+
+
+def _struck(operation: str, steps: int) -> set[int]:
+    """The steps whose cells run: every one under CRASH_MATRIX=full (and of a single-instance store), else a sample."""
+    if FULL or operation == "store-new-study":
+        return set(range(1, steps + 1))
+    if operation not in SAMPLED:
+        return {1, (steps + 1) // 2, steps}
+    ends, every = SAMPLED[operation]
+    return {*range(1, ends + 1), *range(every, steps + 1, every), *range(steps - ends + 1, steps + 1)}
 
 
 def _cells() -> list[object]:
     cells: list[object] = []
     for operation, steps in STEPS.items():
-        every = FULL or operation == "store-new-study"
-        for k in sorted(range(1, steps + 1) if every else {1, (steps + 1) // 2, steps}):
+        for k in sorted(_struck(operation, steps)):
             reason = XFAIL.get((operation, k))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             cells.append(pytest.param(operation, k, id=f"{operation}-k{k}", marks=marks))
@@ -197,7 +246,8 @@ def _recorded(operation: str, env: dict[str, str], start: Callable[[dict[str, st
         mark = len(proxy.requests)
         assert scenario.run(server.base_url).status_code == scenario.acknowledged
         time.sleep(QUIET_SECONDS)
-        _RECORDED[operation] = proxy.requests[mark:]
+        _RECORDED[operation] = [request for request in proxy.requests[mark:]
+                                if re.search(NOT_A_REGISTRY_READ, request[2])]
     return _RECORDED[operation]
 
 
@@ -209,7 +259,10 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     storage_of: Callable[[dict[str, str]], Awaitable[Storage]],
 ) -> None:
     recording = _recorded(operation, fresh_env(), start_app_process, storage_fault_proxy)
-    assert len(recording) == STEPS[operation], "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
+    spread = VARIABLE_STEPS.get(operation, 0)
+    assert abs(len(recording) - STEPS[operation]) <= spread, "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
+    if k > len(recording):
+        pytest.skip(f"this run of {operation} made {len(recording)} storage requests")
     service, method, target = recording[k - 1]
     occurrence = sum(1 for s, m, _ in recording[:k] if (s, m) == (service, method))
 
@@ -218,14 +271,20 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     victim = start_app_process(env)
     _open_storage(victim.base_url)
     scenario.setup(victim.base_url)
-    kill = storage_fault_proxy.inject(Fault(service, method, "", Action.KILL, k=occurrence, pid=victim.process.pid))
+    kill = storage_fault_proxy.inject(Fault(service, method, NOT_A_REGISTRY_READ, Action.KILL, k=occurrence,
+                                            pid=victim.process.pid))
     try:
         status: int | None = scenario.run(victim.base_url).status_code
     except httpx.HTTPError:
         status = None
     time.sleep(QUIET_SECONDS)
-    assert kill.fired.is_set(), f"request {k} ({method} {target}) was not made"
-    assert victim.process.wait(timeout=30) == -9
+    if kill.fired.is_set():
+        assert victim.process.wait(timeout=30) == -9
+    else:  # fewer requests than recorded this time (VARIABLE_STEPS): the operation ran undisturbed
+        assert operation in VARIABLE_STEPS, f"request {k} ({method} {target}) was not made"
+        assert status == scenario.acknowledged
+        victim.process.kill()
+        victim.process.wait(timeout=30)
     storage_fault_proxy.clear()
 
     restarted = start_app_process(env)
@@ -238,8 +297,8 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
 
     acknowledged = status == scenario.acknowledged
     feed = await entries_after(storage, 0, 1000)
-    for instance in scenario.instances:
-        seen = _observe(restarted.base_url, instance, [e.action for e in feed if e.instance == instance.sop])
+    observed = _observe_all(restarted.base_url, scenario.instances, [(e.instance, e.action) for e in feed])
+    for instance, seen in zip(scenario.instances, observed, strict=True):
         expected_after = (instance.after, instance.feed_after)
         allowed = [expected_after] if acknowledged else [(instance.before, instance.feed_before), expected_after]
         assert seen in [_expected(instance, data, actions) for data, actions in allowed], (
@@ -265,24 +324,49 @@ def _expected(instance: Instance, data: bytes | None, feed: tuple[ChangeAction, 
     return Seen(data, data is not None, data is not None, feed)
 
 
-def _observe(base_url: str, instance: Instance, feed: list[ChangeAction]) -> Seen:
-    path = f"{base_url}/v2/studies/{instance.study}/series/{instance.series}"
-    retrieved = httpx.get(f"{path}/instances/{instance.sop}", headers={"Accept": AS_STORED}, timeout=60)
-    assert retrieved.status_code in (200, 404), retrieved.text
-    found = httpx.get(f"{base_url}/v2/studies/{instance.study}/instances", params={"SOPInstanceUID": instance.sop},
-                      headers={"Accept": DICOM_JSON}, timeout=60)
-    assert found.status_code in (200, 204), found.text
-    metadata = httpx.get(f"{path}/metadata", headers={"Accept": DICOM_JSON}, timeout=60)
-    assert metadata.status_code in (200, 404), metadata.text
-    listed = {d[SOP_INSTANCE_UID]["Value"][0] for d in metadata.json()} if metadata.status_code == 200 else set()
-    return Seen(retrieved.content if retrieved.status_code == 200 else None,
-                found.status_code == 200 and bool(found.json()), instance.sop in listed, tuple(feed))
+def _observe_all(base_url: str, instances: tuple[Instance, ...],
+                 feed: list[tuple[str, ChangeAction]]) -> list[Seen]:
+    """What the restarted server shows of each instance: its retrieve, its study's search, its series' metadata."""
+    with httpx.Client(base_url=base_url, timeout=60) as client, ThreadPoolExecutor(OBSERVERS) as pool:
+        retrieved = list(pool.map(lambda i: _retrieved(client, i), instances))
+        found = {study: _searched(client, study) for study in {i.study for i in instances}}
+        listed = {key: _listed(client, *key) for key in {(i.study, i.series) for i in instances}}
+    return [Seen(data, instance.sop in found[instance.study], instance.sop in listed[(instance.study, instance.series)],
+                 tuple(action for sop, action in feed if sop == instance.sop))
+            for instance, data in zip(instances, retrieved, strict=True)]
+
+
+def _retrieved(client: httpx.Client, instance: Instance) -> bytes | None:
+    response = client.get(f"/v2/studies/{instance.study}/series/{instance.series}/instances/{instance.sop}",
+                          headers={"Accept": AS_STORED})
+    assert response.status_code in (200, 404), response.text
+    return response.content if response.status_code == 200 else None
+
+
+def _searched(client: httpx.Client, study: str) -> set[str]:
+    """The SOP Instance UIDs a search of the study's instances finds (every page)."""
+    found: set[str] = set()
+    while True:
+        response = client.get(f"/v2/studies/{study}/instances", headers={"Accept": DICOM_JSON},
+                              params={"limit": str(SEARCH_PAGE), "offset": str(len(found))})
+        assert response.status_code in (200, 204), response.text
+        page = {d[SOP_INSTANCE_UID]["Value"][0] for d in response.json()} if response.status_code == 200 else set()
+        found |= page
+        if len(page) < SEARCH_PAGE:
+            return found
+
+
+def _listed(client: httpx.Client, study: str, series: str) -> set[str]:
+    """The SOP Instance UIDs of the series' metadata."""
+    response = client.get(f"/v2/studies/{study}/series/{series}/metadata", headers={"Accept": DICOM_JSON})
+    assert response.status_code in (200, 404), response.text
+    return {d[SOP_INSTANCE_UID]["Value"][0] for d in response.json()} if response.status_code == 200 else set()
 
 
 def _assert_study_counted(base_url: str, scenario: Scenario) -> None:
     """The study's NumberOfStudyRelatedInstances counts exactly the instances that are retrievable."""
     study = scenario.instances[0].study
-    found = httpx.get(f"{base_url}/v2/instances", params={"StudyInstanceUID": study},
+    found = httpx.get(f"{base_url}/v2/instances", params={"StudyInstanceUID": study, "limit": "200"},
                       headers={"Accept": DICOM_JSON}, timeout=60)
     present = len(found.json()) if found.status_code == 200 else 0
     studies = httpx.get(f"{base_url}/v2/studies", params={"StudyInstanceUID": study},

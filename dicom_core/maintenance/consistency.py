@@ -32,7 +32,8 @@ import argparse
 import asyncio
 import json
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -90,7 +91,7 @@ class Finding:
 
 
 @dataclass
-class _Study:
+class StudyRows:
     """The rows of one study partition."""
 
     study: TableEntity | None = None
@@ -98,23 +99,59 @@ class _Study:
     instances: dict[tuple[str, str], TableEntity] = field(default_factory=dict)  # (series, instance) -> row
 
 
+@dataclass(frozen=True)
+class Covered:
+    """The blob versions and series documents that cleanup entries and STOW requests' intents account for."""
+
+    versions: frozenset[tuple[str, str, str, str]]
+    documents: frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a check compares: study partitions, their outbox rows, blob names, search entries' targets, cover."""
+
+    studies: dict[str, StudyRows]
+    outboxes: list[TableEntity]
+    files: set[str]
+    metadata: set[str]
+    listed: set[tuple[str, ...]]
+    covered: Covered
+
+
 async def check_consistency(storage: Storage, *, reconcile_documents: bool = True,
                             uid_entries: bool = False) -> list[Finding]:
     """Walk every row, blob, cleanup entry and `s.all` entry; return the findings (none when consistent)."""
     outboxes: list[TableEntity] = []
-    studies, files, metadata, cleanup, intents, listed = await asyncio.gather(
-        _studies(storage, outboxes), _blob_names(storage.files), _blob_names(storage.metadata),
-        all_entries(storage), pending_announcements(storage), _listed(storage),
+    studies, files, metadata, covered, listed = await asyncio.gather(
+        _studies(storage, outboxes), blob_names(storage.files), blob_names(storage.metadata),
+        covered_targets(storage), _listed(storage),
     )
+    snapshot = Snapshot(studies, outboxes, files, metadata, listed, covered)
+    findings = await snapshot_findings(storage, snapshot, reconcile_documents=reconcile_documents)
+    if uid_entries:
+        findings += await _check_uid_entries(storage, studies)
+    return findings
+
+
+async def covered_targets(storage: Storage) -> Covered:
+    """What the cleanup entries and the pending announcements cover (work in flight, read whole)."""
+    cleanup, intents = await asyncio.gather(all_entries(storage), pending_announcements(storage))
     # A STOW request's intent (its announcement) is its cleanup record until the sequencer retires it.
     targets = [target for entry in cleanup for target in entry.targets]
     targets += [target for intent in intents for target in (*intent.targets, *intent.replaced)]
-    covered_versions = {(t.study, t.series, t.instance, t.version) for t in targets if t.kind is CleanupKind.VERSION}
-    covered_documents = {(t.study, t.series) for t in targets if t.kind is CleanupKind.DOCUMENT}
+    versions = [t for t in targets if t.kind is CleanupKind.VERSION]
+    return Covered(frozenset((t.study, t.series, t.instance, t.version) for t in versions),
+                   frozenset((t.study, t.series) for t in targets if t.kind is CleanupKind.DOCUMENT))
+
+
+async def snapshot_findings(storage: Storage, snapshot: Snapshot, *, reconcile_documents: bool = True) -> list[Finding]:
+    """The findings about the studies and blob names of ``snapshot`` (a blob's study is in it when it has rows)."""
+    studies, files, metadata = snapshot.studies, snapshot.files, snapshot.metadata
     findings: list[Finding] = []
     referenced: set[tuple[str, str, str, str]] = set()
     for uid, rows in sorted(studies.items()):
-        findings += _check_rows(uid, rows, listed)
+        findings += _check_rows(uid, rows, snapshot.listed)
         for (series, instance), row in rows.instances.items():
             stem = f"{uid}/{series}/{instance}/{row['Version']}"
             referenced.add((uid, series, instance, str(row["Version"])))
@@ -127,23 +164,35 @@ async def check_consistency(storage: Storage, *, reconcile_documents: bool = Tru
                          if name not in names]
     for name in sorted(files | metadata):
         version = version_of_blob(name)
-        if version is not None and version not in referenced and version not in covered_versions:
-            findings.append(Finding("orphan-blob", name,
-                                    "no instance row references it and no cleanup entry covers it"))
-    documents = {tuple(name.split("/")[:2]) for name in metadata if name.count("/") == 2 and name.endswith("/metadata")}
-    for study, series in sorted(documents):
-        if series not in studies.get(study, _Study()).series and (study, series) not in covered_documents:
-            findings.append(Finding("orphan-document", document_name(study, series),
-                                    "the series has no row and no cleanup entry covers the document"))
-    if uid_entries:
-        findings += await _check_uid_entries(storage, studies)
-    findings += await _check_outboxes(storage, outboxes)
+        if version is not None and version not in referenced and version not in snapshot.covered.versions:
+            findings.append(orphan_blob(name))
+    for study, series in sorted(document_series(metadata)):
+        if series not in studies.get(study, StudyRows()).series and (study, series) not in snapshot.covered.documents:
+            findings.append(orphan_document(study, series))
+    findings += await _check_outboxes(storage, snapshot.outboxes)
     if reconcile_documents:
         findings += await _check_documents(storage, studies)
     return findings
 
 
-async def _check_uid_entries(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
+def orphan_blob(name: str) -> Finding:
+    """The finding about a version's blob that nothing references or covers."""
+    return Finding("orphan-blob", name, "no instance row references it and no cleanup entry covers it")
+
+
+def orphan_document(study: str, series: str) -> Finding:
+    """The finding about a series document without a series row or a cleanup entry."""
+    return Finding("orphan-document", document_name(study, series),
+                   "the series has no row and no cleanup entry covers the document")
+
+
+def document_series(names: Iterable[str]) -> set[tuple[str, str]]:
+    """(study, series) of the series metadata documents among blob names."""
+    return {(name.split("/")[0], name.split("/")[1]) for name in names
+            if name.count("/") == 2 and name.endswith("/metadata")}
+
+
+async def _check_uid_entries(storage: Storage, studies: dict[str, StudyRows]) -> list[Finding]:
     """Series rows that a search by their UID misses: no entry in either layout (instances: ``_listed``)."""
     targets: list[tuple[str, tuple[str, ...]]] = [  # (index, target UIDs; the looked-up UID last)
         (SERIES_BY_UID, (study, series)) for study, rows in studies.items() for series in rows.series]
@@ -185,7 +234,7 @@ async def _check_outboxes(storage: Storage, outboxes: list[TableEntity]) -> list
     return findings
 
 
-def _check_rows(uid: str, rows: _Study, listed: set[tuple[str, ...]]) -> list[Finding]:
+def _check_rows(uid: str, rows: StudyRows, listed: set[tuple[str, ...]]) -> list[Finding]:
     findings = []
     per_series = Counter(series for series, _ in rows.instances)
     for series, row in sorted(rows.series.items()):
@@ -221,10 +270,10 @@ def _check_rows(uid: str, rows: _Study, listed: set[tuple[str, ...]]) -> list[Fi
     return findings
 
 
-async def _check_documents(storage: Storage, studies: dict[str, _Study]) -> list[Finding]:
+async def _check_documents(storage: Storage, studies: dict[str, StudyRows]) -> list[Finding]:
     """Reconcile every series document as a reader would, then compare its records with the instance rows."""
 
-    async def check(study: str, series: str, row: TableEntity, rows: _Study) -> Finding | None:
+    async def check(study: str, series: str, row: TableEntity, rows: StudyRows) -> Finding | None:
         instances = {instance: r for (s, instance), r in rows.instances.items() if s == series}
         await verified_properties(storage, study, series, str(row.metadata["etag"]))
         blob = storage.metadata.get_blob_client(document_name(study, series))
@@ -245,30 +294,36 @@ async def _check_documents(storage: Storage, studies: dict[str, _Study]) -> list
     return [finding for finding in results if finding is not None]
 
 
-async def _studies(storage: Storage, outboxes: list[TableEntity]) -> dict[str, _Study]:
-    studies: dict[str, _Study] = defaultdict(_Study)
+async def _studies(storage: Storage, outboxes: list[TableEntity]) -> dict[str, StudyRows]:
+    studies: dict[str, StudyRows] = {}
     try:
         async for row in storage.studies.list_entities():
-            key = str(row["RowKey"])
-            if not is_data_row(key):
-                outboxes.append(row)
-                continue
-            rows = studies[str(row["PartitionKey"])]
-            if key == STUDY_ROW:
-                rows.study = row
-            elif key.startswith("series|"):
-                rows.series[key.split("|", 1)[1]] = row
-            elif key.startswith("instance|"):
-                _, series, instance = key.split("|", 2)
-                rows.instances[(series, instance)] = row
+            add_row(studies, outboxes, row)
     except ResourceNotFoundError:
         pass
-    return dict(studies)
+    return studies
 
 
-async def _blob_names(container: ContainerClient) -> set[str]:
+def add_row(studies: dict[str, StudyRows], outboxes: list[TableEntity], row: TableEntity) -> None:
+    """File a row of the studies table under its study (an outbox row among ``outboxes``)."""
+    key = str(row["RowKey"])
+    if not is_data_row(key):
+        outboxes.append(row)
+        return
+    rows = studies.setdefault(str(row["PartitionKey"]), StudyRows())
+    if key == STUDY_ROW:
+        rows.study = row
+    elif key.startswith("series|"):
+        rows.series[key.split("|", 1)[1]] = row
+    elif key.startswith("instance|"):
+        _, series, instance = key.split("|", 2)
+        rows.instances[(series, instance)] = row
+
+
+async def blob_names(container: ContainerClient, prefix: str | None = None) -> set[str]:
+    """The names of the blobs of ``container`` (those starting with ``prefix``); none when it is gone."""
     try:
-        return {blob.name async for blob in container.list_blobs()}
+        return {blob.name async for blob in container.list_blobs(name_starts_with=prefix)}
     except ResourceNotFoundError:
         return set()
 

@@ -3,11 +3,13 @@
 Searches verify every entry against its row and drop stale ones, so a stale entry is never served; it only
 costs reads (an upsert that changed a patient's name, a delete whose study came back, a store that crashed
 before its commit). Each run reads one page of the index table (``limit`` entries, resuming where the last run
-stopped: the page's continuation token is kept in a cursor row) and deletes the entries of ``s.``, ``se.`` and
-``i.`` indexes that are older than ``STALE_AFTER`` and that their rows do not account for, as a delete would:
-entries first (If-Match), then a new generation of each study touched, so a store that wrote such an entry as an
-intent and has not committed yet fails its commit and writes it again. The rows are then read once more and an
-entry a commit made valid meanwhile is written back. See docs/storage.md.
+stopped: the page's continuation token is kept in a cursor row) and deletes, once older than ``STALE_AFTER``:
+the entries of ``s.``, ``se.`` and ``i.`` indexes that their rows do not account for, or that repeat a study's
+(series') entry under another sort key than its claim's while the claimed one exists; and sort-key claims whose
+study (series) row does not exist. As a delete would: entries first (If-Match), then a new generation of each
+study touched, so a store that wrote such an entry as an intent and has not committed yet fails its commit and
+writes it again. The rows are then read once more and an entry a commit made valid meanwhile is written back.
+Extended-tag entries are left (docs/storage.md says why). See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from dicom_core.index.delete import bump_generation
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
 from dicom_core.search_index.keys import (
+    CLAIMS,
+    LEGACY_UID_INDEXES,
     SERIES_BY_UID,
+    UID_INDEXES,
     IndexEntry,
     legacy_uid_key,
     parse_entry,
@@ -32,11 +37,13 @@ from dicom_core.search_index.keys import (
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.tables import get_entity_or_none, query_all
 
 STALE_AFTER = timedelta(hours=1)  # far longer than a store takes from writing its entries to its commit
 DEFAULT_PRUNE_LIMIT = 1_000
 CURSOR_PARTITION = "prune"  # in the index table; no search reads it
 CURSOR_ROW = "cursor"
+CLAIM_PREFIX = f"{CLAIMS}|"
 _CONCURRENCY = 16
 
 
@@ -56,13 +63,19 @@ async def prune_index_entries(storage: Storage, *, now: datetime | None = None,
         return 0
     old = (now or datetime.now(UTC)) - STALE_AFTER
     by_study: dict[str, list[tuple[TableEntity, IndexEntry]]] = defaultdict(list)
+    claims: list[TableEntity] = []
     for entity in page:
         written = entity.metadata.get("timestamp")
-        if _target_level(str(entity["PartitionKey"])) and written is not None and written < old:
+        if written is None or written >= old:
+            continue
+        if _target_level(str(entity["PartitionKey"])):
             entry = parse_entry(entity)
             by_study[entry.study].append((entity, entry))
+        elif str(entity["PartitionKey"]).startswith(CLAIM_PREFIX):
+            claims.append(entity)
     pruned = sum(await bounded_gather((_prune_study(storage, study, entries) for study, entries in by_study.items()),
                                       limit=_CONCURRENCY))
+    pruned += sum(await bounded_gather((_prune_claim(storage, claim) for claim in claims), limit=_CONCURRENCY))
     token = getattr(pages, "continuation_token", None)  # typed as a plain iterator; it is a page iterator
     await storage.index.upsert_entity({"PartitionKey": CURSOR_PARTITION, "RowKey": CURSOR_ROW,
                                        "Token": str(token) if token else ""}, mode=UpdateMode.REPLACE)
@@ -104,10 +117,13 @@ async def _prune_study(storage: Storage, study: str, entries: list[tuple[TableEn
 
 
 async def _validity(storage: Storage, study: str, entries: list[tuple[TableEntity, IndexEntry]]) -> list[bool]:
-    """Whether each entry is accounted for by the row it points at (read once per row)."""
+    """Whether each entry is accounted for by the row it points at (read once per row) and is no duplicate."""
     keys = list(dict.fromkeys(_row_key(entry) for _, entry in entries))
     rows = dict(zip(keys, await bounded_gather((get_row(storage, study, key) for key in keys), limit=_CONCURRENCY),
                     strict=True))
+    claims = await query_all(storage.index, "PartitionKey eq @pk", parameters={"pk": f"{CLAIM_PREFIX}{study}"},
+                             select=["RowKey", "SortKey"])
+    claimed = {str(claim["RowKey"]): str(claim["SortKey"]) for claim in claims}
     valid = []
     for _, entry in entries:
         row = rows[_row_key(entry)]
@@ -120,7 +136,29 @@ async def _validity(storage: Storage, study: str, entries: list[tuple[TableEntit
             valid.append(entry.key in series_row_keys(row) or entry.key == legacy_uid_key(SERIES_BY_UID, entry.series))
         else:
             valid.append(entry.key in study_row_keys(row))
-    return valid
+    duplicates = await bounded_gather((_duplicate(storage, entry, claimed.get(_row_key(entry)))
+                                       for _, entry in entries), limit=_CONCURRENCY)
+    return [ok and not duplicate for ok, duplicate in zip(valid, duplicates, strict=True)]
+
+
+async def _duplicate(storage: Storage, entry: IndexEntry, claimed: str | None) -> bool:
+    """Whether a study's (series') entry has another sort key than its claim's, and the claimed entry exists."""
+    if entry.instance is not None or entry.key.index in UID_INDEXES or entry.key.index in LEGACY_UID_INDEXES.values():
+        return False
+    if claimed is None or claimed == entry.sort_key:
+        return False
+    uids = (entry.study, entry.series) if entry.series is not None else (entry.study,)
+    return await get_entity_or_none(storage.index, entry.key.partition, entry.key.row_key(claimed, *uids),
+                                    ["RowKey"]) is not None
+
+
+async def _prune_claim(storage: Storage, claim: TableEntity) -> int:
+    """Delete a sort-key claim whose study (series) row does not exist (its first store never committed)."""
+    study = str(claim["PartitionKey"])[len(CLAIM_PREFIX):]
+    if await get_row(storage, study, str(claim["RowKey"]), ["RowKey"]) is not None:
+        return 0
+    return await delete_rows(storage.index, str(claim["PartitionKey"]),
+                             [RowDelete(str(claim["RowKey"]), claim.metadata["etag"])])
 
 
 def _row_key(entry: IndexEntry) -> str:

@@ -1,8 +1,11 @@
 """Self-healing: every finding of the consistency checker that storage alone can answer is repaired.
 
-`run_repair` (the repair timer, `python -m dicom_core.maintenance.consistency --repair`) checks, then repairs
-at most ``limit`` subjects per run, each from a fresh read and under ETag conditions, so a store or delete that
-changed it meanwhile wins and the next run looks again. Repairs are idempotent: a repaired subject is no
+`run_repair` (the repair timer) checks one bounded window of the archive (`consistency_window.py`: about
+``rows`` rows of the studies table and one page of each blob container, resuming where the last run stopped
+and wrapping around), then repairs at most ``limit`` subjects, each from a fresh read and under ETag
+conditions, so a store or delete that changed it meanwhile wins and the next run looks again. The cursor moves
+on only when nothing was left for lack of budget. `python -m dicom_core.maintenance.consistency --repair` (an
+operator) checks and repairs the whole archive at once. Repairs are idempotent: a repaired subject is no
 finding any more, so a second run repairs nothing.
 
 - ``orphan-blob`` / ``orphan-document``: a cleanup entry is written for it (the cleanup deletes it once due,
@@ -39,7 +42,8 @@ from dicom_core.index.delete import DeleteScope, ScopeRows, bump_generation, rea
 from dicom_core.index.known_studies import forget_study
 from dicom_core.index.reads import get_row, get_study_row
 from dicom_core.index.rows import series_row_key
-from dicom_core.maintenance.consistency import Finding, check_consistency, version_of_blob
+from dicom_core.maintenance.consistency import Finding, version_of_blob
+from dicom_core.maintenance.consistency_window import DEFAULT_WINDOW_ROWS, Window, check_window, save_cursor
 from dicom_core.search_index.entries import remove_index_entries, restore_index_entries
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import error_code
@@ -71,11 +75,18 @@ class RepairReport:
 
     repaired: list[Repair] = field(default_factory=list)
     left: list[Finding] = field(default_factory=list)
+    deferred: int = 0  # findings left because the run's limit was reached
+    window: Window | None = None  # what the run checked (None: findings given)
 
 
-async def run_repair(storage: Storage, *, limit: int = DEFAULT_REPAIR_LIMIT) -> RepairReport:
-    """Check the storage and repair what the checker finds (at most ``limit`` subjects)."""
-    report = await repair_findings(storage, await check_consistency(storage), limit=limit)
+async def run_repair(storage: Storage, *, limit: int = DEFAULT_REPAIR_LIMIT,
+                     rows: int = DEFAULT_WINDOW_ROWS) -> RepairReport:
+    """Check the next window of the archive and repair what it finds (at most ``limit`` subjects)."""
+    window = await check_window(storage, rows=rows)
+    report = await repair_findings(storage, window.findings, limit=limit)
+    report.window = window
+    if not report.deferred:
+        await save_cursor(storage, window)
     if report.repaired or report.left:
         LOGGER.info("Repair: %d subjects repaired, %d findings left", len(report.repaired), len(report.left))
     return report
@@ -98,12 +109,14 @@ async def repair_findings(storage: Storage, findings: Iterable[Finding], *, limi
     for study, about in studies.items():
         if budget <= 0:
             report.left += about
+            report.deferred += len(about)
             continue
         budget -= 1
         await _attempt(report, study, about, _repair_study(storage, study))
     for finding in others:
         if budget <= 0:
             report.left.append(finding)
+            report.deferred += 1
             continue
         budget -= 1
         await _attempt(report, finding.subject, [finding], _repair_other(storage, finding))

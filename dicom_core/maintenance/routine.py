@@ -2,7 +2,8 @@
 
 Each step is bounded per run and idempotent; a failing step does not keep the others from running (the next
 run takes up what is left), and the run fails with the first error afterwards so the host records it. The
-repair (`repair.py`) walks the whole archive and runs on its own, slower timer. See docs/storage.md.
+repair (`repair.py`) checks one window of the archive per run, from a cursor, on its own hourly timer.
+See docs/storage.md.
 """
 
 from __future__ import annotations

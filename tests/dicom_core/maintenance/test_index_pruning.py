@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydicom.uid import generate_uid
 
+from dicom_core.index.rows import STUDY_ROW
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.index_pruning import CURSOR_PARTITION, STALE_AFTER, prune_index_entries
-from dicom_core.search_index.keys import STUDIES_BY_PATIENT_NAME_WORD, IndexKey, instance_key, word_key
+from dicom_core.search_index.keys import (
+    ALL_STUDIES,
+    CLAIMS,
+    STUDIES_BY_PATIENT_NAME_WORD,
+    IndexKey,
+    instance_key,
+    word_key,
+)
 from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
 
 def _later() -> datetime:
     """A moment past the stale age of entries written now (taken when used: a long run imports tests early)."""
-    return datetime.now(timezone.utc) + STALE_AFTER + timedelta(minutes=5)
+    return datetime.now(UTC) + STALE_AFTER + timedelta(minutes=5)
 
 
 async def _entries(storage: Storage) -> set[tuple[str, str]]:
@@ -62,3 +70,29 @@ async def test_an_entry_of_an_instance_never_committed_is_pruned_once_old(own: S
     assert await prune_index_entries(own, now=_later()) == 1
 
     assert await _entries(own) == valid
+
+
+async def test_a_claim_of_a_study_never_committed_is_pruned_once_old(own: Storage, stow_parts) -> None:
+    study, _, _ = await _stored(own, stow_parts, "Some^One")
+    orphan = {"PartitionKey": f"{CLAIMS}|{generate_uid()}", "RowKey": STUDY_ROW, "SortKey": "0" * 16,
+              "ClaimedAt": datetime.now(UTC)}
+    await own.index.upsert_entity(orphan)
+
+    assert await prune_index_entries(own) == 0
+    assert await prune_index_entries(own, now=_later()) == 1
+
+    entries = await _entries(own)
+    assert (orphan["PartitionKey"], STUDY_ROW) not in entries and (f"{CLAIMS}|{study}", STUDY_ROW) in entries
+
+
+async def test_an_entry_under_another_sort_key_than_the_claim_is_pruned(own: Storage, stow_parts) -> None:
+    study, _, _ = await _stored(own, stow_parts, "Some^One")
+    [claimed] = [row for partition, row in await _entries(own) if partition == ALL_STUDIES]
+    duplicate = (ALL_STUDIES, IndexKey(ALL_STUDIES).row_key("0" * 16, study))
+    await own.index.upsert_entity({"PartitionKey": duplicate[0], "RowKey": duplicate[1]})
+
+    assert await prune_index_entries(own, now=_later()) == 1
+
+    entries = await _entries(own)
+    assert duplicate not in entries and (ALL_STUDIES, claimed) in entries
+    assert await check_consistency(own) == []
