@@ -43,11 +43,14 @@ from dicom_core.search_index.keys import (
     study_row_modalities,
     uid_ranges,
 )
+from dicom_core.storage.concurrency import bounded_gather
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
 # A name word range of at most this many entries (fewer than the first page asks for) is answered newest first.
 NEWEST_FIRST_WORD_ENTRIES = FIRST_PAGE - 1
+# Index ranges and rows read at once for a list of UIDs.
+UID_READS_IN_FLIGHT = 16
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,14 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexR
 
 async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()  # a series found in both layouts (before the reindex) is found once
-    found = [hit for uid in dict.fromkeys(uids) for index in uid_ranges(SERIES_BY_UID, uid)
-             async for hit in _series_from_index(reads, query, IndexRange(*index), accepted=accepted)]
+
+    async def found_in(index: tuple[str, str | None, str | None]) -> list[Hit]:
+        return [hit async for hit in _series_from_index(reads, query, IndexRange(*index), accepted=accepted)]
+
+    # The ranges at once (bounded): a search costs about one round trip, not one per UID and layout.
+    lists = await bounded_gather((found_in(index) for uid in dict.fromkeys(uids)
+                                  for index in uid_ranges(SERIES_BY_UID, uid)), limit=UID_READS_IN_FLIGHT)
+    found = [hit for hits_of_range in lists for hit in hits_of_range]
     for hit in _newest_first(found, lambda hit: hit.series):
         yield hit
 
@@ -271,20 +280,30 @@ async def _instance_rows(reads: SearchReads, hit: Hit, series_uid: str | None) -
 
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
-    found: list[Hit] = []
     full_study = needs_study_row(query)
+
+    async def entries_in(index: tuple[str, str | None, str | None]) -> list[IndexEntry]:
+        return [entry async for page in reads.index_pages(*index) for entry in map(parse_entry, page.entities)]
+
+    # The ranges at once (this layout's and the one before's, bounded): not one round trip per UID and layout.
+    lists = await bounded_gather((entries_in(index) for uid in dict.fromkeys(uids)
+                                  for index in uid_ranges(INSTANCES_BY_UID, uid)), limit=UID_READS_IN_FLIGHT)
     targets = {  # an instance found in both layouts (before the reindex) is found once
         InstanceIdentifiers(entry.study, entry.series or "", entry.instance or ""): None
-        for uid in dict.fromkeys(uids) for index in uid_ranges(INSTANCES_BY_UID, uid)
-        async for page in reads.index_pages(*index) for entry in map(parse_entry, page.entities)}
-    for ids in targets:
+        for entries in lists for entry in entries}
+
+    async def target_hit(ids: InstanceIdentifiers) -> Hit | None:
         instance, (series, study) = await asyncio.gather(
             reads.instance(ids), _series_and_study(reads, ids.study, ids.series, full_study=full_study))
         if instance is None or study is None or series is None:
-            continue
+            return None
         if (_study_matches(query, study) and _matches_level(query, Level.SERIES, series)
                 and _matches_level(query, Level.INSTANCE, instance)):
-            found.append(Hit(ids.study, study=study, series=series, instance=instance))
+            return Hit(ids.study, study=study, series=series, instance=instance)
+        return None
+
+    found = [hit for hit in await bounded_gather(map(target_hit, targets), limit=UID_READS_IN_FLIGHT)
+             if hit is not None]
     for hit in _newest_first(found, lambda hit: hit.instance):
         yield hit
 
