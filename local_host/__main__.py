@@ -25,6 +25,7 @@ logger = logging.getLogger("local_host")
 WORKERS_VARIABLE = "LOCAL_HOST_WORKERS"  # the default of --workers, as uvicorn's WEB_CONCURRENCY is of its own
 # Every line names its process: with --workers N, which worker served a request (the access log) or failed.
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+KEEP_ALIVE_SECONDS = 130  # Kestrel's default KeepAliveTimeout (2 min 10 s)
 
 
 def _worker_count(text: str) -> int:
@@ -95,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
             if isinstance(route, Route):
                 logger.info("%s: %s %s", route.name, ",".join(sorted(route.methods or ())), route.path)
     timers = [] if arguments.no_timers or not first else timer_functions(function_app)
+    # Idle connections are kept as long as the Functions host (Kestrel) keeps them: with uvicorn's 5 s, a client
+    # whose own idle expiry is also 5 s (httpx) races the close and sees its next request's connection reset.
     config = uvicorn.Config(app, host=arguments.host, port=arguments.port, access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     if role is not None:
         asyncio.run(serve_worker(uvicorn.Server(config), timers, role))
         return
