@@ -81,10 +81,12 @@ def test_schemathesis_finds_no_server_error_on_any_operation(server: str, tmp_pa
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{server}/v2/api.yaml", "--url", server,
         "--checks", "not_a_server_error", "--max-examples", str(SCHEMATHESIS_EXAMPLES_PER_OPERATION),
-        "--phases", "examples,fuzzing", "--seed", "20240101", "--workers", "2",
+        "--phases", "examples,fuzzing", "--seed", "20240101", "--workers", "1",
         "--request-timeout", "30", "--no-shrink", "--suppress-health-check", "all",
         "--report", "junit", "--report-dir", str(tmp_path),
     ]  # fmt: skip
+    # One worker: with two threads, Hypothesis parsing sources at once hit CPython 3.11's AST recursion-depth check
+    # ("AST constructor recursion depth mismatch"), a runtime error of the tool, not of the server.
     environment = {"SCHEMATHESIS_HOOKS": HOOKS_MODULE, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
                    "NO_COLOR": "1", "PATH": ""}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT_SECONDS,
