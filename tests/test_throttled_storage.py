@@ -26,6 +26,7 @@ from dicom_core.index.reads import instance_rows
 from dicom_core.index.rows import STUDY_ROW
 from dicom_core.maintenance.blob_cleanup import run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
+from dicom_core.maintenance.repair import run_repair
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.wire.media_types import DICOM_JSON
@@ -139,6 +140,9 @@ async def test_writers_and_a_delete_on_throttled_storage_lose_nothing_acknowledg
     assert row["InstanceCount"] == len(stored_rows)
     await sequence_pending(own_storage)
     await run_cleanup(own_storage, now=FAR_FUTURE)
+    # The repair timer, as maintenance runs it: a delete throttled after it removed the entries of a level it
+    # expected to empty, while a store kept that level, answers 503 and leaves them to it.
+    await run_repair(own_storage)
     creates = [e for e in await entries_after(own_storage, 0, 10_000)
                if e.study == study and e.action is ChangeAction.CREATE and e.series != doomed]
     assert sorted(e.instance for e in creates) == sorted(stored_rows)
