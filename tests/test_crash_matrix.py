@@ -190,8 +190,8 @@ OPERATIONS: dict[str, Callable[[], Scenario]] = {
     "delete-series": _delete_series, "delete-study-150": _delete_large_study,
 }
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
-STEPS = {"store-new-study": 18, "store-existing-series": 5, "upsert": 11, "store-3-parts": 20,
-         "store-10-parts": 49, "delete-instance": 15, "delete-series": 26, "delete-study-150": 35}
+STEPS = {"store-new-study": 17, "store-existing-series": 5, "upsert": 11, "store-3-parts": 19,
+         "store-10-parts": 55, "delete-instance": 15, "delete-series": 26, "delete-study-150": 35}
 # Operations whose request count varies between runs, by at most this much: the parts of one request commit in
 # group transactions of whatever is queued at the moment (timing), so they take one transaction or two.
 VARIABLE_STEPS = {"store-10-parts": 2}
