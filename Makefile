@@ -7,7 +7,7 @@
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
 #   make orthanc  install Debian's orthanc and orthanc-dicomweb where missing (as root; a real client in `make test`)
 #   make dcmtk    install Debian's dcmtk where missing (as root; the DIMSE gateway tests use its tools)
-#   make test-crash  the full crash matrix: every store and delete killed before each of its storage requests (183 cells),
+#   make test-crash  the full crash matrix: every store and delete killed before each of its storage requests (182 cells),
 #                    every step of the sequencer, cleanup and faulted-store cells, and the throttled scenario at full size
 #   make test-viewer  the OHIF browser test in headless Debian Chromium (installed when missing and run as root)
 #   make install  create .venv (requirements-dev.txt) and node_modules (package-lock.json) when missing or stale

@@ -191,10 +191,10 @@ OPERATIONS: dict[str, Callable[[], Scenario]] = {
 }
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
 STEPS = {"store-new-study": 17, "store-existing-series": 5, "upsert": 11, "store-3-parts": 19,
-         "store-10-parts": 55, "delete-instance": 15, "delete-series": 26, "delete-study-150": 35}
+         "store-10-parts": 54, "delete-instance": 15, "delete-series": 26, "delete-study-150": 35}
 # Operations whose request count varies between runs, by at most this much: the parts of one request commit in
-# group transactions of whatever is queued at the moment (timing), so they take one transaction or two.
-VARIABLE_STEPS = {"store-10-parts": 2}
+# group transactions of whatever is queued at the moment (timing); 52 to 55 seen on one machine, quiet and loaded.
+VARIABLE_STEPS = {"store-10-parts": 4}
 # The steps `make test` strikes of the large operations: the first and last `ends`, and every `every`-th.
 SAMPLED = {"store-10-parts": (1, 16), "delete-study-150": (1, 18)}  # (ends, every)
 XFAIL: dict[tuple[str, int], str] = {}
