@@ -83,10 +83,9 @@ async def check_window(storage: Storage, *, rows: int = DEFAULT_WINDOW_ROWS) -> 
     for partition in partitions:
         for row in partition:
             add_row(studies, outboxes, row)
-    files, metadata = set(), set()
-    for uid in uids:
-        files |= await blob_names(storage.files, f"{uid}/")
-        metadata |= await blob_names(storage.metadata, f"{uid}/")
+    listings = await bounded_gather((blob_names(container, f"{uid}/") for uid in uids
+                                     for container in (storage.files, storage.metadata)), limit=_CONCURRENCY)
+    files, metadata = set().union(*listings[0::2]), set().union(*listings[1::2])
     listed = set().union(*await bounded_gather((_listed(storage, uid, rows) for uid, rows in studies.items()),
                                                limit=_CONCURRENCY))
     findings = await snapshot_findings(storage, Snapshot(studies, outboxes, files, metadata, listed, covered))
