@@ -54,7 +54,7 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests-single", type=int, default=20,
                         help="single-instance requests into an existing series of the storage-request counts")
     parser.add_argument("--cold-start-repeat", type=int, default=7,
-                        help="fresh interpreters importing the app (and as many the baseline's modules)")
+                        help="fresh interpreters importing the app, with and without bytecode (as many the baseline)")
     parser.add_argument("--stow-instances", type=int, default=500,
                         help="CT-like instances per STOW round (the study WADO and metadata read the last one)")
     parser.add_argument("--ct-side", type=int, default=512, help="rows = columns of the CT-like instances")

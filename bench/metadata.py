@@ -1,4 +1,8 @@
-"""Series metadata (WADO-RS) of a large series, against one blob GET of a document of the same size."""
+"""Series metadata (WADO-RS) of a large series, against one blob GET of a document of the same size.
+
+The first request after the store is answered by the process that stored the series (it keeps the document it
+wrote: one Table read); a second server process, which holds no copy, reads the row and the document at once.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import time
 import httpx
 from azure.storage.blob import ContentSettings
 
+from .environment import Server
 from .report import Results, Row
-from .stack import Stack, StoredStudy
+from .stack import PREFIX, Stack, StoredStudy
 from .stats import p50
 
 TARGET = 2.0
+FIRST_TARGET = 3.0
 SOP_INSTANCE_UID = "00080018"
 
 
@@ -66,16 +72,38 @@ def run(results: Results, stack: Stack, stored: StoredStudy) -> None:
             return size
 
     size = asyncio.run(rounds())
+    other_ms = _first_in_another_process(stack, stored, headers)
     ratio = p50(server_ms) / p50(blob_ms)
     results.add(Row(
         operation=f"series metadata, {stored.instances} instances ({size / 1e6:.2f} MB JSON), p50",
         measured=f"{p50(server_ms):.0f} ms", baseline=f"one blob GET of {size / 1e6:.2f} MB: {p50(blob_ms):.0f} ms",
         target=f"p50 ≤ {TARGET}×", ratio=ratio, passed=ratio <= TARGET))
-    results.notes.append(f"series metadata, first request after the store (no copy kept yet: row and document "
-                         f"read): {first_ms[0]:.0f} ms, {first_ms[0] / p50(blob_ms):.2f}× the blob GET's p50; the "
-                         "row is the kept copy's p50")
+    first = first_ms[0] / p50(blob_ms)
+    results.add(Row(
+        operation="series metadata, first request after the store (the storing process: its kept copy, one Table read)",
+        measured=f"{first_ms[0]:.0f} ms", baseline=f"one blob GET of {size / 1e6:.2f} MB (p50): {p50(blob_ms):.0f} ms",
+        target=f"≤ {FIRST_TARGET:g}×", ratio=first, passed=first <= FIRST_TARGET))
+    results.notes.append(f"series metadata, first request for it in another server process (no copy kept: the row "
+                         f"and the document read at once; the process served one request before): {other_ms:.0f} ms, "
+                         f"{other_ms / p50(blob_ms):.2f}× the blob GET's p50; the series metadata row is the kept "
+                         "copy's p50")
     results.notes.append(f"instance metadata p50 {p50(instance_ms):.1f} ms (one blob GET of its size: "
                          f"{p50(instance_blob_ms):.1f} ms, {p50(instance_ms) / p50(instance_blob_ms):.2f}×); study "
                          f"metadata p50 {p50(study_ms):.0f} ms ({p50(study_ms) / p50(blob_ms):.2f}× the series "
                          "document's blob GET)")
     results.samples["Series metadata"] = {"WADO-RS series metadata": server_ms, "one blob GET, same size": blob_ms}
+
+
+def _first_in_another_process(stack: Stack, stored: StoredStudy, headers: dict[str, str]) -> float:
+    """Milliseconds of the first request for the series' metadata to a second server process (it keeps no copy)."""
+    other = Server.start(stack.azurite, prefix=PREFIX, timers=False)
+    try:
+        study = f"{other.url}/v2/studies/{stored.study}"
+        with httpx.Client(timeout=120) as client:
+            # Its connection and storage clients warmed by another series' request (a 404: one Table read).
+            client.get(f"{study}/series/{stored.series}.1/metadata", headers=headers)
+            start = time.perf_counter()
+            client.get(f"{study}/series/{stored.series}/metadata", headers=headers).raise_for_status()
+            return (time.perf_counter() - start) * 1000
+    finally:
+        other.stop()

@@ -30,7 +30,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
-from dicom_core.documents.known_documents import keep_written
+from dicom_core.documents.known_documents import MAX_DOCUMENT_BYTES, forget_document, keep_written
 from dicom_core.documents.series_documents import (
     LINKS_KEY,
     SEPARATOR,
@@ -54,6 +54,7 @@ from dicom_core.storage.blobs import blob_properties_or_none
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.group_commit import GroupCommit
+from dicom_core.storage.lru_cache import LruCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ APPLIED_COMMITS = 4096  # transactions whose records this process wrote lately (
 # A document without blocks is written whole by one Put Blob per batch up to this size; beyond, the next batch
 # stages its content as a block and it grows by blocks.
 WHOLE_PUT_BYTES = 256 * 1024
+WRITTEN_BYTES = 64 * 1024 * 1024  # content of the documents this process wrote lately (what kept copies grow from)
 MAX_AHEAD = 32  # transactions a document may hold ahead of its state (about 70 bytes of blob metadata each)
 _ABSENT = "absent"  # the state of a document that does not exist: exact for a series row not yet created
 
@@ -168,23 +170,23 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
         whole = b"".join(records.values())
         staged = batch_blocks([unblocked, *records.values()] if unblocked else records.values())
         content = unblocked + whole
+        before = state
         try:
             # A small document held whole (no blocks): written whole, one Put Blob instead of a block and a commit.
             if not state.blocks and len(content) <= WHOLE_PUT_BYTES and not (state.etag is None and refused):
                 refused = state.etag is None  # once: a blob holding staged blocks only refuses If-None-Match: *
                 etag = await put_whole(blob, content, metadata, state.etag)
                 state = _DocumentState(etag, [], new_state, ahead, unblocked=content)
-                last = ordered[-1].link if ordered else None
-                if new_state != UNVERIFIED and not ahead and last is not None:  # exact for the row after `last`
-                    keep_written(first.storage, first.study, first.series, last[1], content)
-                break
-            etag = await commit(blob, state.blocks, blocks + list(staged), staged, state.etag, metadata)
+            else:
+                etag = await commit(blob, state.blocks, blocks + list(staged), staged, state.etag, metadata)
+                state = _DocumentState(etag, blocks + list(staged), new_state, ahead)
         except Conflict:
             state = None
             if not guessed:  # a remembered or guessed state is merely old: read it again at once
                 await jittered_backoff(attempt)
             continue
-        state = _DocumentState(etag, blocks + list(staged), new_state, ahead)
+        written = content if not before.blocks else _grown(blob.url, before, blocks, whole)
+        _keep_written(first, blob.url, etag, written, new_state if new_state != UNVERIFIED and not ahead else None)
         break
     else:
         raise TimeoutError(f"The metadata document of series {first.series} kept changing")
@@ -193,6 +195,29 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
     while len(_applied) > APPLIED_COMMITS:
         _applied.popitem(last=False)
     return [None] * len(batch)
+
+
+def _grown(url: str, before: _DocumentState, blocks: list[str], added: bytes) -> bytes | None:
+    """A block document's content after a commit that appended ``added`` only, if this process held what it was."""
+    held = _written.get(url)
+    if blocks != before.blocks or held is None or held[0] != before.etag:
+        return None
+    return held[1] + added if len(held[1]) + len(added) <= MAX_DOCUMENT_BYTES else None
+
+
+def _keep_written(first: _Change, url: str, etag: str, content: bytes | None, exact_for: str | None) -> None:
+    """Hold a document's content as written (the next batch grows it), and keep it for readers when it is exact.
+
+    A copy kept for an older series row is dropped: the next reader then reads the document with the row.
+    """
+    if content is None or len(content) > MAX_DOCUMENT_BYTES:
+        _written.discard(url)
+    else:
+        _written.put(url, (etag, content), len(content))
+    if content is not None and exact_for is not None:
+        keep_written(first.storage, first.study, first.series, exact_for, content)
+    else:
+        forget_document(first.storage, first.study, first.series)
 
 
 def _new_changes(url: str, batch: Sequence[_Change]) -> list[_Change]:
@@ -336,6 +361,8 @@ def _remember(url: str, state: _DocumentState) -> None:
 
 # The last state this process committed, per document URL. Only a hint: the commit's If-Match checks it.
 _known: OrderedDict[str, _DocumentState] = OrderedDict()
+# The content of documents this process wrote lately, per URL, with the blob ETag it is the content of.
+_written: LruCache[str, tuple[str, bytes]] = LruCache(KNOWN_DOCUMENTS, WRITTEN_BYTES)
 # The transactions (series row ETag after them) whose records this process committed lately, per document.
 _applied: OrderedDict[tuple[str, str], None] = OrderedDict()
 _document_writes: GroupCommit[tuple[int, str, str], tuple[_Change, ...], None] = GroupCommit(

@@ -1,15 +1,17 @@
-"""Series metadata documents this process read lately, each with the series row ETag it reflects.
+"""Series metadata documents this process read or wrote lately, each with the series row state it reflects.
 
 A document that reflects the series row with ETag E holds exactly the instances E stands for, and every
 store, upsert or delete in the series gives the row a new ETag; so a kept copy is sent only when the row,
 read for every request, still has the ETag it was kept under. One Table read then answers a series'
-metadata, where reading the document itself (a blob of one block per instance) takes a GET more.
+metadata, where reading the document itself takes a GET more. Writers keep what they wrote when it is
+exact (`document_writes`), so the first read after a store in the writing process needs no GET.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dicom_core.documents.series_documents import series_state
 from dicom_core.storage.blob_reads import Body
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.lru_cache import LruCache
@@ -21,9 +23,9 @@ MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class KnownDocument:
-    """The bytes of a series document and the series row ETag they reflect."""
+    """The bytes of a series document and the state they are exact for (`series_state` of a series row ETag)."""
 
-    series_etag: str
+    state: str
     data: bytes
 
 
@@ -33,7 +35,7 @@ _known: LruCache[tuple[str, str, str], KnownDocument] = LruCache(MAX_DOCUMENTS, 
 def known_document(storage: Storage, study: str, series: str, series_etag: str) -> bytes | None:
     """The kept bytes of a series document if they reflect the series row with ``series_etag``, else None."""
     known = _known.get((storage.metadata.url, study, series))
-    return known.data if known is not None and known.series_etag == series_etag else None
+    return known.data if known is not None and known.state == series_state(series_etag) else None
 
 
 def has_known_document(storage: Storage, study: str, series: str) -> bool:
@@ -41,10 +43,15 @@ def has_known_document(storage: Storage, study: str, series: str) -> bool:
     return _known.get((storage.metadata.url, study, series)) is not None
 
 
-def keep_written(storage: Storage, study: str, series: str, series_etag: str, data: bytes) -> None:
-    """Keep the bytes a writer wrote whole, exact for the series row with ``series_etag`` (the next read sends them)."""
+def keep_written(storage: Storage, study: str, series: str, state: str, data: bytes) -> None:
+    """Keep the bytes a writer wrote, exact for ``state`` (a series row's `series_state`; the next read sends them)."""
     if len(data) <= MAX_DOCUMENT_BYTES:
-        _known.put((storage.metadata.url, study, series), KnownDocument(series_etag, data), len(data))
+        _known.put((storage.metadata.url, study, series), KnownDocument(state, data), len(data))
+
+
+def forget_document(storage: Storage, study: str, series: str) -> None:
+    """Drop the kept copy of a series document (this process changed the document and does not hold the result)."""
+    _known.discard((storage.metadata.url, study, series))
 
 
 async def remembered(storage: Storage, study: str, series: str, series_etag: str, document: Body) -> Body:
@@ -60,4 +67,5 @@ async def remembered(storage: Storage, study: str, series: str, series_etag: str
                 chunks = None  # too large to keep
         yield chunk
     if chunks is not None:
-        _known.put((storage.metadata.url, study, series), KnownDocument(series_etag, b"".join(chunks)), size)
+        _known.put((storage.metadata.url, study, series), KnownDocument(series_state(series_etag), b"".join(chunks)),
+                   size)

@@ -106,6 +106,8 @@ async def series_metadata(storage: Storage, study: str, series: str, request: Me
         return _not_modified(tag, request)
     if (known := known_document(storage, study, series, etag)) is not None:
         return await _json_bytes_response(array_of(_served(request)(known)), tag, request)
+    if answered_by_row:  # the kept copy was for an older row (or none was revalidated): one GET may answer still
+        document = await open_document(storage, study, series)
     if document is not None and is_current(document, etag):
         body = stream_opened(document)
     else:

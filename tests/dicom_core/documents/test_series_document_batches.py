@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.documents import document_writes
 from dicom_core.documents.document_writes import add_committed, add_instance, remove_instance
+from dicom_core.documents.known_documents import known_document
 from dicom_core.documents.series_documents import (
     SEPARATOR,
     STATE_KEY,
@@ -313,3 +314,45 @@ async def test_removing_an_instance_from_a_document_held_whole_takes_its_record_
     await remove_instance(storage, removed.ids)
     assert await _held(storage, study, series) == [kept.ids.instance]
     assert await _state(storage, study, series) == UNVERIFIED  # a delete's transaction is not known here
+
+
+async def _document(storage: Storage, study: str, series: str) -> bytes:
+    return await (await storage.metadata.download_blob(document_name(study, series))).readall()
+
+
+async def test_a_document_grown_by_blocks_is_kept_by_its_writer_for_the_first_read(storage: Storage, by_blocks) -> None:
+    study, series = generate_uid(), generate_uid()
+    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series) for _ in range(2)])])
+    await add_committed(storage, study, [_landed("e1", "e2", [_stored(study, series) for _ in range(2)])])
+    assert len(await _blocks(storage, study, series)) == 2
+    assert known_document(storage, study, series, "e2") == await _document(storage, study, series)
+
+
+async def test_a_block_document_changed_by_an_upsert_is_not_kept_from_the_old_copy(storage: Storage, by_blocks) -> None:
+    study, series = generate_uid(), generate_uid()
+    stored = [_stored(study, series) for _ in range(2)]
+    await add_committed(storage, study, [_landed(None, "e1", stored)])
+    newer = StoredInstance(stored[0].ids, new_version())
+    await add_committed(storage, study, [_landed("e1", "e2", [newer], frozenset({newer.ids.instance}))])
+    assert known_document(storage, study, series, "e2") is None
+
+
+async def test_a_block_document_whose_old_copy_this_process_lacks_is_not_kept(storage: Storage, by_blocks) -> None:
+    study, series = generate_uid(), generate_uid()
+    blob = storage.metadata.get_blob_client(document_name(study, series))  # written by another process
+    await blob.stage_block("batch-other", record(_metadata(_stored(study, series))))
+    await blob.commit_block_list(["batch-other"], metadata={STATE_KEY: series_state("e1")})
+    await add_committed(storage, study, [_landed("e1", "e2", [_stored(study, series)])])
+    assert await _exact_state(storage, study, series) == series_state("e2")
+    assert known_document(storage, study, series, "e2") is None
+
+
+async def test_a_block_document_is_kept_once_a_gap_in_its_transactions_closes(storage: Storage, by_blocks) -> None:
+    study, series = generate_uid(), generate_uid()
+    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)])])
+    await add_committed(storage, study, [_landed("e2", "e3", [_stored(study, series)])])
+    assert known_document(storage, study, series, "e1") is None  # changed since: not kept for its old row
+    await add_committed(storage, study, [_landed("e1", "e2", [_stored(study, series)])])
+    kept = known_document(storage, study, series, "e3")
+    assert kept is not None and sorted(kept.split(SEPARATOR)) == sorted((await _document(storage, study, series))
+                                                                        .split(SEPARATOR))

@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicom_core.delete.service import delete_instance
+from dicom_core.documents import document_writes
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.wado.known_frames import known_frames
@@ -131,3 +132,25 @@ async def test_study_metadata_read_again_holds_an_instance_stored_since(storage:
     response = await study_metadata(storage, ids.study, JSON)
     items = json.loads(b"".join([chunk async for chunk in response.body]))  # type: ignore[union-attr]
     assert {item[SOP_INSTANCE_UID]["Value"][0] for item in items} == {ids.instance, other.instance}
+
+
+async def test_series_metadata_of_a_document_grown_by_blocks_follows_stores_upserts_and_deletes(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(document_writes, "WHOLE_PUT_BYTES", 0)  # its writer keeps what it appended to blocks
+    ids = await _store(storage, _multiframe(None, 1, InstanceNumber=1))
+    other = await _store(storage, _multiframe(InstanceIdentifiers(ids.study, ids.series, generate_uid()), 2))
+    assert {item[SOP_INSTANCE_UID]["Value"][0] for item in await _metadata(storage, ids)} \
+        == {ids.instance, other.instance}  # type: ignore[index]
+    await _store(storage, _multiframe(ids, 1, InstanceNumber=2), upsert=True)
+    await delete_instance(storage, other)
+    numbers = [item[INSTANCE_NUMBER]["Value"][0] for item in await _metadata(storage, ids)]  # type: ignore[index]
+    assert numbers == [2]
+
+
+async def test_series_metadata_kept_for_a_row_another_process_changed_is_read_again(storage: Storage) -> None:
+    ids = await _store(storage, _multiframe(None, 1))
+    await _metadata(storage, ids)  # kept
+    await storage.studies.update_entity({"PartitionKey": str(ids.study), "RowKey": f"series|{ids.series}"})
+    assert [item[SOP_INSTANCE_UID]["Value"][0] for item in await _metadata(storage, ids)] \
+        == [ids.instance]  # type: ignore[index]
