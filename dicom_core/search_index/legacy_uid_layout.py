@@ -1,0 +1,74 @@
+"""Whether the index still holds UID lookup entries of the layout before (a partition per UID: `se.uid|…`,
+`i.uid|…`): searches by SeriesInstanceUID and SOPInstanceUID read that layout beside the current one only while
+it does.
+
+Nothing writes that layout any more and the reindex (`maintenance/reindex.py`) deletes it, so in an archive that
+never had it, or whose reindex has run, a UID lookup is one index query, not two (on Azurite each query scans a
+whole shard). The answer is looked up in the data (one query per shard, stopping at the first entry found) and
+kept per Storage, looked up again after RECHECK_SECONDS: a process notices a finished reindex within about that
+time. An archive that has the old layout still is read in both layouts, as before: no search misses an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast
+
+from azure.core.async_paging import AsyncPageIterator
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import TableEntity
+from azure.data.tables.aio import TableClient
+
+from dicom_core.search_index.keys import LEGACY_UID_INDEXES
+from dicom_core.storage.clients import Storage
+
+RECHECK_SECONDS = 300.0
+_FILTER = " or ".join(f"(PartitionKey ge @low{n} and PartitionKey lt @high{n} )"  # the SDK reads "@name)" whole
+                      for n in range(len(LEGACY_UID_INDEXES)))
+_PARAMETERS = {name: value for n, index in enumerate(LEGACY_UID_INDEXES.values())
+               for name, value in ((f"low{n}", f"{index}|"), (f"high{n}", f"{index}}}"))}
+# Storage id -> (the Storage, when the lookup began, its answer or the lookup under way).
+_known: dict[int, tuple[Storage, float, asyncio.Task[bool]]] = {}
+
+
+async def legacy_uid_entries_exist(storage: Storage) -> bool:
+    """Tell whether any UID lookup entry of the layout before is left: this process's answer; one older than
+    RECHECK_SECONDS is answered while a new lookup runs for the next callers (only the first caller waits)."""
+    known = _known.get(id(storage))
+    now = time.monotonic()
+    if known is not None and known[0] is storage and not _failed(known[2]):
+        if now - known[1] >= RECHECK_SECONDS and known[2].done():
+            _known[id(storage)] = storage, now, asyncio.ensure_future(_any_in_shards(storage))
+        if known[2].done():
+            return known[2].result()
+    else:
+        known = storage, now, asyncio.ensure_future(_any_in_shards(storage))
+        _known[id(storage)] = known
+    return await asyncio.shield(known[2])  # a caller cancelled leaves the lookup to the others
+
+
+def _failed(task: asyncio.Task[bool]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+async def _any_in_shards(storage: Storage) -> bool:
+    try:
+        found = await asyncio.gather(*(_any_in(shard) for shard in storage.index.shards))
+    except AzureError:
+        return True  # unknown: read both layouts, as before, until the next lookup
+    return any(found)
+
+
+async def _any_in(shard: TableClient) -> bool:
+    """Whether the shard holds an entry of the layout before (Table Storage may answer a page with none and a
+    continuation token: the next page is read then)."""
+    pages = cast(AsyncPageIterator[TableEntity], shard.query_entities(
+        _FILTER, parameters=_PARAMETERS, select=["PartitionKey"], results_per_page=1).by_page())
+    try:
+        async for page in pages:
+            async for _ in page:
+                return True
+    except ResourceNotFoundError:
+        return False  # a shard not created yet holds nothing
+    return False
