@@ -4,7 +4,7 @@ it does.
 
 Nothing writes that layout any more and the reindex (`maintenance/reindex.py`) deletes it, so in an archive that
 never had it, or whose reindex has run, a UID lookup is one index query, not two (on Azurite each query scans a
-whole shard). The answer is looked up in the data (one query per shard, stopping at the first entry found) and
+whole shard). The answer is looked up in the data (a query per shard and old index, one entry at most) and
 kept per Storage, looked up again after RECHECK_SECONDS: a process notices a finished reindex within about that
 time. An archive that has the old layout still is read in both layouts, as before: no search misses an entry.
 """
@@ -24,10 +24,10 @@ from dicom_core.search_index.keys import LEGACY_UID_INDEXES
 from dicom_core.storage.clients import Storage
 
 RECHECK_SECONDS = 300.0
-_FILTER = " or ".join(f"(PartitionKey ge @low{n} and PartitionKey lt @high{n} )"  # the SDK reads "@name)" whole
-                      for n in range(len(LEGACY_UID_INDEXES)))
-_PARAMETERS = {name: value for n, index in enumerate(LEGACY_UID_INDEXES.values())
-               for name, value in ((f"low{n}", f"{index}|"), (f"high{n}", f"{index}}}"))}
+# One PartitionKey range per query, which Table Storage serves from its PartitionKey index (it may not serve an
+# `or` of two ranges so, and scan the table instead).
+_FILTER = "PartitionKey ge @low and PartitionKey lt @high"
+_RANGES = tuple({"low": f"{index}|", "high": f"{index}}}"} for index in LEGACY_UID_INDEXES.values())
 # Storage id -> (the Storage, when the lookup began, its answer or the lookup under way).
 _known: dict[int, tuple[Storage, float, asyncio.Task[bool]]] = {}
 
@@ -54,17 +54,17 @@ def _failed(task: asyncio.Task[bool]) -> bool:
 
 async def _any_in_shards(storage: Storage) -> bool:
     try:
-        found = await asyncio.gather(*(_any_in(shard) for shard in storage.index.shards))
+        found = await asyncio.gather(*(_any_in(shard, bounds) for shard in storage.index.shards for bounds in _RANGES))
     except AzureError:
         return True  # unknown: read both layouts, as before, until the next lookup
     return any(found)
 
 
-async def _any_in(shard: TableClient) -> bool:
-    """Whether the shard holds an entry of the layout before (Table Storage may answer a page with none and a
-    continuation token: the next page is read then)."""
+async def _any_in(shard: TableClient, bounds: dict[str, str]) -> bool:
+    """Whether the shard holds an entry in the PartitionKey range ``bounds`` (Table Storage may answer a page with
+    none and a continuation token: the next page is read then)."""
     pages = cast(AsyncPageIterator[TableEntity], shard.query_entities(
-        _FILTER, parameters=_PARAMETERS, select=["PartitionKey"], results_per_page=1).by_page())
+        _FILTER, parameters=bounds, select=["PartitionKey"], results_per_page=1).by_page())
     try:
         async for page in pages:
             async for _ in page:
