@@ -183,8 +183,10 @@ def measure_kinds(targets: list[Target], repeat: int, seed: int = 2) -> dict[str
     """Run every query kind ``repeat`` times against each target, interleaved; kind -> label -> figures."""
     figures: dict[str, dict[str, KindFigures]] = {}
     with httpx.Client(timeout=120) as client:
-        for target in targets:  # warm up connections and the server's storage clients
+        for target in targets:  # warm up connections, the server's storage clients and its per-process lookups
             _run(client, target, Query("/studies", "limit=1", 1), KindFigures())
+            # A process's first search by UID looks up whether the UID layout before is left (legacy_uid_layout.py).
+            _run(client, target, Query("/instances", "SOPInstanceUID=1.2.3.4", 1), KindFigures())
         for name, kind in QUERY_KINDS.items():
             figures[name] = {target.label: KindFigures() for target in targets}
             rngs = {target.label: random.Random(f"{seed}-{name}") for target in targets}
