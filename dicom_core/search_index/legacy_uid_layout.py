@@ -5,8 +5,9 @@ it does.
 Nothing writes that layout any more and the reindex (`maintenance/reindex.py`) deletes it, so in an archive that
 never had it, or whose reindex has run, a UID lookup is one index query, not two (on Azurite each query scans a
 whole shard). The answer is looked up in the data (a query per shard and old index, one entry at most) and
-kept per Storage, looked up again after RECHECK_SECONDS: a process notices a finished reindex within about that
-time. An archive that has the old layout still is read in both layouts, as before: no search misses an entry.
+kept per Storage: "none left" for good (nothing writes that layout), "some" until a lookup RECHECK_SECONDS later
+finds none, so a process notices a finished reindex within about that time. An archive that has the old layout
+still is read in both layouts, as before: no search misses an entry.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ _known: dict[int, tuple[Storage, float, asyncio.Task[bool]]] = {}
 
 
 async def legacy_uid_entries_exist(storage: Storage) -> bool:
-    """Tell whether any UID lookup entry of the layout before is left: this process's answer; one older than
+    """Tell whether any UID lookup entry of the layout before is left: this process's answer; "some" older than
     RECHECK_SECONDS is answered while a new lookup runs for the next callers (only the first caller waits)."""
     known = _known.get(id(storage))
     now = time.monotonic()
     if known is not None and known[0] is storage and not _failed(known[2]):
+        if known[2].done() and not known[2].result():
+            return False  # nothing writes the layout before: none left stays none
         if now - known[1] >= RECHECK_SECONDS and known[2].done():
             _known[id(storage)] = storage, now, asyncio.ensure_future(_any_in_shards(storage))
         if known[2].done():

@@ -38,5 +38,12 @@ async def test_a_finished_reindex_is_noticed_once_the_answer_is_older_than_the_r
     assert await legacy_uid_entries_exist(own) is False
 
 
+async def test_none_left_is_kept_for_the_process_life(own: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await legacy_uid_entries_exist(own) is False
+    monkeypatch.setattr(legacy_uid_layout, "RECHECK_SECONDS", 0.0)
+    await own.index.upsert_entity(_legacy_entry(SERIES_BY_UID, "1.2.3.9"))  # only a version long gone writes it
+    assert await legacy_uid_entries_exist(own) is False
+
+
 def test_uid_ranges_without_the_layout_before_are_the_current_range_only() -> None:
     assert uid_ranges(INSTANCES_BY_UID, "1.2.3.9", legacy=False) == uid_ranges(INSTANCES_BY_UID, "1.2.3.9")[:1]
