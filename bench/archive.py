@@ -110,12 +110,48 @@ def _uid(rng: random.Random) -> str:
     return f"2.25.{rng.getrandbits(100)}"
 
 
+# Studies planned alike in every archive of PROBE_MIN_STUDIES or more (the same attributes, UIDs and series), in
+# PROBE_GROUPS groups of PROBE_GROUP_STUDIES sharing a PatientID, names, a month and a StudyID no other study has:
+# a query for a group's value matches the same studies in the small and the large archive, so a row compares the
+# same result at two archive sizes (a value drawn from the plan matches more studies the larger the archive).
+PROBE_GROUPS = 8
+PROBE_GROUP_STUDIES = 3
+PROBE_MIN_STUDIES = 100
+PROBE_FIRST_DAY = FIRST_DAY + timedelta(days=DAYS + 365)  # after every other study's date
+PROBE_DAYS = 60  # between the first days of two groups: a month's range holds one group
+
+
+@dataclass(frozen=True)
+class ProbeGroup:
+    """The values the studies of one probe group share."""
+
+    number: int
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The study attributes every study of the group has (AccessionNumber and StudyDate apart)."""
+        return dict(PatientID=f"PP{self.number:04d}", PatientName=f"Probe{self.number:02d}^Same",
+                    ReferringPhysicianName=f"Referrer{self.number:02d}^Same", StudyDescription="Probe",
+                    StudyID=f"PS{self.number:02d}")
+
+    @property
+    def first_day(self) -> date:
+        """The date of the group's first study; the others follow a day apart."""
+        return PROBE_FIRST_DAY + timedelta(days=PROBE_DAYS * self.number)
+
+    def month(self) -> str:
+        """A StudyDate range of 30 days that holds the group's studies and no other study."""
+        return f"{self.first_day:%Y%m%d}-{self.first_day + timedelta(days=30):%Y%m%d}"
+
+
 def plan_archive(studies: int, instances: int, seed: int = 1) -> Archive:
-    """The archive of ``studies`` studies and about ``instances`` instances, the same for the same seed."""
+    """The archive of ``studies`` studies and about ``instances`` instances, the same for the same seed; the last
+    PROBE_GROUPS * PROBE_GROUP_STUDIES of them the probe studies when it has PROBE_MIN_STUDIES or more."""
     rng = random.Random(seed)
     archive = Archive()
     per_study = max(1, instances // studies)
-    for i in range(studies):
+    probes = PROBE_GROUPS * PROBE_GROUP_STUDIES if studies >= PROBE_MIN_STUDIES else 0
+    for i in range(studies - probes):
         attributes = dict(
             PatientID=f"BP{rng.randrange(max(1, studies // 3)):06d}",
             PatientName=f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}",
@@ -125,13 +161,22 @@ def plan_archive(studies: int, instances: int, seed: int = 1) -> Archive:
             StudyDescription=f"Study {i % 50}",
             StudyID=f"BS{i % STUDY_ID_VALUES:02d}",
         )
-        series = [_uid(rng) for _ in range(rng.randint(1, min(3, per_study)))]
-        study = PlannedStudy(
-            uid=_uid(rng), attributes=attributes, modalities={se: rng.choice(MODALITIES) for se in series},
-            instances=[(series[k % len(series)], _uid(rng)) for k in range(per_study)],
-        )
-        archive.studies.append(study)
+        archive.studies.append(_planned_study(rng, attributes, per_study))
+    probe_rng = random.Random("probe studies")  # not the seed: alike in every archive
+    for i in range(probes):
+        group = ProbeGroup(i // PROBE_GROUP_STUDIES)
+        day = group.first_day + timedelta(days=i % PROBE_GROUP_STUDIES)
+        archive.studies.append(_planned_study(probe_rng, {**group.attributes, "AccessionNumber": f"PA{i:07d}",
+                                                          "StudyDate": f"{day:%Y%m%d}"}, per_study))
     return archive
+
+
+def _planned_study(rng: random.Random, attributes: dict[str, str], per_study: int) -> PlannedStudy:
+    series = [_uid(rng) for _ in range(rng.randint(1, min(3, per_study)))]
+    return PlannedStudy(
+        uid=_uid(rng), attributes=attributes, modalities={se: rng.choice(MODALITIES) for se in series},
+        instances=[(series[k % len(series)], _uid(rng)) for k in range(per_study)],
+    )
 
 
 def _instance_bytes(study: PlannedStudy, series: str, sop: str) -> bytes:

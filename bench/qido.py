@@ -1,6 +1,8 @@
 """QIDO-RS: p50/p95 latency and Table entities read (X-DicomWeb-Entities-Read) per query kind of the QIDO benchmark.
 
-Queries go over HTTP to a server started with DICOMWEB_QUERY_STATS=true. With two archives (a small one and
+Queries go over HTTP to a server started with DICOMWEB_QUERY_STATS=true. Rows marked "probe" ask for the values
+of a probe group (bench/archive.py), which match the same 3 studies in every archive: they measure how a search's
+cost grows with the archive, not with its result. With two archives (a small one and
 the large one, each with its own tables and server) every query kind runs against both, interleaved, so the
 "a search costs about as much in 10,000 studies as in 100" comparison is made in one run. The storage floor
 (one Table query of a one-entity partition with the SDK) is measured against each archive's index table too:
@@ -22,7 +24,7 @@ from azure.data.tables import TableClient
 
 from dicom_core.qido.service import ENTITIES_READ_HEADER
 
-from .archive import FAMILY, GIVEN, MODALITIES, Archive
+from .archive import FAMILY, GIVEN, MODALITIES, PROBE_GROUPS, PROBE_MIN_STUDIES, Archive, ProbeGroup
 from .environment import Azurite
 from .report import Results, Row
 from .stats import p50, p95
@@ -58,6 +60,22 @@ def _month(rng: random.Random) -> str:
     return f"{start:%Y%m%d}-{start + timedelta(days=30):%Y%m%d}"
 
 
+def _probe_group(archive: Archive, rng: random.Random) -> ProbeGroup | None:
+    """A probe group of the archive (alike in every archive of PROBE_MIN_STUDIES or more), or None without."""
+    return ProbeGroup(rng.randrange(PROBE_GROUPS)) if len(archive.studies) >= PROBE_MIN_STUDIES else None
+
+
+def _probe(archive: Archive, rng: random.Random, keyword: str) -> str:
+    """A probe group's value of a study attribute (a planned study's in an archive without probes)."""
+    group = _probe_group(archive, rng)
+    return group.attributes[keyword] if group else rng.choice(archive.values(keyword))
+
+
+def _probe_month(archive: Archive, rng: random.Random) -> str:
+    group = _probe_group(archive, rng)
+    return group.month() if group else _month(rng)
+
+
 def _study(archive: Archive, rng: random.Random) -> str:
     return rng.choice(archive.studies).uid
 
@@ -77,39 +95,41 @@ def _instance(archive: Archive, rng: random.Random) -> tuple[str, str, str]:
 QUERY_KINDS: dict[str, QueryKind] = {
     "studies, unfiltered (limit 100)": lambda a, rng: _q("/studies", "limit=100"),
     "studies, unfiltered, 5th page of 100": lambda a, rng: _q("/studies", "limit=100&offset=400"),
-    "studies, PatientID": lambda a, rng: _q("/studies", f"PatientID={rng.choice(a.values('PatientID'))}"),
+    "studies, PatientID (probe: 3 studies)": lambda a, rng: _q("/studies", f"PatientID={_probe(a, rng, 'PatientID')}"),
     "studies, AccessionNumber": lambda a, rng: _q(
         "/studies", f"AccessionNumber={rng.choice(a.values('AccessionNumber'))}"),
     "studies, StudyInstanceUID list of 5": lambda a, rng: _q(
         "/studies", "StudyInstanceUID=" + "%5C".join(s.uid for s in rng.sample(a.studies, min(5, len(a.studies))))),
-    "studies, StudyDate one month": lambda a, rng: _q("/studies", f"StudyDate={_month(rng)}"),
+    "studies, StudyDate one month (probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"StudyDate={_probe_month(a, rng)}"),
     "studies, StudyDate open range (limit 100)": lambda a, rng: _q("/studies", "StudyDate=20150101-&limit=100"),
-    "studies, PatientName exact": lambda a, rng: _q("/studies", f"PatientName={rng.choice(a.values('PatientName'))}"),
+    "studies, PatientName exact (probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"PatientName={_probe(a, rng, 'PatientName')}"),
     "studies, PatientName fuzzy 3 letters (limit 25)": lambda a, rng: _q(
         "/studies", f"PatientName={rng.choice(FAMILY)[:3]}&fuzzymatching=true&limit=25"),
-    "studies, PatientName wildcard 'Fam^Gi*' (limit 25)": lambda a, rng: _q(
-        "/studies", f"PatientName={rng.choice(FAMILY)}%5E{rng.choice(GIVEN)[:2]}*&limit=25"),
-    "studies, ReferringPhysicianName exact": lambda a, rng: _q(
-        "/studies", f"ReferringPhysicianName={rng.choice(a.values('ReferringPhysicianName'))}"),
+    "studies, PatientName wildcard 'Family^Gi*' (probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"PatientName={_probe(a, rng, 'PatientName')[:-2]}*&limit=25"),
+    "studies, ReferringPhysicianName exact (probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"ReferringPhysicianName={_probe(a, rng, 'ReferringPhysicianName')}"),
     "studies, ReferringPhysicianName fuzzy (limit 25)": lambda a, rng: _q(
         "/studies", f"ReferringPhysicianName={rng.choice(GIVEN)[:4]}&fuzzymatching=true&limit=25"),
     "studies, ModalitiesInStudy (limit 100)": lambda a, rng: _q(
         "/studies", f"ModalitiesInStudy={rng.choice(MODALITIES)}&limit=100"),
-    "studies, combination: PatientID + StudyDate range": lambda a, rng: _q(
-        "/studies", f"PatientID={rng.choice(a.values('PatientID'))}&StudyDate=20100101-20301231"),
-    "studies, OHIF list: fuzzy name + date range (limit 101)": lambda a, rng: _q(
-        "/studies", f"PatientName={rng.choice(FAMILY)[:4]}&fuzzymatching=true&StudyDate=20100101-20301231"
-                    "&limit=101&includefield=00081030,00080060"),
+    "studies, combination: PatientID + StudyDate range (probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"PatientID={_probe(a, rng, 'PatientID')}&StudyDate=20100101-20301231"),
+    "studies, OHIF list: fuzzy name + date range (limit 101, probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"PatientName={_probe(a, rng, 'PatientName').split('^')[0]}&fuzzymatching=true"
+                    "&StudyDate=20100101-20301231&limit=101&includefield=00081030,00080060"),
     "studies, no index: StudyDescription (limit 10, scan)": lambda a, rng: _q(
         "/studies", f"StudyDescription=Study%20{rng.randrange(50)}&limit=10"),
-    "studies, extended tag StudyID exact (limit 25)": lambda a, rng: _q(
-        "/studies", f"StudyID={rng.choice(a.values('StudyID'))}&limit=25"),
+    "studies, extended tag StudyID exact (limit 25, probe: 3 studies)": lambda a, rng: _q(
+        "/studies", f"StudyID={_probe(a, rng, 'StudyID')}&limit=25"),
     "studies, extended tag StudyID wildcard 'BS1*' (limit 25)": lambda a, rng: _q("/studies", "StudyID=BS1*&limit=25"),
-    "series, extended study tag StudyID (limit 25)": lambda a, rng: _q(
-        "/series", f"StudyID={rng.choice(a.values('StudyID'))}&limit=25"),
+    "series, extended study tag StudyID (limit 25, probe: 3 studies)": lambda a, rng: _q(
+        "/series", f"StudyID={_probe(a, rng, 'StudyID')}&limit=25"),
     "series, unfiltered (limit 100)": lambda a, rng: _q("/series", "limit=100"),
     "series, Modality (limit 100)": lambda a, rng: _q("/series", f"Modality={rng.choice(MODALITIES)}&limit=100"),
-    "series, PatientID": lambda a, rng: _q("/series", f"PatientID={rng.choice(a.values('PatientID'))}"),
+    "series, PatientID (probe: 3 studies)": lambda a, rng: _q("/series", f"PatientID={_probe(a, rng, 'PatientID')}"),
     "instances, unfiltered (limit 100)": lambda a, rng: _q("/instances", "limit=100"),
     "instances, SOPInstanceUID": lambda a, rng: _q("/instances", f"SOPInstanceUID={_instance(a, rng)[2]}"),
     "instances, SeriesInstanceUID": lambda a, rng: _q("/instances", f"SeriesInstanceUID={_instance(a, rng)[1]}"),
@@ -163,8 +183,10 @@ def measure_kinds(targets: list[Target], repeat: int, seed: int = 2) -> dict[str
     """Run every query kind ``repeat`` times against each target, interleaved; kind -> label -> figures."""
     figures: dict[str, dict[str, KindFigures]] = {}
     with httpx.Client(timeout=120) as client:
-        for target in targets:  # warm up connections and the server's storage clients
+        for target in targets:  # warm up connections, the server's storage clients and its per-process lookups
             _run(client, target, Query("/studies", "limit=1", 1), KindFigures())
+            # A process's first search by UID looks up whether the UID layout before is left (legacy_uid_layout.py).
+            _run(client, target, Query("/instances", "SOPInstanceUID=1.2.3.4", 1), KindFigures())
         for name, kind in QUERY_KINDS.items():
             figures[name] = {target.label: KindFigures() for target in targets}
             rngs = {target.label: random.Random(f"{seed}-{name}") for target in targets}

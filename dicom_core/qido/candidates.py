@@ -43,6 +43,7 @@ from dicom_core.search_index.keys import (
     study_row_modalities,
     uid_ranges,
 )
+from dicom_core.search_index.legacy_uid_layout import legacy_uid_entries_exist
 from dicom_core.storage.concurrency import bounded_gather
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
@@ -184,8 +185,10 @@ async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, 
         return [hit async for hit in _series_from_index(reads, query, IndexRange(*index), accepted=accepted)]
 
     # The ranges at once (bounded): a search costs about one round trip, not one per UID and layout.
+    legacy = await legacy_uid_entries_exist(reads.storage)
     lists = await bounded_gather((found_in(index) for uid in dict.fromkeys(uids)
-                                  for index in uid_ranges(SERIES_BY_UID, uid)), limit=UID_READS_IN_FLIGHT)
+                                  for index in uid_ranges(SERIES_BY_UID, uid, legacy=legacy)),
+                                 limit=UID_READS_IN_FLIGHT)
     found = [hit for hits_of_range in lists for hit in hits_of_range]
     for hit in _newest_first(found, lambda hit: hit.series):
         yield hit
@@ -285,9 +288,12 @@ async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[st
     async def entries_in(index: tuple[str, str | None, str | None]) -> list[IndexEntry]:
         return [entry async for page in reads.index_pages(*index) for entry in map(parse_entry, page.entities)]
 
-    # The ranges at once (this layout's and the one before's, bounded): not one round trip per UID and layout.
+    # The ranges at once (this layout's and, while it has entries, the one before's, bounded): not one round trip
+    # per UID and layout.
+    legacy = await legacy_uid_entries_exist(reads.storage)
     lists = await bounded_gather((entries_in(index) for uid in dict.fromkeys(uids)
-                                  for index in uid_ranges(INSTANCES_BY_UID, uid)), limit=UID_READS_IN_FLIGHT)
+                                  for index in uid_ranges(INSTANCES_BY_UID, uid, legacy=legacy)),
+                                 limit=UID_READS_IN_FLIGHT)
     targets = {  # an instance found in both layouts (before the reindex) is found once
         InstanceIdentifiers(entry.study, entry.series or "", entry.instance or ""): None
         for entries in lists for entry in entries}

@@ -244,10 +244,12 @@ def legacy_uid_key(index: str, uid: str) -> IndexKey:
     return IndexKey(partition_key(LEGACY_UID_INDEXES[index], uid))
 
 
-def uid_ranges(index: str, uid: str) -> tuple[tuple[str, str | None, str | None], ...]:
-    """The partition and RowKey range [low, high) of the entries of ``uid``: this layout's, then the one before's."""
-    key, legacy = uid_key(index, uid), legacy_uid_key(index, uid)
-    return (key.partition, key.row_prefix, successor(key.row_prefix)), (legacy.partition, None, None)
+def uid_ranges(index: str, uid: str, *, legacy: bool = True) -> tuple[tuple[str, str | None, str | None], ...]:
+    """The partition and RowKey range [low, high) of the entries of ``uid``: this layout's, then (``legacy``) the
+    one before's."""
+    key = uid_key(index, uid)
+    current = (key.partition, key.row_prefix, successor(key.row_prefix))
+    return (current, (legacy_uid_key(index, uid).partition, None, None)) if legacy else (current,)
 
 
 def series_keys(series: str, modality: str, attributes: JsonDataset | None = None) -> set[IndexKey]:
