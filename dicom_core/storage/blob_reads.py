@@ -19,8 +19,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import BinaryIO, cast
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import DecodeError, IncompleteReadError, ResourceNotFoundError, ServiceResponseError
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from dicom_core.model.errors import NotFoundError
@@ -43,6 +42,8 @@ FILE_CHUNK_BYTES = 1024 * 1024
 # making one (its pipeline of policies) took 0.25 ms, more CPU than the rest of a frame's read in this
 # process, and each holds ~31 KB; a container's blob clients share its connections.
 BLOB_CLIENTS = 64
+# Ranged GETs sent for one read whose body breaks off part-way (the SDK's downloader sends three).
+BODY_ATTEMPTS = 3
 
 Body = AsyncGenerator[bytes, None]  # closed (aclose) when a reader stops early
 BodySource = Callable[[], Body]
@@ -62,20 +63,30 @@ def blob_client(container: ContainerClient, name: str) -> BlobClient:
     return client
 
 
-async def read_range(
-    container: ContainerClient, name: str, offset: int, length: int, *, etag: str | None = None
-) -> bytes:
-    """Return ``length`` bytes of a blob from ``offset`` (one GET); 404 if the blob is gone."""
+async def ranged_get(container: ContainerClient, name: str, offset: int, length: int) -> AsyncIterator[bytes]:
+    """Send one ranged GET of ``length`` bytes from ``offset``; its body's pieces as they arrive (404: no blob).
+
+    The generated operation, not `download_blob`: the downloader that one builds (the blob's properties parsed,
+    the body read whole before it returns) cost a 512 KB read a sixth of its CPU (measured).
+    """
     try:
-        blob = blob_client(container, name)
-        if etag:
-            downloader = await blob.download_blob(offset=offset, length=length, etag=etag,
-                                                  match_condition=MatchConditions.IfNotModified)
-        else:  # the SDK passes an etag of None on to the HTTP session, which refuses it
-            downloader = await blob.download_blob(offset=offset, length=length)
-        return await downloader.readall()
+        return cast(AsyncIterator[bytes], await blob_client(container, name)._client.blob.download(
+            range=f"bytes={offset}-{offset + length - 1}"))
     except ResourceNotFoundError as exc:
         raise NotFoundError(f"The stored file {name} is missing.") from exc
+
+
+async def read_range(container: ContainerClient, name: str, offset: int, length: int) -> bytes:
+    """Return ``length`` bytes of a blob from ``offset`` (one GET, sent again if its body breaks off); 404 if gone."""
+    attempts = 1
+    while True:
+        pieces = await ranged_get(container, name, offset, length)
+        try:
+            return b"".join([piece async for piece in pieces])
+        except (IncompleteReadError, ServiceResponseError, DecodeError):
+            if attempts == BODY_ATTEMPTS:
+                raise
+            attempts += 1
 
 
 async def stream_range(

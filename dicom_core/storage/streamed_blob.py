@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
-from dicom_core.model.errors import NotFoundError
-from dicom_core.storage.blob_reads import Body, blob_client
+from dicom_core.storage.blob_reads import Body, ranged_get
 
 # Chunks queued ahead of the reader: the SDK hands on 256 KB pieces.
 READ_AHEAD_CHUNKS = 64
@@ -23,12 +21,7 @@ READ_AHEAD_CHUNKS = 64
 
 async def streamed_blob(container: ContainerClient, name: str, size: int) -> Body:
     """Yield the first ``size`` bytes of a blob from one GET, read ahead in a task while the caller works."""
-    try:
-        # The generated operation streams its body; the public download_blob would buffer it.
-        pieces = cast(AsyncIterator[bytes], await blob_client(container, name)._client.blob.download(
-            range=f"bytes=0-{size - 1}"))
-    except ResourceNotFoundError as exc:
-        raise NotFoundError(f"The stored file {name} is missing.") from exc
+    pieces = await ranged_get(container, name, 0, size)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD_CHUNKS)
     reader = asyncio.create_task(_read_into(pieces, queue))
     try:
