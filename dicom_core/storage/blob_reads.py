@@ -17,9 +17,11 @@ import tempfile
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from http import HTTPStatus
 from typing import BinaryIO, cast
 
-from azure.core.exceptions import DecodeError, IncompleteReadError, ResourceNotFoundError, ServiceResponseError
+from azure.core.exceptions import DecodeError, HttpResponseError, IncompleteReadError, ServiceResponseError
+from azure.core.rest import HttpRequest
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from dicom_core.model.errors import NotFoundError
@@ -66,14 +68,20 @@ def blob_client(container: ContainerClient, name: str) -> BlobClient:
 async def ranged_get(container: ContainerClient, name: str, offset: int, length: int) -> AsyncIterator[bytes]:
     """Send one ranged GET of ``length`` bytes from ``offset``; its body's pieces as they arrive (404: no blob).
 
-    The generated operation, not `download_blob`: the downloader that one builds (the blob's properties parsed,
-    the body read whole before it returns) cost a 512 KB read a sixth of its CPU (measured).
+    Sent through the blob client's own pipeline (its credential, retries and logging), not `download_blob`: the
+    downloader that builds and the generated operation's parsing of every response header cost a 512 KB read
+    a third of its CPU (measured).
     """
-    try:
-        return cast(AsyncIterator[bytes], await blob_client(container, name)._client.blob.download(
-            range=f"bytes={offset}-{offset + length - 1}"))
-    except ResourceNotFoundError as exc:
-        raise NotFoundError(f"The stored file {name} is missing.") from exc
+    client = blob_client(container, name)
+    request = HttpRequest("GET", client.url, headers={"x-ms-range": f"bytes={offset}-{offset + length - 1}",
+                                                      "x-ms-version": client.api_version})
+    response = await client._client._client.send_request(request, stream=True)
+    if response.status_code in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
+        return cast(AsyncIterator[bytes], response.iter_bytes())
+    await response.read()  # the connection goes back to the pool
+    if response.status_code == HTTPStatus.NOT_FOUND:
+        raise NotFoundError(f"The stored file {name} is missing.")
+    raise HttpResponseError(response=response)
 
 
 async def read_range(container: ContainerClient, name: str, offset: int, length: int) -> bytes:
