@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, cast
@@ -43,12 +44,14 @@ async def read_properties(
                           params={"$select": ",".join(select)},
                           headers={"Accept": _NO_METADATA, "DataServiceVersion": "3.0",
                                    "x-ms-version": client.api_version})
-    response = await client._client.send_request(request)
+    # Streamed, then read here: a response read by the pipeline is also parsed by its content-decoding policy.
+    response = await client._client._client.send_request(request, stream=True)
+    body = await response.read()
     if response.status_code == HTTPStatus.NOT_FOUND:
         return None
     if response.status_code != HTTPStatus.OK:
         raise HttpResponseError(response=response)
-    return cast(dict[str, Any], response.json())
+    return cast(dict[str, Any], json.loads(body))
 
 
 def _key(value: str) -> str:
