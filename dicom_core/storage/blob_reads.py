@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import BinaryIO, cast
 
 from azure.core.exceptions import DecodeError, HttpResponseError, IncompleteReadError, ServiceResponseError
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from dicom_core.model.errors import NotFoundError
@@ -65,7 +65,7 @@ def blob_client(container: ContainerClient, name: str) -> BlobClient:
     return client
 
 
-async def ranged_get(container: ContainerClient, name: str, offset: int, length: int) -> AsyncIterator[bytes]:
+async def ranged_get(container: ContainerClient, name: str, offset: int, length: int) -> Body:
     """Send one ranged GET of ``length`` bytes from ``offset``; its body's pieces as they arrive (404: no blob).
 
     Sent through the blob client's own pipeline (its credential, retries and logging), not `download_blob`: the
@@ -77,11 +77,20 @@ async def ranged_get(container: ContainerClient, name: str, offset: int, length:
                                                       "x-ms-version": client.api_version})
     response = await client._client._client.send_request(request, stream=True)
     if response.status_code in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
-        return cast(AsyncIterator[bytes], response.iter_bytes())
+        return _pieces(response)
     await response.read()  # the connection goes back to the pool
     if response.status_code == HTTPStatus.NOT_FOUND:
         raise NotFoundError(f"The stored file {name} is missing.")
     raise HttpResponseError(response=response)
+
+
+async def _pieces(response: AsyncHttpResponse) -> Body:
+    """The body of ``response`` as it arrives; closed early (aclose, cancelled), its connection is dropped."""
+    try:
+        async for piece in response.iter_bytes():
+            yield piece
+    finally:
+        await response.close()  # after the whole body, the connection is back in the pool already
 
 
 async def read_range(container: ContainerClient, name: str, offset: int, length: int) -> bytes:

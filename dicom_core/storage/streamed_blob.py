@@ -7,9 +7,7 @@ the first bytes (decoding the first frame of a file while the last ones are stil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from azure.storage.blob.aio import ContainerClient
 
@@ -32,8 +30,8 @@ async def streamed_blob(container: ContainerClient, name: str, size: int) -> Bod
     finally:
         if not reader.done():
             reader.cancel()
-            _close(pieces)  # stopped early: the connection is not handed back half read
         await asyncio.gather(reader, return_exceptions=True)
+        await pieces.aclose()  # stopped early: the connection is dropped, not handed back half read
 
 
 async def _read_into(pieces: AsyncIterator[bytes], queue: asyncio.Queue[bytes | BaseException | None]) -> None:
@@ -45,7 +43,3 @@ async def _read_into(pieces: AsyncIterator[bytes], queue: asyncio.Queue[bytes | 
         return
     await queue.put(None)
 
-
-def _close(pieces: Any) -> None:
-    with contextlib.suppress(Exception):  # the download generator keeps its aiohttp response as `response`
-        pieces.response.internal_response.close()
