@@ -7,15 +7,11 @@ the first bytes (decoding the first frame of a file while the last ones are stil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, cast
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
-from dicom_core.model.errors import NotFoundError
-from dicom_core.storage.blob_reads import Body, blob_client
+from dicom_core.storage.blob_reads import Body, ranged_get
 
 # Chunks queued ahead of the reader: the SDK hands on 256 KB pieces.
 READ_AHEAD_CHUNKS = 64
@@ -23,12 +19,7 @@ READ_AHEAD_CHUNKS = 64
 
 async def streamed_blob(container: ContainerClient, name: str, size: int) -> Body:
     """Yield the first ``size`` bytes of a blob from one GET, read ahead in a task while the caller works."""
-    try:
-        # The generated operation streams its body; the public download_blob would buffer it.
-        pieces = cast(AsyncIterator[bytes], await blob_client(container, name)._client.blob.download(
-            range=f"bytes=0-{size - 1}"))
-    except ResourceNotFoundError as exc:
-        raise NotFoundError(f"The stored file {name} is missing.") from exc
+    pieces = await ranged_get(container, name, 0, size)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD_CHUNKS)
     reader = asyncio.create_task(_read_into(pieces, queue))
     try:
@@ -39,8 +30,8 @@ async def streamed_blob(container: ContainerClient, name: str, size: int) -> Bod
     finally:
         if not reader.done():
             reader.cancel()
-            _close(pieces)  # stopped early: the connection is not handed back half read
         await asyncio.gather(reader, return_exceptions=True)
+        await pieces.aclose()  # stopped early: the connection is dropped, not handed back half read
 
 
 async def _read_into(pieces: AsyncIterator[bytes], queue: asyncio.Queue[bytes | BaseException | None]) -> None:
@@ -52,7 +43,3 @@ async def _read_into(pieces: AsyncIterator[bytes], queue: asyncio.Queue[bytes | 
         return
     await queue.put(None)
 
-
-def _close(pieces: Any) -> None:
-    with contextlib.suppress(Exception):  # the download generator keeps its aiohttp response as `response`
-        pieces.response.internal_response.close()

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import quote
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
+
+from dicom_core.storage.sharded_table import ShardedTable
+
+# A point read's properties as plain JSON: no type annotations (an Int64 comes as its decimal text).
+_NO_METADATA = "application/json;odata=nometadata"
 
 
 async def get_entity_or_none(
@@ -18,6 +28,35 @@ async def get_entity_or_none(
         return await table.get_entity(partition, row, select=select)
     except ResourceNotFoundError:
         return None
+
+
+async def read_properties(
+    table: TableClient, partition: str, row: str, select: Sequence[str],
+) -> dict[str, Any] | None:
+    """Return the ``select`` properties of one entity as JSON values, or None when it or its table does not exist.
+
+    A point read for hot paths: sent through the table client's own pipeline (its credential, retries and
+    logging), without the generated operation and the SDK's entity decoding, which cost a third of its CPU.
+    """
+    client = table.shard_of(partition) if isinstance(table, ShardedTable) else table
+    keys = f"PartitionKey='{_key(partition)}',RowKey='{_key(row)}'"
+    request = HttpRequest("GET", f"{client.url}/{quote(client.table_name, safe='')}({keys})",
+                          params={"$select": ",".join(select)},
+                          headers={"Accept": _NO_METADATA, "DataServiceVersion": "3.0",
+                                   "x-ms-version": client.api_version})
+    # Streamed, then read here: a response read by the pipeline is also parsed by its content-decoding policy.
+    response = await client._client._client.send_request(request, stream=True)
+    body = await response.read()
+    if response.status_code == HTTPStatus.NOT_FOUND:
+        return None
+    if response.status_code != HTTPStatus.OK:
+        raise HttpResponseError(response=response)
+    return cast(dict[str, Any], json.loads(body))
+
+
+def _key(value: str) -> str:
+    """A PartitionKey or RowKey as the entity's address quotes it: ' doubled, then percent-encoded."""
+    return quote(value.replace("'", "''"), safe="")
 
 
 async def delete_entity_quietly(table: TableClient, partition: str, row: str) -> None:

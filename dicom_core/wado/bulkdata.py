@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from dicom_core.index.reads import get_row
 from dicom_core.index.rows import instance_row_key
 from dicom_core.model.bulk_data import OCTET_STREAM, parse_location
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
@@ -23,6 +22,7 @@ from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import Body, read_range, read_spanned, stream_ranges
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.tables import read_properties
 from dicom_core.wado.response import CONTENT_TYPE, PartSource, multipart_response, single_part_response
 from dicom_core.wire.media_types import parse_accept, unwrap_multipart
 from dicom_core.wire.service_result import ServiceResult
@@ -66,7 +66,8 @@ async def retrieve_bulk_data(storage: Storage, request: BulkDataRequest) -> Serv
         await asyncio.sleep(0)  # the blob read goes out first: the row read is the shorter one
     try:
         ids = request.ids
-        row = await get_row(storage, ids.study, instance_row_key(ids.series, ids.instance), select=["Version", "Size"])
+        row = await read_properties(storage.studies, ids.study, instance_row_key(ids.series, ids.instance),
+                                    ["Version", "Size"])
         if row is None or str(row["Version"]) != request.version or offset + length > int(row["Size"]):
             raise NotFoundError(GONE)
         data = await early if early is not None else b"" if not count else None

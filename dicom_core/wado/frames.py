@@ -27,6 +27,7 @@ from dicom_core.storage.clients import Storage
 from dicom_core.wado.frame_bytes import frame_bytes
 from dicom_core.wado.instance_reads import (
     instance_row,
+    instance_version,
     require_transcodable_size,
     row_frame_index,
     with_spooled_file,
@@ -62,10 +63,11 @@ async def retrieve_frames(
         # The frame reads go out first: they take longer than the row's, which then comes while they run.
         await asyncio.sleep(0)
     try:
-        row = await instance_row(storage, ids)
-        if speculation is not None and speculation.version == str(row["Version"]):
+        # Those frames need the row's Version alone; the whole row (its attributes) only when they cannot be sent.
+        if speculation is not None and speculation.version == await instance_version(storage, ids):
             if (answer := await speculation.answer()) is not None:
                 return answer
+        row = await instance_row(storage, ids)
     finally:
         if speculation is not None:
             await speculation.cancel()

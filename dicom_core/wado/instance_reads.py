@@ -14,12 +14,14 @@ from typing import BinaryIO, TypeVar
 from azure.data.tables import TableEntity
 
 from dicom_core.index.reads import get_instance
+from dicom_core.index.rows import instance_row_key
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.frames import FrameIndex
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.blob_reads import spool_blob
 from dicom_core.storage.blobs import instance_blob_name
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.tables import read_properties
 
 INSTANCE_NOT_FOUND = "The specified instance cannot be found."
 
@@ -32,6 +34,14 @@ async def instance_row(storage: Storage, ids: InstanceIdentifiers) -> TableEntit
     if row is None:
         raise NotFoundError(INSTANCE_NOT_FOUND)
     return row
+
+
+async def instance_version(storage: Storage, ids: InstanceIdentifiers) -> str:
+    """The version of the instance's stored file, read alone (a lean point read); a 404 when it is not stored."""
+    row = await read_properties(storage.studies, ids.study, instance_row_key(ids.series, ids.instance), ["Version"])
+    if row is None:
+        raise NotFoundError(INSTANCE_NOT_FOUND)
+    return str(row["Version"])
 
 
 def row_frame_index(row: TableEntity) -> FrameIndex | None:

@@ -12,7 +12,8 @@ What it does to that request (`Action`):
 - ``TIMEOUT``: held unanswered (and not forwarded) until the client gives up;
 - ``RESPONSE_LOST``: forwarded and answered by Azurite (the write landed), then the connection is reset;
 - ``KILL``: the process ``pid`` is sent SIGKILL, then the connection is reset (nothing forwarded);
-- ``HOLD``: held until the fault's ``release`` event is set (a writer stalled mid-request), then forwarded.
+- ``HOLD``: held until the fault's ``release`` event is set (a writer stalled mid-request), then forwarded;
+- ``BODY_CUT``: forwarded, and the answer's head and the first half of its body sent, then the connection is reset.
 
 Usage (the ``storage_fault_proxy`` fixture of tests/conftest.py starts one per test)::
 
@@ -61,6 +62,7 @@ class Action(enum.Enum):
     RESPONSE_LOST = "response-lost"
     KILL = "kill"
     HOLD = "hold"
+    BODY_CUT = "body-cut"
 
 
 @dataclass(eq=False)
@@ -203,6 +205,12 @@ class StorageFaultProxy:
                     continue
                 response, keep_open = await self._forward(service, request)
                 if action is Action.RESPONSE_LOST:
+                    _reset(writer)
+                    return
+                if action is Action.BODY_CUT:
+                    head = response.index(_HEAD_END) + len(_HEAD_END)
+                    writer.write(response[: head + (len(response) - head) // 2])
+                    await writer.drain()
                     _reset(writer)
                     return
                 writer.write(response)

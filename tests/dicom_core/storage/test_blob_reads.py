@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,8 @@ from dicom_core.storage.blob_reads import (
     stream_range,
 )
 from dicom_core.model.errors import NotFoundError
-from dicom_core.storage.clients import Storage
+from dicom_core.storage.clients import Storage, open_storage
+from tests.faults.proxy import Action, Fault
 
 
 class _Sources:
@@ -208,3 +210,17 @@ async def test_read_ahead_starts_once_the_first_body_has_its_first_chunk() -> No
     await asyncio.sleep(0.01)
     assert sorted(started) == [0, 1, 2, 3]
     await bodies.aclose()
+
+
+async def test_a_ranged_read_whose_body_breaks_off_is_sent_again(storage: Storage, storage_fault_proxy) -> None:
+    data = os.urandom(300_000)
+    await storage.files.upload_blob("blob-reads/cut", data, overwrite=True)
+    proxied = await open_storage(replace(storage.settings,
+                                         storage_connection_string=storage_fault_proxy.connection_string))
+    try:
+        cut = storage_fault_proxy.inject(Fault("blob", "GET", r"blob-reads/cut", Action.BODY_CUT))
+        assert await read_range(proxied.files, "blob-reads/cut", 1000, 200_000) == data[1000:201_000]
+    finally:
+        await proxied.close()
+    assert cut.fired.is_set()
+    assert [method for _, method, target in storage_fault_proxy.requests if "blob-reads/cut" in target] == ["GET", "GET"]

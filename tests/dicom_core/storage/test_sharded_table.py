@@ -17,7 +17,7 @@ from azure.data.tables import UpdateMode
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.storage.sharded_table import ShardedTable, filter_partition, shard_index, shard_names
-from dicom_core.storage.tables import etag_of, unchanged_since
+from dicom_core.storage.tables import etag_of, read_properties, unchanged_since
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARDS = 4
@@ -184,3 +184,10 @@ async def test_deleting_and_creating_the_table_covers_every_shard(own: Storage) 
     await own.index.create_table()
     existing = {table.name async for table in own.table_service.list_tables()}
     assert set(shard_names(own.index.table_name, SHARDS)) <= existing
+
+
+async def test_a_point_read_of_properties_reads_the_partitions_shard(own: Storage) -> None:
+    partition = _partitions(own.studies, shard=3)[0]
+    await own.studies.create_entity({"PartitionKey": partition, "RowKey": "r", "Version": "v1"})
+
+    assert await read_properties(own.studies, partition, "r", ["Version"]) == {"Version": "v1"}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from azure.data.tables import EdmType, EntityProperty
+
 from dicom_core.storage.clients import Storage
-from dicom_core.storage.tables import delete_entity_quietly, get_entity_or_none, query_all
+from dicom_core.storage.tables import delete_entity_quietly, get_entity_or_none, query_all, read_properties
 
 
 def _partition() -> str:
@@ -58,3 +60,22 @@ async def test_a_query_returns_every_match_and_nothing_from_a_missing_table(stor
     assert [entity["RowKey"] for entity in found] == ["b", "c"]
     assert all("Value" not in entity for entity in found)
     assert nothing == []
+
+
+async def test_a_point_read_of_properties_reads_the_selected_ones_as_json(storage: Storage) -> None:
+    partition, row = _partition(), "instance|1.2.3|4.5'6"  # the row key of an instance row, and a quote
+    await storage.cleanup.create_entity({"PartitionKey": partition, "RowKey": row, "Version": "abc",
+                                         "Size": EntityProperty(1 << 40, EdmType.INT64), "Other": "x"})
+
+    properties = await read_properties(storage.cleanup, partition, row, ["Version", "Size"])
+
+    assert properties is not None and properties["Version"] == "abc" and int(properties["Size"]) == 1 << 40
+    assert "Other" not in properties
+
+
+async def test_a_point_read_of_a_missing_entity_or_table_is_none(storage: Storage) -> None:
+    missing_table = storage.table_service.get_table_client(f"missing{uuid.uuid4().hex}")
+
+    assert await read_properties(storage.cleanup, _partition(), "a", ["Version"]) is None
+    assert await read_properties(missing_table, "p", "a", ["Version"]) is None
+    await missing_table.close()

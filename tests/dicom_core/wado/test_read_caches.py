@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from dicom_core.documents import document_writes
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
 from dicom_core.wado.known_frames import known_frames
-from dicom_core.storage.clients import Storage
+from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.stow.service import StoreRequest, store_instances
 from dicom_core.wado.frames import retrieve_frames
 from dicom_core.wado.metadata import MetadataRequest, series_metadata, study_metadata
@@ -67,6 +68,21 @@ async def test_a_frame_read_again_is_the_same_frame(storage: Storage) -> None:
     first = await _frame(storage, ids, 2)
     assert known_frames(storage, ids) is not None
     assert await _frame(storage, ids, 2) == first == np.full(16, 7, dtype=np.uint16).tobytes()
+
+
+async def test_a_remembered_frame_costs_one_read_of_the_row_version_and_one_ranged_get(
+        own: Storage, storage_fault_proxy) -> None:
+    ids = await _store(own, _multiframe(None, 7))
+    proxied = await open_storage(replace(own.settings, storage_connection_string=storage_fault_proxy.connection_string))
+    try:
+        first = await _frame(proxied, ids, 2)
+        storage_fault_proxy.requests.clear()
+        assert await _frame(proxied, ids, 2) == first
+    finally:
+        await proxied.close()
+    requests = [(service, method, "$select=Version" in target and "," not in target.split("$select=")[1])
+                for service, method, target in storage_fault_proxy.requests]
+    assert sorted(requests) == [("blob", "GET", False), ("table", "GET", True)]
 
 
 async def test_a_replaced_instance_answers_the_frames_of_its_new_version(storage: Storage) -> None:
