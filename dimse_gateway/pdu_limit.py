@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
+from dimse_gateway.reactors import wait_for_work
+
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
@@ -85,10 +87,11 @@ class PduLimit:
 
 
 class PduLimitedRequestHandler(RequestHandler):
-    """pynetdicom's connection handler, with the PDU limit on each association's socket."""
+    """pynetdicom's connection handler, with the PDU limit on each association's socket and waiting reactors."""
 
     def _create_association(self) -> Association:
         association = super()._create_association()
+        wait_for_work(association)
         socket = association.dul.socket
         assert socket is not None
         limit = PduLimit(association, socket, self.ae.maximum_pdu_size)

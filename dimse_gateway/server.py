@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import socket
 import ssl
 import threading
 from typing import Any
@@ -109,10 +110,23 @@ def _ssl_context(settings: GatewaySettings) -> ssl.SSLContext | None:
     return context
 
 
-class Gateway:
-    """The running gateway: its storage loop and its association server (started, then stopped once)."""
+class _SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other processes listen on too (the kernel spreads the connections)."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def server_bind(self) -> None:
+        """Bind with SO_REUSEPORT (pynetdicom's own bind sets SO_REUSEADDR only)."""
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class Gateway:
+    """The running gateway: its storage loop and its association server (started, then stopped once).
+
+    With ``shared_port``, other gateway processes may listen on the same port (``python -m dimse_gateway``'s workers).
+    """
+
+    def __init__(self, settings: GatewaySettings, *, shared_port: bool = False) -> None:
         self.settings = settings
         self.core = CoreLoop(settings.core)
         self.stores = SharedStores(self.core.storage)
@@ -125,7 +139,8 @@ class Gateway:
                 (evt.EVT_C_GET, handle_get, [self.core]),
                 (evt.EVT_N_ACTION, handle_n_action, [self.core, settings.ae_title, settings.move_destinations]),
             ]
-            self.server = ThreadedAssociationServer(
+            server = _SharedPortServer if shared_port else ThreadedAssociationServer
+            self.server = server(
                 ae, (settings.host, settings.port), settings.ae_title, acceptor_contexts(ae),
                 _ssl_context(settings), evt_handlers=handlers, request_handler=PduLimitedRequestHandler,
             )

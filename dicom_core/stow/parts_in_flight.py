@@ -26,6 +26,7 @@ class PartsInFlight:
 
     def __init__(self) -> None:
         self._pending = 0
+        self._waiting = 0
         self._settled = asyncio.Event()
         self._settled.set()
 
@@ -41,8 +42,12 @@ class PartsInFlight:
             self._settled.set()
 
     async def _settle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), COMMIT_WAIT_SECONDS)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), COMMIT_WAIT_SECONDS)
+        finally:
+            self._waiting -= 1
 
 
 class PartInFlight:
@@ -59,10 +64,13 @@ class PartInFlight:
         if release is not None:
             release()
 
-    async def ready_to_commit(self) -> None:
-        """Wait until the request's other parts received so far are ready too (or COMMIT_WAIT_SECONDS passed)."""
+    async def ready_to_commit(self) -> bool:
+        """Wait until the other parts received so far are ready too (or COMMIT_WAIT_SECONDS passed); were there any?"""
+        # A part alone (no other in flight or waiting) has nobody to share its study's transaction with: no linger.
+        accompanied = self._parts._waiting > 0 or self._parts._pending > int(self._pending)
         self._leave()
         await self._parts._settle()
+        return accompanied
 
     def finished(self) -> None:
         """The part is done (stored, refused or failed): nobody waits for it, its slot is free."""

@@ -133,11 +133,18 @@ class FileRequest:
         self._request = StoreRequest(api_version=api_version, study_uid=None, content_type=DICOM, accept=DICOM_JSON,
                                      base_url="", upsert=upsert, expect_new=True)
         self._writes = _RequestWrites.of(storage)
+        self._in_flight = PartsInFlight()
 
     async def store(self, file: BinaryIO, size: int) -> StoreOutcome:
         """Store one file with STOW's validation; return once its instance is committed (or refused)."""
         part = Part(headers={}, content_type=DICOM, file=file, size=size)
-        return await _store_part(self._storage, self._request, part, DICOM, self._writes)
+        # Files stored at the same time reach their commits together, as a request's parts do: their index writes
+        # share transactions. A file stored alone does not wait.
+        flight = self._in_flight.join(lambda: None)
+        try:
+            return await _store_part(self._storage, self._request, part, DICOM, self._writes, flight)
+        finally:
+            flight.finished()
 
     async def close(self) -> None:
         """After its last file: correct the change-feed announcement, write the series documents."""
@@ -266,11 +273,11 @@ async def _store_part(
             hooks = _StoreCommitHooks(index_intents, announced)
             # A study this process has no rows of is claimed first: if it is new, its commit reads no row.
             new_study = not knows_study(storage, stored.ids.study) and await index_intents.claim_new_study()
-            if flight is not None:  # the request's parts commit together: their index entries share transactions
-                await flight.ready_to_commit()
+            # The request's parts commit together: their index entries share transactions.
+            accompanied = flight is not None and await flight.ready_to_commit()
             announced.committing = True
             await commit_instance(storage, record, upsert=request.upsert, hooks=hooks, expect_new=request.expect_new,
-                                  new_study=new_study, linger=COMMIT_LINGER_SECONDS if flight is not None else 0.0)
+                                  new_study=new_study, linger=COMMIT_LINGER_SECONDS if accompanied else 0.0)
         finally:
             await announced.stop()  # only still running if no attempt got as far as committing
     except _InvalidIndexedValueError as exc:

@@ -52,3 +52,16 @@ async def test_a_lone_part_commits_without_waiting() -> None:
     started = time.monotonic()
     await part.ready_to_commit()
     assert time.monotonic() - started < 0.05
+
+
+async def test_a_lone_part_is_told_it_commits_alone() -> None:
+    part = PartsInFlight().join(lambda: None)
+    assert await part.ready_to_commit() is False
+
+
+async def test_parts_ready_together_are_told_they_have_company() -> None:
+    parts = PartsInFlight()
+    first, second = parts.join(lambda: None), parts.join(lambda: None)
+    waiting = asyncio.ensure_future(first.ready_to_commit())
+    assert await second.ready_to_commit() is True
+    assert await asyncio.wait_for(waiting, 1) is True
