@@ -62,6 +62,8 @@ MAX_ROW_FRAME_INDEX_CHARS = 30_000
 # A part up to this size is announced to the change feed while it uploads (an upload of it outlasting the
 # 15-minute announcement timeout would take a link below 80 KB/s); a larger one after its upload.
 EARLY_ANNOUNCEMENT_MAX_BYTES = 64 * 1024 * 1024
+# A part up to this size is parsed and validated on the event loop, a larger one in a worker thread.
+INLINE_READ_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,12 @@ async def _store_part(
     try:
         with writes.intents.parsing():  # the request's next intent write waits for this part, to name it too
             extended = await indexed_attributes(storage) if request.api_version < 2 else frozenset()
-            parsed, validated = await asyncio.to_thread(_read_and_validate, part.file, request, extended,
-                                                        storage.settings.max_inflated_bytes)
+            read = functools.partial(_read_and_validate, part.file, request, extended,
+                                     storage.settings.max_inflated_bytes)
+            # A small part is read on the event loop (about a millisecond): a trip to a worker thread cost more CPU
+            # than that, and with the GIL the thread's work does not run beside the loop's anyway.
+            inline = part.size <= INLINE_READ_MAX_BYTES and staged_instance(part.file) is None
+            parsed, validated = read() if inline else await asyncio.to_thread(read)
     except InvalidPart10Error as exc:
         return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])
     outcome = StoreOutcome(ids=validated.ids, sop_class_uid=validated.sop_class_uid)
