@@ -75,7 +75,8 @@ async def limited_body(chunks: AsyncIterator[bytes], limits: RequestLimits) -> A
     received = 0
     while True:
         try:
-            chunk = await asyncio.wait_for(anext(iterator), limits.body_idle_timeout_seconds)
+            async with asyncio.timeout(limits.body_idle_timeout_seconds):  # no task per chunk, as wait_for makes
+                chunk = await anext(iterator)
         except StopAsyncIteration:
             return
         except ClientDisconnect:  # Starlette's (and so FastAPI's, the Functions worker's) report of the disconnect

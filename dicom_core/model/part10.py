@@ -41,6 +41,13 @@ DEFAULT_MAX_INFLATED_BYTES = 100 * 1024 * 1024
 # converting them to JSON recurses once per level.
 MAX_SEQUENCE_DEPTH = 64
 _INFLATE_CHUNK_BYTES = 1024 * 1024
+# How much of a file is looked at for its File Meta Information before the meta is parsed (it is far shorter).
+_META_HEAD_BYTES = 4096
+# Explicit VR element headers: tag, VR and a 2-byte length, or for these VRs tag, VR, 2 reserved bytes, 4-byte length.
+_SHORT_HEADER_BYTES = 8
+_LONG_HEADER_BYTES = 12
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
 
 # Invalid values are reported by store validation, which knows what to do with them; silence pydicom's own.
@@ -151,6 +158,9 @@ def stored_stream(parsed: ParsedFile, file: BinaryIO) -> BinaryIO:
 
 def _check_inflated_size(file: BinaryIO, force: bool, max_inflated_bytes: int) -> None:
     """Refuse a deflated dataset that inflates to more than ``max_inflated_bytes``, inflating at most that much."""
+    if _not_deflated(file.read(_META_HEAD_BYTES), force):
+        return
+    file.seek(0)
     read_preamble(file, force)
     meta = _read_file_meta_info(file)
     if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
@@ -166,6 +176,24 @@ def _check_inflated_size(file: BinaryIO, force: bool, max_inflated_bytes: int) -
                     f"The deflated dataset inflates to more than the limit of {max_inflated_bytes} bytes.")
     except zlib.error as exc:
         raise InvalidPart10Error(f"The deflated dataset is not a valid deflate stream: {exc}") from exc
+
+
+def _not_deflated(head: bytes, force: bool) -> bool:
+    """Tell from a file's first bytes, walking its File Meta Information elements as pydicom reads them (explicit
+    VR little endian, until the first element of another group), that they name no deflated transfer syntax; False
+    when unsure (the meta does not end within ``head``)."""
+    position = 0 if force else len(PREAMBLE)
+    while position + _SHORT_HEADER_BYTES <= len(head):
+        if head[position : position + 2] != _FILE_META_START:
+            return DeflatedExplicitVRLittleEndian.encode() not in head[:position]
+        if head[position + 4 : position + 6] in _LONG_LENGTH_VRS:
+            if position + _LONG_HEADER_BYTES > len(head):
+                return False
+            length = int.from_bytes(head[position + 8 : position + _LONG_HEADER_BYTES], "little")
+            position += _LONG_HEADER_BYTES + length
+        else:
+            position += _SHORT_HEADER_BYTES + int.from_bytes(head[position + 6 : position + 8], "little")
+    return False
 
 
 def _check_sequence_depth(dataset: Dataset) -> None:

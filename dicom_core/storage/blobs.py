@@ -17,6 +17,7 @@ from azure.storage.blob import BlobProperties, ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from dicom_core.model.identifiers import StoredInstance
+from dicom_core.storage.blob_puts import put_blob
 from dicom_core.storage.clients import Storage
 
 LOGGER = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ LOGGER = logging.getLogger(__name__)
 DICOM_CONTENT = ContentSettings(content_type="application/dicom")
 JSON_CONTENT = ContentSettings(content_type="application/json")
 UPLOAD_CONCURRENCY = 4
+# A file up to this size is read into memory and sent in one request (a STOW part this small is in memory already);
+# a larger one is uploaded by the SDK in blocks, UPLOAD_CONCURRENCY at a time.
+SINGLE_PUT_BYTES = 8 * 1024 * 1024
 THUMBNAIL_MARK = ".thumbnail."
 
 
@@ -59,23 +63,22 @@ def thumbnails_prefix(stored: StoredInstance) -> str:
 
 async def put_instance_file(storage: Storage, stored: StoredInstance, file: BinaryIO, size: int) -> None:
     """Upload the Part-10 bytes exactly as received."""
+    name = instance_blob_name(stored)
+
     async def upload() -> None:
         file.seek(0)  # a retry after a missing container must send the bytes again
-        await storage.files.upload_blob(
-            instance_blob_name(stored), file, length=size, overwrite=True,
-            content_settings=DICOM_CONTENT, max_concurrency=UPLOAD_CONCURRENCY,
-        )
+        if size <= SINGLE_PUT_BYTES:
+            await put_blob(storage.files, name, file.read(size), DICOM_CONTENT)
+            return
+        await storage.files.upload_blob(name, file, length=size, overwrite=True, content_settings=DICOM_CONTENT,
+                                        max_concurrency=UPLOAD_CONCURRENCY)
 
     await storage.recreating_missing(upload)
 
 
 async def put_json(storage: Storage, name: str, body: bytes) -> None:
     """Upload a JSON sidecar to the metadata container."""
-
-    async def upload() -> None:
-        await storage.metadata.upload_blob(name, body, overwrite=True, content_settings=JSON_CONTENT)
-
-    await storage.recreating_missing(upload)
+    await storage.recreating_missing(lambda: put_blob(storage.metadata, name, body, JSON_CONTENT))
 
 
 async def delete_instance_blobs(storage: Storage, stored: StoredInstance) -> None:

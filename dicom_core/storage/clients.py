@@ -20,6 +20,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.sharded_table import ShardedTable
+from dicom_core.storage.table_transactions import TransactionTableService
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -218,13 +219,14 @@ def storage_service_clients(
     options = options or ClientOptions()
     if isinstance(access, ConnectionStringAccess):
         return (BlobServiceClient.from_connection_string(access.connection_string, **options.blob_kwargs()),
-                TableServiceClient.from_connection_string(access.connection_string, **options.table_kwargs()), None)
+                TransactionTableService.from_connection_string(access.connection_string, **options.table_kwargs()),
+                None)
     # Imported here: azure.identity (and msal) cost about 90 ms at every cold start that uses a connection string.
     from azure.identity.aio import DefaultAzureCredential
 
     credential = DefaultAzureCredential()
     return (BlobServiceClient(access.blob_account_url, credential=credential, **options.blob_kwargs()),
-            TableServiceClient(access.table_account_url, credential=credential, **options.table_kwargs()),
+            TransactionTableService(access.table_account_url, credential=credential, **options.table_kwargs()),
             credential)
 
 

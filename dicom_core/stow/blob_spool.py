@@ -199,6 +199,11 @@ class BlobSpool(io.RawIOBase):
         self._position = max(0, base + offset)
         return self._position
 
+    def read(self, size: int = -1, /) -> bytes:
+        if self._local is None and self.stored is None:  # in memory: BytesIO's read, not one through readinto
+            return self._memory.read(size)
+        return super().read(size) or b""
+
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
         if self._local is not None:

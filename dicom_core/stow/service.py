@@ -27,7 +27,7 @@ from dicom_core.model.errors import (
     UnsupportedMediaTypeError,
 )
 from dicom_core.model.identifiers import StoredInstance, new_version
-from dicom_core.model.part10 import InvalidPart10Error, read_part10, stored_stream
+from dicom_core.model.part10 import InvalidPart10Error, ParsedFile, read_part10, stored_stream
 from dicom_core.search_index.entries import IndexIntents
 from dicom_core.search_index.extended import IndexingError
 from dicom_core.storage.blobs import (
@@ -51,7 +51,7 @@ from dicom_core.stow.response import (
     StoreOutcome,
     store_response,
 )
-from dicom_core.stow.validation import ERROR_PREFIX, validate_instance
+from dicom_core.stow.validation import ERROR_PREFIX, ValidatedInstance, validate_instance
 from dicom_core.wire.media_types import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, accepts, parse_media_type
 from dicom_core.wire.multipart import Part, boundary_from_content_type, iter_parts, single_part
 from dicom_core.wire.service_result import ServiceResult
@@ -62,6 +62,8 @@ MAX_ROW_FRAME_INDEX_CHARS = 30_000
 # A part up to this size is announced to the change feed while it uploads (an upload of it outlasting the
 # 15-minute announcement timeout would take a link below 80 KB/s); a larger one after its upload.
 EARLY_ANNOUNCEMENT_MAX_BYTES = 64 * 1024 * 1024
+# A part up to this size is parsed and validated on the event loop, a larger one in a worker thread.
+INLINE_READ_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -217,12 +219,13 @@ async def _store_part(
                             comments=["The instance could not be stored because of a storage error; retry."])
     try:
         with writes.intents.parsing():  # the request's next intent write waits for this part, to name it too
-            parsed = await asyncio.to_thread(read_part10, part.file,
-                                             max_inflated_bytes=storage.settings.max_inflated_bytes)
-            validated = await asyncio.to_thread(
-                validate_instance, parsed, api_version=request.api_version, url_study=request.study_uid,
-                extended=await indexed_attributes(storage) if request.api_version < 2 else frozenset(),
-            )
+            extended = await indexed_attributes(storage) if request.api_version < 2 else frozenset()
+            read = functools.partial(_read_and_validate, part.file, request, extended,
+                                     storage.settings.max_inflated_bytes)
+            # A small part is read on the event loop (about a millisecond): a trip to a worker thread cost more CPU
+            # than that, and with the GIL the thread's work does not run beside the loop's anyway.
+            inline = part.size <= INLINE_READ_MAX_BYTES and staged_instance(part.file) is None
+            parsed, validated = read() if inline else await asyncio.to_thread(read)
     except InvalidPart10Error as exc:
         return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])
     outcome = StoreOutcome(ids=validated.ids, sop_class_uid=validated.sop_class_uid)
@@ -322,6 +325,14 @@ async def _store_part(
         outcome.warning_reason = VALIDATION_WARNING
     outcome.multi_valued_index = validated.multi_valued_index
     return outcome
+
+
+def _read_and_validate(file: BinaryIO, request: StoreRequest, extended: frozenset[BaseTag],
+                       max_inflated_bytes: int) -> tuple[ParsedFile, ValidatedInstance]:
+    """Parse a part and validate its instance: one trip to a worker thread for both."""
+    parsed = read_part10(file, max_inflated_bytes=max_inflated_bytes)
+    return parsed, validate_instance(parsed, api_version=request.api_version, url_study=request.study_uid,
+                                     extended=extended)
 
 
 class _InvalidIndexedValueError(Exception):

@@ -216,7 +216,8 @@ class _Reader:
         if self._file is not None:
             if self._size + length > self._max_part_bytes:
                 raise PayloadTooLargeError(f"A part is larger than the limit of {self._max_part_bytes} bytes.")
-            self._file.write(self._buffer[:length])
+            with memoryview(self._buffer) as buffer, buffer[:length] as head:  # released before the buffer shrinks
+                self._file.write(head)
             self._size += length
         del self._buffer[:length]
 

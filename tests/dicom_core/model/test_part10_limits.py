@@ -59,3 +59,22 @@ def test_deflated_stream_that_is_corrupt_is_refused() -> None:
     data[-20:] = b"\xff" * 20
     with pytest.raises(InvalidPart10Error):
         read_part10(io.BytesIO(bytes(data)))
+
+
+def test_deflated_file_whose_meta_group_length_understates_it_is_still_refused() -> None:
+    data = bytearray(_deflated(200_000))
+    struct.pack_into("<I", data, 132 + 8, 10)  # the meta "ends" before its TransferSyntaxUID
+    with pytest.raises(InvalidPart10Error, match="inflates to more than"):
+        read_part10(io.BytesIO(bytes(data)), max_inflated_bytes=100_000)
+
+
+def test_deflated_file_with_meta_longer_than_the_first_look_is_still_refused() -> None:
+    plain = _deflated(200_000)
+    (group_length,) = struct.unpack_from("<I", plain, 132 + 8)
+    # A 5,000-byte PrivateInformation (0002,0102) at the meta's end: the meta outlasts the bytes looked at first.
+    private = struct.pack("<HH", 0x0002, 0x0102) + b"OB\x00\x00" + struct.pack("<I", 5000) + b"\x01" * 5000
+    end = 132 + 12 + group_length
+    data = bytearray(plain[:end] + private + plain[end:])
+    struct.pack_into("<I", data, 132 + 8, group_length + len(private))
+    with pytest.raises(InvalidPart10Error, match="inflates to more than"):
+        read_part10(io.BytesIO(bytes(data)), max_inflated_bytes=100_000)
