@@ -22,6 +22,8 @@ from azure.storage.blob._generated.operations._block_blob_operations import buil
 from azure.storage.blob._shared.response_handlers import process_storage_error
 from azure.storage.blob.aio import ContainerClient
 
+from dicom_core.storage.client_pipelines import send
+
 _CREATED = 201
 _BODY_TYPE = "application/octet-stream"  # the request's own Content-Type, as the SDK sends it (it is signed)
 _ERRORS: dict[int, type[HttpResponseError]] = {404: ResourceNotFoundError, 409: ResourceExistsError}
@@ -34,7 +36,7 @@ async def put_blob(container: ContainerClient, name: str, body: bytes, content: 
         url=blob_url(container, name), content_length=len(body), version=generated._config.version,
         blob_content_type=content.content_type, blob_type="BlockBlob", content_type=_BODY_TYPE,
         content=cast(Any, body))
-    response = (await generated._client._pipeline.run(request, stream=False)).http_response
+    response = await send(container, request, stream=False)
     if response.status_code != _CREATED:
         try:
             map_error(status_code=response.status_code, response=response, error_map=_ERRORS)

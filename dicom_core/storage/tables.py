@@ -14,6 +14,7 @@ from azure.core.rest import HttpRequest
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from dicom_core.storage.client_pipelines import send
 from dicom_core.storage.sharded_table import ShardedTable
 
 # A point read's properties as plain JSON: no type annotations (an Int64 comes as its decimal text).
@@ -45,7 +46,7 @@ async def read_properties(
                           headers={"Accept": _NO_METADATA, "DataServiceVersion": "3.0",
                                    "x-ms-version": client.api_version})
     # Streamed, then read here: a response read by the pipeline is also parsed by its content-decoding policy.
-    response = await client._client._client.send_request(request, stream=True)
+    response = await send(client, request, stream=True)
     body = await response.read()
     if response.status_code == HTTPStatus.NOT_FOUND:
         return None
