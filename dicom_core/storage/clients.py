@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,6 +29,9 @@ T = TypeVar("T")
 # Tables created at once when storage is opened: 130 at once (64 shards) made a loaded Azurite reset connections.
 TABLES_CREATED_AT_ONCE = 16
 _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
+# An entity Timestamp with and without fractional seconds, and the patterns the Table SDK parses them with.
+ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%fZ"),
+                            ("2000-01-01T00:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
 
 
 @dataclass
@@ -247,12 +251,23 @@ async def open_storage(settings: Settings) -> Storage:
         credential=credential,
     )
     try:
-        await storage.ensure_created()
+        await asyncio.gather(storage.ensure_created(), asyncio.to_thread(prepare_timestamp_parsing))
     except BaseException:
         # Unreachable storage (or a health check's timeout): don't leave HTTP sessions open on every attempt.
         await asyncio.shield(storage.close())
         raise
     return storage
+
+
+def prepare_timestamp_parsing() -> None:
+    """Parse an entity Timestamp in both of the Table SDK's formats once, while storage opens.
+
+    The SDK decodes every entity's Timestamp with `datetime.strptime`, whose first call in a process builds its
+    locale tables and compiles its patterns: ~50 ms of CPU (measured), which otherwise lands on the first request
+    that reads a whole entity (e.g. the first series metadata after a store, whose writes decode none).
+    """
+    for value, pattern in ENTITY_TIMESTAMP_FORMATS:
+        datetime.strptime(value, pattern)
 
 
 async def _create_container(container: ContainerClient) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from azure.core.rest import HttpRequest
@@ -14,6 +18,7 @@ from dicom_core.storage.clients import (
     storage_service_clients,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
 # Node's http server default, which Azurite keeps for its blob and table services.
 AZURITE_KEEP_ALIVE_SECONDS = 5
 
@@ -127,3 +132,28 @@ async def test_storage_transport_drops_a_connection_idle_longer_than_azurites_ke
         await _get_twice(StorageTransport(), url, pause_seconds=IDLE_CONNECTION_SECONDS + 0.5)
     assert IDLE_CONNECTION_SECONDS < AZURITE_KEEP_ALIVE_SECONDS
     assert server.connections == 2
+
+
+_FRESH_PROCESS_OPENS_STORAGE = """
+import _strptime, asyncio, sys
+from dicom_core.settings import Settings
+from dicom_core.storage.clients import ENTITY_TIMESTAMP_FORMATS, open_storage
+
+async def main():
+    storage = await open_storage(Settings.from_environment())
+    await storage.close()
+
+assert not _strptime._regex_cache, "strptime was set up before storage opened"
+asyncio.run(main())
+print(all(pattern in _strptime._regex_cache for _, pattern in ENTITY_TIMESTAMP_FORMATS))
+"""
+
+
+def test_opening_storage_sets_up_the_table_sdks_timestamp_parsing(unit_settings: Settings) -> None:
+    environ = {**os.environ, "DICOMWEB_STORAGE_CONNECTION_STRING": unit_settings.storage_connection_string,
+               "DICOMWEB_TABLE_PREFIX": unit_settings.table_prefix,
+               "DICOMWEB_BLOB_CONTAINER": unit_settings.blob_container,
+               "DICOMWEB_METADATA_CONTAINER": unit_settings.metadata_container}
+    completed = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_OPENS_STORAGE], env=environ, cwd=ROOT,
+                               capture_output=True, text=True, timeout=120, check=True)
+    assert completed.stdout.strip() == "True"
