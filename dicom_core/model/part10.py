@@ -156,6 +156,14 @@ def stored_stream(parsed: ParsedFile, file: BinaryIO) -> BinaryIO:
     return io.BufferedReader(PrefixedReader(parsed.added_preamble, file))
 
 
+def plainly_not_deflated(file: BinaryIO) -> bool:
+    """Tell from a file's first bytes that it names no deflated transfer syntax (False when unsure); rewinds it."""
+    file.seek(0)
+    head = file.read(_META_HEAD_BYTES)
+    file.seek(0)
+    return _not_deflated(head, head[: len(_FILE_META_START)] == _FILE_META_START)
+
+
 def _check_inflated_size(file: BinaryIO, force: bool, max_inflated_bytes: int) -> None:
     """Refuse a deflated dataset that inflates to more than ``max_inflated_bytes``, inflating at most that much."""
     if _not_deflated(file.read(_META_HEAD_BYTES), force):

@@ -27,7 +27,7 @@ from dicom_core.model.errors import (
     UnsupportedMediaTypeError,
 )
 from dicom_core.model.identifiers import StoredInstance, new_version
-from dicom_core.model.part10 import InvalidPart10Error, ParsedFile, read_part10, stored_stream
+from dicom_core.model.part10 import InvalidPart10Error, ParsedFile, plainly_not_deflated, read_part10, stored_stream
 from dicom_core.search_index.entries import IndexIntents
 from dicom_core.search_index.extended import IndexingError
 from dicom_core.storage.blobs import (
@@ -223,8 +223,10 @@ async def _store_part(
             read = functools.partial(_read_and_validate, part.file, request, extended,
                                      storage.settings.max_inflated_bytes)
             # A small part is read on the event loop (about a millisecond): a trip to a worker thread cost more CPU
-            # than that, and with the GIL the thread's work does not run beside the loop's anyway.
-            inline = part.size <= INLINE_READ_MAX_BYTES and staged_instance(part.file) is None
+            # than that, and with the GIL the thread's work does not run beside the loop's anyway. Not a deflated
+            # one: a small part may inflate to max_inflated_bytes, seconds of parsing that would stall the loop.
+            inline = (part.size <= INLINE_READ_MAX_BYTES and staged_instance(part.file) is None
+                      and plainly_not_deflated(part.file))
             parsed, validated = read() if inline else await asyncio.to_thread(read)
     except InvalidPart10Error as exc:
         return StoreOutcome(failure_reason=VALIDATION_FAILURE, comments=[str(exc)])

@@ -7,7 +7,7 @@ import io
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicom_core.model.part10 import InvalidPart10Error, read_part10, stored_stream
+from dicom_core.model.part10 import InvalidPart10Error, plainly_not_deflated, read_part10, stored_stream
 from tests.factories import make_instance
 
 
@@ -31,6 +31,18 @@ def test_truncated_file_raises() -> None:
 def test_deflated_file_has_no_frame_index() -> None:
     with open(get_testdata_file("image_dfl.dcm"), "rb") as file:
         assert read_part10(file).frame_index is None
+
+
+def test_a_deflated_file_is_not_plainly_not_deflated() -> None:
+    with open(get_testdata_file("image_dfl.dcm"), "rb") as file:
+        file.read(10)
+        assert not plainly_not_deflated(file)
+        assert file.tell() == 0
+
+
+@pytest.mark.parametrize("skip", [0, 132], ids=["with preamble", "without preamble"])
+def test_an_explicit_little_endian_file_is_plainly_not_deflated(skip: int) -> None:
+    assert plainly_not_deflated(io.BytesIO(make_instance()[skip:]))
 
 
 def test_file_without_preamble_is_stored_with_one() -> None:
