@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
@@ -20,6 +22,7 @@ from pynetdicom.sop_class import (
 )
 
 from tests.dimse_gateway.conftest import GATEWAY_AE, MODALITY_AE, Gateway
+from tests.factories import make_dataset
 from tests.processes import DIRECT
 
 
@@ -77,6 +80,20 @@ def study_counts(server: str, study: str) -> tuple[int, int]:
         return 0, 0
     (result,) = results
     return int(result["00201206"]["Value"][0]), int(result["00201208"]["Value"][0])
+
+
+def store_series_at_once(gateway: Gateway, study: str, series: int, instances: int) -> list[int]:
+    """C-STORE ``series`` new series of ``instances`` into ``study``, each over its own association, all at once;
+    every C-STORE's status."""
+
+    def send_series(_: int) -> list[int]:
+        uid = generate_uid()
+        with associated(gateway) as association:
+            return [int(association.send_c_store(make_dataset(study=study, series=uid, InstanceNumber=n)).Status)
+                    for n in range(instances)]
+
+    with ThreadPoolExecutor(max_workers=series) as pool:
+        return [status for statuses in pool.map(send_series, range(series)) for status in statuses]
 
 
 def part10_dataset_bytes(data: bytes) -> bytes:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,7 +21,9 @@ from dicom_core.settings import Settings
 from dicom_core.storage.clients import open_storage
 from dimse_gateway.shared_stores import IDLE_SECONDS
 from tests.dimse_gateway.conftest import Gateway
-from tests.dimse_gateway.scu import associated, find, identifier, part10_dataset_bytes, qido, study_counts
+from tests.dimse_gateway.scu import (
+    associated, find, identifier, part10_dataset_bytes, qido, store_series_at_once, study_counts,
+)
 from tests.factories import make_dataset, to_bytes
 from tests.processes import DIRECT
 
@@ -56,15 +57,7 @@ def test_a_re_sent_instance_replaces_the_stored_one(gateway: Gateway, server: st
 
 def test_eight_concurrent_associations_into_one_study_leave_exact_counts(gateway: Gateway, server: str) -> None:
     study = generate_uid()
-
-    def send_series(index: int) -> list[int]:
-        series = generate_uid()
-        with associated(gateway) as association:
-            return [int(association.send_c_store(make_dataset(study=study, series=series, InstanceNumber=n)).Status)
-                    for n in range(10)]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = [status for series in pool.map(send_series, range(8)) for status in series]
+    statuses = store_series_at_once(gateway, study, series=8, instances=10)
     assert statuses == [0x0000] * 80
     assert study_counts(server, study) == (8, 80)
 

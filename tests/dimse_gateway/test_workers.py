@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
 from tests.dimse_gateway.conftest import Gateway, running_gateway
-from tests.dimse_gateway.scu import associated, study_counts
-from tests.factories import make_dataset
+from tests.dimse_gateway.scu import store_series_at_once, study_counts
 from tests.processes import accepts_connections
 
 WORKERS = 2
@@ -40,15 +38,7 @@ def two_workers(storage_env: dict[str, str], server: str, tmp_path_factory: pyte
 def test_eight_associations_over_two_processes_into_one_study_leave_exact_counts(two_workers: Gateway,
                                                                                  server: str) -> None:
     study = generate_uid()
-
-    def send_series(index: int) -> list[int]:
-        series = generate_uid()
-        with associated(two_workers) as association:
-            return [int(association.send_c_store(make_dataset(study=study, series=series, InstanceNumber=n)).Status)
-                    for n in range(10)]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = [status for series in pool.map(send_series, range(8)) for status in series]
+    statuses = store_series_at_once(two_workers, study, series=8, instances=10)
     assert statuses == [0x0000] * 80
     assert study_counts(server, study) == (8, 80)
 
