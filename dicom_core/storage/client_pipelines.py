@@ -4,7 +4,7 @@ The pipeline keeps the client's credential, retries, logging and connection pool
 the generated operation around it (building downloaders and clients, parsing every response header, decoding
 entities), measured as a third of a hot read's or upload's CPU (docs/storage.md, "Requests the server forms
 itself"). A client's pipeline is a private attribute of the pinned azure-storage-blob and azure-data-tables:
-this module is the one place that reaches it; re-check it on every SDK upgrade.
+every request the server forms itself is sent here; re-check it on every SDK upgrade.
 """
 
 from __future__ import annotations
@@ -14,6 +14,6 @@ from typing import Any, cast
 from azure.core.rest import AsyncHttpResponse, HttpRequest
 
 
-async def send(client: Any, request: HttpRequest, *, stream: bool) -> AsyncHttpResponse:
+async def send(client: Any, request: HttpRequest, *, stream: bool, **kwargs: Any) -> AsyncHttpResponse:
     """Send ``request`` through ``client``'s pipeline (a blob, container or table client); no error handling."""
-    return cast(AsyncHttpResponse, await client._client._client.send_request(request, stream=stream))
+    return cast(AsyncHttpResponse, await client._client._client.send_request(request, stream=stream, **kwargs))

@@ -29,6 +29,8 @@ from azure.data.tables._policies import StorageHeadersPolicy
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.data.tables.aio._base_client_async import AsyncTransportWrapper
 
+from dicom_core.storage.client_pipelines import send
+
 # The SDK's own (untyped) helpers, so that errors come out exactly as its transactions raise them.
 _decode_error = cast(Callable[..., HttpResponseError], _error._decode_error)
 _validate_table_name_error = cast(Callable[[HttpResponseError, str], None], _error._validate_tablename_error)
@@ -59,7 +61,7 @@ class TransactionTableClient(TableClient):
             },
             content=changeset_body(reqs, batch, changeset, format_date_time(time.time())),
         )
-        response = await self._client.send_request(request, stream=True, **kwargs)
+        response = await send(self, request, stream=True, **kwargs)
         await response.read()
         if response.status_code == _TOO_LARGE:
             raise _decode_error(response, error_message="The transaction request was too large",
