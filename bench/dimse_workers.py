@@ -22,6 +22,9 @@ from .stow import Files, _fixed_uid
 
 WORKERS = (1, 2)
 ROUNDS = 3
+# A second process costs about a tenth more CPU per C-STORE (two storage loops, two sets of clients): the default
+# is worth changing only for a gain clearly beyond that and beyond the noise of interleaved rounds.
+TARGET = 1.2
 
 
 @dataclass
@@ -104,7 +107,7 @@ def run(results: Results, options: argparse.Namespace) -> None:
         print(f"  {workers} worker(s): {total.mb_per_second:.1f} MB/s, gateway CPU "
               f"{total.cpu_ms(total.gateway_cpu):.1f} ms, Azurite CPU {total.cpu_ms(total.azurite_cpu):.1f} ms "
               f"per C-STORE, {total.failed} failed", flush=True)
-    ratio = two.mb_per_second / one.mb_per_second
+    ratio, failed = two.mb_per_second / one.mb_per_second, one.failed + two.failed
     results.add(Row(
         operation=f"C-STORE {n} × {mb / n:.2f} MB CT, {associations} associations each into a study of its own, "
                   f"2 gateway processes ({ROUNDS} rounds)",
@@ -112,5 +115,5 @@ def run(results: Results, options: argparse.Namespace) -> None:
                  f"{two.cpu_ms(two.azurite_cpu):.1f} ms per C-STORE)",
         baseline=f"1 gateway process, rounds alternating: {one.mb_per_second:.1f} MB/s (gateway CPU "
                  f"{one.cpu_ms(one.gateway_cpu):.1f} ms, Azurite {one.cpu_ms(one.azurite_cpu):.1f} ms per C-STORE)",
-        target="≥ 1.0× to make 2 the default", ratio=ratio, passed=ratio >= 1.0 and not (one.failed or two.failed),
-        note=f"{one.failed + two.failed} C-STORE(s) failed" if one.failed or two.failed else ""))
+        target=f"≥ {TARGET}× to make 2 the default", ratio=ratio, passed=ratio >= TARGET and not failed,
+        note=f"{failed} C-STORE(s) failed" if failed else ""))
