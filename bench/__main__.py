@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                 results.sections.extend(dimse_requests.run(results, options))
                 continue
             if name == "dimse_workers":
-                dimse_workers.run(results, options)
+                results.sections.extend(dimse_workers.run(results, options))
                 continue
             if name == "cold_start":
                 cold_start.run(results, options)

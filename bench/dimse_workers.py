@@ -3,7 +3,9 @@
 A hospital's modalities send different studies at once; `DICOMWEB_DIMSE_WORKERS=2` spreads their associations over
 two processes (SO_REUSEPORT), whose commits then meet in no study's rows (into one study they compete for them:
 docs/dimse.md). Both gateways run over one Azurite; rounds alternate between them, each storing new studies. Per
-gateway: its rate, its CPU per C-STORE (the worker processes included) and Azurite's, summed over its rounds.
+gateway: its rate, its CPU per C-STORE (the worker processes included) and Azurite's, summed over its rounds. Then,
+on the storage-request section's stack, the exact storage requests per C-STORE of the same scenario (64² CT) for
+each process count.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.uid import generate_uid
+
 from .dimse import ASSOCIATIONS, c_store, cpu_seconds, start_gateway
+from .dimse_requests import count_c_stores
 from .environment import Azurite, _stop
-from .report import Results, Row
+from .report import Results, Row, Section
 from .stack import PREFIX
+from .storage_requests import PREFIX as COUNTING_PREFIX
+from .storage_requests import Count, Scenario, counting_stack, ct_series, section
 from .stow import Files, _fixed_uid
 
 WORKERS = (1, 2)
@@ -78,8 +85,33 @@ def _round(pid: int, azurite: Azurite, port: int, shares: list[list[Path]]) -> _
                    cpu_seconds(pid) - gateway, sum(map(cpu_seconds, azurite.pids)) - storage, failed)
 
 
-def run(results: Results, options: argparse.Namespace) -> None:
-    """One row: 2 gateway processes against 1, 8 associations each storing a study of its own."""
+def studies_dealt(studies: int, per_study: int) -> list[bytes]:
+    """64² CT instances of ``studies`` new studies, in the order that deals study ``i`` to association ``i``."""
+    series = [ct_series(per_study, generate_uid()) for _ in range(studies)]
+    return [series[index % studies][index // studies] for index in range(studies * per_study)]
+
+
+def count_requests(instances: int, associations: int) -> list[Count]:
+    """Exact storage requests of ``instances`` C-STOREs over ``associations``, each into a study of its own, for
+    each process count (each gateway warmed up first by one C-STORE per association)."""
+    counts = []
+    with counting_stack() as counting:
+        for workers in WORKERS:
+            scenario = Scenario(f"dimse-studies-{workers}", f"CT 64² by C-STORE over {associations} associations, "
+                                f"each into a study of its own, {workers} gateway process(es)", 3.0)
+            process, port = start_gateway(counting.azurite, COUNTING_PREFIX,
+                                          extra_env={"DICOMWEB_DIMSE_WORKERS": str(workers)})
+            try:
+                count_c_stores(counting, port, scenario, studies_dealt(associations, 1), associations)
+                counts.append(count_c_stores(counting, port, scenario,
+                                             studies_dealt(associations, instances // associations), associations))
+            finally:
+                _stop(process)
+    return counts
+
+
+def run(results: Results, options: argparse.Namespace) -> list[Section]:
+    """2 gateway processes against 1, 8 associations each storing a study of its own: the rate, and the requests."""
     associations = max(ASSOCIATIONS)
     files = Files(options.dimse_instances - options.dimse_instances % associations, options.ct_side, seed=2)
     rng = random.Random(2)
@@ -117,3 +149,15 @@ def run(results: Results, options: argparse.Namespace) -> None:
                  f"{one.cpu_ms(one.gateway_cpu):.1f} ms, Azurite {one.cpu_ms(one.azurite_cpu):.1f} ms per C-STORE)",
         target=f"≥ {TARGET}× to make 2 the default", ratio=ratio, passed=ratio >= TARGET and not failed,
         note=f"{failed} C-STORE(s) failed" if failed else ""))
+    sections = []
+    for result in count_requests(options.requests_instances, associations):
+        results.add(Row(
+            operation=f"storage requests per C-STORE, {result.instances} × {result.scenario.title}",
+            measured=f"{result.per_instance:.2f} ({len(result.stored)} requests; deferred "
+                     f"{result.deferred_per_instance:.2f})",
+            baseline="STOW's scenario of 10 per request into a new series (bench --only requests)",
+            target=f"≤ {result.scenario.target:g}", ratio=result.per_instance,
+            passed=result.per_instance <= result.scenario.target))
+        sections.append(section(result))
+        print(section(result).markdown(), flush=True)
+    return sections
