@@ -22,6 +22,7 @@ from . import (
     dimse,
     dimse_find,
     dimse_requests,
+    dimse_workers,
     frames,
     memory,
     metadata,
@@ -36,10 +37,11 @@ from .environment import Azurite, Server, cpu_seconds
 from .report import Results
 from .stack import PREFIX, Stack, StoredStudy
 
-# Sections run only when named: the C-FIND benchmark seeds an archive of its own (minutes at 1,000 studies).
-OPT_IN = ("dimse_find",)
+# Sections run only when named: the C-FIND benchmark seeds an archive of its own (minutes at 1,000 studies); the
+# gateway-workers comparison only informs the default of DICOMWEB_DIMSE_WORKERS.
+OPT_IN = ("dimse_find", "dimse_workers")
 OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "bulkdata", "memory", "transcoding",
-              "qido", "dimse", "dimse_requests", "dimse_find", "reindex")
+              "qido", "dimse", "dimse_requests", "dimse_find", "dimse_workers", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             if name == "dimse_requests":
                 results.sections.extend(dimse_requests.run(results, options))
+                continue
+            if name == "dimse_workers":
+                results.sections.extend(dimse_workers.run(results, options))
                 continue
             if name == "cold_start":
                 cold_start.run(results, options)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dimse_gateway", description=__doc__)
     parser.add_argument("--port", type=int, help="the port to listen on (default: DICOMWEB_DIMSE_PORT or 11112)")
     parser.add_argument("--workers", type=int, help="processes serving the port (default: DICOMWEB_DIMSE_WORKERS "
-                                                    "or the CPU count)")
+                                                    "or 1)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)  # the first worker's process id
     args = parser.parse_args(argv)
