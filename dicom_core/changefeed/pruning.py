@@ -6,8 +6,9 @@ fail on the done row's ``create``. Once the outbox row is gone (deleted after it
 every transaction that inserts an outbox row is conditioned on rows it changes (the generation marker, ETags,
 inserts), so it lands at most once, and a change id is never reused. A done row is pruned when it was written
 more than ``PRUNE_AFTER`` ago (far longer than a sequencer run can hold an outbox row it read) and its outbox
-row is absent. Bounded work: at most ``limit`` done rows are read per run, oldest change ids first (change ids
-sort by time). See docs/storage.md.
+row is absent. A done row marked ``Kept`` guards an outbox row its writer confirmed, which stays in its partition
+for good: it is never pruned, and skipped without reading its outbox row. Bounded work: at most ``limit`` done
+rows are checked per run, oldest change ids first (change ids sort by time). See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
-from dicom_core.changefeed.sequencer import DONE_PREFIX, READ_CONCURRENCY
+from dicom_core.changefeed.sequencer import DONE_PREFIX, KEPT, READ_CONCURRENCY
 from dicom_core.index.outbox import outbox_row_key
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
@@ -40,13 +41,13 @@ async def prune_done_rows(storage: Storage, *, now: datetime | None = None, limi
     pages = storage.changes.query_entities(
         "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
         parameters={"pk": FEED_PARTITION, "low": DONE_PREFIX, "high": DONE_PREFIX + _change_id_before(old)},
-        select=["RowKey", "Study", "Timestamp"], results_per_page=min(limit, 1_000),
+        select=["RowKey", "Study", "Timestamp", KEPT], results_per_page=min(limit, 1_000),
     )
     candidates: list[TableEntity] = []
     try:
         async for row in pages:
             written = row.metadata.get("timestamp")
-            if written is not None and written < old:
+            if written is not None and written < old and not row.get(KEPT):
                 candidates.append(row)
             if len(candidates) >= limit:
                 break
