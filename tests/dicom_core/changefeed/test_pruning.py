@@ -68,3 +68,15 @@ async def test_a_run_prunes_at_most_its_limit(feed_storage: Storage, stow_parts)
 
     assert await prune_done_rows(feed_storage, now=_later(), limit=2) == 2
     assert await prune_done_rows(feed_storage, now=_later(), limit=2) == 1
+
+
+async def test_a_done_row_of_a_confirmed_outbox_left_in_place_is_never_pruned(
+        feed_storage: Storage, stow_parts) -> None:
+    await store(stow_parts, feed_storage, [make_instance(), make_instance()])  # two studies: confirmed, kept
+    await sequence_pending(feed_storage)
+    kept = await _done_rows(feed_storage)
+    assert len(kept) == 2
+
+    assert await prune_done_rows(feed_storage, now=_later()) == 0
+
+    assert await _done_rows(feed_storage) == kept
