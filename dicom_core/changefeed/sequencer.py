@@ -160,8 +160,8 @@ async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> tup
         )
         through = {o.change_id: int_property(row["Through"]) if row else 0
                    for o, row in zip(candidates, done, strict=True)}
-        # An outbox appended whole already; one its done row says is kept stays in its partition.
-        finished = [replace(o, kept=True) if row is not None and row.get(KEPT) else o
+        # Outboxes appended whole already: their done rows say whether they stay in their partitions.
+        finished = [replace(o, kept=bool(row is not None and row.get(KEPT)))
                     for o, row in zip(candidates, done, strict=True) if through[o.change_id] >= len(o.changes)]
         operations, count, completed = _append_operations(counter, candidates, through, done, to_micros(clock()))
         if not operations:
