@@ -6,8 +6,11 @@ fail on the done row's ``create``. Once the outbox row is gone (deleted after it
 every transaction that inserts an outbox row is conditioned on rows it changes (the generation marker, ETags,
 inserts), so it lands at most once, and a change id is never reused. A done row is pruned when it was written
 more than ``PRUNE_AFTER`` ago (far longer than a sequencer run can hold an outbox row it read) and its outbox
-row is absent. Bounded work: at most ``limit`` done rows are read per run, oldest change ids first (change ids
-sort by time). See docs/storage.md.
+row is absent. A done row marked ``Kept`` guards an outbox row its writer confirmed, which stays in its partition
+for good: it is never pruned, and skipped without reading its outbox row. Bounded work: at most ``limit`` done
+rows are checked and ``SCAN_FACTOR`` times as many read per run, oldest change ids first (change ids sort by
+time), from a cursor (``prune|done``) that moves past the leading rows a run leaves behind only because they are
+``Kept``, or pruned, so that rows kept for good are read once, not every run. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
-from dicom_core.changefeed.sequencer import DONE_PREFIX, READ_CONCURRENCY
+from dicom_core.changefeed.sequencer import DONE_PREFIX, KEPT, READ_CONCURRENCY
 from dicom_core.index.outbox import outbox_row_key
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
@@ -27,6 +30,8 @@ from dicom_core.storage.tables import etag_of, get_entity_or_none
 
 PRUNE_AFTER = timedelta(days=1)
 DEFAULT_PRUNE_LIMIT = 1_000
+SCAN_FACTOR = 10  # done rows read per run, at most, per row checked
+CURSOR_ROW = "prune|done"  # in the feed partition: ``Through``, the done row up to which every one is Kept or gone
 
 
 def _change_id_before(moment: datetime) -> str:
@@ -37,18 +42,25 @@ def _change_id_before(moment: datetime) -> str:
 async def prune_done_rows(storage: Storage, *, now: datetime | None = None, limit: int = DEFAULT_PRUNE_LIMIT) -> int:
     """Delete up to ``limit`` done rows older than ``PRUNE_AFTER`` whose outbox rows are gone; return how many."""
     old = (now or datetime.now(UTC)) - PRUNE_AFTER
+    try:
+        cursor = await get_entity_or_none(storage.changes, FEED_PARTITION, CURSOR_ROW)
+    except ResourceNotFoundError:
+        return 0
     pages = storage.changes.query_entities(
         "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
-        parameters={"pk": FEED_PARTITION, "low": DONE_PREFIX, "high": DONE_PREFIX + _change_id_before(old)},
-        select=["RowKey", "Study", "Timestamp"], results_per_page=min(limit, 1_000),
+        parameters={"pk": FEED_PARTITION, "low": str(cursor["Through"]) if cursor is not None else DONE_PREFIX,
+                    "high": DONE_PREFIX + _change_id_before(old)},
+        select=["RowKey", "Study", "Timestamp", KEPT], results_per_page=min(limit, 1_000),
     )
+    scanned: list[TableEntity] = []
     candidates: list[TableEntity] = []
     try:
         async for row in pages:
+            scanned.append(row)
             written = row.metadata.get("timestamp")
-            if written is not None and written < old:
+            if written is not None and written < old and not row.get(KEPT):
                 candidates.append(row)
-            if len(candidates) >= limit:
+            if len(candidates) >= limit or len(scanned) >= limit * SCAN_FACTOR:
                 break
     except ResourceNotFoundError:
         return 0
@@ -60,4 +72,13 @@ async def prune_done_rows(storage: Storage, *, now: datetime | None = None, limi
         return RowDelete(str(row["RowKey"]), etag_of(row))
 
     deletes = [d for d in await bounded_gather((prunable(row) for row in candidates), limit=READ_CONCURRENCY) if d]
-    return await delete_rows(storage.changes, FEED_PARTITION, deletes) if deletes else 0
+    pruned = await delete_rows(storage.changes, FEED_PARTITION, deletes) if deletes else 0
+    gone = {delete.row for delete in deletes} if pruned == len(deletes) else set()
+    passed = None
+    for row in scanned:
+        if not (row.get(KEPT) or str(row["RowKey"]) in gone):
+            break
+        passed = str(row["RowKey"])
+    if passed is not None:
+        await storage.changes.upsert_entity({"PartitionKey": FEED_PARTITION, "RowKey": CURSOR_ROW, "Through": passed})
+    return pruned

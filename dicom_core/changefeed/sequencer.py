@@ -8,16 +8,17 @@ and a reader that reads the counter first never sees entry n+1 without entry n. 
 row says how many of its changes were appended. An announcement is deleted once every change it counts is in the
 feed, or once it is older than the timeout (no commit it covers can land any more); a STOW request's intent
 first hands the blobs it named that no appended change proves committed to the cleanup (``intent_retirement.py``).
-See docs/storage.md.
+An announcement that confirms every change it counts (``Landed``: outbox rows whose transactions answered success)
+is appended from what it confirms, without reading the study partitions, and those outbox rows stay where they are
+(their done rows, marked ``Kept``, stay with them). See docs/storage.md.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -38,10 +39,10 @@ from dicom_core.index.outbox import (
     PENDING_PARTITION,
     Announcement,
     Change,
-    ChangeAction,
     announcement_of,
     outbox_range,
     parse_announcement,
+    parse_changes,
 )
 from dicom_core.model.epoch import EPOCH, to_micros
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
@@ -53,6 +54,7 @@ from dicom_core.storage.tables import Operation, etag_of, get_entity_or_none, qu
 LOGGER = logging.getLogger(__name__)
 
 DONE_PREFIX = "done|"
+KEPT = "Kept"  # on a done row: its outbox row stays in its partition (pruning keeps the done row)
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit for one entity-group transaction
 PENDING_PAGE = 100
 READ_CONCURRENCY = 16
@@ -78,6 +80,7 @@ class Outbox:
     change_id: str
     study: str
     changes: tuple[Change, ...]
+    kept: bool = False  # confirmed by its writer: appended without a read, and left in its partition
 
 
 async def sequence_pending(storage: Storage, *, max_changes: int = DEFAULT_MAX_CHANGES, clock: Clock = utc_now) -> int:
@@ -107,35 +110,32 @@ async def _pending_pages(storage: Storage) -> AsyncIterator[list[TableEntity]]:
 
 
 async def _committed_outboxes(storage: Storage, announcements: list[Announcement]) -> list[Outbox]:
-    """The outbox rows the announcements cover, in their order: one range query per study partition."""
+    """The outbox rows the announcements cover, in their order: those their writers confirmed as they are, the
+    others with one range query per study partition."""
+    confirmed = [Outbox(outbox.change_id, outbox.study, outbox.changes, kept=True)
+                 for announcement in announcements if announcement.confirms_all() for outbox in announcement.landed]
     by_study: dict[str, list[Announcement]] = {}
     for announcement in announcements:
-        for study in announcement.studies:
-            by_study.setdefault(study, []).append(announcement)
+        if not announcement.confirms_all():
+            for study in announcement.studies:
+                by_study.setdefault(study, []).append(announcement)
 
     async def read(study: str, covering: list[Announcement]) -> list[Outbox]:
-        # One announcement: its own rows; several: every outbox row of the partition (outbox rows are few).
-        low, high = outbox_range(covering[0].change_id if len(covering) == 1 else None)
+        # The rows of the covering announcements' ids (ids start with their time: confirmed rows kept in the
+        # partition by older requests sort before them).
         ids = {announcement.change_id for announcement in covering}
+        low, high = outbox_range(min(ids), max(ids))
         rows = await query_all(storage.studies, _RANGE_FILTER, parameters={"pk": study, "low": low, "high": high},
                                select=["RowKey", "Changes"])
         found = [(str(row["RowKey"])[len(OUTBOX_PREFIX):], row) for row in rows]
-        return [Outbox(change_id, study, _parse_changes(str(row["Changes"])))
+        return [Outbox(change_id, study, parse_changes(str(row["Changes"])))
                 for change_id, row in found if announcement_of(change_id) in ids]
 
     read_studies = await bounded_gather((read(study, covering) for study, covering in by_study.items()),
                                         limit=READ_CONCURRENCY)
     order = {announcement.change_id: index for index, announcement in enumerate(announcements)}
-    return sorted((outbox for outboxes in read_studies for outbox in outboxes),
+    return sorted((outbox for outboxes in [confirmed, *read_studies] for outbox in outboxes),
                   key=lambda outbox: (order[announcement_of(outbox.change_id)], outbox.change_id))
-
-
-def _parse_changes(text: str) -> tuple[Change, ...]:
-    return tuple(
-        Change(action=ChangeAction(record["action"]), series=record["series"], instance=record["instance"],
-               version=record["version"])
-        for record in json.loads(text)
-    )
 
 
 async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> tuple[int, list[Outbox]]:
@@ -160,11 +160,14 @@ async def _append(storage: Storage, outboxes: list[Outbox], clock: Clock) -> tup
         )
         through = {o.change_id: int_property(row["Through"]) if row else 0
                    for o, row in zip(candidates, done, strict=True)}
-        finished = [o for o in candidates if through[o.change_id] >= len(o.changes)]
+        # Outboxes appended whole already: their done rows say whether they stay in their partitions.
+        finished = [replace(o, kept=bool(row is not None and row.get(KEPT)))
+                    for o, row in zip(candidates, done, strict=True) if through[o.change_id] >= len(o.changes)]
         operations, count, completed = _append_operations(counter, candidates, through, done, to_micros(clock()))
         if not operations:
             in_feed += finished
-            remaining = [o for o in remaining if o not in finished]
+            ended = {o.change_id for o in finished}
+            remaining = [o for o in remaining if o.change_id not in ended]
             continue
         try:
             await storage.recreating_missing(functools.partial(storage.changes.submit_transaction, operations))
@@ -219,7 +222,8 @@ def _append_operations(
             last_us = max(now_us, last_us + 1)  # forced monotonic: time order is sequence order
             body.extend(_entry_operations(outbox, index, sequence, last_us))
         done_entity = {"PartitionKey": FEED_PARTITION, "RowKey": DONE_PREFIX + outbox.change_id,
-                       "Through": start + take, "Study": outbox.study, "LastSequence": _int64(sequence)}
+                       "Through": start + take, "Study": outbox.study, "LastSequence": _int64(sequence),
+                       **({KEPT: True} if outbox.kept else {})}
         # create: a second sequencer including the same outbox fails and reads again.
         body.append(("create", done_entity) if done_row is None
                     else replace_if_unchanged(done_entity, etag_of(done_row)))
@@ -297,16 +301,16 @@ async def sequence_outbox_rows(storage: Storage, rows: Sequence[TableEntity], *,
     The done rows keep it exactly once, as for announced rows; return how many changes were appended.
     """
     outboxes = [Outbox(str(row["RowKey"])[len(OUTBOX_PREFIX):], str(row["PartitionKey"]),
-                       _parse_changes(str(row["Changes"]))) for row in rows]
+                       parse_changes(str(row["Changes"]))) for row in rows]
     appended, in_feed = await _append(storage, outboxes, clock)
     await _delete_outboxes(storage, in_feed)
     return appended
 
 
 async def _delete_outboxes(storage: Storage, in_feed: list[Outbox]) -> None:
-    """Delete the outbox rows whose changes are all in the feed, a transaction per study partition."""
+    """Delete the outbox rows whose changes are all in the feed (not those kept), a transaction per partition."""
     by_study: dict[str, list[RowDelete]] = {}
-    for outbox in in_feed:
+    for outbox in (outbox for outbox in in_feed if not outbox.kept):
         by_study.setdefault(outbox.study, []).append(RowDelete(OUTBOX_PREFIX + outbox.change_id))
     await bounded_gather((_quietly(delete_rows(storage.studies, study, rows), study)
                           for study, rows in by_study.items()), limit=READ_CONCURRENCY)

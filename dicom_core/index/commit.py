@@ -21,6 +21,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableEntity, TableTransactionError
 
 from dicom_core.index.known_studies import forget_study, known_study, remember_rows, study_key
+from dicom_core.index.outbox import LandedOutbox, announcement_of, landed_outbox
 from dicom_core.index.reads import get_row
 from dicom_core.index.rows import (
     GENERATION_ROW,
@@ -74,6 +75,7 @@ class CommitRows:
     instance: TableEntity | None
     generation: TableEntity | None = None  # the study's generation marker
     landed: SeriesCommit | None = None  # once committed: what the transaction did to the instance's series
+    outboxes: tuple[LandedOutbox, ...] = ()  # once committed: the outbox rows it inserted for the instance's request
 
     @property
     def generation_value(self) -> str:
@@ -278,9 +280,12 @@ def _landed(
             records=tuple(member.record for member in ours),
             replaced=frozenset(member.instance for member in ours if rows.instances[member.instance] is not None),
         ) if after else None
+    outboxes = [outbox for outbox in (landed_outbox(operation[1]) for operation in operations) if outbox is not None]
     for member in members:
         assert member.tried is not None
-        yield member, replace(member.tried, landed=commits[member.series])
+        request = member.record.request
+        yield member, replace(member.tried, landed=commits[member.series], outboxes=tuple(
+            outbox for outbox in outboxes if request and announcement_of(outbox.change_id) == request))
 
 
 async def _before_commit(member: _Member, rows: CommitRows) -> None:

@@ -15,7 +15,9 @@ it commits. The request rewrites its intent when it adds studies, changes or tar
 uploads and commits they cover, so the sequencer can retire it once that many changes reached the feed: it
 hands the targets no appended change proves committed to the blob cleanup, then deletes the intent. An
 announcement whose outbox rows never all appear (a commit failed or the writer crashed) is retired once it is
-older than ``ANNOUNCEMENT_TIMEOUT``. See docs/storage.md.
+older than ``ANNOUNCEMENT_TIMEOUT``. A request that committed into several studies *confirms* at its end, in its
+intent, the outbox rows whose transactions answered success (``Landed``): the sequencer appends those without
+reading the study partitions, and leaves them in place (see docs/storage.md).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ PART_SEPARATOR = "|"  # between a request's id and the part naming one of its ou
 # Longer than any commit's retries can take; an announcement this old without its outbox rows is dead.
 ANNOUNCEMENT_TIMEOUT = timedelta(minutes=15)
 _RANGE_END = "}"  # sorts right after "|"
+# Characters of an intent's Landed property at most (a Table string property holds 32K characters).
+MAX_LANDED_CHARS = 30_000
 
 _announcements = PartitionUpserts(lambda storage: storage.changes)
 
@@ -63,6 +67,15 @@ class Change:
 
 
 @dataclass(frozen=True)
+class LandedOutbox:
+    """An outbox row a transaction inserted that certainly landed (its answer was success): where, and what."""
+
+    study: str
+    change_id: str
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True)
 class RequestAnnouncement:
     """What a request announced so far: the studies it may commit into, its number of changes, since when, and
     the blobs it uploads or replaces (to be cleaned up unless a change of it proves them committed)."""
@@ -73,6 +86,7 @@ class RequestAnnouncement:
     announced_at: datetime
     targets: tuple[CleanupTarget, ...] = ()  # versions it uploads: committed when one of its changes names them
     replaced: tuple[CleanupTarget, ...] = ()  # versions its upserts replace: cleaned up in any case
+    landed: tuple[LandedOutbox, ...] = ()  # its outbox rows whose transactions answered success (confirmed)
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,12 @@ class Announcement:
     etag: str
     targets: tuple[CleanupTarget, ...] = ()
     replaced: tuple[CleanupTarget, ...] = ()
+    landed: tuple[LandedOutbox, ...] = ()
+
+    def confirms_all(self) -> bool:
+        """Whether its confirmed outbox rows hold every change it counts (the sequencer then reads no study)."""
+        return bool(self.landed) and self.changes is not None and (
+            sum(len(outbox.changes) for outbox in self.landed) >= self.changes)
 
     def expired(self, now: datetime) -> bool:
         """Whether no commit it covers can still land (it was last written longer ago than the timeout)."""
@@ -109,10 +129,12 @@ def announcement_of(change_id: str) -> str:
     return change_id.split(PART_SEPARATOR, 1)[0]
 
 
-def outbox_range(change_id: str | None = None) -> tuple[str, str]:
-    """RowKeys ``low <= key < high`` of the outbox rows of one announcement (every outbox row when None)."""
-    low = outbox_row_key(change_id) if change_id is not None else OUTBOX_PREFIX
-    return low, (low + _RANGE_END if change_id is not None else OUTBOX_PREFIX[:-1] + _RANGE_END)
+def outbox_range(first: str | None = None, last: str | None = None) -> tuple[str, str]:
+    """RowKeys ``low <= key < high`` of the outbox rows of the announcements ``first`` to ``last`` (in id order;
+    ``last`` None: ``first``'s alone; both None: every outbox row)."""
+    if first is None:
+        return OUTBOX_PREFIX, OUTBOX_PREFIX[:-1] + _RANGE_END
+    return outbox_row_key(first), outbox_row_key(last if last is not None else first) + _RANGE_END
 
 
 async def announce_changes(storage: Storage, study: str, change_id: str, at: datetime) -> None:
@@ -129,6 +151,7 @@ async def announce_requests(storage: Storage, announcements: Sequence[RequestAnn
         "AnnouncedAt": announcement.announced_at, "RenewedAt": now,
         **({"Targets": targets_json(announcement.targets)} if announcement.targets else {}),
         **({"Replaced": targets_json(announcement.replaced)} if announcement.replaced else {}),
+        **({"Landed": landed_json(announcement.landed)} if announcement.landed else {}),
     } for announcement in announcements])
 
 
@@ -147,6 +170,7 @@ def parse_announcement(entity: TableEntity) -> Announcement:
         etag=str(entity.metadata.get("etag", "")),
         targets=parse_targets(str(entity["Targets"])) if entity.get("Targets") else (),
         replaced=parse_targets(str(entity["Replaced"])) if entity.get("Replaced") else (),
+        landed=parse_landed(str(entity["Landed"])) if entity.get("Landed") else (),
     )
 
 
@@ -164,3 +188,31 @@ def outbox_operation(study: str, change_id: str, changes: Sequence[Change], at: 
         "Changes": json.dumps(records, separators=(",", ":")), "ChangedAt": at,
     }
     return ("create", entity)
+
+
+def parse_changes(text: str) -> tuple[Change, ...]:
+    """The changes of an outbox row's ``Changes`` property."""
+    return tuple(Change(action=ChangeAction(record["action"]), series=record["series"], instance=record["instance"],
+                        version=record["version"]) for record in json.loads(text))
+
+
+def landed_outbox(entity: dict[str, Any]) -> LandedOutbox | None:
+    """The outbox row an operation's entity inserts (None: the entity is another row)."""
+    key = str(entity["RowKey"])
+    if not key.startswith(OUTBOX_PREFIX):
+        return None
+    return LandedOutbox(str(entity["PartitionKey"]), key[len(OUTBOX_PREFIX):], parse_changes(str(entity["Changes"])))
+
+
+def landed_json(landed: Sequence[LandedOutbox]) -> str:
+    """An intent's ``Landed`` property: ``[[study, change id, [[action, series, instance, version], ...]], ...]``."""
+    return json.dumps([[outbox.study, outbox.change_id,
+                        [[c.action.value, c.series, c.instance, c.version] for c in outbox.changes]]
+                       for outbox in landed], separators=(",", ":"))
+
+
+def parse_landed(text: str) -> tuple[LandedOutbox, ...]:
+    """The confirmed outbox rows of an intent's ``Landed`` property."""
+    return tuple(LandedOutbox(str(study), str(change_id), tuple(
+        Change(ChangeAction(action), str(series), str(instance), str(version))
+        for action, series, instance, version in changes)) for study, change_id, changes in json.loads(text))

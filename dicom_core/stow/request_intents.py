@@ -8,6 +8,9 @@ wrote a cleanup entry and an announcement. The sequencer retires the intent once
 the feed (or it timed out) and hands the targets no appended change proves committed to the blob cleanup
 (``changefeed/intent_retirement.py``): only failed stores and upserts leave cleanup work. An intent names up to
 MAX_INTENT_TARGETS targets; the rest go to cleanup entries of the request as before (``request_writes.py``).
+A request that committed into several studies confirms, at its end, the outbox rows whose transactions answered
+success (one more write of its intent): the sequencer then reads none of those study partitions and deletes none of
+those outbox rows, where it would pay a query and a delete per study (``changefeed/sequencer.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from datetime import UTC, datetime
 from dicom_core.index.cleanup_entries import CleanupTarget, cleanup_delay
 from dicom_core.index.outbox import (
     ANNOUNCEMENT_TIMEOUT,
+    MAX_LANDED_CHARS,
+    LandedOutbox,
     RequestAnnouncement,
     announce_requests,
+    announcement_of,
+    landed_json,
     withdraw_announcement,
 )
 from dicom_core.storage.clients import Storage
@@ -36,6 +43,9 @@ ANNOUNCEMENT_RENEWAL = ANNOUNCEMENT_TIMEOUT / 3
 MAX_ANNOUNCED_STUDIES = 100
 # Targets one intent names (at most ~25,500 characters of its Targets property, below the 32K of a string).
 MAX_INTENT_TARGETS = 100
+# A request confirms its landed outbox rows when they are in at least this many studies: the confirmation costs
+# one write; for one study the sequencer reads and deletes the rows of every request into it at once anyway.
+MIN_CONFIRMED_STUDIES = 2
 
 
 class _Intent:
@@ -48,6 +58,8 @@ class _Intent:
         self.written: RequestAnnouncement | None = None
         self.written_at = 0.0  # monotonic seconds when its last write started
         self.not_committed = 0
+        self.landed: list[LandedOutbox] = []  # outbox rows of it whose transactions answered success (confirmed)
+        self.landed_chars = 2  # of its Landed property
 
 
 @dataclass(frozen=True)
@@ -129,11 +141,15 @@ class RequestIntents:
         if deleted is not None:
             intent.targets.pop(deleted, None)  # nothing left to clean up (written so with the next write)
 
-    async def finish(self) -> None:
-        """After the last part: take the changes certainly not committed out of the count (or withdraw the intent)."""
+    async def finish(self, landed: Sequence[LandedOutbox] = ()) -> None:
+        """After the last part: take the changes certainly not committed out of the count (or withdraw the intent);
+        for a request that committed into several studies, confirm the outbox rows its transactions landed."""
+        confirmed = self._confirm(landed) if len({o.study for o in landed}) >= MIN_CONFIRMED_STUDIES else set()
         corrections = []
         for intent in self._intents:
             if not intent.not_committed or intent.written is None:
+                if intent.id in confirmed:
+                    corrections.append(_Count(intent, 0))
                 continue
             if intent.not_committed >= intent.written.changes and not intent.targets:
                 await withdraw_announcement(self.storage, intent.id)  # nothing it announced was committed
@@ -142,6 +158,20 @@ class RequestIntents:
             intent.not_committed = 0
         if corrections:
             await self._writes.include(corrections)
+
+    def _confirm(self, landed: Sequence[LandedOutbox]) -> set[str]:
+        """Add landed outbox rows to their intents (as many as its Landed property holds); the ids of those changed."""
+        changed = set()
+        for outbox in landed:
+            intent = self._of_study.get(outbox.study)
+            chars = len(landed_json([outbox]))
+            if intent is None or intent.id != announcement_of(outbox.change_id) or outbox in intent.landed \
+                    or intent.landed_chars + chars > MAX_LANDED_CHARS:
+                continue  # the sequencer finds a row left out by reading its study partition, as before
+            intent.landed.append(outbox)
+            intent.landed_chars += chars
+            changed.add(intent.id)
+        return changed
 
     def _renewal_seconds(self) -> float:
         # Also renames the targets before a commit, as a cleanup entry of the request would (request_writes.py).
@@ -158,6 +188,7 @@ class RequestIntents:
             intent.written.announced_at if intent.written else now,
             tuple(target for target, replaced in intent.targets.items() if not replaced),
             tuple(target for target, replaced in intent.targets.items() if replaced),
+            tuple(intent.landed),
         )) for intent in self._intents if intent.id in changes]
         await announce_requests(self.storage, [state for _, state in written], now)
         for intent, state in written:

@@ -18,6 +18,7 @@ from dicom_core.index.cleanup_entries import CleanupTarget
 from dicom_core.index.commit import CommitRows, InstanceExistsError, SeriesCommit, commit_instance
 from dicom_core.index.instance_metadata import row_metadata_text
 from dicom_core.index.known_studies import knows_study
+from dicom_core.index.outbox import LandedOutbox
 from dicom_core.index.rows import InstanceRecord
 from dicom_core.model.dicom_json import format_tag
 from dicom_core.model.errors import (
@@ -150,7 +151,7 @@ class FileRequest:
 
     async def close(self) -> None:
         """After its last file: correct the change-feed announcement, write the series documents."""
-        await asyncio.gather(_finish_announcement(self._writes.intents), self._writes.write_documents(self._storage))
+        await asyncio.gather(_finish_announcement(self._writes), self._writes.write_documents(self._storage))
 
 
 @dataclass(frozen=True)
@@ -159,11 +160,12 @@ class _RequestWrites:
 
     intents: RequestIntents
     landed: dict[str, list[SeriesCommit]]  # per study, the transactions its parts landed in (for the documents)
+    outboxes: dict[str, LandedOutbox]  # the outbox rows of its transactions that answered success, by change id
 
     @classmethod
     def of(cls, storage: Storage) -> _RequestWrites:
         """A new request's records, under a new id."""
-        return cls(RequestIntents(storage, new_version()), {})
+        return cls(RequestIntents(storage, new_version()), {}, {})
 
     async def write_documents(self, storage: Storage) -> None:
         """Put what the request stored into its series metadata documents: one change per series document."""
@@ -197,7 +199,7 @@ async def _store_parts(
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)
-        await asyncio.gather(_finish_announcement(writes.intents), writes.write_documents(storage))
+        await asyncio.gather(_finish_announcement(writes), writes.write_documents(storage))
     return list(outcomes)
 
 
@@ -312,6 +314,7 @@ async def _store_part(
     # The series metadata document, for WADO-RS: the request writes the transactions its parts landed in at its end,
     # in one change per document. A replaced version's blobs go with the intent's cleanup, later: a reader that looked
     # up the old row a moment ago is still reading them.
+    writes.outboxes.update((outbox.change_id, outbox) for outbox in hooks.outboxes)
     if hooks.landed is not None:
         landed = writes.landed.setdefault(stored.ids.study, [])
         if all(other is not hooks.landed for other in landed):
@@ -357,6 +360,7 @@ class _StoreCommitHooks:
         self._intents = intents
         self._announced = announced
         self.landed: SeriesCommit | None = None  # what the landed transaction did to the instance's series
+        self.outboxes: tuple[LandedOutbox, ...] = ()  # the outbox rows it inserted for the request
 
     async def before_commit(self, rows: CommitRows) -> None:
         """Write what this attempt's transaction makes true or unreferenced, before it is submitted."""
@@ -368,13 +372,13 @@ class _StoreCommitHooks:
 
     async def after_commit(self, rows: CommitRows) -> None:
         """Repair index entries a racing delete removed from rows this commit created."""
-        self.landed = rows.landed
+        self.landed, self.outboxes = rows.landed, rows.outboxes
         await self._intents.after_commit(rows)
 
 
-async def _finish_announcement(intents: RequestIntents) -> None:
+async def _finish_announcement(writes: _RequestWrites) -> None:
     try:
-        await intents.finish()
+        await writes.intents.finish(list(writes.outboxes.values()))
     except Exception:
         LOGGER.warning("Could not take refused parts out of the request's change-feed announcement; the sequencer "
                        "drops it after the announcement timeout", exc_info=True)

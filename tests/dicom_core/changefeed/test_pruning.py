@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
-from dicom_core.changefeed.pruning import PRUNE_AFTER, prune_done_rows
+from dicom_core.changefeed.pruning import CURSOR_ROW, PRUNE_AFTER, prune_done_rows
 from dicom_core.changefeed.sequencer import DONE_PREFIX, sequence_outbox_rows, sequence_pending
 from dicom_core.index.outbox import Change, ChangeAction, outbox_operation
 from dicom_core.model.identifiers import new_version
@@ -68,3 +68,31 @@ async def test_a_run_prunes_at_most_its_limit(feed_storage: Storage, stow_parts)
 
     assert await prune_done_rows(feed_storage, now=_later(), limit=2) == 2
     assert await prune_done_rows(feed_storage, now=_later(), limit=2) == 1
+
+
+async def test_a_done_row_of_a_confirmed_outbox_left_in_place_is_never_pruned(
+        feed_storage: Storage, stow_parts) -> None:
+    await store(stow_parts, feed_storage, [make_instance(), make_instance()])  # two studies: confirmed, kept
+    await sequence_pending(feed_storage)
+    kept = await _done_rows(feed_storage)
+    assert len(kept) == 2
+
+    assert await prune_done_rows(feed_storage, now=_later()) == 0
+
+    assert await _done_rows(feed_storage) == kept
+
+
+async def test_a_run_moves_its_cursor_past_rows_kept_for_good_and_still_prunes_the_rows_after(
+        feed_storage: Storage, stow_parts) -> None:
+    await store(stow_parts, feed_storage, [make_instance(), make_instance()])  # two studies: confirmed, kept
+    await sequence_pending(feed_storage)
+    kept = await _done_rows(feed_storage)
+    assert await prune_done_rows(feed_storage, now=_later()) == 0
+    cursor = await feed_storage.changes.get_entity(FEED_PARTITION, CURSOR_ROW)
+    assert cursor["Through"] == max(kept)
+    await store(stow_parts, feed_storage, [make_instance()])  # one study: its outbox row is read and deleted
+    await sequence_pending(feed_storage)
+
+    assert await prune_done_rows(feed_storage, now=_later()) == 1
+
+    assert await _done_rows(feed_storage) == kept

@@ -15,8 +15,8 @@ from dicom_core.changefeed import sequencer
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX, sequence_pending
 from dicom_core.index.outbox import (
-    ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, RequestAnnouncement, announce_changes, announce_requests,
-    outbox_operation, request_change_id,
+    ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, LandedOutbox, RequestAnnouncement, announce_changes,
+    announce_requests, outbox_operation, pending_announcements, request_change_id,
 )
 from dicom_core.model.epoch import to_micros
 from dicom_core.model.identifiers import new_version
@@ -172,17 +172,85 @@ async def test_sequencers_in_two_processes_append_every_change_exactly_once(
 
 
 async def _announce_request(storage: Storage, request: str, studies: list[str], changes: int,
-                            at: datetime | None = None) -> None:
+                            at: datetime | None = None, landed: tuple[LandedOutbox, ...] = ()) -> None:
     at = at or datetime.now(timezone.utc)
-    await announce_requests(storage, [RequestAnnouncement(request, tuple(studies), changes, at)], at)
+    await announce_requests(storage, [RequestAnnouncement(request, tuple(studies), changes, at, landed=landed)], at)
 
 
 async def _commit_request_outbox(storage: Storage, study: str, request: str, part: str, count: int) -> set[str]:
     """Commit one outbox row of a request with ``count`` changes; return their instance UIDs."""
-    instances = [uid() for _ in range(count)]
-    changes = [Change(ChangeAction.CREATE, "1.2", instance, f"v{part}") for instance in instances]
+    return {change.instance for change in (await _commit_landed(storage, study, request, part, count)).changes}
+
+
+async def _commit_landed(storage: Storage, study: str, request: str, part: str, count: int) -> LandedOutbox:
+    """Commit one outbox row of a request with ``count`` changes; return it as its writer confirms it."""
+    changes = tuple(Change(ChangeAction.CREATE, "1.2", uid(), f"v{part}") for _ in range(count))
     await storage.studies.submit_transaction([outbox_operation(study, request_change_id(request, part), changes, T0)])
-    return set(instances)
+    return LandedOutbox(study, request_change_id(request, part), changes)
+
+
+async def _done_row(storage: Storage, change_id: str) -> Any:
+    return await storage.changes.get_entity(FEED_PARTITION, DONE_PREFIX + change_id)
+
+
+async def test_a_confirmed_request_is_appended_without_reading_its_studies_and_its_outbox_rows_stay(
+    feed_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request, first, second = new_version(), uid(), uid()
+    landed = (await _commit_landed(feed_storage, first, request, "a", 2),
+              await _commit_landed(feed_storage, second, request, "b", 1))
+    await _announce_request(feed_storage, request, [first, second], 3, landed=landed)
+    queries: list[str] = []
+    query_all = sequencer.query_all
+
+    async def counting(table: Any, query: str, **kwargs: Any) -> Any:
+        queries.append(kwargs["parameters"]["pk"])
+        return await query_all(table, query, **kwargs)
+
+    monkeypatch.setattr(sequencer, "query_all", counting)
+
+    assert await sequence_pending(feed_storage) == 3
+
+    assert not {first, second} & set(queries)
+    entries = await all_entries(feed_storage)
+    assert [(e.study, e.instance) for e in entries] == [(o.study, c.instance) for o in landed for c in o.changes]
+    assert await pending_ids(feed_storage) == []
+    assert len(await outbox_rows(feed_storage, first)) == len(await outbox_rows(feed_storage, second)) == 1
+    assert [(await _done_row(feed_storage, o.change_id))[sequencer.KEPT] for o in landed] == [True, True]
+
+
+async def test_a_confirmed_outbox_read_again_from_its_partition_is_not_appended_again_and_stays(
+    feed_storage: Storage,
+) -> None:
+    request, first, second = new_version(), uid(), uid()
+    landed = (await _commit_landed(feed_storage, first, request, "a", 1),
+              await _commit_landed(feed_storage, second, request, "b", 1))
+    await _announce_request(feed_storage, request, [first, second], 2, landed=landed)
+    assert await sequence_pending(feed_storage) == 2
+    # A sequencer that read the intent before its confirmation was written reads the partitions.
+    await _announce_request(feed_storage, request, [first, second], 2)
+
+    assert await sequence_pending(feed_storage) == 0
+
+    assert [e.sequence for e in await all_entries(feed_storage)] == [1, 2]
+    assert await pending_ids(feed_storage) == []
+    assert len(await outbox_rows(feed_storage, first)) == len(await outbox_rows(feed_storage, second)) == 1
+
+
+async def test_a_request_confirming_fewer_changes_than_it_counts_is_read_from_its_partitions(
+    feed_storage: Storage,
+) -> None:
+    request, first, second = new_version(), uid(), uid()
+    confirmed = await _commit_landed(feed_storage, first, request, "a", 1)
+    unconfirmed = await _commit_landed(feed_storage, second, request, "b", 2)  # its answer was lost
+    await _announce_request(feed_storage, request, [first, second], 3, landed=(confirmed,))
+
+    assert await sequence_pending(feed_storage) == 3
+
+    assert {e.instance for e in await all_entries(feed_storage)} == {
+        c.instance for o in (confirmed, unconfirmed) for c in o.changes}
+    assert await pending_ids(feed_storage) == []
+    assert await outbox_rows(feed_storage, first) == await outbox_rows(feed_storage, second) == []
 
 
 async def test_a_request_committed_into_several_studies_is_appended_whole_and_removed(feed_storage: Storage) -> None:
@@ -293,3 +361,18 @@ async def test_outboxes_of_one_study_are_read_with_one_query_and_deleted_in_one_
     assert queries == [study]
     assert transactions == [20]
     assert await outbox_rows(feed_storage, study) == [] and await pending_ids(feed_storage) == []
+
+
+async def test_a_stow_request_into_two_studies_is_sequenced_from_its_confirmation(
+    feed_storage: Storage, stow_parts
+) -> None:
+    studies = [uid(), uid()]
+    await store(stow_parts, feed_storage, [make_instance(study=study) for study in studies])
+    [announcement] = await pending_announcements(feed_storage)
+    confirmed = {(o.study, o.change_id) for o in announcement.landed}
+    in_partitions = {(study, key[len("change|"):])
+                     for study in studies for key in await outbox_rows(feed_storage, study)}
+
+    assert announcement.confirms_all() and confirmed == in_partitions and len(confirmed) == 2
+    assert await sequence_pending(feed_storage) == 2
+    assert {e.study for e in await all_entries(feed_storage)} == set(studies)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
+from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.documents.series_documents import document_name
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, outbox_row_key
 from dicom_core.index.reads import instance_rows, stored_instance
@@ -130,6 +131,21 @@ async def test_old_outbox_row_that_never_reached_the_feed_is_reported(own: Stora
     await own.studies.create_entity({"PartitionKey": study, "RowKey": outbox_row_key(new_version()),
                                      "Changes": "[]", "ChangedAt": long_ago})
     assert await _kinds(own) == ["unsequenced-outbox"]
+
+
+async def test_an_old_confirmed_outbox_row_left_in_place_after_its_append_is_no_finding(own: Storage,
+                                                                                        stow_parts) -> None:
+    studies = [str(generate_uid()), str(generate_uid())]  # a request into two studies confirms its outbox rows
+    assert (await stow_parts(own, [make_instance(study=study) for study in studies])).status == 200
+    assert await sequence_pending(own) == 2
+    long_ago = datetime.now(timezone.utc) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
+    kept = [row for study in studies async for row in own.studies.query_entities(
+        "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+        parameters={"pk": study, "low": "change|", "high": "change}"})]
+    assert len(kept) == 2
+    for row in kept:
+        await own.studies.update_entity({**row, "ChangedAt": long_ago})
+    assert await _kinds(own) == []
 
 
 async def test_command_exits_1_and_prints_one_line_per_finding(own: Storage, stow_parts, azurite) -> None:

@@ -8,7 +8,9 @@ import json
 from pydicom.uid import generate_uid
 
 from dicom_core.index.cleanup_entries import CleanupTarget, parse_targets
-from dicom_core.index.outbox import PENDING_PARTITION, pending_announcements
+from dicom_core.index.outbox import (
+    PENDING_PARTITION, Change, ChangeAction, LandedOutbox, pending_announcements, request_change_id,
+)
 from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.storage.clients import Storage
@@ -133,3 +135,31 @@ async def test_a_failed_part_whose_blobs_stay_keeps_its_target_with_no_change_co
     part.not_committed()
     await intents.finish()
     assert (await _intents(own))[request] == ([study], 0, (target,))  # the sequencer hands the target over
+
+
+def _landed(study: str, request: str) -> LandedOutbox:
+    change = Change(ChangeAction.CREATE, str(generate_uid()), str(generate_uid()), new_version())
+    return LandedOutbox(study, request_change_id(request, change.version), (change,))
+
+
+async def test_a_request_that_landed_in_several_studies_confirms_its_outbox_rows_at_the_end(own: Storage) -> None:
+    request, study, other = new_version(), str(generate_uid()), str(generate_uid())
+    intents = RequestIntents(own, request)
+    await asyncio.gather(intents.count(study), intents.count(other))
+    landed = [_landed(study, request), _landed(other, request)]
+
+    await intents.finish(landed)
+
+    [announcement] = await pending_announcements(own)
+    assert announcement.landed == tuple(landed) and announcement.changes == 2 and announcement.confirms_all()
+
+
+async def test_a_request_that_landed_in_one_study_writes_nothing_at_the_end(own: Storage) -> None:
+    request, study = new_version(), str(generate_uid())
+    intents = RequestIntents(own, request)
+    await asyncio.gather(intents.count(study), intents.count(study))
+    written = [(a.landed, a.etag) for a in await pending_announcements(own)]
+
+    await intents.finish([_landed(study, request), _landed(study, request)])
+
+    assert [(a.landed, a.etag) for a in await pending_announcements(own)] == written == [((), written[0][1])]
