@@ -52,6 +52,7 @@ from dicom_core.search_index.keys import (
     INSTANCES_BY_UID,
     SERIES_BY_UID,
     STUDIES_BY_ACCESSION,
+    entry_entity,
     instance_key,
     inverted_time,
     series_keys,
@@ -271,11 +272,9 @@ def bulk_entities(study: PlannedStudy, created: datetime, *,
     for series in study.modalities:
         claims.append({"PartitionKey": f"{CLAIMS}|{study.uid}", "RowKey": series_row_key(series),
                        "SortKey": study_sort, "ClaimedAt": created})
-        entries += [{"PartitionKey": key.partition, "RowKey": key.row_key(study_sort, study.uid, series)}
+        entries += [entry_entity(key, study_sort, study.uid, series)
                     for key in series_row_keys(rows[series_row_key(series)])]
-    for series, sop in study.instances:
-        key = instance_key(sop)
-        entries.append({"PartitionKey": key.partition, "RowKey": key.row_key("", study.uid, series, sop)})
+    entries += [entry_entity(instance_key(sop), "", study.uid, series, sop) for series, sop in study.instances]
     if record is not None and extended_tag:  # its entries: the latest stored instance's value, and their pointer
         extended = entries_of(record.stored, EXTENDED_TAG.indexed, record.metadata)
         if extended:
@@ -319,12 +318,14 @@ async def _seed_bulk(storage: Storage, studies: list[PlannedStudy], first_index:
     shared: dict[str, list[dict]] = defaultdict(list)
 
     async def transact(table: TableClient, entities: list[dict]) -> None:
+        # Index entities merged, as the store writes them: a UID lookup entity gathers one property per target.
+        mode = UpdateMode.MERGE if table is storage.index else UpdateMode.REPLACE
         for offset in range(0, len(entities), TRANSACTION_MAX):
             chunk = entities[offset:offset + TRANSACTION_MAX]
             if len(chunk) == 1:
-                await _retrying(requests, functools.partial(table.upsert_entity, chunk[0], mode=UpdateMode.REPLACE))
+                await _retrying(requests, functools.partial(table.upsert_entity, chunk[0], mode=mode))
             else:
-                operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in chunk]
+                operations = [("upsert", entity, {"mode": mode}) for entity in chunk]
                 await _retrying(requests, functools.partial(table.submit_transaction, operations))
 
     async def upload(name: str, body: bytes) -> None:

@@ -15,8 +15,8 @@ and exits 1 when there is any. Findings:
   record of each of the series' instances (that of the row's version where the row holds the JSON);
 - ``study-not-listed``: a study row without an ``s.all`` search index entry (unfiltered searches miss it);
   ``series-not-listed`` / ``instance-not-listed``: a series row without its ``se.all`` entry, an instance row
-  without its entry for a search by SOPInstanceUID (in the partition of the UID's root, or of the layout before
-  the reindex; a delete that died after removing entries leaves such rows); ``series-not-indexed`` (only with
+  without its target in the entity a search by SOPInstanceUID reads (or an entry of a layout before the reindex;
+  a delete that died after removing entries leaves such rows); ``series-not-indexed`` (only with
   ``--uid-entries``): a series row without its entry for a search by SeriesInstanceUID;
 - ``unsequenced-outbox``: a change-feed outbox row older than the announcement timeout that is neither
   announced nor appended to the feed (its change would never reach the feed).
@@ -62,10 +62,11 @@ from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
     INSTANCES_BY_UID,
-    LEGACY_UID_INDEXES,
     SERIES_BY_UID,
-    legacy_uid_key,
-    parse_entry,
+    UID_PARTITION_LAYOUT,
+    UID_RANGE_LAYOUT,
+    legacy_uid_keys,
+    parse_entries,
     uid_key,
 )
 from dicom_core.settings import Settings
@@ -193,24 +194,21 @@ def document_series(names: Iterable[str]) -> set[tuple[str, str]]:
 
 
 async def _check_uid_entries(storage: Storage, studies: dict[str, StudyRows]) -> list[Finding]:
-    """Series rows that a search by their UID misses: no entry in either layout (instances: ``_listed``)."""
-    targets: list[tuple[str, tuple[str, ...]]] = [  # (index, target UIDs; the looked-up UID last)
-        (SERIES_BY_UID, (study, series)) for study, rows in studies.items() for series in rows.series]
-    keys = [uid_key(index, ids[-1]) for index, ids in targets]
-    pages = await bounded_gather((query_all(storage.index, "PartitionKey eq @pk", parameters={"pk": partition},
-                                            select=["PartitionKey", "RowKey"])
-                                  for partition in {key.partition for key in keys}), limit=_DOCUMENT_CONCURRENCY)
-    found = {(str(entry["PartitionKey"]), str(entry["RowKey"])) for page in pages for entry in page}
+    """Series rows that a search by their UID misses: no target in their UID's entity, no entry of a layout before
+    (instances: ``_listed``)."""
+    targets = [(study, series) for study, rows in studies.items() for series in rows.series]
+    partitions = {uid_key(SERIES_BY_UID, series).partition for _, series in targets}
+    pages = await bounded_gather((query_all(storage.index, "PartitionKey eq @pk", parameters={"pk": partition})
+                                  for partition in partitions), limit=_DOCUMENT_CONCURRENCY)
+    found = {(entry.study, entry.series) for page in pages for entity in page for entry in parse_entries(entity)}
 
-    async def legacy_entry(index: str, ids: tuple[str, ...]) -> Finding | None:
-        key = legacy_uid_key(index, ids[-1])
-        if await get_entity_or_none(storage.index, key.partition, key.row_key("", *ids), ["RowKey"]) is not None:
-            return None
-        level = "series" if index == SERIES_BY_UID else "instance"
-        return Finding(f"{level}-not-indexed", "/".join(ids), f"no {index} index entry")
+    async def legacy_entry(ids: tuple[str, str]) -> Finding | None:
+        for key in legacy_uid_keys(SERIES_BY_UID, ids[-1]):
+            if await get_entity_or_none(storage.index, key.partition, key.row_key("", *ids), ["RowKey"]) is not None:
+                return None
+        return Finding("series-not-indexed", "/".join(ids), f"no {SERIES_BY_UID} index entry")
 
-    results = await bounded_gather((legacy_entry(index, ids) for (index, ids), key in zip(targets, keys, strict=True)
-                                    if (key.partition, key.row_key("", *ids)) not in found),
+    results = await bounded_gather((legacy_entry(ids) for ids in targets if ids not in found),
                                    limit=_DOCUMENT_CONCURRENCY)
     return [finding for finding in results if finding is not None]
 
@@ -329,16 +327,18 @@ async def blob_names(container: ContainerClient, prefix: str | None = None) -> s
 
 
 async def _listed(storage: Storage) -> set[tuple[str, ...]]:
-    """The targets of the `s.all`, `se.all` and SOP instance UID entries (`i.root`, and `i.uid` of the layout before):
-    (study,), (study, series), (study, series, instance). One walk of the index table (it is sharded).
+    """The targets of the `s.all`, `se.all` and SOP instance UID entries (`i.at`, and `i.root`, `i.uid` of the
+    layouts before): (study,), (study, series), (study, series, instance). One walk of the index table (it is
+    sharded; every property, for the targets of the UID lookup entities).
     """
     listed: set[tuple[str, ...]] = set()
+    indexes = {ALL_STUDIES, ALL_SERIES, INSTANCES_BY_UID, UID_RANGE_LAYOUT[INSTANCES_BY_UID],
+               UID_PARTITION_LAYOUT[INSTANCES_BY_UID]}
     try:
-        async for entity in storage.index.list_entities(select=["PartitionKey", "RowKey"]):
-            index = str(entity["PartitionKey"]).split("|", 1)[0]
-            if index in (ALL_STUDIES, ALL_SERIES, INSTANCES_BY_UID, LEGACY_UID_INDEXES[INSTANCES_BY_UID]):
-                entry = parse_entry(entity)
-                listed.add(tuple(uid for uid in (entry.study, entry.series, entry.instance) if uid is not None))
+        async for entity in storage.index.list_entities():
+            if str(entity["PartitionKey"]).split("|", 1)[0] in indexes:
+                listed.update(tuple(uid for uid in (entry.study, entry.series, entry.instance) if uid is not None)
+                              for entry in parse_entries(entity))
     except ResourceNotFoundError:
         pass
     return listed

@@ -45,7 +45,8 @@ from dicom_core.search_index.keys import (
     INSTANCES_BY_UID,
     IndexKey,
     instance_key,
-    legacy_uid_key,
+    legacy_uid_keys,
+    target_property,
 )
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
@@ -141,21 +142,26 @@ async def _listed(storage: Storage, study: str, rows: StudyRows) -> set[tuple[st
     """The targets among the study's rows that have their `s.all`, `se.all` or SOP Instance UID entry."""
     claims = {str(claim["RowKey"]): str(claim["SortKey"]) for claim in await query_all(
         storage.index, "PartitionKey eq @pk", parameters={"pk": f"{CLAIMS}|{study}"}, select=["RowKey", "SortKey"])}
-    wanted: list[tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = []  # (target, its entry in either layout)
+    # (target, its entry in any layout: partition, RowKey, the property that holds the target or "RowKey")
+    wanted: list[tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]] = []
     if rows.study is not None and STUDY_ROW in claims:
-        wanted.append(((study,), ((ALL_STUDIES, IndexKey(ALL_STUDIES).row_key(claims[STUDY_ROW], study)),)))
+        wanted.append(((study,), ((ALL_STUDIES, IndexKey(ALL_STUDIES).row_key(claims[STUDY_ROW], study), "RowKey"),)))
     for series in rows.series:
         sort = claims.get(series_row_key(series))
         if sort is not None:
-            wanted.append(((study, series), ((ALL_SERIES, IndexKey(ALL_SERIES).row_key(sort, study, series)),)))
+            wanted.append(((study, series),
+                           ((ALL_SERIES, IndexKey(ALL_SERIES).row_key(sort, study, series), "RowKey"),)))
     for series, instance in rows.instances:
-        key, legacy = instance_key(instance), legacy_uid_key(INSTANCES_BY_UID, instance)
-        wanted.append(((study, series, instance), ((key.partition, key.row_key("", study, series, instance)),
-                                                   (legacy.partition, legacy.row_key("", study, series, instance)))))
+        ids = (study, series, instance)
+        key = instance_key(instance)
+        wanted.append((ids, ((key.partition, key.row_key("", *ids), target_property(*ids)),
+                             *((old.partition, old.row_key("", *ids), "RowKey")
+                               for old in legacy_uid_keys(INSTANCES_BY_UID, instance)))))
 
-    async def found(target: tuple[str, ...], entries: tuple[tuple[str, str], ...]) -> tuple[str, ...] | None:
-        for partition, row_key in entries:
-            if await get_entity_or_none(storage.index, partition, row_key, ["RowKey"]) is not None:
+    async def found(target: tuple[str, ...], entries: tuple[tuple[str, str, str], ...]) -> tuple[str, ...] | None:
+        for partition, row_key, holder in entries:
+            entity = await get_entity_or_none(storage.index, partition, row_key, [holder])
+            if entity is not None and entity.get(holder):
                 return target
         return None
 

@@ -7,11 +7,12 @@ word and word pair entries from its study row (the Attributes it holds), with th
 claimed, gives every series row its copy of the study's attributes (which lets a series or instance search
 skip the study row) and of its latest instance row (which lets an instance search skip the instance row of a
 single-instance series), then deletes the old partitions. Archives stored before lookups by series and SOP instance
-UID were kept per UID root hold a partition per UID (`se.uid|{series}`, `i.uid|{instance}`), which searches still
-read beside the new ones: this writes every series and instance row's entry in the partition of its UID's root
-(from one scan of the row keys) and deletes the old partitions, and those of whole names (`s.pn|{name}`,
-`s.ref|{name}`), which searches no longer read (an exact name is found by its word pair). Settings come from the
-environment, like the app's.
+UID were point reads hold their entries as RowKey ranges of the partition of the UID's root (`se.root|{root}`,
+`i.root|{root}`) or, before that, a partition per UID (`se.uid|{series}`, `i.uid|{instance}`), which searches still
+read beside the current ones: this writes every series and instance row's target into the entity of its UID (from
+one scan of the row keys) and deletes the old partitions, and those of whole names (`s.pn|{name}`, `s.ref|{name}`),
+which searches no longer read (an exact name is found by its word pair). Settings come from the environment, like
+the app's.
 Idempotent (upserts, and deletes of what it finds): run it again after a failure. With ``--keep-old`` the old
 partitions stay: run it so before deploying (the old version keeps answering name searches from them), and
 once more without it after (for the studies stored in between).
@@ -42,6 +43,7 @@ from dicom_core.search_index.keys import (
     LEGACY_UID_INDEXES,
     SERIES_BY_UID,
     VALUE_LED_INDEXES,
+    entry_entity,
     series_row_keys,
     study_row_keys,
     uid_key,
@@ -123,14 +125,14 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
     tally.written += await _write(storage, held, tally, full_only=False)
     await _write_uid_entries(storage, tally)
     if not keep_old:
-        for index in (*LEGACY_WORD_INDEXES, *LEGACY_EXACT_NAME_INDEXES, *LEGACY_UID_INDEXES.values()):
+        for index in (*LEGACY_WORD_INDEXES, *LEGACY_EXACT_NAME_INDEXES, *sorted(LEGACY_UID_INDEXES)):
             await _delete_partitions(storage, index, tally)
     return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies, tally.uid_entries,
                          tally.instance_copies)
 
 
 async def _write_uid_entries(storage: Storage, tally: _Tally) -> None:
-    """Upsert every series and instance row's entry in the partition of its UID's root, from one key scan."""
+    """Merge every series and instance row's target into the lookup entity of its UID, from one key scan."""
     held: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     rows = {"low": f"{INSTANCE_PREFIX}|", "high": f"{SERIES_PREFIX}}}"}  # instance|… < outbox… < series|…
     async for page in _pages(storage.studies, "RowKey ge @low and RowKey lt @high", rows, ["PartitionKey", "RowKey"],
@@ -140,9 +142,9 @@ async def _write_uid_entries(storage: Storage, tally: _Tally) -> None:
             index = {INSTANCE_PREFIX: INSTANCES_BY_UID, SERIES_PREFIX: SERIES_BY_UID}.get(kind)
             if index is None or not uids:
                 continue
-            key = uid_key(index, uids[-1])
-            row_key = key.row_key("", str(row["PartitionKey"]), *uids)
-            held[key.partition][row_key] = {"PartitionKey": key.partition, "RowKey": row_key}
+            entity = entry_entity(uid_key(index, uids[-1]), "", str(row["PartitionKey"]), *uids)
+            # One operation per entity: the targets of a UID stored in several studies are one merge.
+            held[entity["PartitionKey"]].setdefault(entity["RowKey"], {}).update(entity)
         tally.uid_entries += await _write(storage, held, tally, full_only=True)
     tally.uid_entries += await _write(storage, held, tally, full_only=False)
 
@@ -187,8 +189,9 @@ async def _write(storage: Storage, held: dict[str, dict[str, dict[str, Any]]], t
 
 
 async def _upsert(storage: Storage, batch: list[dict[str, Any]]) -> None:
+    """Merged: a UID lookup entity keeps the targets stores added meanwhile (other entries hold no properties)."""
     await storage.recreating_missing(lambda: storage.index.submit_transaction(
-        [("upsert", entry, {"mode": UpdateMode.REPLACE}) for entry in batch]))
+        [("upsert", entry, {"mode": UpdateMode.MERGE}) for entry in batch]))
 
 
 async def _delete_partitions(storage: Storage, index: str, tally: _Tally) -> None:

@@ -36,14 +36,15 @@ from dicom_core.search_index.keys import (
     INSTANCES_BY_UID,
     SERIES_BY_UID,
     IndexEntry,
-    legacy_uid_key,
+    legacy_uid_ranges,
+    parse_entries,
     parse_entry,
     series_row_keys,
     study_row_keys,
     study_row_modalities,
-    uid_ranges,
+    uid_key,
 )
-from dicom_core.search_index.legacy_uid_layout import legacy_uid_entries_exist
+from dicom_core.search_index.legacy_uid_layout import legacy_uid_indexes_left
 from dicom_core.storage.concurrency import bounded_gather
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
@@ -159,9 +160,8 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
         yield hit
 
 
-async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange, *,
-                             accepted: set[tuple[str, str]] | None = None) -> AsyncGenerator[Hit, None]:
-    accepted = set() if accepted is None else accepted
+async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
+    accepted: set[tuple[str, str]] = set()
     full_study = needs_study_row(query)
     async for entries in _verification_slices(reads, index):
         pairs = await asyncio.gather(
@@ -170,8 +170,7 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexR
             target = (entry.study, entry.series or "")
             if study is None or series is None or target in accepted:
                 continue
-            keys = series_row_keys(series.entity)
-            if entry.key not in keys and entry.key != legacy_uid_key(SERIES_BY_UID, target[1]):
+            if entry.key not in series_row_keys(series.entity):
                 continue
             if _study_matches(query, study) and _matches_level(query, Level.SERIES, series):
                 accepted.add(target)
@@ -179,19 +178,42 @@ async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexR
 
 
 async def _series_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
-    accepted: set[tuple[str, str]] = set()  # a series found in both layouts (before the reindex) is found once
+    full_study = needs_study_row(query)
+    # A series found in several layouts (before the reindex) is found once.
+    targets = {(entry.study, entry.series or ""): None for entry in await _uid_entries(reads, SERIES_BY_UID, uids)}
 
-    async def found_in(index: tuple[str, str | None, str | None]) -> list[Hit]:
-        return [hit async for hit in _series_from_index(reads, query, IndexRange(*index), accepted=accepted)]
+    async def target_hit(study_uid: str, series_uid: str) -> Hit | None:
+        series, study = await _series_and_study(reads, study_uid, series_uid, full_study=full_study)
+        if series is None or study is None:
+            return None
+        if _study_matches(query, study) and _matches_level(query, Level.SERIES, series):
+            return Hit(study_uid, study=study, series=series)
+        return None
 
-    # The ranges at once (bounded): a search costs about one round trip, not one per UID and layout.
-    legacy = await legacy_uid_entries_exist(reads.storage)
-    lists = await bounded_gather((found_in(index) for uid in dict.fromkeys(uids)
-                                  for index in uid_ranges(SERIES_BY_UID, uid, legacy=legacy)),
-                                 limit=UID_READS_IN_FLIGHT)
-    found = [hit for hits_of_range in lists for hit in hits_of_range]
+    found = [hit for hit in await bounded_gather((target_hit(*target) for target in targets),
+                                                 limit=UID_READS_IN_FLIGHT) if hit is not None]
     for hit in _newest_first(found, lambda hit: hit.series):
         yield hit
+
+
+async def _uid_entries(reads: SearchReads, index: str, uids: tuple[str, ...]) -> list[IndexEntry]:
+    """The entries of ``uids`` in a UID lookup index: a point read per UID, and the RowKey ranges of the layouts
+    before while entries of them are left; all at once (bounded), so a search costs about one round trip."""
+    left = await legacy_uid_indexes_left(reads.storage)
+    unique = list(dict.fromkeys(uids))
+
+    async def at(uid: str) -> list[IndexEntry]:
+        key = uid_key(index, uid)
+        entity = await reads.index_entity(key.partition, key.row_key(""))
+        return [] if entity is None else parse_entries(entity)
+
+    async def in_range(bounds: tuple[str, str | None, str | None]) -> list[IndexEntry]:
+        return [entry async for page in reads.index_pages(*bounds) for entry in map(parse_entry, page.entities)]
+
+    lists = await bounded_gather([*map(at, unique), *(in_range(bounds) for uid in unique
+                                                      for bounds in legacy_uid_ranges(index, uid, left))],
+                                 limit=UID_READS_IN_FLIGHT)
+    return [entry for entries in lists for entry in entries]
 
 
 def needs_study_row(query: QidoQuery) -> bool:
@@ -284,19 +306,9 @@ async def _instance_rows(reads: SearchReads, hit: Hit, series_uid: str | None) -
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
     full_study = needs_study_row(query)
-
-    async def entries_in(index: tuple[str, str | None, str | None]) -> list[IndexEntry]:
-        return [entry async for page in reads.index_pages(*index) for entry in map(parse_entry, page.entities)]
-
-    # The ranges at once (this layout's and, while it has entries, the one before's, bounded): not one round trip
-    # per UID and layout.
-    legacy = await legacy_uid_entries_exist(reads.storage)
-    lists = await bounded_gather((entries_in(index) for uid in dict.fromkeys(uids)
-                                  for index in uid_ranges(INSTANCES_BY_UID, uid, legacy=legacy)),
-                                 limit=UID_READS_IN_FLIGHT)
-    targets = {  # an instance found in both layouts (before the reindex) is found once
+    targets = {  # an instance found in several layouts (before the reindex) is found once
         InstanceIdentifiers(entry.study, entry.series or "", entry.instance or ""): None
-        for entries in lists for entry in entries}
+        for entry in await _uid_entries(reads, INSTANCES_BY_UID, uids)}
 
     async def target_hit(ids: InstanceIdentifiers) -> Hit | None:
         instance, (series, study) = await asyncio.gather(

@@ -29,6 +29,7 @@ from dicom_core.model.dicom_json import JsonDataset
 from dicom_core.model.epoch import EPOCH
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
+from dicom_core.storage.tables import get_entity_or_none
 
 T = TypeVar("T")
 # Instance rows carry the frame index (up to 30,000 characters): a search never needs it.
@@ -231,6 +232,13 @@ class SearchReads:
             outstanding = self.outstanding()
             found = first_wanted - outstanding  # results the pages so far turned (or are expected to turn) into
             size = min(MAX_PAGE, max(1, -(-outstanding * read // found)) if found > 0 else size * 2)
+
+    async def index_entity(self, partition: str, row_key: str) -> TableEntity | None:
+        """One entity of the index table with every property (a UID lookup's targets), or None."""
+        async with self._slots:
+            entity = await get_entity_or_none(self.storage.index, partition, row_key)
+        self.entities += entity is not None
+        return entity
 
     async def _point(self, partition: str, row_key: str) -> Row | None:
         async with self._slots:

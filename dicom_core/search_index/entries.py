@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 
-from azure.data.tables import TableEntity
+from azure.data.tables import TableEntity, UpdateMode
 
 from dicom_core.index.commit import CommitRows, read_commit_rows
 from dicom_core.index.known_studies import known_generation
@@ -26,7 +26,10 @@ from dicom_core.index.rows import STUDY_ROW, InstanceRecord, series_row_key
 from dicom_core.model.levels import Level, row_attributes
 from dicom_core.search_index.claims import claim_new_study, claim_partition, claim_sort_key, forget_claims
 from dicom_core.search_index.keys import (
+    TARGET_PREFIX,
+    UID_INDEXES,
     IndexKey,
+    entry_entity,
     instance_key,
     series_keys,
     series_row_keys,
@@ -43,17 +46,20 @@ LOGGER = logging.getLogger(__name__)
 
 _WRITE_CONCURRENCY = 16
 # Entries this process upserted in the last RECENT_SECONDS, or is upserting: (event loop, account, table,
-# PartitionKey, RowKey) -> (when, the study's generation before the upsert started, the upsert).
+# PartitionKey, RowKey, the target property of a UID lookup entity) -> (when, the study's generation before the
+# upsert started, the upsert).
 RECENT_SECONDS = 30.0
 _RECENT_MAX = 20_000
-_recent: dict[tuple[int, str, str, str, str], tuple[float, str, asyncio.Future[None]]] = {}
+_recent: dict[tuple[int, str, str, str, str, str], tuple[float, str, asyncio.Future[None]]] = {}
 # How long the first writer of an idle index partition waits before it writes: for the entries of the other
 # instances of its commit (which arrive within microseconds), and, while other partitions are being written, for
 # those of concurrent stores (the other parts of a request reach their commit a few milliseconds apart).
 INDEX_LINGER_SECONDS = (0.002, 0.02)
 # Concurrent stores' entries of one partition (every new study's ALL_STUDIES entry, say) share a transaction: one
 # lane, so whoever finds the partition idle writes alone and everyone arriving meanwhile writes together next.
-_index_rows = PartitionUpserts(lambda storage: storage.index, lanes=1, linger=INDEX_LINGER_SECONDS)
+# Merged: a UID lookup entity gathers one property per target, each written (and blanked) on its own.
+_index_rows = PartitionUpserts(lambda storage: storage.index, lanes=1, linger=INDEX_LINGER_SECONDS,
+                               mode=UpdateMode.MERGE)
 
 async def write_index_intents(storage: Storage, record: InstanceRecord) -> None:
     """Write the entries of an instance about to be committed (idempotent upserts, concurrently).
@@ -97,7 +103,8 @@ class IndexIntents:
         ids = self._record.stored.ids
         generation = known_generation(self._storage, ids.study)
         if generation is not None:
-            await _upsert(self._storage, _entry(instance_key(ids.instance), "", ids.study, ids.series, ids.instance))
+            entry = entry_entity(instance_key(ids.instance), "", ids.study, ids.series, ids.instance)
+            await _upsert(self._storage, entry)
             self._early = generation
 
     async def claim_new_study(self) -> bool:
@@ -137,11 +144,11 @@ class IndexIntents:
             claim_sort_key(self._storage, ids.study, series_row_key(ids.series), committed=rows.series is not None,
                    claimed=self._claim_failed and not rows.study) if series_todo else _none(),
         )
-        study_entries = {key: _entry(key, study_sort or "", ids.study) for key in study_todo}
-        series_entries = {key: _entry(key, series_sort or "", ids.study, ids.series) for key in series_todo}
+        study_entries = {key: entry_entity(key, study_sort or "", ids.study) for key in study_todo}
+        series_entries = {key: entry_entity(key, series_sort or "", ids.study, ids.series) for key in series_todo}
         entries = [*study_entries.values(), *series_entries.values()]
         key = instance_key(ids.instance)
-        instance_entry = _entry(key, "", ids.study, ids.series, ids.instance)
+        instance_entry = entry_entity(key, "", ids.study, ids.series, ids.instance)
         # The first attempt may skip what this process wrote moments ago under the same generation; a later one
         # writes for certain.
         once = first and not self._rewrite
@@ -172,10 +179,6 @@ def _missing_keys(
     return missing_study, new_series - old_series
 
 
-def _entry(key: IndexKey, sort_key: str, *uids: str) -> dict[str, str]:
-    return {"PartitionKey": key.partition, "RowKey": key.row_key(sort_key, *uids)}
-
-
 async def restore_index_entries(storage: Storage, study: str, series: str | None = None) -> int:
     """Write the entries of every row still in scope; a delete calls it when rows it removed entries of survived.
 
@@ -187,14 +190,14 @@ async def restore_index_entries(storage: Storage, study: str, series: str | None
     for row in rows:
         row_key = str(row["RowKey"])
         if row_key.startswith("instance|"):
-            entries.append(_entry(instance_key(row_key.split("|")[2]), "", study, *row_key.split("|")[1:]))
+            entries.append(entry_entity(instance_key(row_key.split("|")[2]), "", study, *row_key.split("|")[1:]))
         elif row_key.startswith("series|"):
             sort = await claim_sort_key(storage, study, row_key, committed=True)
             uid = row_key.split("|", 1)[1]
-            entries += [_entry(key, sort, study, uid) for key in series_row_keys(row)]
+            entries += [entry_entity(key, sort, study, uid) for key in series_row_keys(row)]
         elif row_key == STUDY_ROW:
             sort = await claim_sort_key(storage, study, STUDY_ROW, committed=True)
-            entries += [_entry(key, sort, study) for key in study_row_keys(row)]
+            entries += [entry_entity(key, sort, study) for key in study_row_keys(row)]
     await bounded_gather((_upsert(storage, entry) for entry in entries), limit=_WRITE_CONCURRENCY)
     return len(entries)
 
@@ -210,25 +213,26 @@ async def remove_index_entries(
     if instance is not None:
         if series is None:
             raise ValueError("An instance is identified by its study, series and SOP instance UIDs")
-        return await _delete_entries(storage, [_instance_entry(study, series, instance)])
+        return await _delete_entries(storage, [entry_entity(instance_key(instance), "", study, series, instance)])
     forget_claims(study, series)  # this process claims afresh after the delete
     claims = {
         str(claim["RowKey"]): str(claim["SortKey"])
         async for claim in storage.index.query_entities(
             "PartitionKey eq @pk", parameters={"pk": claim_partition(study)}, select=["RowKey", "SortKey"])
     }
-    entries: list[tuple[str, str]] = []
+    entries: list[dict[str, str]] = []
     for row in await _rows_in_scope(storage, study, series):
         row_key = str(row["RowKey"])
         if row_key.startswith("instance|"):
-            entries.append(_instance_entry(study, *row_key.split("|")[1:]))
+            _, series_uid, instance_uid = row_key.split("|")
+            entries.append(entry_entity(instance_key(instance_uid), "", study, series_uid, instance_uid))
         elif row_key.startswith("series|"):
-            entries.extend(_series_entries(study, row_key, row, claims))
+            uid = row_key.split("|", 1)[1]
+            entries.extend(entry_entity(key, claims.get(row_key, ""), study, uid) for key in series_row_keys(row))
         elif row_key == STUDY_ROW:
-            sort = claims.get(STUDY_ROW, "")
-            entries.extend((key.partition, key.row_key(sort, study)) for key in study_row_keys(row))
+            entries.extend(entry_entity(key, claims.get(STUDY_ROW, ""), study) for key in study_row_keys(row))
     claim_rows = [series_row_key(series)] if series is not None else list(claims)
-    entries.extend((claim_partition(study), row_key) for row_key in claim_rows)
+    entries.extend({"PartitionKey": claim_partition(study), "RowKey": row_key} for row_key in claim_rows)
     return await _delete_entries(storage, entries)
 
 
@@ -247,27 +251,30 @@ async def _rows_in_scope(storage: Storage, study: str, series: str | None) -> li
     return rows
 
 
-def _instance_entry(study: str, series: str, instance: str) -> tuple[str, str]:
-    key = instance_key(instance)
-    return key.partition, key.row_key("", study, series, instance)
-
-
-def _series_entries(study: str, row_key: str, row: TableEntity, claims: dict[str, str]) -> list[tuple[str, str]]:
-    series = row_key.split("|", 1)[1]
-    sort = claims.get(row_key, "")
-    return [(key.partition, key.row_key(sort, study, series)) for key in series_row_keys(row)]
-
-
-async def _delete_entries(storage: Storage, entries: list[tuple[str, str]]) -> int:
-    """Delete ``entries``, those of one partition (the instances of a series by UID) in shared transactions."""
+async def _delete_entries(storage: Storage, entries: list[dict[str, str]]) -> int:
+    """Delete ``entries`` (those of one partition, the instances of a series by UID, in shared transactions); blank
+    the targets of UID lookup entities instead (a merge of "": another target of the entity stays)."""
     loop, table = id(asyncio.get_running_loop()), storage.index
     by_partition: dict[str, list[RowDelete]] = {}
-    for partition, row in entries:
-        _recent.pop((loop, table.url, table.table_name, partition, row), None)
-        by_partition.setdefault(partition, []).append(RowDelete(row))
-    await bounded_gather((delete_rows(storage.index, partition, list(dict.fromkeys(rows)))
-                          for partition, rows in by_partition.items()), limit=_WRITE_CONCURRENCY)
+    blanks: dict[tuple[str, str], dict[str, str]] = {}
+    for entry in entries:
+        partition, row = entry["PartitionKey"], entry["RowKey"]
+        _recent.pop((loop, table.url, table.table_name, partition, row, _target_of(entry)), None)
+        if partition.split("|", 1)[0] in UID_INDEXES:
+            blank = blanks.setdefault((partition, row), {"PartitionKey": partition, "RowKey": row})
+            blank.update((name, "") for name in entry if name.startswith(TARGET_PREFIX))
+        else:
+            by_partition.setdefault(partition, []).append(RowDelete(row))
+    deletes = (delete_rows(storage.index, partition, list(dict.fromkeys(rows)))
+               for partition, rows in by_partition.items())
+    await bounded_gather([*deletes, _index_rows.upsert(storage, blanks.values(), own=True)],
+                         limit=_WRITE_CONCURRENCY)
     return len(entries)
+
+
+def _target_of(entry: dict[str, str]) -> str:
+    """The target property of a UID lookup entity's entry ("" for other entries)."""
+    return next((name for name in entry if name.startswith(TARGET_PREFIX)), "")
 
 
 async def _upsert(storage: Storage, entry: dict[str, str]) -> None:
@@ -283,7 +290,8 @@ async def _upsert_once(storage: Storage, entry: dict[str, str], generation: str)
     generation after that, so the commit relying on it fails, reads the new generation and writes it again.
     """
     table = storage.index
-    key = (id(asyncio.get_running_loop()), table.url, table.table_name, entry["PartitionKey"], entry["RowKey"])
+    key = (id(asyncio.get_running_loop()), table.url, table.table_name, entry["PartitionKey"], entry["RowKey"],
+           _target_of(entry))
     now = time.monotonic()
     recent = _recent.get(key)
     if recent is not None and now - recent[0] < RECENT_SECONDS and recent[1] == generation:

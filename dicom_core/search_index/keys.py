@@ -3,17 +3,20 @@
 Each searchable value gets its own partition (`{index}|{folded, encoded value}`) and each entry's RowKey starts
 with an inverted sort key, so a newest-first page is one RowKey range read. Words of person names are entries of
 their own: one partition per first character and the whole word leading the RowKey, so the words beginning with
-any prefix are one RowKey range. Lookups by series or SOP instance UID hold one entry per target in the partition
-of the UID's root (the UID without its last component), the UID leading the RowKey: the instances of a series
-(and the series of one source) share a root, so the entries of a request share a transaction. Pure functions of
-the stored attributes; writing and removing entries is `entries.py`.
+any prefix are one RowKey range. Lookups by series or SOP instance UID are point reads: one entity per UID, its
+RowKey the UID, in the partition of the UID's root (the UID without its last component), with one property per
+target (study[, series]) the UID was stored in: the instances of a series (and the series of one source) share a
+root, so the entries of a request share a transaction, and Azurite, which scans a whole table for every query,
+answers a point read from its key index. Pure functions of the stored attributes; writing and removing entries is
+`entries.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,18 +55,23 @@ STUDIES_BY_STUDY_ID = "s.sid"
 STUDIES_BY_TIME = "s.time"
 STUDIES_BY_MODALITY = "s.mod"
 ALL_SERIES = "se.all"
-SERIES_BY_UID = "se.root"
+SERIES_BY_UID = "se.at"
 SERIES_BY_MODALITY = "se.mod"
 # SeriesNumber and PerformedProcedureStepStartDate/Time: value-led, one partition each, like StudyID and StudyTime.
 SERIES_BY_NUMBER = "se.num"
 SERIES_BY_PPS_DATE = "se.ppsdate"
 SERIES_BY_PPS_TIME = "se.ppstime"
-INSTANCES_BY_UID = "i.root"
-# Lookups by UID: partition `{index}|{root of the UID}`, RowKey `{uid}|{the rest of the target}`, no sort key.
+INSTANCES_BY_UID = "i.at"
+# Lookups by UID: partition `{index}|{root of the UID}`, RowKey `{uid}`, one property per target (TARGET_PREFIX and
+# a hash of the target: the target's UIDs joined by '|'), written by merge, blanked by a delete (merge, "").
 UID_INDEXES = frozenset({SERIES_BY_UID, INSTANCES_BY_UID})
-# The layout before (one partition per UID, RowKey the target): read beside the new one until the reindex
-# (maintenance/reindex.py) moved its entries, then deleted.
-LEGACY_UID_INDEXES = {SERIES_BY_UID: "se.uid", INSTANCES_BY_UID: "i.uid"}
+TARGET_PREFIX = "t"
+# The layouts before, read beside the current one while entries of them are left (legacy_uid_layout.py) and moved
+# by the reindex (maintenance/reindex.py): a RowKey range per UID in the partition of its root (RowKey
+# `{uid}|{the rest of the target}`), and before that a partition per UID (RowKey the target).
+UID_RANGE_LAYOUT = {SERIES_BY_UID: "se.root", INSTANCES_BY_UID: "i.root"}
+UID_PARTITION_LAYOUT = {SERIES_BY_UID: "se.uid", INSTANCES_BY_UID: "i.uid"}
+LEGACY_UID_INDEXES = frozenset({*UID_RANGE_LAYOUT.values(), *UID_PARTITION_LAYOUT.values()})
 # Name words and word pairs: RowKey `{encoded word}!{sort}|{study}` in the partition of the word's first
 # character (a pair is one "word" `{first}^{second}`).
 NAME_WORD_INDEXES = frozenset({STUDIES_BY_PATIENT_NAME_WORD, STUDIES_BY_REFERRING_WORD,
@@ -110,9 +118,11 @@ class IndexKey:
     def row_key(self, sort_key: str, *uids: str) -> str:
         """The RowKey of the entry for the target ``uids`` (study[, series[, instance]])."""
         target = "|".join(uids)
-        if self.index in UID_INDEXES:  # the looked-up UID (the target's last) leads, as row_prefix
+        if self.index in UID_INDEXES:  # the looked-up UID (the target's last), as row_prefix
+            return self.row_prefix
+        if self.index in UID_RANGE_LAYOUT.values():  # the looked-up UID leads, as row_prefix
             return self.row_prefix + "|".join(uids[:-1])
-        if self.index in LEGACY_UID_INDEXES.values():
+        if self.index in UID_PARTITION_LAYOUT.values():
             return target
         return f"{self.row_prefix}{sort_key}|{target}"
 
@@ -235,21 +245,46 @@ def uid_root(uid: str) -> str:
 
 
 def uid_key(index: str, uid: str) -> IndexKey:
-    """The key of a UID lookup entry (SERIES_BY_UID, INSTANCES_BY_UID): the partition of the UID's root."""
-    return IndexKey(partition_key(index, uid_root(uid)), f"{encode_key(uid)}|")
+    """The key of a UID lookup entity (SERIES_BY_UID, INSTANCES_BY_UID): the partition of the UID's root, the UID."""
+    return IndexKey(partition_key(index, uid_root(uid)), encode_key(uid))
 
 
-def legacy_uid_key(index: str, uid: str) -> IndexKey:
-    """The key the layout before gave a UID lookup entry: a partition of its own."""
-    return IndexKey(partition_key(LEGACY_UID_INDEXES[index], uid))
+def target_property(*uids: str) -> str:
+    """The name of the property of a UID lookup entity that holds the target ``uids`` (study[, series[, instance]])."""
+    return TARGET_PREFIX + hashlib.sha256("|".join(uids).encode()).hexdigest()[:16]
 
 
-def uid_ranges(index: str, uid: str, *, legacy: bool = True) -> tuple[tuple[str, str | None, str | None], ...]:
-    """The partition and RowKey range [low, high) of the entries of ``uid``: this layout's, then (``legacy``) the
-    one before's."""
-    key = uid_key(index, uid)
-    current = (key.partition, key.row_prefix, successor(key.row_prefix))
-    return (current, (legacy_uid_key(index, uid).partition, None, None)) if legacy else (current,)
+def uid_entity(key: IndexKey, *uids: str, blank: bool = False) -> dict[str, str]:
+    """The merge that adds the target ``uids`` to a UID lookup entity (or, ``blank``, removes it)."""
+    return {"PartitionKey": key.partition, "RowKey": key.row_key("", *uids),
+            target_property(*uids): "" if blank else "|".join(uids)}
+
+
+def entry_entity(key: IndexKey, sort_key: str, *uids: str) -> dict[str, str]:
+    """The entity that enters the target ``uids`` under ``key`` (written by merge: a UID lookup entity's other
+    targets stay)."""
+    if key.index in UID_INDEXES:
+        return uid_entity(key, *uids)
+    return {"PartitionKey": key.partition, "RowKey": key.row_key(sort_key, *uids)}
+
+
+def legacy_uid_keys(index: str, uid: str) -> tuple[IndexKey, IndexKey]:
+    """The keys the layouts before gave a UID lookup entry: in the range of its root's partition, a partition of its
+    own."""
+    return (IndexKey(partition_key(UID_RANGE_LAYOUT[index], uid_root(uid)), f"{encode_key(uid)}|"),
+            IndexKey(partition_key(UID_PARTITION_LAYOUT[index], uid)))
+
+
+def legacy_uid_ranges(index: str, uid: str, left: Collection[str]) -> tuple[tuple[str, str | None, str | None], ...]:
+    """The partitions and RowKey ranges [low, high) of the entries of ``uid`` in the layouts before that are ``left``
+    (old index names)."""
+    in_range, own_partition = legacy_uid_keys(index, uid)
+    ranges: list[tuple[str, str | None, str | None]] = []
+    if in_range.index in left:
+        ranges.append((in_range.partition, in_range.row_prefix, successor(in_range.row_prefix)))
+    if own_partition.index in left:
+        ranges.append((own_partition.partition, None, None))
+    return tuple(ranges)
 
 
 def series_keys(series: str, modality: str, attributes: JsonDataset | None = None) -> set[IndexKey]:
@@ -299,11 +334,13 @@ def study_row_keys(row: TableEntity | dict[str, object]) -> set[IndexKey]:
     return study_keys(json.loads(str(row.get("Attributes") or "{}")), study_row_modalities(row))
 
 
-def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
+def parse_entry(entity: Mapping[str, object]) -> IndexEntry:
     """Parse an index entry back into its key, target and sort key."""
     partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
     index, row_prefix = partition.split("|", 1)[0], ""
     if index in UID_INDEXES:
+        raise ValueError(f"a UID lookup entity ({partition}) holds several targets: parse_entries reads them")
+    if index in UID_RANGE_LAYOUT.values():
         uid, _, rest = row.partition("|")
         study, *middle = rest.split("|")
         key = IndexKey(partition, f"{uid}|")
@@ -315,8 +352,20 @@ def parse_entry(entity: TableEntity | dict[str, object]) -> IndexEntry:
         row_prefix, _, row = row.partition(WORD_END)
         row_prefix += WORD_END
     parts, sort_key = row.split("|"), ""
-    if index not in LEGACY_UID_INDEXES.values():
+    if index not in UID_PARTITION_LAYOUT.values():
         sort_key, parts = parts[0], parts[1:]
     series, instance = (*parts[1:], None, None)[:2]
     return IndexEntry(IndexKey(partition, row_prefix), parts[0], series, instance, sort_key)
+
+
+def parse_entries(entity: Mapping[str, object]) -> list[IndexEntry]:
+    """Parse an index entity into the entries it holds: a UID lookup entity's targets (blanked ones left out), else
+    the one entry."""
+    partition = str(entity["PartitionKey"])
+    if partition.split("|", 1)[0] not in UID_INDEXES:
+        return [parse_entry(entity)]
+    key = IndexKey(partition, str(entity["RowKey"]))
+    targets = sorted(str(value) for name, value in entity.items()
+                     if name.startswith(TARGET_PREFIX) and isinstance(value, str) and value)
+    return [IndexEntry(key, *target.split("|")[:3]) for target in targets]
 

@@ -55,8 +55,9 @@ class PartitionUpserts:
     """Upserts (replacing) rows of one table; concurrent upserts of a partition share a transaction."""
 
     def __init__(self, table: Callable[[Storage], TableClient], *, lanes: int = LANES,
-                 linger: tuple[float, float] = (0.0, 0.0)) -> None:
+                 linger: tuple[float, float] = (0.0, 0.0), mode: UpdateMode = UpdateMode.REPLACE) -> None:
         self._table = table
+        self._mode = mode  # MERGE: a row's other properties stay (rows that gather one property per writer)
         self._lanes = lanes
         # Seconds the first writer of an idle partition waits for others: alone, and while other partitions are
         # being written (by concurrent stores, whose rows of this partition may be a moment away).
@@ -65,8 +66,11 @@ class PartitionUpserts:
             self._flush, max_items=MAX_OPERATIONS, fits=_new_row)
         self._writers: dict[tuple[int, str, int], int] = {}  # writers queued or writing, per lane
 
-    async def upsert(self, storage: Storage, entities: Iterable[Entity]) -> None:
-        """Write ``entities`` (each row at most once); return when all are written, raise if one was not."""
+    async def upsert(self, storage: Storage, entities: Iterable[Entity], *, own: bool = False) -> None:
+        """Write ``entities`` (each row at most once); return when all are written, raise if one was not.
+
+        With ``own``, in transactions of their own at once (one per partition and 100 rows), not queued with others.
+        """
         by_partition: dict[str, list[Entity]] = {}
         for entity in entities:
             by_partition.setdefault(str(entity["PartitionKey"]), []).append(entity)
@@ -78,7 +82,7 @@ class PartitionUpserts:
 
         writes = []
         for partition, rows in by_partition.items():
-            if len(rows) >= OWN_TRANSACTION_ROWS:
+            if own or len(rows) >= OWN_TRANSACTION_ROWS:
                 writes += [own_transaction(rows[start:start + MAX_OPERATIONS])
                            for start in range(0, len(rows), MAX_OPERATIONS)]
             else:
@@ -127,9 +131,9 @@ class PartitionUpserts:
     async def _submit(self, storage: Storage, entities: Sequence[Entity]) -> None:
         table = self._table(storage)
         if len(entities) == 1:  # a transaction of one costs twice a single write (Azurite)
-            await storage.recreating_missing(lambda: table.upsert_entity(entities[0], mode=UpdateMode.REPLACE))
+            await storage.recreating_missing(lambda: table.upsert_entity(entities[0], mode=self._mode))
             return
-        operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
+        operations = [("upsert", entity, {"mode": self._mode}) for entity in entities]
         try:
             for attempt in range(storage.settings.storage_retries + 1):
                 try:

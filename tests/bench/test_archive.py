@@ -11,7 +11,7 @@ from azure.data.tables import TableClient, TableEntity
 from bench.archive import plan_archive, seed_archive
 from dicom_core.index.outbox import OUTBOX_PREFIX
 from dicom_core.index.rows import GENERATION_ROW
-from dicom_core.search_index.keys import CLAIMS, parse_entry
+from dicom_core.search_index.keys import CLAIMS, parse_entries
 from dicom_core.settings import Settings
 from dicom_core.storage.sharded_table import shard_names
 
@@ -54,8 +54,8 @@ def _entries(azurite, prefix: str) -> set[tuple[object, ...]]:
         if str(entity["PartitionKey"]).startswith(f"{CLAIMS}|"):
             entries.add((entity["PartitionKey"], entity["RowKey"]))
             continue
-        entry = parse_entry(entity)
-        entries.add((entry.key.partition, entry.study, entry.series, entry.instance))
+        entries.update((entry.key.partition, entry.study, entry.series, entry.instance)
+                       for entry in parse_entries(entity))
     return entries
 
 

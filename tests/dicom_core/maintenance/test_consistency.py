@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.sequencer import sequence_pending
@@ -16,13 +17,15 @@ from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, outbox_row_key
 from dicom_core.index.reads import instance_rows, stored_instance
 from dicom_core.index.rows import STUDY_ROW, series_row_key
 from dicom_core.maintenance.consistency import Finding, check_consistency
+from dicom_core.maintenance.consistency_window import check_window
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.search_index.keys import (
     ALL_STUDIES,
     INSTANCES_BY_UID,
     SERIES_BY_UID,
     instance_key,
-    legacy_uid_key,
+    legacy_uid_keys,
+    uid_entity,
     uid_key,
 )
 from dicom_core.storage.blobs import instance_blob_name, put_json, thumbnail_blob_name
@@ -97,25 +100,26 @@ async def test_study_without_its_unfiltered_index_entry_is_reported(own: Storage
     assert await _kinds(own) == ["study-not-listed"]
 
 
-async def test_instance_without_its_uid_entry_is_reported_unless_the_layout_before_has_it(
-    own: Storage, stow_parts
+@pytest.mark.parametrize("layout", [0, 1], ids=["range-per-uid", "partition-per-uid"])
+async def test_instance_without_its_uid_target_is_reported_unless_a_layout_before_has_it(
+    own: Storage, stow_parts, layout: int
 ) -> None:
     study, series = await _stored(own, stow_parts)
     instance = str((await instance_rows(own, study, series))[0]["RowKey"]).split("|")[2]
-    key = instance_key(instance)
-    await own.index.delete_entity(key.partition, key.row_key("", study, series, instance))
+    await own.index.upsert_entity(uid_entity(instance_key(instance), study, series, instance, blank=True))
     assert await check_consistency(own) == [
         Finding("instance-not-listed", f"{study}/{series}/{instance}", f"no {INSTANCES_BY_UID} index entry")]
-    legacy = legacy_uid_key(INSTANCES_BY_UID, instance)
+    assert [finding.kind for finding in (await check_window(own)).findings] == ["instance-not-listed"]
+    legacy = legacy_uid_keys(INSTANCES_BY_UID, instance)[layout]
     await own.index.upsert_entity({"PartitionKey": legacy.partition,
                                    "RowKey": legacy.row_key("", study, series, instance)})
     assert await check_consistency(own) == []
+    assert (await check_window(own)).findings == []
 
 
 async def test_series_without_its_uid_entry_is_reported(own: Storage, stow_parts) -> None:
     study, series = await _stored(own, stow_parts)
-    key = uid_key(SERIES_BY_UID, series)
-    await own.index.delete_entity(key.partition, key.row_key("", study, series))
+    await own.index.upsert_entity(uid_entity(uid_key(SERIES_BY_UID, series), study, series, blank=True))
     assert [finding.kind for finding in await check_consistency(own, uid_entries=True)] == ["series-not-indexed"]
 
 

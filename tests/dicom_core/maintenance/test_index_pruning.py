@@ -15,6 +15,8 @@ from dicom_core.search_index.keys import (
     STUDIES_BY_PATIENT_NAME_WORD,
     IndexKey,
     instance_key,
+    parse_entries,
+    uid_entity,
     word_key,
 )
 from dicom_core.storage.clients import Storage
@@ -61,8 +63,8 @@ async def test_entries_of_a_value_an_upsert_replaced_are_pruned(own: Storage, st
 
 async def test_an_entry_of_an_instance_never_committed_is_pruned_once_old(own: Storage, stow_parts) -> None:
     study, series, _ = await _stored(own, stow_parts, "Some^One")
-    key = instance_key(str(generate_uid()))
-    intent = {"PartitionKey": key.partition, "RowKey": key.row_key("", study, series, "1.2.3")}
+    sop = str(generate_uid())
+    intent = uid_entity(instance_key(sop), study, series, sop)
     await own.index.upsert_entity(intent)
     valid = await _entries(own) - {(intent["PartitionKey"], intent["RowKey"])}
 
@@ -95,4 +97,21 @@ async def test_an_entry_under_another_sort_key_than_the_claim_is_pruned(own: Sto
 
     entries = await _entries(own)
     assert duplicate not in entries and (ALL_STUDIES, claimed) in entries
+    assert await check_consistency(own) == []
+
+
+async def test_a_uid_entity_keeps_its_live_target_and_loses_a_stale_one_and_the_blanks(
+    own: Storage, stow_parts
+) -> None:
+    study, series, sop = await _stored(own, stow_parts, "Some^One")
+    key = instance_key(sop)
+    other_study, gone_study = str(generate_uid()), str(generate_uid())
+    await own.index.upsert_entity(uid_entity(key, other_study, series, sop))  # an intent never committed
+    await own.index.upsert_entity(uid_entity(key, gone_study, series, sop, blank=True))  # a delete's blank
+
+    assert await prune_index_entries(own, now=_later()) == 1
+
+    entity = await own.index.get_entity(key.partition, key.row_key(""))
+    assert len(entity) == 3  # the keys and the live target: no blank left
+    assert [(entry.study, entry.series, entry.instance) for entry in parse_entries(entity)] == [(study, series, sop)]
     assert await check_consistency(own) == []

@@ -33,7 +33,7 @@ from dicom_core.search_index.keys import (
     STUDIES_BY_STUDY_ID,
     STUDIES_BY_TIME,
     encode_key,
-    legacy_uid_key,
+    legacy_uid_keys,
     series_row_keys,
     study_row_keys,
     uid_key,
@@ -177,10 +177,11 @@ async def _found_series(storage: Storage, query: str) -> list[str]:
     return [dataset["0020000E"]["Value"][0] for dataset in response.datasets]
 
 
-async def _to_old_uid_layout(storage: Storage, study: str, series: str, instances: list[str]) -> None:
-    """Replace a stored series' UID lookup entries with those of the layout before: a partition per UID."""
+async def _to_old_uid_layout(storage: Storage, study: str, series: str, instances: list[str], layout: int) -> None:
+    """Replace a stored series' UID lookup entities with entries of a layout before: a RowKey range of the UID's
+    root's partition (0), a partition per UID (1)."""
     for index, ids in [(SERIES_BY_UID, (study, series)), *((INSTANCES_BY_UID, (study, series, sop)) for sop in instances)]:
-        key, legacy = uid_key(index, ids[-1]), legacy_uid_key(index, ids[-1])
+        key, legacy = uid_key(index, ids[-1]), legacy_uid_keys(index, ids[-1])[layout]
         await storage.index.delete_entity(key.partition, key.row_key("", *ids))
         await storage.index.upsert_entity({"PartitionKey": legacy.partition, "RowKey": legacy.row_key("", *ids)})
 
@@ -195,17 +196,18 @@ async def _found_by_uids(storage: Storage, series: str, sop: str) -> tuple[list[
 
 async def _legacy_uid_entries(storage: Storage) -> list[str]:
     return [str(entity["PartitionKey"]) async for entity in storage.index.list_entities(select=["PartitionKey"])
-            if str(entity["PartitionKey"]).startswith(tuple(f"{index}|" for index in LEGACY_UID_INDEXES.values()))]
+            if str(entity["PartitionKey"]).startswith(tuple(f"{index}|" for index in LEGACY_UID_INDEXES))]
 
 
-async def test_uid_lookups_of_the_layout_before_are_found_before_and_after_the_migration(
-    own: Storage, stow_parts
+@pytest.mark.parametrize("layout", [0, 1], ids=["range-per-uid", "partition-per-uid"])
+async def test_uid_lookups_of_a_layout_before_are_found_before_and_after_the_migration(
+    own: Storage, stow_parts, layout: int
 ) -> None:
     study, series = generate_uid(), generate_uid()
     instances = [generate_uid() for _ in range(2)]
     parts = [to_bytes(make_dataset(study=study, series=series, sop=sop)) for sop in instances]
     assert (await stow_parts(own, parts)).status == 200
-    await _to_old_uid_layout(own, study, series, instances)
+    await _to_old_uid_layout(own, study, series, instances, layout)
     await own.index.upsert_entity({"PartitionKey": "s.pn|OLD^NAME", "RowKey": f"0|{study}"})  # a whole name's
     assert len(await _legacy_uid_entries(own)) == 3
     assert await _found_by_uids(own, series, instances[0]) == ([series], instances[:1])  # read from the old layout

@@ -256,4 +256,4 @@ async def test_values_with_quotes_and_operators_match_only_themselves(
 
 async def test_series_uid_serves_before_a_study_attribute(corpus: Corpus) -> None:
     response = await corpus.search(SERIES, f"PatientID=PID-A&SeriesInstanceUID={corpus.uids['A1']}")
-    assert (response.source, [d[SERIES_UID]["Value"][0] for d in response.datasets]) == ("se.root", [corpus.uids["A1"]])
+    assert (response.source, [d[SERIES_UID]["Value"][0] for d in response.datasets]) == ("se.at", [corpus.uids["A1"]])

@@ -25,9 +25,12 @@ from dicom_core.qido.query import QidoResource
 from dicom_core.search_index.claims import CLAIM_TTL
 from dicom_core.search_index.entries import IndexIntents, remove_index_entries, write_index_intents
 from dicom_core.search_index.keys import (
-    ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_UID, IndexKey, date_key, encode_key, instance_key,
-    inverted_date, inverted_time, parse_entry, partition_key, series_keys, study_keys, uid_key, uid_ranges,
+    ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_UID, IndexEntry, IndexKey, date_key, encode_key,
+    entry_entity, instance_key, inverted_date, inverted_time, legacy_uid_ranges, parse_entries, parse_entry,
+    partition_key, series_keys, study_keys, uid_entity, uid_key,
 )
+from dicom_core.storage.tables import get_entity_or_none
+from azure.data.tables import UpdateMode
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
@@ -56,12 +59,11 @@ async def _entries(storage: Storage, partition: str) -> list[dict]:
     return [dict(e) async for e in storage.index.query_entities("PartitionKey eq @pk", parameters={"pk": partition})]
 
 
-async def _uid_entries(storage: Storage, index: str, uid: str) -> list[dict]:
-    """The entries of ``uid`` in a UID lookup index: a RowKey range of its root's partition."""
-    partition, low, high = uid_ranges(index, uid)[0]
-    return [dict(e) async for e in storage.index.query_entities(
-        "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-        parameters={"pk": partition, "low": low, "high": high})]
+async def _uid_entries(storage: Storage, index: str, uid: str) -> list[IndexEntry]:
+    """The targets of ``uid`` in a UID lookup index: the properties of its entity (blanked ones left out)."""
+    key = uid_key(index, uid)
+    entity = await get_entity_or_none(storage.index, key.partition, key.row_key(""))
+    return [] if entity is None else parse_entries(entity)
 
 
 async def _targets(storage: Storage, partition: str) -> list[str]:
@@ -104,18 +106,33 @@ def test_later_moments_and_dates_sort_first() -> None:
     ],
 )
 def test_entries_parse_back_into_key_and_target(key: IndexKey, uids: tuple[str, ...]) -> None:
-    entry = parse_entry({"PartitionKey": key.partition, "RowKey": key.row_key("0123", *uids)})
+    [entry] = parse_entries(entry_entity(key, "0123", *uids))
     assert (entry.key, (entry.study, entry.series, entry.instance)[: len(uids)]) == (key, uids)
 
 
-def test_uids_of_one_root_share_a_partition_and_each_is_a_range_of_its_own() -> None:
+def test_uids_of_one_root_share_a_partition_and_each_is_an_entity_of_its_own() -> None:
     first, second, longer = instance_key("1.2.40.7"), instance_key("1.2.40.8"), instance_key("1.2.40.71")
     assert first.partition == second.partition == longer.partition == f"{INSTANCES_BY_UID}|1.2.40"
-    (partition, low, high), _ = uid_ranges(INSTANCES_BY_UID, "1.2.40.7")
-    assert partition == first.partition
-    assert low <= first.row_key("", "1.9", "1.8", "1.2.40.7") < high
-    assert not low <= longer.row_key("", "1.9", "1.8", "1.2.40.71") < high
+    rows = [key.row_key("", "1.9", "1.8", uid) for key, uid in
+            ((first, "1.2.40.7"), (second, "1.2.40.8"), (longer, "1.2.40.71"))]
+    assert rows == ["1.2.40.7", "1.2.40.8", "1.2.40.71"]
     assert uid_key(SERIES_BY_UID, "1.2.40.7") in series_keys("1.2.40.7", "CT")
+
+
+def test_the_targets_of_a_uid_are_properties_of_its_entity_and_a_blank_one_is_none() -> None:
+    key = instance_key("1.2.40.7")
+    entity = {**uid_entity(key, "1.1", "1.8", "1.2.40.7"), **uid_entity(key, "1.2", "1.9", "1.2.40.7"),
+              **uid_entity(key, "1.3", "1.9", "1.2.40.7", blank=True)}
+    assert len(entity) == 5  # the keys and three targets
+    assert [(entry.study, entry.series, entry.instance) for entry in parse_entries(entity)] == [
+        ("1.1", "1.8", "1.2.40.7"), ("1.2", "1.9", "1.2.40.7")]
+
+
+def test_a_uid_entity_lies_in_no_range_of_the_layout_before() -> None:
+    for uid in ("1.2.40.7", "1.2.40", "1.2.40.71"):
+        [(partition, low, high), _] = legacy_uid_ranges(INSTANCES_BY_UID, uid, {"i.root", "i.uid"})
+        assert low is not None and high is not None
+        assert not low <= instance_key("1.2.40.7").row_key("") < high
 
 
 def test_study_keys_cover_each_indexed_attribute() -> None:
@@ -271,8 +288,9 @@ async def test_an_instance_entry_a_delete_removed_after_the_upload_is_written_ag
     ids = record.stored.ids
     # A delete in another process removes the entry, then gives the study a new generation (this process's copy of
     # the study's rows still holds the old one).
-    entry = (await _uid_entries(other_host, INSTANCES_BY_UID, ids.instance))[0]
-    await other_host.index.delete_entity(entry["PartitionKey"], entry["RowKey"])
+    blank = uid_entity(instance_key(ids.instance), ids.study, ids.series, ids.instance, blank=True)
+    await other_host.index.upsert_entity(blank, mode=UpdateMode.MERGE)
+    assert await _uid_entries(other_host, INSTANCES_BY_UID, ids.instance) == []
     await other_host.studies.upsert_entity({"PartitionKey": ids.study, "RowKey": GENERATION_ROW,
                                             "Generation": new_version()})
     await commit_instance(other_host, record, upsert=False, hooks=intents)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 from pydicom.uid import generate_uid
 
@@ -96,3 +97,18 @@ async def test_a_transaction_whose_answer_was_lost_is_sent_again(own: Storage, s
     assert lost.fired.is_set()
     written = [e async for e in own.changes.query_entities("PartitionKey eq 'lost-answers'")]
     assert sorted(e["N"] for e in written) == list(range(30))
+
+
+async def test_merging_upserts_keep_the_properties_other_writers_wrote(own: Storage) -> None:
+    merging = PartitionUpserts(lambda storage: storage.cleanup, mode=UpdateMode.MERGE)
+    keys = {"PartitionKey": "merge", "RowKey": "row"}
+    await asyncio.gather(merging.upsert(own, [{**keys, "a": "1"}]), merging.upsert(own, [{**keys, "b": "2"}]))
+    entity = await own.cleanup.get_entity("merge", "row")
+    assert (entity["a"], entity["b"]) == ("1", "2")
+
+
+async def test_own_rows_are_written_at_once_in_one_transaction_per_partition(own: Storage, writes: list[int]) -> None:
+    upserts = PartitionUpserts(lambda storage: storage.cleanup, linger=(5.0, 5.0))
+    rows = [{"PartitionKey": "own", "RowKey": str(number)} for number in range(3)]
+    await asyncio.wait_for(upserts.upsert(own, rows, own=True), timeout=4.0)  # no linger
+    assert writes == [3]
