@@ -32,6 +32,16 @@ _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
 # An entity Timestamp with and without fractional seconds, and the patterns the Table SDK parses them with.
 ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%fZ"),
                             ("2000-01-01T00:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
+# Kinds of index partition (search_index/keys.py) kept in a Table of their own each, not hashed into the shards:
+# those with one partition per index (or per modality), each growing with the archive, and the UID lookups (an
+# entry per series or instance, in one partition per UID root: one partition holds every UID of pydicom's or
+# UUID-derived roots). Azurite answers a query by scanning every entity of the Table it names, so a PatientID
+# lookup then scans only the many small partitions hashed into its shard, and a page of the study list only the
+# study list (docs/storage.md).
+INDEX_KINDS_OF_THEIR_OWN = (
+    "s.all", "s.date", "s.sid", "s.time", "s.mod", "se.all", "se.mod", "se.num", "se.ppsdate", "se.ppstime",
+    "se.root", "i.root",
+)
 
 
 @dataclass
@@ -63,8 +73,9 @@ class Storage:
             shards = {shard.table_name for shard in table.shards}
             if existing & shards and not shards <= existing:
                 LOGGER.warning(
-                    "%s has %d of its %d shards (DICOMWEB_TABLE_SHARDS changed?): partitions stored under the old "
-                    "count are not found until `python -m dicom_core.maintenance.reshard` moves them",
+                    "%s has %d of its %d shards (DICOMWEB_TABLE_SHARDS changed, or an upgrade gave index kinds Tables "
+                    "of their own?): partitions stored elsewhere before are not found until "
+                    "`python -m dicom_core.maintenance.reshard` moves them",
                     table.table_name, len(existing & shards), len(shards))
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
@@ -234,6 +245,12 @@ def storage_service_clients(
             credential)
 
 
+def index_table(table_service: TableServiceClient, settings: Settings) -> ShardedTable:
+    """The index: lookup partitions hashed into ``settings.table_shards`` shards, each growing kind in its own Table."""
+    return ShardedTable.of_service(table_service, table_name(settings, "Index"), settings.table_shards,
+                                   INDEX_KINDS_OF_THEIR_OWN)
+
+
 async def open_storage(settings: Settings) -> Storage:
     """Connect to the configured account and make sure every container and table exists."""
     blob_service, table_service, credential = storage_service_clients(select_storage_access(settings),
@@ -245,7 +262,7 @@ async def open_storage(settings: Settings) -> Storage:
         files=blob_service.get_container_client(settings.blob_container),
         metadata=blob_service.get_container_client(settings.metadata_container),
         studies=ShardedTable.of_service(table_service, table_name(settings, "Studies"), settings.table_shards),
-        index=ShardedTable.of_service(table_service, table_name(settings, "Index"), settings.table_shards),
+        index=index_table(table_service, settings),
         changes=table_service.get_table_client(table_name(settings, "Changes")),
         cleanup=table_service.get_table_client(table_name(settings, "Cleanup")),
         credential=credential,

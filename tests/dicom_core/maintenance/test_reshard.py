@@ -19,7 +19,7 @@ from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.reshard import reshard
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.storage.sharded_table import shard_index, shard_names
+from dicom_core.storage.sharded_table import ShardedTable, partition_kind, shard_index, shard_names
 from tests.factories import make_instance
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -85,6 +85,31 @@ async def test_the_entities_of_single_tables_move_into_their_shards(settings: Se
         assert (again.misplaced, again.moved, again.complete) == (0, 0, True)
     finally:
         await sharded.close()
+
+
+async def test_index_entries_stored_before_their_kinds_had_tables_of_their_own_move_into_them(
+    settings: Settings, stow_parts,
+) -> None:
+    new = await open_storage(settings)
+    # The layout before: every index partition hashed into the shards, whatever its kind.
+    old = replace(new, index=ShardedTable.of_service(new.table_service, new.index.table_name, settings.table_shards))
+    try:
+        parts = [make_instance(study=str(generate_uid()), Modality="CT", PatientName="Doe^Jane") for _ in range(3)]
+        assert (await stow_parts(old, parts)).status == 200
+        assert [await _table_rows(new, table.table_name) for table in new.index.kinds.values()] == \
+            [[]] * len(new.index.kinds)
+
+        report = await reshard(new)
+
+        assert report.complete and report.moved == report.misplaced > 0
+        for kind, table in new.index.kinds.items():
+            assert {partition_kind(row["PartitionKey"]) for row in await _table_rows(new, table.table_name)} <= {kind}
+        assert len(await _table_rows(new, new.index.kinds["s.all"].table_name)) == 3
+        hashed = await _table_rows(new, new.index.table_name)
+        assert hashed and not {partition_kind(row["PartitionKey"]) for row in hashed} & set(new.index.kinds)
+        assert await check_consistency(new) == []
+    finally:
+        await new.close()
 
 
 async def test_a_copy_left_by_an_interrupted_run_is_finished_and_a_different_one_is_left(
