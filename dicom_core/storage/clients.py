@@ -35,12 +35,12 @@ ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%
 # Kinds of index partition (search_index/keys.py) kept in a Table of their own each, not hashed into the shards:
 # those with one partition per index (or per modality), each growing with the archive, and the UID lookups (an
 # entry per series or instance, in one partition per UID root: one partition holds every UID of pydicom's or
-# UUID-derived roots). Azurite answers a query by scanning every entity of the Table it names, so a PatientID
-# lookup then scans only the many small partitions hashed into its shard, and a page of the study list only the
-# study list (docs/storage.md).
+# UUID-derived roots), and the extended query tags' entries (`x.`: every tag's, an entry per instance). Azurite
+# answers a query by scanning every entity of the Table it names, so a PatientID lookup then scans only the many
+# small partitions hashed into its shard, and a page of the study list only the study list (docs/storage.md).
 INDEX_KINDS_OF_THEIR_OWN = (
     "s.all", "s.date", "s.sid", "s.time", "s.mod", "se.all", "se.mod", "se.num", "se.ppsdate", "se.ppstime",
-    "se.root", "i.root",
+    "se.root", "i.root", "x.",
 )
 
 

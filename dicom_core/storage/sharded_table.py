@@ -8,6 +8,7 @@ nothing moves, and `python -m dicom_core.maintenance.reshard` moves existing par
 A table may also keep some kinds of partition (the text of a PartitionKey before its first ``|``) in a Table of
 their own each (``{name}{Kind}``, e.g. ``dicomwebIndexSAll`` for ``s.all``): a query of a partition then scans only
 entries of its kind on Azurite, and the small partitions hashed into the shards are not scanned with the big ones.
+A kind ending with ``.`` stands for every kind that begins with it (``x.``: ``x.00200010``, ``x.00100020``…).
 
 `ShardedTable` is a TableClient by type, so that code written for one takes it. It never runs TableClient's
 constructor: a method it does not route fails (AttributeError) instead of acting on one shard.
@@ -104,9 +105,14 @@ class ShardedTable(TableClient):
         return str(self.shards[0].url)
 
     def shard_of(self, partition: str) -> TableClient:
-        """The shard holding ``partition``: its kind's own Table, else the hashed shard of its key."""
-        own = self.kinds.get(partition_kind(partition)) if self.kinds else None
-        return own if own is not None else self.hashed[shard_index(partition, len(self.hashed))]
+        """The shard holding ``partition``: its kind's own Table (or its kind family's), else the hashed shard of
+        its key."""
+        if self.kinds:
+            kind = partition_kind(partition)
+            own = self.kinds.get(kind) or self.kinds.get(kind.split(".", 1)[0] + ".")
+            if own is not None:
+                return own
+        return self.hashed[shard_index(partition, len(self.hashed))]
 
     async def get_entity(
         self, partition_key: str, row_key: str, *, select: str | list[str] | None = None, **kwargs: Any,

@@ -76,6 +76,7 @@ def test_shard_zero_is_the_unsharded_table() -> None:
 def test_a_kind_of_its_own_is_named_by_its_letters_and_digits() -> None:
     assert kind_table_name("dicomwebIndex", "s.all") == "dicomwebIndexSAll"
     assert kind_table_name("dicomwebIndex", "se.ppsdate") == "dicomwebIndexSePpsdate"
+    assert kind_table_name("dicomwebIndex", "x.") == "dicomwebIndexX"
     assert partition_kind("s.pnword|d") == "s.pnword"
     assert partition_kind("s.all") == "s.all"
 
@@ -85,6 +86,7 @@ async def test_a_partition_of_a_kind_of_its_own_is_kept_in_that_kind_s_table(own
     assert index.shard_of("s.all") is index.kinds["s.all"]
     assert index.shard_of("s.mod|CT") is index.kinds["s.mod"]
     assert index.shard_of("s.pid|x") in index.hashed
+    assert index.shard_of("x.00200010|v") is index.shard_of("x.00100020|w") is index.kinds["x."]
     await index.create_entity({"PartitionKey": "s.mod|CT", "RowKey": "r"})
     await index.create_entity({"PartitionKey": "s.pid|x", "RowKey": "r"})
 
