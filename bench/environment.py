@@ -99,6 +99,11 @@ class Azurite:
         """Process ids of the blob and table services."""
         return [process.pid for process in self.processes]
 
+    @property
+    def table_pid(self) -> int | None:
+        """Process id of the table service, when this object started it (else None)."""
+        return self.processes[1].pid if len(self.processes) > 1 else None
+
     def stop(self) -> None:
         """Stop both services and remove their data."""
         for process in self.processes:

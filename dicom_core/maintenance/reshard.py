@@ -1,8 +1,9 @@
 """Move every partition of the Studies and Index tables into its shard: `python -m dicom_core.maintenance.reshard`.
 
-Data written before the tables were sharded (or under another DICOMWEB_TABLE_SHARDS) sits in a shard that the
-hash of its partition no longer names, where reads do not look. This reads every table of the family
-(``{prefix}Studies``, ``{prefix}Studies1``…, whichever exist, also beyond the shard count) and moves each entity
+Data written before the tables were sharded (or under another DICOMWEB_TABLE_SHARDS, or before index kinds had
+Tables of their own) sits in a Table that its partition no longer names, where reads do not look. This reads every
+table of the family (``{prefix}Studies``, ``{prefix}Studies1``…, whichever exist, also beyond the shard count, and
+the kinds' own Tables) and moves each entity
 that is not in its shard there: a transaction of creates (up to 100 entities of one partition) in the shard,
 then a transaction of deletes in the old table, each only if the entity is unchanged since it was read (If-Match).
 
@@ -60,7 +61,7 @@ async def reshard(storage: Storage, *, dry_run: bool = False) -> ReshardReport:
     report = ReshardReport()
     existing = {table.name async for table in storage.table_service.list_tables()}
     for table in (storage.studies, storage.index):
-        for name in _family(table.table_name, existing):
+        for name in _family(table, existing):
             async with storage.table_service.get_table_client(name) as source:
                 left = await _move_misplaced(source, table, report, dry_run=dry_run)
             if name not in {shard.table_name for shard in table.shards} and not left and not dry_run:
@@ -68,11 +69,12 @@ async def reshard(storage: Storage, *, dry_run: bool = False) -> ReshardReport:
     return report
 
 
-def _family(name: str, existing: set[str]) -> list[str]:
-    """The existing tables ``name``, ``name1``, ``name2``… (any count), in shard order."""
-    pattern = re.compile(re.escape(name) + r"([1-9][0-9]*)?")
-    found = [(int(match.group(1) or 0), table) for table in existing if (match := pattern.fullmatch(table))]
-    return [table for _, table in sorted(found)]
+def _family(table: ShardedTable, existing: set[str]) -> list[str]:
+    """The existing tables ``name``, ``name1``, ``name2``… (any count), in shard order, then the kinds' own."""
+    pattern = re.compile(re.escape(table.table_name) + r"([1-9][0-9]*)?")
+    found = [(int(match.group(1) or 0), name) for name in existing if (match := pattern.fullmatch(name))]
+    return [name for _, name in sorted(found)] + [own.table_name for own in table.kinds.values()
+                                                   if own.table_name in existing]
 
 
 async def _move_misplaced(source: TableClient, table: ShardedTable, report: ReshardReport, *, dry_run: bool) -> int:
@@ -170,7 +172,7 @@ async def _copy(target: TableClient, entities: Sequence[TableEntity], report: Re
 
 async def _main(dry_run: bool) -> int:
     settings = Settings.from_environment()
-    storage = await open_storage(settings)
+    storage = await open_storage(settings, keep_placement=False)
     try:
         report = await reshard(storage, dry_run=dry_run)
     finally:

@@ -57,11 +57,12 @@ def _failed(task: asyncio.Task[frozenset[str]]) -> bool:
 
 async def _any_in_shards(storage: Storage) -> frozenset[str]:
     try:
+        # None of these kinds has a Table of its own: they live in the hashed shards only.
         found = await asyncio.gather(*(_any_in(shard, index) for index in _OLD_INDEXES
-                                       for shard in storage.index.shards))
+                                       for shard in storage.index.hashed))
     except AzureError:
         return LEGACY_UID_INDEXES  # unknown: read every layout, as before, until the next lookup
-    shards = len(storage.index.shards)
+    shards = len(storage.index.hashed)
     return frozenset(index for number, index in enumerate(_OLD_INDEXES)
                      if any(found[number * shards:(number + 1) * shards]))
 

@@ -32,6 +32,14 @@ _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
 # An entity Timestamp with and without fractional seconds, and the patterns the Table SDK parses them with.
 ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%fZ"),
                             ("2000-01-01T00:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
+# Kinds of index partition (search_index/keys.py) kept in a Table of their own each, not hashed into the shards:
+# those with one partition per index (or per modality), each growing with the archive, and the extended query tags'
+# entries (`x.`: every tag's, an entry per instance). Azurite answers a query by scanning every entity of the Table
+# it names, so a PatientID lookup then scans only the many small partitions hashed into its shard, and a page of the
+# study list only the study list (docs/storage.md). UID lookups are point reads: hashed, wherever they land.
+INDEX_KINDS_OF_THEIR_OWN = (
+    "s.all", "s.date", "s.sid", "s.time", "s.mod", "se.all", "se.mod", "se.num", "se.ppsdate", "se.ppstime", "x.",
+)
 
 
 @dataclass
@@ -52,25 +60,36 @@ class Storage:
     cleanup: TableClient
     credential: AsyncTokenCredential | None = None
 
-    async def ensure_created(self) -> None:
+    async def ensure_created(self, *, keep_placement: bool = True) -> None:
         """Create the containers and tables if they do not exist (idempotent).
 
         The tables are listed first (one request for every shard) and only the missing ones created, so
-        opening storage costs about the same however many shards there are.
+        opening storage costs about the same however many shards there are. With ``keep_placement``, an index
+        whose shards exist but none of its kinds' own Tables (written before those) stays hashed whole.
         """
         existing = await self._existing_tables()
+        if keep_placement and self._index_predates_kind_tables(existing):
+            LOGGER.warning(
+                "%s was written before index kinds had Tables of their own: it is read and written where it is until "
+                "`python -m dicom_core.maintenance.reshard` (app stopped) moves those kinds", self.index.table_name)
+            self.index = self.index.without_kinds()
         for table in (self.studies, self.index):
             shards = {shard.table_name for shard in table.shards}
             if existing & shards and not shards <= existing:
                 LOGGER.warning(
-                    "%s has %d of its %d shards (DICOMWEB_TABLE_SHARDS changed?): partitions stored under the old "
-                    "count are not found until `python -m dicom_core.maintenance.reshard` moves them",
+                    "%s has %d of its %d shards (DICOMWEB_TABLE_SHARDS changed, or an upgrade gave index kinds Tables "
+                    "of their own?): partitions stored elsewhere before are not found until "
+                    "`python -m dicom_core.maintenance.reshard` moves them",
                     table.table_name, len(existing & shards), len(shards))
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
             bounded_gather((self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables
                             if t.table_name not in existing), limit=TABLES_CREATED_AT_ONCE),
         )
+
+    def _index_predates_kind_tables(self, existing: set[str]) -> bool:
+        own = {table.table_name for table in self.index.kinds.values()}
+        return bool(own) and not existing & own and bool(existing & {shard.table_name for shard in self.index.hashed})
 
     async def _existing_tables(self) -> set[str]:
         """The names of this storage's tables that exist (none, when they cannot be listed)."""
@@ -234,8 +253,18 @@ def storage_service_clients(
             credential)
 
 
-async def open_storage(settings: Settings) -> Storage:
-    """Connect to the configured account and make sure every container and table exists."""
+def index_table(table_service: TableServiceClient, settings: Settings) -> ShardedTable:
+    """The index: lookup partitions hashed into ``settings.table_shards`` shards, each growing kind in its own Table."""
+    return ShardedTable.of_service(table_service, table_name(settings, "Index"), settings.table_shards,
+                                   INDEX_KINDS_OF_THEIR_OWN)
+
+
+async def open_storage(settings: Settings, *, keep_placement: bool = True) -> Storage:
+    """Connect to the configured account and make sure every container and table exists.
+
+    ``keep_placement=False`` places the index as this version does even where it was written before its kinds had
+    Tables of their own (the reshard, which moves it there).
+    """
     blob_service, table_service, credential = storage_service_clients(select_storage_access(settings),
                                                                       ClientOptions.of(settings))
     storage = Storage(
@@ -245,13 +274,14 @@ async def open_storage(settings: Settings) -> Storage:
         files=blob_service.get_container_client(settings.blob_container),
         metadata=blob_service.get_container_client(settings.metadata_container),
         studies=ShardedTable.of_service(table_service, table_name(settings, "Studies"), settings.table_shards),
-        index=ShardedTable.of_service(table_service, table_name(settings, "Index"), settings.table_shards),
+        index=index_table(table_service, settings),
         changes=table_service.get_table_client(table_name(settings, "Changes")),
         cleanup=table_service.get_table_client(table_name(settings, "Cleanup")),
         credential=credential,
     )
     try:
-        await asyncio.gather(storage.ensure_created(), asyncio.to_thread(prepare_timestamp_parsing))
+        await asyncio.gather(storage.ensure_created(keep_placement=keep_placement),
+                             asyncio.to_thread(prepare_timestamp_parsing))
     except BaseException:
         # Unreachable storage (or a health check's timeout): don't leave HTTP sessions open on every attempt.
         await asyncio.shield(storage.close())

@@ -5,6 +5,11 @@ slowed down as the archive grew; in a shard it scans a Nth of the entities. Shar
 own name (``dicomwebStudies``), shard i > 0 that name followed by i (``dicomwebStudies1``), so with one shard
 nothing moves, and `python -m dicom_core.maintenance.reshard` moves existing partitions when the count changes.
 
+A table may also keep some kinds of partition (the text of a PartitionKey before its first ``|``) in a Table of
+their own each (``{name}{Kind}``, e.g. ``dicomwebIndexSAll`` for ``s.all``): a query of a partition then scans only
+entries of its kind on Azurite, and the small partitions hashed into the shards are not scanned with the big ones.
+A kind ending with ``.`` stands for every kind that begins with it (``x.``: ``x.00200010``, ``x.00100020``…).
+
 `ShardedTable` is a TableClient by type, so that code written for one takes it. It never runs TableClient's
 constructor: a method it does not route fails (AttributeError) instead of acting on one shard.
 """
@@ -42,6 +47,21 @@ def shard_names(name: str, shards: int) -> list[str]:
     return [name, *(f"{name}{index}" for index in range(1, shards))]
 
 
+def kind_table_name(name: str, kind: str) -> str:
+    """The name of the Table of its own that partitions of ``kind`` have: ``name`` and the kind's letters, digits."""
+    return name + "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", kind) if part)
+
+
+def table_names(name: str, shards: int, kinds: Iterable[str] = ()) -> list[str]:
+    """Every Table of the table ``name``: its ``shards`` shards, then the Table of each of ``kinds``."""
+    return shard_names(name, shards) + [kind_table_name(name, kind) for kind in kinds]
+
+
+def partition_kind(partition: str) -> str:
+    """The kind of a partition: its key up to the first ``|`` (the whole key when it has none)."""
+    return partition.split("|", 1)[0]
+
+
 def filter_partition(query_filter: str, parameters: Mapping[str, Any] | None) -> str | None:
     """The one partition ``query_filter`` is confined to (``PartitionKey eq`` in a conjunction), else None."""
     masked = _LITERAL.sub(lambda literal: "'" + "_" * (len(literal.group()) - 2) + "'", query_filter)
@@ -57,18 +77,31 @@ def filter_partition(query_filter: str, parameters: Mapping[str, Any] | None) ->
 
 
 class ShardedTable(TableClient):
-    """A Table kept in shards: each operation goes to the shard of its PartitionKey."""
+    """A Table kept in shards: each operation goes to the shard of its PartitionKey.
 
-    def __init__(self, shards: Sequence[TableClient], name: str | None = None) -> None:
+    ``shards`` lists every Table: the hashed shards, then those of ``kinds`` (a partition of such a kind goes there).
+    """
+
+    def __init__(self, shards: Sequence[TableClient], name: str | None = None,
+                 kinds: Mapping[str, TableClient] | None = None) -> None:
         if not shards:
             raise ValueError("a sharded table needs at least one shard")
-        self.shards: tuple[TableClient, ...] = tuple(shards)
+        self.hashed: tuple[TableClient, ...] = tuple(shards)
+        self.kinds: dict[str, TableClient] = dict(kinds or {})
+        self.shards: tuple[TableClient, ...] = (*self.hashed, *self.kinds.values())
         self.table_name = name or shards[0].table_name
 
     @classmethod
-    def of_service(cls, service: TableServiceClient, name: str, shards: int) -> ShardedTable:
-        """The table ``name`` of ``service`` in ``shards`` shards (clients only: nothing is created)."""
-        return cls([service.get_table_client(shard) for shard in shard_names(name, shards)], name)
+    def of_service(cls, service: TableServiceClient, name: str, shards: int,
+                   kinds: Iterable[str] = ()) -> ShardedTable:
+        """The table ``name`` of ``service`` in ``shards`` shards, and a Table of its own for each partition kind
+        of ``kinds`` (clients only: nothing is created)."""
+        return cls([service.get_table_client(shard) for shard in shard_names(name, shards)], name,
+                   {kind: service.get_table_client(kind_table_name(name, kind)) for kind in kinds})
+
+    def without_kinds(self) -> ShardedTable:
+        """The same table with every partition hashed into the shards (its layout before kinds had Tables)."""
+        return ShardedTable(self.hashed, self.table_name)
 
     @property
     def url(self) -> str:
@@ -76,8 +109,14 @@ class ShardedTable(TableClient):
         return str(self.shards[0].url)
 
     def shard_of(self, partition: str) -> TableClient:
-        """The shard holding ``partition``."""
-        return self.shards[shard_index(partition, len(self.shards))]
+        """The shard holding ``partition``: its kind's own Table (or its kind family's), else the hashed shard of
+        its key."""
+        if self.kinds:
+            kind = partition_kind(partition)
+            own = self.kinds.get(kind) or self.kinds.get(kind.split(".", 1)[0] + ".")
+            if own is not None:
+                return own
+        return self.hashed[shard_index(partition, len(self.hashed))]
 
     async def get_entity(
         self, partition_key: str, row_key: str, *, select: str | list[str] | None = None, **kwargs: Any,
@@ -170,7 +209,7 @@ class ShardedTable(TableClient):
         partitions = {str(operation[1]["PartitionKey"]) for operation in listed}
         if len(partitions) > 1:
             raise ValueError(f"a transaction writes one partition, not {len(partitions)}: {sorted(partitions)}")
-        shard = self.shard_of(partitions.pop()) if partitions else self.shards[0]
+        shard = self.shard_of(partitions.pop()) if partitions else self.hashed[0]
         return await shard.submit_transaction(listed, **kwargs)
 
     async def create_table(self, **kwargs: Any) -> TableItem:

@@ -13,7 +13,8 @@ from dicom_core.index.outbox import OUTBOX_PREFIX
 from dicom_core.index.rows import GENERATION_ROW
 from dicom_core.search_index.keys import CLAIMS, parse_entries
 from dicom_core.settings import Settings
-from dicom_core.storage.sharded_table import shard_names
+from dicom_core.storage.clients import INDEX_KINDS_OF_THEIR_OWN
+from dicom_core.storage.sharded_table import table_names
 
 ROW_PROPERTIES = ("InstanceCount", "SeriesCount", "ModalityCounts", "Attributes", "SopClassUid",
                   "TransferSyntaxUid", "Size", "Modality")
@@ -26,8 +27,9 @@ def _seed(azurite, prefix: str, mode: str) -> None:
 
 
 def _entities(azurite, name: str) -> Iterator[TableEntity]:
-    """Every entity of the table ``name``, in each of its shards."""
-    for shard in shard_names(name, Settings(storage_connection_string=azurite.connection_string).table_shards):
+    """Every entity of the table ``name``, in each of its shards (and, for the index, its kinds' own Tables)."""
+    shards = Settings(storage_connection_string=azurite.connection_string).table_shards
+    for shard in table_names(name, shards, INDEX_KINDS_OF_THEIR_OWN if name.endswith("Index") else ()):
         with TableClient.from_connection_string(azurite.connection_string, shard) as table:
             yield from table.list_entities()
 

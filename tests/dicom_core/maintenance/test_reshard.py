@@ -19,7 +19,7 @@ from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.reshard import reshard
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.storage.sharded_table import shard_index, shard_names
+from dicom_core.storage.sharded_table import ShardedTable, partition_kind, shard_index, shard_names
 from tests.factories import make_instance
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -87,6 +87,31 @@ async def test_the_entities_of_single_tables_move_into_their_shards(settings: Se
         await sharded.close()
 
 
+async def test_index_entries_stored_before_their_kinds_had_tables_of_their_own_move_into_them(
+    settings: Settings, stow_parts,
+) -> None:
+    new = await open_storage(settings)
+    # The layout before: every index partition hashed into the shards, whatever its kind.
+    old = replace(new, index=ShardedTable.of_service(new.table_service, new.index.table_name, settings.table_shards))
+    try:
+        parts = [make_instance(study=str(generate_uid()), Modality="CT", PatientName="Doe^Jane") for _ in range(3)]
+        assert (await stow_parts(old, parts)).status == 200
+        assert [await _table_rows(new, table.table_name) for table in new.index.kinds.values()] == \
+            [[]] * len(new.index.kinds)
+
+        report = await reshard(new)
+
+        assert report.complete and report.moved == report.misplaced > 0
+        for kind, table in new.index.kinds.items():
+            assert {partition_kind(row["PartitionKey"]) for row in await _table_rows(new, table.table_name)} <= {kind}
+        assert len(await _table_rows(new, new.index.kinds["s.all"].table_name)) == 3
+        hashed = await _table_rows(new, new.index.table_name)
+        assert hashed and not {partition_kind(row["PartitionKey"]) for row in hashed} & set(new.index.kinds)
+        assert await check_consistency(new) == []
+    finally:
+        await new.close()
+
+
 async def test_a_copy_left_by_an_interrupted_run_is_finished_and_a_different_one_is_left(
     settings: Settings, single,
 ) -> None:
@@ -142,3 +167,40 @@ async def test_command_counts_in_a_dry_run_then_moves(settings: Settings, single
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"moved {count} of {count} entities")
+
+
+async def test_an_index_written_before_its_kinds_had_tables_is_used_where_it_is_until_the_reshard(
+    settings: Settings,
+) -> None:
+    entry = {"PartitionKey": "s.all", "RowKey": "0001|1.2.3"}
+    first = await open_storage(settings, keep_placement=False)
+    try:
+        # An archive of the version before: its index shards exist, no kind has a Table of its own.
+        for table in first.index.kinds.values():
+            await first.table_service.delete_table(table.table_name)
+        await first.index.hashed[0].create_entity(entry)
+    finally:
+        await first.close()
+
+    kept = await open_storage(settings)
+    try:
+        assert not kept.index.kinds
+        assert [dict(row) async for row in kept.index.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": "s.all"})] == [entry]
+        assert not {table.table_name for table in first.index.kinds.values()} & {
+            table.name async for table in kept.table_service.list_tables()}
+    finally:
+        await kept.close()
+
+    moving = await open_storage(settings, keep_placement=False)
+    try:
+        assert (await reshard(moving)).moved == 1
+    finally:
+        await moving.close()
+    moved = await open_storage(settings)
+    try:
+        assert moved.index.kinds
+        assert [dict(row) async for row in moved.index.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": "s.all"})] == [entry]
+    finally:
+        await moved.close()

@@ -15,8 +15,15 @@ import pytest
 from azure.data.tables import UpdateMode
 
 from dicom_core.settings import Settings
-from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.storage.sharded_table import ShardedTable, filter_partition, shard_index, shard_names
+from dicom_core.storage.clients import INDEX_KINDS_OF_THEIR_OWN, Storage, open_storage
+from dicom_core.storage.sharded_table import (
+    ShardedTable,
+    filter_partition,
+    kind_table_name,
+    partition_kind,
+    shard_index,
+    shard_names,
+)
 from dicom_core.storage.tables import etag_of, read_properties, unchanged_since
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -66,6 +73,29 @@ def test_shard_zero_is_the_unsharded_table() -> None:
     assert shard_names("dicomwebStudies", 3) == ["dicomwebStudies", "dicomwebStudies1", "dicomwebStudies2"]
 
 
+def test_a_kind_of_its_own_is_named_by_its_letters_and_digits() -> None:
+    assert kind_table_name("dicomwebIndex", "s.all") == "dicomwebIndexSAll"
+    assert kind_table_name("dicomwebIndex", "se.ppsdate") == "dicomwebIndexSePpsdate"
+    assert kind_table_name("dicomwebIndex", "x.") == "dicomwebIndexX"
+    assert partition_kind("s.pnword|d") == "s.pnword"
+    assert partition_kind("s.all") == "s.all"
+
+
+async def test_a_partition_of_a_kind_of_its_own_is_kept_in_that_kind_s_table(own: Storage) -> None:
+    index = own.index
+    assert index.shard_of("s.all") is index.kinds["s.all"]
+    assert index.shard_of("s.mod|CT") is index.kinds["s.mod"]
+    assert index.shard_of("s.pid|x") in index.hashed
+    assert index.shard_of("x.00200010|v") is index.shard_of("x.00100020|w") is index.kinds["x."]
+    await index.create_entity({"PartitionKey": "s.mod|CT", "RowKey": "r"})
+    await index.create_entity({"PartitionKey": "s.pid|x", "RowKey": "r"})
+
+    assert await _rows(own, index.kinds["s.mod"].table_name) == [("s.mod|CT", "r")]
+    assert ("s.pid|x", "r") in await _rows(own, index.shard_of("s.pid|x").table_name)
+    assert [e["RowKey"] async for e in index.query_entities("PartitionKey eq @pk", parameters={"pk": "s.mod|CT"})] \
+        == ["r"]
+
+
 def test_the_partition_of_a_filter_is_its_one_partition_key_equality() -> None:
     assert filter_partition("PartitionKey eq @pk", {"pk": "a"}) == "a"
     assert filter_partition("PartitionKey eq @study and RowKey gt @low", {"study": "s", "low": "x"}) == "s"
@@ -80,6 +110,7 @@ async def test_every_shard_is_a_table_of_the_storage_and_exists(own: Storage) ->
     names = {table.table_name for table in own.tables}
     base = own.settings.table_prefix
     assert names == {*shard_names(f"{base}Studies", SHARDS), *shard_names(f"{base}Index", SHARDS),
+                     *(kind_table_name(f"{base}Index", kind) for kind in INDEX_KINDS_OF_THEIR_OWN),
                      f"{base}Changes", f"{base}Cleanup"}
     existing = {table.name async for table in own.table_service.list_tables()}
     assert names <= existing
