@@ -12,6 +12,7 @@ import gc
 # would walk that growing heap and free nothing (~15 % of the import's CPU). Collection resumes at the end, where
 # what the import made is frozen out of every later full collection.
 gc.disable()
+YOUNG_COLLECTION_ALLOCATIONS = 10_000  # the young generation's threshold once the app serves (see the end)
 
 import functools
 import logging
@@ -582,5 +583,8 @@ async def repair(timer: func.TimerRequest) -> None:
 
 
 # The end of the import (see gc.disable above): what it made is permanent; collect what requests make from now on.
+# Young collections every 700 objects (the default) cost a STOW ~0.5 ms of CPU per stored instance (0.53 MB CT, 10 per
+# request, 16 in flight: ~4 collections per request); every 10,000, ~0.15 ms.
 gc.freeze()
+gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS)
 gc.enable()
