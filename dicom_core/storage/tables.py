@@ -63,7 +63,7 @@ async def upsert_replacing(table: TableClient, entity: Mapping[str, Any]) -> Non
     """Insert or replace one entity: the request and the exceptions of ``upsert_entity(mode=REPLACE)``.
 
     Sent through the table client's own pipeline, as `read_properties`: without the generated operation, its
-    serializer and its parsing of every header of the answer (~40 % of an upsert's CPU in the server).
+    serializer and its parsing of every header of the answer: ~15 % less CPU per upsert (1.75 -> 1.47 ms, A/B, load 12).
     """
     partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
     client = table.shard_of(partition) if isinstance(table, ShardedTable) else table
