@@ -6,6 +6,14 @@ Each function only translates HTTP into a call of `dicom_core` and the `ServiceR
 
 from __future__ import annotations
 
+import gc
+
+# Importing the app creates ~1,300 modules' objects that live as long as the process: collections during the import
+# would walk that growing heap and free nothing (~15 % of the import's CPU). Collection resumes at the end, where
+# what the import made is frozen out of every later full collection.
+gc.disable()
+YOUNG_COLLECTION_ALLOCATIONS = 10_000  # the young generation's threshold once the app serves (see the end)
+
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -572,3 +580,11 @@ async def maintenance(timer: func.TimerRequest) -> None:
 async def repair(timer: func.TimerRequest) -> None:
     """Timer: check the next window of the archive (a durable cursor) and repair its findings (bounded per run)."""
     await run_repair(await shared_storage())
+
+
+# The end of the import (see gc.disable above): what it made is permanent; collect what requests make from now on.
+# Young collections every 700 objects (the default) cost a STOW ~0.5 ms of CPU per stored instance (0.53 MB CT, 10 per
+# request, 16 in flight: ~4 collections per request); every 10,000, ~0.15 ms.
+gc.freeze()
+gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS)
+gc.enable()

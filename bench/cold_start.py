@@ -35,7 +35,9 @@ started = time.perf_counter()
 for name in sys.argv[1:]:
     __import__(name)
 usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"seconds": time.perf_counter() - started, "rss_mb": usage.ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would report the benchmark process's own peak.
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": time.perf_counter() - started, "rss_mb": peak_kb / 1024,
                   "cpu_seconds": usage.ru_utime + usage.ru_stime}))
 """
 

@@ -23,6 +23,7 @@ from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import jittered_backoff
 from dicom_core.storage.faults import error_code
 from dicom_core.storage.group_commit import GroupCommit
+from dicom_core.storage.tables import upsert_one
 
 MAX_OPERATIONS = 100  # the most an entity-group transaction holds
 # A call with at least this many rows of one partition writes them in transactions of its own, concurrently:
@@ -131,7 +132,7 @@ class PartitionUpserts:
     async def _submit(self, storage: Storage, entities: Sequence[Entity]) -> None:
         table = self._table(storage)
         if len(entities) == 1:  # a transaction of one costs twice a single write (Azurite)
-            await storage.recreating_missing(lambda: table.upsert_entity(entities[0], mode=self._mode))
+            await storage.recreating_missing(lambda: upsert_one(table, entities[0], self._mode))
             return
         operations = [("upsert", entity, {"mode": self._mode}) for entity in entities]
         try:

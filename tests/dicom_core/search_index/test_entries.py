@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -29,6 +29,7 @@ from dicom_core.search_index.keys import (
     entry_entity, instance_key, inverted_date, inverted_time, legacy_uid_ranges, parse_entries, parse_entry,
     partition_key, series_keys, study_keys, uid_entity, uid_key,
 )
+from dicom_core.storage import partition_upserts
 from dicom_core.storage.tables import get_entity_or_none
 from azure.data.tables import UpdateMode
 from dicom_core.settings import Settings
@@ -156,17 +157,15 @@ async def test_store_writes_an_entry_for_every_key_of_the_study(index_storage: S
 
 async def test_another_instance_of_a_stored_series_writes_only_its_instance_entry(
     index_storage: Storage, other_host: Storage, stow_parts
-) -> None:
+, monkeypatch: pytest.MonkeyPatch) -> None:
     study, series = generate_uid(), generate_uid()
     assert (await stow_parts(index_storage, [make_instance(study=study, series=series)])).status == 200
     written: list[str] = []
-    upsert = other_host.index.upsert_entity
 
-    async def counting_upsert(entity, **kwargs):
+    def counting_upsert(entity: dict) -> None:
         written.append(entity["PartitionKey"])
-        return await upsert(entity, **kwargs)
 
-    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    _record_single_upserts(monkeypatch, other_host, counting_upsert)
     sop = generate_uid()
     assert (await stow_parts(other_host, [make_instance(study=study, series=series, sop=sop)])).status == 200
     assert written == [instance_key(sop).partition]
@@ -174,24 +173,23 @@ async def test_another_instance_of_a_stored_series_writes_only_its_instance_entr
 
 async def test_the_instance_entries_of_one_request_share_transactions(
     index_storage: Storage, other_host: Storage, stow_parts
-) -> None:
+, monkeypatch: pytest.MonkeyPatch) -> None:
     study, series = generate_uid(), generate_uid()
     assert (await stow_parts(index_storage, [make_instance(study=study, series=series)])).status == 200
     root = generate_uid()[:50]
     sops = [f"{root}.{number}" for number in range(1, 11)]  # as a scanner numbers them: one root
     partition = instance_key(sops[0]).partition
     writes: list[int] = []  # entries per write of the instances' partition
-    upsert, transact = other_host.index.upsert_entity, other_host.index.submit_transaction
+    transact = other_host.index.submit_transaction
 
-    async def counting_upsert(entity, **kwargs):
+    def counting_upsert(entity: dict) -> None:
         writes.extend([1] if entity["PartitionKey"] == partition else [])
-        return await upsert(entity, **kwargs)
 
     async def counting_transaction(operations, **kwargs):
         writes.extend([len(operations)] if operations[0][1]["PartitionKey"] == partition else [])
         return await transact(operations, **kwargs)
 
-    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    _record_single_upserts(monkeypatch, other_host, counting_upsert)
     other_host.index.submit_transaction = counting_transaction  # type: ignore[method-assign]
     parts = [make_instance(study=study, series=series, sop=sop) for sop in sops]
     assert (await stow_parts(other_host, parts)).status == 200
@@ -202,22 +200,21 @@ async def test_the_instance_entries_of_one_request_share_transactions(
 
 async def test_a_new_study_writes_one_entry_per_name_word_and_reads_none_back(
     index_storage: Storage, other_host: Storage, stow_parts
-) -> None:
+, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = make_dataset(PatientName="Doe^John Paul=山田^太郎", ReferringPhysicianName="Lee^Anna^Lee", Modality="CT",
                       SpecificCharacterSet="ISO_IR 192")
     written: list[dict] = []
     read_back: list[str] = []
-    upsert, get = other_host.index.upsert_entity, other_host.index.get_entity
+    get = other_host.index.get_entity
 
-    async def counting_upsert(entity, **kwargs):
+    def counting_upsert(entity: dict) -> None:
         written.append(dict(entity))
-        return await upsert(entity, **kwargs)
 
     async def counting_get(partition, row, **kwargs):
         read_back.append(partition)
         return await get(partition, row, **kwargs)
 
-    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    _record_single_upserts(monkeypatch, other_host, counting_upsert)
     other_host.index.get_entity = counting_get  # type: ignore[method-assign]
     assert (await stow_parts(other_host, [to_bytes(ds)])).status == 200
     words = sorted((entry["PartitionKey"].split("|")[0], parse_entry(entry).key.row_prefix) for entry in written
@@ -260,21 +257,20 @@ async def _instance_entry_during_upload(storage: Storage, stow_parts) -> tuple[I
 
 async def test_an_instance_entry_written_during_the_upload_is_not_written_again_at_the_commit(
     other_host: Storage, stow_parts
-) -> None:
+, monkeypatch: pytest.MonkeyPatch) -> None:
     record, intents = await _instance_entry_during_upload(other_host, stow_parts)
     partition = instance_key(record.stored.ids.instance).partition
     written: list[str] = []
-    upsert, transact = other_host.index.upsert_entity, other_host.index.submit_transaction
+    transact = other_host.index.submit_transaction
 
-    async def counting_upsert(entity, **kwargs):
+    def counting_upsert(entity: dict) -> None:
         written.append(entity["PartitionKey"])
-        return await upsert(entity, **kwargs)
 
     async def counting_transaction(operations, **kwargs):
         written.extend(operation[1]["PartitionKey"] for operation in operations)
         return await transact(operations, **kwargs)
 
-    other_host.index.upsert_entity = counting_upsert  # type: ignore[method-assign]
+    _record_single_upserts(monkeypatch, other_host, counting_upsert)
     other_host.index.submit_transaction = counting_transaction  # type: ignore[method-assign]
     await commit_instance(other_host, record, upsert=False, hooks=intents)
     assert partition not in written
@@ -395,3 +391,15 @@ async def test_a_study_deleted_and_stored_again_gets_claims_of_its_own(index_sto
     again = await index_storage.index.get_entity(f"claim|{ds.StudyInstanceUID}", STUDY_ROW)
     assert again["SortKey"] < first["SortKey"]  # claimed afresh after the delete: sorts as newer
     assert await _studies_with(index_storage, "PatientID=SIDX-AGAIN") == [ds.StudyInstanceUID]
+
+
+def _record_single_upserts(monkeypatch: pytest.MonkeyPatch, storage: Storage, record: Callable[[dict], None]) -> None:
+    """Call ``record`` with each entity the store path upserts alone (not in a transaction) into ``storage``'s index."""
+    upsert = partition_upserts.upsert_one
+
+    async def recording(table: object, entity: dict, mode: UpdateMode = UpdateMode.REPLACE) -> None:
+        if table is storage.index:
+            record(dict(entity))
+        await upsert(table, entity, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(partition_upserts, "upsert_one", recording)

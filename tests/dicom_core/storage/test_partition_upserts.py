@@ -16,6 +16,7 @@ from dicom_core.index.outbox import PENDING_PARTITION, announce_changes
 from dicom_core.index.cleanup_entries import CleanupTarget, schedule_cleanup
 from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
+from dicom_core.storage import partition_upserts
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.partition_upserts import LANES, PartitionUpserts
 
@@ -24,18 +25,18 @@ from dicom_core.storage.partition_upserts import LANES, PartitionUpserts
 def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The rows of each Table write request made while the test runs (counted, then made as usual)."""
     made: list[int] = []
-    transaction, upsert = TableClient.submit_transaction, TableClient.upsert_entity
+    transaction, upsert = TableClient.submit_transaction, partition_upserts.upsert_one
 
     async def counting_transaction(self: TableClient, operations: list, **kwargs: object) -> object:
         made.append(len(operations))
         return await transaction(self, operations, **kwargs)
 
-    async def counting_upsert(self: TableClient, entity: dict, *args: object, **kwargs: object) -> object:
+    async def counting_upsert(table: TableClient, entity: dict, mode: UpdateMode = UpdateMode.REPLACE) -> None:
         made.append(1)
-        return await upsert(self, entity, *args, **kwargs)
+        await upsert(table, entity, mode)
 
     monkeypatch.setattr(TableClient, "submit_transaction", counting_transaction)
-    monkeypatch.setattr(TableClient, "upsert_entity", counting_upsert)
+    monkeypatch.setattr(partition_upserts, "upsert_one", counting_upsert)
     yield made
 
 
