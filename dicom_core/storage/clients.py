@@ -33,12 +33,15 @@ _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
 ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%fZ"),
                             ("2000-01-01T00:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
 # Kinds of index partition (search_index/keys.py) kept in a Table of their own each, not hashed into the shards:
-# those with one partition per index (or per modality), each growing with the archive, and the extended query tags'
-# entries (`x.`: every tag's, an entry per instance). Azurite answers a query by scanning every entity of the Table
-# it names, so a PatientID lookup then scans only the many small partitions hashed into its shard, and a page of the
-# study list only the study list (docs/storage.md). UID lookups are point reads: hashed, wherever they land.
+# those with one partition per index (or per modality), each growing with the archive, the extended query tags'
+# entries (`x.`: every tag's, an entry per instance), and the UID lookup entities (one per series or instance, in one
+# partition per UID root: one partition holds every UUID-derived UID). Azurite answers a query by scanning every
+# entity of the Table it names, so a PatientID lookup then scans only the many small partitions hashed into its
+# shard, and a page of the study list only the study list (docs/storage.md). UID lookups are point reads, flat in
+# any Table; hashed, they made the shard they landed in several times the others, for every query of that shard.
 INDEX_KINDS_OF_THEIR_OWN = (
     "s.all", "s.date", "s.sid", "s.time", "s.mod", "se.all", "se.mod", "se.num", "se.ppsdate", "se.ppstime", "x.",
+    "se.at", "i.at",
 )
 
 
