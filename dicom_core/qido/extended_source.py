@@ -29,7 +29,7 @@ from dicom_core.qido.candidates import Hit, needs_study_row
 from dicom_core.qido.extended_filters import DrivingFilter
 from dicom_core.qido.matching import matches
 from dicom_core.qido.query import QidoQuery
-from dicom_core.qido.reads import FIRST_EXPANSION, MAX_PAGE, Row, SearchReads, newest_first
+from dicom_core.qido.reads import MAX_PAGE, Row, SearchReads, newest_first
 from dicom_core.search_index.extended import (
     ENTRY_COLUMNS,
     EntryRange,
@@ -54,10 +54,9 @@ class _Rate:
     results: int = 0
 
     def entries_for(self, wanted: int) -> int:
-        """Entries that should give ``wanted`` more results at the rate so far; before an expansion's rate is known,
-        what any source supplies to an expansion first (FIRST_EXPANSION, at most ``wanted``): one round for a few."""
+        """Entries that should give ``wanted`` more results at the rate so far (one, before an expansion's is known)."""
         if self.entries == 0:
-            return max(1, min(wanted, FIRST_EXPANSION) if self.expands else wanted)
+            return 1 if self.expands else max(1, wanted)
         if self.results == 0:
             return self.entries  # none gave a result yet: double what was read
         return max(1, -(-wanted * self.entries // self.results))
