@@ -200,14 +200,7 @@ async def test_a_confirmed_request_is_appended_without_reading_its_studies_and_i
     landed = (await _commit_landed(feed_storage, first, request, "a", 2),
               await _commit_landed(feed_storage, second, request, "b", 1))
     await _announce_request(feed_storage, request, [first, second], 3, landed=landed)
-    queries: list[str] = []
-    query_all = sequencer.query_all
-
-    async def counting(table: Any, query: str, **kwargs: Any) -> Any:
-        queries.append(kwargs["parameters"]["pk"])
-        return await query_all(table, query, **kwargs)
-
-    monkeypatch.setattr(sequencer, "query_all", counting)
+    queries = _count_partition_queries(monkeypatch)
 
     assert await sequence_pending(feed_storage) == 3
 
@@ -339,14 +332,7 @@ async def test_outboxes_of_one_study_are_read_with_one_query_and_deleted_in_one_
         request = new_version()
         await _announce_request(feed_storage, request, [study], 1)
         await _commit_request_outbox(feed_storage, study, request, "a", 1)
-    queries: list[str] = []
-    query_all = sequencer.query_all
-
-    async def counting(table: Any, query: str, **kwargs: Any) -> Any:
-        queries.append(kwargs["parameters"]["pk"])
-        return await query_all(table, query, **kwargs)
-
-    monkeypatch.setattr(sequencer, "query_all", counting)
+    queries = _count_partition_queries(monkeypatch)
     transactions: list[int] = []
     submit = TableClient.submit_transaction
 
@@ -376,3 +362,16 @@ async def test_a_stow_request_into_two_studies_is_sequenced_from_its_confirmatio
     assert announcement.confirms_all() and confirmed == in_partitions and len(confirmed) == 2
     assert await sequence_pending(feed_storage) == 2
     assert {e.study for e in await all_entries(feed_storage)} == set(studies)
+
+
+def _count_partition_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The partitions the sequencer queries from now on (recorded, then queried as usual)."""
+    queries: list[str] = []
+    query_all = sequencer.query_all
+
+    async def counting(table: Any, query: str, **kwargs: Any) -> Any:
+        queries.append(kwargs["parameters"]["pk"])
+        return await query_all(table, query, **kwargs)
+
+    monkeypatch.setattr(sequencer, "query_all", counting)
+    return queries
