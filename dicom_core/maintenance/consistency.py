@@ -73,6 +73,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage.blobs import THUMBNAIL_MARK
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.sharded_table import partition_kind
 from dicom_core.storage.tables import get_entity_or_none, query_all
 
 _VERSION_SUFFIXES = (".frames.json", ".dcm", ".json")
@@ -336,7 +337,7 @@ async def _listed(storage: Storage) -> set[tuple[str, ...]]:
                UID_PARTITION_LAYOUT[INSTANCES_BY_UID]}
     try:
         async for entity in storage.index.list_entities():
-            if str(entity["PartitionKey"]).split("|", 1)[0] in indexes:
+            if partition_kind(str(entity["PartitionKey"])) in indexes:
                 listed.update(tuple(uid for uid in (entry.study, entry.series, entry.instance) if uid is not None)
                               for entry in parse_entries(entity))
     except ResourceNotFoundError:

@@ -40,6 +40,7 @@ from dicom_core.search_index.keys import (
 from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.sharded_table import partition_kind
 from dicom_core.storage.tables import etag_of, get_entity_or_none, query_all, unchanged_since
 
 STALE_AFTER = timedelta(hours=1)  # far longer than a store takes from writing its entries to its commit
@@ -73,7 +74,7 @@ async def prune_index_entries(storage: Storage, *, now: datetime | None = None,
         written = entity.metadata.get("timestamp")
         if written is None or written >= old:
             continue
-        if str(entity["PartitionKey"]).split("|", 1)[0] in UID_INDEXES:
+        if partition_kind(str(entity["PartitionKey"])) in UID_INDEXES:
             uid_entities.append(entity)
         elif _target_level(str(entity["PartitionKey"])):
             entry = parse_entry(entity)
@@ -101,7 +102,7 @@ async def _cursor(storage: Storage) -> TableEntity | None:
 
 def _target_level(partition: str) -> str:
     """'s', 'se' or 'i' for the entries of the standard indexes (study, series, instance); '' for others."""
-    index = partition.split("|", 1)[0]
+    index = partition_kind(partition)
     level = index.split(".", 1)[0]
     return level if "." in index and level in ("s", "se", "i") else ""
 

@@ -46,6 +46,7 @@ from dicom_core.search_index.keys import (
 )
 from dicom_core.search_index.legacy_uid_layout import legacy_uid_indexes_left
 from dicom_core.storage.concurrency import bounded_gather
+from dicom_core.storage.sharded_table import partition_kind
 
 # Fewest index entries verified at once: a few more rows than asked for beat another round trip.
 MIN_SLICE = 8
@@ -106,13 +107,13 @@ def _series_source(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGene
         return SERIES_BY_UID, _series_by_uid(reads, query, series_uids.values)
     index = None if query.condition(STUDY_INSTANCE_UID) is not None else study_index_range(query)
     if index is not None and not needs_study_row(query):
-        return index.partition.split("|", 1)[0], _series_of_indexed_studies(reads, query, index)
+        return partition_kind(index.partition), _series_of_indexed_studies(reads, query, index)
     source, studies = _study_source(reads, query)
     if studies is not None:
         return source or "", _series_of_studies(reads, query, studies)
     series_index = series_index_range(query)
     if series_index is not None:
-        return series_index.partition.split("|", 1)[0], _series_from_index(reads, query, series_index)
+        return partition_kind(series_index.partition), _series_from_index(reads, query, series_index)
     return ALL_SERIES, _series_from_index(reads, query, IndexRange(ALL_SERIES))
 
 
@@ -123,7 +124,7 @@ def _study_source(reads: SearchReads, query: QidoQuery) -> tuple[str | None, Asy
     index = study_index_range(query)
     if index is None:
         return None, None
-    return index.partition.split("|", 1)[0], _studies_from_index(reads, query, index)
+    return partition_kind(index.partition), _studies_from_index(reads, query, index)
 
 
 def _matches_level(query: QidoQuery, level: Level, row: Row, modalities: set[str] | None = None) -> bool:

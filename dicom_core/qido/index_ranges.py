@@ -40,6 +40,7 @@ from dicom_core.search_index.keys import (
     value_range,
     word_range,
 )
+from dicom_core.storage.sharded_table import partition_kind
 
 # The words of a folded name: what `name_words` splits on ([\W_]+) is what separates them.
 _WORD = re.compile(r"[^\W_]+")
@@ -57,7 +58,7 @@ class IndexRange:
     def by_word(self) -> bool:
         """Tell whether the range holds value-led entries (name words, StudyID, StudyTime: ordered by value, then
         newest first)."""
-        return self.partition.split("|", 1)[0] in VALUE_LED_INDEXES
+        return partition_kind(self.partition) in VALUE_LED_INDEXES
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from dicom_core.storage.batch_deletes import RowDelete, delete_rows
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.partition_upserts import PartitionUpserts
+from dicom_core.storage.sharded_table import partition_kind
 
 LOGGER = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ async def _delete_entries(storage: Storage, entries: list[dict[str, str]]) -> in
     for entry in entries:
         partition, row = entry["PartitionKey"], entry["RowKey"]
         _recent.pop((loop, table.url, table.table_name, partition, row, _target_of(entry)), None)
-        if partition.split("|", 1)[0] in UID_INDEXES:
+        if partition_kind(partition) in UID_INDEXES:
             blank = blanks.setdefault((partition, row), {"PartitionKey": partition, "RowKey": row})
             blank.update((name, "") for name in entry if name.startswith(TARGET_PREFIX))
         else:

@@ -36,6 +36,7 @@ from dicom_core.model.tags import (
     STUDY_TIME,
 )
 from dicom_core.model.text import fold, name_words
+from dicom_core.storage.sharded_table import partition_kind
 
 # Index names: the first part of an entry's PartitionKey. 's.' entries point at studies, 'se.' at series,
 # 'i.' at instances.
@@ -113,7 +114,7 @@ class IndexKey:
     @property
     def index(self) -> str:
         """The index name."""
-        return self.partition.split("|", 1)[0]
+        return partition_kind(self.partition)
 
     def row_key(self, sort_key: str, *uids: str) -> str:
         """The RowKey of the entry for the target ``uids`` (study[, series[, instance]])."""
@@ -337,7 +338,7 @@ def study_row_keys(row: TableEntity | dict[str, object]) -> set[IndexKey]:
 def parse_entry(entity: Mapping[str, object]) -> IndexEntry:
     """Parse an index entry back into its key, target and sort key."""
     partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
-    index, row_prefix = partition.split("|", 1)[0], ""
+    index, row_prefix = partition_kind(partition), ""
     if index in UID_INDEXES:
         raise ValueError(f"a UID lookup entity ({partition}) holds several targets: parse_entries reads them")
     if index in UID_RANGE_LAYOUT.values():
@@ -362,7 +363,7 @@ def parse_entries(entity: Mapping[str, object]) -> list[IndexEntry]:
     """Parse an index entity into the entries it holds: a UID lookup entity's targets (blanked ones left out), else
     the one entry."""
     partition = str(entity["PartitionKey"])
-    if partition.split("|", 1)[0] not in UID_INDEXES:
+    if partition_kind(partition) not in UID_INDEXES:
         return [parse_entry(entity)]
     key = IndexKey(partition, str(entity["RowKey"]))
     targets = sorted(str(value) for name, value in entity.items()
