@@ -137,7 +137,7 @@ def run(results: Results, stack: Stack) -> StoredStudy:
             note=f"{failures[concurrency]} instance(s) failed with a storage error" if failures[concurrency] else ""))
         server_ms, azurite_ms, azurite_sdk_ms = (min(values) for values in zip(*cpu[concurrency], strict=True))
         results.notes.append(
-            f"STOW at {concurrency} in flight, CPU per instance: server {server_ms:.1f} ms, Azurite {azurite_ms:.1f} ms "
-            f"(Azurite under the SDK upload of the same file: {azurite_sdk_ms:.1f} ms)")
+            f"STOW at {concurrency} in flight, CPU per instance: server {server_ms:.1f} ms, "
+            f"Azurite {azurite_ms:.1f} ms (Azurite under the SDK upload of the same file: {azurite_sdk_ms:.1f} ms)")
     stored_bytes = files.total_bytes * (len(files.data) - failed) // len(files.data)
     return StoredStudy(files.study, files.series, len(files.data) - failed, stored_bytes)
