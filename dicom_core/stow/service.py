@@ -41,7 +41,7 @@ from dicom_core.storage.blobs import (
 from dicom_core.storage.clients import Storage
 from dicom_core.storage.faults import is_storage_unavailable
 from dicom_core.stow.blob_spool import BlobSpools, commit_staged, staged_instance
-from dicom_core.stow.parts_in_flight import COMMIT_LINGER_SECONDS, PartInFlight, PartsInFlight
+from dicom_core.stow.parts_in_flight import COMMIT_LINGER_SECONDS, PartInFlight, PartsInFlight, PartSlots
 from dicom_core.stow.request_intents import PartIntent, RequestIntents
 from dicom_core.stow.response import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -176,9 +176,9 @@ async def _store_parts(
     storage: Storage, request: StoreRequest, parts: AsyncIterator[Part], default_type: str | None,
     writes: _RequestWrites,
 ) -> list[StoreOutcome]:
-    # At most `store_concurrency` parts are spooled and being uploaded while the next one is received; a part
-    # uploaded waits for its commit without its slot (parts_in_flight.py).
-    slots = asyncio.Semaphore(storage.settings.store_concurrency)
+    # Parts spooled and being uploaded while the next one is received stay within a memory budget; a part uploaded
+    # waits for its commit without its share (parts_in_flight.py).
+    slots = PartSlots(storage.settings.store_concurrency, storage.settings.spool_memory_bytes)
     in_flight = PartsInFlight()
     tasks: list[asyncio.Task[StoreOutcome]] = []
 
@@ -188,14 +188,15 @@ async def _store_parts(
         finally:
             flight.finished()
 
-    def release(part: Part) -> None:
+    def release(part: Part, weight: int) -> None:
         part.close()
-        slots.release()
+        slots.release(weight)
 
     try:
         async for part in parts:
-            await slots.acquire()
-            tasks.append(asyncio.create_task(store(part, in_flight.join(functools.partial(release, part)))))
+            weight = slots.weight(part.size)
+            await slots.acquire(weight)
+            tasks.append(asyncio.create_task(store(part, in_flight.join(functools.partial(release, part, weight)))))
     finally:
         # Parts already received are finished even when the body turns out to be malformed later.
         outcomes = await asyncio.gather(*tasks)

@@ -8,14 +8,16 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from pydicom import dcmread
 
-from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.part10 import PREAMBLE
 from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.stow.blob_spool import BlobSpool
 from dicom_core.stow.service import StoreRequest, store_instances
 from dicom_core.wado.frames import retrieve_frames
 from dicom_core.wado.instance_reads import instance_row
@@ -148,3 +150,21 @@ async def test_the_frames_of_a_staged_part_are_found_where_the_blob_holds_them(o
 
     last_frame = np.arange(1024 * 1024 * 32, dtype=np.uint16).reshape(32, -1)[31].tobytes()
     assert last_frame in body and len(body) < len(last_frame) + 4096
+
+
+async def test_a_small_part_reads_whole_and_in_pieces_alike() -> None:
+    spool = BlobSpool(cast(Storage, None), MIB, cover=_never_covered)
+    data = bytes(range(256)) * 2000
+    for start in range(0, len(data), 65536):
+        spool.write(data[start:start + 65536])
+    spool.seek(0)
+    assert spool.read(len(data)) == data  # the whole part: the spool's own buffer
+    assert spool.read(1) == b""
+    spool.seek(10)
+    assert spool.read(5) == data[10:15]
+    spool.seek(0)
+    assert spool.read() == data
+
+
+async def _never_covered(stored: StoredInstance) -> None:
+    raise AssertionError("a part held in memory is never staged")

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from dicom_core.stow import parts_in_flight
-from dicom_core.stow.parts_in_flight import PartsInFlight
+from dicom_core.stow.parts_in_flight import SMALL_PARTS_PER_SLOT, PartsInFlight, PartSlots
+
+MIB = 1024 * 1024
 
 
 async def test_a_part_ready_to_commit_waits_until_the_other_received_part_is_ready_too() -> None:
@@ -65,3 +67,25 @@ async def test_parts_ready_together_are_told_they_have_company() -> None:
     waiting = asyncio.ensure_future(first.ready_to_commit())
     assert await second.ready_to_commit() is True
     assert await asyncio.wait_for(waiting, 1) is True
+
+
+async def test_small_parts_are_held_several_per_slot() -> None:
+    slots = PartSlots(2, 8 * MIB)
+    for _ in range(2 * SMALL_PARTS_PER_SLOT):
+        await asyncio.wait_for(slots.acquire(slots.weight(500_000)), 1)
+    blocked = asyncio.ensure_future(slots.acquire(slots.weight(500_000)))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    slots.release(slots.weight(500_000))
+    await asyncio.wait_for(blocked, 1)
+
+
+async def test_large_parts_are_held_one_per_slot() -> None:
+    slots = PartSlots(2, 8 * MIB)
+    await slots.acquire(slots.weight(100 * MIB))
+    await slots.acquire(slots.weight(100 * MIB))
+    blocked = asyncio.ensure_future(slots.acquire(slots.weight(1)))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    slots.release(slots.weight(100 * MIB))
+    await asyncio.wait_for(blocked, 1)
