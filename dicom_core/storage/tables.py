@@ -59,7 +59,7 @@ async def read_etag(table: TableClient, partition: str, row: str) -> str | None:
 async def _point_read(
     table: TableClient, partition: str, row: str, select: Sequence[str],
 ) -> tuple[AsyncHttpResponse, bytes] | None:
-    """One entity's answer and body (the ``select`` properties as plain JSON), or None when it or its table is absent."""
+    """One entity's answer and body (its ``select`` properties as plain JSON); None when it or its table is absent."""
     client = table.shard_of(partition) if isinstance(table, ShardedTable) else table
     keys = f"PartitionKey='{_key(partition)}',RowKey='{_key(row)}'"
     request = HttpRequest("GET", f"{client.url}/{quote(client.table_name, safe='')}({keys})",

@@ -17,7 +17,12 @@ from http import HTTPStatus
 
 from azure.storage.blob import BlobProperties
 
-from dicom_core.documents.known_documents import has_known_document, known_document, remembered
+from dicom_core.documents.known_documents import (
+    has_known_document,
+    known_document,
+    known_without_binary,
+    remembered,
+)
 from dicom_core.documents.series_documents import (
     SEPARATOR,
     is_current,
@@ -105,7 +110,9 @@ async def series_metadata(storage: Storage, study: str, series: str, request: Me
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
     if (known := known_document(storage, study, series, etag)) is not None:
-        return await _json_bytes_response(array_of(_served(request)(known)), tag, request)
+        # Without binary attributes (known from the writes) the records are answered as kept, not scanned again.
+        records = known if known_without_binary(storage, study, series) else _served(request)(known)
+        return await _json_bytes_response(array_of(records), tag, request)
     if answered_by_row:  # the kept copy was for an older row (or none was revalidated): one GET may answer still
         document = await open_document(storage, study, series)
     if document is not None and is_current(document, etag):
