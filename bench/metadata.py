@@ -1,7 +1,9 @@
 """Series metadata (WADO-RS) of a large series, against one blob GET of a document of the same size.
 
-The first request after the store is answered by the process that stored the series (it keeps the document it
+The first request after a store is answered by the process that stored into the series (it keeps the document it
 wrote: one Table read); a second server process, which holds no copy, reads the row and the document at once.
+The first-request row is the p50 of a few single-instance stores into the series, each followed at once by the
+series' metadata; the very first request (after the large STOW and the sections between, one sample) is a note.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import time
 import httpx
 from azure.storage.blob import ContentSettings
 
+from tests.factories import to_bytes
+
+from .data import ct_dataset, ct_pixels, multipart, multipart_content_type
 from .environment import Server
 from .report import Results, Row
 from .stack import PREFIX, Stack, StoredStudy
@@ -20,13 +25,15 @@ from .stats import p50
 TARGET = 2.0
 FIRST_TARGET = 3.0
 SOP_INSTANCE_UID = "00080018"
+AFTER_STORE_REPEAT = 7  # single-instance stores into the series, each followed by its first metadata request
+AFTER_STORE_SIDE = 64  # their pixels (the series' metadata records are the same size whatever the pixels)
 
 
 def run(results: Results, stack: Stack, stored: StoredStudy) -> None:
     """Interleave the metadata request and the blob GET; add the p50 row."""
     url = f"{stack.url}/studies/{stored.study}/series/{stored.series}/metadata"
     headers = {"Accept": "application/dicom+json", "Accept-Encoding": "identity"}
-    server_ms, blob_ms, first_ms = [], [], []
+    server_ms, blob_ms, first_ms, after_store_ms = [], [], [], []
     instance_ms, instance_blob_ms, study_ms = [], [], []
 
     async def rounds() -> int:
@@ -56,6 +63,22 @@ def run(results: Results, stack: Stack, stored: StoredStudy) -> None:
                 start = time.perf_counter()
                 await (await blob.download_blob()).readall()
                 blob_ms.append((time.perf_counter() - start) * 1000)
+            # The first request after each of a few stores into the series (each changes the series row; the
+            # storing process keeps the document it wrote), interleaved with the blob GET as above.
+            pixels = ct_pixels(AFTER_STORE_SIDE)
+            stow_headers = {"Content-Type": multipart_content_type(), "Accept": "application/dicom+json"}
+            for number in range(AFTER_STORE_REPEAT):
+                part = to_bytes(ct_dataset(stored.study, stored.series, stored.instances + number + 1, pixels,
+                                           AFTER_STORE_SIDE))
+                stowed = await client.post(f"{stack.url}/studies", content=multipart([part]), headers=stow_headers)
+                if stowed.status_code != 200:
+                    raise RuntimeError(f"STOW answered {stowed.status_code}: {stowed.text[:300]}")
+                start = time.perf_counter()
+                (await client.get(url, headers=headers)).raise_for_status()
+                after_store_ms.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                await (await blob.download_blob()).readall()
+                blob_ms.append((time.perf_counter() - start) * 1000)
             # Instance and study metadata, the instance's against one blob GET of its size.
             single = container.get_blob_client("metadata/instance-size.json")
             one = await client.get(f"{url[:-len('/metadata')]}/instances/{instance}/metadata", headers=headers)
@@ -81,11 +104,16 @@ def run(results: Results, stack: Stack, stored: StoredStudy) -> None:
         operation=f"series metadata, {stored.instances} instances ({size / 1e6:.2f} MB JSON), p50",
         measured=f"{p50(server_ms):.0f} ms", baseline=f"one blob GET of {size / 1e6:.2f} MB: {p50(blob_ms):.0f} ms",
         target=f"p50 ≤ {TARGET}×", ratio=ratio, passed=ratio <= TARGET))
-    first = first_ms[0] / p50(blob_ms)
+    first = p50(after_store_ms) / p50(blob_ms)
     results.add(Row(
-        operation="series metadata, first request after the store (the storing process: its kept copy, one Table read)",
-        measured=f"{first_ms[0]:.0f} ms", baseline=f"one blob GET of {size / 1e6:.2f} MB (p50): {p50(blob_ms):.0f} ms",
+        operation=f"series metadata, first request after a store (p50 of {AFTER_STORE_REPEAT}, each after one "
+                  "instance stored into the series: the storing process's kept copy, one Table read)",
+        measured=f"{p50(after_store_ms):.0f} ms",
+        baseline=f"one blob GET of {size / 1e6:.2f} MB (p50): {p50(blob_ms):.0f} ms",
         target=f"≤ {FIRST_TARGET:g}×", ratio=first, passed=first <= FIRST_TARGET))
+    results.notes.append(f"series metadata, the very first request after the {stored.instances}-instance STOW (one "
+                         "sample; after the sections between, and idle storage connections are dropped after 4 s): "
+                         f"{first_ms[0]:.0f} ms, {first_ms[0] / p50(blob_ms):.2f}× the blob GET's p50")
     results.notes.append(f"series metadata, first request for it in another server process (no copy kept: the row "
                          f"and the document read at once; the process served one request before): {other_ms:.0f} ms, "
                          f"{other_ms / p50(blob_ms):.2f}× the blob GET's p50; the series metadata row is the kept "

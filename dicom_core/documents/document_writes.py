@@ -47,6 +47,7 @@ from dicom_core.documents.series_documents import (
     series_state,
 )
 from dicom_core.index.commit import SeriesCommit
+from dicom_core.model.bulk_data import has_binary_attributes
 from dicom_core.model.dicom_json import JsonDataset, first_value
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.model.tags import SOP_INSTANCE_UID
@@ -185,7 +186,8 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
             if not guessed:  # a remembered or guessed state is merely old: read it again at once
                 await jittered_backoff(attempt)
             continue
-        written = content if not before.blocks else _grown(blob.url, before, blocks, whole)
+        written = (content, _holds_binary(blob.url, before.etag, unblocked) or has_binary_attributes(whole)) \
+            if not before.blocks else _grown(blob.url, before, blocks, whole)
         _keep_written(first, blob.url, etag, written, new_state if new_state != UNVERIFIED and not ahead else None)
         break
     else:
@@ -197,25 +199,36 @@ async def _flush(_key: object, batch: Sequence[tuple[_Change, ...]]) -> list[Bas
     return [None] * len(batch)
 
 
-def _grown(url: str, before: _DocumentState, blocks: list[str], added: bytes) -> bytes | None:
-    """A block document's content after a commit that appended ``added`` only, if this process held what it was."""
+def _grown(url: str, before: _DocumentState, blocks: list[str], added: bytes) -> tuple[bytes, bool] | None:
+    """A block document's content (and whether it holds a binary attribute) after a commit that appended ``added``
+    only, if this process held what it was."""
     held = _written.get(url)
     if blocks != before.blocks or held is None or held[0] != before.etag:
         return None
-    return held[1] + added if len(held[1]) + len(added) <= MAX_DOCUMENT_BYTES else None
+    grown = held[1] + added if len(held[1]) + len(added) <= MAX_DOCUMENT_BYTES else None
+    return None if grown is None else (grown, held[2] or has_binary_attributes(added))
 
 
-def _keep_written(first: _Change, url: str, etag: str, content: bytes | None, exact_for: str | None) -> None:
+def _holds_binary(url: str, etag: str | None, content: bytes) -> bool:
+    """Whether ``content`` (a document as of ``etag``, or part of it) holds a binary attribute: known if it is held."""
+    held = _written.get(url)
+    return held[2] if held is not None and held[0] == etag else has_binary_attributes(content)
+
+
+def _keep_written(
+    first: _Change, url: str, etag: str, written: tuple[bytes, bool] | None, exact_for: str | None,
+) -> None:
     """Hold a document's content as written (the next batch grows it), and keep it for readers when it is exact.
 
+    ``written``: the content and whether it holds a binary attribute (the scan of a kept copy its readers skip).
     A copy kept for an older series row is dropped: the next reader then reads the document with the row.
     """
-    if content is None or len(content) > MAX_DOCUMENT_BYTES:
+    if written is None or len(written[0]) > MAX_DOCUMENT_BYTES:
         _written.discard(url)
     else:
-        _written.put(url, (etag, content), len(content))
-    if content is not None and exact_for is not None:
-        keep_written(first.storage, first.study, first.series, exact_for, content)
+        _written.put(url, (etag, *written), len(written[0]))
+    if written is not None and exact_for is not None:
+        keep_written(first.storage, first.study, first.series, exact_for, *written)
     else:
         forget_document(first.storage, first.study, first.series)
 
@@ -361,8 +374,9 @@ def _remember(url: str, state: _DocumentState) -> None:
 
 # The last state this process committed, per document URL. Only a hint: the commit's If-Match checks it.
 _known: OrderedDict[str, _DocumentState] = OrderedDict()
-# The content of documents this process wrote lately, per URL, with the blob ETag it is the content of.
-_written: LruCache[str, tuple[str, bytes]] = LruCache(KNOWN_DOCUMENTS, WRITTEN_BYTES)
+# The content of documents this process wrote lately, per URL, with the blob ETag it is the content of and whether
+# it holds a binary attribute.
+_written: LruCache[str, tuple[str, bytes, bool]] = LruCache(KNOWN_DOCUMENTS, WRITTEN_BYTES)
 # The transactions (series row ETag after them) whose records this process committed lately, per document.
 _applied: OrderedDict[tuple[str, str], None] = OrderedDict()
 _document_writes: GroupCommit[tuple[int, str, str], tuple[_Change, ...], None] = GroupCommit(

@@ -27,6 +27,7 @@ class KnownDocument:
 
     state: str
     data: bytes
+    binary: bool | None = None  # whether it holds a binary attribute (None: not known)
 
 
 _known: LruCache[tuple[str, str, str], KnownDocument] = LruCache(MAX_DOCUMENTS, MAX_BYTES)
@@ -38,15 +39,23 @@ def known_document(storage: Storage, study: str, series: str, series_etag: str) 
     return known.data if known is not None and known.state == series_state(series_etag) else None
 
 
+def known_without_binary(storage: Storage, study: str, series: str) -> bool:
+    """Whether the kept copy of a series document is known to hold no binary attribute (then it is served as kept)."""
+    known = _known.get((storage.metadata.url, study, series))
+    return known is not None and known.binary is False
+
+
 def has_known_document(storage: Storage, study: str, series: str) -> bool:
     """Whether a copy of the series document is kept, whatever row it reflects."""
     return _known.get((storage.metadata.url, study, series)) is not None
 
 
-def keep_written(storage: Storage, study: str, series: str, state: str, data: bytes) -> None:
+def keep_written(
+    storage: Storage, study: str, series: str, state: str, data: bytes, binary: bool | None = None,
+) -> None:
     """Keep the bytes a writer wrote, exact for ``state`` (a series row's `series_state`; the next read sends them)."""
     if len(data) <= MAX_DOCUMENT_BYTES:
-        _known.put((storage.metadata.url, study, series), KnownDocument(state, data), len(data))
+        _known.put((storage.metadata.url, study, series), KnownDocument(state, data, binary), len(data))
 
 
 def forget_document(storage: Storage, study: str, series: str) -> None:

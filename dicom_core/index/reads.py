@@ -10,7 +10,7 @@ from azure.data.tables import TableEntity
 from dicom_core.index.rows import STUDY_ROW, instance_row_key, series_row_key
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance
 from dicom_core.storage.clients import Storage
-from dicom_core.storage.tables import get_entity_or_none, query_all
+from dicom_core.storage.tables import get_entity_or_none, query_all, read_etag
 
 # '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.
 _RANGE_END = "}"
@@ -22,6 +22,11 @@ FIRST_BATCH_ROWS = 16
 async def get_row(storage: Storage, study: str, row_key: str, select: list[str] | None = None) -> TableEntity | None:
     """Return one row of the study partition (only the ``select`` properties, if given), or None."""
     return await get_entity_or_none(storage.studies, study, row_key, select)
+
+
+async def row_etag(storage: Storage, study: str, row_key: str) -> str | None:
+    """Return the ETag of one row of the study partition (what a revalidation or a kept copy needs), or None."""
+    return await read_etag(storage.studies, study, row_key)
 
 
 async def get_study_row(storage: Storage, study: str) -> TableEntity | None:

@@ -17,7 +17,12 @@ from http import HTTPStatus
 
 from azure.storage.blob import BlobProperties
 
-from dicom_core.documents.known_documents import has_known_document, known_document, remembered
+from dicom_core.documents.known_documents import (
+    has_known_document,
+    known_document,
+    known_without_binary,
+    remembered,
+)
 from dicom_core.documents.series_documents import (
     SEPARATOR,
     is_current,
@@ -27,7 +32,8 @@ from dicom_core.documents.series_documents import (
     verified_properties,
 )
 from dicom_core.index.instance_metadata import metadata_of_row
-from dicom_core.index.reads import get_series_row, get_study_row, series_rows, stored_instance
+from dicom_core.index.reads import row_etag, series_rows, stored_instance
+from dicom_core.index.rows import STUDY_ROW, series_row_key
 from dicom_core.model.bulk_data import with_urls, without_bulk_data
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
@@ -63,10 +69,10 @@ class MetadataRequest:
 async def study_metadata(storage: Storage, study: str, request: MetadataRequest) -> ServiceResult:
     """Every instance's metadata of a study: its series documents one after another."""
     _require_json(request.accept)
-    row = await get_study_row(storage, study)
-    if row is None:
+    study_etag = await row_etag(storage, study, STUDY_ROW)
+    if study_etag is None:
         raise NotFoundError("The specified study cannot be found.")
-    tag = _entity_tag(str(row.metadata["etag"]))
+    tag = _entity_tag(study_etag)
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
     rows = await series_rows(storage, study, select=[])
@@ -97,15 +103,16 @@ async def series_metadata(storage: Storage, study: str, series: str, request: Me
     # it is when its state names the row's ETag.
     answered_by_row = bool(request.if_none_match) or has_known_document(storage, study, series)
     opening = open_document(storage, study, series) if not answered_by_row else _nothing()
-    row, document = await asyncio.gather(get_series_row(storage, study, series), opening)
-    if row is None:
+    etag, document = await asyncio.gather(row_etag(storage, study, series_row_key(series)), opening)
+    if etag is None:
         raise NotFoundError("The specified series cannot be found.")
-    etag = str(row.metadata["etag"])
     tag = _entity_tag(etag)
     if matches_entity_tag(request.if_none_match, tag):
         return _not_modified(tag, request)
     if (known := known_document(storage, study, series, etag)) is not None:
-        return await _json_bytes_response(array_of(_served(request)(known)), tag, request)
+        # Without binary attributes (known from the writes) the records are answered as kept, not scanned again.
+        records = known if known_without_binary(storage, study, series) else _served(request)(known)
+        return await _json_bytes_response(array_of(records), tag, request)
     if answered_by_row:  # the kept copy was for an older row (or none was revalidated): one GET may answer still
         document = await open_document(storage, study, series)
     if document is not None and is_current(document, etag):
@@ -149,7 +156,8 @@ async def json_array(records: Body) -> Body:
 def array_of(records: bytes) -> bytes:
     """Turn separator-terminated JSON records held whole into one JSON array (what `json_array` streams)."""
     joined = records.replace(SEPARATOR, b",")
-    return b"[" + (joined[:-1] if joined.endswith(b",") else joined) + b"]"
+    end = len(joined) - 1 if joined.endswith(b",") else len(joined)
+    return b"".join((b"[", memoryview(joined)[:end], b"]"))  # one copy of the records, not two
 
 
 async def gzipped(body: Body) -> Body:

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.documents import document_writes
 from dicom_core.documents.document_writes import add_committed, add_instance, remove_instance
-from dicom_core.documents.known_documents import known_document
+from dicom_core.documents.known_documents import known_document, known_without_binary
 from dicom_core.documents.series_documents import (
     SEPARATOR,
     STATE_KEY,
@@ -30,6 +30,7 @@ from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, ne
 from dicom_core.storage.clients import Storage
 
 SOP_INSTANCE_UID = "00080018"
+ENCAPSULATED_DOCUMENT = {"00420011": {"vr": "OB", "InlineBinary": "AAAA"}}  # a binary attribute
 
 
 @pytest.fixture
@@ -61,8 +62,9 @@ def _metadata(stored: StoredInstance) -> dict:
 
 
 def _landed(before: str | None, after: str, stored: list[StoredInstance], replaced: frozenset[str] = frozenset(),
-            ) -> SeriesCommit:
-    records = tuple(InstanceRecord(stored=s, sop_class_uid="", transfer_syntax="", size=0, metadata=_metadata(s))
+            binary: bool = False) -> SeriesCommit:
+    records = tuple(InstanceRecord(stored=s, sop_class_uid="", transfer_syntax="", size=0,
+                                   metadata=_metadata(s) | (ENCAPSULATED_DOCUMENT if binary else {}))
                     for s in stored)
     return SeriesCommit(before=before, after=after, records=records, replaced=replaced)
 
@@ -356,3 +358,18 @@ async def test_a_block_document_is_kept_once_a_gap_in_its_transactions_closes(st
     kept = known_document(storage, study, series, "e3")
     assert kept is not None and sorted(kept.split(SEPARATOR)) == sorted((await _document(storage, study, series))
                                                                         .split(SEPARATOR))
+
+
+
+@pytest.mark.parametrize("grown_by_blocks", [False, True])
+@pytest.mark.parametrize("first_binary", [False, True])
+async def test_a_kept_document_is_known_to_hold_no_binary_attribute_when_none_of_its_records_has_one(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, grown_by_blocks: bool, first_binary: bool,
+) -> None:
+    if grown_by_blocks:
+        monkeypatch.setattr(document_writes, "WHOLE_PUT_BYTES", 0)
+    study, series = generate_uid(), generate_uid()
+    await add_committed(storage, study, [_landed(None, "e1", [_stored(study, series)], binary=first_binary)])
+    await add_committed(storage, study, [_landed("e1", "e2", [_stored(study, series)])])
+    assert known_document(storage, study, series, "e2") is not None
+    assert known_without_binary(storage, study, series) is not first_binary

@@ -15,6 +15,7 @@ from dicom_core.storage.tables import (
     delete_entity_quietly,
     get_entity_or_none,
     query_all,
+    read_etag,
     read_properties,
     upsert_one,
 )
@@ -88,6 +89,23 @@ async def test_a_point_read_of_a_missing_entity_or_table_is_none(storage: Storag
 
     assert await read_properties(storage.cleanup, _partition(), "a", ["Version"]) is None
     assert await read_properties(missing_table, "p", "a", ["Version"]) is None
+    await missing_table.close()
+
+
+async def test_a_point_read_of_the_etag_gives_what_the_sdks_read_gives(storage: Storage) -> None:
+    partition, row = _partition(), "series|1.2.3'4"
+    await storage.cleanup.create_entity({"PartitionKey": partition, "RowKey": row, "Value": "x"})
+
+    etag = await read_etag(storage.cleanup, partition, row)
+
+    assert etag is not None and etag == (await storage.cleanup.get_entity(partition, row)).metadata["etag"]
+
+
+async def test_a_point_read_of_the_etag_of_a_missing_entity_or_table_is_none(storage: Storage) -> None:
+    missing_table = storage.table_service.get_table_client(f"missing{uuid.uuid4().hex}")
+
+    assert await read_etag(storage.cleanup, _partition(), "a") is None
+    assert await read_etag(missing_table, "p", "a") is None
     await missing_table.close()
 
 
