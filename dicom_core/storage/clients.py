@@ -175,6 +175,10 @@ def select_storage_access(settings: Settings) -> StorageAccess:
 # oldest pooled connection first, so after a burst and a pause near 5 s every retry of a request met another
 # connection the server was closing (ServerDisconnectedError four times over, a 503).
 IDLE_CONNECTION_SECONDS = 4.0
+# Against Azure, where a dropped connection costs a new TLS handshake at the next request after a lull.
+AZURE_IDLE_CONNECTION_SECONDS = 30.0
+# The storage emulator's well-known account (in every Azurite connection string) and its shorthand.
+EMULATOR_MARKERS = ("devstoreaccount1", "usedevelopmentstorage=true")
 
 
 class StorageTransport(AioHttpTransport):
@@ -182,11 +186,15 @@ class StorageTransport(AioHttpTransport):
 
     session: aiohttp.ClientSession | None
 
+    def __init__(self, *, idle_seconds: float = IDLE_CONNECTION_SECONDS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._idle_seconds = idle_seconds
+
     async def open(self) -> None:
         """Create the session (with the short keep-alive) on first use, then open it as azure-core does."""
         if self.session is None:
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(keepalive_timeout=IDLE_CONNECTION_SECONDS),
+                connector=aiohttp.TCPConnector(keepalive_timeout=self._idle_seconds),
                 trust_env=_proxy_configured(), cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
             )
         await super().open()
@@ -215,27 +223,39 @@ class ClientOptions:
     retries: int = 3
     connect_timeout_seconds: int = 5
     read_timeout_seconds: int = 60
+    idle_connection_seconds: float = IDLE_CONNECTION_SECONDS
 
     @classmethod
     def of(cls, settings: Settings) -> ClientOptions:
-        """The options the settings choose."""
+        """The options the settings choose (idle connections kept longer when storage is not the emulator)."""
         return cls(settings.storage_retries, settings.storage_connect_timeout_seconds,
-                   settings.storage_read_timeout_seconds)
+                   settings.storage_read_timeout_seconds, idle_connection_seconds(settings))
 
     def blob_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of a Blob service client: the Blob SDK's own retry policy, linear."""
         retry = LinearRetry(backoff=RETRY_BACKOFF_SECONDS, retry_total=self.retries,  # type: ignore[arg-type]
                             random_jitter_range=RETRY_BACKOFF_SECONDS / 2)  # type: ignore[arg-type]
-        transport = StorageTransport(connection_data_block_size=BLOB_READ_BLOCK_BYTES, **self._timeouts())
+        transport = StorageTransport(connection_data_block_size=BLOB_READ_BLOCK_BYTES,
+                                     idle_seconds=self.idle_connection_seconds, **self._timeouts())
         return {"retry_policy": retry, "transport": transport, **self._timeouts()}
 
     def table_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of a Table service client: azure-core's retry policy (exponential from 0 s)."""
         return {"retry_total": self.retries, "retry_backoff_factor": RETRY_BACKOFF_SECONDS / 2,
-                "transport": StorageTransport(**self._timeouts()), **self._timeouts()}
+                "transport": StorageTransport(idle_seconds=self.idle_connection_seconds, **self._timeouts()),
+                **self._timeouts()}
 
     def _timeouts(self) -> dict[str, Any]:
         return {"connection_timeout": self.connect_timeout_seconds, "read_timeout": self.read_timeout_seconds}
+
+
+def idle_connection_seconds(settings: Settings) -> float:
+    """How long an idle storage connection is kept: below Azurite's 5 s, or longer against Azure."""
+    if settings.blob_account_url or settings.table_account_url:
+        return AZURE_IDLE_CONNECTION_SECONDS
+    connection_string = settings.storage_connection_string.lower()
+    emulated = any(marker in connection_string for marker in EMULATOR_MARKERS)
+    return IDLE_CONNECTION_SECONDS if emulated else AZURE_IDLE_CONNECTION_SECONDS
 
 
 def storage_service_clients(

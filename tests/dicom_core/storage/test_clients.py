@@ -14,8 +14,8 @@ from azure.identity.aio import DefaultAzureCredential
 
 from dicom_core.settings import Settings, azurite_connection_string
 from dicom_core.storage.clients import (
-    IDLE_CONNECTION_SECONDS, ConnectionStringAccess, IdentityAccess, StorageTransport, select_storage_access,
-    storage_service_clients,
+    AZURE_IDLE_CONNECTION_SECONDS, IDLE_CONNECTION_SECONDS, ConnectionStringAccess, IdentityAccess, StorageTransport,
+    idle_connection_seconds, select_storage_access, storage_service_clients,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -124,6 +124,23 @@ async def test_storage_transport_reuses_a_connection_between_requests_close_in_t
     async with server as url:
         await _get_twice(StorageTransport(), url, pause_seconds=0.1)
     assert server.connections == 1
+
+
+def test_idle_connections_to_azurite_are_dropped_before_its_keep_alive_ends() -> None:
+    settings = settings_from(DICOMWEB_STORAGE_CONNECTION_STRING=azurite_connection_string(table_port=20002))
+    assert idle_connection_seconds(settings) == IDLE_CONNECTION_SECONDS < AZURITE_KEEP_ALIVE_SECONDS
+
+
+def test_idle_connections_to_an_azure_account_by_key_are_kept_longer() -> None:
+    key_string = ("DefaultEndpointsProtocol=https;AccountName=dicomstore;AccountKey=a2V5;"
+                  "EndpointSuffix=core.windows.net")
+    settings = settings_from(DICOMWEB_STORAGE_CONNECTION_STRING=key_string)
+    assert idle_connection_seconds(settings) == AZURE_IDLE_CONNECTION_SECONDS
+
+
+def test_idle_connections_to_account_urls_are_kept_longer() -> None:
+    settings = settings_from(DICOMWEB_BLOB_ACCOUNT_URL=BLOB_URL, DICOMWEB_TABLE_ACCOUNT_URL=TABLE_URL)
+    assert idle_connection_seconds(settings) == AZURE_IDLE_CONNECTION_SECONDS
 
 
 async def test_storage_transport_drops_a_connection_idle_longer_than_azurites_keep_alive_allows() -> None:
