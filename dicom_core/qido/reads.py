@@ -37,7 +37,6 @@ INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt
 SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt",
                   LAST_INSTANCE, *(LAST_INSTANCE + name for name in LAST_INSTANCE_PROPERTIES)]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
-FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
 # Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known.
 FIRST_EXPANSION = 8
 POINT_READ_CONCURRENCY = 32
@@ -204,7 +203,7 @@ class SearchReads:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
         The first page is what the source still wants (for a search that expands its hits, FIRST_EXPANSION until
-        the fan-out is known), at least FIRST_PAGE entries; each further page is what it still wants at the rate
+        the fan-out is known; no fixed floor above that), each further page what it still wants at the rate
         entries turned into results so far (double the last page while none did), so a page costs about what it
         returns.
         """
@@ -212,7 +211,7 @@ class SearchReads:
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
         # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
-        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.demand())), None
+        size, token = min(MAX_PAGE, max(1, self.demand())), None
         first_wanted, read = self.outstanding(), 0
         while not self.exhausted:
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
