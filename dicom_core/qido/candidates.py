@@ -3,14 +3,14 @@ each entry verified against the row it points at, and expanded level by level (s
 
 Every source is an async generator of verified hits in result order; the search takes the offset and limit
 from the front, so what a search reads grows with offset + limit, not with the archive. The order is newest
-first, except for a search served by a value-led range (name words, StudyID, StudyTime, the series' value
-indexes) with as many entries as the search's limit or more: that one comes in index order (by value or
-matching word, newest first within one), so a page reads offset + limit entries however many names begin
-alike. A range with fewer entries than the limit fits in one page and is answered newest first: deciding reads
-at most `limit` entries, which the page reads anyway. The rule depends on the limit only, never on the offset,
-so the offset pages of one search with one limit never mix the two orders. A search without a limit has the
-default limit (query.DEFAULT_LIMIT, 100) and one above the maximum the maximum (MAX_LIMIT): those decide. Pages
-of one search asked with different limits may order a range of fewer entries than the larger limit differently.
+first, except for a value-led range (name words, StudyID, StudyTime, the series' value indexes) with as many
+entries as the search's limit or more: that one comes in index order (by value or word, newest first within
+one), so a page reads offset + limit entries however many names begin alike. A range of fewer entries than the
+limit fits in one page and comes newest first (deciding reads `limit` entries, which the page reads anyway).
+The rule depends on the limit, never the offset: offset pages of one search with one limit never mix orders
+(without a limit, the default limit decides; above the maximum, the maximum). Series or instances of the
+studies of a range take it in index order whatever its size (deciding would read `limit` entries where fewer
+studies fill the page).
 """
 
 from __future__ import annotations
@@ -338,7 +338,9 @@ async def _verification_slices(
     reads: SearchReads, query: QidoQuery, index: IndexRange,
 ) -> AsyncIterator[list[IndexEntry]]:
     """Index entries in slices of what the search still wants, so rows are read for about the page only."""
-    async for entries in _index_entries(reads, index, newest_first_below=query.limit):
+    # Results below the entries' level: any value-led range in index order (see the module docstring).
+    newest_first_below = query.limit if index.level is query.resource.result_level else 0
+    async for entries in _index_entries(reads, index, newest_first_below=newest_first_below):
         start = 0
         while start < len(entries):
             size = max(1, reads.demand())  # 0: the estimates fell short, the search still pulls
@@ -357,7 +359,9 @@ async def _index_entries(
     """
     held_up_to = newest_first_below - 1  # the most entries a range answered newest first has
     held: list[IndexEntry] | None = [] if index.by_word else None
-    async for page in reads.index_pages(index.partition, index.low, index.high):
+    # A value-led range's first page tells whether it has fewer entries than the limit.
+    first = newest_first_below if index.by_word else 1
+    async for page in reads.index_pages(index.partition, index.low, index.high, first_at_least=first):
         entries = [parse_entry(entity) for entity in page.entities]
         if held is None:
             yield entries
@@ -386,7 +390,8 @@ async def _chunks(reads: SearchReads, stage: str, source: AsyncIterator[Hit]) ->
         count = item.series.entity.get("InstanceCount") if stage == "instances" and item.series else None
         children = children + int(count) if count and children >= 0 else -1  # -1: some unknown
         reads.waiting(stage, len(chunk), max(0, children))
-        if len(chunk) >= max(1, min(reads.demand(stage), 32)):
+        # Full: as many parents as the stage wants, or enough to make every result still wanted.
+        if len(chunk) >= max(1, min(reads.demand(stage), 32)) or reads.outstanding() <= 0:
             reads.waiting(stage, 0)
             yield chunk
             chunk, children = [], 0
