@@ -3,9 +3,14 @@ each entry verified against the row it points at, and expanded level by level (s
 
 Every source is an async generator of verified hits in result order; the search takes the offset and limit
 from the front, so what a search reads grows with offset + limit, not with the archive. The order is newest
-first, except for a search served by a name word range of more than NEWEST_FIRST_WORD_ENTRIES entries: that
-one comes in index order (by matching word, newest first within a word), so a page reads offset + limit
-entries however many names begin alike.
+first, except for a value-led range (name words, StudyID, StudyTime, the series' value indexes) with as many
+entries as the search's limit or more: that one comes in index order (by value or word, newest first within
+one), so a page reads offset + limit entries however many names begin alike. A range of fewer entries than the
+limit fits in one page and comes newest first (deciding reads `limit` entries, which the page reads anyway).
+The rule depends on the limit, never the offset: offset pages of one search with one limit never mix orders
+(without a limit, the default limit decides; above the maximum, the maximum). Series or instances of the
+studies of a range take it in index order whatever its size (deciding would read `limit` entries where fewer
+studies fill the page).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dicom_core.model.tags import (
 from dicom_core.qido.index_ranges import IndexRange, series_index_range, study_index_range
 from dicom_core.qido.matching import matches
 from dicom_core.qido.query import QidoQuery, QidoResource
-from dicom_core.qido.reads import FIRST_PAGE, Row, SearchReads, newest_first
+from dicom_core.qido.reads import Row, SearchReads, newest_first
 from dicom_core.search_index.keys import (
     ALL_SERIES,
     ALL_STUDIES,
@@ -48,10 +53,6 @@ from dicom_core.search_index.legacy_uid_layout import legacy_uid_indexes_left
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.sharded_table import partition_kind
 
-# Fewest index entries verified at once: a few more rows than asked for beat another round trip.
-MIN_SLICE = 8
-# A name word range of at most this many entries (fewer than the first page asks for) is answered newest first.
-NEWEST_FIRST_WORD_ENTRIES = FIRST_PAGE - 1
 # Index ranges and rows read at once for a list of UIDs.
 UID_READS_IN_FLIGHT = 16
 
@@ -141,7 +142,7 @@ def _study_matches(query: QidoQuery, row: Row) -> bool:
 
 async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[str] = set()
-    async for entries in _verification_slices(reads, index):
+    async for entries in _verification_slices(reads, query, index):
         rows = await asyncio.gather(*(reads.study(entry.study) for entry in entries))
         for entry, row in zip(entries, rows, strict=True):
             # The first verified entry of a study wins: two first stores racing may leave two sort keys.
@@ -164,7 +165,7 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
 async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
     full_study = needs_study_row(query)
-    async for entries in _verification_slices(reads, index):
+    async for entries in _verification_slices(reads, query, index):
         pairs = await asyncio.gather(
             *(_series_and_study(reads, entry.study, entry.series or "", full_study=full_study) for entry in entries))
         for entry, (series, study) in zip(entries, pairs, strict=True):
@@ -255,7 +256,7 @@ async def _series_of_indexed_studies(
     study attributes: no study row is read (unless none of the study's series rows has a copy)."""
     reads.expanded("series")
     accepted: set[str] = set()
-    async for entries in _verification_slices(reads, index):
+    async for entries in _verification_slices(reads, query, index):
         lists = await asyncio.gather(*(reads.series_of(entry.study) for entry in entries))
         studies = await asyncio.gather(*(_study_of_series_rows(reads, entry.study, rows)
                                          for entry, rows in zip(entries, lists, strict=True)))
@@ -333,33 +334,43 @@ def _newest_first(found: list[Hit], row_of: Callable[[Hit], Row | None]) -> list
     return [next(hit for hit in found if row_of(hit) is row) for row in rows]
 
 
-async def _verification_slices(reads: SearchReads, index: IndexRange) -> AsyncIterator[list[IndexEntry]]:
+async def _verification_slices(
+    reads: SearchReads, query: QidoQuery, index: IndexRange,
+) -> AsyncIterator[list[IndexEntry]]:
     """Index entries in slices of what the search still wants, so rows are read for about the page only."""
-    async for entries in _index_entries(reads, index):
+    # Results below the entries' level: any value-led range in index order (see the module docstring).
+    newest_first_below = query.limit if index.level is query.resource.result_level else 0
+    async for entries in _index_entries(reads, index, newest_first_below=newest_first_below):
         start = 0
         while start < len(entries):
-            size = reads.demand() or MIN_SLICE  # none: the estimates fell short, the search still pulls
+            size = max(1, reads.demand())  # 0: the estimates fell short, the search still pulls
             yield entries[start:start + size]
             start += size
 
 
-async def _index_entries(reads: SearchReads, index: IndexRange) -> AsyncIterator[list[IndexEntry]]:
-    """The entries of an index range, page by page; a name word range of a few entries, newest first.
+async def _index_entries(
+    reads: SearchReads, index: IndexRange, *, newest_first_below: int,
+) -> AsyncIterator[list[IndexEntry]]:
+    """The entries of an index range, page by page; a value-led range of fewer than ``newest_first_below``
+    entries (the search's limit), newest first.
 
-    Whether a word range is answered newest first depends on its number of entries only, not on the page asked
-    for, so offset pages of one search never mix the two orders.
+    Whether a value-led range is answered newest first depends on its number of entries and the limit only,
+    not on the offset, so offset pages of one search never mix the two orders.
     """
+    held_up_to = newest_first_below - 1  # the most entries a range answered newest first has
     held: list[IndexEntry] | None = [] if index.by_word else None
-    async for page in reads.index_pages(index.partition, index.low, index.high):
+    # A value-led range's first page tells whether it has fewer entries than the limit.
+    first = newest_first_below if index.by_word else 1
+    async for page in reads.index_pages(index.partition, index.low, index.high, first_at_least=first):
         entries = [parse_entry(entity) for entity in page.entities]
         if held is None:
             yield entries
             continue
         held += entries
-        if page.last and len(held) <= NEWEST_FIRST_WORD_ENTRIES:
+        if page.last and len(held) <= held_up_to:
             yield sorted(held, key=lambda entry: (entry.sort_key, entry.study))
             held = None
-        elif page.last or len(held) > NEWEST_FIRST_WORD_ENTRIES:
+        elif page.last or len(held) > held_up_to:
             yield held
             held = None
     if held:
@@ -379,7 +390,8 @@ async def _chunks(reads: SearchReads, stage: str, source: AsyncIterator[Hit]) ->
         count = item.series.entity.get("InstanceCount") if stage == "instances" and item.series else None
         children = children + int(count) if count and children >= 0 else -1  # -1: some unknown
         reads.waiting(stage, len(chunk), max(0, children))
-        if len(chunk) >= max(1, min(reads.demand(stage), 32)):
+        # Full: as many parents as the stage wants, or enough to make every result still wanted.
+        if len(chunk) >= max(1, min(reads.demand(stage), 32)) or reads.outstanding() <= 0:
             reads.waiting(stage, 0)
             yield chunk
             chunk, children = [], 0

@@ -42,7 +42,6 @@ from dicom_core.search_index.extended import (
 from dicom_core.search_index.keys import study_row_modalities
 
 _QUERY = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
-MIN_PAGE = 8  # the fewest entries a page asks for
 
 
 @dataclass
@@ -94,7 +93,7 @@ async def _entry_pages(reads: SearchReads, ranges: list[EntryRange], rate: _Rate
         while not reads.exhausted and reads.wanted > 0:
             pager = cast(AsyncPageIterator[TableEntity], reads.storage.index.query_entities(
                 _QUERY, parameters={"p": part.partition, "low": part.low, "high": part.high},
-                results_per_page=min(MAX_PAGE, max(MIN_PAGE, rate.entries_for(reads.wanted))), select=ENTRY_COLUMNS,
+                results_per_page=min(MAX_PAGE, rate.entries_for(reads.wanted)), select=ENTRY_COLUMNS,
             ).by_page(continuation_token=token))
             try:
                 page = [entity async for entity in await pager.__anext__()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dicom_core.model.levels import Level
 from dicom_core.model.tags import (
     ACCESSION_NUMBER,
     MODALITIES_IN_STUDY,
@@ -53,6 +54,11 @@ class IndexRange:
     partition: str
     low: str | None = None
     high: str | None = None
+
+    @property
+    def level(self) -> Level:
+        """The level of what the range's entries point at (index names: 's.' studies, 'se.' series)."""
+        return Level.SERIES if partition_kind(self.partition).startswith("se.") else Level.STUDY
 
     @property
     def by_word(self) -> bool:

@@ -37,9 +37,12 @@ INSTANCE_COLUMNS = ["Version", "Modality", "Attributes", "CreatedAt", "UpdatedAt
 SERIES_COLUMNS = ["InstanceCount", "Modality", "Attributes", STUDY_ATTRIBUTES_COPY, "CreatedAt", "UpdatedAt",
                   LAST_INSTANCE, *(LAST_INSTANCE + name for name in LAST_INSTANCE_PROPERTIES)]
 MAX_PAGE = 1000  # Table Storage returns at most 1000 entities per request
-FIRST_PAGE = 16  # the fewest index entries the first page of a search asks for
-# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known.
+# Hits a source supplies to an expansion (series of studies, instances of series) before its fan-out is known:
+# at most this many, and at most half the results wanted (a parent may make several).
 FIRST_EXPANSION = 8
+# Parents of an expansion asked for at its fan-out so far: this share of the estimate, so a batch whose parents
+# make more results than the average so far rarely reads parents past the page; the last few come one at a time.
+UNDER_ASK = 0.75
 POINT_READ_CONCURRENCY = 32
 
 
@@ -72,6 +75,21 @@ class IndexPage:
 
     entities: list[TableEntity]
     last: bool
+
+
+def first_parents(wanted: int) -> int:
+    """Parents an expansion asks for before its fan-out is known."""
+    return min(FIRST_EXPANSION, math.ceil(wanted / 2))
+
+
+def parents_for(results: float, fan_out: float, *, estimated: bool) -> int:
+    """Parents (index entries) to read for ``results`` more at ``fan_out`` (> 0) results per parent so far; when
+    the parents are expanded (their fan-out ``estimated`` from those so far), UNDER_ASK of that (at least one)."""
+    if results <= 0:
+        return 0
+    if not estimated:
+        return math.ceil(results / fan_out)
+    return max(1, math.floor(results * UNDER_ASK / fan_out))
 
 
 def newest_first(rows: list[Row]) -> list[Row]:
@@ -109,13 +127,13 @@ class SearchReads:
         fan_out, wanted = 1.0, float(self.wanted)
         for name, (parents, children) in self._expansions.items():
             if name == stage:
-                return math.ceil(max(0.0, wanted) / max(1.0, fan_out * children / parents)) if parents else \
-                    min(self.wanted, FIRST_EXPANSION)
+                return parents_for(wanted, max(1.0, fan_out * children / parents), estimated=True) if parents \
+                    else first_parents(self.wanted)
             if parents == 0:
-                return max(0, min(self.wanted, FIRST_EXPANSION) - self._waiting.get(name, (0, 0))[0])
+                return max(0, first_parents(self.wanted) - self._waiting.get(name, (0, 0))[0])
             wanted -= self._waiting_results(name, fan_out)
             fan_out *= children / parents
-        return math.ceil(max(0.0, wanted) / max(1.0, fan_out))
+        return parents_for(wanted, max(1.0, fan_out), estimated=bool(self._expansions))
 
     def outstanding(self) -> int:
         """Results still wanted, less those the parents waiting in expansion stages are expected to make."""
@@ -199,22 +217,23 @@ class SearchReads:
         return await self._once(("metadata", ids.study, ids.series, ids.instance, stored.version), read)
 
     async def index_pages(
-        self, partition: str, low: str | None = None, high: str | None = None
+        self, partition: str, low: str | None = None, high: str | None = None, *, first_at_least: int = 1,
     ) -> AsyncIterator[IndexPage]:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
         The first page is what the source still wants (for a search that expands its hits, FIRST_EXPANSION until
-        the fan-out is known), at least FIRST_PAGE entries; each further page is what it still wants at the rate
-        entries turned into results so far (double the last page while none did), so a page costs about what it
-        returns.
+        the fan-out is known), no fixed floor but ``first_at_least``; each further page what it still wants at
+        the rate entries turned into results so far (double the last page while none did), so a page costs about
+        what it returns. No page asks for more than the budget has left.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
         # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
-        size, token = min(MAX_PAGE, max(FIRST_PAGE, self.demand())), None
+        size, token = max(first_at_least, self.demand()), None
         first_wanted, read = self.outstanding(), 0
         while not self.exhausted:
+            size = max(1, min(size, MAX_PAGE, self.budget - self.entities))
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
             ).by_page(continuation_token=token))  # typed as a plain AsyncIterator, which has no token
@@ -231,7 +250,8 @@ class SearchReads:
                 return
             outstanding = self.outstanding()
             found = first_wanted - outstanding  # results the pages so far turned (or are expected to turn) into
-            size = min(MAX_PAGE, max(1, -(-outstanding * read // found)) if found > 0 else size * 2)
+            size = max(1, parents_for(outstanding, found / read, estimated=bool(self._expansions))) if found > 0 \
+                else size * 2
 
     async def index_entity(self, partition: str, row_key: str) -> TableEntity | None:
         """One entity of the index table with every property (a UID lookup's targets), or None."""

@@ -55,10 +55,24 @@ async def test_an_expansion_asks_its_source_for_the_wanted_over_the_fan_out(read
     assert reads.demand() == 8  # a few parents first, to learn the fan-out
     reads.expanded("instances", 8, 20)
     reads.wanted = 80
-    assert reads.demand() == reads.demand("instances") == 32
+    # 80 at 2.5 instances a series: 32 series, of which UNDER_ASK (3/4), so a batch of larger series than the
+    # average so far rarely reads series past the page.
+    assert reads.demand() == reads.demand("instances") == 24
     reads.expanded("series")
     reads.expanded("series", 2, 8)
-    assert (reads.demand(), reads.demand("series"), reads.demand("instances")) == (8, 8, 32)
+    assert (reads.demand(), reads.demand("series"), reads.demand("instances")) == (6, 6, 24)  # 10 a study
+
+
+async def test_an_expansion_first_asks_for_at_most_half_the_results_wanted(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=5)
+    reads.expanded("instances")
+    assert reads.demand() == 3  # a parent makes one result or more
+
+
+async def test_a_list_without_expansion_asks_for_what_it_wants(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=1)
+    pages = [page async for page in reads.index_pages(PARTITION)]
+    assert [len(page.entities) for page in pages][:3] == [1, 2, 4]  # no floor: one, then double while none came
 
 
 async def test_a_range_reads_only_its_entries(reads_storage: Storage) -> None:
@@ -71,6 +85,12 @@ async def test_reading_stops_at_the_budget(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=60, wanted=20)
     sizes = [len(page.entities) async for page in reads.index_pages(PARTITION)]
     assert (sizes, reads.exhausted) == ([20, 40], True)
+
+
+async def test_no_page_asks_for_more_than_the_budget_has_left(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=50, wanted=20)
+    sizes = [len(page.entities) async for page in reads.index_pages(PARTITION)]
+    assert (sizes, reads.entities) == ([20, 30], 50)
 
 
 async def test_a_row_is_read_once_per_search(reads_storage: Storage, stow_parts) -> None:
