@@ -23,6 +23,7 @@ from dicom_core.index.rows import (
     STUDY_ATTRIBUTES_COPY,
     STUDY_ROW,
     instance_row_key,
+    listed_series,
     series_row_key,
 )
 from dicom_core.model.dicom_json import JsonDataset
@@ -165,10 +166,22 @@ class SearchReads:
         key = ("instance", ids.study, ids.series, ids.instance)
         return await self._once(key, lambda: self._point(ids.study, instance_row_key(ids.series, ids.instance)))
 
-    async def series_of(self, study: str) -> list[Row]:
-        """Every series row of a study."""
-        return await self._once(
-            ("series-of", study), lambda: self._range(series_rows(self.storage, study, select=SERIES_COLUMNS)))
+    async def series_of(self, study: str, *, listed: bool = True) -> list[Row]:
+        """Every series row of a study: by point reads of the series its study row lists (``listed``, and the row
+        has a list), else by a range read."""
+        return await self._once(("series-of", study), lambda: self._series_of(study, listed))
+
+    async def _series_of(self, study: str, listed: bool) -> list[Row]:
+        if not listed:
+            return await self._range(series_rows(self.storage, study, select=SERIES_COLUMNS))
+        study_row = await self.study(study)
+        if study_row is None:
+            return []  # the transaction creating a study's first series row creates its study row
+        uids = listed_series(study_row.entity)
+        if uids is None:
+            return await self._range(series_rows(self.storage, study, select=SERIES_COLUMNS))
+        rows = await asyncio.gather(*(self.series(study, uid) for uid in uids))
+        return [row for row in rows if row is not None]  # None: deleted since the study row was read
 
     def last_instance(self, study: str, series: Row) -> Row | None:
         """The instance row a series row copies (its last stored instance), or None when it has no copy."""
