@@ -89,6 +89,7 @@ class SearchReads:
     wanted: int = 0
     entities: int = 0
     blobs: int = 0
+    study_ranges: int = 0  # range queries into study partitions (on Azurite, each a scan of a Studies Table)
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
     _expansions: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage -> (parents, children)
@@ -262,6 +263,7 @@ class SearchReads:
         return _row(entity)
 
     async def _range(self, read: Awaitable[list[TableEntity]]) -> list[Row]:
+        self.study_ranges += 1
         async with self._slots:
             entities = await read
         self.entities += len(entities)
