@@ -29,9 +29,7 @@ from dicom_core.index.rows import (
     LAST_INSTANCE,
     STUDY_ROW,
     instance_row_key,
-    listed_series,
     series_row_key,
-    with_series_listed,
     without_last_instance,
 )
 from dicom_core.index.study_lock import study_lock
@@ -231,20 +229,8 @@ def _batch_operations(
                 "SeriesCount": int(study["SeriesCount"]) - (1 if removes_series else 0),
                 "ModalityCounts": json.dumps(modalities, sort_keys=True), "UpdatedAt": now,
             }
-            operations.append(replace_if_unchanged(_series_list_kept(updated, study, series, removes_series),
-                                                   etag_of(study)))
+            operations.append(replace_if_unchanged(updated, etag_of(study)))
     return operations, removes_series, removes_study
-
-
-def _series_list_kept(
-    updated: dict[str, Any], study: TableEntity, series: TableEntity | None, removes_series: bool,
-) -> dict[str, Any]:
-    """The updated study row with its list of series less a removed one (no list, where it cannot be kept exact)."""
-    listed = listed_series(study)
-    if listed is None or not removes_series:
-        return with_series_listed(updated, listed)
-    removed = str(series["RowKey"]).split("|", 1)[1] if series is not None else ""
-    return with_series_listed(updated, [uid for uid in listed if uid != removed] if removed in listed else None)
 
 
 async def _delete_leftovers(storage: Storage, study_uid: str, rows: ScopeRows, outcome: DeleteOutcome) -> bool:

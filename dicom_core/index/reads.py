@@ -79,6 +79,16 @@ async def series_rows(storage: Storage, study: str, *, select: Sequence[str] | N
     return await _range(storage, study, "series|", select)
 
 
+async def series_and_instance_rows(
+    storage: Storage, study: str, *, select: Sequence[str] | None = None,
+) -> list[TableEntity]:
+    """Return the instance rows, then the series rows of a study, from one range query (`instance|` RowKeys sort
+    right before `series|` ones, with no other rows between)."""
+    parameters = {"study": study, "low": "instance|", "high": "series" + _RANGE_END}
+    columns = ["RowKey", *dict.fromkeys(select)] if select is not None else None
+    return await query_all(storage.studies, _RANGE_FILTER, parameters=parameters, select=columns)
+
+
 def stored_instance(study: str, row: TableEntity) -> StoredInstance:
     """Return the identifiers and version of an instance row."""
     _, series, instance = str(row["RowKey"]).split("|", 2)

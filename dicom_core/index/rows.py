@@ -44,12 +44,6 @@ STUDY_ATTRIBUTES_COPY = "StudyAttributes"
 # of that instance drops the copy (`delete.py`); absent: a row stored before copies were kept.
 LAST_INSTANCE = "LastInstance"
 LAST_INSTANCE_PROPERTIES = ("Version", "Attributes", "CreatedAt", "UpdatedAt")
-# The study row's list of its series UIDs (a JSON array), written by the transactions that create or delete a
-# series row, so a search reads a study's series by point reads, not by a range query (which Azurite answers by
-# scanning the whole Table). Absent (a row stored before lists were kept, or a list too long for a property):
-# the series are read by range. Trusted only while its length agrees with the row's SeriesCount.
-SERIES_UIDS = "SeriesUids"
-MAX_SERIES_UIDS_CHARS = 30_000
 
 
 def series_row_key(series: str) -> str:
@@ -144,27 +138,6 @@ def group_operations(
     return operations
 
 
-def listed_series(study_row: dict[str, Any] | None) -> list[str] | None:
-    """The study row's list of its series UIDs, or None when it has none it can be trusted with."""
-    text = None if study_row is None else study_row.get(SERIES_UIDS)
-    if study_row is None or not text:
-        return None
-    try:
-        uids = json.loads(str(text))
-    except ValueError:
-        return None
-    if not isinstance(uids, list) or len(uids) != int(study_row.get("SeriesCount") or 0):
-        return None
-    return [str(uid) for uid in uids]
-
-
-def with_series_listed(study_row: dict[str, Any], uids: list[str] | None) -> dict[str, Any]:
-    """The study row listing ``uids`` as its series, or without a list (None, or a list too long to store)."""
-    text = None if uids is None else json.dumps(uids, separators=(",", ":"))
-    kept = {name: value for name, value in study_row.items() if name != SERIES_UIDS}
-    return kept if text is None or len(text) > MAX_SERIES_UIDS_CHARS else {**kept, SERIES_UIDS: text}
-
-
 def last_instance_copy(instance_row: dict[str, Any]) -> dict[str, Any]:
     """The series row's properties copying ``instance_row`` (see LAST_INSTANCE)."""
     return {LAST_INSTANCE: str(instance_row["RowKey"]).rsplit("|", 1)[1],
@@ -248,16 +221,13 @@ def _study_row(
         _add(modalities, str(instance["Modality"]), -1)
     if record.modality:
         _add(modalities, record.modality, 1)
-    series = listed_series(study) if study else []  # a row without a list keeps none
-    if series is not None and new_series:
-        series = [*series, record.stored.ids.series]
-    return with_series_listed({
+    return {
         "PartitionKey": record.stored.ids.study, "RowKey": STUDY_ROW,
         "InstanceCount": (study["InstanceCount"] if study else 0) + (1 if instance is None else 0),
         "SeriesCount": (study["SeriesCount"] if study else 0) + (1 if new_series else 0),
         "ModalityCounts": json.dumps(modalities, sort_keys=True),
         "CreatedAt": study["CreatedAt"] if study else now, "UpdatedAt": now,
-    }, series)
+    }
 
 
 def _add(counts: dict[str, int], key: str, delta: int) -> None:

@@ -34,7 +34,6 @@ from azure.data.tables import TableEntity, UpdateMode
 from dicom_core.index.instance_copies import fill_last_instance_copies
 from dicom_core.index.reads import series_rows
 from dicom_core.index.rows import STUDY_ROW
-from dicom_core.index.series_lists import fill_series_list
 from dicom_core.index.study_copies import refresh_study_copies
 from dicom_core.search_index.claims import series_sort_key, study_sort_key
 from dicom_core.search_index.keys import (
@@ -75,7 +74,6 @@ class ReindexReport:
     copies_written: int = 0
     uid_entries_written: int = 0
     instance_copies_written: int = 0
-    series_lists_written: int = 0
 
 
 @dataclass
@@ -89,7 +87,6 @@ class _Tally:
     copies: int = 0
     uid_entries: int = 0
     instance_copies: int = 0
-    series_lists: int = 0
 
 
 async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexReport:
@@ -105,13 +102,9 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
                                        for row in page), limit=_CONCURRENCY)
         filled = await bounded_gather((fill_last_instance_copies(storage, str(row["PartitionKey"]))
                                        for row in page), limit=_CONCURRENCY)
-        listed = await bounded_gather((fill_series_list(storage, str(row["PartitionKey"])) for row in page),
-                                      limit=_CONCURRENCY)
         tally.copies += sum(copied)
         tally.instance_copies += sum(filled)
-        tally.series_lists += sum(listed)
-        tally.requests += 6 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied) + sum(filled) \
-            + sum(listed)
+        tally.requests += 4 * len(page) + sum(-(-count // TRANSACTION_MAX) for count in copied) + sum(filled)
         for row in page:
             study = str(row["PartitionKey"])
             sort = claims.get(study)
@@ -135,7 +128,7 @@ async def reindex_names(storage: Storage, *, keep_old: bool = False) -> ReindexR
         for index in (*LEGACY_WORD_INDEXES, *LEGACY_EXACT_NAME_INDEXES, *sorted(LEGACY_UID_INDEXES)):
             await _delete_partitions(storage, index, tally)
     return ReindexReport(tally.studies, tally.written, tally.deleted, tally.requests, tally.copies, tally.uid_entries,
-                         tally.instance_copies, tally.series_lists)
+                         tally.instance_copies)
 
 
 async def _write_uid_entries(storage: Storage, tally: _Tally) -> None:
@@ -237,7 +230,6 @@ async def _main(keep_old: bool) -> int:
     print(f"{report.studies} studies: {report.entries_written} value entries (name words, IDs, times) written, "
           f"{report.old_entries_deleted} entries of the old layout deleted, {report.copies_written} series rows "
           f"given their study's attributes, {report.instance_copies_written} their latest instance row's, "
-          f"{report.series_lists_written} study rows their list of series, "
           f"{report.uid_entries_written} series and instance UID entries written, "
           f"{report.requests} storage requests")
     return 0

@@ -41,7 +41,7 @@ from dicom_core.index.commit import RETRY_CODES
 from dicom_core.index.delete import DeleteScope, ScopeRows, bump_generation, read_scope
 from dicom_core.index.known_studies import forget_study
 from dicom_core.index.reads import get_row, get_study_row
-from dicom_core.index.rows import SERIES_UIDS, listed_series, series_row_key, with_series_listed
+from dicom_core.index.rows import series_row_key
 from dicom_core.maintenance.consistency import Finding, version_of_blob
 from dicom_core.maintenance.consistency_window import DEFAULT_WINDOW_ROWS, Window, check_window, save_cursor
 from dicom_core.search_index.entries import remove_index_entries, restore_index_entries
@@ -236,10 +236,8 @@ def _corrections(rows: ScopeRows) -> list[Operation]:
               "ModalityCounts": json.dumps(dict(sorted(modalities.items())), sort_keys=True)}
     recorded = {"InstanceCount": int(rows.study["InstanceCount"]), "SeriesCount": int(rows.study["SeriesCount"]),
                 "ModalityCounts": json.dumps(json.loads(str(rows.study.get("ModalityCounts") or "{}")), sort_keys=True)}
-    listed = rows.study.get(SERIES_UIDS)  # a list the row keeps must name its series rows exactly
-    if counts != recorded or (listed and sorted(listed_series(rows.study) or []) != sorted(per_series)):
-        corrected = with_series_listed({**rows.study, **counts, "UpdatedAt": now}, sorted(per_series))
-        operations.append(replace_if_unchanged(corrected, etag_of(rows.study)))
+    if counts != recorded:
+        operations.append(replace_if_unchanged({**rows.study, **counts, "UpdatedAt": now}, etag_of(rows.study)))
     return operations
 
 

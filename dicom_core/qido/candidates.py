@@ -85,6 +85,7 @@ def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit,
     if resource is QidoResource.STUDY_SERIES:
         return "study partition", _series_of_studies(reads, query, scope)
     if resource is QidoResource.STUDY_INSTANCES:
+        reads.read_together(query.study_uid or "")
         return "study partition", _instances_of_series(reads, query, _series_of_studies(reads, query, scope))
     if resource is QidoResource.STUDY_SERIES_INSTANCES:
         return "study partition", _instances_of_series(reads, query, scope, series_uid=query.series_uid)
@@ -141,7 +142,7 @@ def _study_matches(query: QidoQuery, row: Row) -> bool:
 
 async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[str] = set()
-    async for entries, _ in _verification_slices(reads, index):
+    async for entries in _verification_slices(reads, index):
         rows = await asyncio.gather(*(reads.study(entry.study) for entry in entries))
         for entry, row in zip(entries, rows, strict=True):
             # The first verified entry of a study wins: two first stores racing may leave two sort keys.
@@ -164,7 +165,7 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
 async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
     full_study = needs_study_row(query)
-    async for entries, _ in _verification_slices(reads, index):
+    async for entries in _verification_slices(reads, index):
         pairs = await asyncio.gather(
             *(_series_and_study(reads, entry.study, entry.series or "", full_study=full_study) for entry in entries))
         for entry, (series, study) in zip(entries, pairs, strict=True):
@@ -252,15 +253,11 @@ async def _series_of_indexed_studies(
     reads: SearchReads, query: QidoQuery, index: IndexRange,
 ) -> AsyncGenerator[Hit, None]:
     """The series of the studies an index range serves, each entry verified against its series rows' copy of the
-    study attributes. A range of at most half as many studies as results asked for reads each study's series by
-    point reads through its study row's list (a study row more, no range query: Azurite scans the Table for one)."""
+    study attributes: no study row is read (unless none of the study's series rows has a copy)."""
     reads.expanded("series")
     accepted: set[str] = set()
-    asked, studies_seen = reads.wanted, 0
-    async for entries, last in _verification_slices(reads, index):
-        studies_seen += len(entries)
-        lists = await asyncio.gather(*(reads.series_of(entry.study, listed=last and 2 * studies_seen <= asked)
-                                       for entry in entries))
+    async for entries in _verification_slices(reads, index):
+        lists = await asyncio.gather(*(reads.series_of(entry.study) for entry in entries))
         studies = await asyncio.gather(*(_study_of_series_rows(reads, entry.study, rows)
                                          for entry, rows in zip(entries, lists, strict=True)))
         found: list[Hit] = []
@@ -291,7 +288,7 @@ async def _instances_of_series(
 ) -> AsyncGenerator[Hit, None]:
     reads.expanded("instances")
     async for chunk in _chunks(reads, "instances", series):
-        lists = await _instance_rows_of_chunk(reads, query, chunk, series_uid)
+        lists = await asyncio.gather(*(_instance_rows(reads, hit, series_uid) for hit in chunk))
         found = [Hit(hit.study_uid, study=hit.study, series=hit.series, instance=row)
                  for hit, rows in zip(chunk, lists, strict=True)
                  for row in newest_first(rows) if _matches_level(query, Level.INSTANCE, row)]
@@ -300,20 +297,13 @@ async def _instances_of_series(
             yield instance
 
 
-async def _instance_rows_of_chunk(
-    reads: SearchReads, query: QidoQuery, chunk: list[Hit], series_uid: str | None,
-) -> list[list[Row]]:
-    """The instance rows of each hit's series: the series row's copy of its one instance, else a range read (in
-    a study's instance list, one read of the study's instance rows: a range query is a Table scan on Azurite)."""
-    copies = [reads.last_instance(hit.study_uid, hit.series) if hit.series is not None
-              and int(hit.series.entity.get("InstanceCount") or 0) == 1 else None for hit in chunk]
-    ranged = [hit for hit, copy in zip(chunk, copies, strict=True) if copy is None]
-    whole = query.resource is QidoResource.STUDY_INSTANCES and len(ranged) > 1
-    rows = await reads.instances_of(ranged[0].study_uid) if whole else []
-    found = iter([[row for row in rows if row.row_key.split("|")[1] == hit.series_uid] for hit in ranged] if whole
-                 else await asyncio.gather(*(reads.instances_of(hit.study_uid, series_uid or hit.series_uid)
-                                             for hit in ranged)))
-    return [[copy] if copy is not None else next(found) for copy in copies]
+async def _instance_rows(reads: SearchReads, hit: Hit, series_uid: str | None) -> list[Row]:
+    """The instance rows of a hit's series: the series row's copy when it has one instance, else a range read."""
+    if hit.series is not None and int(hit.series.entity.get("InstanceCount") or 0) == 1:
+        only = reads.last_instance(hit.study_uid, hit.series)
+        if only is not None:
+            return [only]
+    return await reads.instances_of(hit.study_uid, series_uid or hit.series_uid)
 
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
@@ -344,19 +334,18 @@ def _newest_first(found: list[Hit], row_of: Callable[[Hit], Row | None]) -> list
     return [next(hit for hit in found if row_of(hit) is row) for row in rows]
 
 
-async def _verification_slices(reads: SearchReads, index: IndexRange) -> AsyncIterator[tuple[list[IndexEntry], bool]]:
-    """Index entries in slices of what the search still wants (and whether a slice ends the range)."""
-    async for entries, last in _index_entries(reads, index):
+async def _verification_slices(reads: SearchReads, index: IndexRange) -> AsyncIterator[list[IndexEntry]]:
+    """Index entries in slices of what the search still wants, so rows are read for about the page only."""
+    async for entries in _index_entries(reads, index):
         start = 0
         while start < len(entries):
             size = reads.demand() or MIN_SLICE  # none: the estimates fell short, the search still pulls
-            yield entries[start:start + size], last and start + size >= len(entries)
+            yield entries[start:start + size]
             start += size
 
 
-async def _index_entries(reads: SearchReads, index: IndexRange) -> AsyncIterator[tuple[list[IndexEntry], bool]]:
-    """The entries of an index range, page by page (and whether it ends the range); a name word range of a few
-    entries, newest first.
+async def _index_entries(reads: SearchReads, index: IndexRange) -> AsyncIterator[list[IndexEntry]]:
+    """The entries of an index range, page by page; a name word range of a few entries, newest first.
 
     Whether a word range is answered newest first depends on its number of entries only, not on the page asked
     for, so offset pages of one search never mix the two orders.
@@ -365,17 +354,17 @@ async def _index_entries(reads: SearchReads, index: IndexRange) -> AsyncIterator
     async for page in reads.index_pages(index.partition, index.low, index.high):
         entries = [parse_entry(entity) for entity in page.entities]
         if held is None:
-            yield entries, page.last
+            yield entries
             continue
         held += entries
         if page.last and len(held) <= NEWEST_FIRST_WORD_ENTRIES:
-            yield sorted(held, key=lambda entry: (entry.sort_key, entry.study)), True
+            yield sorted(held, key=lambda entry: (entry.sort_key, entry.study))
             held = None
         elif page.last or len(held) > NEWEST_FIRST_WORD_ENTRIES:
-            yield held, page.last
+            yield held
             held = None
     if held:
-        yield held, False
+        yield held
 
 
 async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:

@@ -132,8 +132,7 @@ async def _results(reads: SearchReads, query: QidoQuery, level: Level, entry: Ta
     study = await reads.study(match.study) if result_level is Level.STUDY or needs_study_row(query) else None
     if result_level is Level.STUDY:
         return [Hit(match.study, study=study)] if study is not None and _fits(query, Level.STUDY, study) else []
-    # Through the study row's list of series when it was read anyway (else a study row more per study)
-    series_rows = await reads.series_of(match.study, listed=study is not None)
+    series_rows = await reads.series_of(match.study)
     if not series_rows:
         return []
     if study is None:

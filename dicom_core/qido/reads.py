@@ -16,14 +16,13 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
-from dicom_core.index.reads import get_row, instance_rows, series_rows
+from dicom_core.index.reads import get_row, instance_rows, series_and_instance_rows, series_rows
 from dicom_core.index.rows import (
     LAST_INSTANCE,
     LAST_INSTANCE_PROPERTIES,
     STUDY_ATTRIBUTES_COPY,
     STUDY_ROW,
     instance_row_key,
-    listed_series,
     series_row_key,
 )
 from dicom_core.model.dicom_json import JsonDataset
@@ -92,6 +91,7 @@ class SearchReads:
     study_ranges: int = 0  # range queries into study partitions (on Azurite, each a scan of a Studies Table)
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
+    _together: set[str] = field(default_factory=set)  # studies whose series and instance rows are read at once
     _expansions: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage -> (parents, children)
     # stage -> (parents gathered, not yet expanded; their children as their rows count them, 0 if unknown)
     _waiting: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -167,22 +167,17 @@ class SearchReads:
         key = ("instance", ids.study, ids.series, ids.instance)
         return await self._once(key, lambda: self._point(ids.study, instance_row_key(ids.series, ids.instance)))
 
-    async def series_of(self, study: str, *, listed: bool = True) -> list[Row]:
-        """Every series row of a study: by point reads of the series its study row lists (``listed``, and the row
-        has a list), else by a range read."""
-        return await self._once(("series-of", study), lambda: self._series_of(study, listed))
+    def read_together(self, study: str) -> None:
+        """Have the series and instance rows of ``study`` read together, by one range query (their RowKeys are
+        adjacent), when a search wants them: one request instead of one per series (each a Table scan on Azurite)."""
+        self._together.add(study)
 
-    async def _series_of(self, study: str, listed: bool) -> list[Row]:
-        if not listed:
-            return await self._range(series_rows(self.storage, study, select=SERIES_COLUMNS))
-        study_row = await self.study(study)
-        if study_row is None:
-            return []  # the transaction creating a study's first series row creates its study row
-        uids = listed_series(study_row.entity)
-        if uids is None:
-            return await self._range(series_rows(self.storage, study, select=SERIES_COLUMNS))
-        rows = await asyncio.gather(*(self.series(study, uid) for uid in uids))
-        return [row for row in rows if row is not None]  # None: deleted since the study row was read
+    async def series_of(self, study: str) -> list[Row]:
+        """Every series row of a study."""
+        if study in self._together:
+            return [row for row in await self._rows_of(study) if row.row_key.startswith("series|")]
+        return await self._once(
+            ("series-of", study), lambda: self._range(series_rows(self.storage, study, select=SERIES_COLUMNS)))
 
     def last_instance(self, study: str, series: Row) -> Row | None:
         """The instance row a series row copies (its last stored instance), or None when it has no copy."""
@@ -196,10 +191,17 @@ class SearchReads:
 
     async def instances_of(self, study: str, series: str | None = None) -> list[Row]:
         """The instance rows of a series, or of a whole study."""
+        if study in self._together:
+            prefix = instance_row_key(series, "") if series else "instance|"
+            return [row for row in await self._rows_of(study) if row.row_key.startswith(prefix)]
         return await self._once(
             ("instances-of", study, series or ""),
             lambda: self._range(instance_rows(self.storage, study, series, select=INSTANCE_COLUMNS)),
         )
+
+    async def _rows_of(self, study: str) -> list[Row]:
+        return await self._once(("rows-of", study), lambda: self._range(
+            series_and_instance_rows(self.storage, study, select=[*INSTANCE_COLUMNS, *SERIES_COLUMNS])))
 
     async def metadata(self, stored: StoredInstance) -> JsonDataset:
         """The instance's DICOM JSON from its metadata blob ({} when the blob is gone)."""

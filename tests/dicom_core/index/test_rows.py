@@ -1,6 +1,5 @@
 """Series rows' copies of the instance row their last commit wrote: what lets an instance list answer a
-single-instance series from its series row, and how a delete keeps the copy from answering for a gone instance.
-The study row's list of its series: trusted only while it agrees with the row's count, left out when too long."""
+single-instance series from its series row, and how a delete keeps the copy from answering for a gone instance."""
 
 from __future__ import annotations
 
@@ -12,13 +11,9 @@ from dicom_core.index.reads import get_row
 from dicom_core.index.rows import (
     LAST_INSTANCE,
     LAST_INSTANCE_PROPERTIES,
-    MAX_SERIES_UIDS_CHARS,
-    SERIES_UIDS,
     InstanceRecord,
     instance_row_key,
-    listed_series,
     series_row_key,
-    with_series_listed,
 )
 from dicom_core.model.dicom_json import metadata_json
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
@@ -84,15 +79,3 @@ async def test_deleting_another_instance_keeps_the_copy(own: Storage) -> None:
     kept = await _store(own, _record(study, series, InstanceNumber=2))
     await delete_instance(own, gone)
     assert await _series_instances(own, series) == ([(kept.instance, 2)], 2)
-
-
-def test_a_series_list_is_trusted_only_while_it_agrees_with_the_series_count() -> None:
-    row = with_series_listed({"SeriesCount": 2}, ["1.2.3", "1.2.4"])
-    assert listed_series(row) == ["1.2.3", "1.2.4"]
-    assert listed_series({**row, "SeriesCount": 3}) is None  # a writer that did not keep the list added a series
-
-
-def test_a_series_list_too_long_for_a_property_is_left_out() -> None:
-    uids = [f"1.2.826.0.1.3680043.8.498.{number:040d}" for number in range(MAX_SERIES_UIDS_CHARS // 60)]
-    row = with_series_listed({"SeriesCount": len(uids), SERIES_UIDS: "[]"}, uids)
-    assert SERIES_UIDS not in row and listed_series(row) is None

@@ -16,7 +16,7 @@ from azure.data.tables import UpdateMode
 from pydicom.uid import generate_uid
 
 from dicom_core.index.reads import series_rows
-from dicom_core.index.rows import LAST_INSTANCE, SERIES_UIDS, STUDY_ATTRIBUTES_COPY, STUDY_ROW
+from dicom_core.index.rows import LAST_INSTANCE, STUDY_ATTRIBUTES_COPY, STUDY_ROW
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.reindex import LEGACY_WORD_INDEXES, reindex_names
 from dicom_core.model.dicom_json import person_name_forms
@@ -74,8 +74,6 @@ async def _to_old_layout(storage: Storage, study: str) -> int:
         await storage.studies.upsert_entity({key: value for key, value in series.items()
                                              if key != STUDY_ATTRIBUTES_COPY and not key.startswith(LAST_INSTANCE)},
                                             mode=UpdateMode.REPLACE)
-    await storage.studies.upsert_entity({key: value for key, value in row.items() if key != SERIES_UIDS},
-                                        mode=UpdateMode.REPLACE)  # and its study row without a list of series
     return len(old)
 
 
@@ -117,11 +115,9 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
     assert await _instance_search(own, str(first.SeriesInstanceUID)) == (str(first.SOPInstanceUID), 4)  # and instance
 
     kept = await reindex_names(own, keep_old=True)
-    # Per study: two words and a word pair of each name; one series row given its copies; its row its list.
+    # Per study: two words and a word pair of each name; one series row given its copies.
     assert (kept.studies, kept.entries_written, kept.old_entries_deleted, kept.copies_written,
-            kept.instance_copies_written, kept.series_lists_written) == (2, 12, 0, 2, 2, 2)
-    assert json.loads((await own.studies.get_entity(studies[0], STUDY_ROW))[SERIES_UIDS]) == [
-        str(first.SeriesInstanceUID)]
+            kept.instance_copies_written) == (2, 12, 0, 2, 2)
     assert await _series_search(own, str(first.SeriesInstanceUID)) == ("Oldlayout^Anna", 2)  # entry, series
     assert await _instance_search(own, str(first.SeriesInstanceUID)) == (str(first.SOPInstanceUID), 2)
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
@@ -129,7 +125,7 @@ async def test_an_archive_of_the_old_layout_is_found_by_name_after_the_migration
 
     report = await reindex_names(own)
     assert (report.studies, report.entries_written, report.old_entries_deleted, report.copies_written,
-            report.instance_copies_written, report.series_lists_written) == (2, 12, sum(old), 0, 0, 0)
+            report.instance_copies_written) == (2, 12, sum(old), 0, 0)
     assert await _old_entries(own) == []
     assert await _found(own, "PatientName=oldlay&fuzzymatching=true") == studies[::-1]
     assert await _found(own, "PatientName=Oldlayout^A*") == studies[:1]

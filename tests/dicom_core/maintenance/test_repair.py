@@ -15,7 +15,7 @@ from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.documents.series_documents import STATE_KEY, document_name, series_state
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, outbox_operation
 from dicom_core.index.reads import instance_rows
-from dicom_core.index.rows import SERIES_UIDS, STUDY_ROW, series_row_key
+from dicom_core.index.rows import STUDY_ROW, series_row_key
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.maintenance.repair import run_repair
@@ -82,16 +82,6 @@ async def test_wrong_study_counts_are_recomputed(own: Storage, stow_parts) -> No
 
     row = await own.studies.get_entity(study, STUDY_ROW)
     assert (row["InstanceCount"], row["SeriesCount"], json.loads(row["ModalityCounts"])) == (2, 1, {"CT": 2})
-
-
-async def test_a_wrong_list_of_series_is_rewritten_from_the_series_rows(own: Storage, stow_parts) -> None:
-    study, series = await _stored(own, stow_parts)
-    row = await own.studies.get_entity(study, STUDY_ROW)
-    await own.studies.update_entity({**row, SERIES_UIDS: json.dumps([generate_uid()])})  # right length, wrong UID
-
-    await _repaired_twice(own, ["study-count"])
-
-    assert json.loads((await own.studies.get_entity(study, STUDY_ROW))[SERIES_UIDS]) == [series]
 
 
 async def test_a_wrong_series_count_is_recomputed(own: Storage, stow_parts) -> None:
