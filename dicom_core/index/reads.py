@@ -84,6 +84,22 @@ async def series_rows(storage: Storage, study: str, *, select: Sequence[str] | N
     return await _range(storage, study, "series|", select)
 
 
+async def series_and_instance_rows(
+    storage: Storage, study: str, *, select: Sequence[str] | None = None, most: int,
+) -> tuple[list[TableEntity], bool]:
+    """Return at most ``most`` instance rows, then series rows, of a study from one range query (`instance|` RowKeys
+    sort right before `series|` ones, with no other rows between), and whether they are all of them."""
+    parameters = {"study": study, "low": "instance|", "high": "series" + _RANGE_END}
+    columns = ["RowKey", *dict.fromkeys(select)] if select is not None else None
+    try:
+        pages = storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns,
+                                               results_per_page=max(1, most)).by_page()
+        rows = [row async for row in await anext(pages, _no_rows())]
+    except ResourceNotFoundError:
+        return [], True  # the table itself is gone: nothing is stored
+    return rows, not getattr(pages, "continuation_token", None)
+
+
 def stored_instance(study: str, row: TableEntity) -> StoredInstance:
     """Return the identifiers and version of an instance row."""
     _, series, instance = str(row["RowKey"]).split("|", 2)

@@ -86,6 +86,7 @@ def hits(reads: SearchReads, query: QidoQuery) -> tuple[str, AsyncGenerator[Hit,
     if resource is QidoResource.STUDY_SERIES:
         return "study partition", _series_of_studies(reads, query, scope)
     if resource is QidoResource.STUDY_INSTANCES:
+        reads.read_together(query.study_uid or "", 2 * (query.offset + query.limit))
         return "study partition", _instances_of_series(reads, query, _series_of_studies(reads, query, scope))
     if resource is QidoResource.STUDY_SERIES_INSTANCES:
         return "study partition", _instances_of_series(reads, query, scope, series_uid=query.series_uid)
@@ -359,8 +360,7 @@ async def _index_entries(
     """
     held_up_to = newest_first_below - 1  # the most entries a range answered newest first has
     held: list[IndexEntry] | None = [] if index.by_word else None
-    # A value-led range's first page tells whether it has fewer entries than the limit.
-    first = newest_first_below if index.by_word else 1
+    first = newest_first_below if index.by_word else 1  # a value-led range's first page: is it below the limit?
     async for page in reads.index_pages(index.partition, index.low, index.high, first_at_least=first):
         entries = [parse_entry(entity) for entity in page.entities]
         if held is None:

@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
-from dicom_core.index.reads import get_row, instance_rows, series_rows
+from dicom_core.index.reads import get_row, instance_rows, series_and_instance_rows, series_rows
 from dicom_core.index.rows import (
     LAST_INSTANCE,
     LAST_INSTANCE_PROPERTIES,
@@ -106,8 +106,11 @@ class SearchReads:
     wanted: int = 0
     entities: int = 0
     blobs: int = 0
+    study_ranges: int = 0  # range queries into study partitions (on Azurite, each a scan of a Studies Table)
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
+    # studies whose series and instance rows are read at once, if they are at most this many
+    _together: dict[str, int] = field(default_factory=dict)
     _expansions: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage -> (parents, children)
     # stage -> (parents gathered, not yet expanded; their children as their rows count them, 0 if unknown)
     _waiting: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -183,8 +186,16 @@ class SearchReads:
         key = ("instance", ids.study, ids.series, ids.instance)
         return await self._once(key, lambda: self._point(ids.study, instance_row_key(ids.series, ids.instance)))
 
+    def read_together(self, study: str, most: int) -> None:
+        """Have the series and instance rows of ``study`` read together by one range query (their RowKeys are
+        adjacent) when they are at most ``most``: one request instead of one per series (each a Table scan on
+        Azurite); a bigger study is read series by series after that first page."""
+        self._together[study] = most
+
     async def series_of(self, study: str) -> list[Row]:
         """Every series row of a study."""
+        if (together := await self._rows_of(study)) is not None:
+            return [row for row in together if row.row_key.startswith("series|")]
         return await self._once(
             ("series-of", study), lambda: self._range(series_rows(self.storage, study, select=SERIES_COLUMNS)))
 
@@ -200,10 +211,31 @@ class SearchReads:
 
     async def instances_of(self, study: str, series: str | None = None) -> list[Row]:
         """The instance rows of a series, or of a whole study."""
+        if (together := await self._rows_of(study)) is not None:
+            prefix = instance_row_key(series, "") if series else "instance|"
+            return [row for row in together if row.row_key.startswith(prefix)]
         return await self._once(
             ("instances-of", study, series or ""),
             lambda: self._range(instance_rows(self.storage, study, series, select=INSTANCE_COLUMNS)),
         )
+
+    async def _rows_of(self, study: str) -> list[Row] | None:
+        """The series and instance rows of a study read together, or None (not asked for, or more than allowed)."""
+        if study not in self._together:
+            return None
+
+        async def read() -> list[Row] | None:
+            self.study_ranges += 1
+            async with self._slots:
+                entities, complete = await series_and_instance_rows(
+                    self.storage, study, select=[*INSTANCE_COLUMNS, *SERIES_COLUMNS], most=self._together[study])
+            self.entities += len(entities)
+            return [_row(entity) for entity in entities] if complete else None
+
+        rows = await self._once(("rows-of", study), read)
+        if rows is None:
+            self._together.pop(study, None)
+        return rows
 
     async def metadata(self, stored: StoredInstance) -> JsonDataset:
         """The instance's DICOM JSON from its metadata blob ({} when the blob is gone)."""
@@ -269,6 +301,7 @@ class SearchReads:
         return _row(entity)
 
     async def _range(self, read: Awaitable[list[TableEntity]]) -> list[Row]:
+        self.study_ranges += 1
         async with self._slots:
             entities = await read
         self.entities += len(entities)

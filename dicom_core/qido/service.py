@@ -55,6 +55,7 @@ class SearchResults:
     source: str
     warning: str | None = None
     erroneous: tuple[str, ...] = ()  # extended tags filtered on that have indexing errors
+    study_ranges: int = 0  # range queries into study partitions
 
 
 async def search(storage: Storage, request: SearchRequest) -> ServiceResult:
@@ -107,6 +108,7 @@ async def search_datasets(storage: Storage, request: SearchRequest) -> SearchRes
                         "filters; results may be missing. Add a filter on an indexed attribute.")
     warning = warning_header(request.base_url, warnings) if warnings else None
     datasets = await build_datasets(reads, query, page, f"{request.base_url}/v{request.api_version}")
-    LOGGER.debug("QIDO %s via %s: %d results, %d entities and %d metadata blobs read",
-                 request.resource.name, source, len(datasets), reads.entities, reads.blobs)
-    return SearchResults(datasets, reads.entities, reads.blobs, source, warning, narrowed.erroneous)
+    LOGGER.debug("QIDO %s via %s: %d results, %d entities (%d study partition ranges) and %d metadata blobs read",
+                 request.resource.name, source, len(datasets), reads.entities, reads.study_ranges, reads.blobs)
+    return SearchResults(datasets, reads.entities, reads.blobs, source, warning, narrowed.erroneous,
+                         reads.study_ranges)

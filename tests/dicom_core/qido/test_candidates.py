@@ -198,16 +198,19 @@ async def test_small_pages_read_about_the_page_at_every_level(
         assert entities <= 2 * (offset + limit) + partly[resource], (offset, entities)
 
 
-@pytest.mark.parametrize("resource", [QidoResource.STUDY_SERIES, QidoResource.STUDY_INSTANCES,
-                                      QidoResource.STUDY_SERIES_INSTANCES])
-async def test_lists_of_a_single_instance_study_read_one_row(archive: Archive, resource: QidoResource) -> None:
+@pytest.mark.parametrize(("resource", "rows"), [(QidoResource.STUDY_SERIES, 1), (QidoResource.STUDY_INSTANCES, 2),
+                                                 (QidoResource.STUDY_SERIES_INSTANCES, 1)])
+async def test_lists_of_a_single_instance_study_read_a_row_or_two_by_one_query(
+    archive: Archive, resource: QidoResource, rows: int,
+) -> None:
     study = archive.patient_studies["SC-P3"][0]
     (found,), _ = await archive.search(QidoResource.STUDY_SERIES, "", study_uid=study)
     scope = {"study_uid": study, "series_uid": found["0020000E"]["Value"][0]}
     if resource is not QidoResource.STUDY_SERIES_INSTANCES:
         del scope["series_uid"]
     datasets, entities = await archive.search(resource, "", **scope)
-    assert (len(datasets), entities) == (1, 1)  # its series row (or its instance row), nothing else
+    # Its series row (or its instance row); a study's instance list reads its series and instance rows together
+    assert (len(datasets), entities) == (1, rows)
 
 
 async def test_patient_search_finds_every_study_of_the_patient(archive: Archive) -> None:
@@ -224,8 +227,11 @@ async def test_study_uid_list_reads_only_those_studies(archive: Archive) -> None
 
 async def test_search_scoped_to_a_study_reads_only_its_partition(archive: Archive) -> None:
     datasets, entities = await archive.search(QidoResource.STUDY_INSTANCES, "limit=5", study_uid=archive.big_study)
-    # Its series rows, then the instance rows of the two series (4 instances each) the page shows.
-    assert (len(datasets), entities) == (5, 3 + 2 * BIG_STUDY_SERIES_INSTANCES)
+    # A first page of 2 x 5 of its rows (it has more: not read together), then its series rows and the instance
+    # rows of the two series (4 instances each) the page shows.
+    assert (len(datasets), entities) == (5, 2 * 5 + 3 + 2 * BIG_STUDY_SERIES_INSTANCES)
+    datasets, entities = await archive.search(QidoResource.STUDY_INSTANCES, "limit=8", study_uid=archive.big_study)
+    assert (len(datasets), entities) == (8, 3 + 3 * BIG_STUDY_SERIES_INSTANCES)  # all its rows, by one query
 
 
 @pytest.mark.parametrize(("resource", "limit", "most"), [(SERIES, 3, 1 + 3), (INSTANCES, 12, 1 + 3 + 12),
