@@ -26,6 +26,7 @@ from . import (
     frames,
     memory,
     metadata,
+    new_studies,
     qido,
     reindex,
     storage_requests,
@@ -40,8 +41,8 @@ from .stack import PREFIX, Stack, StoredStudy
 # Sections run only when named: the C-FIND benchmark seeds an archive of its own (minutes at 1,000 studies); the
 # gateway-workers comparison only informs the default of DICOMWEB_DIMSE_WORKERS.
 OPT_IN = ("dimse_find", "dimse_workers")
-OPERATIONS = ("requests", "cold_start", "stow", "wado", "metadata", "frames", "bulkdata", "memory", "transcoding",
-              "qido", "dimse", "dimse_requests", "dimse_find", "dimse_workers", "reindex")
+OPERATIONS = ("requests", "cold_start", "stow", "new_studies", "wado", "metadata", "frames", "bulkdata", "memory",
+              "transcoding", "qido", "dimse", "dimse_requests", "dimse_find", "dimse_workers", "reindex")
 
 
 def _options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +62,8 @@ def _options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CT-like instances per STOW round (the study WADO and metadata read the last one)")
     parser.add_argument("--ct-side", type=int, default=512, help="rows = columns of the CT-like instances")
     parser.add_argument("--stow-batch", type=int, default=10, help="instances per multipart request")
+    parser.add_argument("--new-studies", type=int, default=500,
+                        help="new single-instance studies of the studies-per-second row (new_studies)")
     parser.add_argument("--dimse-instances", type=int, default=500,
                         help="CT-like instances per C-STORE and STOW round of the DIMSE gateway's benchmark")
     parser.add_argument("--dimse-find-studies", type=int, default=1000,
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                     print("  (storing the study first)", flush=True)
                     stored = stow.run(Results(), stack)
                 (wado if name == "wado" else metadata).run(results, stack, stored)
+            elif name == "new_studies":
+                new_studies.run(results, stack)
             elif name == "frames":
                 frames.run(results, stack)
             elif name == "bulkdata":
