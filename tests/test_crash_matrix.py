@@ -201,10 +201,11 @@ OPERATIONS: dict[str, Callable[[], Scenario]] = {
 }
 # Storage requests of one undisturbed run of each operation (asserted when recorded).
 STEPS = {"store-new-study": 17, "store-existing-series": 5, "upsert": 11, "store-3-parts": 19,
-         "store-10-parts": 54, "store-2-studies": 22, "delete-instance": 15, "delete-series": 26,
+         "store-10-parts": 52, "store-2-studies": 22, "delete-instance": 15, "delete-series": 26,
          "delete-study-150": 35}
 # Operations whose request count varies between runs, by at most this much: the parts of one request commit in
-# group transactions of whatever is queued at the moment (timing); 52 to 55 seen on one machine, quiet and loaded.
+# group transactions of whatever is queued at the moment (timing); 49 to 54 seen on one machine, quiet and loaded,
+# since a request holds its small parts all at once.
 VARIABLE_STEPS = {"store-10-parts": 4, "store-2-studies": 3}
 # The steps `make test` strikes of the large operations: the first and last `ends`, and every `every`-th.
 SAMPLED = {"store-10-parts": (1, 16), "delete-study-150": (1, 18)}  # (ends, every)
@@ -272,8 +273,8 @@ async def test_operation_killed_before_storage_request_k_leaves_all_or_nothing(
     recording = _recorded(operation, fresh_env(), start_app_process, storage_fault_proxy)
     spread = VARIABLE_STEPS.get(operation, 0)
     assert abs(len(recording) - STEPS[operation]) <= spread, "\n".join(f"{s} {m} {t[:150]}" for s, m, t in recording)
-    if k > len(recording):
-        pytest.skip(f"this run of {operation} made {len(recording)} storage requests")
+    if k > STEPS[operation] - spread:  # the last steps keep their distance from the end of a run of any length
+        k = len(recording) - (STEPS[operation] - k)
     service, method, target = recording[k - 1]
     occurrence = sum(1 for s, m, _ in recording[:k] if (s, m) == (service, method))
 
