@@ -93,12 +93,14 @@ def storage_env(azurite: Azurite) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serve_app(env: dict[str, str], log_folder: Path) -> Iterator[str]:
-    """Serve the function app with `python -m local_host` on a free port; yield its base URL."""
+def serve_app(env: dict[str, str], log_folder: Path, *, timers: bool = True) -> Iterator[str]:
+    """Serve the function app with `python -m local_host` on a free port (its timers too, unless not); yield its
+    base URL."""
     (port,) = free_ports(1)
     base_url = f"http://{LOOPBACK}:{port}"
     log = log_folder / "local_host.log"
     command = [sys.executable, "-m", "local_host", "--host", LOOPBACK, "--port", str(port)]
+    command += [] if timers else ["--no-timers"]
     environment = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -240,14 +242,15 @@ def isolated_server(storage_env: dict[str, str], tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def serve_with_env(
     storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[dict[str, str]], contextlib.AbstractContextManager[str]]:
+) -> Callable[..., contextlib.AbstractContextManager[str]]:
     """Start a server with extra settings: ``with serve_with_env({"DICOMWEB_X": "y"}) as base_url: ...``.
 
     It uses the session's Azurite; pass container and table settings too for data apart from other servers'.
+    ``timers=False`` starts it without its timers (nothing runs between a test's requests but what they cause).
     """
 
-    def start(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
-        return serve_app({**storage_env, **env}, tmp_path_factory.mktemp("env-server"))
+    def start(env: dict[str, str], *, timers: bool = True) -> contextlib.AbstractContextManager[str]:
+        return serve_app({**storage_env, **env}, tmp_path_factory.mktemp("env-server"), timers=timers)
 
     return start
 
