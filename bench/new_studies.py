@@ -19,6 +19,7 @@ from .data import multipart, multipart_content_type
 from .report import Results, Row
 from .stack import Stack
 from .storage_requests import in_requests, radiographs
+from .stow import sdk_upload
 
 IN_FLIGHT = 4
 
@@ -38,29 +39,12 @@ async def _stow(stack: Stack, files: list[bytes], batch: int) -> float:
         return time.perf_counter() - start
 
 
-async def _sdk_upload(stack: Stack, files: list[bytes]) -> float:
-    slots = asyncio.Semaphore(IN_FLIGHT)
-    async with stack.scratch() as container:
-        try:
-            await container.create_container()
-        except Exception:  # exists
-            pass
-
-        async def upload(index: int, data: bytes) -> None:
-            async with slots:
-                await container.upload_blob(f"new-studies/{index}.dcm", data, overwrite=True)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(upload(index, data) for index, data in enumerate(files)))
-        return time.perf_counter() - start
-
-
 def run(results: Results, stack: Stack) -> None:
     """Store ``--new-studies`` new single-instance studies; add the row with the SDK's rate beside it."""
     options = stack.options
     files = radiographs(options.new_studies, seed=1)
     stow_seconds = asyncio.run(_stow(stack, files, options.stow_batch))
-    sdk_seconds = asyncio.run(_sdk_upload(stack, files))
+    sdk_seconds = asyncio.run(sdk_upload(stack, files, IN_FLIGHT, "new-studies"))
     studies_per_second, uploads_per_second = len(files) / stow_seconds, len(files) / sdk_seconds
     results.add(Row(
         operation=f"new single-instance studies (CR/DX 64²) stored per second, {len(files)} in requests of "

@@ -78,7 +78,8 @@ async def _stow(stack: Stack, files: Files, batch: int, concurrency: int) -> tup
         return time.perf_counter() - start, failed
 
 
-async def _sdk_upload(stack: Stack, files: Files, concurrency: int, round_: int) -> float:
+async def sdk_upload(stack: Stack, files: list[bytes], concurrency: int, prefix: str) -> float:
+    """Seconds to upload ``files`` to the benchmark's scratch container with the SDK, ``concurrency`` at a time."""
     slots = asyncio.Semaphore(concurrency)
     async with stack.scratch() as container:
         try:
@@ -88,10 +89,10 @@ async def _sdk_upload(stack: Stack, files: Files, concurrency: int, round_: int)
 
         async def upload(index: int, data: bytes) -> None:
             async with slots:
-                await container.upload_blob(f"stow/{round_}/{concurrency}/{index}.dcm", data, overwrite=True)
+                await container.upload_blob(f"{prefix}/{index}.dcm", data, overwrite=True)
 
         start = time.perf_counter()
-        await asyncio.gather(*(upload(index, data) for index, data in enumerate(files.data)))
+        await asyncio.gather(*(upload(index, data) for index, data in enumerate(files)))
         return time.perf_counter() - start
 
 
@@ -118,7 +119,7 @@ def run(results: Results, stack: Stack) -> StoredStudy:
             stow_seconds, failed = asyncio.run(_stow(stack, files, options.stow_batch, concurrency))
             between = _cpu(stack)
             failures[concurrency] += failed
-            sdk_seconds = asyncio.run(_sdk_upload(stack, files, concurrency, round_))
+            sdk_seconds = asyncio.run(sdk_upload(stack, files.data, concurrency, f"stow/{round_}/{concurrency}"))
             after = _cpu(stack)
             per = 1000 / len(files.data)
             cpu[concurrency].append(((between[0] - before[0]) * per, (between[1] - before[1]) * per,
