@@ -221,10 +221,12 @@ def measure_kinds(targets: list[Target], repeat: int, seed: int = 2) -> dict[str
 
 
 def table_shards() -> int:
-    """The shard count of the archives (DICOMWEB_TABLE_SHARDS, which the server reads too; else the default)."""
-    from dicom_core.settings import Settings, int_setting
+    """The shard count of the archives (DICOMWEB_TABLE_SHARDS, which the server reads too; else the emulator's
+    default, which a server opening the fresh tables takes)."""
+    from dicom_core.settings import int_setting
+    from dicom_core.storage.clients import EMULATOR_TABLE_SHARDS
 
-    return int_setting(os.environ, "DICOMWEB_TABLE_SHARDS", Settings.table_shards)
+    return int_setting(os.environ, "DICOMWEB_TABLE_SHARDS", EMULATOR_TABLE_SHARDS)
 
 
 def storage_floor_ms(target: Target, repeat: int) -> list[float]:

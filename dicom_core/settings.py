@@ -34,8 +34,9 @@ class Settings:
     blob_container: str = "dicomweb"
     metadata_container: str = "dicomweb-metadata"
     table_prefix: str = "dicomweb"
-    # Tables the Studies and the Index table are each kept in, by partition (storage/sharded_table.py).
-    table_shards: int = 16
+    # Tables the Studies and the Index table are each kept in, by partition (storage/sharded_table.py); None:
+    # as many as the stored tables show, else the storage's default (storage/clients.py `default_table_shards`).
+    table_shards: int | None = None
     public_base_url: str = ""
     # 1 GiB: what a client at 4.7 MB/s sends within the 230 s an HTTP request may take on Azure (docs/deploy.md).
     max_part_bytes: int = 1 * GIB
@@ -90,7 +91,7 @@ class Settings:
             blob_container=env.get("DICOMWEB_BLOB_CONTAINER") or defaults.blob_container,
             metadata_container=env.get("DICOMWEB_METADATA_CONTAINER") or defaults.metadata_container,
             table_prefix=env.get("DICOMWEB_TABLE_PREFIX") or defaults.table_prefix,
-            table_shards=int_setting(env, "DICOMWEB_TABLE_SHARDS", defaults.table_shards),
+            table_shards=int_setting(env, "DICOMWEB_TABLE_SHARDS", 0) or None,
             public_base_url=(env.get("DICOMWEB_PUBLIC_BASE_URL") or "").rstrip("/"),
             max_part_bytes=int_setting(env, "DICOMWEB_MAX_PART_BYTES", defaults.max_part_bytes),
             spool_memory_bytes=int_setting(env, "DICOMWEB_SPOOL_MEMORY_BYTES", defaults.spool_memory_bytes),

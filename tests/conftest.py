@@ -16,7 +16,7 @@ import pytest
 from dicom_core.settings import Settings, azurite_connection_string
 from dicom_core.storage.clients import Storage, open_storage
 from tests.faults.proxy import StorageFaultProxy
-from tests.processes import LOOPBACK, accepts_connections, answers_http, stop_process, wait_until
+from tests.processes import LOOPBACK, TEST_TABLE_SHARDS, accepts_connections, answers_http, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
@@ -89,6 +89,7 @@ def storage_env(azurite: Azurite) -> dict[str, str]:
     return {
         "DICOMWEB_STORAGE_CONNECTION_STRING": azurite.connection_string,
         "AzureWebJobsStorage": azurite.connection_string,
+        "DICOMWEB_TABLE_SHARDS": str(TEST_TABLE_SHARDS),
     }
 
 

@@ -19,6 +19,7 @@ from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import open_storage
+from tests.processes import TEST_TABLE_SHARDS
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 REQUESTS = json.loads((CORPUS / "requests.json").read_text())
@@ -44,7 +45,8 @@ def corpus_server(serve_with_env: Callable, azurite) -> Iterator[CorpusServer]:
     """A server with containers and tables of its own, holding the corpus instance."""
     suffix = uuid.uuid4().hex[:10]
     settings = Settings(storage_connection_string=azurite.connection_string, blob_container=f"bad-{suffix}",
-                        metadata_container=f"bad-meta-{suffix}", table_prefix=f"bad{suffix}")
+                        metadata_container=f"bad-meta-{suffix}", table_prefix=f"bad{suffix}",
+                        table_shards=TEST_TABLE_SHARDS)
     env = {"DICOMWEB_BLOB_CONTAINER": settings.blob_container,
            "DICOMWEB_METADATA_CONTAINER": settings.metadata_container, "DICOMWEB_TABLE_PREFIX": settings.table_prefix}
     # Without timers: maintenance (the index pruning's cursor, the sequencer) would write between two snapshots.

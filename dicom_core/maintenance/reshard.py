@@ -48,7 +48,9 @@ class ReshardReport:
     misplaced: int = 0  # found outside their shard (a dry run moves none)
     conflicts: list[str] = field(default_factory=list)  # in both places, different: left in the old table
     changed: int = 0  # changed in the old table while moved: left there, for the next run
-    emptied: list[str] = field(default_factory=list)  # tables beyond the shard count, empty now (may be deleted)
+    # Tables beyond the shard count, emptied and deleted: left there, they would make the next open that has no
+    # DICOMWEB_TABLE_SHARDS take their count (`stored_shard_count`).
+    emptied: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -65,6 +67,7 @@ async def reshard(storage: Storage, *, dry_run: bool = False) -> ReshardReport:
             async with storage.table_service.get_table_client(name) as source:
                 left = await _move_misplaced(source, table, report, dry_run=dry_run)
             if name not in {shard.table_name for shard in table.shards} and not left and not dry_run:
+                await storage.table_service.delete_table(name)
                 report.emptied.append(name)
     return report
 
@@ -179,13 +182,14 @@ async def _main(dry_run: bool) -> int:
         await storage.close()
     for conflict in report.conflicts:
         print(f"conflict: {conflict}")
+    shards = storage.settings.table_shards
     if dry_run:
-        print(f"{report.misplaced} entities outside their shard ({settings.table_shards} shards); nothing moved")
+        print(f"{report.misplaced} entities outside their shard ({shards} shards); nothing moved")
         return 0
-    print(f"moved {report.moved} of {report.misplaced} entities outside their shard ({settings.table_shards} shards)"
+    print(f"moved {report.moved} of {report.misplaced} entities outside their shard ({shards} shards)"
           f"; {len(report.conflicts)} conflict(s), {report.changed} changed meanwhile")
     for name in report.emptied:
-        print(f"{name} is beyond the shard count and empty now: it may be deleted")
+        print(f"{name} was beyond the shard count: emptied and deleted")
     return 0 if report.complete else 1
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRet
 from dicom_core.settings import Settings
 from dicom_core.storage.concurrency import bounded_gather
 from dicom_core.storage.faults import error_code
-from dicom_core.storage.sharded_table import ShardedTable
+from dicom_core.storage.sharded_table import ShardedTable, stored_shard_count, table_names
 from dicom_core.storage.table_transactions import TransactionTableService
 
 LOGGER = logging.getLogger(__name__)
@@ -39,6 +39,12 @@ ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%
 # entity of the Table it names, so a PatientID lookup then scans only the many small partitions hashed into its
 # shard, and a page of the study list only the study list (docs/storage.md). UID lookups are point reads, flat in
 # any Table; hashed, they made the shard they landed in several times the others, for every query of that shard.
+# Shards of a new storage's Studies and Index tables when DICOMWEB_TABLE_SHARDS is not set (docs/storage.md, Table
+# shards): on Azurite each query scans the Table it names, so at 100,000 instances 64 kept the study-scoped searches
+# within 1.5x of a small archive's where 16 let them reach 2.3x; Azure serves a query from its partition, where the
+# count changes nothing but the health check's probes (one per Studies shard).
+EMULATOR_TABLE_SHARDS = 64
+AZURE_TABLE_SHARDS = 16
 INDEX_KINDS_OF_THEIR_OWN = (
     "s.all", "s.date", "s.sid", "s.time", "s.mod", "se.all", "se.mod", "se.num", "se.ppsdate", "se.ppstime", "x.",
     "se.at", "i.at",
@@ -63,14 +69,17 @@ class Storage:
     cleanup: TableClient
     credential: AsyncTokenCredential | None = None
 
-    async def ensure_created(self, *, keep_placement: bool = True) -> None:
+    async def ensure_created(self, *, keep_placement: bool = True, existing: set[str] | None = None) -> None:
         """Create the containers and tables if they do not exist (idempotent).
 
-        The tables are listed first (one request for every shard) and only the missing ones created, so
-        opening storage costs about the same however many shards there are. With ``keep_placement``, an index
-        whose shards exist but none of its kinds' own Tables (written before those) stays hashed whole.
+        The tables are listed first (one request for every shard; ``existing`` when the caller just did) and only
+        the missing ones created, so opening storage costs about the same however many shards there are. With
+        ``keep_placement``, an index whose shards exist but none of its kinds' own Tables (written before those)
+        stays hashed whole. The Studies table's first shard is created last: once it exists, every shard does, so
+        its shards show their count to the next open (`stored_shard_count`).
         """
-        existing = await self._existing_tables()
+        if existing is None:
+            existing = await existing_tables(self.table_service, [t.table_name for t in self.tables])
         if keep_placement and self._index_predates_kind_tables(existing):
             LOGGER.warning(
                 "%s was written before index kinds had Tables of their own: it is read and written where it is until "
@@ -84,25 +93,19 @@ class Storage:
                     "of their own?): partitions stored elsewhere before are not found until "
                     "`python -m dicom_core.maintenance.reshard` moves them",
                     table.table_name, len(existing & shards), len(shards))
+        missing = [t.table_name for t in self.tables if t.table_name not in existing]
+        last = [name for name in missing if name == self.studies.table_name]
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
-            bounded_gather((self.table_service.create_table_if_not_exists(t.table_name) for t in self.tables
-                            if t.table_name not in existing), limit=TABLES_CREATED_AT_ONCE),
+            bounded_gather((self.table_service.create_table_if_not_exists(name) for name in missing
+                            if name not in last), limit=TABLES_CREATED_AT_ONCE),
         )
+        for name in last:
+            await self.table_service.create_table_if_not_exists(name)
 
     def _index_predates_kind_tables(self, existing: set[str]) -> bool:
         own = {table.table_name for table in self.index.kinds.values()}
         return bool(own) and not existing & own and bool(existing & {shard.table_name for shard in self.index.hashed})
-
-    async def _existing_tables(self) -> set[str]:
-        """The names of this storage's tables that exist (none, when they cannot be listed)."""
-        names = sorted(table.table_name for table in self.tables)
-        low, high = names[0], names[-1]
-        try:
-            return {table.name async for table in self.table_service.query_tables(
-                "TableName ge @low and TableName le @high", parameters={"low": low, "high": high})}
-        except HttpResponseError:
-            return set()  # e.g. a role that may write entities but not list tables: create (or find) each
 
     async def close(self) -> None:
         """Close the underlying HTTP sessions."""
@@ -133,6 +136,43 @@ class Storage:
 def table_name(settings: Settings, suffix: str) -> str:
     """Return the Table name for ``suffix`` under the configured prefix (alphanumeric, as Tables require)."""
     return f"{settings.table_prefix}{suffix}"
+
+
+async def existing_tables(service: TableServiceClient, names: list[str], *, any_shards: bool = False) -> set[str]:
+    """Which Tables between the first and last of ``names`` exist (with ``any_shards``, past the last's shards too).
+
+    One request for the name range (none found when Tables cannot be listed: a role that may write entities but
+    not list tables creates, or finds, each)."""
+    low, high = min(names), max(names) + ("~" if any_shards else "")  # "~" sorts after every digit and letter
+    try:
+        return {table.name async for table in service.query_tables(
+            "TableName ge @low and TableName le @high", parameters={"low": low, "high": high})}
+    except HttpResponseError:
+        return set()
+
+
+def uses_emulator(settings: Settings) -> bool:
+    """Whether storage is the emulator (Azurite): its well-known account is in the connection string."""
+    if settings.blob_account_url or settings.table_account_url:
+        return False
+    connection_string = settings.storage_connection_string.lower()
+    return any(marker in connection_string for marker in EMULATOR_MARKERS)
+
+
+def default_table_shards(settings: Settings) -> int:
+    """The shard count of new storage when none is set: more on the emulator, whose every query scans its Table."""
+    return EMULATOR_TABLE_SHARDS if uses_emulator(settings) else AZURE_TABLE_SHARDS
+
+
+async def with_table_shards(service: TableServiceClient, settings: Settings) -> tuple[Settings, set[str]]:
+    """``settings`` with the shard count resolved (the set one, else the stored tables', else the default), and
+    the existing Tables of this storage (listed to find that count)."""
+    names = [table_name(settings, suffix) for suffix in ("Changes", "Cleanup", "Studies")]
+    names += table_names(table_name(settings, "Index"), 1, INDEX_KINDS_OF_THEIR_OWN)
+    existing = await existing_tables(service, names, any_shards=True)
+    shards = settings.table_shards or stored_shard_count(existing, table_name(settings, "Studies")) \
+        or default_table_shards(settings)
+    return replace(settings, table_shards=shards), existing
 
 
 @dataclass(frozen=True)
@@ -251,11 +291,7 @@ class ClientOptions:
 
 def idle_connection_seconds(settings: Settings) -> float:
     """How long an idle storage connection is kept: below Azurite's 5 s, or longer against Azure."""
-    if settings.blob_account_url or settings.table_account_url:
-        return AZURE_IDLE_CONNECTION_SECONDS
-    connection_string = settings.storage_connection_string.lower()
-    emulated = any(marker in connection_string for marker in EMULATOR_MARKERS)
-    return IDLE_CONNECTION_SECONDS if emulated else AZURE_IDLE_CONNECTION_SECONDS
+    return IDLE_CONNECTION_SECONDS if uses_emulator(settings) else AZURE_IDLE_CONNECTION_SECONDS
 
 
 def storage_service_clients(
@@ -276,10 +312,9 @@ def storage_service_clients(
             credential)
 
 
-def index_table(table_service: TableServiceClient, settings: Settings) -> ShardedTable:
-    """The index: lookup partitions hashed into ``settings.table_shards`` shards, each growing kind in its own Table."""
-    return ShardedTable.of_service(table_service, table_name(settings, "Index"), settings.table_shards,
-                                   INDEX_KINDS_OF_THEIR_OWN)
+def index_table(table_service: TableServiceClient, settings: Settings, shards: int) -> ShardedTable:
+    """The index: lookup partitions hashed into ``shards`` shards, each growing kind in a Table of its own."""
+    return ShardedTable.of_service(table_service, table_name(settings, "Index"), shards, INDEX_KINDS_OF_THEIR_OWN)
 
 
 async def open_storage(settings: Settings, *, keep_placement: bool = True) -> Storage:
@@ -290,21 +325,28 @@ async def open_storage(settings: Settings, *, keep_placement: bool = True) -> St
     """
     blob_service, table_service, credential = storage_service_clients(select_storage_access(settings),
                                                                       ClientOptions.of(settings))
+    try:
+        (settings, existing), _ = await asyncio.gather(with_table_shards(table_service, settings),
+                                                       asyncio.to_thread(prepare_timestamp_parsing))
+    except BaseException:
+        await asyncio.shield(asyncio.gather(blob_service.close(), table_service.close(),
+                                            *([credential.close()] if credential else [])))
+        raise
+    shards = settings.table_shards or AZURE_TABLE_SHARDS  # resolved above; the fallback only informs the type
     storage = Storage(
         settings=settings,
         blob_service=blob_service,
         table_service=table_service,
         files=blob_service.get_container_client(settings.blob_container),
         metadata=blob_service.get_container_client(settings.metadata_container),
-        studies=ShardedTable.of_service(table_service, table_name(settings, "Studies"), settings.table_shards),
-        index=index_table(table_service, settings),
+        studies=ShardedTable.of_service(table_service, table_name(settings, "Studies"), shards),
+        index=index_table(table_service, settings, shards),
         changes=table_service.get_table_client(table_name(settings, "Changes")),
         cleanup=table_service.get_table_client(table_name(settings, "Cleanup")),
         credential=credential,
     )
     try:
-        await asyncio.gather(storage.ensure_created(keep_placement=keep_placement),
-                             asyncio.to_thread(prepare_timestamp_parsing))
+        await storage.ensure_created(keep_placement=keep_placement, existing=existing)
     except BaseException:
         # Unreachable storage (or a health check's timeout): don't leave HTTP sessions open on every attempt.
         await asyncio.shield(storage.close())

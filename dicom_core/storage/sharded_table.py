@@ -47,6 +47,16 @@ def shard_names(name: str, shards: int) -> list[str]:
     return [name, *(f"{name}{index}" for index in range(1, shards))]
 
 
+def stored_shard_count(existing: Iterable[str], name: str) -> int | None:
+    """The shard count the existing Tables of table ``name`` show (its highest shard's number + 1), None if it has
+    none: its first shard is created after the others (`Storage.ensure_created`), so once it exists they all do."""
+    names = set(existing)
+    if name not in names:
+        return None
+    numbers = [int(other[len(name):]) for other in names if other.startswith(name) and other[len(name):].isdigit()]
+    return max(numbers, default=0) + 1
+
+
 def kind_table_name(name: str, kind: str) -> str:
     """The name of the Table of its own that partitions of ``kind`` have: ``name`` and the kind's letters, digits."""
     return name + "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", kind) if part)

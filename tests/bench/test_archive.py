@@ -15,6 +15,7 @@ from dicom_core.search_index.keys import CLAIMS, parse_entries
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import INDEX_KINDS_OF_THEIR_OWN
 from dicom_core.storage.sharded_table import table_names
+from tests.processes import TEST_TABLE_SHARDS
 
 ROW_PROPERTIES = ("InstanceCount", "SeriesCount", "ModalityCounts", "Attributes", "SopClassUid",
                   "TransferSyntaxUid", "Size", "Modality")
@@ -22,13 +23,14 @@ ROW_PROPERTIES = ("InstanceCount", "SeriesCount", "ModalityCounts", "Attributes"
 
 def _seed(azurite, prefix: str, mode: str) -> None:
     settings = Settings(storage_connection_string=azurite.connection_string, table_prefix=prefix,
-                        blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata")
+                        blob_container=f"{prefix}-files", metadata_container=f"{prefix}-metadata",
+                        table_shards=TEST_TABLE_SHARDS)
     seed_archive(settings, 3, 12, seed=5, processes=1, mode=mode)
 
 
 def _entities(azurite, name: str) -> Iterator[TableEntity]:
     """Every entity of the table ``name``, in each of its shards (and, for the index, its kinds' own Tables)."""
-    shards = Settings(storage_connection_string=azurite.connection_string).table_shards
+    shards = TEST_TABLE_SHARDS
     for shard in table_names(name, shards, INDEX_KINDS_OF_THEIR_OWN if name.endswith("Index") else ()):
         with TableClient.from_connection_string(azurite.connection_string, shard) as table:
             yield from table.list_entities()

@@ -10,6 +10,7 @@ import pytest
 
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
+from tests.processes import TEST_TABLE_SHARDS
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +18,7 @@ def unit_settings(azurite) -> Settings:
     """Settings with their own containers and tables, apart from the HTTP server's."""
     return Settings(
         storage_connection_string=azurite.connection_string, blob_container="unit-files",
-        metadata_container="unit-metadata", table_prefix="unit",
+        metadata_container="unit-metadata", table_prefix="unit", table_shards=TEST_TABLE_SHARDS,
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
+from tests.processes import TEST_TABLE_SHARDS
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ async def feed_storage(azurite) -> AsyncIterator[Storage]:
     suffix = uuid.uuid4().hex[:10]
     opened = await open_storage(Settings(
         storage_connection_string=azurite.connection_string, blob_container=f"cf-{suffix}",
-        metadata_container=f"cfm-{suffix}", table_prefix=f"cf{suffix}",
+        metadata_container=f"cfm-{suffix}", table_prefix=f"cf{suffix}", table_shards=TEST_TABLE_SHARDS,
     ))
     yield opened
     await opened.close()

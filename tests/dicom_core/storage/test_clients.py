@@ -6,6 +6,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,9 @@ from azure.identity.aio import DefaultAzureCredential
 
 from dicom_core.settings import Settings, azurite_connection_string
 from dicom_core.storage.clients import (
-    AZURE_IDLE_CONNECTION_SECONDS, IDLE_CONNECTION_SECONDS, ConnectionStringAccess, IdentityAccess, StorageTransport,
-    idle_connection_seconds, select_storage_access, storage_service_clients,
+    AZURE_IDLE_CONNECTION_SECONDS, AZURE_TABLE_SHARDS, EMULATOR_TABLE_SHARDS, IDLE_CONNECTION_SECONDS,
+    ConnectionStringAccess, IdentityAccess, StorageTransport, default_table_shards, idle_connection_seconds,
+    open_storage, select_storage_access, storage_service_clients,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -143,6 +146,47 @@ def test_idle_connections_to_account_urls_are_kept_longer() -> None:
     assert idle_connection_seconds(settings) == AZURE_IDLE_CONNECTION_SECONDS
 
 
+def test_new_storage_on_an_azure_account_is_kept_in_sixteen_shards_by_default() -> None:
+    key_string = ("DefaultEndpointsProtocol=https;AccountName=dicomstore;AccountKey=a2V5;"
+                  "EndpointSuffix=core.windows.net")
+    by_key = settings_from(DICOMWEB_STORAGE_CONNECTION_STRING=key_string)
+    by_identity = settings_from(DICOMWEB_BLOB_ACCOUNT_URL=BLOB_URL, DICOMWEB_TABLE_ACCOUNT_URL=TABLE_URL)
+    assert by_key.table_shards is None and by_identity.table_shards is None
+    assert default_table_shards(by_key) == default_table_shards(by_identity) == AZURE_TABLE_SHARDS == 16
+
+
+async def test_new_storage_on_the_emulator_without_a_shard_count_takes_the_emulators_default(
+    unit_settings: Settings,
+) -> None:
+    fresh = replace(unit_settings, table_prefix=f"dflt{uuid.uuid4().hex[:10]}", table_shards=None)
+    storage = await open_storage(fresh)
+    try:
+        assert storage.settings.table_shards == EMULATOR_TABLE_SHARDS == 64
+        assert len(storage.studies.shards) == len(storage.index.hashed) == EMULATOR_TABLE_SHARDS
+        listed = {table.name async for table in storage.table_service.list_tables()}
+        assert {table.table_name for table in storage.tables} <= listed
+    finally:
+        await storage.close()
+
+
+async def test_storage_opened_without_a_shard_count_keeps_the_count_its_tables_show(unit_settings: Settings) -> None:
+    stored = replace(unit_settings, table_prefix=f"kept{uuid.uuid4().hex[:10]}", table_shards=3)
+    await (await open_storage(stored)).close()
+
+    storage = await open_storage(replace(stored, table_shards=None))
+    try:
+        assert storage.settings.table_shards == 3
+        assert [shard.table_name for shard in storage.studies.shards] == [
+            f"{stored.table_prefix}Studies", f"{stored.table_prefix}Studies1", f"{stored.table_prefix}Studies2"]
+    finally:
+        await storage.close()
+
+
+def test_a_shard_count_that_is_not_set_is_left_to_the_storage() -> None:
+    assert settings_from(DICOMWEB_TABLE_SHARDS="").table_shards is None
+    assert settings_from(DICOMWEB_TABLE_SHARDS="32").table_shards == 32
+
+
 async def test_storage_transport_drops_a_connection_idle_longer_than_azurites_keep_alive_allows() -> None:
     server = _KeepAliveServer()
     async with server as url:
@@ -170,7 +214,8 @@ def test_opening_storage_sets_up_the_table_sdks_timestamp_parsing(unit_settings:
     environ = {**os.environ, "DICOMWEB_STORAGE_CONNECTION_STRING": unit_settings.storage_connection_string,
                "DICOMWEB_TABLE_PREFIX": unit_settings.table_prefix,
                "DICOMWEB_BLOB_CONTAINER": unit_settings.blob_container,
-               "DICOMWEB_METADATA_CONTAINER": unit_settings.metadata_container}
+               "DICOMWEB_METADATA_CONTAINER": unit_settings.metadata_container,
+               "DICOMWEB_TABLE_SHARDS": str(unit_settings.table_shards)}
     completed = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_OPENS_STORAGE], env=environ, cwd=ROOT,
                                capture_output=True, text=True, timeout=120, check=True)
     assert completed.stdout.strip() == "True"

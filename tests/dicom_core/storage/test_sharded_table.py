@@ -23,6 +23,7 @@ from dicom_core.storage.sharded_table import (
     partition_kind,
     shard_index,
     shard_names,
+    stored_shard_count,
 )
 from dicom_core.storage.tables import etag_of, read_properties, unchanged_since
 
@@ -79,6 +80,13 @@ def test_a_kind_of_its_own_is_named_by_its_letters_and_digits() -> None:
     assert kind_table_name("dicomwebIndex", "x.") == "dicomwebIndexX"
     assert partition_kind("s.pnword|d") == "s.pnword"
     assert partition_kind("s.all") == "s.all"
+
+
+def test_the_stored_shard_count_is_the_highest_shard_of_the_table_plus_one() -> None:
+    existing = {"pStudies", "pStudies1", "pStudies15", "pStudiesOld", "pIndex", "pIndex31", "qStudies40"}
+    assert stored_shard_count(existing, "pStudies") == 16
+    assert stored_shard_count({"pStudies"}, "pStudies") == 1
+    assert stored_shard_count({"pStudies7", "pIndex"}, "pStudies") is None  # its first shard is created last
 
 
 async def test_a_partition_of_a_kind_of_its_own_is_kept_in_that_kind_s_table(own: Storage) -> None:
