@@ -370,7 +370,8 @@ def serve_on_restartable(
 
     def start(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
         storage = {"DICOMWEB_STORAGE_CONNECTION_STRING": restartable_azurite.connection_string,
-                   "AzureWebJobsStorage": restartable_azurite.connection_string}
+                   "AzureWebJobsStorage": restartable_azurite.connection_string,
+                   "DICOMWEB_TABLE_SHARDS": str(TEST_TABLE_SHARDS)}
         return serve_app({**storage, **env}, tmp_path_factory.mktemp("restartable-server"))
 
     return start
