@@ -191,7 +191,8 @@ def registered_routes() -> frozenset[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def stow_parts():
-    """An async function storing Part-10 files through `dicom_core.stow.service.store_instances`, as one multipart request.
+    """An async function storing Part-10 files through `dicom_core.stow.service.store_instances`, as one multipart
+    request.
 
     Call it as ``await stow_parts(storage, [bytes, ...], upsert=False)``; it returns the ServiceResult.
     """

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage, UID, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 
 def make_dataset(
@@ -57,7 +57,9 @@ def make_instance(**kwargs: Any) -> bytes:
     return to_bytes(make_dataset(**kwargs))
 
 
-def multipart_body(parts: list[bytes], boundary: str = "test-boundary", content_type: str | None = "application/dicom") -> bytes:
+def multipart_body(
+    parts: list[bytes], boundary: str = "test-boundary", content_type: str | None = "application/dicom",
+) -> bytes:
     """Build a multipart/related body from raw part bodies."""
     out = bytearray()
     for part in parts:
@@ -70,7 +72,8 @@ def multipart_body(parts: list[bytes], boundary: str = "test-boundary", content_
 
 
 def make_binary_dataset(**kwargs: Any) -> Dataset:
-    """Return :func:`make_dataset` (32x32 pixels) with an overlay, a waveform in a sequence, a PDF and an ICC profile."""
+    """Return :func:`make_dataset` (32x32 pixels) with an overlay, a waveform in a sequence, a PDF and an ICC
+    profile."""
     ds = make_dataset(rows=kwargs.pop("rows", 32), columns=kwargs.pop("columns", 32), **kwargs)
     ds.add_new(0x60000010, "US", 128)  # OverlayRows
     ds.add_new(0x60000011, "US", 128)  # OverlayColumns

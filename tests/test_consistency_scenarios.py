@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -29,18 +29,18 @@ from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.feed_reads import entries_after
 from dicom_core.changefeed.sequencer import sequence_pending
-from dicom_core.maintenance.blob_cleanup import run_cleanup
 from dicom_core.index.outbox import ANNOUNCEMENT_TIMEOUT, ChangeAction
-from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.index.rows import STUDY_ROW
-from dicom_core.wire.media_types import DICOM_JSON
+from dicom_core.maintenance.blob_cleanup import run_cleanup
+from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
+from dicom_core.wire.media_types import DICOM_JSON
 from local_host.__main__ import WORKERS_VARIABLE
 from tests.factories import make_instance, multipart_body
 
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
-TIMED_OUT = datetime.now(timezone.utc) + ANNOUNCEMENT_TIMEOUT + timedelta(days=1)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
+TIMED_OUT = datetime.now(UTC) + ANNOUNCEMENT_TIMEOUT + timedelta(days=1)
 BOUNDARY = "scenario-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"

@@ -28,7 +28,8 @@ def test_deleted_instance_answers_204_with_an_empty_body_and_is_gone(server: str
     kept, removed = make_dataset(), make_dataset()
     removed.StudyInstanceUID, removed.SeriesInstanceUID = kept.StudyInstanceUID, kept.SeriesInstanceUID
     _store(server, [kept, removed])
-    url = f"{server}/v2/studies/{removed.StudyInstanceUID}/series/{removed.SeriesInstanceUID}/instances/{removed.SOPInstanceUID}"
+    url = (f"{server}/v2/studies/{removed.StudyInstanceUID}/series/{removed.SeriesInstanceUID}"
+           f"/instances/{removed.SOPInstanceUID}")
     response = httpx.delete(url, timeout=60)
     assert (response.status_code, response.content) == (204, b"")
     assert httpx.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=60).status_code == 404
@@ -42,7 +43,8 @@ def test_deleted_series_leaves_the_search_and_the_study_counts(server: str) -> N
     _store(server, [kept, removed])
     response = httpx.delete(f"{server}/v2/studies/{study}/series/{removed.SeriesInstanceUID}", timeout=60)
     assert response.status_code == 204
-    assert [s["0020000E"]["Value"] for s in _search(server, f"/v2/studies/{study}/series")] == [[kept.SeriesInstanceUID]]
+    listed = _search(server, f"/v2/studies/{study}/series")
+    assert [s["0020000E"]["Value"] for s in listed] == [[kept.SeriesInstanceUID]]
     [found] = _search(server, f"/v2/studies?StudyInstanceUID={study}")
     assert (found["00080061"]["Value"], found["00201208"]["Value"]) == (["CT"], [1])
 
@@ -69,7 +71,8 @@ def test_delete_of_what_was_never_stored_is_404(server: str, path: str) -> None:
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/studies/1.2.abc", "/studies/1.2/series/x.1", "/studies/1.2/series/1.3/instances/" + "1" * 65])
+@pytest.mark.parametrize("path", ["/studies/1.2.abc", "/studies/1.2/series/x.1",
+                                  "/studies/1.2/series/1.3/instances/" + "1" * 65])
 def test_delete_with_a_malformed_uid_is_400(server: str, path: str) -> None:
     response = httpx.delete(server + "/v2" + path, timeout=60)
     assert response.status_code == 400

@@ -189,7 +189,7 @@ def test_storage_stopping_during_a_multipart_store_leaves_only_whole_instances(
     assert {failed.get(sop) for sop in sops[4:]} == {PROCESSING_FAILURE}
     assert referenced | set(failed) == set(sops)
     # After the restart: what was reported stored is whole; what failed after the stop is nowhere.
-    for sop, data in zip(sops, parts):
+    for sop, data in zip(sops, parts, strict=True):
         retrieved = _get(fault_server, f"/v2/studies/{study}/series/{series}/instances/{sop}",
                          "application/dicom; transfer-syntax=*")
         if sop in referenced:

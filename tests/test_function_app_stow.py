@@ -172,7 +172,8 @@ def test_garbage_part_next_to_good_part_is_202_and_stores_the_good_one(server: s
     response = _post(server, multipart_body([b"not a DICOM file at all", to_bytes(ds), b""]))
     assert response.status_code == 202
     body = response.json()
-    assert [i[REFERENCED_SOP_INSTANCE_UID]["Value"] for i in _items(body, REFERENCED_SOP_SEQUENCE)] == [[ds.SOPInstanceUID]]
+    referenced = [i[REFERENCED_SOP_INSTANCE_UID]["Value"] for i in _items(body, REFERENCED_SOP_SEQUENCE)]
+    assert referenced == [[ds.SOPInstanceUID]]
     assert [i[FAILURE_REASON]["Value"] for i in _items(body, FAILED_SOP_SEQUENCE)] == [[43264], [43264]]
     assert len(blobs.names(ds.StudyInstanceUID)) == 1
 

@@ -114,7 +114,8 @@ def test_walkthrough_curl_retrieves_the_seed_study_byte_exact(isolated_server: s
     content_type = next(line.split(":", 1)[1].strip() for line in headers.read_text().splitlines()
                         if line.lower().startswith("content-type:"))
     parts = _parts(httpx.Response(200, headers={"content-type": content_type}, content=body.read_bytes()))
-    assert sorted(hashlib.sha256(b).hexdigest() for _, b in parts) == sorted(hashlib.sha256(f).hexdigest() for f in files)
+    assert sorted(hashlib.sha256(b).hexdigest() for _, b in parts) == sorted(
+        hashlib.sha256(f).hexdigest() for f in files)
 
 
 def test_series_as_stored_is_byte_exact_with_stored_syntax_per_part(server: str) -> None:
@@ -125,7 +126,8 @@ def test_series_as_stored_is_byte_exact_with_stored_syntax_per_part(server: str)
     assert response.status_code == 200
     parts = _parts(response)
     assert sorted(body for _, body in parts) == sorted(instances)
-    assert {content_type for content_type, _ in parts} == {f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"}
+    assert {content_type for content_type, _ in parts} == {
+        f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"}
 
 
 def test_study_without_transfer_syntax_passes_explicit_vr_little_endian_through(server: str) -> None:
@@ -249,7 +251,8 @@ def test_native_frames_equal_pydicoms_frames(server: str) -> None:
     assert [body for _, body in parts] == [ds.pixel_array[i].tobytes() for i in (0, 2, 4)]
 
 
-@pytest.mark.parametrize("accept", [OHIF_FRAMES, CORNERSTONE_FRAMES, 'multipart/related; type="image/jpeg"; transfer-syntax=*'])
+@pytest.mark.parametrize("accept", [OHIF_FRAMES, CORNERSTONE_FRAMES,
+                                    'multipart/related; type="image/jpeg"; transfer-syntax=*'])
 def test_encapsulated_frames_as_stored_equal_pydicoms_fragments(server: str, accept: str) -> None:
     ds, data = _sample("examples_ybr_color.dcm")  # JPEG Baseline, 30 frames
     _store(server, data)
@@ -352,7 +355,8 @@ def test_series_metadata_lists_every_instance_small_pixel_data_inline(server: st
 
 def test_study_metadata_streams_every_series(server: str) -> None:
     study = generate_uid()
-    datasets = [make_dataset(study=study, series=series) for series in (generate_uid(), generate_uid()) for _ in range(2)]
+    datasets = [make_dataset(study=study, series=series) for series in (generate_uid(), generate_uid())
+                for _ in range(2)]
     _store(server, *map(to_bytes, datasets))
     body = _get(server, f"/v2/studies/{study}/metadata", DICOM_JSON).json()
     assert sorted(item[SOP_INSTANCE_UID]["Value"][0] for item in body) == sorted(d.SOPInstanceUID for d in datasets)
@@ -389,7 +393,8 @@ def test_series_metadata_is_fresh_after_a_new_instance_is_stored(server: str) ->
     after = _get(server, path, DICOM_JSON, **{"If-None-Match": before.headers["etag"]})
     assert after.status_code == 200
     assert after.headers["etag"] != before.headers["etag"]
-    assert {item[SOP_INSTANCE_UID]["Value"][0] for item in after.json()} == {first.SOPInstanceUID, second.SOPInstanceUID}
+    assert {item[SOP_INSTANCE_UID]["Value"][0] for item in after.json()} == {first.SOPInstanceUID,
+                                                                              second.SOPInstanceUID}
 
 
 def test_series_metadata_shows_the_upserted_version(server: str) -> None:
@@ -399,7 +404,8 @@ def test_series_metadata_shows_the_upserted_version(server: str) -> None:
     response = httpx.put(f"{server}/v2/studies", content=to_bytes(ds),
                          headers={"Content-Type": "application/dicom", "Accept": DICOM_JSON})
     assert response.status_code == 200
-    [item] = _get(server, f"/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata", DICOM_JSON).json()
+    metadata_url = f"/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata"
+    [item] = _get(server, metadata_url, DICOM_JSON).json()
     assert item[STUDY_DESCRIPTION]["Value"] == ["after"]
 
 

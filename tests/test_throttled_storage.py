@@ -13,7 +13,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -37,7 +37,7 @@ FULL = os.environ.get("CRASH_MATRIX", "") == "full"  # as make test-crash sets i
 WRITERS, INSTANCES, DOOMED = (16, 200, 30) if FULL else (8, 48, 8)
 PER_REQUEST = 4
 RATE = 0.10
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 BOUNDARY = "throttled-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 REFERENCED_SOP_SEQUENCE = "00081199"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from tests.dicomweb_cli.dicom_folders import DicomFolder
 from dicomweb_cli.dicom_files import read_local_instance, scan
+from tests.dicomweb_cli.dicom_folders import DicomFolder
 from tests.factories import make_dataset, to_bytes
 
 

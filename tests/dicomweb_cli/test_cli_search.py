@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.dicomweb_cli.dicom_folders import DicomFolder, run_cli
 from dicomweb_cli.search import SearchQuery, format_table
+from tests.dicomweb_cli.dicom_folders import DicomFolder, run_cli
 
 SEARCH_STUDIES = ("GET", "v{version}/studies")
 SEARCH_STUDY_INSTANCES = ("GET", "v{version}/studies/{study}/instances")

@@ -22,7 +22,13 @@ from dicom_core.storage.clients import open_storage
 from dimse_gateway.shared_stores import IDLE_SECONDS
 from tests.dimse_gateway.conftest import Gateway
 from tests.dimse_gateway.scu import (
-    associated, find, identifier, part10_dataset_bytes, qido, store_series_at_once, study_counts,
+    associated,
+    find,
+    identifier,
+    part10_dataset_bytes,
+    qido,
+    store_series_at_once,
+    study_counts,
 )
 from tests.factories import make_dataset, to_bytes
 from tests.processes import DIRECT

@@ -35,7 +35,9 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def tls_gateway(storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Path]]:
+def tls_gateway(
+    storage_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Gateway, Path]]:
     """A gateway with TLS on; yields it and its certificate."""
     folder = tmp_path_factory.mktemp("tls")
     certificate, key = self_signed(folder)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import azure.functions as func
 import pytest
 
 from local_host.timers import TimerFunction, parse_schedule, resolve_settings, run_timers, timer_functions
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize(("expression", "after", "expected"), [
@@ -27,7 +27,8 @@ def test_next_occurrence_of_a_schedule(expression: str, after: datetime, expecte
     assert parse_schedule(expression).next_after(after) == expected
 
 
-@pytest.mark.parametrize("expression", ["0 */5 * * *", "0 */5 * * * * *", "0 61 * * * *", "0 * * * JAN *", "0 */0 * * * *"])
+@pytest.mark.parametrize("expression",
+                         ["0 */5 * * *", "0 */5 * * * * *", "0 61 * * * *", "0 * * * JAN *", "0 */0 * * * *"])
 def test_unsupported_or_malformed_schedule_is_refused(expression: str) -> None:
     with pytest.raises(ValueError):
         parse_schedule(expression)

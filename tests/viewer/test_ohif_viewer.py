@@ -20,8 +20,8 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.viewer.browser_record import BrowserRecord, SeenResponse
 from tests.factories import multipart_body
+from tests.viewer.browser_record import BrowserRecord, SeenResponse
 from tests.viewer.image_statistics import RegionStatistics, central_region_statistics
 from tests.viewer.server_log import LoggedServer, access_log_requests, app_requests, log_size
 from tests.viewer.synthetic_study import SyntheticStudy, build_study

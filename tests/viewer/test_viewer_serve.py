@@ -9,7 +9,12 @@ import httpx
 import pytest
 
 from viewer.serve import (
-    APP_CONFIG_TEMPLATE, DEFAULT_DICOMWEB_ROOT, MissingViewerBuild, ViewerSettings, build_viewer_app, render_app_config,
+    APP_CONFIG_TEMPLATE,
+    DEFAULT_DICOMWEB_ROOT,
+    MissingViewerBuild,
+    ViewerSettings,
+    build_viewer_app,
+    render_app_config,
 )
 
 ROOT = "http://127.0.0.1:7999/v2"

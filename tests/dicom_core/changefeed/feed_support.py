@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydicom.uid import generate_uid
 
 from dicom_core.changefeed.feed_reads import FeedEntry, entries_after
 from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.index.outbox import (
-    PENDING_PARTITION, Change, ChangeAction, announce_changes, outbox_operation, outbox_range,
+    PENDING_PARTITION,
+    Change,
+    ChangeAction,
+    announce_changes,
+    outbox_operation,
+    outbox_range,
 )
 from dicom_core.index.rows import instance_row_key
 from dicom_core.model.identifiers import new_version
 from dicom_core.storage.clients import Storage
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def uid() -> str:
@@ -44,7 +49,7 @@ async def all_entries(storage: Storage) -> list[FeedEntry]:
 async def write_outbox(storage: Storage, study: str, changes: list[Change], extra: list | None = None) -> str:
     """Announce and commit an outbox row the way a writer does (with ``extra`` operations in its transaction)."""
     change_id = new_version()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await announce_changes(storage, study, change_id, now)
     await storage.studies.submit_transaction([*(extra or []), outbox_operation(study, change_id, changes, now)])
     return change_id
@@ -61,7 +66,7 @@ async def entries_at(storage: Storage, moments: list[datetime]) -> list[FeedEntr
     study = uid()
     for index, moment in enumerate(moments):
         await write_outbox(storage, study, [Change(ChangeAction.CREATE, "1.2", f"1.2.{index}", f"v{index}")])
-        await sequence_pending(storage, clock=lambda: moment)
+        await sequence_pending(storage, clock=lambda moment=moment: moment)
     return await all_entries(storage)
 
 

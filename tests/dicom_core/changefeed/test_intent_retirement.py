@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dicom_core.changefeed.sequencer import sequence_pending
 from dicom_core.index.cleanup_entries import CleanupTarget, cleanup_delay
@@ -21,7 +21,7 @@ from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, ne
 from dicom_core.storage.clients import Storage
 from tests.dicom_core.changefeed.feed_support import uid
 
-T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _version(study: str) -> CleanupTarget:
@@ -50,7 +50,9 @@ async def test_versions_whose_changes_reached_the_feed_leave_no_cleanup_work(fee
     assert await all_entries(feed_storage) == []
 
 
-async def test_a_version_whose_commit_never_came_is_handed_over_when_the_intent_times_out(feed_storage: Storage) -> None:
+async def test_a_version_whose_commit_never_came_is_handed_over_when_the_intent_times_out(
+    feed_storage: Storage,
+) -> None:
     request, study = new_version(), uid()
     committed, lost = _version(study), _version(study)
     await _intend(feed_storage, request, study, 2, [committed, lost])
@@ -85,7 +87,7 @@ async def test_a_replaced_version_is_handed_over_although_a_change_names_it(feed
 async def test_an_intent_counting_no_change_is_retired_with_its_targets_handed_over(feed_storage: Storage) -> None:
     request, study = new_version(), uid()
     target = _version(study)
-    await _intend(feed_storage, request, study, 0, [target], at=datetime.now(timezone.utc))
+    await _intend(feed_storage, request, study, 0, [target], at=datetime.now(UTC))
 
     assert await sequence_pending(feed_storage) == 0
     assert await pending_announcements(feed_storage) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.pruning import CURSOR_ROW, PRUNE_AFTER, prune_done_rows
@@ -16,7 +16,7 @@ from tests.factories import make_instance
 
 def _later() -> datetime:
     """A moment past the prune age of rows written now (taken when used: a long run imports tests early)."""
-    return datetime.now(timezone.utc) + PRUNE_AFTER + timedelta(hours=1)
+    return datetime.now(UTC) + PRUNE_AFTER + timedelta(hours=1)
 
 
 async def _done_rows(storage: Storage) -> list[str]:
@@ -51,7 +51,7 @@ async def test_a_done_row_whose_outbox_row_is_still_there_is_kept_so_it_is_not_a
     study = uid()
     change_id = new_version()
     await feed_storage.studies.submit_transaction([outbox_operation(
-        study, change_id, [Change(ChangeAction.CREATE, "1.2", "1.2.3", "v")], datetime.now(timezone.utc))])
+        study, change_id, [Change(ChangeAction.CREATE, "1.2", "1.2.3", "v")], datetime.now(UTC))])
     [row] = [r async for r in feed_storage.studies.query_entities("PartitionKey eq @pk", parameters={"pk": study})]
     assert await sequence_outbox_rows(feed_storage, [row]) == 1
     await feed_storage.studies.create_entity(row)  # as if the outbox row's delete had failed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from dicom_core.model.errors import BadRequestError
 
 
 def _micros(*args: int) -> int:
-    return to_micros(datetime(*args, tzinfo=timezone.utc))
+    return to_micros(datetime(*args, tzinfo=UTC))
 
 
 def _error(query: str, version: int) -> str:
@@ -36,11 +36,13 @@ def test_v1_offset_and_limit_are_read() -> None:
 
 
 def test_v1_limit_over_100_is_rejected_with_azures_message() -> None:
-    assert _error("limit=101", 1) == "The query parameter 'limit' is invalid. The field limit must be between 1 and 100."
+    assert _error("limit=101", 1) == (
+        "The query parameter 'limit' is invalid. The field limit must be between 1 and 100.")
 
 
 def test_v2_limit_over_200_is_rejected_with_azures_message() -> None:
-    assert _error("limit=201", 2) == "The query parameter 'Limit' is invalid. The field Limit must be between 1 and 200."
+    assert _error("limit=201", 2) == (
+        "The query parameter 'Limit' is invalid. The field Limit must be between 1 and 200.")
 
 
 def test_v2_accepts_a_limit_of_200() -> None:
@@ -56,7 +58,8 @@ def test_invalid_limit_offset_or_includemetadata_is_a_bad_request(query: str, ve
 
 
 def test_an_unparseable_value_names_the_parameter() -> None:
-    assert _error("offset=blah", 2) == "The query parameter 'Offset' is invalid. The value 'blah' is not valid for Offset."
+    assert _error("offset=blah", 2) == (
+        "The query parameter 'Offset' is invalid. The value 'blah' is not valid for Offset.")
 
 
 def test_parameter_names_are_case_insensitive() -> None:

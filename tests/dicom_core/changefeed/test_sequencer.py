@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,29 @@ from dicom_core.changefeed import sequencer
 from dicom_core.changefeed.feed_reads import FEED_PARTITION
 from dicom_core.changefeed.sequencer import DONE_PREFIX, sequence_pending
 from dicom_core.index.outbox import (
-    ANNOUNCEMENT_TIMEOUT, Change, ChangeAction, LandedOutbox, RequestAnnouncement, announce_changes,
-    announce_requests, outbox_operation, pending_announcements, request_change_id,
+    ANNOUNCEMENT_TIMEOUT,
+    Change,
+    ChangeAction,
+    LandedOutbox,
+    RequestAnnouncement,
+    announce_changes,
+    announce_requests,
+    outbox_operation,
+    pending_announcements,
+    request_change_id,
 )
 from dicom_core.model.epoch import to_micros
 from dicom_core.model.identifiers import new_version
 from dicom_core.storage.clients import Storage
 from tests.dicom_core.changefeed.feed_support import (
-    T0, all_entries, outbox_rows, pending_ids, store, uid, write_outbox, write_outboxes,
+    T0,
+    all_entries,
+    outbox_rows,
+    pending_ids,
+    store,
+    uid,
+    write_outbox,
+    write_outboxes,
 )
 from tests.factories import make_instance
 
@@ -62,7 +77,7 @@ async def test_an_outbox_left_behind_after_its_append_is_not_appended_again(feed
     change_id = await write_outbox(feed_storage, study, [Change(ChangeAction.CREATE, "1.2", "1.2.3", "v1")])
     await sequence_pending(feed_storage)
     # A sequencer that crashed before its cleanup leaves both behind: put them back.
-    await announce_changes(feed_storage, study, change_id, datetime.now(timezone.utc))
+    await announce_changes(feed_storage, study, change_id, datetime.now(UTC))
     await feed_storage.studies.create_entity(
         outbox_operation(study, change_id, [Change(ChangeAction.CREATE, "1.2", "1.2.3", "v1")], T0)[1])
 
@@ -87,7 +102,7 @@ async def test_an_announcement_without_outbox_row_is_dropped_after_the_timeout(f
 
 async def test_a_commit_landing_after_a_sequencer_run_is_appended_by_the_next(feed_storage: Storage) -> None:
     study, change_id = uid(), new_version()
-    await announce_changes(feed_storage, study, change_id, datetime.now(timezone.utc))
+    await announce_changes(feed_storage, study, change_id, datetime.now(UTC))
     assert await sequence_pending(feed_storage) == 0
 
     change = Change(ChangeAction.CREATE, "1.2", "1.2.3", change_id)
@@ -173,7 +188,7 @@ async def test_sequencers_in_two_processes_append_every_change_exactly_once(
 
 async def _announce_request(storage: Storage, request: str, studies: list[str], changes: int,
                             at: datetime | None = None, landed: tuple[LandedOutbox, ...] = ()) -> None:
-    at = at or datetime.now(timezone.utc)
+    at = at or datetime.now(UTC)
     await announce_requests(storage, [RequestAnnouncement(request, tuple(studies), changes, at, landed=landed)], at)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -14,11 +14,11 @@ from dicom_core.delete import service as delete_service
 from dicom_core.delete.service import delete_instance, delete_scope, delete_series, delete_study
 from dicom_core.documents.series_documents import document_name
 from dicom_core.index import delete as index_delete
-from dicom_core.index.delete import bump_generation
+from dicom_core.index.cleanup_entries import CleanupKind
 from dicom_core.index.commit import CommitRows, commit_instance, read_commit_rows
+from dicom_core.index.delete import bump_generation
 from dicom_core.index.outbox import OUTBOX_PREFIX, ChangeAction
 from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
-from dicom_core.index.cleanup_entries import CleanupKind
 from dicom_core.maintenance.blob_cleanup import all_entries, run_cleanup
 from dicom_core.maintenance.consistency import check_consistency
 from dicom_core.model.dicom_json import metadata_json
@@ -32,7 +32,7 @@ from dicom_core.storage.clients import Storage
 from dicom_core.wado.metadata import MetadataRequest, series_metadata
 from tests.factories import make_dataset, make_instance, to_bytes
 
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 async def _row(storage: Storage, study: str, row_key: str) -> TableEntity | None:
@@ -64,7 +64,8 @@ async def test_deleting_an_instance_keeps_counts_and_modalities_exact(own: Stora
     assert (await stow_parts(own, [to_bytes(kept), to_bytes(removed)])).status == 200
     await delete_instance(own, InstanceIdentifiers(study, series, removed.SOPInstanceUID))
     study_row, series_row = await _row(own, study, STUDY_ROW), await _row(own, study, series_row_key(series))
-    assert (study_row["InstanceCount"], study_row["SeriesCount"], json.loads(study_row["ModalityCounts"])) == (1, 1, {"CT": 1})
+    counts = (study_row["InstanceCount"], study_row["SeriesCount"], json.loads(study_row["ModalityCounts"]))
+    assert counts == (1, 1, {"CT": 1})
     assert series_row["InstanceCount"] == 1
     assert await _consistent(own) == []
 
@@ -86,7 +87,8 @@ async def test_deleting_a_series_keeps_the_other_series_listed(own: Storage, sto
     assert (await stow_parts(own, parts)).status == 200
     await delete_series(own, study, removed)
     study_row = await _row(own, study, STUDY_ROW)
-    assert (study_row["InstanceCount"], study_row["SeriesCount"], json.loads(study_row["ModalityCounts"])) == (1, 1, {"CT": 1})
+    counts = (study_row["InstanceCount"], study_row["SeriesCount"], json.loads(study_row["ModalityCounts"]))
+    assert counts == (1, 1, {"CT": 1})
     assert await _found_studies(own, f"StudyInstanceUID={study}") == [study]
     assert await _found_studies(own, "ModalitiesInStudy=MR") == []
     assert await _consistent(own) == []
@@ -111,7 +113,7 @@ async def test_blobs_stay_until_the_cleanup_delay_has_passed(own: Storage, stow_
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     assert (await stow_parts(own, [make_instance(study=study, series=series, sop=sop)])).status == 200
     await delete_instance(own, InstanceIdentifiers(study, series, sop))
-    report = await run_cleanup(own, now=datetime.now(timezone.utc))
+    report = await run_cleanup(own, now=datetime.now(UTC))
     assert report.versions_deleted == 0
     assert len([b async for b in own.files.list_blobs(name_starts_with=study)]) == 1
 

@@ -12,13 +12,22 @@ from dicom_core.delete.service import delete_instance
 from dicom_core.documents import document_writes
 from dicom_core.documents.known_documents import known_document
 from dicom_core.documents.series_documents import (
-    SEPARATOR, STATE_KEY, UNVERIFIED, batch_blocks, block_id, document_name, exact_state, record, series_state,
-    stream_document, verified_properties,
+    SEPARATOR,
+    STATE_KEY,
+    UNVERIFIED,
+    batch_blocks,
+    block_id,
+    document_name,
+    exact_state,
+    record,
+    series_state,
+    stream_document,
+    verified_properties,
 )
 from dicom_core.index.reads import instance_rows, stored_instance
 from dicom_core.index.rows import ROW_METADATA
-from dicom_core.storage.blobs import metadata_blob_name, put_json
 from dicom_core.model.identifiers import InstanceIdentifiers
+from dicom_core.storage.blobs import metadata_blob_name, put_json
 from dicom_core.storage.clients import Storage
 from dicom_core.stow.service import StoreRequest, store_instances
 from dicom_core.wado.metadata import json_array

@@ -10,8 +10,8 @@ import pytest
 
 from dicom_core.edge import auth
 from dicom_core.edge.auth import EntraAuthenticator, OpenAccess, TokenRules
-from dicom_core.model.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
 from dicom_core.edge.jwks import JwksCache
+from dicom_core.model.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
 from dicom_core.settings import Settings
 from tests.identity_provider import AUDIENCE, READER, WRITER, IdentityProvider, SigningKey, hs256_token, unsigned_token
 

@@ -8,11 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.requests import ClientDisconnect
 
-from dicom_core.model.errors import (
-    CLIENT_CLOSED_REQUEST, BadRequestError, ClientClosedRequestError, HeaderFieldsTooLargeError,
-    PayloadTooLargeError, RequestTimeoutError, UriTooLongError,
-)
 from dicom_core.edge.request_limits import RequestLimits, check_request_head, limited_body
+from dicom_core.model.errors import (
+    CLIENT_CLOSED_REQUEST,
+    BadRequestError,
+    ClientClosedRequestError,
+    HeaderFieldsTooLargeError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UriTooLongError,
+)
 
 LIMITS = RequestLimits(max_request_bytes=100, max_query_string_bytes=50, max_header_bytes=200,
                        body_idle_timeout_seconds=0.2)

@@ -11,18 +11,23 @@ import pytest
 from azure.data.tables import UpdateMode
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from dicom_core.model.dicom_json import metadata_json
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
-from dicom_core.index.reads import get_study_row, instance_rows, series_rows
 from dicom_core.index.commit import InstanceExistsError, commit_instance
 from dicom_core.index.known_studies import forget_study
+from dicom_core.index.reads import get_study_row, instance_rows, series_rows
+from dicom_core.index.rows import (
+    MAX_ATTRIBUTES_CHARS,
+    STUDY_ROW,
+    InstanceRecord,
+    attributes_property,
+    group_operations,
+    instance_row_key,
+    series_row_key,
+)
+from dicom_core.model.dicom_json import metadata_json
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.model.levels import Level
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.index.rows import (
-    MAX_ATTRIBUTES_CHARS, STUDY_ROW, InstanceRecord, attributes_property, group_operations, instance_row_key,
-    series_row_key,
-)
 from tests.factories import make_dataset
 
 

@@ -112,7 +112,8 @@ async def test_an_entry_naming_several_versions_keeps_the_committed_and_deletes_
     assert (report.kept, report.versions_deleted, report.failed) == (2, 2, 0)
     assert await all_entries(own) == []
     assert await check_consistency(own) == []
-    assert len(await _names(own)) == 3  # the committed versions' files (their JSON is in their rows), the series document
+    # The committed versions' files (their JSON is in their rows), the series document.
+    assert len(await _names(own)) == 3
 
 
 async def test_versions_of_one_study_are_checked_with_one_range_query(

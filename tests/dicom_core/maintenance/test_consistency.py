@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -131,7 +131,7 @@ async def test_document_of_a_series_without_row_is_an_orphan(own: Storage, stow_
 
 async def test_old_outbox_row_that_never_reached_the_feed_is_reported(own: Storage, stow_parts) -> None:
     study, _ = await _stored(own, stow_parts)
-    long_ago = datetime.now(timezone.utc) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
+    long_ago = datetime.now(UTC) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
     await own.studies.create_entity({"PartitionKey": study, "RowKey": outbox_row_key(new_version()),
                                      "Changes": "[]", "ChangedAt": long_ago})
     assert await _kinds(own) == ["unsequenced-outbox"]
@@ -142,7 +142,7 @@ async def test_an_old_confirmed_outbox_row_left_in_place_after_its_append_is_no_
     studies = [str(generate_uid()), str(generate_uid())]  # a request into two studies confirms its outbox rows
     assert (await stow_parts(own, [make_instance(study=study) for study in studies])).status == 200
     assert await sequence_pending(own) == 2
-    long_ago = datetime.now(timezone.utc) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
+    long_ago = datetime.now(UTC) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
     kept = [row for study in studies async for row in own.studies.query_entities(
         "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
         parameters={"pk": study, "low": "change|", "high": "change}"})]
@@ -158,7 +158,8 @@ async def test_command_exits_1_and_prints_one_line_per_finding(own: Storage, sto
     await own.files.upload_blob(instance_blob_name(stray), b"stray")
     settings = own.settings
     env = {"DICOMWEB_STORAGE_CONNECTION_STRING": azurite.connection_string, "PATH": "",
-           "DICOMWEB_BLOB_CONTAINER": settings.blob_container, "DICOMWEB_METADATA_CONTAINER": settings.metadata_container,
+           "DICOMWEB_BLOB_CONTAINER": settings.blob_container,
+           "DICOMWEB_METADATA_CONTAINER": settings.metadata_container,
            "DICOMWEB_TABLE_PREFIX": settings.table_prefix}
     completed = subprocess.run([sys.executable, "-m", "dicom_core.maintenance.consistency"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120, check=False)

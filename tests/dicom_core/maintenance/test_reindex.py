@@ -180,7 +180,8 @@ async def _found_series(storage: Storage, query: str) -> list[str]:
 async def _to_old_uid_layout(storage: Storage, study: str, series: str, instances: list[str], layout: int) -> None:
     """Replace a stored series' UID lookup entities with entries of a layout before: a RowKey range of the UID's
     root's partition (0), a partition per UID (1)."""
-    for index, ids in [(SERIES_BY_UID, (study, series)), *((INSTANCES_BY_UID, (study, series, sop)) for sop in instances)]:
+    for index, ids in [(SERIES_BY_UID, (study, series)),
+                       *((INSTANCES_BY_UID, (study, series, sop)) for sop in instances)]:
         key, legacy = uid_key(index, ids[-1]), legacy_uid_keys(index, ids[-1])[layout]
         await storage.index.delete_entity(key.partition, key.row_key("", *ids))
         await storage.index.upsert_entity({"PartitionKey": legacy.partition, "RowKey": legacy.row_key("", *ids)})
@@ -188,8 +189,10 @@ async def _to_old_uid_layout(storage: Storage, study: str, series: str, instance
 
 async def _found_by_uids(storage: Storage, series: str, sop: str) -> tuple[list[str], list[str]]:
     """The series a search by SeriesInstanceUID finds, and the instances a search by SOPInstanceUID finds."""
-    found_series = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2, f"SeriesInstanceUID={series}"))
-    found_instances = await search_datasets(storage, SearchRequest(QidoResource.ALL_INSTANCES, 2, f"SOPInstanceUID={sop}"))
+    found_series = await search_datasets(storage, SearchRequest(QidoResource.ALL_SERIES, 2,
+                                                                f"SeriesInstanceUID={series}"))
+    found_instances = await search_datasets(storage, SearchRequest(QidoResource.ALL_INSTANCES, 2,
+                                                                   f"SOPInstanceUID={sop}"))
     return ([dataset["0020000E"]["Value"][0] for dataset in found_series.datasets],
             [dataset["00080018"]["Value"][0] for dataset in found_instances.datasets])
 

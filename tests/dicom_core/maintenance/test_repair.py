@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydicom.uid import generate_uid
@@ -27,7 +27,7 @@ from dicom_core.storage.tables import get_entity_or_none
 from tests.factories import make_instance
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 async def _stored(storage: Storage, stow_parts, count: int = 2, series: str | None = None,
@@ -144,7 +144,7 @@ async def test_an_outbox_row_nobody_announces_reaches_the_feed_once(own: Storage
     study, series = await _stored(own, stow_parts)
     await sequence_pending(own)
     before = len(await entries_after(own, 0, 1_000))
-    long_ago = datetime.now(timezone.utc) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
+    long_ago = datetime.now(UTC) - ANNOUNCEMENT_TIMEOUT - timedelta(minutes=1)
     change = Change(ChangeAction.UPDATE, series, str(generate_uid()), new_version())
     await own.studies.submit_transaction([outbox_operation(study, new_version(), [change], long_ago)])
 
@@ -204,7 +204,8 @@ async def test_the_command_repairs_and_prints_what_it_repaired(own: Storage, sto
     await own.files.upload_blob(instance_blob_name(stray), b"stray")
     settings = own.settings
     env = {"DICOMWEB_STORAGE_CONNECTION_STRING": azurite.connection_string, "PATH": "",
-           "DICOMWEB_BLOB_CONTAINER": settings.blob_container, "DICOMWEB_METADATA_CONTAINER": settings.metadata_container,
+           "DICOMWEB_BLOB_CONTAINER": settings.blob_container,
+           "DICOMWEB_METADATA_CONTAINER": settings.metadata_container,
            "DICOMWEB_TABLE_PREFIX": settings.table_prefix}
     command = [sys.executable, "-m", "dicom_core.maintenance.consistency", "--repair"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydicom.uid import generate_uid
 
@@ -13,7 +13,7 @@ from dicom_core.maintenance.routine import run_maintenance
 from dicom_core.storage.clients import Storage
 from tests.factories import make_instance
 
-FAR_FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 async def test_a_run_sequences_cleans_up_and_a_later_run_prunes_what_the_feed_no_longer_needs(

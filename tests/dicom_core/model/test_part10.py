@@ -24,7 +24,8 @@ def test_unreadable_bytes_raise(data: bytes) -> None:
 
 
 def test_truncated_file_raises() -> None:
-    with open(get_testdata_file("MR_truncated.dcm"), "rb") as file, pytest.raises(InvalidPart10Error, match="truncated"):
+    with open(get_testdata_file("MR_truncated.dcm"), "rb") as file, \
+            pytest.raises(InvalidPart10Error, match="truncated"):
         read_part10(file)
 
 

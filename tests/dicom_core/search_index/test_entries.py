@@ -7,34 +7,49 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.data.tables import UpdateMode
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from dicom_core.search_index import entries as search_index
-
-from dicom_core.search_index import keys as search_index_keys
-from dicom_core.model.dicom_json import metadata_json
-from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.delete.service import delete_study
 from dicom_core.index.commit import commit_instance
-from dicom_core.qido.service import SearchRequest, search_datasets
+from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.model.dicom_json import metadata_json
+from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.qido.query import QidoResource
+from dicom_core.qido.service import SearchRequest, search_datasets
+from dicom_core.search_index import keys as search_index_keys
 from dicom_core.search_index.claims import CLAIM_TTL
 from dicom_core.search_index.entries import IndexIntents, remove_index_entries, write_index_intents
 from dicom_core.search_index.keys import (
-    ALL_SERIES, ALL_STUDIES, INSTANCES_BY_UID, SERIES_BY_UID, IndexEntry, IndexKey, date_key, encode_key,
-    entry_entity, instance_key, inverted_date, inverted_time, legacy_uid_ranges, parse_entries, parse_entry,
-    partition_key, series_keys, study_keys, uid_entity, uid_key,
+    ALL_SERIES,
+    ALL_STUDIES,
+    INSTANCES_BY_UID,
+    SERIES_BY_UID,
+    IndexEntry,
+    IndexKey,
+    date_key,
+    encode_key,
+    entry_entity,
+    instance_key,
+    inverted_date,
+    inverted_time,
+    legacy_uid_ranges,
+    parse_entries,
+    parse_entry,
+    partition_key,
+    series_keys,
+    study_keys,
+    uid_entity,
+    uid_key,
 )
-from dicom_core.storage import partition_upserts
-from dicom_core.storage.tables import get_entity_or_none
-from azure.data.tables import UpdateMode
 from dicom_core.settings import Settings
+from dicom_core.storage import partition_upserts
 from dicom_core.storage.clients import Storage, open_storage
-from dicom_core.index.rows import GENERATION_ROW, STUDY_ROW, InstanceRecord, series_row_key
+from dicom_core.storage.tables import get_entity_or_none
 from tests.factories import make_dataset, make_instance, to_bytes
 
 PREFIX_SETTINGS = {"table_prefix": "sidx", "blob_container": "sidx-files", "metadata_container": "sidx-metadata"}
@@ -91,7 +106,7 @@ def test_encoded_keys_hold_no_reserved_characters_and_keep_prefixes() -> None:
 
 
 def test_later_moments_and_dates_sort_first() -> None:
-    earlier, later = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 1, tzinfo=timezone.utc)
+    earlier, later = datetime(2020, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
     assert inverted_time(later) < inverted_time(earlier)
     assert inverted_date("20240101") < inverted_date("20200101")
 
@@ -312,7 +327,7 @@ async def test_entry_with_a_sort_key_other_than_the_claimed_one_lists_the_study_
     assert (await stow_parts(index_storage, [to_bytes(ds)])).status == 200
     # A first store that crashed long ago (or on a host whose clock runs ahead) left its own sort key.
     key = IndexKey(partition_key("s.pid", ds.PatientID))
-    stray = inverted_time(datetime.now(timezone.utc) - age)
+    stray = inverted_time(datetime.now(UTC) - age)
     stray_entry = {"PartitionKey": key.partition, "RowKey": key.row_key(stray, ds.StudyInstanceUID)}
     await index_storage.index.upsert_entity(stray_entry)
     assert len(await _targets(index_storage, key.partition)) == 2
@@ -333,7 +348,7 @@ async def test_upsert_that_changes_patient_id_moves_the_study_between_ids(index_
 async def test_old_claim_of_a_study_never_committed_is_taken_over(index_storage: Storage) -> None:
     record = _record(PatientID="SIDX-CLAIM")
     partition = f"claim|{record.stored.ids.study}"
-    long_ago = datetime.now(timezone.utc) - CLAIM_TTL - timedelta(minutes=5)
+    long_ago = datetime.now(UTC) - CLAIM_TTL - timedelta(minutes=5)
     await index_storage.index.upsert_entity({"PartitionKey": partition, "RowKey": STUDY_ROW,
                                              "SortKey": inverted_time(long_ago), "ClaimedAt": long_ago})
     await write_index_intents(index_storage, record)

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from dicom_core.model.errors import NotFoundError
 from dicom_core.storage.blob_reads import (
     Body,
     BodySource,
@@ -18,7 +19,6 @@ from dicom_core.storage.blob_reads import (
     spool_blob,
     stream_range,
 )
-from dicom_core.model.errors import NotFoundError
 from dicom_core.storage.clients import Storage, open_storage
 from tests.faults.proxy import Action, Fault
 
@@ -223,4 +223,5 @@ async def test_a_ranged_read_whose_body_breaks_off_is_sent_again(storage: Storag
     finally:
         await proxied.close()
     assert cut.fired.is_set()
-    assert [method for _, method, target in storage_fault_proxy.requests if "blob-reads/cut" in target] == ["GET", "GET"]
+    methods = [method for _, method, target in storage_fault_proxy.requests if "blob-reads/cut" in target]
+    assert methods == ["GET", "GET"]

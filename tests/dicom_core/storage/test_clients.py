@@ -16,9 +16,18 @@ from azure.identity.aio import DefaultAzureCredential
 
 from dicom_core.settings import Settings, azurite_connection_string
 from dicom_core.storage.clients import (
-    AZURE_IDLE_CONNECTION_SECONDS, AZURE_TABLE_SHARDS, EMULATOR_TABLE_SHARDS, IDLE_CONNECTION_SECONDS,
-    ConnectionStringAccess, IdentityAccess, StorageTransport, default_table_shards, idle_connection_seconds,
-    open_storage, select_storage_access, storage_service_clients,
+    AZURE_IDLE_CONNECTION_SECONDS,
+    AZURE_TABLE_SHARDS,
+    EMULATOR_TABLE_SHARDS,
+    IDLE_CONNECTION_SECONDS,
+    ConnectionStringAccess,
+    IdentityAccess,
+    StorageTransport,
+    default_table_shards,
+    idle_connection_seconds,
+    open_storage,
+    select_storage_access,
+    storage_service_clients,
 )
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -12,8 +12,8 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 from pydicom.uid import generate_uid
 
-from dicom_core.index.outbox import PENDING_PARTITION, announce_changes
 from dicom_core.index.cleanup_entries import CleanupTarget, schedule_cleanup
+from dicom_core.index.outbox import PENDING_PARTITION, announce_changes
 from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version
 from dicom_core.storage import partition_upserts
@@ -46,7 +46,7 @@ def _version(study: str) -> StoredInstance:
 
 async def test_concurrent_announcements_are_written_in_few_transactions(own: Storage, writes: list[int]) -> None:
     change_ids = [new_version() for _ in range(30)]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await asyncio.gather(*(announce_changes(own, str(generate_uid()), change_id, now) for change_id in change_ids))
     rows = [e["RowKey"] async for e in own.changes.query_entities("PartitionKey eq @pk",
                                                                   parameters={"pk": PENDING_PARTITION})]

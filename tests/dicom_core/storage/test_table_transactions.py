@@ -31,7 +31,8 @@ async def tables(azurite) -> AsyncIterator[tuple[TableClient, TableClient]]:
 
 def _operations(partition: str) -> list[Any]:
     return [
-        ("upsert", {"PartitionKey": partition, "RowKey": "a", "Text": "é\"\\", "Number": 2.5}, {"mode": UpdateMode.REPLACE}),
+        ("upsert", {"PartitionKey": partition, "RowKey": "a", "Text": "é\"\\", "Number": 2.5},
+         {"mode": UpdateMode.REPLACE}),
         ("create", {"PartitionKey": partition, "RowKey": "b", "Count": 7}),
         ("update", {"PartitionKey": partition, "RowKey": "c", "Text": "x"}, {"mode": UpdateMode.MERGE}),
         ("delete", {"PartitionKey": partition, "RowKey": "d"}),

@@ -65,7 +65,9 @@ async def test_a_request_dead_between_upload_and_commit_leaves_no_orphan(own: St
     assert await check_consistency(own) == []
 
 
-async def test_a_committed_requests_intent_retired_after_the_timeout_keeps_its_instance_once_in_the_feed(own: Storage) -> None:
+async def test_a_committed_requests_intent_retired_after_the_timeout_keeps_its_instance_once_in_the_feed(
+    own: Storage,
+) -> None:
     study = generate_uid()
     request = StoreRequest(api_version=2, study_uid=None, content_type=(
         f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'), accept=None, base_url="http://test")

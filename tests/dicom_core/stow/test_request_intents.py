@@ -9,7 +9,12 @@ from pydicom.uid import generate_uid
 
 from dicom_core.index.cleanup_entries import CleanupTarget, parse_targets
 from dicom_core.index.outbox import (
-    PENDING_PARTITION, Change, ChangeAction, LandedOutbox, pending_announcements, request_change_id,
+    PENDING_PARTITION,
+    Change,
+    ChangeAction,
+    LandedOutbox,
+    pending_announcements,
+    request_change_id,
 )
 from dicom_core.maintenance.blob_cleanup import all_entries
 from dicom_core.model.identifiers import InstanceIdentifiers, StoredInstance, new_version

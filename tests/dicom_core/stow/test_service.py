@@ -89,7 +89,9 @@ async def test_upsert_keeps_counts_and_moves_modality(storage: Storage) -> None:
     assert len(await _blob_names(storage, study)) == 2  # the replaced version stays for readers until cleanup
 
 
-async def test_metadata_is_kept_in_the_instance_row_small_binary_values_inline_and_without_a_blob(storage: Storage) -> None:
+async def test_metadata_is_kept_in_the_instance_row_small_binary_values_inline_and_without_a_blob(
+    storage: Storage,
+) -> None:
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     assert (await _store(storage, [make_instance(study=study, series=series, sop=sop)])).status == 200
     row = await storage.studies.get_entity(study, f"instance|{series}|{sop}")

@@ -8,14 +8,14 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless
 
+from dicom_core.index.reads import get_instance
 from dicom_core.model.errors import BadRequestError
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.index.reads import get_instance
-from dicom_core.wire.media_types import parse_media_type
-from dicom_core.wire.multipart import iter_parts
 from dicom_core.storage.clients import Storage
 from dicom_core.stow.service import StoreRequest, store_instances
 from dicom_core.wado.frames import parse_frame_list, retrieve_frames
+from dicom_core.wire.media_types import parse_media_type
+from dicom_core.wire.multipart import iter_parts
 from tests.factories import make_dataset, to_bytes
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-    JPEG2000Lossless, JPEGBaseline8Bit, RLELossless,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
 )
 
 from dicom_core.model.errors import NotAcceptableError
@@ -62,7 +67,8 @@ def test_mixed_stored_syntaxes_can_all_be_transcoded() -> None:
 
 
 def test_instance_accepts_single_part_application_dicom() -> None:
-    assert negotiate("application/dicom", Resource.INSTANCE, ELE) == _rep("application/dicom", ExplicitVRLittleEndian, False)
+    assert negotiate("application/dicom", Resource.INSTANCE, ELE) == _rep("application/dicom", ExplicitVRLittleEndian,
+                                                                           False)
 
 
 def test_bare_star_on_an_instance_is_multipart_as_stored() -> None:
@@ -76,12 +82,14 @@ def test_highest_quality_feasible_range_wins() -> None:
 
 
 def test_as_stored_of_equal_quality_is_preferred_like_azure() -> None:
-    accept = 'multipart/related; type="application/dicom", multipart/related; type="application/dicom"; transfer-syntax=*'
+    accept = ('multipart/related; type="application/dicom", '
+              'multipart/related; type="application/dicom"; transfer-syntax=*')
     assert negotiate(accept, Resource.STUDY, ELE).transfer_syntax == "*"
 
 
 def test_as_stored_of_lower_quality_is_not_preferred() -> None:
-    accept = 'multipart/related; type="application/dicom", multipart/related; type="application/dicom"; transfer-syntax=*;q=0.4'
+    accept = ('multipart/related; type="application/dicom", '
+              'multipart/related; type="application/dicom"; transfer-syntax=*;q=0.4')
     assert negotiate(accept, Resource.STUDY, ELE).transfer_syntax == ExplicitVRLittleEndian
 
 

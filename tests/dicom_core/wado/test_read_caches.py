@@ -16,10 +16,10 @@ from dicom_core.delete.service import delete_instance
 from dicom_core.documents import document_writes
 from dicom_core.model.errors import NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.wado.known_frames import known_frames
 from dicom_core.storage.clients import Storage, open_storage
 from dicom_core.stow.service import StoreRequest, store_instances
 from dicom_core.wado.frames import retrieve_frames
+from dicom_core.wado.known_frames import known_frames
 from dicom_core.wado.metadata import MetadataRequest, series_metadata, study_metadata
 from tests.factories import make_dataset, to_bytes
 

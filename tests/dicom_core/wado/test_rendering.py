@@ -55,7 +55,8 @@ def test_rgb_frame_renders_its_own_pixels(name: str) -> None:
     assert np.array_equal(np.asarray(image), dcmread(get_testdata_file(name)).pixel_array)
 
 
-@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_ybr_full_422_uncompressed.dcm",
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm",
+                                  "SC_ybr_full_422_uncompressed.dcm",
                                   "examples_jpeg2k.dcm"])
 def test_ycbcr_frame_renders_as_rgb(name: str) -> None:
     image = _render_file(name)

@@ -11,14 +11,14 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dicom_core.index.reads import FIRST_BATCH_ROWS, instance_row_batches
 from dicom_core.model.errors import NotAcceptableError, NotFoundError
 from dicom_core.model.identifiers import InstanceIdentifiers
-from dicom_core.index.reads import FIRST_BATCH_ROWS, instance_row_batches
-from dicom_core.wire.media_types import parse_media_type
-from dicom_core.wire.multipart import iter_parts
 from dicom_core.storage.clients import Storage
 from dicom_core.stow.service import StoreRequest, store_instances
 from dicom_core.wado.retrieve import retrieve_instance, retrieve_series, retrieve_study
+from dicom_core.wire.media_types import parse_media_type
+from dicom_core.wire.multipart import iter_parts
 from tests.factories import make_instance
 
 ELE_SINGLE_PART = "application/dicom"

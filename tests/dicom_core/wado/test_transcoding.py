@@ -239,7 +239,8 @@ def test_native_frames_are_slices_of_the_pixel_data() -> None:
 
 def test_big_endian_frames_equal_the_little_endian_file_frames() -> None:
     frames = list(range(1, 16))
-    assert _frames("rtdose_expb.dcm", frames, ExplicitVRLittleEndian) == _frames("rtdose.dcm", frames, ExplicitVRLittleEndian)
+    assert _frames("rtdose_expb.dcm", frames, ExplicitVRLittleEndian) == _frames("rtdose.dcm", frames,
+                                                                                 ExplicitVRLittleEndian)
 
 
 def test_big_endian_frame_as_stored_is_unchanged() -> None:

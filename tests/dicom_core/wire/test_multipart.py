@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicom_core.wire import multipart
 from dicom_core.model.errors import BadRequestError, PayloadTooLargeError
+from dicom_core.wire import multipart
 from dicom_core.wire.multipart import (
     MAX_BOUNDARY_LENGTH,
     MAX_HEADER_BYTES,
@@ -76,7 +76,7 @@ def split(data: bytes, size: int) -> list[bytes]:
 def split_at(data: bytes, cuts: Sequence[int]) -> list[bytes]:
     """Cut ``data`` at the given positions (any order, duplicates allowed)."""
     edges = [0, *sorted(cuts), len(data)]
-    return [data[start:end] for start, end in zip(edges, edges[1:])]
+    return [data[start:end] for start, end in zip(edges, edges[1:], strict=False)]
 
 
 async def read_all(chunks: Iterable[bytes], boundary: str, **options: Any) -> list[ParsedPart]:
@@ -463,7 +463,8 @@ def test_valid_boundary_is_returned(boundary: str) -> None:
 
 @pytest.mark.parametrize(
     "boundary",
-    ["", "a" * (MAX_BOUNDARY_LENGTH + 1), "semi;colon", 'quo"te', "trailing space ", "caf\u00e9", "line\r\nbreak", "star*"],
+    ["", "a" * (MAX_BOUNDARY_LENGTH + 1), "semi;colon", 'quo"te', "trailing space ", "caf\u00e9", "line\r\nbreak",
+     "star*"],
     ids=["empty", "over-the-bound", "semicolon", "quote", "trailing-space", "non-ascii", "crlf", "star"],
 )
 def test_invalid_boundary_is_bad_request(boundary: str) -> None:
