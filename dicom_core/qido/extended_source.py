@@ -43,7 +43,7 @@ from dicom_core.search_index.keys import study_row_modalities
 
 _QUERY = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
 # The first page of entries whose results expand reads this share of the results wanted: its entries beyond those
-# expanded cost one entity each, and a study of nearly as many series as the page wants still fits the bound.
+# expanded cost one entity each, so studies of up to 3/4 as many series as the results wanted stay within 2 per result.
 FIRST_PAGE_SHARE = 4
 
 
@@ -67,7 +67,7 @@ class _Rate:
         if self.entries == 0:
             return min(FIRST_EXPANSION, max(1, wanted // FIRST_PAGE_SHARE)) if self.expands else max(1, wanted)
         if self.results == 0:
-            return self.entries
+            return self.entries  # none gave a result yet: double what was read
         return max(1, -(-wanted * self.entries // self.results))
 
     def to_expand(self, wanted: int) -> int:
