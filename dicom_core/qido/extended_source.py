@@ -29,7 +29,7 @@ from dicom_core.qido.candidates import Hit, needs_study_row
 from dicom_core.qido.extended_filters import DrivingFilter
 from dicom_core.qido.matching import matches
 from dicom_core.qido.query import QidoQuery
-from dicom_core.qido.reads import MAX_PAGE, Row, SearchReads, newest_first
+from dicom_core.qido.reads import FIRST_EXPANSION, MAX_PAGE, Row, SearchReads, newest_first, parents_for
 from dicom_core.search_index.extended import (
     ENTRY_COLUMNS,
     EntryRange,
@@ -42,23 +42,44 @@ from dicom_core.search_index.extended import (
 from dicom_core.search_index.keys import study_row_modalities
 
 _QUERY = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
+# The first page of entries whose results expand reads this share of the results wanted: its entries beyond those
+# expanded cost one entity each, so studies of up to 3/4 as many series as the results wanted stay within 2 per result.
+FIRST_PAGE_SHARE = 4
 
 
 @dataclass
 class _Rate:
-    """Entries turned into results so far, to size what the search reads next."""
+    """Entries turned into results so far: how many entries the search reads next, and how many it expands at once.
+
+    Reading and expanding differ when results expand (series of a study-level tag's studies): an entry is one
+    entity, but a page is one query into the Table that holds every extended tag's entries (on Azurite a scan of
+    all of them), so a page reads ahead and its entries are expanded chunk by chunk at the fan-out so far.
+    """
 
     expands: bool  # results are below the tag's level (an entry may give several)
     entries: int = 0
     results: int = 0
 
-    def entries_for(self, wanted: int) -> int:
-        """Entries that should give ``wanted`` more results at the rate so far (one, before an expansion's is known)."""
+    def to_read(self, wanted: int) -> int:
+        """Entries the next page reads for ``wanted`` more results: at the rate so far (double while none gave one);
+        before any rate is known, ``wanted``, or FIRST_PAGE_SHARE of it (at most FIRST_EXPANSION) when results
+        expand, so a few matching studies are one page whose unexpanded entries stay within the entity bound."""
         if self.entries == 0:
-            return 1 if self.expands else max(1, wanted)
+            return min(FIRST_EXPANSION, max(1, wanted // FIRST_PAGE_SHARE)) if self.expands else max(1, wanted)
         if self.results == 0:
             return self.entries  # none gave a result yet: double what was read
         return max(1, -(-wanted * self.entries // self.results))
+
+    def to_expand(self, wanted: int) -> int:
+        """Entries expanded at once for ``wanted`` more results: one before the fan-out is known, then UNDER_ASK of
+        what the fan-out so far suggests (an entry of a bigger study than those so far rarely overshoots)."""
+        if not self.expands:
+            return self.to_read(wanted)
+        if self.entries == 0:
+            return 1
+        if self.results == 0:
+            return self.entries
+        return parents_for(wanted, self.results / self.entries, estimated=True)
 
 
 async def extended_hits(reads: SearchReads, query: QidoQuery, driving: DrivingFilter) -> AsyncGenerator[Hit, None]:
@@ -75,7 +96,7 @@ async def extended_hits(reads: SearchReads, query: QidoQuery, driving: DrivingFi
                 rows.append(row)
         start = 0
         while start < len(rows) and reads.wanted > 0 and not reads.exhausted:
-            chunk = rows[start:start + rate.entries_for(reads.wanted)]
+            chunk = rows[start:start + rate.to_expand(reads.wanted)]
             start += len(chunk)
             found = await asyncio.gather(*(_results(reads, query, tag.level, row) for row in chunk))
             rate.entries += len(chunk)
@@ -93,7 +114,7 @@ async def _entry_pages(reads: SearchReads, ranges: list[EntryRange], rate: _Rate
         while not reads.exhausted and reads.wanted > 0:
             pager = cast(AsyncPageIterator[TableEntity], reads.storage.index.query_entities(
                 _QUERY, parameters={"p": part.partition, "low": part.low, "high": part.high},
-                results_per_page=min(MAX_PAGE, rate.entries_for(reads.wanted)), select=ENTRY_COLUMNS,
+                results_per_page=min(MAX_PAGE, rate.to_read(reads.wanted)), select=ENTRY_COLUMNS,
             ).by_page(continuation_token=token))
             try:
                 page = [entity async for entity in await pager.__anext__()]

@@ -46,3 +46,32 @@ async def test_a_fuzzy_series_search_reads_an_entry_and_a_row_per_result(own: St
     assert (await stow_parts(own, parts)).status == 200
     found, entities = await _search(own, QidoResource.ALL_SERIES, "OperatorsName=chen&fuzzymatching=true&limit=10")
     assert len(found) == 10 and entities <= 2 * 10, entities
+
+
+async def test_a_series_search_by_a_study_tag_reads_at_most_two_entities_per_result_asked_for(
+    own: Storage, stow_parts,
+) -> None:
+    await _register(own, ExtendedTag(STUDY_ID, "SH", Level.STUDY, status=TagStatus.READY))
+    studies = {generate_uid(): [generate_uid() for _ in range(5)] for _ in range(12)}
+    parts = [make_instance(study=study, series=series, rows=1, columns=1, StudyID="MANY")
+             for study, series_uids in studies.items() for series in series_uids]
+    assert (await stow_parts(own, parts)).status == 200
+    every_series = {series for series_uids in studies.values() for series in series_uids}
+    # A study's series rows are read together (newest first needs them all): pages of 3 or more (5 series a study).
+    for limit, offset in [(3, 0), (2, 3), (5, 5), (10, 0), (10, 20), (25, 0), (7, 50)]:
+        found, entities = await _search(own, QidoResource.ALL_SERIES, f"StudyID=MANY&limit={limit}&offset={offset}")
+        assert len(found) == min(limit, len(every_series) - offset) and set(found) <= every_series
+        assert entities <= 2 * (offset + limit), (limit, offset, entities)
+
+
+async def test_the_series_of_a_few_studies_of_a_study_tag_read_each_entry_and_series_row_once(
+    own: Storage, stow_parts,
+) -> None:
+    await _register(own, ExtendedTag(STUDY_ID, "SH", Level.STUDY, status=TagStatus.READY))
+    studies = {generate_uid(): [generate_uid() for _ in range(count)] for count in (1, 3, 2)}
+    parts = [make_instance(study=study, series=series, rows=1, columns=1, StudyID="FEW")
+             for study, series_uids in studies.items() for series in series_uids]
+    assert (await stow_parts(own, parts)).status == 200
+    found, entities = await _search(own, QidoResource.ALL_SERIES, "StudyID=FEW&limit=25")
+    assert sorted(found) == sorted(series for series_uids in studies.values() for series in series_uids)
+    assert entities == 3 + 6
