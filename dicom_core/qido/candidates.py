@@ -390,8 +390,8 @@ async def _chunks(reads: SearchReads, stage: str, source: AsyncIterator[Hit]) ->
         count = item.series.entity.get("InstanceCount") if stage == "instances" and item.series else None
         children = children + int(count) if count and children >= 0 else -1  # -1: some unknown
         reads.waiting(stage, len(chunk), max(0, children))
-        # Full: as many parents as the stage wants, or enough to make every result still wanted.
-        if len(chunk) >= max(1, min(reads.demand(stage), 32)) or reads.outstanding() <= 0:
+        # Full: enough parents for every result still wanted, or (children unknown) as many as the stage wants.
+        if reads.outstanding() <= 0 or len(chunk) >= (32 if children > 0 else max(1, min(reads.demand(stage), 32))):
             reads.waiting(stage, 0)
             yield chunk
             chunk, children = [], 0

@@ -132,11 +132,26 @@ class SearchReads:
             if name == stage:
                 return parents_for(wanted, max(1.0, fan_out * children / parents), estimated=True) if parents \
                     else first_parents(self.wanted)
-            if parents == 0:
-                return max(0, first_parents(self.wanted) - self._waiting.get(name, (0, 0))[0])
+            waiting, known = self._waiting.get(name, (0, 0))
+            if parents == 0 and not known:
+                return max(0, first_parents(self.wanted) - waiting)
             wanted -= self._waiting_results(name, fan_out)
-            fan_out *= children / parents
+            # Before the stage expands anything, its waiting parents' rows count their children: the fan-out so far.
+            fan_out *= children / parents if parents else known / waiting
         return parents_for(wanted, max(1.0, fan_out), estimated=bool(self._expansions))
+
+    def first_page(self) -> int:
+        """Entries a source's first index page asks for: what it still wants; when it feeds expansions whose
+        fan-out is unknown, half the results wanted (each parent makes one result or more).
+
+        Such a page usually holds every parent the search needs, so one index query serves it (on Azurite each is
+        a scan of the index Table), and it costs at most half the bound of two entities per result: a parent
+        expanded costs its entry, its row and its children's rows, about two per result at worst, and only
+        the parents the results still wanted need are expanded (their rows count their children).
+        """
+        if self._expansions and not any(parents for parents, _ in self._expansions.values()):
+            return max(self.demand(), math.ceil(self.outstanding() / 2))
+        return self.demand()
 
     def outstanding(self) -> int:
         """Results still wanted, less those the parents waiting in expansion stages are expected to make."""
@@ -253,16 +268,15 @@ class SearchReads:
     ) -> AsyncIterator[IndexPage]:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
-        The first page is what the source still wants (for a search that expands its hits, FIRST_EXPANSION until
-        the fan-out is known), no fixed floor but ``first_at_least``; each further page what it still wants at
-        the rate entries turned into results so far (double the last page while none did), so a page costs about
-        what it returns. No page asks for more than the budget has left.
+        The first page is ``first_page`` (no fixed floor but ``first_at_least``); each further page what it still
+        wants at the rate entries turned into results so far (double the last page while none did), so a page
+        costs about what it returns. No page asks for more than the budget has left.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
         # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
-        size, token = max(first_at_least, self.demand()), None
+        size, token = max(first_at_least, self.first_page()), None
         first_wanted, read = self.outstanding(), 0
         while not self.exhausted:
             size = max(1, min(size, MAX_PAGE, self.budget - self.entities))
