@@ -52,6 +52,23 @@ async def instance_rows(
     return await _range(storage, study, prefix, select)
 
 
+
+async def instance_rows_of_series(
+    storage: Storage, study: str, series: Sequence[str], *, select: Sequence[str] | None = None
+) -> list[TableEntity]:
+    """Return the instance rows of some series of a study in RowKey order, by one query (on Azurite every query
+    scans its Table: one for the study instead of one per series)."""
+    # Spaces around every parameter: the SDK substitutes whitespace-separated words only.
+    ranges = " or ".join(f"( RowKey gt @low{i} and RowKey lt @high{i} )" for i in range(len(series)))
+    parameters = {"study": study}
+    for i, uid in enumerate(series):
+        parameters |= {f"low{i}": f"instance|{uid}|", f"high{i}": f"instance|{uid}{_RANGE_END}"}
+    columns = ["RowKey", *select] if select is not None else None
+    # The shard's own client: the sharded table routes only conjunctions, and this one's disjunction is
+    # confined to the study's partition by the PartitionKey clause around it.
+    shard = storage.studies.shard_of(study)
+    return await query_all(shard, f"PartitionKey eq @study and ( {ranges} )", parameters=parameters, select=columns)
+
 async def instance_row_batches(
     storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None,
     first: int = FIRST_BATCH_ROWS,

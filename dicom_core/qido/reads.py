@@ -16,7 +16,13 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
-from dicom_core.index.reads import get_row, instance_rows, series_and_instance_rows, series_rows
+from dicom_core.index.reads import (
+    get_row,
+    instance_rows,
+    instance_rows_of_series,
+    series_and_instance_rows,
+    series_rows,
+)
 from dicom_core.index.rows import (
     LAST_INSTANCE,
     LAST_INSTANCE_PROPERTIES,
@@ -233,6 +239,14 @@ class SearchReads:
             ("instances-of", study, series or ""),
             lambda: self._range(instance_rows(self.storage, study, series, select=INSTANCE_COLUMNS)),
         )
+
+    async def instances_of_series(self, study: str, series: list[str]) -> list[list[Row]]:
+        """The instance rows of each of some series of a study: by one query for them all."""
+        if len(series) == 1 or study in self._together:
+            return list(await asyncio.gather(*(self.instances_of(study, uid) for uid in series)))
+        rows = await self._once(("instances-of", study, *series), lambda: self._range(
+            instance_rows_of_series(self.storage, study, series, select=INSTANCE_COLUMNS)))
+        return [[row for row in rows if row.row_key.startswith(instance_row_key(uid, ""))] for uid in series]
 
     async def _rows_of(self, study: str) -> list[Row] | None:
         """The series and instance rows of a study read together, or None (not asked for, or more than allowed)."""
