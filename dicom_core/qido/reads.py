@@ -113,6 +113,7 @@ class SearchReads:
     entities: int = 0
     blobs: int = 0
     study_ranges: int = 0  # range queries into study partitions (on Azurite, each a scan of a Studies Table)
+    index_queries: int = 0  # pages of index ranges (on Azurite, each a scan of an index Table)
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
     # studies whose series and instance rows are read at once, if they are at most this many
@@ -297,6 +298,7 @@ class SearchReads:
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
             ).by_page(continuation_token=token))  # typed as a plain AsyncIterator, which has no token
+            self.index_queries += 1
             try:
                 page = [entity async for entity in await pager.__anext__()]
             except (StopAsyncIteration, ResourceNotFoundError):
