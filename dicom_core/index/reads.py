@@ -15,6 +15,8 @@ from dicom_core.storage.tables import get_entity_or_none, query_all, read_etag
 # '}' sorts right after '|', so `prefix|` up to `prefix}` is exactly the keys starting with `prefix|`.
 _RANGE_END = "}"
 _RANGE_FILTER = "PartitionKey eq @study and RowKey gt @low and RowKey lt @high"
+# Azure Table Storage allows at most 15 comparisons in a filter: the partition's and two per series.
+SERIES_PER_QUERY = 7
 # The first batch of `instance_row_batches` is small: a Table query answers a few rows sooner than many.
 FIRST_BATCH_ROWS = 16
 
@@ -56,8 +58,10 @@ async def instance_rows(
 async def instance_rows_of_series(
     storage: Storage, study: str, series: Sequence[str], *, select: Sequence[str] | None = None
 ) -> list[TableEntity]:
-    """Return the instance rows of some series of a study in RowKey order, by one query (on Azurite every query
-    scans its Table: one for the study instead of one per series)."""
+    """Return the instance rows of some series (at most SERIES_PER_QUERY) of a study in RowKey order, by one query
+    (on Azurite every query scans its Table: one for the study instead of one per series)."""
+    if len(series) > SERIES_PER_QUERY:
+        raise ValueError(f"a filter holds the ranges of at most {SERIES_PER_QUERY} series, not {len(series)}")
     # Spaces around every parameter: the SDK substitutes whitespace-separated words only.
     ranges = " or ".join(f"( RowKey gt @low{i} and RowKey lt @high{i} )" for i in range(len(series)))
     parameters = {"study": study}

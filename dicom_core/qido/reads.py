@@ -17,6 +17,7 @@ from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
 from dicom_core.index.reads import (
+    SERIES_PER_QUERY,
     get_row,
     instance_rows,
     instance_rows_of_series,
@@ -242,11 +243,16 @@ class SearchReads:
         )
 
     async def instances_of_series(self, study: str, series: list[str]) -> list[list[Row]]:
-        """The instance rows of each of some series of a study: by one query for them all."""
+        """The instance rows of each of some series of a study: by one query for up to SERIES_PER_QUERY of them."""
         if len(series) == 1 or study in self._together:
             return list(await asyncio.gather(*(self.instances_of(study, uid) for uid in series)))
-        rows = await self._once(("instances-of", study, *series), lambda: self._range(
-            instance_rows_of_series(self.storage, study, series, select=INSTANCE_COLUMNS)))
+
+        async def read(group: list[str]) -> list[Row]:
+            return await self._once(("instances-of", study, *group), lambda: self._range(
+                instance_rows_of_series(self.storage, study, group, select=INSTANCE_COLUMNS)))
+
+        groups = [series[start:start + SERIES_PER_QUERY] for start in range(0, len(series), SERIES_PER_QUERY)]
+        rows = [row for rows_of_group in await asyncio.gather(*map(read, groups)) for row in rows_of_group]
         return [[row for row in rows if row.row_key.startswith(instance_row_key(uid, ""))] for uid in series]
 
     async def _rows_of(self, study: str) -> list[Row] | None:
