@@ -32,6 +32,7 @@ from dicom_core.model.tags import (
     STUDY_INSTANCE_UID,
 )
 from dicom_core.qido.index_ranges import IndexRange, series_index_range, study_index_range
+from dicom_core.qido.index_slices import verification_slices
 from dicom_core.qido.matching import matches
 from dicom_core.qido.query import QidoQuery, QidoResource
 from dicom_core.qido.reads import Row, SearchReads, newest_first
@@ -143,7 +144,7 @@ def _study_matches(query: QidoQuery, row: Row) -> bool:
 
 async def _studies_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[str] = set()
-    async for entries in _verification_slices(reads, query, index):
+    async for entries in verification_slices(reads, query, index):
         rows = await asyncio.gather(*(reads.study(entry.study) for entry in entries))
         for entry, row in zip(entries, rows, strict=True):
             # The first verified entry of a study wins: two first stores racing may leave two sort keys.
@@ -166,7 +167,7 @@ async def _studies_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str,
 async def _series_from_index(reads: SearchReads, query: QidoQuery, index: IndexRange) -> AsyncGenerator[Hit, None]:
     accepted: set[tuple[str, str]] = set()
     full_study = needs_study_row(query)
-    async for entries in _verification_slices(reads, query, index):
+    async for entries in verification_slices(reads, query, index):
         pairs = await asyncio.gather(
             *(_series_and_study(reads, entry.study, entry.series or "", full_study=full_study) for entry in entries))
         for entry, (series, study) in zip(entries, pairs, strict=True):
@@ -257,7 +258,7 @@ async def _series_of_indexed_studies(
     study attributes: no study row is read (unless none of the study's series rows has a copy)."""
     reads.expanded("series")
     accepted: set[str] = set()
-    async for entries in _verification_slices(reads, query, index):
+    async for entries in verification_slices(reads, query, index):
         lists = await asyncio.gather(*(reads.series_of(entry.study) for entry in entries))
         studies = await asyncio.gather(*(_study_of_series_rows(reads, entry.study, rows)
                                          for entry, rows in zip(entries, lists, strict=True)))
@@ -289,7 +290,7 @@ async def _instances_of_series(
 ) -> AsyncGenerator[Hit, None]:
     reads.expanded("instances")
     async for chunk in _chunks(reads, "instances", series):
-        lists = await asyncio.gather(*(_instance_rows(reads, hit, series_uid) for hit in chunk))
+        lists = await _instance_rows(reads, chunk, series_uid)
         found = [Hit(hit.study_uid, study=hit.study, series=hit.series, instance=row)
                  for hit, rows in zip(chunk, lists, strict=True)
                  for row in newest_first(rows) if _matches_level(query, Level.INSTANCE, row)]
@@ -298,13 +299,29 @@ async def _instances_of_series(
             yield instance
 
 
-async def _instance_rows(reads: SearchReads, hit: Hit, series_uid: str | None) -> list[Row]:
-    """The instance rows of a hit's series: the series row's copy when it has one instance, else a range read."""
-    if hit.series is not None and int(hit.series.entity.get("InstanceCount") or 0) == 1:
-        only = reads.last_instance(hit.study_uid, hit.series)
-        if only is not None:
-            return [only]
-    return await reads.instances_of(hit.study_uid, series_uid or hit.series_uid)
+async def _instance_rows(reads: SearchReads, chunk: list[Hit], series_uid: str | None) -> list[list[Row]]:
+    """The instance rows of each hit's series: the series row's copy when it has one instance, else read, the
+    series of one study by one query (a series UID of None: the whole study)."""
+    found: dict[int, list[Row]] = {}
+    to_read: dict[tuple[str, bool], list[tuple[int, str | None]]] = {}
+    for position, hit in enumerate(chunk):
+        count = int(hit.series.entity.get("InstanceCount") or 0) if hit.series is not None else 0
+        if count == 1 and hit.series is not None and (only := reads.last_instance(hit.study_uid, hit.series)):
+            found[position] = [only]
+            continue
+        uid = series_uid or hit.series_uid
+        to_read.setdefault((hit.study_uid, uid is None), []).append((position, uid))
+
+    async def read(study: str, targets: list[tuple[int, str | None]]) -> list[tuple[int, list[Row]]]:
+        if targets[0][1] is None:
+            rows = await reads.instances_of(study, None)
+            return [(position, rows) for position, _ in targets]
+        lists = await reads.instances_of_series(study, [uid or "" for _, uid in targets])
+        return [(position, rows) for (position, _), rows in zip(targets, lists, strict=True)]
+
+    for pairs in await asyncio.gather(*(read(study, targets) for (study, _), targets in to_read.items())):
+        found.update(pairs)
+    return [found[position] for position in range(len(chunk))]
 
 
 async def _instances_by_uid(reads: SearchReads, query: QidoQuery, uids: tuple[str, ...]) -> AsyncGenerator[Hit, None]:
@@ -335,48 +352,6 @@ def _newest_first(found: list[Hit], row_of: Callable[[Hit], Row | None]) -> list
     return [next(hit for hit in found if row_of(hit) is row) for row in rows]
 
 
-async def _verification_slices(
-    reads: SearchReads, query: QidoQuery, index: IndexRange,
-) -> AsyncIterator[list[IndexEntry]]:
-    """Index entries in slices of what the search still wants, so rows are read for about the page only."""
-    # Results below the entries' level: any value-led range in index order (see the module docstring).
-    newest_first_below = query.limit if index.level is query.resource.result_level else 0
-    async for entries in _index_entries(reads, index, newest_first_below=newest_first_below):
-        start = 0
-        while start < len(entries):
-            size = max(1, reads.demand())  # 0: the estimates fell short, the search still pulls
-            yield entries[start:start + size]
-            start += size
-
-
-async def _index_entries(
-    reads: SearchReads, index: IndexRange, *, newest_first_below: int,
-) -> AsyncIterator[list[IndexEntry]]:
-    """The entries of an index range, page by page; a value-led range of fewer than ``newest_first_below``
-    entries (the search's limit), newest first.
-
-    Whether a value-led range is answered newest first depends on its number of entries and the limit only,
-    not on the offset, so offset pages of one search never mix the two orders.
-    """
-    held_up_to = newest_first_below - 1  # the most entries a range answered newest first has
-    held: list[IndexEntry] | None = [] if index.by_word else None
-    first = newest_first_below if index.by_word else 1  # a value-led range's first page: is it below the limit?
-    async for page in reads.index_pages(index.partition, index.low, index.high, first_at_least=first):
-        entries = [parse_entry(entity) for entity in page.entities]
-        if held is None:
-            yield entries
-            continue
-        held += entries
-        if page.last and len(held) <= held_up_to:
-            yield sorted(held, key=lambda entry: (entry.sort_key, entry.study))
-            held = None
-        elif page.last or len(held) > held_up_to:
-            yield held
-            held = None
-    if held:
-        yield held
-
-
 async def _one(hit: Hit) -> AsyncGenerator[Hit, None]:
     yield hit
 
@@ -390,8 +365,8 @@ async def _chunks(reads: SearchReads, stage: str, source: AsyncIterator[Hit]) ->
         count = item.series.entity.get("InstanceCount") if stage == "instances" and item.series else None
         children = children + int(count) if count and children >= 0 else -1  # -1: some unknown
         reads.waiting(stage, len(chunk), max(0, children))
-        # Full: as many parents as the stage wants, or enough to make every result still wanted.
-        if len(chunk) >= max(1, min(reads.demand(stage), 32)) or reads.outstanding() <= 0:
+        # Full: enough parents for every result still wanted, or (children unknown) as many as the stage wants.
+        if reads.outstanding() <= 0 or len(chunk) >= (32 if children > 0 else max(1, min(reads.demand(stage), 32))):
             reads.waiting(stage, 0)
             yield chunk
             chunk, children = [], 0

@@ -16,7 +16,14 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableEntity
 
 from dicom_core.index.instance_metadata import metadata_of_version
-from dicom_core.index.reads import get_row, instance_rows, series_and_instance_rows, series_rows
+from dicom_core.index.reads import (
+    SERIES_PER_QUERY,
+    get_row,
+    instance_rows,
+    instance_rows_of_series,
+    series_and_instance_rows,
+    series_rows,
+)
 from dicom_core.index.rows import (
     LAST_INSTANCE,
     LAST_INSTANCE_PROPERTIES,
@@ -107,6 +114,7 @@ class SearchReads:
     entities: int = 0
     blobs: int = 0
     study_ranges: int = 0  # range queries into study partitions (on Azurite, each a scan of a Studies Table)
+    index_queries: int = 0  # pages of index ranges (on Azurite, each a scan of an index Table)
     _cache: dict[tuple[str, ...], asyncio.Task[object]] = field(default_factory=dict)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POINT_READ_CONCURRENCY))
     # studies whose series and instance rows are read at once, if they are at most this many
@@ -132,11 +140,26 @@ class SearchReads:
             if name == stage:
                 return parents_for(wanted, max(1.0, fan_out * children / parents), estimated=True) if parents \
                     else first_parents(self.wanted)
-            if parents == 0:
-                return max(0, first_parents(self.wanted) - self._waiting.get(name, (0, 0))[0])
+            waiting, known = self._waiting.get(name, (0, 0))
+            if parents == 0 and not known:
+                return max(0, first_parents(self.wanted) - waiting)
             wanted -= self._waiting_results(name, fan_out)
-            fan_out *= children / parents
+            # Before the stage expands anything, its waiting parents' rows count their children: the fan-out so far.
+            fan_out *= children / parents if parents else known / waiting
         return parents_for(wanted, max(1.0, fan_out), estimated=bool(self._expansions))
+
+    def first_page(self) -> int:
+        """Entries a source's first index page asks for: what it still wants; when it feeds expansions whose
+        fan-out is unknown, half the results wanted (each parent makes one result or more).
+
+        Such a page usually holds every parent the search needs, so one index query serves it (on Azurite each is
+        a scan of the index Table), and it costs at most half the bound of two entities per result: a parent
+        expanded costs its entry, its row and its children's rows, about two per result at worst, and only
+        the parents the results still wanted need are expanded (their rows count their children).
+        """
+        if self._expansions and not any(parents for parents, _ in self._expansions.values()):
+            return max(self.demand(), math.ceil(self.outstanding() / 2))
+        return self.demand()
 
     def outstanding(self) -> int:
         """Results still wanted, less those the parents waiting in expansion stages are expected to make."""
@@ -219,6 +242,19 @@ class SearchReads:
             lambda: self._range(instance_rows(self.storage, study, series, select=INSTANCE_COLUMNS)),
         )
 
+    async def instances_of_series(self, study: str, series: list[str]) -> list[list[Row]]:
+        """The instance rows of each of some series of a study: by one query for up to SERIES_PER_QUERY of them."""
+        if len(series) == 1 or study in self._together:
+            return list(await asyncio.gather(*(self.instances_of(study, uid) for uid in series)))
+
+        async def read(group: list[str]) -> list[Row]:
+            return await self._once(("instances-of", study, *group), lambda: self._range(
+                instance_rows_of_series(self.storage, study, group, select=INSTANCE_COLUMNS)))
+
+        groups = [series[start:start + SERIES_PER_QUERY] for start in range(0, len(series), SERIES_PER_QUERY)]
+        rows = [row for rows_of_group in await asyncio.gather(*map(read, groups)) for row in rows_of_group]
+        return [[row for row in rows if row.row_key.startswith(instance_row_key(uid, ""))] for uid in series]
+
     async def _rows_of(self, study: str) -> list[Row] | None:
         """The series and instance rows of a study read together, or None (not asked for, or more than allowed)."""
         if study not in self._together:
@@ -253,22 +289,22 @@ class SearchReads:
     ) -> AsyncIterator[IndexPage]:
         """Yield the entries of an index partition in RowKey order (from ``low``, before ``high``), page by page.
 
-        The first page is what the source still wants (for a search that expands its hits, FIRST_EXPANSION until
-        the fan-out is known), no fixed floor but ``first_at_least``; each further page what it still wants at
-        the rate entries turned into results so far (double the last page while none did), so a page costs about
-        what it returns. No page asks for more than the budget has left.
+        The first page is ``first_page`` (no fixed floor but ``first_at_least``); each further page what it still
+        wants at the rate entries turned into results so far (double the last page while none did), so a page
+        costs about what it returns. No page asks for more than the budget has left.
         """
         query = "PartitionKey eq @pk"
         query += (" and RowKey ge @low" if low else "") + (" and RowKey lt @high" if high else "")
         parameters = {"pk": partition, "low": low, "high": high}
         # What the source still wants: the results over the fan-out of the expansions that follow it, if any.
-        size, token = max(first_at_least, self.demand()), None
+        size, token = max(first_at_least, self.first_page()), None
         first_wanted, read = self.outstanding(), 0
         while not self.exhausted:
             size = max(1, min(size, MAX_PAGE, self.budget - self.entities))
             pager = cast(AsyncPageIterator[TableEntity], self.storage.index.query_entities(
                 query, parameters=parameters, results_per_page=size, select=["PartitionKey", "RowKey"]
             ).by_page(continuation_token=token))  # typed as a plain AsyncIterator, which has no token
+            self.index_queries += 1
             try:
                 page = [entity async for entity in await pager.__anext__()]
             except (StopAsyncIteration, ResourceNotFoundError):

@@ -56,6 +56,7 @@ class SearchResults:
     warning: str | None = None
     erroneous: tuple[str, ...] = ()  # extended tags filtered on that have indexing errors
     study_ranges: int = 0  # range queries into study partitions
+    index_queries: int = 0  # pages of index ranges read
 
 
 async def search(storage: Storage, request: SearchRequest) -> ServiceResult:
@@ -108,7 +109,8 @@ async def search_datasets(storage: Storage, request: SearchRequest) -> SearchRes
                         "filters; results may be missing. Add a filter on an indexed attribute.")
     warning = warning_header(request.base_url, warnings) if warnings else None
     datasets = await build_datasets(reads, query, page, f"{request.base_url}/v{request.api_version}")
-    LOGGER.debug("QIDO %s via %s: %d results, %d entities (%d study partition ranges) and %d metadata blobs read",
-                 request.resource.name, source, len(datasets), reads.entities, reads.study_ranges, reads.blobs)
+    LOGGER.debug("QIDO %s via %s: %d results, %d entities (%d index pages, %d study partition ranges) and %d metadata "
+                 "blobs read", request.resource.name, source, len(datasets), reads.entities, reads.index_queries,
+                 reads.study_ranges, reads.blobs)
     return SearchResults(datasets, reads.entities, reads.blobs, source, warning, narrowed.erroneous,
-                         reads.study_ranges)
+                         reads.study_ranges, reads.index_queries)

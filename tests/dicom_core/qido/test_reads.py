@@ -69,6 +69,22 @@ async def test_an_expansion_first_asks_for_at_most_half_the_results_wanted(reads
     assert reads.demand() == 3  # a parent makes one result or more
 
 
+
+async def test_a_source_feeding_an_expansion_first_reads_half_the_results_wanted(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=100)
+    reads.expanded("instances")
+    first = await anext(aiter(reads.index_pages(PARTITION)))
+    # Each parent makes a result or more: half the results wanted usually holds every parent, in one query.
+    assert (len(first.entities), reads.index_queries) == (50, 1)
+    assert reads.demand() == 8  # their rows are read a few at a time until the fan-out is known
+
+
+async def test_waiting_parents_whose_rows_count_their_children_give_the_fan_out(reads_storage: Storage) -> None:
+    reads = SearchReads(reads_storage, budget=10_000, wanted=100)
+    reads.expanded("instances")
+    reads.waiting("instances", 8, 40)
+    assert reads.demand() == 9  # 60 more at 5 a series: 12, of which UNDER_ASK (3/4)
+
 async def test_a_list_without_expansion_asks_for_what_it_wants(reads_storage: Storage) -> None:
     reads = SearchReads(reads_storage, budget=10_000, wanted=1)
     pages = [page async for page in reads.index_pages(PARTITION)]
