@@ -54,7 +54,6 @@ async def instance_rows(
     return await _range(storage, study, prefix, select)
 
 
-
 async def instance_rows_of_series(
     storage: Storage, study: str, series: Sequence[str], *, select: Sequence[str] | None = None
 ) -> list[TableEntity]:
@@ -68,10 +67,9 @@ async def instance_rows_of_series(
     for i, uid in enumerate(series):
         parameters |= {f"low{i}": f"instance|{uid}|", f"high{i}": f"instance|{uid}{_RANGE_END}"}
     columns = ["RowKey", *select] if select is not None else None
-    # The shard's own client: the sharded table routes only conjunctions, and this one's disjunction is
-    # confined to the study's partition by the PartitionKey clause around it.
-    shard = storage.studies.shard_of(study)
-    return await query_all(shard, f"PartitionKey eq @study and ( {ranges} )", parameters=parameters, select=columns)
+    return await query_all(storage.studies, f"PartitionKey eq @study and ( {ranges} )", parameters=parameters,
+                           select=columns)
+
 
 async def instance_row_batches(
     storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None,

@@ -33,6 +33,8 @@ _LITERAL = re.compile(r"'(?:[^']|'')*'")
 _PARTITION_CLAUSE = re.compile(r"\bPartitionKey\s+eq\s+(@\w+|'(?:[^']|'')*')", re.IGNORECASE)
 _PARTITION_WORD = re.compile(r"\bPartitionKey\b", re.IGNORECASE)
 _DISJUNCTION = re.compile(r"\b(?:or|not)\b", re.IGNORECASE)
+# A partition's equality and a parenthesised condition on its entities: `PartitionKey eq X and ( ... )`.
+_CONFINED_GROUP = re.compile(r"\s*PartitionKey\s+eq\s+\S+\s+and\s+\((.*)\)\s*", re.IGNORECASE | re.DOTALL)
 
 
 def shard_index(partition: str, shards: int) -> int:
@@ -73,10 +75,13 @@ def partition_kind(partition: str) -> str:
 
 
 def filter_partition(query_filter: str, parameters: Mapping[str, Any] | None) -> str | None:
-    """The one partition ``query_filter`` is confined to (``PartitionKey eq`` in a conjunction), else None."""
+    """The one partition ``query_filter`` is confined to (``PartitionKey eq`` in a conjunction, or followed by
+    ``and`` and one parenthesised condition, which may hold disjunctions), else None."""
     masked = _LITERAL.sub(lambda literal: "'" + "_" * (len(literal.group()) - 2) + "'", query_filter)
     clauses = list(_PARTITION_CLAUSE.finditer(masked))
-    if len(clauses) != 1 or len(_PARTITION_WORD.findall(masked)) != 1 or _DISJUNCTION.search(masked):
+    if len(clauses) != 1 or len(_PARTITION_WORD.findall(masked)) != 1:
+        return None
+    if _DISJUNCTION.search(masked) and not _one_group(_CONFINED_GROUP.fullmatch(masked)):
         return None
     start, end = clauses[0].span(1)
     operand = query_filter[start:end]
@@ -84,6 +89,18 @@ def filter_partition(query_filter: str, parameters: Mapping[str, Any] | None) ->
         return operand[1:-1].replace("''", "'")
     value = (parameters or {}).get(operand[1:])
     return value if isinstance(value, str) else None
+
+
+def _one_group(match: re.Match[str] | None) -> bool:
+    """Whether a `_CONFINED_GROUP` match's parentheses close only at its end (one group, not `(a) or (b)`)."""
+    if match is None:
+        return False
+    depth = 0
+    for character in match.group(1):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 class ShardedTable(TableClient):

@@ -108,8 +108,12 @@ def test_the_partition_of_a_filter_is_its_one_partition_key_equality() -> None:
     assert filter_partition("PartitionKey eq @pk", {"pk": "a"}) == "a"
     assert filter_partition("PartitionKey eq @study and RowKey gt @low", {"study": "s", "low": "x"}) == "s"
     assert filter_partition("RowKey ge @low and (PartitionKey eq 'it''s or not')", {}) == "it's or not"
+    assert filter_partition("PartitionKey eq @pk and ( ( RowKey gt 'a' and RowKey lt 'b' ) or ( RowKey gt 'c' ) )",
+                            {"pk": "a"}) == "a"
     for unconfined in ("RowKey eq 'a'", "PartitionKey ge @pk", "PartitionKey eq @pk or RowKey eq 'a'",
-                       "PartitionKey eq @pk and PartitionKey eq @other", "not (PartitionKey eq @pk)"):
+                       "PartitionKey eq @pk and PartitionKey eq @other", "not (PartitionKey eq @pk)",
+                       "PartitionKey eq @pk and (RowKey gt 'a') or (RowKey lt 'b')",
+                       "PartitionKey eq @pk and (RowKey gt 'a') or RowKey lt 'b'"):
         assert filter_partition(unconfined, {"pk": "a", "other": "b"}) is None
     assert filter_partition("PartitionKey eq @missing", {"pk": "a"}) is None
 
