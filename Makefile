@@ -3,7 +3,7 @@
 #                 with WORKERS processes (default: the CPU count; the timers run in one of them; WORKERS=1: one),
 #                 and the DIMSE gateway (AE DICOMWEB) on port DIMSE_PORT (11112)
 #   make test     install what is missing, lint and type-check, and run the test suite (its fixtures start their own Azurite)
-#   make lint     ruff and mypy over dicom_core, function_app.py, local_host, dicomweb_cli and dimse_gateway
+#   make lint     ruff over the code, the bench and the tests; mypy over dicom_core, function_app.py, local_host, dicomweb_cli, dimse_gateway
 #   make viewer   `make run` plus the OHIF Viewer for it on http://localhost:3000/ (VIEWER_PORT)
 #   make orthanc  install Debian's orthanc and orthanc-dicomweb where missing (as root; a real client in `make test`)
 #   make dcmtk    install Debian's dcmtk where missing (as root; the DIMSE gateway tests use its tools)
@@ -96,7 +96,7 @@ run: install
 	gateway_pid=$$!
 	wait "$$app_pid"
 
-LINTED := dicom_core function_app.py local_host dicomweb_cli dimse_gateway
+LINTED := dicom_core function_app.py local_host dicomweb_cli dimse_gateway viewer bench tests
 
 # mypy reads its files and strictness from pyproject.toml.
 lint: install

@@ -46,7 +46,7 @@ def patient(query_stats_server: str) -> tuple[str, list[str]]:
                       Modality="MR", **first),
         make_instance(study=studies[0], Modality="SR", **first),
     ])
-    for study, day in zip(studies[1:], ("20230210", "20230315")):
+    for study, day in zip(studies[1:], ("20230210", "20230315"), strict=True):
         _store(query_stats_server, [make_instance(study=study, PatientID=patient_id, StudyDate=day, Modality="CT")])
     return patient_id, studies
 
@@ -160,7 +160,9 @@ def test_past_the_end_is_204_without_a_body(query_stats_server: str, patient: tu
     assert (response.status_code, response.content) == (204, b"")
 
 
-def test_v1_route_answers_with_the_v1_default_attributes(query_stats_server: str, patient: tuple[str, list[str]]) -> None:
+def test_v1_route_answers_with_the_v1_default_attributes(
+    query_stats_server: str, patient: tuple[str, list[str]],
+) -> None:
     response = _get(query_stats_server, f"/v1/studies?PatientID={patient[0]}&limit=1")
     assert response.status_code == 200 and "00100040" not in response.json()[0]  # no PatientSex stored
     assert {"00080020", "00100020", "0020000D"} <= set(response.json()[0])
@@ -172,7 +174,8 @@ def test_v1_route_answers_with_the_v1_default_attributes(query_stats_server: str
         ("/v2/studies?limit=-1", "The query parameter 'Limit' is invalid. The field Limit must be between 0 and"),
         ("/v2/studies?charset=ISO-8859-1", "The query parameter 'charset' is invalid."),
         ("/v2/studies?PatientID=%3Cx", "The query string included invalid characters."),
-        ("/v2/studies?StudyDate=2023", "Invalid query: specified Date value '2023' is invalid for attribute 'StudyDate'."),
+        ("/v2/studies?StudyDate=2023",
+         "Invalid query: specified Date value '2023' is invalid for attribute 'StudyDate'."),
         ("/v2/series?fuzzymatching=maybe", "The query parameter 'FuzzyMatching' is invalid."),
         ("/v2/studies/not-a-uid/series", "The StudyInstanceUID 'not-a-uid' is not a valid DICOM UID"),
         ("/v3/studies", "The API version 'v3' is not supported."),

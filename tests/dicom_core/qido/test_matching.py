@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydicom.tag import BaseTag
 
-from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.model.dicom_json import first_value, person_name_forms, person_name_groups
+from dicom_core.model.tags import MODALITIES_IN_STUDY
 from dicom_core.qido.matching import fuzzy_name_match, matches, wildcard_match
 from dicom_core.qido.query import Condition, MatchKind
 
@@ -62,8 +62,10 @@ def test_wildcards_match_any_run_and_one_character(pattern: str, value: str, per
         (Condition(PATIENT_ID, MatchKind.EXACT, ("ID1",)), {}, False),
         (Condition(STUDY_DATE, MatchKind.RANGE, low="20200101", high="20201231"),
          {"00080020": {"vr": "DA", "Value": ["20200922"]}}, True),
-        (Condition(STUDY_DATE, MatchKind.RANGE, low="20210101"), {"00080020": {"vr": "DA", "Value": ["20200922"]}}, False),
-        (Condition(STUDY_DATE, MatchKind.RANGE, high="20200922"), {"00080020": {"vr": "DA", "Value": ["20200922"]}}, True),
+        (Condition(STUDY_DATE, MatchKind.RANGE, low="20210101"), {"00080020": {"vr": "DA", "Value": ["20200922"]}},
+         False),
+        (Condition(STUDY_DATE, MatchKind.RANGE, high="20200922"), {"00080020": {"vr": "DA", "Value": ["20200922"]}},
+         True),
         (Condition(STUDY_DATE, MatchKind.RANGE, low="20200101"), {}, False),
         (Condition(STUDY_UID, MatchKind.ANY_OF, ("1.2", "1.3")), {"0020000D": {"vr": "UI", "Value": ["1.3"]}}, True),
         (Condition(STUDY_UID, MatchKind.ANY_OF, ("1.2",)), {"0020000D": {"vr": "UI", "Value": ["1.23"]}}, False),

@@ -118,12 +118,14 @@ MODALITY_NOT_QUERYABLE = (
          "casing as they are case-sensitive. The conformance statement has a list of supported query parameters, "
          "attributes and the levels."),
         ("PatientID=1&PatientID=2", STUDIES,
-         "Invalid QIDO-RS query. Duplicate AttributeId 'PatientID'. Each attribute is only allowed to be specified once."),
+         "Invalid QIDO-RS query. Duplicate AttributeId 'PatientID'. "
+         "Each attribute is only allowed to be specified once."),
         ("PatientID=1&00100020=2", STUDIES,
          "Invalid query: attribute '00100020' has been specified more than once using different ID formats. "
          "Each attribute is only allowed to be specified once."),
         ("PatientID=", STUDIES, "Invalid query: AttributeId 'PatientID' has empty string value that is not supported."),
-        ("PatientID=+", STUDIES, "Invalid query: AttributeId 'PatientID' has empty string value that is not supported."),
+        ("PatientID=+", STUDIES,
+         "Invalid query: AttributeId 'PatientID' has empty string value that is not supported."),
         ("StudyDate=2020-01-01", STUDIES,
          "Invalid query: specified Date value '2020-01-01' is invalid for attribute 'StudyDate'. Date should be valid "
          "and formatted as yyyyMMdd."),
@@ -167,13 +169,17 @@ def test_filters_of_parent_levels_are_allowed_on_cross_study_resources() -> None
     ("query", "message"),
     [
         ("limit=ten", "The query parameter 'Limit' is invalid. The value 'ten' is not valid for Limit."),
-        ("limit=-1", "The query parameter 'Limit' is invalid. The field Limit must be between 0 and 9223372036854775807."),
-        ("offset=-1", "The query parameter 'Offset' is invalid. The field Offset must be between 0 and 9223372036854775807."),
-        ("fuzzymatching=yes", "The query parameter 'FuzzyMatching' is invalid. The value 'yes' is not valid for FuzzyMatching."),
+        ("limit=-1",
+         "The query parameter 'Limit' is invalid. The field Limit must be between 0 and 9223372036854775807."),
+        ("offset=-1",
+         "The query parameter 'Offset' is invalid. The field Offset must be between 0 and 9223372036854775807."),
+        ("fuzzymatching=yes",
+         "The query parameter 'FuzzyMatching' is invalid. The value 'yes' is not valid for FuzzyMatching."),
         ("emptyvaluematching=1",
          "The query parameter 'EmptyValueMatching' is invalid. The value '1' is not valid for EmptyValueMatching."),
         ("PatientID=1&PatientID=2",
-         "Invalid QIDO-RS query. Duplicate AttributeId 'PatientID'. Each attribute is only allowed to be specified once."),
+         "Invalid QIDO-RS query. Duplicate AttributeId 'PatientID'. "
+         "Each attribute is only allowed to be specified once."),
         ("PatientID=1&00100020=",
          "Invalid query: attribute '00100020' has been specified more than once using different ID formats. "
          "Each attribute is only allowed to be specified once."),

@@ -9,8 +9,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.model.errors import NotAcceptableError
-from dicom_core.qido.service import SearchRequest, SearchResults, search, search_datasets
 from dicom_core.qido.query import QidoResource
+from dicom_core.qido.service import SearchRequest, SearchResults, search, search_datasets
 from dicom_core.settings import Settings
 from dicom_core.storage.clients import Storage, open_storage
 from tests.factories import make_dataset, to_bytes
@@ -225,7 +225,8 @@ async def test_includefield_all_returns_the_all_set(corpus: Corpus) -> None:
 async def test_includefield_outside_the_rows_comes_from_the_latest_instance_metadata(corpus: Corpus) -> None:
     response = await corpus.search(STUDIES, "PatientID=PID-A&includefield=00280004,SamplesPerPixel")
     [dataset] = response.datasets
-    assert (dataset["00280004"]["Value"], dataset["00280002"]["Value"], response.blobs_read) == (["MONOCHROME2"], [1], 1)
+    assert (dataset["00280004"]["Value"], dataset["00280002"]["Value"], response.blobs_read) == (
+        ["MONOCHROME2"], [1], 1)
 
 
 async def test_includefield_of_a_lower_level_attribute_is_left_out_at_study_level(corpus: Corpus) -> None:
