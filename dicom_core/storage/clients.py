@@ -164,15 +164,15 @@ def default_table_shards(settings: Settings) -> int:
     return EMULATOR_TABLE_SHARDS if uses_emulator(settings) else AZURE_TABLE_SHARDS
 
 
-async def with_table_shards(service: TableServiceClient, settings: Settings) -> tuple[Settings, set[str]]:
-    """``settings`` with the shard count resolved (the set one, else the stored tables', else the default), and
-    the existing Tables of this storage (listed to find that count)."""
+async def table_shards(service: TableServiceClient, settings: Settings) -> tuple[int, set[str]]:
+    """The shard count (the set one, else the stored tables', else the default) and the existing Tables of this
+    storage (listed to find that count)."""
     names = [table_name(settings, suffix) for suffix in ("Changes", "Cleanup", "Studies")]
     names += table_names(table_name(settings, "Index"), 1, INDEX_KINDS_OF_THEIR_OWN)
     existing = await existing_tables(service, names, any_shards=True)
     shards = settings.table_shards or stored_shard_count(existing, table_name(settings, "Studies")) \
         or default_table_shards(settings)
-    return replace(settings, table_shards=shards), existing
+    return shards, existing
 
 
 @dataclass(frozen=True)
@@ -326,13 +326,13 @@ async def open_storage(settings: Settings, *, keep_placement: bool = True) -> St
     blob_service, table_service, credential = storage_service_clients(select_storage_access(settings),
                                                                       ClientOptions.of(settings))
     try:
-        (settings, existing), _ = await asyncio.gather(with_table_shards(table_service, settings),
-                                                       asyncio.to_thread(prepare_timestamp_parsing))
+        (shards, existing), _ = await asyncio.gather(table_shards(table_service, settings),
+                                                     asyncio.to_thread(prepare_timestamp_parsing))
     except BaseException:
         await asyncio.shield(asyncio.gather(blob_service.close(), table_service.close(),
                                             *([credential.close()] if credential else [])))
         raise
-    shards = settings.table_shards or AZURE_TABLE_SHARDS  # resolved above; the fallback only informs the type
+    settings = replace(settings, table_shards=shards)
     storage = Storage(
         settings=settings,
         blob_service=blob_service,
