@@ -42,8 +42,9 @@ from dicom_core.search_index.extended import (
 from dicom_core.search_index.keys import study_row_modalities
 
 _QUERY = "PartitionKey eq @p and RowKey ge @low and RowKey lt @high"
-# The first page of entries whose results expand reads this share of the results wanted: its entries beyond those
-# expanded cost one entity each, so studies of up to 3/4 as many series as the results wanted stay within 2 per result.
+# The first page of entries whose results expand reads 1 / FIRST_PAGE_SHARE of the results wanted (a quarter): its
+# entries beyond those expanded cost one entity each, so studies of up to 3/4 as many series as the results wanted
+# stay within 2 per result.
 FIRST_PAGE_SHARE = 4
 
 
@@ -62,7 +63,7 @@ class _Rate:
 
     def to_read(self, wanted: int) -> int:
         """Entries the next page reads for ``wanted`` more results: at the rate so far (double while none gave one);
-        before any rate is known, ``wanted``, or FIRST_PAGE_SHARE of it (at most FIRST_EXPANSION) when results
+        before any rate is known, ``wanted``, or 1 / FIRST_PAGE_SHARE of it (at most FIRST_EXPANSION) when results
         expand, so a few matching studies are one page whose unexpanded entries stay within the entity bound."""
         if self.entries == 0:
             return min(FIRST_EXPANSION, max(1, wanted // FIRST_PAGE_SHARE)) if self.expands else max(1, wanted)
