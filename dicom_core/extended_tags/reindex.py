@@ -1,10 +1,11 @@
 """The background work of extended query tags: indexing what is stored (reindex) and removing a deleted tag.
 
-Reindex walks every instance row of the Studies table, shard after shard, a page of ``CHUNK_INSTANCES`` rows
-per chunk; its checkpoint holds the shard, the page's continuation token and the counts. Each instance's value
-is read from its row's copy of its metadata (or its metadata blob), checked against the VR, and indexed
-(`search_index.extended`: a study's or series's value is the latest stored instance's, whichever chunk meets it
-first) or recorded as an error; both are writes of fixed keys, so a chunk redone after a crash changes nothing.
+Reindex walks every instance row of the Studies table, shard after shard, up to ``CHUNK_INSTANCES`` rows per chunk
+(from the next shards too when a shard's page is short); its checkpoint holds the shard, the page's continuation
+token and the counts. Each instance's value is read from its row's copy of its metadata (or its metadata blob),
+checked against the VR, and indexed (`search_index.extended`: a study's or series's value is the latest stored
+instance's, whichever chunk meets it first) or recorded as an error; both are writes of fixed keys, so a chunk
+redone after a crash changes nothing.
 """
 
 from __future__ import annotations
@@ -73,17 +74,21 @@ async def reindex_step(storage: Storage, operation: Operation) -> Step:
     if point["shard"] >= len(shards) or not tags:
         await _finish(storage, tags)
         return Step(point, 100, done=True)
-    pages = shards[point["shard"]].query_entities(
-        _INSTANCE_ROWS, select=["PartitionKey", "RowKey", "Version", ROW_METADATA], results_per_page=CHUNK_INSTANCES,
-    ).by_page(continuation_token=point["token"])
-    try:
-        rows = [row async for row in await anext(pages)]
-    except (ResourceNotFoundError, StopAsyncIteration):
-        rows = []
-    token = getattr(pages, "continuation_token", None)
+    rows: list[TableEntity] = []
+    # A shard's last page may be short (with many shards, each holds few instances): the next shards fill the chunk.
+    while point["shard"] < len(shards) and len(rows) < CHUNK_INSTANCES:
+        pages = shards[point["shard"]].query_entities(
+            _INSTANCE_ROWS, select=["PartitionKey", "RowKey", "Version", ROW_METADATA],
+            results_per_page=CHUNK_INSTANCES - len(rows),
+        ).by_page(continuation_token=point["token"])
+        try:
+            rows += [row async for row in await anext(pages)]
+        except (ResourceNotFoundError, StopAsyncIteration):
+            pass
+        token = getattr(pages, "continuation_token", None)
+        point["shard"], point["token"] = (point["shard"], token) if token else (point["shard"] + 1, None)
     point["errors"] += await _index_rows(storage, tags, rows)
     point["processed"] += len(rows)
-    point["shard"], point["token"] = (point["shard"], token) if token else (point["shard"] + 1, None)
     total = max(point["total"], 1)
     return Step(point, min(99, point["processed"] * 100 // total))
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,18 @@ async def test_a_worker_killed_mid_reindex_is_resumed_and_finishes_exactly_once(
     assert finished is not None and finished.status is OperationStatus.SUCCEEDED
     assert finished.checkpoint["processed"] == STUDIES * PER_STUDY
     assert await _entries(own, INSTANCE_NUMBER) == STUDIES * PER_STUDY
+
+
+async def test_a_chunk_reads_on_into_the_next_shards_when_a_shards_rows_run_out(
+    own: Storage, stow_parts, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _store_archive(own, stow_parts)  # 5 studies of 10 instances: a shard holds at most what its studies hold
+    operation = await get_operation(own, await _add(own, {"path": "InstanceNumber", "level": "Instance"}))
+    assert operation is not None
+    monkeypatch.setattr(reindex, "CHUNK_INSTANCES", 25)
+    counted = {**operation.checkpoint, "total": STUDIES * PER_STUDY}
+
+    step = await reindex.reindex_step(own, replace(operation, checkpoint=counted))
+
+    assert step.checkpoint["processed"] == 25 and step.checkpoint["shard"] > 0
+    assert await _entries(own, INSTANCE_NUMBER) == 25
