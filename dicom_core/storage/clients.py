@@ -75,8 +75,8 @@ class Storage:
         The tables are listed first (one request for every shard; ``existing`` when the caller just did) and only
         the missing ones created, so opening storage costs about the same however many shards there are. With
         ``keep_placement``, an index whose shards exist but none of its kinds' own Tables (written before those)
-        stays hashed whole. The Studies table's first shard is created last: once it exists, every shard does, so
-        its shards show their count to the next open (`stored_shard_count`).
+        stays hashed whole. The Cleanup table is created last: once it exists, every shard does, so the shards show
+        their count to the next open (`table_shards`), whatever a deployment created before the app.
         """
         if existing is None:
             existing = await existing_tables(self.table_service, [t.table_name for t in self.tables])
@@ -87,14 +87,15 @@ class Storage:
             self.index = self.index.without_kinds()
         for table in (self.studies, self.index):
             shards = {shard.table_name for shard in table.shards}
-            if existing & shards and not shards <= existing:
+            # Without the Cleanup table the app never finished creating its tables (a deployment made the first).
+            if existing & shards and not shards <= existing and self.cleanup.table_name in existing:
                 LOGGER.warning(
                     "%s has %d of its %d shards (DICOMWEB_TABLE_SHARDS changed, or an upgrade gave index kinds Tables "
                     "of their own?): partitions stored elsewhere before are not found until "
                     "`python -m dicom_core.maintenance.reshard` moves them",
                     table.table_name, len(existing & shards), len(shards))
         missing = [t.table_name for t in self.tables if t.table_name not in existing]
-        last = [name for name in missing if name == self.studies.table_name]
+        last = [name for name in missing if name == self.cleanup.table_name]
         await asyncio.gather(
             *(_create_container(c) for c in (self.files, self.metadata)),
             bounded_gather((self.table_service.create_table_if_not_exists(name) for name in missing
@@ -105,7 +106,9 @@ class Storage:
 
     def _index_predates_kind_tables(self, existing: set[str]) -> bool:
         own = {table.table_name for table in self.index.kinds.values()}
-        return bool(own) and not existing & own and bool(existing & {shard.table_name for shard in self.index.hashed})
+        made_by_app = self.cleanup.table_name in existing  # not only the first shard a deployment creates
+        return bool(own) and not existing & own and made_by_app and bool(
+            existing & {shard.table_name for shard in self.index.hashed})
 
     async def close(self) -> None:
         """Close the underlying HTTP sessions."""
@@ -170,9 +173,11 @@ async def table_shards(service: TableServiceClient, settings: Settings) -> tuple
     names = [table_name(settings, suffix) for suffix in ("Changes", "Cleanup", "Studies")]
     names += table_names(table_name(settings, "Index"), 1, INDEX_KINDS_OF_THEIR_OWN)
     existing = await existing_tables(service, names, any_shards=True)
-    shards = settings.table_shards or stored_shard_count(existing, table_name(settings, "Studies")) \
-        or default_table_shards(settings)
-    return shards, existing
+    # Tables found without the Cleanup table were not all made by the app (a deployment creates `{prefix}Studies`
+    # first, an open may have stopped half-way): they show no count.
+    stored = stored_shard_count(existing, table_name(settings, "Studies")) \
+        if table_name(settings, "Cleanup") in existing else None
+    return settings.table_shards or stored or default_table_shards(settings), existing
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def shard_names(name: str, shards: int) -> list[str]:
 
 def stored_shard_count(existing: Iterable[str], name: str) -> int | None:
     """The shard count the existing Tables of table ``name`` show (its highest shard's number + 1), None if it has
-    none: its first shard is created after the others (`Storage.ensure_created`), so once it exists they all do."""
+    none."""
     names = set(existing)
     if name not in names:
         return None

@@ -228,3 +228,25 @@ def test_opening_storage_sets_up_the_table_sdks_timestamp_parsing(unit_settings:
     completed = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_OPENS_STORAGE], env=environ, cwd=ROOT,
                                capture_output=True, text=True, timeout=120, check=True)
     assert completed.stdout.strip() == "True"
+
+
+async def test_tables_a_deployment_made_before_the_app_show_no_shard_count_and_ask_for_no_reshard(
+    unit_settings: Settings, caplog: pytest.LogCaptureFixture,
+) -> None:
+    deployed = replace(unit_settings, table_prefix=f"dep{uuid.uuid4().hex[:10]}", table_shards=None)
+    first = await open_storage(replace(deployed, table_shards=2))
+    try:  # as infra/main.bicep creates them: the first shards of Studies and Index, and Changes; no Cleanup
+        for suffix in ("Studies1", "Index1", "Cleanup"):
+            await first.table_service.delete_table(f"{deployed.table_prefix}{suffix}")
+        for table in first.index.kinds.values():
+            await first.table_service.delete_table(table.table_name)
+    finally:
+        await first.close()
+
+    caplog.clear()
+    storage = await open_storage(deployed)
+    try:
+        assert storage.settings.table_shards == EMULATOR_TABLE_SHARDS
+    finally:
+        await storage.close()
+    assert not [record for record in caplog.records if "reshard" in record.getMessage()]
