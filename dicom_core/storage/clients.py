@@ -32,6 +32,12 @@ _MISSING_RESOURCE_CODES = frozenset({"ContainerNotFound", "TableNotFound"})
 # An entity Timestamp with and without fractional seconds, and the patterns the Table SDK parses them with.
 ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%fZ"),
                             ("2000-01-01T00:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
+# Shards of a new storage's Studies and Index tables when DICOMWEB_TABLE_SHARDS is not set (docs/storage.md, Table
+# shards): on Azurite each query scans the Table it names, so at 100,000 instances 64 kept the study-scoped searches
+# within 1.5x of a small archive's where 16 let them reach 2.3x; Azure serves a query from its partition, where the
+# count changes nothing but the health check's probes (one per Studies shard).
+EMULATOR_TABLE_SHARDS = 64
+AZURE_TABLE_SHARDS = 16
 # Kinds of index partition (search_index/keys.py) kept in a Table of their own each, not hashed into the shards:
 # those with one partition per index (or per modality), each growing with the archive, the extended query tags'
 # entries (`x.`: every tag's, an entry per instance), and the UID lookup entities (one per series or instance, in one
@@ -39,12 +45,6 @@ ENTITY_TIMESTAMP_FORMATS = (("2000-01-01T00:00:00.000000Z", "%Y-%m-%dT%H:%M:%S.%
 # entity of the Table it names, so a PatientID lookup then scans only the many small partitions hashed into its
 # shard, and a page of the study list only the study list (docs/storage.md). UID lookups are point reads, flat in
 # any Table; hashed, they made the shard they landed in several times the others, for every query of that shard.
-# Shards of a new storage's Studies and Index tables when DICOMWEB_TABLE_SHARDS is not set (docs/storage.md, Table
-# shards): on Azurite each query scans the Table it names, so at 100,000 instances 64 kept the study-scoped searches
-# within 1.5x of a small archive's where 16 let them reach 2.3x; Azure serves a query from its partition, where the
-# count changes nothing but the health check's probes (one per Studies shard).
-EMULATOR_TABLE_SHARDS = 64
-AZURE_TABLE_SHARDS = 16
 INDEX_KINDS_OF_THEIR_OWN = (
     "s.all", "s.date", "s.sid", "s.time", "s.mod", "se.all", "se.mod", "se.num", "se.ppsdate", "se.ppstime", "x.",
     "se.at", "i.at",
