@@ -50,8 +50,7 @@ async def instance_rows(
     storage: Storage, study: str, series: str | None = None, *, select: Sequence[str] | None = None
 ) -> list[TableEntity]:
     """Return the instance rows of a study, or of one of its series, in RowKey order."""
-    prefix = f"instance|{series}|" if series is not None else "instance|"
-    return await _range(storage, study, prefix, select)
+    return await _range(storage, study, _instance_prefix(series), select)
 
 
 async def instance_rows_of_series(
@@ -65,10 +64,9 @@ async def instance_rows_of_series(
     ranges = " or ".join(f"( RowKey gt @low{i} and RowKey lt @high{i} )" for i in range(len(series)))
     parameters = {"study": study}
     for i, uid in enumerate(series):
-        parameters |= {f"low{i}": f"instance|{uid}|", f"high{i}": f"instance|{uid}{_RANGE_END}"}
-    columns = ["RowKey", *select] if select is not None else None
+        parameters[f"low{i}"], parameters[f"high{i}"] = _key_range(_instance_prefix(uid))
     return await query_all(storage.studies, f"PartitionKey eq @study and ( {ranges} )", parameters=parameters,
-                           select=columns)
+                           select=_columns(select))
 
 
 async def instance_row_batches(
@@ -76,9 +74,8 @@ async def instance_row_batches(
     first: int = FIRST_BATCH_ROWS,
 ) -> AsyncGenerator[list[TableEntity], None]:
     """Yield the instance rows of a study or series in RowKey order: at most ``first`` rows, then all the others."""
-    prefix = f"instance|{series}|" if series is not None else "instance|"
-    parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
-    columns = ["RowKey", *select] if select is not None else None
+    low, high = _key_range(_instance_prefix(series))
+    parameters, columns = {"study": study, "low": low, "high": high}, _columns(select)
     try:
         pages = storage.studies.query_entities(_RANGE_FILTER, parameters=parameters, select=columns,
                                                results_per_page=first).by_page()
@@ -126,6 +123,20 @@ def stored_instance(study: str, row: TableEntity) -> StoredInstance:
 
 
 async def _range(storage: Storage, study: str, prefix: str, select: Sequence[str] | None) -> list[TableEntity]:
-    parameters = {"study": study, "low": prefix, "high": prefix[:-1] + _RANGE_END}
-    columns = ["RowKey", *select] if select is not None else None
-    return await query_all(storage.studies, _RANGE_FILTER, parameters=parameters, select=columns)
+    low, high = _key_range(prefix)
+    parameters = {"study": study, "low": low, "high": high}
+    return await query_all(storage.studies, _RANGE_FILTER, parameters=parameters, select=_columns(select))
+
+
+def _instance_prefix(series: str | None) -> str:
+    """The RowKey prefix of a series' instance rows (of every instance row of the study, without a series)."""
+    return f"instance|{series}|" if series is not None else "instance|"
+
+
+def _key_range(prefix: str) -> tuple[str, str]:
+    """The exclusive RowKey bounds of the keys that start with ``prefix`` (which ends with '|')."""
+    return prefix, prefix[:-1] + _RANGE_END
+
+
+def _columns(select: Sequence[str] | None) -> list[str] | None:
+    return ["RowKey", *select] if select is not None else None
